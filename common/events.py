@@ -1,0 +1,111 @@
+"""The messages that cross service boundaries, as typed dicts, and their codec.
+
+These are the interfaces between services (docs/architecture.md):
+
+* a **command** the gateway XADDs to ``dex:{m}:in`` (field ``c``) for the matcher;
+* a **settlement event** the matcher XADDs to ``dex:{m}:events`` (field ``e``) for the settler;
+* a **trade** the matcher XADDs to ``dex:{m}:trades`` (field ``t``), in the REST trade shape;
+* a **publication** on ``dex:ch:<topic>``: ``{"seq": N, "data": ...}``.
+
+Every integer is a JSON number below 2^53 (Lua reads them exactly) unless noted.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NotRequired, TypedDict
+
+import orjson
+
+COMMAND_FIELD = "c"
+EVENT_FIELD = "e"
+TRADE_FIELD = "t"
+
+MAX_SAFE_INTEGER = 2**53 - 1
+
+
+class OrderCommand(TypedDict):
+    op: Literal["order"]
+    user: str  # lower-case address
+    cid: str
+    side: str  # BUY / SELL
+    type: str  # LIMIT / MARKET
+    price: int  # 0 for a MARKET order without protection price
+    qty: int
+    tif: str  # GTC / IOC / FOK / POST_ONLY
+    reduceOnly: bool
+    expiresAt: int  # ms, 0 = never
+    ts: int  # the signed ts
+    reserved: int  # what the gateway locked for it (quote or base atomic units); a MARKET
+    # buy's budget is this amount
+    acceptedAt: int  # gateway clock, ms
+    liquidation: NotRequired[bool]  # placed by the liquidation engine, not a user
+
+
+class CancelCommand(TypedDict):
+    op: Literal["cancel"]
+    user: str
+    cid: str
+    ts: int
+
+
+class CancelAllCommand(TypedDict):
+    op: Literal["cancel_all"]
+    user: str
+    ts: int
+
+
+class AdminCommand(TypedDict):
+    op: Literal["halt", "resume", "expire"]
+    ts: int
+
+
+class FillEvent(TypedDict):
+    k: Literal["fill"]
+    eseq: int  # per-market event sequence, contiguous from 1
+    tradeId: str  # "<market>:<tseq>"
+    tseq: int
+    price: int
+    qty: int
+    takerSide: str
+    buyer: str
+    seller: str
+    buyCid: str
+    sellCid: str
+    ts: int
+
+
+class DoneEvent(TypedDict):
+    """An order reached a final status; the settler releases what it still has locked."""
+
+    k: Literal["done"]
+    eseq: int
+    user: str
+    cid: str
+    side: str
+    status: str  # FILLED / CXL / EXP / REJECTED
+    reason: str | None
+    filled: int
+    ts: int
+
+
+class Trade(TypedDict):
+    tradeId: str
+    market: str
+    price: int
+    qty: int
+    takerSide: str
+    buyer: str
+    seller: str
+    buyOid: str
+    sellOid: str
+    ts: int
+    seq: int
+
+
+def dumps(value: Any) -> str:
+    """JSON text for a stream field or a publication."""
+    return orjson.dumps(value).decode()
+
+
+def loads(text: str | bytes) -> Any:
+    return orjson.loads(text)

@@ -1,0 +1,226 @@
+"""Every Redis key and pub/sub channel of the exchange, in one place.
+
+Layout (``{...}`` is the Redis Cluster hash tag, so all keys of one market, or of one
+account, live in one slot and one Lua script may touch them together)::
+
+    Market keys — tag {market}, e.g. {BTC-USDC}
+      dex:{m}:in               stream  commands for the matcher (orders, cancels, admin); the
+                                        gateway XADDs, the matcher's group "matcher" reads
+      dex:{m}:state            hash    status (OPEN/HALTED/EXPIRED), seq (depth seq),
+                                        tseq (trade seq), eseq (event seq), aseq (arrival seq),
+                                        last (last processed id of dex:{m}:in)
+      dex:{m}:cfg              hash    market constants the Lua scripts need (scales, fees…)
+      dex:{m}:bids / :asks     zset    resting orders; score = −price (bids) / price (asks),
+                                        member = "<aseq:016d>|<userId>|<clientOrderId>" so one
+                                        price level sorts by arrival
+      dex:{m}:lvl:bids / :asks hash    price -> aggregated resting qty (depth)
+      dex:{m}:o:<user>:<cid>   hash    the order as the matcher knows it (status, filled, …)
+      dex:{m}:uo:<user>        set     the user's open order ids in this market (cancel-all)
+      dex:{m}:trades           stream  durable trade log, one JSON entry per trade
+      dex:{m}:events           stream  settlement events for the settler (fill, done)
+      dex:{m}:settled          string  eseq up to which every event has been settled
+      dex:{m}:px               hash    index, mark, fundingRate, nextFundingTs
+      dex:{m}:settle-queued    string  set while a settle task for the market is queued
+
+    Account keys — tag {userId}, the lower-case 0x address (or a system account name)
+      dex:{u}:bal              hash    "<asset>:t" total, "<asset>:l" locked,
+                                        "<asset>:dep" / "<asset>:wd" lifetime deposits /
+                                        withdrawals (the auditor sums them)
+      dex:{u}:cids             hash    clientOrderId -> market; an id is accepted once, ever
+      dex:{u}:orders           zset    "<market>|<cid>" by acceptance time (listing)
+      dex:{u}:ord:<cid>        hash    the order as accepted: signed fields + reserved amount
+      dex:{u}:res              hash    clientOrderId -> reservation still locked for it
+      dex:{u}:outbox           zset    cids reserved but not yet confirmed on their market
+                                        stream, by time; a sweeper re-sends old ones
+      dex:{u}:wm               hash    market -> highest event eseq applied to this account
+      dex:{u}:pos              hash    "<market>:size|entry|rpnl|funding" position fields
+      dex:{u}:fills            stream  the user's fills
+      dex:{u}:sig:<digest>     string  a used Cancel/CancelAll/Withdraw signature (TTL)
+
+    System accounts are ordinary accounts with reserved names: ``fees`` and ``insurance``.
+
+    Channels (PUBLISH; payload {"seq": N, "data": ...})
+      dex:ch:<topic>           e.g. dex:ch:depth:BTC-USDC, dex:ch:orders:0xabc…
+"""
+
+from __future__ import annotations
+
+PREFIX = "dex"
+FEES_ACCOUNT = "fees"
+INSURANCE_ACCOUNT = "insurance"
+SYSTEM_ACCOUNTS = (FEES_ACCOUNT, INSURANCE_ACCOUNT)
+
+MATCHER_GROUP = "matcher"
+
+
+def _m(market: str) -> str:
+    return f"{PREFIX}:{{{market}}}"
+
+
+def _u(user: str) -> str:
+    return f"{PREFIX}:{{{user}}}"
+
+
+# -- market keys ------------------------------------------------------------------------
+def market_in(market: str) -> str:
+    return f"{_m(market)}:in"
+
+
+def market_state(market: str) -> str:
+    return f"{_m(market)}:state"
+
+
+def market_cfg(market: str) -> str:
+    return f"{_m(market)}:cfg"
+
+
+def book_bids(market: str) -> str:
+    return f"{_m(market)}:bids"
+
+
+def book_asks(market: str) -> str:
+    return f"{_m(market)}:asks"
+
+
+def levels_bids(market: str) -> str:
+    return f"{_m(market)}:lvl:bids"
+
+
+def levels_asks(market: str) -> str:
+    return f"{_m(market)}:lvl:asks"
+
+
+def market_order(market: str, user: str, cid: str) -> str:
+    return f"{_m(market)}:o:{user}:{cid}"
+
+
+def market_order_prefix(market: str) -> str:
+    """Prefix of :func:`market_order` keys; Lua appends ``<user>:<cid>``."""
+    return f"{_m(market)}:o:"
+
+
+def market_user_open(market: str, user: str) -> str:
+    return f"{_m(market)}:uo:{user}"
+
+
+def market_user_open_prefix(market: str) -> str:
+    return f"{_m(market)}:uo:"
+
+
+def market_trades(market: str) -> str:
+    return f"{_m(market)}:trades"
+
+
+def market_events(market: str) -> str:
+    return f"{_m(market)}:events"
+
+
+def market_settled(market: str) -> str:
+    return f"{_m(market)}:settled"
+
+
+def market_prices(market: str) -> str:
+    return f"{_m(market)}:px"
+
+
+def market_settle_queued(market: str) -> str:
+    return f"{_m(market)}:settle-queued"
+
+
+# -- account keys -----------------------------------------------------------------------
+def balances(user: str) -> str:
+    return f"{_u(user)}:bal"
+
+
+def account_cids(user: str) -> str:
+    return f"{_u(user)}:cids"
+
+
+def account_orders(user: str) -> str:
+    return f"{_u(user)}:orders"
+
+
+def account_order(user: str, cid: str) -> str:
+    return f"{_u(user)}:ord:{cid}"
+
+
+def account_order_prefix(user: str) -> str:
+    return f"{_u(user)}:ord:"
+
+
+def reservations(user: str) -> str:
+    return f"{_u(user)}:res"
+
+
+def outbox(user: str) -> str:
+    return f"{_u(user)}:outbox"
+
+
+def watermarks(user: str) -> str:
+    return f"{_u(user)}:wm"
+
+
+def positions(user: str) -> str:
+    return f"{_u(user)}:pos"
+
+
+def account_fills(user: str) -> str:
+    return f"{_u(user)}:fills"
+
+
+def used_signature(user: str, digest_hex: str) -> str:
+    return f"{_u(user)}:sig:{digest_hex}"
+
+
+# -- balance hash fields ----------------------------------------------------------------
+def total_field(asset: str) -> str:
+    return f"{asset}:t"
+
+
+def locked_field(asset: str) -> str:
+    return f"{asset}:l"
+
+
+def deposits_field(asset: str) -> str:
+    return f"{asset}:dep"
+
+
+def withdrawals_field(asset: str) -> str:
+    return f"{asset}:wd"
+
+
+# -- global registries (no hash tag needed: single-key commands only) -------------------
+def known_accounts() -> str:
+    """Set of every account that ever held a balance (the auditor walks it)."""
+    return f"{PREFIX}:accounts"
+
+
+def outbox_accounts() -> str:
+    """Set of accounts whose outbox may be non-empty (the outbox sweeper walks it)."""
+    return f"{PREFIX}:outbox-accounts"
+
+
+# -- pub/sub ----------------------------------------------------------------------------
+def channel(topic: str) -> str:
+    """The pub/sub channel that carries a WebSocket topic (``depth:BTC-USDC`` …)."""
+    return f"{PREFIX}:ch:{topic}"
+
+
+def depth_topic(market: str) -> str:
+    return f"depth:{market}"
+
+
+def trade_topic(market: str) -> str:
+    return f"trade:{market}"
+
+
+def ticker_topic(market: str) -> str:
+    return f"ticker:{market}"
+
+
+def orders_topic(user: str) -> str:
+    return f"orders:{user}"
+
+
+def pnl_topic(user: str) -> str:
+    return f"pnl:{user}"

@@ -1,0 +1,1 @@
+"""The broadcaster: relays Redis pub/sub to WebSocket clients (DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""The matcher: one consumer per market stream, matching in Lua (DESIGN.md)."""

@@ -1,0 +1,44 @@
+"""Suite-wide fixtures.
+
+- ``redis_server`` (session): one private ``redis-server`` on a free port, no persistence;
+  has ``.host``, ``.port``, ``.url`` (``redis://127.0.0.1:<port>/0``), ``.url_for_db(n)``.
+  Tests that use it are skipped (with the reason) when ``redis-server`` is not installed.
+- ``redis_url`` (function): that server's URL, after a FLUSHALL, so every test starts empty.
+
+Helpers for tests live in ``tests/support`` (``from support.redis_server import free_port``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:  # make ``import support`` work whatever the import mode
+    sys.path.insert(0, _TESTS_DIR)
+
+from support.redis_server import RedisServer, RedisServerUnavailable  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    try:
+        server.start()
+    except RedisServerUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    if not redis_server.is_running():
+        pytest.fail(f"the test redis-server died; log tail:\n{redis_server.log_tail()}")
+    redis_server.flushall()
+    return redis_server.url

@@ -1,0 +1,173 @@
+"""Run the real exchange processes against a test Redis, and drive them over HTTP.
+
+``Exchange`` starts any of the five processes of API.md §1 with their own ports and logs,
+can SIGKILL and restart each one (fault tests), and stops them all at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from support.redis_server import free_port, wait_for
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+ADMIN_TOKEN = "test-admin-token"
+
+COMMANDS: dict[str, list[str]] = {
+    "gateway": [sys.executable, "-m", "services.gateway"],
+    "matcher": [sys.executable, "-m", "services.matcher"],
+    "settler": [
+        str(VENV_BIN / "celery"),
+        "-A",
+        "services.settler",
+        "worker",
+        "--loglevel=INFO",
+        "-Q",
+        "settle,periodic,celery",
+        "--concurrency",
+        "2",
+        "--without-gossip",
+        "--without-mingle",
+    ],
+    "beat": [str(VENV_BIN / "celery"), "-A", "services.settler", "beat", "--loglevel=INFO"],
+    "broadcaster": [sys.executable, "-m", "services.broadcaster"],
+}
+
+
+class Exchange:
+    """The five processes on one Redis, each with its log file under a temp dir."""
+
+    def __init__(self, redis_url: str, **env: str) -> None:
+        self.redis_url = redis_url
+        self.workdir = Path(tempfile.mkdtemp(prefix="dex-exchange-"))
+        self.gateway_port = free_port()
+        self.broadcaster_port = free_port()
+        self.env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "DEX_REDIS_URL": redis_url,
+            "DEX_ADMIN_TOKEN": ADMIN_TOKEN,
+            "DEX_GATEWAY_PORT": str(self.gateway_port),
+            "DEX_BROADCASTER_PORT": str(self.broadcaster_port),
+            **env,
+        }
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.broadcaster_port}/ws"
+
+    def start(self, *names: str) -> Exchange:
+        for name in names or tuple(COMMANDS):
+            command = list(COMMANDS[name])
+            if name == "beat":
+                command += ["-s", str(self.workdir / "celerybeat-schedule")]
+            log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+            self.processes[name] = subprocess.Popen(
+                command,
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.wait_ready(*(names or tuple(COMMANDS)))
+        return self
+
+    def wait_ready(self, *names: str, timeout: float = 30.0) -> None:
+        checks: dict[str, Callable[[], bool]] = {
+            "gateway": lambda: _http_ok(f"{self.http}/v1/health"),
+            "broadcaster": lambda: _port_open(self.broadcaster_port),
+            "settler": lambda: "ready" in self.log("settler"),
+        }
+        for name in names:
+            check = checks.get(name)
+            if check is None:
+                continue
+            if not wait_for(lambda c=check, n=name: self._alive(n) and c(), timeout):
+                raise RuntimeError(f"{name} did not become ready:\n{self.log(name)[-3000:]}")
+
+    def _alive(self, name: str) -> bool:
+        process = self.processes[name]
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{self.log(name)[-3000:]}")
+        return True
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        process = self.processes.pop(name)
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=20)
+
+    def stop(self) -> None:
+        for name in list(self.processes):
+            process = self.processes[name]
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 10
+        for name in list(self.processes):
+            process = self.processes.pop(name)
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=5)
+
+    def log(self, name: str) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    # -- HTTP helpers -------------------------------------------------------------------
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.http, timeout=10.0)
+
+    def deposit(self, user: str, asset: str, amount: int) -> dict[str, Any]:
+        with self.client() as client:
+            response = client.post(
+                "/v1/admin/deposits",
+                json={"userId": user, "asset": asset, "amount": str(amount)},
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            )
+        response.raise_for_status()
+        return response.json()
+
+    def __enter__(self) -> Exchange:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
