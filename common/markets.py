@@ -132,8 +132,8 @@ def parse_markets(document: Any, source: str = "markets file") -> MarketSet:
         where = f"{source}: asset {symbol}"
         if not isinstance(symbol, str) or not SYMBOL_PATTERN.match(symbol):
             raise MarketsFileError(f"{where}: symbol must match {SYMBOL_PATTERN.pattern}")
-        spec = _validate(AssetSpec, raw, where)
-        assets[symbol] = Asset(symbol, spec.decimals)
+        asset_spec = _validate(AssetSpec, raw, where)
+        assets[symbol] = Asset(symbol, asset_spec.decimals)
 
     markets: dict[str, Market] = {}
     for symbol, raw in raw_markets.items():

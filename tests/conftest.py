@@ -17,8 +17,13 @@ from pathlib import Path
 import pytest
 
 _TESTS_DIR = str(Path(__file__).resolve().parent)
-if _TESTS_DIR not in sys.path:  # make ``import support`` work whatever the import mode
-    sys.path.insert(0, _TESTS_DIR)
+_REPO_ROOT = str(Path(__file__).resolve().parent.parent)
+# ``import support`` works whatever the import mode, and this checkout's code is imported even
+# when the virtualenv's editable install points at another checkout.
+for _path in (_REPO_ROOT, _TESTS_DIR):
+    if _path in sys.path:
+        sys.path.remove(_path)
+    sys.path.insert(0, _path)
 
 from support.redis_server import RedisServer, RedisServerUnavailable  # noqa: E402
 

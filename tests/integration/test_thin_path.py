@@ -11,7 +11,6 @@ from typing import Any
 import orjson
 import pytest
 import websockets
-
 from support.exchange import Exchange
 from support.redis_server import wait_for
 from support.signing import Trader
@@ -72,12 +71,15 @@ def test_crossing_orders_trade_on_websocket_and_settle_to_the_unit(exchange: Exc
             for body in (sell, buy):
                 response = client.post("/v1/orders", json=body)
                 assert response.status_code == 202, response.text
-                assert response.json() == {"clientOrderId": body["clientOrderId"], "status": "ACCEPTED"}
+                assert response.json() == {
+                    "clientOrderId": body["clientOrderId"],
+                    "status": "ACCEPTED",
+                }
 
-    messages = asyncio.run(
-        _watch(exchange.ws, [f"trade:{MARKET}", f"depth:{MARKET}"], send_orders)
-    )
-    trade_updates = [m for m in messages if m["topic"] == f"trade:{MARKET}" and m["type"] == "update"]
+    messages = asyncio.run(_watch(exchange.ws, [f"trade:{MARKET}", f"depth:{MARKET}"], send_orders))
+    trade_updates = [
+        m for m in messages if m["topic"] == f"trade:{MARKET}" and m["type"] == "update"
+    ]
     assert len(trade_updates) == 1
     (trade,) = trade_updates[0]["data"]
     assert trade["price"] == PRICE and trade["qty"] == QTY
@@ -85,7 +87,9 @@ def test_crossing_orders_trade_on_websocket_and_settle_to_the_unit(exchange: Exc
     assert trade["buyer"] == buyer.address.lower() and trade["seller"] == seller.address.lower()
     assert trade["buyOid"] == buy["clientOrderId"] and trade["sellOid"] == sell["clientOrderId"]
     assert trade_updates[0]["seq"] == trade["seq"] == 1
-    depth_updates = [m for m in messages if m["topic"] == f"depth:{MARKET}" and m["type"] == "update"]
+    depth_updates = [
+        m for m in messages if m["topic"] == f"depth:{MARKET}" and m["type"] == "update"
+    ]
     assert [m["seq"] for m in depth_updates] == [1, 2]
     assert depth_updates[0]["data"] == {"bids": [], "asks": [[PRICE, QTY]]}
     assert depth_updates[1]["data"] == {"bids": [], "asks": [[PRICE, 0]]}
@@ -96,7 +100,9 @@ def test_crossing_orders_trade_on_websocket_and_settle_to_the_unit(exchange: Exc
             assert order["status"] == "FILLED" and order["filled"] == QTY
 
         def settled() -> bool:
-            return client.get(f"/v1/accounts/{buyer.address}/balances").json().get("BTC") is not None
+            return (
+                client.get(f"/v1/accounts/{buyer.address}/balances").json().get("BTC") is not None
+            )
 
         assert wait_for(settled, 20), exchange.log("settler")[-3000:]
         assert client.get(f"/v1/accounts/{buyer.address}/balances").json() == {

@@ -6,6 +6,7 @@ can SIGKILL and restart each one (fault tests), and stops them all at the end.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -56,6 +57,9 @@ class Exchange:
         self.env = {
             **os.environ,
             "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])
+            ),
             "DEX_REDIS_URL": redis_url,
             "DEX_ADMIN_TOKEN": ADMIN_TOKEN,
             "DEX_GATEWAY_PORT": str(self.gateway_port),
@@ -105,25 +109,23 @@ class Exchange:
     def _alive(self, name: str) -> bool:
         process = self.processes[name]
         if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode}:\n{self.log(name)[-3000:]}")
+            raise RuntimeError(
+                f"{name} exited with {process.returncode}:\n{self.log(name)[-3000:]}"
+            )
         return True
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         process = self.processes.pop(name)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
         process.wait(timeout=20)
 
     def stop(self) -> None:
         for name in list(self.processes):
             process = self.processes[name]
             if process.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         deadline = time.monotonic() + 10
         for name in list(self.processes):
             process = self.processes.pop(name)

@@ -294,6 +294,48 @@ def test_vector_signature(vector: dict[str, Any]) -> None:
         assert _hex(bytes(resigned.signature)) == sig.lower()
 
 
+def test_general_encoder_orders_dependencies_and_matches_eth_account() -> None:
+    """No public vector has two dependencies found out of alphabetical order; EIP-712 sorts
+    them by name. Cross-checked with eth-account on nested structs, arrays and atomic types."""
+    types = {
+        "EIP712Domain": [
+            {"name": "name", "type": "string"},
+            {"name": "chainId", "type": "uint256"},
+        ],
+        "Zed": [
+            {"name": "b", "type": "Bee[]"},
+            {"name": "a", "type": "Ant"},
+            {"name": "flag", "type": "bool"},
+            {"name": "blob", "type": "bytes"},
+            {"name": "tag", "type": "bytes4"},
+            {"name": "delta", "type": "int64"},
+            {"name": "grid", "type": "uint8[2][]"},
+        ],
+        "Bee": [{"name": "who", "type": "address"}, {"name": "ant", "type": "Ant"}],
+        "Ant": [{"name": "n", "type": "uint256"}, {"name": "s", "type": "string"}],
+    }
+    assert encode_type("Zed", types) == (
+        "Zed(Bee[] b,Ant a,bool flag,bytes blob,bytes4 tag,int64 delta,uint8[2][] grid)"
+        "Ant(uint256 n,string s)Bee(address who,Ant ant)"
+    )
+    ant = {"n": 2**200, "s": "\u00e9\U0001f600"}
+    message = {
+        "b": [{"who": "0x" + "ab" * 20, "ant": ant}, {"who": "0x" + "01" * 20, "ant": ant}],
+        "a": ant,
+        "flag": True,
+        "blob": "0xdeadbeef00",
+        "tag": "0x01020304",
+        "delta": -(2**62),
+        "grid": [[1, 2], [255, 0]],
+    }
+    domain = {"name": "Zoo", "chainId": 5}
+    typed = {"types": types, "primaryType": "Zed", "domain": domain, "message": message}
+    ref = encode_typed_data(full_message=typed)
+    assert domain_separator(domain, types) == bytes(ref.header)
+    assert hash_struct("Zed", message, types) == bytes(ref.body)
+    assert encode_typed_data_digest(typed) == _ref_digest(ref)
+
+
 # --------------------------------------------------------------------------------------------
 # (2) Random messages: fast verifier == eth-account
 # --------------------------------------------------------------------------------------------
