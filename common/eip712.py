@@ -247,8 +247,6 @@ def _atomic_encoder(type_: str) -> Callable[[Any], bytes] | None:
         return _enc_address
     if type_ == "bytes":
         return lambda v: keccak256(_bytes_value(v))
-    if type_ == "uint256":
-        return _enc_uint256
     m = _INT_TYPE.fullmatch(type_)
     if m:
         bits = int(m.group(2) or "256")
