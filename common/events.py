@@ -39,6 +39,7 @@ class OrderCommand(TypedDict):
     # buy's budget is this amount
     acceptedAt: int  # gateway clock, ms
     liquidation: NotRequired[bool]  # placed by the liquidation engine, not a user
+    reply: NotRequired[str]  # dex:{m}:reply:<rid>: LPUSH {"status": <order status>} when done
 
 
 class CancelCommand(TypedDict):
@@ -46,17 +47,22 @@ class CancelCommand(TypedDict):
     user: str
     cid: str
     ts: int
+    reason: NotRequired[str]  # USER (default) or LIQUIDATION
+    reply: NotRequired[str]  # LPUSH {"result": "CANCELLED" | "CLOSED" | "UNKNOWN"}
 
 
 class CancelAllCommand(TypedDict):
     op: Literal["cancel_all"]
     user: str
     ts: int
+    reason: NotRequired[str]  # USER (default) or LIQUIDATION
+    reply: NotRequired[str]  # LPUSH {"cancelled": N}
 
 
 class AdminCommand(TypedDict):
     op: Literal["halt", "resume", "expire"]
     ts: int
+    reply: NotRequired[str]  # LPUSH {"status": <market status>}
 
 
 class FillEvent(TypedDict):

@@ -21,6 +21,13 @@ account, live in one slot and one Lua script may touch them together)::
       dex:{m}:settled          string  eseq up to which every event has been settled
       dex:{m}:px               hash    index, mark, fundingRate, nextFundingTs
       dex:{m}:settle-queued    string  set while a settle task for the market is queued
+      dex:{m}:pos              hash    user -> signed position size, kept by the matcher
+                                        (reduce-only checks happen in the market's slot)
+      dex:{m}:reply:<rid>      list    the matcher LPUSHes a command's result here (EXPIRE
+                                        60 s) when the command names it in ``reply``
+      dex:{m}:stats            hash    ticker state (24 h window, last trade), built from
+                                        the trade stream
+      dex:{m}:candles:<iv>     hash    bucket start ms -> JSON [o, h, l, c, v]
 
     Account keys — tag {userId}, the lower-case 0x address (or a system account name)
       dex:{u}:bal              hash    "<asset>:t" total, "<asset>:l" locked,
@@ -125,6 +132,22 @@ def market_prices(market: str) -> str:
 
 def market_settle_queued(market: str) -> str:
     return f"{_m(market)}:settle-queued"
+
+
+def market_positions(market: str) -> str:
+    return f"{_m(market)}:pos"
+
+
+def market_reply(market: str, request_id: str) -> str:
+    return f"{_m(market)}:reply:{request_id}"
+
+
+def market_stats(market: str) -> str:
+    return f"{_m(market)}:stats"
+
+
+def market_candles(market: str, interval: str) -> str:
+    return f"{_m(market)}:candles:{interval}"
 
 
 # -- account keys -----------------------------------------------------------------------
