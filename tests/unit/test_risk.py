@@ -1,0 +1,68 @@
+"""Positions, PnL, margin and liquidation price, to the atomic unit."""
+
+from __future__ import annotations
+
+from common import keys
+from common.account_reads import account_view
+from common.markets import load_markets
+from common.settings import DEFAULT_MARKETS_FILE
+
+MARKETS = load_markets(DEFAULT_MARKETS_FILE)
+PERP = "BTC-PERP"
+OPTION = "BTC-C-40000-20270326"
+
+
+def test_long_perp_unrealized_pnl_and_margins_at_mark() -> None:
+    # Long 0.5 BTC (qty 5000) entered at 30,000.00: entry notional 3e6 × 5000 = 15e9.
+    view = account_view(
+        MARKETS,
+        {keys.total_field("USDC"): "5000000000", keys.locked_field("USDC"): "100"},
+        {f"{PERP}:size": "5000", f"{PERP}:entry": "15000000000"},
+        {PERP: {"index": "3100000", "mark": "3100000"}},
+    )
+    (position,) = view["positions"]
+    assert position["size"] == 5000
+    assert position["avgEntry"] == "3000000"
+    assert position["unrealizedPnl"] == str(3_100_000 * 5000 - 15_000_000_000)
+    margin = view["margin"]["USDC"]
+    equity = 5_000_000_000 + 500_000_000
+    initial = 3_100_000 * 5000 * 1000 // 10_000
+    maintenance = 3_100_000 * 5000 * 500 // 10_000
+    assert margin == {
+        "equity": str(equity),
+        "initialMargin": str(initial),
+        "maintenanceMargin": str(maintenance),
+        "freeCollateral": str(equity - initial - 100),
+        "unrealizedPnl": "500000000",
+    }
+    # At the liquidation price, equity equals maintenance margin (within one tick).
+    price = position["liquidationPrice"]
+    assert 5_000_000_000 + price * 5000 - 15_000_000_000 >= price * 5000 * 500 // 10_000
+    below = price - 1
+    assert 5_000_000_000 + below * 5000 - 15_000_000_000 < below * 5000 * 500 // 10_000
+
+
+def test_short_option_writer_margin_is_on_the_underlying_index() -> None:
+    view = account_view(
+        MARKETS,
+        {keys.total_field("USDC"): "1000000000"},
+        {f"{OPTION}:size": "-10000", f"{OPTION}:entry": "-50000000"},
+        {OPTION: {"index": "3000000", "mark": "4000"}},
+    )
+    margin = view["margin"]["USDC"]
+    assert margin["initialMargin"] == str(3_000_000 * 10_000 * 2000 // 10_000)
+    assert margin["equity"] == str(1_000_000_000 - 4000 * 10_000)
+    (position,) = view["positions"]
+    assert position["avgEntry"] == "5000"
+    assert position["liquidationPrice"] is None
+
+
+def test_average_entry_is_an_exact_decimal_string() -> None:
+    view = account_view(
+        MARKETS,
+        {},
+        {f"{PERP}:size": "-2", f"{PERP}:entry": "-600003"},
+        {},
+    )
+    assert view["positions"][0]["avgEntry"] == "300001.5"
+    assert view["positions"][0]["markPrice"] == 3_000_000
