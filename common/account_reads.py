@@ -87,10 +87,7 @@ def liquidation_price(
     numerator = (position.entry_notional - total - rest) * 10_000
     if factor == 0:
         return None
-    if position.size > 0:
-        price = money.ceil_div(numerator, factor)
-    else:
-        price = numerator // factor
+    price = money.ceil_div(numerator, factor) if position.size > 0 else numerator // factor
     return price if price > 0 else None
 
 
