@@ -1,0 +1,15 @@
+#!/bin/sh
+# Run one of the five OrderBookDEX processes by name; anything else is run as given.
+set -eu
+process="${1:-gateway}"
+[ "$#" -gt 0 ] && shift
+case "$process" in
+  gateway)     exec python -m services.gateway "$@" ;;
+  matcher)     exec python -m services.matcher "$@" ;;
+  broadcaster) exec python -m services.broadcaster "$@" ;;
+  settler)     exec celery -A services.settler worker --loglevel=INFO \
+                 -Q settle,periodic,celery --without-gossip --without-mingle "$@" ;;
+  beat)        exec celery -A services.settler beat --loglevel=INFO \
+                 -s /tmp/celerybeat-schedule "$@" ;;
+  *)           exec "$process" "$@" ;;
+esac
