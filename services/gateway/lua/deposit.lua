@@ -13,4 +13,5 @@ end
 local new_total = redis.call('HINCRBY', bal_key, asset .. ':t', ARGV[2])
 redis.call('HINCRBY', bal_key, asset .. ':dep', ARGV[2])
 local locked = redis.call('HGET', bal_key, asset .. ':l') or '0'
-return {tostring(new_total), locked}
+-- HINCRBY's integer travels back as an integer reply (tostring would print 1e+15).
+return {new_total, locked}
