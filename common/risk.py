@@ -95,6 +95,18 @@ def intrinsic_value(market: Market, underlying_index: int) -> int:
     return max(underlying_index - strike, 0)
 
 
+def mark_price(market: Market, index: int, best_bid: int | None, best_ask: int | None) -> int:
+    """median(index term, best bid, best ask) (API.md §8); with either side empty, the index term.
+
+    For an OPTION ``index`` is the underlying's index and the first term is the option's
+    intrinsic value at it. The median of three integers is one of them, so nothing rounds.
+    """
+    first = intrinsic_value(market, index) if market.product is Product.OPTION else index
+    if best_bid is None or best_ask is None:
+        return first
+    return sorted((first, best_bid, best_ask))[1]
+
+
 def signed_notional(market: Market, price: int, size: int) -> int:
     """Notional of a signed size at ``price``: negative for a short."""
     amount = money.notional(market, price, abs(size))

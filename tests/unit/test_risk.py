@@ -66,3 +66,16 @@ def test_average_entry_is_an_exact_decimal_string() -> None:
     )
     assert view["positions"][0]["avgEntry"] == "300001.5"
     assert view["positions"][0]["markPrice"] == 3_000_000
+
+
+def test_mark_price_is_the_median_and_the_index_when_a_side_is_empty() -> None:
+    from common.risk import mark_price
+
+    markets = load_markets(DEFAULT_MARKETS_FILE)
+    perp = markets.markets["BTC-PERP"]
+    assert mark_price(perp, 3_000_000, 2_990_000, 3_010_000) == 3_000_000
+    assert mark_price(perp, 3_000_000, 3_020_000, 3_030_000) == 3_020_000
+    assert mark_price(perp, 3_000_000, None, 3_010_000) == 3_000_000
+    call = markets.markets["BTC-C-40000-20270326"]  # strike 40,000.00
+    assert mark_price(call, 4_100_000, 90_000, 110_000) == 100_000  # intrinsic 1,000.00
+    assert mark_price(call, 3_000_000, 50, 70) == 50  # out of the money: intrinsic 0
