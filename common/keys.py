@@ -247,3 +247,24 @@ def orders_topic(user: str) -> str:
 
 def pnl_topic(user: str) -> str:
     return f"pnl:{user}"
+
+
+# -- matcher additions (additive) -------------------------------------------------------
+def market_prefix(market: str) -> str:
+    """``dex:{m}:`` — the matcher's Lua derives per-market keys from it (same slot)."""
+    return f"{_m(market)}:"
+
+
+def market_lease(market: str) -> str:
+    """String: the token of the matcher process that owns the market (SET NX PX, renewed)."""
+    return f"{_m(market)}:lease"
+
+
+def market_expiries(market: str) -> str:
+    """Zset: resting orders with an ``expiresAt`` (score), member = side letter + book member."""
+    return f"{_m(market)}:exp"
+
+
+def market_candle_index(market: str, interval: str) -> str:
+    """Zset: bucket starts (ms) of :func:`market_candles`, so the newest N are read directly."""
+    return f"{_m(market)}:cidx:{interval}"
