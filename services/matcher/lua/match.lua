@@ -110,8 +110,9 @@ end
 local function affordable(p, cap, budget, reduce)
   if budget <= 0 then return 0 end
   local lo, hi = 0, math.floor(cap / lot)
-  if not reduce then
+  if not reduce then  -- an upper bound first: the notional (or its margin) alone must fit
     local unit = p * lot * mult
+    if margined then unit = unit * im_bps / 10000 end
     if unit > 0 then hi = math.min(hi, math.floor(budget / unit) + 1) end
   end
   while lo < hi do
