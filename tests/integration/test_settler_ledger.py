@@ -82,13 +82,12 @@ def test_perp_round_trip_realizes_pnl_and_releases_margin(client: Any, markets: 
     pnl_a = (n2 - 1_200_000_000) + (n3 - 1_800_000_000)
     assert pos(client, A, "BTC-PERP") == {"size": 0, "entry": 0, "rpnl": pnl_a}
     assert pos(client, B, "BTC-PERP") == {"size": 0, "entry": 0, "rpnl": -pnl_a}
-    assert bal(client, A) == (
-        10_000_000_000 - taker_fee + pnl_a - fee(n2, 1) - fee(n3, 5), 0)
-    assert bal(client, B) == (
-        10_000_000_000 - maker_fee - pnl_a - fee(n2, 5) - fee(n3, 1), 0)
+    assert bal(client, A) == (10_000_000_000 - taker_fee + pnl_a - fee(n2, 1) - fee(n3, 5), 0)
+    assert bal(client, B) == (10_000_000_000 - maker_fee - pnl_a - fee(n2, 5) - fee(n3, 1), 0)
     report = assert_audit_ok(client, markets)
     assert report["assets"]["USDC"]["fees"] == str(
-        taker_fee + maker_fee + fee(n2, 1) + fee(n2, 5) + fee(n3, 5) + fee(n3, 1))
+        taker_fee + maker_fee + fee(n2, 1) + fee(n2, 5) + fee(n3, 5) + fee(n3, 1)
+    )
 
 
 def test_partial_fill_keeps_exactly_what_the_rest_needs(client: Any, markets: MarketSet) -> None:
@@ -127,8 +126,11 @@ def test_flip_and_replay_settle_once(client: Any, markets: MarketSet) -> None:
     client.delete(keys.market_settled("BTC-PERP"))
     ledger.settle_market(market)
     assert {u: client.hgetall(keys.balances(u)) for u in (A, B, "fees")} == before
-    assert pos(client, A, "BTC-PERP") == {"size": -400, "entry": -3_000_300 * 400,
-                                          "rpnl": 300 * 300}
+    assert pos(client, A, "BTC-PERP") == {
+        "size": -400,
+        "entry": -3_000_300 * 400,
+        "rpnl": 300 * 300,
+    }
     assert_audit_ok(client, markets)
 
 

@@ -39,33 +39,79 @@ class MarketDriver:
     def order(self, user: str, cid: str, side: str, price: int, qty: int) -> int:
         """Accept and rest an order (reservation locked, record NEW, in the book)."""
         asset, amount = self.reservation(side, price, qty)
-        command = {"op": "order", "user": user, "cid": cid, "side": side, "type": "LIMIT",
-                   "price": price, "qty": qty, "tif": "GTC", "reduceOnly": False,
-                   "expiresAt": 0, "ts": _now(), "reserved": amount, "acceptedAt": _now()}
+        command = {
+            "op": "order",
+            "user": user,
+            "cid": cid,
+            "side": side,
+            "type": "LIMIT",
+            "price": price,
+            "qty": qty,
+            "tif": "GTC",
+            "reduceOnly": False,
+            "expiresAt": 0,
+            "ts": _now(),
+            "reserved": amount,
+            "acceptedAt": _now(),
+        }
         self.client.hset(keys.account_cids(user), cid, self.symbol)
         self.client.hincrby(keys.balances(user), keys.locked_field(asset), amount)
         self.client.hset(keys.reservations(user), cid, amount)
-        self.client.hset(keys.account_order(user, cid), mapping={
-            "market": self.symbol, "asset": asset, "reserved": amount,
-            "acceptedAt": _now(), "cmd": dumps(command)})
+        self.client.hset(
+            keys.account_order(user, cid),
+            mapping={
+                "market": self.symbol,
+                "asset": asset,
+                "reserved": amount,
+                "acceptedAt": _now(),
+                "cmd": dumps(command),
+            },
+        )
         aseq = self.client.hincrby(keys.market_state(self.symbol), "aseq", 1)
-        self.client.hset(keys.market_order(self.symbol, user, cid), mapping={
-            "clientOrderId": cid, "userId": user, "market": self.symbol, "side": side,
-            "type": "LIMIT", "price": price, "qty": qty, "filled": 0, "status": "NEW",
-            "aseq": aseq})
+        self.client.hset(
+            keys.market_order(self.symbol, user, cid),
+            mapping={
+                "clientOrderId": cid,
+                "userId": user,
+                "market": self.symbol,
+                "side": side,
+                "type": "LIMIT",
+                "price": price,
+                "qty": qty,
+                "filled": 0,
+                "status": "NEW",
+                "aseq": aseq,
+            },
+        )
         book = keys.book_bids(self.symbol) if side == "BUY" else keys.book_asks(self.symbol)
         self.client.zadd(book, {self._member(user, cid): -price if side == "BUY" else price})
         return amount
 
     # -- matcher side --------------------------------------------------------------------
-    def fill(self, buyer: tuple[str, str], seller: tuple[str, str], price: int, qty: int,
-             taker: str = "BUY", liquidation: bool = False) -> None:
+    def fill(
+        self,
+        buyer: tuple[str, str],
+        seller: tuple[str, str],
+        price: int,
+        qty: int,
+        taker: str = "BUY",
+        liquidation: bool = False,
+    ) -> None:
         """One fill between two resting records; finished orders get their done event."""
         tseq = self.client.hincrby(keys.market_state(self.symbol), "tseq", 1)
         event: dict[str, Any] = {
-            "k": "fill", "tradeId": f"{self.symbol}:{tseq}", "tseq": tseq, "price": price,
-            "qty": qty, "takerSide": taker, "buyer": buyer[0], "seller": seller[0],
-            "buyCid": buyer[1], "sellCid": seller[1], "ts": _now()}
+            "k": "fill",
+            "tradeId": f"{self.symbol}:{tseq}",
+            "tseq": tseq,
+            "price": price,
+            "qty": qty,
+            "takerSide": taker,
+            "buyer": buyer[0],
+            "seller": seller[0],
+            "buyCid": buyer[1],
+            "sellCid": seller[1],
+            "ts": _now(),
+        }
         if liquidation:
             event["liquidation"] = True
         self.event(event)
@@ -85,9 +131,18 @@ class MarketDriver:
         self.client.hset(record, mapping={"status": status, "reason": reason or ""})
         for book in (keys.book_bids(self.symbol), keys.book_asks(self.symbol)):
             self.client.zrem(book, self._member(user, cid))
-        self.event({"k": "done", "user": user, "cid": cid, "side": side, "status": status,
-                    "reason": reason, "filled": int(self.client.hget(record, "filled")),
-                    "ts": _now()})
+        self.event(
+            {
+                "k": "done",
+                "user": user,
+                "cid": cid,
+                "side": side,
+                "status": status,
+                "reason": reason,
+                "filled": int(self.client.hget(record, "filled")),
+                "ts": _now(),
+            }
+        )
 
     def event(self, event: dict[str, Any]) -> None:
         event["eseq"] = self.client.hincrby(keys.market_state(self.symbol), "eseq", 1)

@@ -52,28 +52,7 @@ local function reserved_for(cid)
   return tonumber(redis.call('HGET', res_key, cid) or '0')
 end
 
--- floor(a / b) and a mod b for integers 0 <= a < 2^53, b > 0, corrected for float rounding.
-local function divmod(a, b)
-  local q = math.floor(a / b)
-  local r = a - q * b
-  while r < 0 do q = q - 1; r = r + b end
-  while r >= b do q = q + 1; r = r - b end
-  return q, r
-end
-
--- floor(a * b / c) (or ceil when up) for non-negative integers, exact while the result and
--- (a mod c) * b stay below 2^53.
-local function muldiv(a, b, c, up)
-  local q, r = divmod(a, c)
-  local q2, r2 = divmod(r * b, c)
-  local result = q * b + q2
-  if up and r2 > 0 then result = result + 1 end
-  return result
-end
-
-local function ceil_bps(n, bps)
-  return muldiv(n, bps, 10000, true)
-end
+--#include position.lua
 
 local function need(kind, rest, price, qty, mult, bps1, bps2, reserved)
   local n = price * rest * mult
@@ -83,37 +62,6 @@ local function need(kind, rest, price, qty, mult, bps1, bps2, reserved)
   if kind == 'fee' then return ceil_bps(n, bps2) end
   if kind == 'prop' then return muldiv(reserved, rest, qty, true) end
   return nil
-end
-
-local function pos_get(field)
-  return tonumber(redis.call('HGET', pos_key, market .. ':' .. field) or '0')
-end
-
-local function apply_position(asset, delta, price, mult, cash)
-  local size, entry = pos_get('size'), pos_get('entry')
-  local dir = delta > 0 and 1 or -1
-  local amount = math.abs(delta)
-  local pnl = 0
-  if size ~= 0 and (size > 0) ~= (delta > 0) then
-    local closed = math.min(amount, math.abs(size))
-    local removed = muldiv(math.abs(entry), closed, math.abs(size), false)
-    if entry < 0 then removed = -removed end
-    local closing = price * closed * mult
-    local held = size > 0 and 1 or -1
-    pnl = held * closing - removed
-    entry = entry - removed
-    size = size + dir * closed
-    amount = amount - closed
-  end
-  if amount > 0 then
-    size = size + dir * amount
-    entry = entry + dir * price * amount * mult
-  end
-  redis.call('HSET', pos_key, market .. ':size', int(size), market .. ':entry', int(entry))
-  if pnl ~= 0 then
-    redis.call('HINCRBY', pos_key, market .. ':rpnl', int(pnl))
-    if cash == 1 then redis.call('HINCRBY', bal_key, asset .. ':t', int(pnl)) end
-  end
 end
 
 for _, batch in ipairs(batches) do
@@ -154,7 +102,8 @@ for _, batch in ipairs(batches) do
           redis.call('HSET', res_key, cid, int(keep))
         end
       elseif kind == 'position' then
-        apply_position(op[2], tonumber(op[3]), tonumber(op[4]), tonumber(op[5]), tonumber(op[6]))
+        apply_position(pos_key, bal_key, market, op[2], tonumber(op[3]), tonumber(op[4]),
+                       tonumber(op[5]), tonumber(op[6]))
       elseif kind == 'pos' then
         redis.call('HINCRBY', pos_key, market .. ':' .. op[2], op[3])
       elseif kind == 'fill' then
