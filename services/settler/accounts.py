@@ -7,6 +7,9 @@ so a task re-run after a crash applies every account's share exactly once.
 from __future__ import annotations
 
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,17 @@ class AccountSteps:
             )
             script(keys=cover_keys, args=[asset, "done"])
         return amount
+
+    @contextmanager
+    def lock(self, key: str, ttl_ms: int = 60_000) -> Iterator[bool]:
+        """Hold ``key`` while a periodic job runs, so two runs never work side by side."""
+        token = uuid.uuid4().hex
+        held = bool(self.client.set(key, token, nx=True, px=ttl_ms))
+        try:
+            yield held
+        finally:
+            if held and self.client.get(key) == token:
+                self.client.delete(key)
 
     def notify(self, users: list[str] | set[str], markets: list[str]) -> None:
         """Tell the broadcaster these accounts changed (``acct:<user>`` notices)."""

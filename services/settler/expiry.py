@@ -36,8 +36,9 @@ def run_expiry(
             continue
         if expiry_ts > now_ms:
             continue
-        if expire_market(client, market, ledger, steps, now_ms):
-            settled.append(market.symbol)
+        with steps.lock(keys.market_expiry(market.symbol) + ":lock") as held:
+            if held and expire_market(client, market, ledger, steps, now_ms):
+                settled.append(market.symbol)
     return settled
 
 

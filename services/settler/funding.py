@@ -79,20 +79,30 @@ def run_funding(
 ) -> list[tuple[str, int]]:
     """Pay every finished unpaid period of every PERP market; return (market, period) paid."""
     paid: list[tuple[str, int]] = []
-    current = now_ms // interval_ms
     for market in markets.markets.values():
         if market.product is not Product.PERP:
             continue
-        state_key = keys.market_funding(market.symbol)
+        with steps.lock(keys.market_funding(market.symbol) + ":lock") as held:
+            if held:
+                paid += _run_market(client, market, steps, now_ms, interval_ms)
+    return paid
+
+
+def _run_market(
+    client: Any, market: Market, steps: AccountSteps, now_ms: int, interval_ms: int
+) -> list[tuple[str, int]]:
+    paid: list[tuple[str, int]] = []
+    current = now_ms // interval_ms
+    state_key = keys.market_funding(market.symbol)
+    last = client.hget(state_key, "paid")
+    if last is None:
+        client.hsetnx(state_key, "paid", current - 1)
         last = client.hget(state_key, "paid")
-        if last is None:
-            client.hsetnx(state_key, "paid", current - 1)
-            last = client.hget(state_key, "paid")
-        for period in range(int(last) + 1, min(current, int(last) + 1 + MAX_PERIODS_PER_RUN)):
-            pay_period(client, market, steps, period, interval_ms, now_ms)
-            paid.append((market.symbol, period))
-        px = {"nextFundingTs": (current + 1) * interval_ms}
-        client.hset(keys.market_prices(market.symbol), mapping=px)
+    for period in range(int(last) + 1, min(current, int(last) + 1 + MAX_PERIODS_PER_RUN)):
+        pay_period(client, market, steps, period, interval_ms, now_ms)
+        paid.append((market.symbol, period))
+    px = {"nextFundingTs": (current + 1) * interval_ms}
+    client.hset(keys.market_prices(market.symbol), mapping=px)
     return paid
 
 

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 LUA_DIR = Path(__file__).parent / "lua"
 BATCH = 1000
-LOCK_TTL_MS = 60_000
+LOCK_TTL_MS = 15_000  # renewed after every batch; lapses soon after a killed worker
 TERMS_CACHE = 200_000
 
 

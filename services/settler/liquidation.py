@@ -40,6 +40,20 @@ def run_liquidation(
     grace_ms: int,
 ) -> list[str]:
     """Liquidate every account below maintenance margin; return the accounts taken over."""
+    with steps.lock(keys.settler_lease("liquidation")) as held:
+        if not held:
+            return []
+        return _run(client, markets, ledger, steps, now_ms, grace_ms)
+
+
+def _run(
+    client: Any,
+    markets: MarketSet,
+    ledger: Ledger,
+    steps: AccountSteps,
+    now_ms: int,
+    grace_ms: int,
+) -> list[str]:
     symbols = derivative_markets(markets)
     users: set[str] = set()
     for symbol in symbols:
