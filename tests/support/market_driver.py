@@ -155,3 +155,121 @@ class MarketDriver:
 
 def _now() -> int:
     return int(time.time() * 1000)
+
+
+def bulk_fills(
+    client: Any, market: Market, users: list[str], count: int, price: int, qty: int
+) -> int:
+    """Write ``count`` fills between pairs of fresh orders that fill each other completely,
+    as the gateway and the matcher would (reservations, records, fill and done events).
+
+    Users are funded generously first. Returns the number of events written.
+    """
+    symbol = market.symbol
+    driver = MarketDriver(client, market)
+    for user in users:
+        for asset in {market.quote.symbol, market.base.symbol}:
+            driver.deposit(user, asset, 10**15)
+    state = client.hgetall(keys.market_state(symbol))
+    eseq, tseq = int(state.get("eseq", 0)), int(state.get("tseq", 0))
+    now = _now()
+    pipe = client.pipeline(transaction=False)
+    written = 0
+    for i in range(count):
+        buyer, seller = users[i % len(users)], users[(i * 7 + 1) % len(users)]
+        if buyer == seller:
+            seller = users[(users.index(buyer) + 1) % len(users)]
+        taker = "BUY" if i % 2 else "SELL"
+        cids = {"BUY": f"{symbol}-b{tseq + 1}", "SELL": f"{symbol}-s{tseq + 1}"}
+        for user, side in ((buyer, "BUY"), (seller, "SELL")):
+            asset, amount = driver.reservation(side, price, qty)
+            cid = cids[side]
+            command = {
+                "op": "order",
+                "user": user,
+                "cid": cid,
+                "side": side,
+                "type": "LIMIT",
+                "price": price,
+                "qty": qty,
+                "tif": "GTC",
+                "reduceOnly": False,
+                "expiresAt": 0,
+                "ts": now,
+                "reserved": amount,
+                "acceptedAt": now,
+            }
+            pipe.hset(keys.account_cids(user), cid, symbol)
+            pipe.hincrby(keys.balances(user), keys.locked_field(asset), amount)
+            pipe.hset(keys.reservations(user), cid, amount)
+            pipe.hset(
+                keys.account_order(user, cid),
+                mapping={
+                    "market": symbol,
+                    "asset": asset,
+                    "reserved": amount,
+                    "acceptedAt": now,
+                    "cmd": dumps(command),
+                },
+            )
+            pipe.hset(
+                keys.market_order(symbol, user, cid),
+                mapping={
+                    "clientOrderId": cid,
+                    "userId": user,
+                    "market": symbol,
+                    "side": side,
+                    "type": "LIMIT",
+                    "price": price,
+                    "qty": qty,
+                    "filled": qty,
+                    "status": "FILLED",
+                    "aseq": 0,
+                },
+            )
+        tseq += 1
+        events: list[dict[str, Any]] = [
+            {
+                "k": "fill",
+                "tradeId": f"{symbol}:{tseq}",
+                "tseq": tseq,
+                "price": price,
+                "qty": qty,
+                "takerSide": taker,
+                "buyer": buyer,
+                "seller": seller,
+                "buyCid": cids["BUY"],
+                "sellCid": cids["SELL"],
+                "ts": now,
+            },
+            {
+                "k": "done",
+                "user": buyer,
+                "cid": cids["BUY"],
+                "side": "BUY",
+                "status": "FILLED",
+                "reason": None,
+                "filled": qty,
+                "ts": now,
+            },
+            {
+                "k": "done",
+                "user": seller,
+                "cid": cids["SELL"],
+                "side": "SELL",
+                "status": "FILLED",
+                "reason": None,
+                "filled": qty,
+                "ts": now,
+            },
+        ]
+        for event in events:
+            eseq += 1
+            event["eseq"] = eseq
+            pipe.xadd(keys.market_events(symbol), {"e": dumps(event)})
+            written += 1
+        if i % 200 == 199:
+            pipe.execute()
+    pipe.hset(keys.market_state(symbol), mapping={"eseq": eseq, "tseq": tseq})
+    pipe.execute()
+    return written
