@@ -87,7 +87,7 @@ def run_oracle(
                 index = static
         elif source == "book":
             index = (bid + ask) // 2 if bid is not None and ask is not None else static
-        elif remote:
+        elif source.startswith(("http://", "https://")):
             index = remote.get(symbol, int(px.get("index") or static))
         else:
             index = static
