@@ -76,6 +76,7 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await gateway.redis.aclose()
+            await gateway.blocking.aclose()
 
     app = FastAPI(
         title="OrderBookDEX gateway",

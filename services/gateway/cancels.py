@@ -25,7 +25,7 @@ async def ask_matcher(gateway: Gateway, symbol: str, command: dict[str, Any]) ->
     reply_key = keys.market_reply(symbol, uuid.uuid4().hex)
     command["reply"] = reply_key
     await gateway.redis.xadd(keys.market_in(symbol), {"c": dumps(command)})
-    answer = await gateway.redis.blpop([reply_key], timeout=REPLY_WAIT_S)
+    answer = await gateway.blocking.blpop([reply_key], timeout=REPLY_WAIT_S)
     if answer is None:
         return None
     return loads(answer[1])

@@ -21,6 +21,7 @@ from common.types import MarketStatus
 LUA_DIR = Path(__file__).parent / "lua"
 STATUS_TTL_S = 0.25
 """How long a market's status is trusted; halt/resume through this process clear it at once."""
+BLOCKING_READ_TIMEOUT_S = 15.0
 BACKLOG_TTL_S = 0.5
 """How long a market stream's backlog figure is trusted (one XINFO GROUPS per market per TTL)."""
 
@@ -30,6 +31,8 @@ class Gateway:
     settings: DexSettings
     markets: MarketSet
     redis: Any
+    blocking: Any
+    """A second client for BLPOP on reply keys: its own pool, a read timeout past the wait."""
     scripts: ScriptSet
     verifier: Verifier
     _status: dict[str, tuple[float, str]] = field(default_factory=dict)
@@ -42,6 +45,7 @@ class Gateway:
             settings=settings,
             markets=load_markets(settings.markets_file),
             redis=client,
+            blocking=connect_async(settings, socket_timeout=BLOCKING_READ_TIMEOUT_S),
             scripts=ScriptSet(client, LUA_DIR),
             verifier=Verifier(settings.chain_id, settings.verifying_contract),
         )

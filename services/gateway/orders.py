@@ -212,7 +212,7 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
     await enqueue(gateway, market.symbol, user, cid, verdict[1])
     if reply_key is None:
         return {"clientOrderId": cid, "status": "ACCEPTED"}
-    replied = await gateway.redis.blpop([reply_key], timeout=WAIT_S)
+    replied = await gateway.blocking.blpop([reply_key], timeout=WAIT_S)
     current = await read_order(gateway, user, cid)
     return (200 if replied else 202), current
 
