@@ -75,6 +75,8 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            with contextlib.suppress(Exception):
+                await gateway.outbox_clearer.drain()
             await gateway.redis.aclose()
             await gateway.blocking.aclose()
 
@@ -131,9 +133,7 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
         market_data.require_market(gateway, market)
         return await market_data.read_depth(gateway, market, parsing.limit(limit))
 
-    @app.get(
-        "/v1/markets/{market}/trades", responses=s.ok(list[s.Trade], 400, 404)
-    )
+    @app.get("/v1/markets/{market}/trades", responses=s.ok(list[s.Trade], 400, 404))
     async def trades(market: str, limit: str | None = Query(None, description=LIMIT_DOC)) -> Any:
         market_data.require_market(gateway, market)
         return await market_data.read_trades(gateway, market, parsing.limit(limit))
@@ -257,9 +257,7 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
         view = await accounts.positions_and_margin(gateway, accounts.account_id(user_id))
         return view["positions"]
 
-    @app.get(
-        "/v1/accounts/{user_id}/margin", responses=s.ok(dict[str, s.Margin], 400)
-    )
+    @app.get("/v1/accounts/{user_id}/margin", responses=s.ok(dict[str, s.Margin], 400))
     async def margin(user_id: str) -> Any:
         view = await accounts.positions_and_margin(gateway, accounts.account_id(user_id))
         return view["margin"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from common import keys
 from common.eip712 import Verifier
@@ -35,8 +35,15 @@ class Gateway:
     """A second client for BLPOP on reply keys: its own pool, a read timeout past the wait."""
     scripts: ScriptSet
     verifier: Verifier
+    outbox_clearer: Any = None
     _status: dict[str, tuple[float, str]] = field(default_factory=dict)
     _backlog: dict[str, tuple[float, int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.outbox_clearer is None:
+            from services.gateway.outbox import Clearer
+
+            self.outbox_clearer = Clearer(self.redis)
 
     @classmethod
     def build(cls, settings: DexSettings) -> Gateway:
@@ -103,15 +110,14 @@ class Gateway:
         lag = 0
         try:
             groups = await self.redis.xinfo_groups(stream)
-        except Exception as exc:  # no stream yet: nothing is waiting
-            if "no such key" not in str(exc).lower():
-                raise
-            groups = []
-        matcher = [g for g in groups if g.get("name") == keys.MATCHER_GROUP]
-        if matcher:
-            value = matcher[0].get("lag")
-            lag = int(value) if value is not None else await self.redis.xlen(stream)
-        elif not groups:
-            lag = int(await self.redis.xlen(stream)) if await self.redis.exists(stream) else 0
+            matcher = [g for g in groups if g.get("name") == keys.MATCHER_GROUP]
+            if matcher:
+                value = matcher[0].get("lag")
+                lag = int(value) if value is not None else int(await self.redis.xlen(stream))
+            else:
+                lag = int(await self.redis.xlen(stream))
+        except ResponseError:
+            # No stream yet (nothing waits), or not a stream: the XADD will tell, not this.
+            lag = 0
         self._backlog[symbol] = (now, lag)
         return lag

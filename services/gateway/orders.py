@@ -218,19 +218,18 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
 
 
 async def enqueue(gateway: Gateway, symbol: str, user: str, cid: str, command: str) -> None:
-    """XADD the accepted command, then drop it from the outbox (the sweeper's job if we die)."""
+    """XADD the accepted command; only once it is on the stream may its outbox entry go.
+
+    The ZREM is batched in the background (``outbox.Clearer``): were it lost, the sweeper
+    would only send the command a second time, which the matcher ignores.
+    """
     try:
-        if gateway.settings.redis_cluster:
-            await gateway.redis.xadd(keys.market_in(symbol), {"c": command})
-            await gateway.redis.zrem(keys.outbox(user), cid)
-        else:
-            pipe = gateway.redis.pipeline(transaction=False)
-            pipe.xadd(keys.market_in(symbol), {"c": command})
-            pipe.zrem(keys.outbox(user), cid)
-            await pipe.execute()
+        await gateway.redis.xadd(keys.market_in(symbol), {"c": command})
     except Exception:
         # The order is reserved and recorded; the outbox sweeper delivers it.
         log_outbox_failure(symbol, user, cid)
+        return
+    gateway.outbox_clearer.clear(user, cid)
 
 
 def log_outbox_failure(symbol: str, user: str, cid: str) -> None:

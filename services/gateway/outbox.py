@@ -89,5 +89,37 @@ async def run_sweeper(gateway: Gateway, interval_s: float = INTERVAL_S) -> None:
         await asyncio.sleep(interval_s)
 
 
+class Clearer:
+    """Removes delivered outbox entries in batches, one pipelined round trip per batch."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._pending: list[tuple[str, str]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    def clear(self, user: str, cid: str) -> None:
+        self._pending.append((user, cid))
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let the requests of this loop turn join the batch
+        while self._pending:
+            batch, self._pending = self._pending, []
+            pipe = self._client.pipeline(transaction=False)
+            for user, cid in batch:
+                pipe.zrem(keys.outbox(user), cid)
+            try:
+                await pipe.execute()
+            except Exception as exc:
+                log.warning(
+                    "outbox: %d entries not cleared (the sweeper will): %s", len(batch), exc
+                )
+
+    async def drain(self) -> None:
+        if self._flushing is not None:
+            await self._flushing
+
+
 def start(gateway: Gateway) -> Any:
     return asyncio.get_running_loop().create_task(run_sweeper(gateway), name="outbox-sweeper")

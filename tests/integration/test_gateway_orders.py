@@ -14,6 +14,7 @@ import redis
 import yaml
 from fastapi.testclient import TestClient
 from support.gateway import ADMIN, ReplyingMatcher, balance, gateway_client
+from support.redis_server import wait_for
 from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
 
 from common import keys
@@ -117,7 +118,7 @@ def test_spot_buy_reserves_notional_plus_taker_fee_and_enqueues_the_command(
     command = orjson.loads(fields["c"])
     assert command["reserved"] == locked and command["user"] == trader.address.lower()
     assert command["tif"] == "GTC" and command["type"] == "LIMIT"
-    assert r.zcard(keys.outbox(trader.address.lower())) == 0
+    assert wait_for(lambda: r.zcard(keys.outbox(trader.address.lower())) == 0, 20)
     order = client.get(f"/v1/orders/{trader.address}/{body['clientOrderId']}").json()
     assert order["status"] == "ACCEPTED" and order["filled"] == 0 and order["reason"] is None
 
