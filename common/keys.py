@@ -319,3 +319,29 @@ def settler_lease(name: str) -> str:
 def account_topic(user: str) -> str:
     """Account-changed notices (settler → broadcaster)."""
     return f"acct:{user}"
+
+
+# -- gateway: withdrawals, rate limits, outbox registry ----------------------------------
+def account_withdrawals(user: str) -> str:
+    """Stream of the account's withdrawals (field ``w``: JSON record), for listing."""
+    return f"{_u(user)}:withdrawals"
+
+
+def withdrawals_pending(user: str) -> str:
+    """Hash withdrawalId -> JSON record not yet copied to :func:`withdrawal_requests`."""
+    return f"{_u(user)}:wd-pending"
+
+
+def withdrawal_requests() -> str:
+    """Stream (field ``w``) the chain relayer reads; a record may appear twice, same id."""
+    return f"{PREFIX}:withdrawal-requests"
+
+
+def rate_limit_user(user: str) -> str:
+    """Token bucket (hash: tokens, ts) of one user's writes, in the account's slot."""
+    return f"{_u(user)}:rl"
+
+
+def rate_limit_ip(ip: str) -> str:
+    """Token bucket (hash: tokens, ts) of one client address."""
+    return f"{PREFIX}:rl:ip:{{{ip}}}"
