@@ -15,7 +15,7 @@ def main() -> None:
         host=settings.broadcaster_host,
         port=settings.broadcaster_port,
         log_level="info",
-        ws="websockets",
+        ws="websockets-sansio",
         # Server heartbeat: a ping every interval; no pong within the timeout drops the client.
         ws_ping_interval=settings.broadcaster_ping_interval_s,
         ws_ping_timeout=settings.broadcaster_ping_timeout_s,

@@ -39,7 +39,7 @@ from services.broadcaster.topics import TopicError, parse_topic
 
 log = logging.getLogger(__name__)
 
-CLOSE_TIMEOUT_S = 5.0
+CLOSE_TIMEOUT_S = 30.0  # a slow client gets its close frame once it reads again
 PONG = '{"op":"pong"}'
 EXAMPLE = '{"op":"subscribe","topic":"depth:BTC-USDC"}'
 
