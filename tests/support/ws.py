@@ -67,7 +67,25 @@ class WsClient:
                     return self.inbox[index]
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"no matching message within {timeout} s; got {self.inbox}")
+                raise AssertionError(
+                    f"no matching message within {timeout} s; last received: {self.inbox[-5:]}"
+                )
+            await self.receive(min(left, 1.0))
+
+    async def seen(self, match: Callable[[Message], bool], timeout: float = 30.0) -> Message:
+        """Any message received so far (or within ``timeout``) that satisfies ``match``."""
+        deadline = time.monotonic() + timeout
+        checked = 0
+        while True:
+            for message in self.inbox[checked:]:
+                if match(message):
+                    return message
+            checked = len(self.inbox)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(
+                    f"no matching message within {timeout} s; last received: {self.inbox[-5:]}"
+                )
             await self.receive(min(left, 1.0))
 
     async def drain(self, quiet: float = 0.5) -> list[Message]:
