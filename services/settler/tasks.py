@@ -60,10 +60,7 @@ def _ticker_reader() -> Any:
         market_reads = importlib.import_module("common.market_reads")
     except ImportError:
         return None  # the full ticker reader is not installed: publish prices only
-    reader = getattr(market_reads, "read_ticker_sync", None)
-    if reader is None:
-        return None
-    return lambda client, market: reader(client, _markets(), market.symbol)
+    return getattr(market_reads, "read_ticker_sync", None)  # (client, market) -> ticker
 
 
 @app.task(name=SETTLE_TASK)
