@@ -13,6 +13,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from redis.cluster import RedisCluster
+
 from common import keys
 from common.events import EVENT_FIELD, dumps, loads
 from common.lua import ScriptSet
@@ -32,6 +34,7 @@ class Ledger:
     def __init__(self, client: Any, batch: int = BATCH) -> None:
         self.client = client
         self.batch = batch
+        self.cluster = isinstance(client, RedisCluster)
         self.scripts = ScriptSet(client, LUA_DIR)
         self._terms: OrderedDict[tuple[str, str], OrderTerms] = OrderedDict()
 
@@ -65,10 +68,15 @@ class Ledger:
         events = [loads(fields[EVENT_FIELD]) for _, fields in entries]
         terms = self._order_terms(market, events)
         per_account = settlement.plan(market, events, terms)
-        pipe = self.client.pipeline(transaction=False)
-        for account, groups in per_account.items():
-            self.apply(account, symbol, groups, pipe)
-        pipe.execute()
+        if self.cluster:
+            # redis-py's cluster pipeline refuses EVALSHA: one call per account slot instead.
+            for account, groups in per_account.items():
+                self.apply(account, symbol, groups)
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for account, groups in per_account.items():
+                self.apply(account, symbol, groups, pipe)
+            pipe.execute()
         after = self.client.pipeline(transaction=False)
         accounts = sorted(per_account)
         after.sadd(keys.known_accounts(), *accounts)
@@ -76,16 +84,19 @@ class Ledger:
             holders = [a for a, groups in per_account.items() if _moves_position(groups)]
             if holders:
                 after.sadd(keys.market_holders(symbol), *holders)
-        for account in accounts:
-            if account in keys.SYSTEM_ACCOUNTS:
-                continue
-            last_eseq = per_account[account][-1][0]
-            after.publish(
-                keys.channel(keys.account_topic(account)),
-                dumps({"seq": last_eseq, "data": {"markets": [symbol]}}),
-            )
         after.set(keys.market_settled(symbol), entries[-1][0])
         after.execute()
+        publish_all(
+            self.client,
+            [
+                (
+                    keys.channel(keys.account_topic(account)),
+                    dumps({"seq": per_account[account][-1][0], "data": {"markets": [symbol]}}),
+                )
+                for account in accounts
+                if account not in keys.SYSTEM_ACCOUNTS
+            ],
+        )
         return len(entries)
 
     def apply(
@@ -173,3 +184,16 @@ def _moves_position(groups: list[tuple[int, list[settlement.Operation]]]) -> boo
 def _id_key(stream_id: str) -> tuple[int, int]:
     ms, _, seq = stream_id.partition("-")
     return int(ms), int(seq or 0)
+
+
+def publish_all(client: Any, messages: list[tuple[str, str]]) -> None:
+    """PUBLISH each (channel, payload): pipelined, or one by one on a cluster (whose
+    pipeline refuses PUBLISH)."""
+    if isinstance(client, RedisCluster):
+        for channel, payload in messages:
+            client.publish(channel, payload)
+        return
+    pipe = client.pipeline(transaction=False)
+    for channel, payload in messages:
+        pipe.publish(channel, payload)
+    pipe.execute()
