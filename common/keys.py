@@ -249,6 +249,27 @@ def pnl_topic(user: str) -> str:
     return f"pnl:{user}"
 
 
+# -- matcher additions (additive) -------------------------------------------------------
+def market_prefix(market: str) -> str:
+    """``dex:{m}:`` — the matcher's Lua derives per-market keys from it (same slot)."""
+    return f"{_m(market)}:"
+
+
+def market_lease(market: str) -> str:
+    """String: the token of the matcher process that owns the market (SET NX PX, renewed)."""
+    return f"{_m(market)}:lease"
+
+
+def market_expiries(market: str) -> str:
+    """Zset: resting orders with an ``expiresAt`` (score), member = side letter + book member."""
+    return f"{_m(market)}:exp"
+
+
+def market_candle_index(market: str, interval: str) -> str:
+    """Zset: bucket starts (ms) of :func:`market_candles`, so the newest N are read directly."""
+    return f"{_m(market)}:cidx:{interval}"
+
+
 # -- settler keys (additive) -------------------------------------------------------------
 def reservation_fills(user: str) -> str:
     """Hash cid -> quantity filled so far, while the order's reservation is open (settler)."""
@@ -298,3 +319,29 @@ def settler_lease(name: str) -> str:
 def account_topic(user: str) -> str:
     """Account-changed notices (settler → broadcaster)."""
     return f"acct:{user}"
+
+
+# -- gateway: withdrawals, rate limits, outbox registry ----------------------------------
+def account_withdrawals(user: str) -> str:
+    """Stream of the account's withdrawals (field ``w``: JSON record), for listing."""
+    return f"{_u(user)}:withdrawals"
+
+
+def withdrawals_pending(user: str) -> str:
+    """Hash withdrawalId -> JSON record not yet copied to :func:`withdrawal_requests`."""
+    return f"{_u(user)}:wd-pending"
+
+
+def withdrawal_requests() -> str:
+    """Stream (field ``w``) the chain relayer reads; a record may appear twice, same id."""
+    return f"{PREFIX}:withdrawal-requests"
+
+
+def rate_limit_user(user: str) -> str:
+    """Token bucket (hash: tokens, ts) of one user's writes, in the account's slot."""
+    return f"{_u(user)}:rl"
+
+
+def rate_limit_ip(ip: str) -> str:
+    """Token bucket (hash: tokens, ts) of one client address."""
+    return f"{PREFIX}:rl:ip:{{{ip}}}"
