@@ -19,7 +19,7 @@ from common import keys
 from common.events import EVENT_FIELD, dumps, loads
 from common.lua import ScriptSet
 from common.markets import Market
-from common.reservations import NO_TERMS, OrderTerms
+from common.reservations import NO_TERMS, OrderTerms, with_matched_qty
 from services.settler import settlement
 
 log = logging.getLogger(__name__)
@@ -143,12 +143,18 @@ class Ledger:
             pipe = self.client.pipeline(transaction=False)
             for user, cid in wanted:
                 pipe.hmget(keys.account_order(user, cid), "reserved", "cmd")
-            for (user, cid), (reserved, command) in zip(wanted, pipe.execute(), strict=True):
+                pipe.hget(keys.market_order(market.symbol, user, cid), "qty")
+            replies = pipe.execute()
+            for i, (user, cid) in enumerate(wanted):
+                (reserved, command), matched_qty = replies[2 * i], replies[2 * i + 1]
                 if reserved is None or command is None:
                     found = NO_TERMS  # e.g. a liquidation order: nothing was reserved
                 else:
-                    found = settlement.order_terms(
-                        market, wanted[(user, cid)], loads(command), int(reserved)
+                    found = with_matched_qty(
+                        settlement.order_terms(
+                            market, wanted[(user, cid)], loads(command), int(reserved)
+                        ),
+                        int(matched_qty) if matched_qty else None,
                     )
                 self._terms[(user, cid)] = found
         result = {pair: self._terms[pair] for pair in needed}

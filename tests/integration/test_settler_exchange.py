@@ -184,3 +184,25 @@ def test_future_and_option_expire_through_the_matcher(
     assert get(exchange, f"/v1/accounts/{b.address}/positions") == []
     report = audit(exchange)
     assert report["ok"], report["invariants"]
+
+
+def test_reduce_only_order_cut_to_the_position_keeps_the_fee_of_its_rest(
+    exchange: Exchange,
+) -> None:
+    a, b = Trader(), Trader()
+    for trader in (a, b):
+        exchange.deposit(trader.address, "USDC", 10_000_000_000)
+    place(exchange, b.order(PERP, "SELL", 3_000_000, 1_000, product="PERP"))
+    place(exchange, a.order(PERP, "BUY", 3_000_000, 1_000, product="PERP"))
+    # A reduce-only sell of 0.2 against a 0.1 long: it reserves the fee for 0.2, the matcher
+    # cuts it to 0.1; after 0.04 fills, its rest of 0.06 keeps ceil(5 bp of 1,860 USDC).
+    body = a.order(PERP, "SELL", 3_100_000, 2_000, product="PERP", reduceOnly=True)
+    assert place(exchange, body)["qty"] == 1_000
+    place(exchange, b.order(PERP, "BUY", 3_100_000, 400, product="PERP"))
+    rest_fee = 930_000  # 3,100,000 × 600 × 5 / 10^4
+    pnl, taker, maker = 40_000_000, 1_500_000, 124_000
+    assert settled_to(exchange, a.address, (10_000_000_000 - taker + pnl - maker, rest_fee)), (
+        exchange.log("settler")[-3000:]
+    )
+    report = audit(exchange)
+    assert report["ok"], report["invariants"]
