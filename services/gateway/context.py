@@ -19,6 +19,7 @@ from common.redis_client import connect_async
 from common.settings import DexSettings
 from common.types import MarketStatus
 from services.gateway.batching import Batcher, run_with_script_retry
+from services.gateway.fastpack import connection_options
 
 LUA_DIR = Path(__file__).parent / "lua"
 STATUS_TTL_S = 0.25
@@ -56,12 +57,13 @@ class Gateway:
 
     @classmethod
     def build(cls, settings: DexSettings) -> Gateway:
-        client = connect_async(settings)
+        fast = connection_options(settings.redis_cluster)
+        client = connect_async(settings, **fast)
         return cls(
             settings=settings,
             markets=load_markets(settings.markets_file),
             redis=client,
-            blocking=connect_async(settings, socket_timeout=BLOCKING_READ_TIMEOUT_S),
+            blocking=connect_async(settings, socket_timeout=BLOCKING_READ_TIMEOUT_S, **fast),
             scripts=ScriptSet(client, LUA_DIR),
             verifier=Verifier(settings.chain_id, settings.verifying_contract),
         )
