@@ -22,7 +22,7 @@ from urllib.parse import parse_qs
 import orjson
 import redis
 
-from services.gateway import metrics, ratelimit, writes
+from services.gateway import logs, metrics, ratelimit, writes
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
 from services.gateway.parsing import MAX_BODY_BYTES
@@ -56,6 +56,7 @@ class GatewayMiddleware:
                 content_length = value
         request_id = request_id or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        logs.REQUEST_ID.set(request_id)
         status_holder = [500]
         response_started = [False]
         request_id_header = (b"x-request-id", request_id.encode("latin-1"))
