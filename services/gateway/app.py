@@ -67,6 +67,7 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
                     await task
             with contextlib.suppress(Exception):
                 await gateway.outbox_clearer.drain()
+            await gateway.batcher.close()
             await gateway.redis.aclose()
             await gateway.blocking.aclose()
 

@@ -17,13 +17,16 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
+from services.gateway.lane import Recorder, RespLane
+
 MAX_IN_FLIGHT = 2
 """Pipelines in flight at once: one being answered while the next fills."""
 
 
 class Batcher:
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, lane: RespLane | None = None) -> None:
         self._client = client
+        self._lane = lane
         self._queue: list[tuple[Callable[[Any], Any], int, asyncio.Future[list[Any]]]] = []
         self._in_flight = 0
         self._scheduled = False
@@ -64,11 +67,8 @@ class Batcher:
     async def _flush(
         self, batch: list[tuple[Callable[[Any], Any], int, asyncio.Future[list[Any]]]]
     ) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        for queue_commands, _, _ in batch:
-            queue_commands(pipe)
         try:
-            results = await pipe.execute(raise_on_error=False)
+            results = await self._execute(batch)
         except Exception as exc:
             for _, _, future in batch:
                 if not future.done():
@@ -85,6 +85,27 @@ class Batcher:
                 future.set_exception(failure)
             else:
                 future.set_result(mine)
+
+    async def _execute(
+        self, batch: list[tuple[Callable[[Any], Any], int, asyncio.Future[list[Any]]]]
+    ) -> list[Any]:
+        if self._lane is None:
+            pipe = self._client.pipeline(transaction=False)
+            for queue_commands, _, _ in batch:
+                queue_commands(pipe)
+            return list(await pipe.execute(raise_on_error=False))
+        recorder = Recorder()
+        for queue_commands, _, _ in batch:
+            queue_commands(recorder)
+        replies = await self._lane.execute(recorder.commands)
+        return [
+            convert(reply) if convert is not None and not isinstance(reply, Exception) else reply
+            for reply, convert in zip(replies, recorder.converters, strict=True)
+        ]
+
+    async def close(self) -> None:
+        if self._lane is not None:
+            await self._lane.close()
 
 
 def _log_failure(future: asyncio.Future[list[Any]]) -> None:

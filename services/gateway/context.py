@@ -20,6 +20,7 @@ from common.settings import DexSettings
 from common.types import MarketStatus
 from services.gateway.batching import Batcher, run_with_script_retry
 from services.gateway.fastpack import connection_options
+from services.gateway.lane import lane_for
 
 LUA_DIR = Path(__file__).parent / "lua"
 STATUS_TTL_S = 0.25
@@ -49,7 +50,8 @@ class Gateway:
 
     def __post_init__(self) -> None:
         if self.batcher is None:
-            self.batcher = Batcher(self.redis)
+            lane = lane_for(self.settings.redis_url, self.settings.redis_cluster)
+            self.batcher = Batcher(self.redis, lane)
         if self.outbox_clearer is None:
             from services.gateway.outbox import Clearer
 
