@@ -29,7 +29,7 @@ from starlette.websockets import WebSocket
 from common.markets import load_markets
 from common.redis_client import connect_async
 from common.settings import DexSettings
-from services.broadcaster.connection import GOING_AWAY, SERVICE_RESTART, Connection
+from services.broadcaster.connection import GOING_AWAY, SERVICE_RESTART, Connection, Flusher
 from services.broadcaster.feeds import Subscription
 from services.broadcaster.hub import Hub
 from services.broadcaster.metrics import Metrics
@@ -55,6 +55,7 @@ class Broadcaster:
         self.hub = Hub(self.client, on_reset=self.resync_everyone)
         self.registry = Registry(self.client, self.hub, self.markets, self.metrics)
         self.connections: set[Connection] = set()
+        self.flusher = Flusher(settings.broadcaster_flush_interval_ms / 1000)
 
     async def start(self) -> None:
         await _wait_for_redis(self.client)
@@ -75,7 +76,9 @@ class Broadcaster:
     # -- one client ----------------------------------------------------------------------
     async def serve(self, websocket: WebSocket) -> None:
         await websocket.accept()
-        connection = Connection(websocket, self.settings.broadcaster_send_queue, self.metrics)
+        connection = Connection(
+            websocket, self.settings.broadcaster_send_queue, self.metrics, self.flusher
+        )
         self.connections.add(connection)
         self.metrics.connections.inc()
         tasks = [
@@ -178,8 +181,8 @@ class Broadcaster:
         connection.subscriptions[spelled] = subscription
         try:
             await self.registry.subscribe(subscription)
-        except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("broadcaster: snapshot of %s failed: %s", spelled, exc)
+        except Exception:
+            log.exception("broadcaster: snapshot of %s failed", spelled)
             if connection.subscriptions.get(spelled) is subscription:
                 del connection.subscriptions[spelled]
             connection.error(

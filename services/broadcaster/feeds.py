@@ -25,6 +25,7 @@ import orjson
 from services.broadcaster.connection import Connection
 from services.broadcaster.hub import Hub
 from services.broadcaster.topics import Topic
+from services.broadcaster.wire import text_frame
 
 log = logging.getLogger(__name__)
 
@@ -117,20 +118,21 @@ class SeqFeed(Feed):
     def on_publication(self, topic: str, payload: Any) -> None:
         seq = payload["seq"]
         data_json: str | None = None
-        by_spelling: dict[str, str] = {}
+        by_spelling: dict[str, bytes] = {}
         for member in self.members:
             if not member.live:
                 member.hold(payload)
                 continue
             if seq <= member.seq:
                 continue
-            text = by_spelling.get(member.spelled)
-            if text is None:
+            frame = by_spelling.get(member.spelled)
+            if frame is None:
                 if data_json is None:
                     data_json = _dumps(payload["data"])
-                text = by_spelling[member.spelled] = member.message("update", seq, data_json)
+                text = member.message("update", seq, data_json)
+                frame = by_spelling[member.spelled] = text_frame(text.encode())
             member.seq = seq
-            member.connection.push(text)
+            member.connection.push_frame(frame)
 
 
 class EventFeed(Feed):
