@@ -67,7 +67,7 @@ class Registry:
                 topic,
                 self.hub,
                 [topic.canonical, f"trade:{name}"],
-                lambda: snapshots.ticker_snapshot(client, name),
+                lambda: snapshots.ticker_snapshot(client, markets.markets[name]),
                 min_interval_s=TICKER_MIN_INTERVAL_S,
             )
         return PnlFeed(
