@@ -33,7 +33,7 @@ from services.broadcaster.connection import GOING_AWAY, SERVICE_RESTART, Connect
 from services.broadcaster.feeds import Subscription
 from services.broadcaster.hub import Hub
 from services.broadcaster.metrics import Metrics
-from services.broadcaster.registry import Registry
+from services.broadcaster.registry import MarkWatcher, Registry
 from services.broadcaster.settings import BroadcasterSettings, broadcaster_settings
 from services.broadcaster.topics import TopicError, parse_topic
 
@@ -56,14 +56,19 @@ class Broadcaster:
         self.registry = Registry(self.client, self.hub, self.markets, self.metrics)
         self.connections: set[Connection] = set()
         self.flusher = Flusher(settings.broadcaster_flush_interval_ms / 1000)
+        self.mark_watcher = MarkWatcher(self.client, self.registry)
+        self._background: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         await _wait_for_redis(self.client)
         await self.hub.start()
+        self._background.append(asyncio.create_task(self.mark_watcher.run()))
 
     async def stop(self) -> None:
         for connection in list(self.connections):
             connection.close(GOING_AWAY, "broadcaster shutting down")
+        for task in self._background:
+            task.cancel()
         await self.hub.stop()
         await self.client.aclose()
 

@@ -194,6 +194,8 @@ class StateFeed(Feed):
         self.reader = reader
         self.min_interval_s = min_interval_s
         self.on_state = on_state
+        # Market -> the mark price the last state was computed at (see registry.MarkWatcher).
+        self.marks: dict[str, Any] = {}
         self._joining: list[tuple[Subscription, asyncio.Future[None]]] = []
         self._dirty = False
         self._wake = asyncio.Event()
@@ -260,6 +262,19 @@ class StateFeed(Feed):
                     done.set_result(None)
             if self.min_interval_s:
                 await asyncio.sleep(self.min_interval_s)
+
+
+class TickerFeed(StateFeed):
+    """``ticker:<m>``: re-read on the oracle's ticker publications and on trades."""
+
+    def __init__(self, topic: Topic, hub: Hub, reader: Reader, min_interval_s: float) -> None:
+        channels = [topic.canonical, f"trade:{topic.name}"]
+        super().__init__(
+            topic, hub, channels, reader, min_interval_s=min_interval_s, on_state=self._mark
+        )
+
+    def _mark(self, state: Any) -> None:
+        self.marks = {self.topic.name: state.get("markPrice")}
 
 
 class PnlFeed(StateFeed):
