@@ -69,8 +69,9 @@ def valid_body(route: str) -> dict[str, Any]:
     now = int(time.time() * 1000)
     if route == "/v1/orders":
         return TRADER.order("BTC-USDC", "BUY", 1_000, 10, timeInForce="GTC")
-    from common.eip712 import sign
     from support.signing import CHAIN_ID, VERIFYING_CONTRACT
+
+    from common.eip712 import sign
 
     messages = {
         "/v1/orders/cancel": ("Cancel", {"userId": TRADER.address, "market": "BTC-USDC",
