@@ -53,9 +53,9 @@ class Broadcaster:
         self.client = connect_async(settings)
         self.metrics = Metrics()
         self.hub = Hub(self.client, on_reset=self.resync_everyone)
-        self.registry = Registry(self.client, self.hub, self.markets, self.metrics)
+        self.flusher = Flusher(self.metrics, settings.broadcaster_flush_interval_ms / 1000)
+        self.registry = Registry(self.client, self.hub, self.markets, self.metrics, self.flusher)
         self.connections: set[Connection] = set()
-        self.flusher = Flusher(settings.broadcaster_flush_interval_ms / 1000)
         self.mark_watcher = MarkWatcher(self.client, self.registry)
         self._background: list[asyncio.Task[None]] = []
 

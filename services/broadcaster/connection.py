@@ -34,13 +34,17 @@ class Flusher:
     milliseconds batch more frames into each write when updates come fast.
     """
 
-    def __init__(self, interval_s: float = 0.0) -> None:
+    def __init__(self, metrics: Metrics, interval_s: float = 0.0) -> None:
+        self.metrics = metrics
         self.interval_s = interval_s
         self.dirty: set[Connection] = set()
         self._handle: asyncio.Handle | None = None
 
     def mark(self, connection: Connection) -> None:
         self.dirty.add(connection)
+        self.schedule()
+
+    def schedule(self) -> None:
         if self._handle is None:
             loop = asyncio.get_running_loop()
             if self.interval_s > 0:
@@ -51,8 +55,11 @@ class Flusher:
     def flush(self) -> None:
         self._handle = None
         dirty, self.dirty = self.dirty, set()
+        written = 0
         for connection in dirty:
-            connection.flush()
+            written += connection.flush()
+        if written:
+            self.metrics.messages_sent.inc(written)
 
 
 class Connection:
@@ -85,10 +92,7 @@ class Connection:
             self.too_slow(f"more than {self.queue_limit} messages waiting to be sent")
             return
         self.queue.append(frame)
-        if self.sink is not None:
-            self.flusher.mark(self)
-        else:
-            self._wakeup.set()
+        self.flusher.mark(self)
 
     def push_json(self, message: dict[str, Any]) -> None:
         self.push(orjson.dumps(message).decode())
@@ -113,17 +117,24 @@ class Connection:
             self.queue.clear()
             self.closing.set()
 
-    def flush(self) -> None:
-        """Write every queued frame in one call, unless the socket is backed up or closed."""
-        sink = self.sink
-        if sink is None or self.close_code is not None or not self.queue:
-            return
-        if not sink.open or not sink.writable:
-            return  # closed: the receive side ends the connection; backed up: see below
-        frames = list(self.queue)
-        self.queue.clear()
-        sink.write(frames)
-        self.metrics.messages_sent.inc(len(frames))
+    def flush(self) -> int:
+        """Write every queued frame in one call, unless the socket is backed up or closed;
+        without a frame sink, wake the sender task. Returns the frames written."""
+        queue, sink = self.queue, self.sink
+        if not queue or self.close_code is not None:
+            return 0
+        if sink is None:
+            self._wakeup.set()
+            return 0
+        if not sink.ready:
+            return 0  # closed: the receive side ends the connection; backed up: it resumes us
+        count = len(queue)
+        if count == 1:
+            sink.write(queue.popleft())
+        else:
+            sink.write(b"".join(queue))
+            queue.clear()
+        return count
 
     def _writable_again(self) -> None:
         if self.queue and self.close_code is None:

@@ -99,13 +99,27 @@ class Feed:
 
 
 class SeqFeed(Feed):
-    """``depth:`` and ``trade:``: updates carry the matcher's seq; forward each once, in order."""
+    """``depth:`` and ``trade:``: updates carry the matcher's seq; forward each once, in order.
 
-    def __init__(self, topic: Topic, hub: Hub, reader: Reader) -> None:
+    The hot path of the broadcaster. Live subscriptions that hold every update up to the
+    feed's last seq (their own ``seq`` is then the feed's) sit in ``groups`` by spelling: an
+    update is framed once per spelling and its frame appended to each of their queues, with
+    no per-subscription check. A subscription
+    whose snapshot is newer than the feed's last update waits in ``ahead`` until the feed
+    catches up with it.
+    """
+
+    def __init__(self, topic: Topic, hub: Hub, reader: Reader, flusher: Any) -> None:
         super().__init__(topic, hub, [topic.canonical])
         self.reader = reader
+        self.flusher = flusher
+        self.last_seq = 0
+        self.groups: dict[str, dict[Any, Subscription]] = {}  # spelled -> connection -> sub
+        self.ahead: set[Subscription] = set()
+        self.pending: set[Subscription] = set()  # taking their snapshot
 
     async def subscribe(self, subscription: Subscription) -> None:
+        self.pending.add(subscription)
         await self.join(subscription)
         seq, data = await self.reader()
         subscription.send("snapshot", seq, _dumps(data))
@@ -114,25 +128,58 @@ class SeqFeed(Feed):
                 subscription.send("update", payload["seq"], _dumps(payload["data"]))
         subscription.held = []
         subscription.live = True
+        self.pending.discard(subscription)
+        if subscription.seq > self.last_seq:
+            self.ahead.add(subscription)
+        else:
+            self._promote(subscription)
+
+    def _promote(self, subscription: Subscription) -> None:
+        group = self.groups.setdefault(subscription.spelled, {})
+        group[subscription.connection] = subscription
+
+    def remove(self, subscription: Subscription) -> None:
+        super().remove(subscription)
+        self.ahead.discard(subscription)
+        self.pending.discard(subscription)
+        group = self.groups.get(subscription.spelled)
+        if group is not None and group.get(subscription.connection) is subscription:
+            del group[subscription.connection]
+            if not group:
+                del self.groups[subscription.spelled]
 
     def on_publication(self, topic: str, payload: Any) -> None:
         seq = payload["seq"]
+        if seq <= self.last_seq:
+            return  # every live subscription already has it (or its snapshot does)
+        self.last_seq = seq
         data_json: str | None = None
-        by_spelling: dict[str, bytes] = {}
-        for member in self.members:
-            if not member.live:
-                member.hold(payload)
-                continue
-            if seq <= member.seq:
-                continue
-            frame = by_spelling.get(member.spelled)
-            if frame is None:
+        if self.groups:
+            data_json = _dumps(payload["data"])
+            dirty = self.flusher.dirty
+            for spelled, group in self.groups.items():
+                text = (
+                    f'{{"topic":{_dumps(spelled)},"type":"update","seq":{seq},"data":{data_json}}}'
+                )
+                frame = text_frame(text.encode())
+                for connection in group:
+                    queue = connection.queue
+                    if len(queue) < connection.queue_limit:
+                        queue.append(frame)
+                    elif connection.close_code is None:
+                        connection.too_slow(f"more than {connection.queue_limit} messages waiting")
+                dirty.update(group)
+            self.flusher.schedule()
+        for subscription in list(self.ahead):
+            if seq > subscription.seq:
                 if data_json is None:
                     data_json = _dumps(payload["data"])
-                text = member.message("update", seq, data_json)
-                frame = by_spelling[member.spelled] = text_frame(text.encode())
-            member.seq = seq
-            member.connection.push_frame(frame)
+                subscription.send("update", seq, data_json)
+            if subscription.seq <= seq:
+                self.ahead.discard(subscription)
+                self._promote(subscription)
+        for subscription in self.pending:
+            subscription.hold(payload)
 
 
 class EventFeed(Feed):

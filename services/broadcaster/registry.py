@@ -35,11 +35,14 @@ MARK_POLL_S = 1.0
 
 
 class Registry:
-    def __init__(self, client: Any, hub: Hub, markets: MarketSet, metrics: Metrics) -> None:
+    def __init__(
+        self, client: Any, hub: Hub, markets: MarketSet, metrics: Metrics, flusher: Any
+    ) -> None:
         self.client = client
         self.hub = hub
         self.markets = markets
         self.metrics = metrics
+        self.flusher = flusher
         self.feeds: dict[Topic, Feed] = {}
         self.derivatives = [s for s, m in markets.markets.items() if m.product.is_derivative]
 
@@ -73,9 +76,13 @@ class Registry:
     def _create(self, topic: Topic) -> Feed:
         client, markets, name = self.client, self.markets, topic.name
         if topic.kind is Kind.DEPTH:
-            return SeqFeed(topic, self.hub, lambda: snapshots.depth_snapshot(client, name))
+            return SeqFeed(
+                topic, self.hub, lambda: snapshots.depth_snapshot(client, name), self.flusher
+            )
         if topic.kind is Kind.TRADE:
-            return SeqFeed(topic, self.hub, lambda: snapshots.trade_snapshot(client, name))
+            return SeqFeed(
+                topic, self.hub, lambda: snapshots.trade_snapshot(client, name), self.flusher
+            )
         if topic.kind is Kind.ORDERS:
             return EventFeed(
                 topic, self.hub, lambda: snapshots.orders_snapshot(client, markets, name)

@@ -47,17 +47,17 @@ class FrameSink:
         self.on_writable: Callable[[], None] | None = None
 
     @property
-    def open(self) -> bool:
+    def ready(self) -> bool:
+        """Open, and the socket's send buffer is under its high-water mark."""
         protocol = self._protocol
-        return not (protocol.close_sent or protocol.disconnected or protocol.transport.is_closing())
+        return (
+            protocol.writable.is_set()
+            and not protocol.close_sent
+            and not protocol.transport.is_closing()
+        )
 
-    @property
-    def writable(self) -> bool:
-        """False while the socket's send buffer is over its high-water mark."""
-        return self._protocol.writable.is_set()
-
-    def write(self, frames: list[bytes]) -> None:
-        self._protocol.transport.write(b"".join(frames) if len(frames) > 1 else frames[0])
+    def write(self, data: bytes) -> None:
+        self._protocol.transport.write(data)
 
 
 class FrameProtocol(WebSocketsSansIOProtocol):
