@@ -403,6 +403,11 @@ def main() -> None:
         "seq_gaps": sum(o["gaps"] for o in outcomes),
         "client_close_codes": closed,
         "broadcaster_cpu_percent": cpu,
+        # CPU time the broadcasters spent per message delivered (less sensitive than latency
+        # to other processes competing for the same cores).
+        "broadcaster_cpu_us_per_message": round(
+            sum(cpu) / 100 * published["seconds"] / max(delivered, 1) * 1e6, 2
+        ),
         "client_procs_cpu_percent": client_cpu,
         "redis_cpu_percent": redis_cpu,
         "memory_per_connection_kib": round((rss_connected - rss_before) / args.clients / 1024, 1),

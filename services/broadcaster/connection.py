@@ -123,6 +123,9 @@ class Connection:
         queue, sink = self.queue, self.sink
         if not queue or self.close_code is not None:
             return 0
+        if len(queue) > self.queue_limit:
+            self.too_slow(f"more than {self.queue_limit} messages waiting to be sent")
+            return 0
         if sink is None:
             self._wakeup.set()
             return 0

@@ -117,6 +117,7 @@ class SeqFeed(Feed):
         self.groups: dict[str, dict[Any, Subscription]] = {}  # spelled -> connection -> sub
         self.ahead: set[Subscription] = set()
         self.pending: set[Subscription] = set()  # taking their snapshot
+        self._appenders: dict[str, list[Callable[[bytes], None]]] = {}  # spelled -> queue.append
 
     async def subscribe(self, subscription: Subscription) -> None:
         self.pending.add(subscription)
@@ -137,6 +138,7 @@ class SeqFeed(Feed):
     def _promote(self, subscription: Subscription) -> None:
         group = self.groups.setdefault(subscription.spelled, {})
         group[subscription.connection] = subscription
+        self._appenders.pop(subscription.spelled, None)
 
     def remove(self, subscription: Subscription) -> None:
         super().remove(subscription)
@@ -145,6 +147,7 @@ class SeqFeed(Feed):
         group = self.groups.get(subscription.spelled)
         if group is not None and group.get(subscription.connection) is subscription:
             del group[subscription.connection]
+            self._appenders.pop(subscription.spelled, None)
             if not group:
                 del self.groups[subscription.spelled]
 
@@ -162,13 +165,12 @@ class SeqFeed(Feed):
                     f'{{"topic":{_dumps(spelled)},"type":"update","seq":{seq},"data":{data_json}}}'
                 )
                 frame = text_frame(text.encode())
-                for connection in group:
-                    queue = connection.queue
-                    if len(queue) < connection.queue_limit:
-                        queue.append(frame)
-                    elif connection.close_code is None:
-                        connection.too_slow(f"more than {connection.queue_limit} messages waiting")
-                dirty.update(group)
+                appenders = self._appenders.get(spelled)
+                if appenders is None:
+                    appenders = self._appenders[spelled] = [c.queue.append for c in group]
+                for append in appenders:
+                    append(frame)
+                dirty.update(group)  # the flush pass enforces each queue's bound
             self.flusher.schedule()
         for subscription in list(self.ahead):
             if seq > subscription.seq:
