@@ -52,7 +52,11 @@ class Broadcaster:
         self.markets = load_markets(settings.markets_file)
         self.client = connect_async(settings)
         self.metrics = Metrics()
-        self.hub = Hub(self.client, on_reset=self.resync_everyone)
+        self.hub = Hub(
+            self.client,
+            on_reset=self.resync_everyone,
+            on_message=self.metrics.count_publication,
+        )
         self.flusher = Flusher(self.metrics, settings.broadcaster_flush_interval_ms / 1000)
         self.registry = Registry(self.client, self.hub, self.markets, self.metrics, self.flusher)
         self.connections: set[Connection] = set()

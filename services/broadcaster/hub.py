@@ -36,8 +36,14 @@ class Sink(Protocol):
 
 
 class Hub:
-    def __init__(self, client: Any, on_reset: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        on_reset: Callable[[], None] | None = None,
+        on_message: Callable[[str], None] | None = None,
+    ) -> None:
         self.client = client
+        self.on_message = on_message
         self.pubsub = client.pubsub()
         self.on_reset = on_reset
         self.sinks: dict[str, set[Sink]] = {}
@@ -155,6 +161,8 @@ class Hub:
                 continue
             topic = channel[prefix_length:]
             if kind == "message":
+                if self.on_message is not None:
+                    self.on_message(topic)
                 sinks = self.sinks.get(topic)
                 if not sinks:
                     continue
