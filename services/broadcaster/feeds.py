@@ -67,6 +67,8 @@ class Subscription:
 class Feed:
     """What all feeds share: members, the hub channels they need, and their lifetime."""
 
+    reader: Reader  # the snapshot (or state) reader
+
     def __init__(self, topic: Topic, hub: Hub, channels: list[str]) -> None:
         self.topic = topic
         self.hub = hub

@@ -12,6 +12,9 @@ import asyncio
 import logging
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from common import keys
 from common.markets import MarketSet
 from services.broadcaster import snapshots
@@ -19,6 +22,7 @@ from services.broadcaster.feeds import (
     EventFeed,
     Feed,
     PnlFeed,
+    Reader,
     SeqFeed,
     StateFeed,
     Subscription,
@@ -74,6 +78,11 @@ class Registry:
             feed.close()
 
     def _create(self, topic: Topic) -> Feed:
+        feed = self._build(topic)
+        feed.reader = _retrying(feed.reader)
+        return feed
+
+    def _build(self, topic: Topic) -> Feed:
         client, markets, name = self.client, self.markets, topic.name
         if topic.kind is Kind.DEPTH:
             return SeqFeed(
@@ -104,6 +113,20 @@ class Registry:
 
     def state_feeds(self) -> list[StateFeed]:
         return [feed for feed in self.feeds.values() if isinstance(feed, StateFeed)]
+
+
+def _retrying(reader: Reader) -> Reader:
+    """A snapshot reader that tries once more after a connection error: the first command on
+    a pooled connection that Redis dropped (a restart) fails, the next one reconnects."""
+
+    async def read() -> tuple[int, Any]:
+        try:
+            return await reader()
+        except (RedisConnectionError, RedisTimeoutError):
+            await asyncio.sleep(0.1)
+            return await reader()
+
+    return read
 
 
 class MarkWatcher:
