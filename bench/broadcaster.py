@@ -338,7 +338,7 @@ def main() -> None:
     parser.add_argument("--client-procs", type=int, default=2)
     parser.add_argument("--send-queue", type=int, default=1000)
     parser.add_argument(
-        "--measure-every", type=int, default=10, help="every Nth client parses and times frames"
+        "--measure-every", type=int, default=25, help="every Nth client parses and times frames"
     )
     args = parser.parse_args()
 
