@@ -42,7 +42,7 @@ scalars = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(2**300), max_value=2**300),
-    st.floats(allow_nan=False),
+    st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=80),
     st.sampled_from(["", "0", "-1", "1e9", "0x", "BUY", "MARKET", "PERP", "GTC", "USDC"]),
     st.sampled_from(MARKETS),
