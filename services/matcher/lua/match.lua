@@ -62,9 +62,13 @@ end
 local function int(n) return string.format('%d', n) end
 -- JSON string: ids and addresses are plain (the gateway checks their characters), so they
 -- are quoted as they are; anything else goes through cjson, which is much slower.
+local quoted = {}
 local function q(s)
-  if string.find(s, '^[%w%.%_%:%-]*$') then return '"' .. s .. '"' end
-  return cjson.encode(s)
+  local v = quoted[s]
+  if v then return v end
+  if string.find(s, '^[%w%.%_%:%-]*$') then v = '"' .. s .. '"' else v = cjson.encode(s) end
+  quoted[s] = v
+  return v
 end
 
 -- market constants ------------------------------------------------------------------
