@@ -190,7 +190,14 @@ class MarketConsumer:
             cursor = reply[0]
             claimed += len(reply[1])
             if cursor in ("0-0", b"0-0"):
-                return claimed
+                break
+        # predecessors' names, now without pending entries, leave the group
+        stream = keys.market_in(self.market)
+        for info in self.client.xinfo_consumers(stream, keys.MATCHER_GROUP):
+            name = info["name"]
+            if name != self.consumer and int(info["pending"]) == 0:
+                self.client.xgroup_delconsumer(stream, keys.MATCHER_GROUP, name)
+        return claimed
 
     # -- batches ---------------------------------------------------------------------------
     def poll(self, block_ms: int = 1000) -> int:
