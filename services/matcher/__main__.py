@@ -40,17 +40,35 @@ def owned_markets(selection: str, all_markets: list[str]) -> list[str]:
     return chosen
 
 
-def make_settle_trigger(client: Any) -> Any:
-    """Queue one settle task per market at a time; the settler's sweeper covers any loss."""
+def make_settle_trigger(client: Any, stop: threading.Event) -> Any:
+    """Queue one settle task per market at a time, from a thread of its own, so a slow broker
+    never holds up matching; the settler's sweeper covers any message lost here."""
     celery = task_client()
+    wanted: set[str] = set()
+    lock = threading.Lock()
+    wake = threading.Event()
+
+    def sender() -> None:
+        while not stop.is_set():
+            wake.wait(0.5)
+            wake.clear()
+            with lock:
+                markets = sorted(wanted)
+                wanted.clear()
+            for market in markets:
+                try:
+                    if client.set(keys.market_settle_queued(market), "1", nx=True, px=2000):
+                        celery.send_task(SETTLE_TASK, args=[market])
+                except Exception:
+                    client.delete(keys.market_settle_queued(market))
+                    log.exception("matcher: %s: could not queue settlement", market)
+
+    threading.Thread(target=sender, name="settle-trigger", daemon=True).start()
 
     def trigger(market: str) -> None:
-        if client.set(keys.market_settle_queued(market), "1", nx=True, px=2000):
-            try:
-                celery.send_task(SETTLE_TASK, args=[market])
-            except Exception:  # the broker being away only delays settlement (sweeper)
-                client.delete(keys.market_settle_queued(market))
-                log.exception("matcher: %s: could not queue settlement", market)
+        with lock:
+            wanted.add(market)
+        wake.set()
 
     return trigger
 
@@ -98,8 +116,8 @@ def main() -> None:
     wait_for_redis(client, what="matcher")
     for name in owned:
         write_market_cfg(client, markets.markets[name])
-    trigger = make_settle_trigger(client)
     stop = threading.Event()
+    trigger = make_settle_trigger(client, stop)
     # A name per process: a successor claims what this one left pending (XAUTOCLAIM).
     consumer_name = f"{socket.gethostname()}:{os.getpid()}"
     threads = [
