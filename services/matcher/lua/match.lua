@@ -182,13 +182,36 @@ local function level_add(is_bid, price, delta)
   changed = true
 end
 
+-- Level totals are read once per price per call, kept here, and written back once per
+-- changed level at the end of the call (write_levels), not once per unit.
+local level_totals = {[K_LB] = {}, [K_LA] = {}}
+local level_dirty = {[K_LB] = {}, [K_LA] = {}}
+
 local function apply_levels(lkey, changes)
+  local totals, dirty = level_totals[lkey], level_dirty[lkey]
   for price, delta in pairs(changes) do
-    local p = int(price)
-    local total = redis.call('HINCRBY', lkey, p, delta)
-    if total <= 0 then redis.call('HDEL', lkey, p); total = 0 end
+    local total = totals[price]
+    if total == nil then total = tonumber(redis.call('HGET', lkey, int(price)) or '0') end
+    total = total + delta
+    if total < 0 then total = 0 end
+    totals[price] = total
+    dirty[price] = true
     changes[price] = total
   end
+end
+
+local function write_levels(lkey)
+  local totals, set, del = level_totals[lkey], {}, {}
+  for price in pairs(level_dirty[lkey]) do
+    local total = totals[price]
+    if total > 0 then
+      set[#set + 1] = int(price); set[#set + 1] = int(total)
+    else
+      del[#del + 1] = int(price)
+    end
+  end
+  for i = 1, #set, 1000 do redis.call('HSET', lkey, unpack(set, i, math.min(i + 999, #set))) end
+  for i = 1, #del, 500 do redis.call('HDEL', lkey, unpack(del, i, math.min(i + 499, #del))) end
 end
 
 local function view_json(o)
@@ -650,6 +673,9 @@ do
   end
 end
 
+write_levels(K_LB)
+write_levels(K_LA)
+
 if #unit_trades > 0 then
   redis.call('PUBLISH', chprefix .. 'trade:' .. market,
     '{"seq":' .. int(tseq) .. ',"data":[' .. table.concat(unit_trades, ',') .. ']}')
@@ -659,5 +685,11 @@ local out = {'seq', int(seq), 'tseq', int(tseq), 'eseq', int(eseq), 'aseq', int(
 if last then out[#out + 1] = 'last'; out[#out + 1] = last end
 if status_changed or st[1] == false then out[#out + 1] = 'status'; out[#out + 1] = status end
 redis.call('HSET', K_STATE, unpack(out))
-if #read_ids > 0 then redis.call('XACK', KEYS[13], ARGV[10], unpack(read_ids)) end
+if #read_ids > 0 then
+  redis.call('XACK', KEYS[13], ARGV[10], unpack(read_ids))
+  -- Everything up to the last applied id is applied (a replay skips it) and, on this path,
+  -- acknowledged too (own and predecessors' pending entries are applied and acknowledged before
+  -- the script reads new ones): drop it, whole stream nodes only, so the input stays short.
+  redis.call('XTRIM', KEYS[13], 'MINID', '~', last)
+end
 return {applied, events_written, #read_ids, last or ''}
