@@ -59,7 +59,17 @@ if ARGV[8] ~= '' and redis.call('GET', KEYS[12]) ~= ARGV[8] then
   return redis.error_reply('LEASE_LOST this matcher no longer holds the market lease')
 end
 
-local function int(n) return string.format('%d', n) end
+-- Integers as decimal text, memoized per call: prices, quantities and the clock repeat from
+-- order to order, and string.format is a large share of the script's own time.
+local fmt = string.format
+local ints = {}
+local function int(n)
+  local v = ints[n]
+  if v then return v end
+  v = fmt('%d', n)
+  ints[n] = v
+  return v
+end
 -- JSON string: ids and addresses are plain (the gateway checks their characters), so they
 -- are quoted as they are; anything else goes through cjson, which is much slower.
 local quoted = {}
@@ -226,6 +236,9 @@ local function view_json(o)
 end
 
 local function levels_json(changes, descending)
+  local p1, t1 = next(changes)
+  if p1 == nil then return '[]' end
+  if next(changes, p1) == nil then return '[[' .. int(p1) .. ',' .. int(t1) .. ']]' end
   local list = {}
   for p, total in pairs(changes) do list[#list + 1] = {p, total} end
   if descending then
@@ -311,7 +324,7 @@ local function record_trade(p, f, taker, maker, taker_is_buy, liquidation)
   local trade = '{"tradeId":' .. trade_id .. ',"market":' .. q(market) .. common ..
     ',"buyOid":' .. q(buy_cid) .. ',"sellOid":' .. q(sell_cid) .. ',"ts":' .. int(now) ..
     ',"seq":' .. int(tseq) .. '}'
-  redis.call('XADD', K_TRADES, 'MAXLEN', '~', trades_maxlen, '*', 't', trade)
+  redis.call('XADD', K_TRADES, '*', 't', trade)  -- trimmed once per call, at the end
   unit_trades[#unit_trades + 1] = trade
   emit_event('"k":"fill","tradeId":' .. trade_id .. ',"tseq":' .. int(tseq) .. common ..
     ',"buyCid":' .. q(buy_cid) .. ',"sellCid":' .. q(sell_cid) .. ',"ts":' .. int(now) ..
@@ -677,6 +690,7 @@ write_levels(K_LB)
 write_levels(K_LA)
 
 if #unit_trades > 0 then
+  redis.call('XTRIM', K_TRADES, 'MAXLEN', '~', trades_maxlen)
   redis.call('PUBLISH', chprefix .. 'trade:' .. market,
     '{"seq":' .. int(tseq) .. ',"data":[' .. table.concat(unit_trades, ',') .. ']}')
 end
