@@ -13,8 +13,8 @@ an admission."""
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 from collections.abc import MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -54,7 +54,7 @@ class GatewayMiddleware:
                 request_id = value.decode("latin-1")[:128]
             elif name == b"content-length":
                 content_length = value
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = request_id
         logs.REQUEST_ID.set(request_id)
         status_holder = [500]
