@@ -244,6 +244,9 @@ def test_each_refusal_answers_the_first_failing_check_and_changes_nothing(
         ("limit at zero", {**good, "price": 0, "qty": 0}, 400, "INVALID_PRICE"),
         ("price off tick", {**good, "market": "ETH-USDC", "price": 1_005}, 400, "INVALID_PRICE"),
         ("price 2^53", {**good, "price": 2**53}, 400, "INVALID_PRICE"),
+        ("price 2^70", {**good, "price": 2**70}, 400, "INVALID_PRICE"),
+        ("qty 2^256", {**good, "qty": 2**256}, 400, "INVALID_REQUEST"),
+        ("NaN qty", b'{"qty": NaN}', 400, "INVALID_REQUEST"),
         ("qty zero", {**good, "qty": 0, "side": "buy"}, 400, "INVALID_QTY"),
         (
             "qty off lot",
