@@ -79,7 +79,8 @@ class GatewayMiddleware:
                 scope["route"] = ORDERS_ROUTE
                 await self._place_order(scope, receive, send_wrapper)
                 return
-            if path not in ratelimit.WRITE_PATHS and not ratelimit.exempt(path):
+            is_write = scope["method"] == "POST" and path in ratelimit.WRITE_PATHS
+            if not is_write and not ratelimit.exempt(path):
                 await ratelimit.check(self.gateway, client_ip(scope))
             await self.app(scope, receive, send_wrapper)
         except ApiError as exc:
