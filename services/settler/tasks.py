@@ -6,12 +6,12 @@ number), never by task id, so a redelivered task is harmless.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from functools import lru_cache
 from typing import Any
 
+from common.market_reads import read_ticker_sync
 from common.markets import MarketSet, load_markets
 from common.redis_client import connect
 from common.tasks import (
@@ -43,7 +43,7 @@ def _client() -> Any:
 
 @lru_cache(maxsize=1)
 def _ledger() -> Ledger:
-    return Ledger(_client())
+    return Ledger(_client(), batch=get_settler_settings().settle_batch)
 
 
 @lru_cache(maxsize=1)
@@ -53,17 +53,6 @@ def _steps() -> AccountSteps:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _ticker_reader() -> Any:
-    try:
-        market_reads = importlib.import_module("common.market_reads")
-    except ImportError:
-        return None  # the full ticker reader is not installed: publish prices only
-    reader = getattr(market_reads, "read_ticker_sync", None)
-    if reader is None:
-        return None
-    return lambda client, market: reader(client, _markets(), market.symbol)
 
 
 @app.task(name=SETTLE_TASK)
@@ -95,7 +84,7 @@ def run_oracle() -> dict[str, list[int]]:
         settings.oracle_source,
         _now_ms(),
         settings.funding_interval_s * 1000,
-        ticker=_ticker_reader(),
+        ticker=read_ticker_sync,
     )
     return {symbol: [index, mark] for symbol, (index, mark) in prices.items()}
 

@@ -52,6 +52,7 @@ def test_static_source_uses_the_admin_push_and_the_median_mark(client: Any) -> N
     assert px(client, PERP)["mark"] == "3060000"  # median(3,100,000, 3,050,000, 3,060,000)
     assert px(client, PERP)["nextFundingTs"] == str(INTERVAL_MS)
     assert px(client, SPOT)["index"] == "3000000"  # the markets file's indexPrice
+    assert px(client, OPTION)["index"] == "3100000"  # the underlying's index
     message = pubsub.get_message(timeout=5)
     assert message is not None
     data = loads(message["data"])["data"]
