@@ -7,6 +7,7 @@ account script reserves and records, then the command goes on the market stream.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from common.types import MarketStatus, OrderType, Product, Side, TimeInForce
 from services.gateway import funds, parsing
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
+
+log = logging.getLogger("services.gateway")
 
 WAIT_S = 5
 RESERVED_PLACEHOLDER = "__RESERVED__"
@@ -219,8 +222,8 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
 async def enqueue(gateway: Gateway, symbol: str, user: str, cid: str, command: str) -> None:
     """XADD the accepted command; only once it is on the stream may its outbox entry go.
 
-    The ZREM is batched in the background (``outbox.Clearer``): were it lost, the sweeper
-    would only send the command a second time, which the matcher ignores.
+    The ZREM goes in the background (batched): were it lost, the sweeper would only send the
+    command a second time, which the matcher ignores.
     """
     try:
         await gateway.batched(lambda pipe: pipe.xadd(keys.market_in(symbol), {"c": command}))
@@ -235,9 +238,7 @@ async def enqueue(gateway: Gateway, symbol: str, user: str, cid: str, command: s
 
 
 def log_outbox_failure(symbol: str, user: str, cid: str) -> None:
-    import logging
-
-    logging.getLogger("services.gateway").warning(
+    log.warning(
         "order %s of %s is accepted but not yet on %s; the outbox sweeper will send it",
         cid,
         user,

@@ -7,6 +7,7 @@ account's pending hash until copied; the relayer keys on ``withdrawalId``).
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -17,6 +18,7 @@ from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
 
 RECORD_FIELD = "w"
+log = logging.getLogger("services.gateway")
 
 
 async def withdraw(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:
@@ -84,9 +86,7 @@ async def hand_to_relayer(gateway: Gateway, user: str, withdrawal_id: str, recor
         await gateway.redis.xadd(keys.withdrawal_requests(), {RECORD_FIELD: record})
         await gateway.redis.hdel(keys.withdrawals_pending(user), withdrawal_id)
     except Exception:
-        import logging
-
-        logging.getLogger("services.gateway").warning(
+        log.warning(
             "withdrawal %s is debited but not yet handed to the relayer; the sweeper will",
             withdrawal_id,
             exc_info=True,
