@@ -130,6 +130,9 @@ class Gateway:
     def forget_status(self, symbol: str) -> None:
         self._status.forget(symbol)
 
+    def forget_prices(self, symbol: str) -> None:
+        self._prices.forget(symbol)
+
     async def backlog(self, symbol: str) -> int:
         """Entries of the market stream the matcher has not read yet (cached briefly)."""
 
