@@ -284,6 +284,9 @@ def main() -> None:
         "accepted_per_s": round(accepted / seconds, 1),
         "gateway_cpu_s": round(gateway_cpu, 2),
         "gateway_cpu_per_order_us": round(gateway_cpu / max(accepted, 1) * 1e6, 1),
+        # What the worker's own CPU time allows if it had a core to itself (derived).
+        "accepted_per_gateway_cpu_s": round(accepted / max(gateway_cpu, 1e-9), 1),
+        "gateway_core_share": round(gateway_cpu / seconds, 2),
         "verify_us": round(verify_us, 1),
         "access_log": args.access_log,
         "rate_limits": args.rate_limits,
