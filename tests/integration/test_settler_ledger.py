@@ -7,6 +7,8 @@ positions and reservations to the atomic unit and runs the auditor at the end.
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -195,3 +197,20 @@ def test_random_fills_match_the_reference_and_conserve(client: Any, markets: Mar
         assert tuple(pos(client, user, "BTC-PERP").values()) == model[user]
     assert sum(model[u][0] for u in users) == 0
     assert_audit_ok(client, markets)
+
+
+def test_audit_command_exits_non_zero_when_money_appears(
+    client: Any, markets: MarketSet, redis_url: str
+) -> None:
+    drive = MarketDriver(client, markets.markets["BTC-USDC"])
+    drive.deposit(A, "USDC", 1_000)
+    env = {"DEX_REDIS_URL": redis_url, "DEX_MARKETS_FILE": str(MARKETS_FILE), "PATH": ""}
+    command = [sys.executable, "-m", "services.settler.audit"]
+    repo = MARKETS_FILE.parents[1]
+    clean = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stderr
+    assert '"difference": "0"' in clean.stdout
+    client.hincrby(keys.balances(A), "USDC:t", 1)  # a unit from nowhere
+    broken = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
+    assert broken.returncode == 1
+    assert "conservation" in broken.stderr
