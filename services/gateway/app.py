@@ -321,6 +321,14 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
     return app
 
 
+def create_server_app() -> Any:
+    """The ASGI app uvicorn serves: the FastAPI app behind an outer copy of the gateway
+    middleware that answers ``POST /v1/orders`` before the framework's layers (every other
+    request passes straight through to the app, whose own middleware handles it)."""
+    app = create_app()
+    return GatewayMiddleware(app, gateway=app.state.gateway, orders_only=True)
+
+
 def _no_framework_telemetry() -> dict[str, Any]:
     """FastAPI's built-in OpenTelemetry probes its providers on every request; the gateway
     has its own Prometheus metrics, so switch it off where the option exists."""

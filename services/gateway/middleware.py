@@ -38,12 +38,15 @@ def client_ip(scope: Scope) -> str:
 
 
 class GatewayMiddleware:
-    def __init__(self, app: Any, gateway: Gateway) -> None:
+    def __init__(self, app: Any, gateway: Gateway, orders_only: bool = False) -> None:
         self.app = app
         self.gateway = gateway
+        self.orders_only = orders_only
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (
+            self.orders_only and (scope["path"] != ORDERS_PATH or scope["method"] != "POST")
+        ):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
