@@ -106,9 +106,8 @@ class GatewayMiddleware:
             status = status_holder[0]
             metrics.observe_request(scope["method"], template, status, elapsed)
             if log.isEnabledFor(logging.INFO):
-                log.info(
-                    "request",
-                    extra={
+                logs.access(
+                    {
                         "request_id": request_id,
                         "method": scope["method"],
                         "route": template,
@@ -116,7 +115,7 @@ class GatewayMiddleware:
                         "status": status,
                         "ms": round(elapsed * 1000, 3),
                         "client": client_ip(scope),
-                    },
+                    }
                 )
 
     async def _place_order(self, scope: Scope, receive: Any, send: Any) -> None:
