@@ -88,6 +88,11 @@ class GatewayMiddleware:
             await self.app(scope, receive, send_wrapper)
         except ApiError as exc:
             await _send_error(send_wrapper, exc.status, exc.code, exc.message, exc.headers)
+        except redis.exceptions.OutOfMemoryError as exc:
+            if not response_started[0]:
+                await _send_error(
+                    send_wrapper, 503, "OVERLOADED", f"the exchange's store is full: {exc}"
+                )
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             if not response_started[0]:
                 await _send_error(

@@ -156,7 +156,8 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
         order.reduce_only,
     )
     refusal = market_refusal(await gateway.market_status(market))
-    overloaded = await gateway.backlog(market.symbol) > gateway.settings.max_backlog
+    memory_high = await gateway.memory_high()
+    overloaded = memory_high or await gateway.backlog(market.symbol) > gateway.settings.max_backlog
     now_ms = int(time.time() * 1000)
     command: dict[str, Any] = {
         "op": "order",
@@ -210,7 +211,7 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
             before=lambda pipe: pipe.sadd(keys.outbox_accounts(), user),
         )
     if verdict[0] != "OK":
-        raise refusal_error(verdict[0], cid, user, reserve, market.symbol)
+        raise refusal_error(verdict[0], cid, user, reserve, market.symbol, memory_high)
     await enqueue(gateway, market.symbol, user, cid, verdict[1])
     if reply_key is None:
         return {"clientOrderId": cid, "status": "ACCEPTED"}
@@ -237,6 +238,9 @@ async def enqueue(gateway: Gateway, symbol: str, user: str, cid: str, command: s
         gateway.batcher.send(lambda pipe: pipe.zrem(keys.outbox(user), cid), 1)
 
 
+MEMORY_HIGH_MESSAGE = "the exchange's store is near its memory limit; retry shortly"
+
+
 def log_outbox_failure(symbol: str, user: str, cid: str) -> None:
     log.warning(
         "order %s of %s is accepted but not yet on %s; the outbox sweeper will send it",
@@ -248,7 +252,12 @@ def log_outbox_failure(symbol: str, user: str, cid: str) -> None:
 
 
 def refusal_error(
-    code: str, cid: str, user: str, reserve: funds.Reservation, symbol: str
+    code: str,
+    cid: str,
+    user: str,
+    reserve: funds.Reservation,
+    symbol: str,
+    memory_high: bool = False,
 ) -> ApiError:
     if code == "DUPLICATE":
         return ApiError("DUPLICATE", f"clientOrderId {cid!r} was already used by {user}")
@@ -262,6 +271,8 @@ def refusal_error(
         return ApiError(code, f"market {symbol} is halted")
     if code == "MARKET_CLOSED":
         return ApiError(code, f"market {symbol} has expired")
+    if code == "OVERLOADED" and memory_high:
+        return ApiError(code, MEMORY_HIGH_MESSAGE)
     if code == "OVERLOADED":
         return ApiError(code, f"market {symbol} has too many unmatched commands; retry shortly")
     return ApiError("UNAVAILABLE", f"the account script answered {code!r}")
