@@ -127,9 +127,16 @@ TypesDict = Mapping[str, Sequence[Mapping[str, str]]]
 
 _keccak_new = _keccak.new
 
+try:  # safe-pysha3's C Keccak is several times faster than pycryptodome's ctypes call
+    from sha3 import keccak_256 as _fast_keccak
+except ImportError:  # pragma: no cover - optional speed-up
+    _fast_keccak = None
+
 
 def keccak256(data: bytes) -> bytes:
     """Keccak-256 (Ethereum's, not SHA3-256) of ``data``."""
+    if _fast_keccak is not None:
+        return _fast_keccak(data).digest()
     return _keccak_new(data=data, digest_bits=256).digest()
 
 

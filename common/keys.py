@@ -46,6 +46,14 @@ account, live in one slot and one Lua script may touch them together)::
       dex:{u}:pos              hash    "<market>:size|entry|rpnl|funding" position fields
       dex:{u}:fills            stream  the user's fills
       dex:{u}:sig:<digest>     string  a used Cancel/CancelAll/Withdraw signature (TTL)
+      dex:{u}:withdrawals      stream  the account's withdrawals (field w: JSON record)
+      dex:{u}:wd-pending       hash    withdrawalId -> record not yet on the relayer stream
+      dex:{u}:rl               hash    token bucket of the user's writes (gateway)
+
+    Gateway globals
+      dex:withdrawal-requests  stream  withdrawal records for the chain relayer (field w);
+                                        a record may appear twice with the same withdrawalId
+      dex:rl:ip:{<ip>}         hash    token bucket of one client address
 
     System accounts are ordinary accounts with reserved names: ``fees`` and ``insurance``.
 

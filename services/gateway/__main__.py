@@ -15,7 +15,7 @@ def main() -> None:
     level = os.environ.get("DEX_LOG_LEVEL", "INFO").upper()
     logs.configure(level)
     uvicorn.run(
-        "services.gateway.app:create_app",
+        "services.gateway.app:create_server_app",
         factory=True,
         host=settings.gateway_host,
         port=settings.gateway_port,

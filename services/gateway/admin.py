@@ -74,6 +74,7 @@ async def push_oracle(gateway: Gateway, symbol: str, index: int) -> dict[str, An
     await gateway.redis.hset(
         keys.market_prices(symbol), mapping={"static": index, "index": index, "mark": mark}
     )
+    gateway.forget_prices(symbol)
     return {"market": symbol, "indexPrice": index, "markPrice": mark}
 
 

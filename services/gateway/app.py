@@ -72,6 +72,7 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
             await gateway.blocking.aclose()
 
     app = FastAPI(
+        **_no_framework_telemetry(),
         title="OrderBookDEX gateway",
         version="1",
         description="REST API of OrderBookDEX (API.md §5). Every error is "
@@ -318,6 +319,24 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
 
     install_openapi(app)
     return app
+
+
+def create_server_app() -> Any:
+    """The ASGI app uvicorn serves: the FastAPI app behind an outer copy of the gateway
+    middleware that answers ``POST /v1/orders`` before the framework's layers (every other
+    request passes straight through to the app, whose own middleware handles it)."""
+    app = create_app()
+    return GatewayMiddleware(app, gateway=app.state.gateway, orders_only=True)
+
+
+def _no_framework_telemetry() -> dict[str, Any]:
+    """FastAPI's built-in OpenTelemetry probes its providers on every request; the gateway
+    has its own Prometheus metrics, so switch it off where the option exists."""
+    import inspect
+
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
 def install_openapi(app: FastAPI) -> None:

@@ -27,6 +27,8 @@ STATUS_TTL_S = 0.25
 """How long a market's status is trusted; halt/resume through this process clear it at once."""
 BLOCKING_READ_TIMEOUT_S = 15.0
 BACKLOG_TTL_S = 0.5
+MEMORY_TTL_S = 0.5
+"""How long Redis's memory figure is trusted (one INFO memory per TTL)."""
 PRICES_TTL_S = 0.25
 """How long index/mark prices are trusted for an order's margin check."""
 T = TypeVar("T")
@@ -47,6 +49,7 @@ class Gateway:
     _status: TtlCache[str] = field(default_factory=lambda: TtlCache(STATUS_TTL_S))
     _backlog: TtlCache[int] = field(default_factory=lambda: TtlCache(BACKLOG_TTL_S))
     _prices: TtlCache[dict[str, str]] = field(default_factory=lambda: TtlCache(PRICES_TTL_S))
+    _memory: TtlCache[bool] = field(default_factory=lambda: TtlCache(MEMORY_TTL_S))
 
     def __post_init__(self) -> None:
         if self.batcher is None:
@@ -130,6 +133,9 @@ class Gateway:
     def forget_status(self, symbol: str) -> None:
         self._status.forget(symbol)
 
+    def forget_prices(self, symbol: str) -> None:
+        self._prices.forget(symbol)
+
     async def backlog(self, symbol: str) -> int:
         """Entries of the market stream the matcher has not read yet (cached briefly)."""
 
@@ -148,6 +154,21 @@ class Gateway:
 
         return await self._backlog.get(symbol, load)
 
+    async def memory_high(self) -> bool:
+        """True when Redis (any node of a cluster) is past ``DEX_MEMORY_HIGH_WATER_PCT`` of its
+        ``maxmemory``: new orders and withdrawals are refused before Redis itself must refuse
+        writes (cached briefly)."""
+        percent = self.settings.memory_high_water_pct
+
+        async def load() -> bool:
+            info = await self.redis.info("memory")
+            nodes = info.values() if info and "used_memory" not in info else [info]
+            return any(memory_over(node, percent) for node in nodes if isinstance(node, dict))
+
+        if percent <= 0:
+            return False
+        return await self._memory.get("memory", load)
+
     async def prices(self, symbol: str) -> dict[str, str]:
         """A market's ``dex:{m}:px`` hash (index, mark, …), cached briefly."""
 
@@ -155,6 +176,12 @@ class Gateway:
             return dict(await self.redis.hgetall(keys.market_prices(symbol)))
 
         return await self._prices.get(symbol, load)
+
+
+def memory_over(info: dict[str, Any], percent: int) -> bool:
+    """``used_memory`` at or past ``percent`` % of ``maxmemory`` (never, with no maxmemory)."""
+    limit = int(info.get("maxmemory") or 0)
+    return limit > 0 and int(info.get("used_memory") or 0) * 100 >= limit * percent
 
 
 class TtlCache(Generic[T]):

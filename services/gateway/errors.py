@@ -73,6 +73,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _redis_down(_: Request, exc: Exception) -> ORJSONResponse:
         return error_response("UNAVAILABLE", f"the exchange's store is unreachable: {exc}", 503)
 
+    @app.exception_handler(redis.exceptions.OutOfMemoryError)
+    async def _redis_full(_: Request, exc: Exception) -> ORJSONResponse:
+        # Redis refused a write whole (a script is refused before its first write): retry later.
+        return error_response("OVERLOADED", f"the exchange's store is full: {exc}", 503)
+
     @app.exception_handler(redis.TimeoutError)
     async def _redis_slow(_: Request, exc: Exception) -> ORJSONResponse:
         return error_response("UNAVAILABLE", f"the exchange's store timed out: {exc}", 503)

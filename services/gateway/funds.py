@@ -3,7 +3,10 @@
 SPOT: a buy locks notional + taker fee at its limit price, a sell its base quantity, a
 price-0 MARKET buy everything available (its budget). Derivatives lock initial margin + taker
 fee at the limit price against the free collateral; an order that only reduces the position
-locks the fee alone. The free collateral is available balance + an *adjustment* (unrealized
+locks the fee alone. An OPTION buy pays its premium as cash, so it locks premium + fee like a
+spot buy; an option writer's margin is on the underlying's index notional.
+
+The free collateral is available balance + an *adjustment* (unrealized
 contribution at mark − initial margin of the open positions) computed here with common/risk and
 handed to the account script, which compares atomically.
 """
@@ -87,6 +90,8 @@ async def order_reservation(
         return Reservation(quote, str(amount), 0, "INSUFFICIENT_BALANCE")
     asset = market.quote.symbol
     adjustment, raw_positions = await adjustment_for(gateway, user, asset)
+    if market.product is Product.OPTION and side is Side.BUY:
+        return option_buy_reservation(market, price, qty, adjustment)
     reducing = reduce_only or only_reduces(raw_positions, market.symbol, side, qty)
     if price == 0:
         if not reducing:
@@ -97,9 +102,27 @@ async def order_reservation(
     if reducing:
         # Closing must stay possible for an account under water: judge the fee on cash alone.
         return Reservation(asset, str(fee), 0, "INSUFFICIENT_MARGIN")
+    if market.product is Product.OPTION:
+        # A writer posts initial margin on the underlying's index notional (API.md §3).
+        index = parse_prices(market, await gateway.prices(market.symbol)).index
+        margin = money.margin(money.notional(market, index, qty), market.spec.initialMarginBps or 0)
+        return Reservation(asset, str(margin + fee), adjustment, "INSUFFICIENT_MARGIN")
     return Reservation(
         asset,
         str(money.derivative_reservation(market, price, qty)),
         adjustment,
         "INSUFFICIENT_MARGIN",
     )
+
+
+def option_buy_reservation(market: Market, price: int, qty: int, adjustment: int) -> Reservation:
+    """An option buy pays its premium in cash at the fill, like a spot buy (API.md §8), so it
+    locks premium notional + taker fee (a price-0 MARKET buy: everything available), covered by
+    cash and never by unrealized gains: a negative adjustment still counts, a positive one not.
+    """
+    asset = market.quote.symbol
+    cash_only = min(adjustment, 0)
+    if price == 0:
+        return Reservation(asset, ALL_AVAILABLE, cash_only, "INSUFFICIENT_MARGIN")
+    amount = money.spot_buy_reservation(market, price, qty)
+    return Reservation(asset, str(amount), cash_only, "INSUFFICIENT_MARGIN")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from contextvars import ContextVar
 from typing import Any
@@ -33,6 +34,36 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
+
+
+_second = [0, ""]
+
+
+def _timestamp(now: float) -> str:
+    """ISO-8601 UTC with milliseconds; the strftime part is computed once per second."""
+    whole = int(now)
+    if whole != _second[0]:
+        _second[0] = whole
+        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{_second[1]}.{int((now - whole) * 1000):03d}Z"
+
+
+def access(fields: dict[str, Any]) -> None:
+    """One access-log line per request, written straight to stdout: the same JSON shape as
+    other lines (ts, level, logger, message) without the logging machinery's per-record
+    cost, which at thousands of requests a second is larger than serving the request."""
+    entry = {
+        "ts": _timestamp(time.time()),
+        "level": "INFO",
+        "logger": "services.gateway.access",
+        "message": "request",
+        **fields,
+    }
+    stream = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
+    if stream is not None:
+        stream.write(orjson.dumps(entry) + b"\n")
+    else:
+        sys.stdout.write(orjson.dumps(entry).decode() + "\n")
 
 
 def configure(level: str = "INFO") -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import time
 from typing import Any
 
 from common import keys
@@ -46,8 +47,6 @@ async def list_markets(gateway: Gateway) -> list[dict[str, Any]]:
 
 
 def _now_ms() -> int:
-    import time
-
     return int(time.time() * 1000)
 
 

@@ -55,12 +55,19 @@ def observe_request(method: str, route: str, status: int, seconds: float) -> Non
     histogram.observe(seconds)  # type: ignore[attr-defined]
 
 
+_accepted = ORDERS.labels("accepted", "")
+_rejected: dict[str, object] = {}
+
+
 def order_accepted() -> None:
-    ORDERS.labels("accepted", "").inc()
+    _accepted.inc()
 
 
 def order_rejected(code: str) -> None:
-    ORDERS.labels("rejected", code).inc()
+    counter = _rejected.get(code)
+    if counter is None:
+        counter = _rejected[code] = ORDERS.labels("rejected", code)
+    counter.inc()  # type: ignore[attr-defined]
 
 
 def render() -> tuple[bytes, str]:

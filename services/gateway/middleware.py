@@ -13,8 +13,8 @@ an admission."""
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 from collections.abc import MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -38,12 +38,15 @@ def client_ip(scope: Scope) -> str:
 
 
 class GatewayMiddleware:
-    def __init__(self, app: Any, gateway: Gateway) -> None:
+    def __init__(self, app: Any, gateway: Gateway, orders_only: bool = False) -> None:
         self.app = app
         self.gateway = gateway
+        self.orders_only = orders_only
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (
+            self.orders_only and (scope["path"] != ORDERS_PATH or scope["method"] != "POST")
+        ):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -54,7 +57,7 @@ class GatewayMiddleware:
                 request_id = value.decode("latin-1")[:128]
             elif name == b"content-length":
                 content_length = value
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = request_id
         logs.REQUEST_ID.set(request_id)
         status_holder = [500]
@@ -79,11 +82,17 @@ class GatewayMiddleware:
                 scope["route"] = ORDERS_ROUTE
                 await self._place_order(scope, receive, send_wrapper)
                 return
-            if path not in ratelimit.WRITE_PATHS and not ratelimit.exempt(path):
+            is_write = scope["method"] == "POST" and path in ratelimit.WRITE_PATHS
+            if not is_write and not ratelimit.exempt(path):
                 await ratelimit.check(self.gateway, client_ip(scope))
             await self.app(scope, receive, send_wrapper)
         except ApiError as exc:
             await _send_error(send_wrapper, exc.status, exc.code, exc.message, exc.headers)
+        except redis.exceptions.OutOfMemoryError as exc:
+            if not response_started[0]:
+                await _send_error(
+                    send_wrapper, 503, "OVERLOADED", f"the exchange's store is full: {exc}"
+                )
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             if not response_started[0]:
                 await _send_error(
@@ -102,9 +111,8 @@ class GatewayMiddleware:
             status = status_holder[0]
             metrics.observe_request(scope["method"], template, status, elapsed)
             if log.isEnabledFor(logging.INFO):
-                log.info(
-                    "request",
-                    extra={
+                logs.access(
+                    {
                         "request_id": request_id,
                         "method": scope["method"],
                         "route": template,
@@ -112,7 +120,7 @@ class GatewayMiddleware:
                         "status": status,
                         "ms": round(elapsed * 1000, 3),
                         "client": client_ip(scope),
-                    },
+                    }
                 )
 
     async def _place_order(self, scope: Scope, receive: Any, send: Any) -> None:

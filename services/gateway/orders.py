@@ -7,6 +7,7 @@ account script reserves and records, then the command goes on the market stream.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from common.types import MarketStatus, OrderType, Product, Side, TimeInForce
 from services.gateway import funds, parsing
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
+
+log = logging.getLogger("services.gateway")
 
 WAIT_S = 5
 RESERVED_PLACEHOLDER = "__RESERVED__"
@@ -153,7 +156,8 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
         order.reduce_only,
     )
     refusal = market_refusal(await gateway.market_status(market))
-    overloaded = await gateway.backlog(market.symbol) > gateway.settings.max_backlog
+    memory_high = await gateway.memory_high()
+    overloaded = memory_high or await gateway.backlog(market.symbol) > gateway.settings.max_backlog
     now_ms = int(time.time() * 1000)
     command: dict[str, Any] = {
         "op": "order",
@@ -207,7 +211,7 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
             before=lambda pipe: pipe.sadd(keys.outbox_accounts(), user),
         )
     if verdict[0] != "OK":
-        raise refusal_error(verdict[0], cid, user, reserve, market.symbol)
+        raise refusal_error(verdict[0], cid, user, reserve, market.symbol, memory_high)
     await enqueue(gateway, market.symbol, user, cid, verdict[1])
     if reply_key is None:
         return {"clientOrderId": cid, "status": "ACCEPTED"}
@@ -219,8 +223,8 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
 async def enqueue(gateway: Gateway, symbol: str, user: str, cid: str, command: str) -> None:
     """XADD the accepted command; only once it is on the stream may its outbox entry go.
 
-    The ZREM is batched in the background (``outbox.Clearer``): were it lost, the sweeper
-    would only send the command a second time, which the matcher ignores.
+    The ZREM goes in the background (batched): were it lost, the sweeper would only send the
+    command a second time, which the matcher ignores.
     """
     try:
         await gateway.batched(lambda pipe: pipe.xadd(keys.market_in(symbol), {"c": command}))
@@ -234,10 +238,11 @@ async def enqueue(gateway: Gateway, symbol: str, user: str, cid: str, command: s
         gateway.batcher.send(lambda pipe: pipe.zrem(keys.outbox(user), cid), 1)
 
 
-def log_outbox_failure(symbol: str, user: str, cid: str) -> None:
-    import logging
+MEMORY_HIGH_MESSAGE = "the exchange's store is near its memory limit; retry shortly"
 
-    logging.getLogger("services.gateway").warning(
+
+def log_outbox_failure(symbol: str, user: str, cid: str) -> None:
+    log.warning(
         "order %s of %s is accepted but not yet on %s; the outbox sweeper will send it",
         cid,
         user,
@@ -247,7 +252,12 @@ def log_outbox_failure(symbol: str, user: str, cid: str) -> None:
 
 
 def refusal_error(
-    code: str, cid: str, user: str, reserve: funds.Reservation, symbol: str
+    code: str,
+    cid: str,
+    user: str,
+    reserve: funds.Reservation,
+    symbol: str,
+    memory_high: bool = False,
 ) -> ApiError:
     if code == "DUPLICATE":
         return ApiError("DUPLICATE", f"clientOrderId {cid!r} was already used by {user}")
@@ -261,6 +271,8 @@ def refusal_error(
         return ApiError(code, f"market {symbol} is halted")
     if code == "MARKET_CLOSED":
         return ApiError(code, f"market {symbol} has expired")
+    if code == "OVERLOADED" and memory_high:
+        return ApiError(code, MEMORY_HIGH_MESSAGE)
     if code == "OVERLOADED":
         return ApiError(code, f"market {symbol} has too many unmatched commands; retry shortly")
     return ApiError("UNAVAILABLE", f"the account script answered {code!r}")

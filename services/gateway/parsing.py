@@ -6,6 +6,7 @@ a malformed body is a clear 400, never FastAPI's 422 and never a 500.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -24,11 +25,33 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 
 
-def parse_json_object(raw: bytes) -> dict[str, Any]:
+def loads(raw: bytes) -> Any:
+    """JSON with integers of any size: orjson, or the standard parser when orjson met an
+    integer past 64 bits (it refuses some and turns others into floats; a uint256 field may
+    carry one). NaN and Infinity are refused."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise ApiError("INVALID_REQUEST", f"body is not valid JSON: {exc}") from None
+        return _slow_loads(raw, exc)
+    if isinstance(body, dict) and any(type(value) is float for value in body.values()):
+        return _slow_loads(raw, None)
+    return body
+
+
+def _slow_loads(raw: bytes, first_error: Exception | None) -> Any:
+    try:
+        return json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        reason = first_error or exc
+        raise ApiError("INVALID_REQUEST", f"body is not valid JSON: {reason}") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    body = loads(raw)
     if not isinstance(body, dict):
         raise ApiError("INVALID_REQUEST", "body must be a JSON object")
     return body

@@ -7,6 +7,7 @@ account's pending hash until copied; the relayer keys on ``withdrawalId``).
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -15,8 +16,10 @@ from common.events import MAX_SAFE_INTEGER, dumps, loads
 from services.gateway import funds, parsing, signed
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
+from services.gateway.orders import MEMORY_HIGH_MESSAGE
 
 RECORD_FIELD = "w"
+log = logging.getLogger("services.gateway")
 
 
 async def withdraw(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:
@@ -29,6 +32,8 @@ async def withdraw(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:
     if asset not in gateway.markets.assets:
         raise ApiError("UNKNOWN_ASSET", f"no asset named {asset!r}")
     request = signed.check_ts_and_signature(gateway, "Withdraw", message, sig, user)
+    if await gateway.memory_high():
+        raise ApiError("OVERLOADED", MEMORY_HIGH_MESSAGE)
     digest = signed.digest_hex(gateway, request)
     withdrawal_id = "w-" + digest[:32]
     is_margin = asset in funds.margin_assets(gateway.markets)
@@ -84,9 +89,7 @@ async def hand_to_relayer(gateway: Gateway, user: str, withdrawal_id: str, recor
         await gateway.redis.xadd(keys.withdrawal_requests(), {RECORD_FIELD: record})
         await gateway.redis.hdel(keys.withdrawals_pending(user), withdrawal_id)
     except Exception:
-        import logging
-
-        logging.getLogger("services.gateway").warning(
+        log.warning(
             "withdrawal %s is debited but not yet handed to the relayer; the sweeper will",
             withdrawal_id,
             exc_info=True,

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from services.gateway import metrics, orders, parsing, ratelimit
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
@@ -20,8 +18,8 @@ async def admit(gateway: Gateway, raw: bytes, ip: str | None) -> dict[str, Any]:
     """429 (the IP and the user the body names), then the JSON object (400)."""
     user = None
     try:
-        loose = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        loose = parsing.loads(raw)
+    except ApiError:
         loose = None
     if isinstance(loose, dict):
         candidate = loose.get("userId")

@@ -23,7 +23,7 @@ from common.eip712 import sign
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-SPOT, PERP = "BTC-USDC", "BTC-PERP"
+SPOT, PERP, OPTION = "BTC-USDC", "BTC-PERP", "BTC-C-40000-20270326"
 
 
 @pytest.fixture
@@ -182,6 +182,34 @@ def test_perp_order_that_only_reduces_reserves_the_fee_alone(
     assert error_of(client.post("/v1/orders", json=body)) == (422, "INSUFFICIENT_MARGIN")
 
 
+def test_option_buy_reserves_its_premium_plus_fee_in_cash(client: TestClient) -> None:
+    trader = Trader()
+    user = trader.address.lower()
+    # 0.1 BTC of calls at a premium of 1,000.00 USDC/BTC: premium 100 USDC + 5 bps fee.
+    needed = 100_000_000 + 50_000
+    deposit(client, user, "USDC", needed - 1)
+    body = trader.order(OPTION, "BUY", 100_000, 1_000, product="OPTION")
+    assert error_of(client.post("/v1/orders", json=body)) == (422, "INSUFFICIENT_MARGIN")
+    deposit(client, user, "USDC", 1)
+    body = trader.order(OPTION, "BUY", 100_000, 1_000, product="OPTION")
+    assert client.post("/v1/orders", json=body).status_code == 202
+    assert client.get(f"/v1/accounts/{user}/balances").json() == {"USDC": balance(needed, needed)}
+
+
+def test_option_writer_reserves_margin_on_the_underlying_index_plus_fee(
+    client: TestClient, r: redis.Redis
+) -> None:
+    trader = Trader()
+    user = trader.address.lower()
+    r.hset(keys.market_prices(OPTION), mapping={"index": 3_100_000})
+    # 20% of the underlying's index notional (3,100 USDC) + 5 bps of the 100 USDC premium.
+    needed = 620_000_000 + 50_000
+    deposit(client, user, "USDC", needed)
+    body = trader.order(OPTION, "SELL", 100_000, 1_000, product="OPTION")
+    assert client.post("/v1/orders", json=body).status_code == 202
+    assert client.get(f"/v1/accounts/{user}/balances").json() == {"USDC": balance(needed, needed)}
+
+
 def test_market_buy_at_price_zero_reserves_the_whole_available_quote_as_budget(
     client: TestClient, r: redis.Redis
 ) -> None:
@@ -244,6 +272,9 @@ def test_each_refusal_answers_the_first_failing_check_and_changes_nothing(
         ("limit at zero", {**good, "price": 0, "qty": 0}, 400, "INVALID_PRICE"),
         ("price off tick", {**good, "market": "ETH-USDC", "price": 1_005}, 400, "INVALID_PRICE"),
         ("price 2^53", {**good, "price": 2**53}, 400, "INVALID_PRICE"),
+        ("price 2^70", {**good, "price": 2**70}, 400, "INVALID_PRICE"),
+        ("qty 2^256", {**good, "qty": 2**256}, 400, "INVALID_REQUEST"),
+        ("NaN qty", b'{"qty": NaN}', 400, "INVALID_REQUEST"),
         ("qty zero", {**good, "qty": 0, "side": "buy"}, 400, "INVALID_QTY"),
         (
             "qty off lot",

@@ -24,3 +24,19 @@ def test_a_log_line_is_one_json_object_with_the_request_id_and_extras() -> None:
     assert entry["request_id"] == "req-7" and entry["status"] == 202
     assert entry["ts"].endswith("Z")
     assert "request_id" not in orjson.loads(JsonFormatter().format(record))
+
+
+def test_access_lines_are_json_with_the_same_header_fields(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import io
+    import sys
+
+    from services.gateway.logs import access
+
+    raw = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, write_through=True))
+    access({"request_id": "r1", "route": "/v1/orders", "status": 202})
+    access({"request_id": "r2", "route": "/v1/health", "status": 200})
+    first, second = (orjson.loads(line) for line in raw.getvalue().splitlines())
+    assert first["logger"] == "services.gateway.access" and first["level"] == "INFO"
+    assert (first["request_id"], first["status"]) == ("r1", 202)
+    assert second["route"] == "/v1/health" and second["ts"].endswith("Z")
