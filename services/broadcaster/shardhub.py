@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.crc import key_slot
 
 from common import keys
 from common.events import loads
@@ -52,6 +54,20 @@ _NODE_OPTIONS = (
     "ssl_cert_reqs",
     "client_name",
 )
+
+
+class _NodePubSub(PubSub):
+    """A node's pub/sub connection that re-SSUBSCRIBEs after a reconnect one slot at a time:
+    Redis refuses an SSUBSCRIBE across slots, redis-py would send every channel in one."""
+
+    async def on_connect(self, connection: Any) -> None:
+        self.pending_unsubscribe_shard_channels.clear()
+        by_slot: dict[int, list[Any]] = {}
+        for channel in list(self.shard_channels):
+            name = channel if isinstance(channel, bytes) else str(channel).encode()
+            by_slot.setdefault(key_slot(name), []).append(channel)
+        for group in by_slot.values():
+            await self.ssubscribe(*group)
 
 
 @dataclass
@@ -127,7 +143,13 @@ class ShardedHub:
         sinks = self.sinks.get(topic)
         if sinks is None:
             sinks = self.sinks[topic] = set()
-            self._ready[topic] = asyncio.get_running_loop().create_future()
+            ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._ready[topic] = ready
+            # Confirmations come back in command order, so each add waits for its own.
+            channels = self.channels(topic)
+            waiter = _Waiter(ready, len(channels))
+            for channel in channels:
+                self._waiting.setdefault(channel, deque()).append(waiter)
             self._commands.put_nowait(("subscribe", topic))
         sinks.add(sink)
         await asyncio.wait_for(asyncio.shield(self._ready[topic]), SUBSCRIBE_TIMEOUT_S)
@@ -153,13 +175,6 @@ class ShardedHub:
                     break
                 self._commands.get_nowait()
                 batch.append(next_topic)
-            if action == "subscribe":
-                for t in batch:
-                    channels = self.channels(t)
-                    waiter = _Waiter(self._ready[t], len(channels)) if t in self._ready else None
-                    for channel in channels:
-                        if waiter is not None:
-                            self._waiting.setdefault(channel, deque()).append(waiter)
             channels = [c for t in batch for c in self.channels(t)]
             try:
                 await self._send(action, channels)
@@ -208,7 +223,8 @@ class ShardedHub:
             options = {k: v for k, v in given.items() if k in _NODE_OPTIONS}
             options.setdefault("decode_responses", True)
             client = aioredis.Redis(host=node.host, port=node.port, **options)
-            link = self._links[node.name] = _Link(node.name, client, client.pubsub())
+            pubsub = _NodePubSub(client.connection_pool)
+            link = self._links[node.name] = _Link(node.name, client, pubsub)
         return link
 
     def _watch(self, link: _Link) -> None:

@@ -15,6 +15,7 @@ import pytest
 import redis
 import redis.client
 import redis.cluster
+import websockets
 from support.exchange import Exchange
 from support.redis_cluster import RedisCluster
 from support.redis_server import RedisServerUnavailable, wait_for
@@ -191,3 +192,57 @@ def _shard_message(subscriber: redis.client.PubSub) -> bool:
 
 def _update_of(topic: str) -> Callable[[dict[str, Any]], bool]:
     return lambda m: m.get("topic") == topic and m.get("type") == "update"
+
+
+def test_a_lost_node_connection_resets_clients_and_the_hub_resubscribes_per_slot(
+    cluster: RedisCluster,
+) -> None:
+    client = redis.cluster.RedisCluster.from_url(cluster.url, decode_responses=True)
+    markets = list(load_markets(DEFAULT_MARKETS_FILE).markets)
+    user = "0x" + "cd" * 20
+    topic = f"orders:{user}"
+    exchange = Exchange(cluster.url, DEX_REDIS_CLUSTER="1")
+    try:
+        exchange.start("broadcaster")
+
+        async def before() -> int | None:
+            ws = await WsClient.connect(exchange.ws)
+            assert (await ws.subscribe(topic))["type"] == "snapshot"
+            assert (await ws.subscribe(f"depth:{MARKET}"))["type"] == "snapshot"
+            for port in cluster.ports:  # every node drops its pub/sub connections
+                with redis.Redis(host="127.0.0.1", port=port) as node:
+                    node.client_kill_filter(_type="pubsub")
+            try:
+                while True:
+                    await asyncio.wait_for(ws.connection.recv(), 60)
+            except websockets.ConnectionClosed as closed:
+                return closed.rcvd.code if closed.rcvd else None
+
+        assert asyncio.run(before()) == 1012
+
+        async def after() -> None:
+            async with await WsClient.connect(exchange.ws) as ws:
+                assert (await ws.subscribe(topic))["type"] == "snapshot"
+                for seq, market in enumerate(markets, start=1):
+                    order = {"clientOrderId": f"c{seq}", "market": market, "status": "NEW"}
+                    client.spublish(
+                        keys.shard_channel(market, topic),
+                        orjson.dumps({"seq": seq, "data": order}),
+                    )
+                for market in markets:
+                    await ws.seen(
+                        lambda m, mk=market: m.get("type") == "update" and m["data"]["market"] == mk
+                    )
+
+        # Each node's connection reconnects (and resets the clients) on its own next read.
+        for attempt in range(5):
+            try:
+                asyncio.run(after())
+                break
+            except websockets.ConnectionClosed:
+                if attempt == 4:
+                    raise
+        assert "same slot" not in exchange.log("broadcaster")
+    finally:
+        exchange.stop()
+        client.close()
