@@ -344,19 +344,35 @@ def backlog(client: redis.Redis) -> dict[str, int]:
 
 
 class ProcessMeter:
-    """CPU seconds and peak RSS of each exchange process, and Redis's own CPU."""
+    """CPU seconds and peak RSS of each exchange process, and Redis's own CPU.
 
-    def __init__(self, client: redis.Redis) -> None:
+    With ``root_pid`` (the system this benchmark started) only that process tree is measured,
+    so other exchanges running on the machine do not count. A process that exits keeps the
+    CPU time it was last seen with.
+    """
+
+    def __init__(self, client: redis.Redis, root_pid: int | None = None) -> None:
         self.client = client
         self.processes: dict[str, list[psutil.Process]] = {}
-        for process in psutil.process_iter(["cmdline", "name"]):
-            cmdline = " ".join(process.info["cmdline"] or [])
-            if "redis-server" in (process.info["name"] or ""):
+        self.last_cpu: dict[int, float] = {}
+        candidates = (
+            psutil.Process(root_pid).children(recursive=True)
+            if root_pid is not None
+            else list(psutil.process_iter())
+        )
+        for process in candidates:
+            try:
+                cmdline, process_name = " ".join(process.cmdline()), process.name()
+            except psutil.Error:
+                continue
+            if "redis-server" in process_name:
                 continue
             for name, marker in PROCESS_MARKERS.items():
                 if marker in cmdline and ("celery" in cmdline) == (name in ("settler", "beat")):
-                    group = [process, *process.children(recursive=True)]
-                    self.processes.setdefault(name, []).extend(group)
+                    group = self.processes.setdefault(name, [])
+                    for member in [process, *process.children(recursive=True)]:
+                        if all(member.pid != known.pid for known in group):
+                            group.append(member)
         self.cpu0 = self._cpu()
         self.redis0 = self._redis_cpu()
         self.wall0 = time.perf_counter()
@@ -369,7 +385,8 @@ class ProcessMeter:
             for process in group:
                 with contextlib.suppress(psutil.Error):
                     times = process.cpu_times()
-                    total += times.user + times.system
+                    self.last_cpu[process.pid] = times.user + times.system
+                total += self.last_cpu.get(process.pid, 0.0)
             totals[name] = total
         return totals
 
@@ -442,7 +459,7 @@ async def run_at(
                 response.raise_for_status()
     orders = plan_orders(traders, int(rate * seconds), rng, verifier)
     store = redis.Redis.from_url(system.redis_url, decode_responses=True)
-    meter = ProcessMeter(store)
+    meter = ProcessMeter(store, system.process.pid if system.process else None)
     events0 = sum(store.xlen(keys.market_events(m)) for m in MARKETS)
     backlog0 = backlog(store)
     run = Run()
