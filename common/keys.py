@@ -59,6 +59,14 @@ account, live in one slot and one Lua script may touch them together)::
 
     Channels (PUBLISH; payload {"seq": N, "data": ...})
       dex:ch:<topic>           e.g. dex:ch:depth:BTC-USDC, dex:ch:orders:0xabc…
+
+    Shard channels (SPUBLISH / SSUBSCRIBE; only with DEX_REDIS_CLUSTER=1 on Redis >= 7.0)
+      dex:ch:{<tag>}:<topic>   the same topics and payloads, each channel tagged with the
+                                slot it is published from, so a Lua script may SPUBLISH it:
+        dex:ch:{m}:depth:<m>, dex:ch:{m}:trade:<m>, dex:ch:{m}:ticker:<m>
+        dex:ch:{m}:orders:<u>  the matcher publishes a user's orders from each market's
+                                slot: one shard channel per market for one orders topic
+        dex:ch:{u}:acct:<u>    the settler's account notices, from the account's slot
 """
 
 from __future__ import annotations
@@ -356,3 +364,35 @@ def rate_limit_user(user: str) -> str:
 def rate_limit_ip(ip: str) -> str:
     """Token bucket (hash: tokens, ts) of one client address."""
     return f"{PREFIX}:rl:ip:{{{ip}}}"
+
+
+# -- sharded pub/sub (Redis Cluster, Redis >= 7.0) --------------------------------------
+def shard_channel(tag: str, topic: str) -> str:
+    """The shard channel of ``topic`` published from the slot of hash tag ``tag``."""
+    return f"{PREFIX}:ch:{{{tag}}}:{topic}"
+
+
+def shard_channel_prefix(tag: str) -> str:
+    """What precedes the topic in every shard channel of ``tag`` (``dex:ch:{BTC-USDC}:``)."""
+    return shard_channel(tag, "")
+
+
+def shard_publish_channel(topic: str) -> str:
+    """The shard channel of a topic that names its own slot: ``depth:``, ``trade:``,
+    ``ticker:`` (market) and ``acct:`` (account). ``orders:`` needs a market: use
+    :func:`shard_channels` or ``shard_channel(market, topic)``."""
+    _, _, name = topic.partition(":")
+    return shard_channel(name or topic, topic)
+
+
+def shard_channels(topic: str, markets: list[str]) -> list[str]:
+    """Every shard channel that carries ``topic`` (``orders:<u>``: one per market)."""
+    kind, _, _ = topic.partition(":")
+    if kind == "orders":
+        return [shard_channel(market, topic) for market in markets]
+    return [shard_publish_channel(topic)]
+
+
+def shard_channel_topic(channel: str) -> str:
+    """The topic a shard channel carries (what follows ``dex:ch:{<tag>}:``)."""
+    return channel.partition("}:")[2]

@@ -2,7 +2,8 @@
 
 Wiring, in the order a message travels:
 
-1. ``Hub``: the process's one Redis pub/sub connection; decodes each publication once.
+1. ``Hub``: the process's one Redis pub/sub connection; decodes each publication once
+   (``ShardedHub`` on a Redis Cluster with sharded pub/sub: one connection per node).
 2. ``Registry`` / feeds: one feed per canonical topic holds the subscriptions and turns a
    publication into server messages (snapshot first, then updates without gap or duplicate).
 3. ``Connection``: each client's bounded queue and sender task; too slow means 1013.
@@ -26,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from common import pubsub
 from common.markets import load_markets
 from common.redis_client import connect_async
 from common.settings import DexSettings
@@ -35,6 +37,7 @@ from services.broadcaster.hub import Hub
 from services.broadcaster.metrics import Metrics
 from services.broadcaster.registry import MarkWatcher, Registry
 from services.broadcaster.settings import BroadcasterSettings, broadcaster_settings
+from services.broadcaster.shardhub import ShardedHub
 from services.broadcaster.topics import TopicError, parse_topic
 
 log = logging.getLogger(__name__)
@@ -52,7 +55,7 @@ class Broadcaster:
         self.markets = load_markets(settings.markets_file)
         self.client = connect_async(settings)
         self.metrics = Metrics()
-        self.hub = Hub(
+        self.hub: Hub | ShardedHub = Hub(
             self.client,
             on_reset=self.resync_everyone,
             on_message=self.metrics.count_publication,
@@ -66,6 +69,15 @@ class Broadcaster:
 
     async def start(self) -> None:
         await _wait_for_redis(self.client)
+        if await pubsub.sharded_async(self.client):
+            # A cluster of Redis >= 7: shard channels, SSUBSCRIBEd on their owning nodes.
+            self.hub = ShardedHub(
+                self.client,
+                list(self.markets.markets),
+                on_reset=self.resync_everyone,
+                on_message=self.metrics.count_publication,
+            )
+            self.registry.hub = self.hub
         await self.hub.start()
         self._background.append(asyncio.create_task(self.mark_watcher.run()))
 

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from services.broadcaster.connection import Connection
-from services.broadcaster.hub import Hub
+from services.broadcaster.shardhub import AnyHub
 from services.broadcaster.topics import Topic
 from services.broadcaster.wire import text_frame
 
@@ -69,7 +69,7 @@ class Feed:
 
     reader: Reader  # the snapshot (or state) reader
 
-    def __init__(self, topic: Topic, hub: Hub, channels: list[str]) -> None:
+    def __init__(self, topic: Topic, hub: AnyHub, channels: list[str]) -> None:
         self.topic = topic
         self.hub = hub
         self.channels = channels
@@ -111,7 +111,7 @@ class SeqFeed(Feed):
     catches up with it.
     """
 
-    def __init__(self, topic: Topic, hub: Hub, reader: Reader, flusher: Any) -> None:
+    def __init__(self, topic: Topic, hub: AnyHub, reader: Reader, flusher: Any) -> None:
         super().__init__(topic, hub, [topic.canonical])
         self.reader = reader
         self.flusher = flusher
@@ -189,7 +189,7 @@ class SeqFeed(Feed):
 class EventFeed(Feed):
     """``orders:``: every published order change, numbered per subscription."""
 
-    def __init__(self, topic: Topic, hub: Hub, reader: Reader) -> None:
+    def __init__(self, topic: Topic, hub: AnyHub, reader: Reader) -> None:
         super().__init__(topic, hub, [topic.canonical])
         self.reader = reader
 
@@ -235,7 +235,7 @@ class StateFeed(Feed):
     def __init__(
         self,
         topic: Topic,
-        hub: Hub,
+        hub: AnyHub,
         channels: list[str],
         reader: Reader,
         min_interval_s: float = 0.0,
@@ -318,7 +318,7 @@ class StateFeed(Feed):
 class TickerFeed(StateFeed):
     """``ticker:<m>``: re-read on the oracle's ticker publications and on trades."""
 
-    def __init__(self, topic: Topic, hub: Hub, reader: Reader, min_interval_s: float) -> None:
+    def __init__(self, topic: Topic, hub: AnyHub, reader: Reader, min_interval_s: float) -> None:
         channels = [topic.canonical, f"trade:{topic.name}"]
         super().__init__(
             topic, hub, channels, reader, min_interval_s=min_interval_s, on_state=self._mark
@@ -332,7 +332,9 @@ class PnlFeed(StateFeed):
     """``pnl:<user>``: re-read on the user's ``acct:`` notices and on a mark change of a
     market the user holds (every ticker publication is checked, only those re-read)."""
 
-    def __init__(self, topic: Topic, hub: Hub, ticker_markets: list[str], reader: Reader) -> None:
+    def __init__(
+        self, topic: Topic, hub: AnyHub, ticker_markets: list[str], reader: Reader
+    ) -> None:
         channels = [f"acct:{topic.name}"] + [f"ticker:{m}" for m in ticker_markets]
         super().__init__(topic, hub, channels, reader, on_state=self._remember_marks)
         self.marks: dict[str, Any] = {}  # held market -> mark the last state was computed at

@@ -5,11 +5,12 @@ returns only once Redis has confirmed the SUBSCRIBE, so a snapshot read after it
 publication. Subscribe and unsubscribe commands go out in the order they were asked for,
 through one writer task, so a quick unsubscribe + subscribe never leaves a channel dropped.
 
-Classic PUBLISH/SUBSCRIBE: on a Redis Cluster a classic publication reaches every node, so
-the one connection (on whichever node the client picks) hears every channel. The publishers
-PUBLISH from Lua scripts whose keys live in a market or account slot while the channel names
-carry no hash tag, so they cannot use SPUBLISH; the broadcaster therefore uses classic
-SUBSCRIBE on both topologies.
+Classic PUBLISH/SUBSCRIBE on ``dex:ch:<topic>``: the hub of a single Redis, and of a Redis
+Cluster whose servers have no sharded pub/sub (before 7.0), where a classic publication reaches
+every node, so the one connection (on whichever node the client picks) hears every channel. On
+a cluster of Redis >= 7 the publishers SPUBLISH on hash-tagged shard channels instead and the
+broadcaster uses :class:`services.broadcaster.shardhub.ShardedHub` (one connection per node,
+SSUBSCRIBE on each channel's owner) with the same contract (common/pubsub.py decides).
 """
 
 from __future__ import annotations

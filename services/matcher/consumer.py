@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from common import keys
+from common import keys, pubsub
 from common.lua import ScriptSet
 from common.markets import Market
 
@@ -78,14 +78,20 @@ def match_keys(market: str) -> list[str]:
 
 
 def match_args(
-    market: str, now_ms: int, token: str, read_count: int = 0, consumer: str = ""
+    market: str,
+    now_ms: int,
+    token: str,
+    read_count: int = 0,
+    consumer: str = "",
+    sharded: bool = False,
 ) -> list[Any]:
-    """The fixed ARGV head of match.lua; stream id / command pairs follow."""
+    """The fixed ARGV head of match.lua; stream id / command pairs follow. ``sharded``:
+    SPUBLISH on the market's shard channels (common/pubsub.py), else PUBLISH."""
     return [
         market,
         keys.market_order_prefix(market),
         keys.market_user_open_prefix(market),
-        keys.channel(""),
+        keys.shard_channel_prefix(market) if sharded else keys.channel(""),
         now_ms,
         TRADES_MAXLEN,
         keys.market_prefix(market),
@@ -93,6 +99,7 @@ def match_args(
         read_count,
         keys.MATCHER_GROUP,
         consumer,
+        "SPUBLISH" if sharded else "PUBLISH",
     ]
 
 
@@ -117,6 +124,7 @@ class MarketConsumer:
         self.lease_ms = lease_ms
         self.token = token or f"{consumer}:{uuid.uuid4().hex}"
         self.scripts = ScriptSet(client, LUA_DIR)
+        self.sharded = pubsub.sharded(client)
         self._pending_drained = False
         self.holding = False
         self._renewed_at = 0.0
@@ -267,6 +275,7 @@ class MarketConsumer:
             self.token if self.holding else "",
             read_count,
             self.consumer,
+            self.sharded,
         )
         for entry_id, fields in entries:
             args.extend((entry_id, fields.get("c", "{}")))

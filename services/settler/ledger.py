@@ -15,7 +15,7 @@ from typing import Any
 
 from redis.cluster import RedisCluster
 
-from common import keys
+from common import keys, pubsub
 from common.events import EVENT_FIELD, dumps, loads
 from common.lua import ScriptSet
 from common.markets import Market
@@ -194,10 +194,17 @@ def _id_key(stream_id: str) -> tuple[int, int]:
 
 def publish_all(client: Any, messages: list[tuple[str, str]]) -> None:
     """PUBLISH each (channel, payload): pipelined, or one by one on a cluster (whose
-    pipeline refuses PUBLISH)."""
+    pipeline refuses PUBLISH), there SPUBLISHed on the topic's shard channel when the
+    cluster has sharded pub/sub (common/pubsub.py)."""
     if isinstance(client, RedisCluster):
+        shard = pubsub.sharded(client)
+        prefix = keys.channel("")
         for channel, payload in messages:
-            client.publish(channel, payload)
+            if shard and channel.startswith(prefix):
+                # Sharded pub/sub: the topic's tagged shard channel (keys.shard_channel).
+                pubsub.spublish(client, keys.shard_publish_channel(channel[len(prefix) :]), payload)
+            else:
+                client.publish(channel, payload)
         return
     pipe = client.pipeline(transaction=False)
     for channel, payload in messages:

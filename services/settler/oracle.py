@@ -15,7 +15,7 @@ import logging
 import urllib.request
 from typing import Any
 
-from common import keys, risk
+from common import keys, pubsub, risk
 from common.events import dumps
 from common.markets import Market, MarketSet
 from common.types import Product
@@ -125,4 +125,4 @@ def publish_ticker(client: Any, market: Market, ticker: Any = None) -> None:
             "nextFundingTs": int(px["nextFundingTs"]) if "nextFundingTs" in px else None,
         }
     seq = client.hincrby(keys.market_prices(symbol), "tickerSeq", 1)
-    client.publish(keys.channel(keys.ticker_topic(symbol)), dumps({"seq": seq, "data": data}))
+    pubsub.publish(client, keys.ticker_topic(symbol), dumps({"seq": seq, "data": data}))

@@ -1,22 +1,30 @@
-"""The broadcaster on a real three-master Redis Cluster (``DEX_REDIS_CLUSTER=1``): snapshots
-read from the market's slot, updates published on any node reach its one pub/sub connection
-(classic PUBLISH reaches every node of a cluster), and two broadcasters side by side each relay
-everything their own clients asked for."""
+"""The broadcaster on a real three-master Redis Cluster (``DEX_REDIS_CLUSTER=1``, Redis >= 7):
+sharded pub/sub. Snapshots read from the market's slot; updates SPUBLISHed on the hash-tagged
+shard channels reach the broadcaster's SSUBSCRIBE on the owning node; two broadcasters side by
+side each relay everything their own clients asked for; and the real matcher, settler and
+oracle publish depth, trade, orders, account and ticker notices on shard channels only."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import orjson
 import pytest
+import redis
+import redis.client
 import redis.cluster
+import websockets
 from support.exchange import Exchange
 from support.redis_cluster import RedisCluster
-from support.redis_server import RedisServerUnavailable
+from support.redis_server import RedisServerUnavailable, wait_for
+from support.signing import Trader
 from support.ws import WsClient
 
 from common import keys
+from common.markets import load_markets
+from common.settings import DEFAULT_MARKETS_FILE
 
 pytestmark = pytest.mark.integration
 
@@ -65,10 +73,13 @@ def test_two_broadcasters_on_a_cluster_relay_depth_trades_and_user_topics(
                     (f"depth:{MARKET}", {"seq": 4, "data": {"bids": [], "asks": [[3000100, 0]]}}),
                     (f"trade:{MARKET}", {"seq": 1, "data": [{"seq": 1, "price": 3000100}]}),
                 ):
-                    client.publish(keys.channel(publication[0]), orjson.dumps(publication[1]))
+                    client.spublish(
+                        keys.shard_publish_channel(publication[0]), orjson.dumps(publication[1])
+                    )
                 client.hset(keys.balances(user), "USDC:t", 2_000_000)
-                client.publish(
-                    keys.channel(f"acct:{user}"), orjson.dumps({"seq": 1, "data": {"markets": []}})
+                client.spublish(
+                    keys.shard_publish_channel(f"acct:{user}"),
+                    orjson.dumps({"seq": 1, "data": {"markets": []}}),
                 )
                 for ws in (one, two):
                     await ws.seen(lambda m: m.get("topic") == f"depth:{MARKET}" and m["seq"] == 4)
@@ -80,4 +91,158 @@ def test_two_broadcasters_on_a_cluster_relay_depth_trades_and_user_topics(
     finally:
         first.stop()
         second.stop()
+        client.close()
+
+
+def _node(client: redis.cluster.RedisCluster, channel: str) -> redis.Redis:
+    """A plain client on the node that owns ``channel``'s slot."""
+    node = client.get_node_from_key(channel)
+    return redis.Redis(host=node.host, port=node.port, decode_responses=True)
+
+
+def _shard_subscribers(client: redis.cluster.RedisCluster, channel: str) -> int:
+    with _node(client, channel) as owner:
+        return int(owner.execute_command("PUBSUB", "SHARDNUMSUB", channel)[1])
+
+
+def _classic_subscribers(cluster: RedisCluster, channel: str) -> int:
+    total = 0
+    for port in cluster.ports:
+        with redis.Redis(host="127.0.0.1", port=port, decode_responses=True) as node:
+            total += int(node.pubsub_numsub(channel)[0][1])
+    return total
+
+
+def test_the_real_exchange_publishes_on_shard_channels_and_clients_get_every_topic(
+    cluster: RedisCluster, redis_url: str
+) -> None:
+    client = redis.cluster.RedisCluster.from_url(cluster.url, decode_responses=True)
+    markets = list(load_markets(DEFAULT_MARKETS_FILE).markets)
+    alice, bob = Trader(), Trader()
+    b = bob.address.lower()
+    price, qty = 3_000_000, 1_000
+    deposit, notional, taker_fee = 10_000_000_000, 3_000_000_000, 1_500_000
+    topics = [f"depth:{MARKET}", f"trade:{MARKET}", f"ticker:{MARKET}", f"orders:{b}"]
+    with Exchange(cluster.url, DEX_REDIS_CLUSTER="1", DEX_BROKER_URL=redis_url) as exchange:
+        exchange.start()
+        exchange.deposit(alice.address, "BTC", qty * 10_000)
+        exchange.deposit(bob.address, "USDC", deposit)
+        raw: dict[str, redis.client.PubSub] = {}
+
+        async def scenario() -> None:
+            async with await WsClient.connect(exchange.ws) as ws:
+                for topic in topics:
+                    await ws.subscribe(topic)
+                pnl = await ws.subscribe(f"pnl:{b}")
+                assert pnl["data"]["margin"]["USDC"]["equity"] == str(deposit)
+                # The broadcaster holds shard subscriptions on the owning nodes, no classic one.
+                for topic in [*topics, f"acct:{b}"]:
+                    for channel in keys.shard_channels(topic, markets):
+                        assert _shard_subscribers(client, channel) == 1, channel
+                    assert _classic_subscribers(cluster, keys.channel(topic)) == 0, topic
+                assert len(keys.shard_channels(f"orders:{b}", markets)) == len(markets)
+                # Raw shard subscribers prove who publishes the settler's and oracle's notices.
+                for topic in (f"acct:{b}", f"ticker:{MARKET}"):
+                    channel = keys.shard_publish_channel(topic)
+                    raw[topic] = _node(client, channel).pubsub()
+                    raw[topic].ssubscribe(channel)
+                with exchange.client() as http:
+                    for trader, side in ((alice, "SELL"), (bob, "BUY")):
+                        body = trader.order(MARKET, side, price, qty)
+                        response = http.post("/v1/orders", json=body, params={"wait": 1})
+                        assert response.status_code == 200, response.text
+                        cid = body["clientOrderId"]
+                depth = await ws.seen(_update_of(f"depth:{MARKET}"))
+                assert depth["seq"] > 0
+                trade = await ws.seen(_update_of(f"trade:{MARKET}"))
+                assert trade["data"][0]["price"] == price and trade["data"][0]["qty"] == qty
+                await ws.seen(
+                    lambda m: (
+                        m.get("topic") == f"orders:{b}"
+                        and m.get("type") == "update"
+                        and m["data"]["clientOrderId"] == cid
+                        and m["data"]["status"] == "FILLED"
+                    )
+                )
+                await ws.seen(_update_of(f"ticker:{MARKET}"))
+                # The settler's account notice re-reads pnl: bob paid the notional and fee.
+                await ws.seen(
+                    lambda m: (
+                        m.get("topic") == f"pnl:{b}"
+                        and m["data"]["margin"]["USDC"]["equity"]
+                        == str(deposit - notional - taker_fee)
+                    ),
+                    timeout=60,
+                )
+
+        try:
+            asyncio.run(scenario())
+            for topic, subscriber in raw.items():
+                assert wait_for(lambda s=subscriber: _shard_message(s), 30), topic
+        finally:
+            for subscriber in raw.values():
+                subscriber.close()
+    client.close()
+
+
+def _shard_message(subscriber: redis.client.PubSub) -> bool:
+    message = subscriber.get_message(timeout=0.5)
+    return message is not None and message["type"] == "smessage"
+
+
+def _update_of(topic: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda m: m.get("topic") == topic and m.get("type") == "update"
+
+
+def test_a_lost_node_connection_resets_clients_and_the_hub_resubscribes_per_slot(
+    cluster: RedisCluster,
+) -> None:
+    client = redis.cluster.RedisCluster.from_url(cluster.url, decode_responses=True)
+    markets = list(load_markets(DEFAULT_MARKETS_FILE).markets)
+    user = "0x" + "cd" * 20
+    topic = f"orders:{user}"
+    exchange = Exchange(cluster.url, DEX_REDIS_CLUSTER="1")
+    try:
+        exchange.start("broadcaster")
+
+        async def before() -> int | None:
+            ws = await WsClient.connect(exchange.ws)
+            assert (await ws.subscribe(topic))["type"] == "snapshot"
+            assert (await ws.subscribe(f"depth:{MARKET}"))["type"] == "snapshot"
+            for port in cluster.ports:  # every node drops its pub/sub connections
+                with redis.Redis(host="127.0.0.1", port=port) as node:
+                    node.client_kill_filter(_type="pubsub")
+            try:
+                while True:
+                    await asyncio.wait_for(ws.connection.recv(), 60)
+            except websockets.ConnectionClosed as closed:
+                return closed.rcvd.code if closed.rcvd else None
+
+        assert asyncio.run(before()) == 1012
+
+        async def after() -> None:
+            async with await WsClient.connect(exchange.ws) as ws:
+                assert (await ws.subscribe(topic))["type"] == "snapshot"
+                for seq, market in enumerate(markets, start=1):
+                    order = {"clientOrderId": f"c{seq}", "market": market, "status": "NEW"}
+                    client.spublish(
+                        keys.shard_channel(market, topic),
+                        orjson.dumps({"seq": seq, "data": order}),
+                    )
+                for market in markets:
+                    await ws.seen(
+                        lambda m, mk=market: m.get("type") == "update" and m["data"]["market"] == mk
+                    )
+
+        # Each node's connection reconnects (and resets the clients) on its own next read.
+        for attempt in range(5):
+            try:
+                asyncio.run(after())
+                break
+            except websockets.ConnectionClosed:
+                if attempt == 4:
+                    raise
+        assert "same slot" not in exchange.log("broadcaster")
+    finally:
+        exchange.stop()
         client.close()

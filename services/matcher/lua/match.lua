@@ -45,13 +45,15 @@
 --          of KEYS[13] for its consumer (XREADGROUP ">"), applies and acknowledges them, all
 --          in this one atomic call, so no entry is ever read without being applied
 -- ARGV[10] consumer group, ARGV[11] consumer name (for the read above)
--- ARGV[12..] pairs: stream id, command JSON (entries read earlier, e.g. pending ones)
+-- ARGV[12] publish command: PUBLISH on "dex:ch:", SPUBLISH on "dex:ch:{m}:" (cluster)
+-- ARGV[13..] pairs: stream id, command JSON (entries read earlier, e.g. pending ones)
 -- Returns {commands applied, events written, entries read here, last applied stream id}.
 
 local K_STATE, K_BIDS, K_ASKS, K_LB, K_LA = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local K_TRADES, K_EVENTS, K_CFG, K_POS, K_STATS, K_EXP =
   KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 local market, oprefix, uprefix, chprefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local publish = ARGV[12]
 local now = tonumber(ARGV[5])
 local trades_maxlen = ARGV[6]
 local mprefix = ARGV[7]
@@ -257,12 +259,12 @@ local function flush()
     apply_levels(K_LB, bid_changes)
     apply_levels(K_LA, ask_changes)
     seq = seq + 1
-    redis.call('PUBLISH', chprefix .. 'depth:' .. market,
+    redis.call(publish, chprefix .. 'depth:' .. market,
       '{"seq":' .. int(seq) .. ',"data":{"bids":' .. levels_json(bid_changes, true) ..
       ',"asks":' .. levels_json(ask_changes, false) .. '}}')
   end
   for _, o in ipairs(touched_list) do
-    redis.call('PUBLISH', chprefix .. 'orders:' .. o.userId,
+    redis.call(publish, chprefix .. 'orders:' .. o.userId,
       '{"seq":' .. int(now) .. ',"data":' .. view_json(o) .. '}')
   end
   bid_changes, ask_changes, changed = {}, {}, false
@@ -571,7 +573,7 @@ end
 
 -- the commands ------------------------------------------------------------------------
 local entries = {}
-for i = 12, #ARGV, 2 do entries[#entries + 1] = {ARGV[i], ARGV[i + 1]} end
+for i = 13, #ARGV, 2 do entries[#entries + 1] = {ARGV[i], ARGV[i + 1]} end
 local read_count = tonumber(ARGV[9]) or 0
 local read_ids = {}
 if read_count > 0 then
@@ -691,7 +693,7 @@ write_levels(K_LA)
 
 if #unit_trades > 0 then
   redis.call('XTRIM', K_TRADES, 'MAXLEN', '~', trades_maxlen)
-  redis.call('PUBLISH', chprefix .. 'trade:' .. market,
+  redis.call(publish, chprefix .. 'trade:' .. market,
     '{"seq":' .. int(tseq) .. ',"data":[' .. table.concat(unit_trades, ',') .. ']}')
 end
 
