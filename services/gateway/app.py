@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Header, Query, Request
-from fastapi.responses import ORJSONResponse, Response
+from fastapi.responses import Response
 
 from common import eip712
 from common.settings import DexSettings, get_settings
@@ -35,7 +35,7 @@ from services.gateway import (
 )
 from services.gateway import schemas as s
 from services.gateway.context import Gateway
-from services.gateway.errors import ApiError, error_response, install_error_handlers
+from services.gateway.errors import ApiError, JsonResponse, error_response, install_error_handlers
 from services.gateway.middleware import GatewayMiddleware, client_ip
 
 LIMIT_DOC = "how many (default 100, at most 1000)"
@@ -77,7 +77,7 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
         version="1",
         description="REST API of OrderBookDEX (API.md §5). Every error is "
         '`{"error": {"code", "message"}}`; amounts are integers (numbers or digit strings).',
-        default_response_class=ORJSONResponse,
+        default_response_class=JsonResponse,
         lifespan=lifespan,
     )
     app.state.gateway = gateway
@@ -101,7 +101,7 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
     ) -> Any:
         raw = await parsing.read_body(request)
         status, payload = await writes.place_order(gateway, raw, client_ip(request.scope), wait)
-        return ORJSONResponse(payload, status_code=status)
+        return JsonResponse(payload, status_code=status)
 
     @app.post(
         "/v1/orders/cancel",
@@ -111,7 +111,7 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
     async def cancel(request: Request) -> Any:
         body = await read_write_body(gateway, request)
         status, order = await cancels.cancel(gateway, body)
-        return ORJSONResponse(order, status_code=status)
+        return JsonResponse(order, status_code=status)
 
     @app.post(
         "/v1/orders/cancel-all",
@@ -121,7 +121,7 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
     async def cancel_all(request: Request) -> Any:
         body = await read_write_body(gateway, request)
         status, result = await cancels.cancel_all(gateway, body)
-        return ORJSONResponse(result, status_code=status)
+        return JsonResponse(result, status_code=status)
 
     @app.get(
         "/v1/orders/{user_id}/{client_order_id}",
@@ -132,7 +132,7 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
         order = await orders.read_order(gateway, user, client_order_id)
         if order is None:
             raise ApiError("NOT_FOUND", f"no order {client_order_id!r} of {user}")
-        return ORJSONResponse(order)
+        return JsonResponse(order)
 
     # -- health, info, metrics ----------------------------------------------------------
     @app.get("/v1/health", responses=s.ok(s.Health))
@@ -300,7 +300,7 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
         admin.require_admin(gateway, authorization)
         market_data.require_market(gateway, market)
         status, view = await admin.set_status(gateway, market, "halt")
-        return ORJSONResponse(view, status_code=status)
+        return JsonResponse(view, status_code=status)
 
     @app.post(
         "/v1/admin/markets/{market}/resume",
@@ -310,7 +310,7 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
         admin.require_admin(gateway, authorization)
         market_data.require_market(gateway, market)
         status, view = await admin.set_status(gateway, market, "resume")
-        return ORJSONResponse(view, status_code=status)
+        return JsonResponse(view, status_code=status)
 
     @app.get("/v1/admin/audit", responses=s.errors(403))
     async def audit(authorization: str | None = Header(None)) -> Any:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 STATUS_BY_CODE: dict[str, int] = {
@@ -46,8 +47,17 @@ class ApiError(Exception):
         self.headers: dict[str, str] = {}
 
 
-def error_response(code: str, message: str, status: int, **headers: str) -> ORJSONResponse:
-    return ORJSONResponse(
+class JsonResponse(Response):
+    """JSON rendered by orjson (FastAPI's ORJSONResponse is deprecated; this is the same)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error_response(code: str, message: str, status: int, **headers: str) -> JsonResponse:
+    return JsonResponse(
         {"error": {"code": code, "message": message}}, status_code=status, headers=headers
     )
 
@@ -56,30 +66,30 @@ def install_error_handlers(app: FastAPI) -> None:
     """Map every failure to the contract's error shape; never FastAPI's 422, never a 500."""
 
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> ORJSONResponse:
+    async def _api_error(_: Request, exc: ApiError) -> JsonResponse:
         return error_response(exc.code, exc.message, exc.status, **exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def _validation(_: Request, exc: RequestValidationError) -> JsonResponse:
         return error_response("INVALID_REQUEST", _describe(exc.errors()), 400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def _http(_: Request, exc: StarletteHTTPException) -> JsonResponse:
         code = "NOT_FOUND" if exc.status_code == 404 else "INVALID_REQUEST"
         status = exc.status_code if exc.status_code in (404, 405) else 400
         return error_response(code, str(exc.detail), status)
 
     @app.exception_handler(redis.ConnectionError)
-    async def _redis_down(_: Request, exc: Exception) -> ORJSONResponse:
+    async def _redis_down(_: Request, exc: Exception) -> JsonResponse:
         return error_response("UNAVAILABLE", f"the exchange's store is unreachable: {exc}", 503)
 
     @app.exception_handler(redis.exceptions.OutOfMemoryError)
-    async def _redis_full(_: Request, exc: Exception) -> ORJSONResponse:
+    async def _redis_full(_: Request, exc: Exception) -> JsonResponse:
         # Redis refused a write whole (a script is refused before its first write): retry later.
         return error_response("OVERLOADED", f"the exchange's store is full: {exc}", 503)
 
     @app.exception_handler(redis.TimeoutError)
-    async def _redis_slow(_: Request, exc: Exception) -> ORJSONResponse:
+    async def _redis_slow(_: Request, exc: Exception) -> JsonResponse:
         return error_response("UNAVAILABLE", f"the exchange's store timed out: {exc}", 503)
 
 

@@ -19,6 +19,7 @@ from common import keys
 from common.eip712 import PRIMARY_TYPES
 from common.events import MAX_SAFE_INTEGER, dumps
 from common.markets import Market
+from common.order_reads import accepted_view, order_view
 from common.types import MarketStatus, OrderType, Product, Side, TimeInForce
 from services.gateway import funds, parsing
 from services.gateway.context import Gateway
@@ -309,45 +310,3 @@ async def read_orders(gateway: Gateway, user: str, cids: list[str]) -> list[dict
         else:
             result.append(None)
     return result
-
-
-def accepted_view(user: str, cid: str, market: str, command: dict[str, Any]) -> dict[str, Any]:
-    """The REST order shape of an order the matcher has not processed yet."""
-    return {
-        "clientOrderId": cid,
-        "userId": user,
-        "market": market,
-        "side": command["side"],
-        "type": command["type"],
-        "timeInForce": command["tif"],
-        "reduceOnly": command["reduceOnly"],
-        "expiresAt": command["expiresAt"],
-        "price": command["price"],
-        "qty": command["qty"],
-        "filled": 0,
-        "status": "ACCEPTED",
-        "reason": None,
-        "ts": command["ts"],
-        "updatedTs": command["acceptedAt"],
-    }
-
-
-def order_view(record: dict[str, str]) -> dict[str, Any]:
-    """The REST order shape from the matcher's order hash."""
-    return {
-        "clientOrderId": record["clientOrderId"],
-        "userId": record["userId"],
-        "market": record["market"],
-        "side": record["side"],
-        "type": record["type"],
-        "timeInForce": record["timeInForce"],
-        "reduceOnly": record.get("reduceOnly") == "1",
-        "expiresAt": int(record.get("expiresAt", "0")),
-        "price": int(record["price"]),
-        "qty": int(record["qty"]),
-        "filled": int(record["filled"]),
-        "status": record["status"],
-        "reason": record.get("reason") or None,
-        "ts": int(record["ts"]),
-        "updatedTs": int(record["updatedTs"]),
-    }
