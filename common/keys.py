@@ -247,3 +247,101 @@ def orders_topic(user: str) -> str:
 
 def pnl_topic(user: str) -> str:
     return f"pnl:{user}"
+
+
+# -- matcher additions (additive) -------------------------------------------------------
+def market_prefix(market: str) -> str:
+    """``dex:{m}:`` — the matcher's Lua derives per-market keys from it (same slot)."""
+    return f"{_m(market)}:"
+
+
+def market_lease(market: str) -> str:
+    """String: the token of the matcher process that owns the market (SET NX PX, renewed)."""
+    return f"{_m(market)}:lease"
+
+
+def market_expiries(market: str) -> str:
+    """Zset: resting orders with an ``expiresAt`` (score), member = side letter + book member."""
+    return f"{_m(market)}:exp"
+
+
+def market_candle_index(market: str, interval: str) -> str:
+    """Zset: bucket starts (ms) of :func:`market_candles`, so the newest N are read directly."""
+    return f"{_m(market)}:cidx:{interval}"
+
+
+# -- settler keys (additive) -------------------------------------------------------------
+def reservation_fills(user: str) -> str:
+    """Hash cid -> quantity filled so far, while the order's reservation is open (settler)."""
+    return f"{_u(user)}:resf"
+
+
+def account_funding(user: str) -> str:
+    """Stream of the account's funding payments (settler)."""
+    return f"{_u(user)}:funding"
+
+
+def account_liquidation(user: str) -> str:
+    """Hash of the account's liquidation in progress (settler)."""
+    return f"{_u(user)}:liq"
+
+
+def market_holders(market: str) -> str:
+    """Set of accounts that ever held a position in the market (settler; funding, expiry)."""
+    return f"{_m(market)}:holders"
+
+
+def market_premiums(market: str) -> str:
+    """Zset of oracle premium samples "<ts>:<mark>:<index>" by ts (funding's time weights)."""
+    return f"{_m(market)}:prem"
+
+
+def market_funding(market: str) -> str:
+    """Hash: ``paid`` (last funding period paid), ``plan:<k>`` (the period's frozen plan)."""
+    return f"{_m(market)}:funding"
+
+
+def market_funding_history(market: str) -> str:
+    """Stream of the market's funding payments, one entry per period."""
+    return f"{_m(market)}:fundhist"
+
+
+def market_expiry(market: str) -> str:
+    """Hash: ``requested`` (expire command sent), ``plan`` (frozen), ``settled`` (done)."""
+    return f"{_m(market)}:expiry"
+
+
+def settler_lease(name: str) -> str:
+    """A lease held by one settler process (e.g. the beat in charge)."""
+    return f"{PREFIX}:lease:{name}"
+
+
+def account_topic(user: str) -> str:
+    """Account-changed notices (settler → broadcaster)."""
+    return f"acct:{user}"
+
+
+# -- gateway: withdrawals, rate limits, outbox registry ----------------------------------
+def account_withdrawals(user: str) -> str:
+    """Stream of the account's withdrawals (field ``w``: JSON record), for listing."""
+    return f"{_u(user)}:withdrawals"
+
+
+def withdrawals_pending(user: str) -> str:
+    """Hash withdrawalId -> JSON record not yet copied to :func:`withdrawal_requests`."""
+    return f"{_u(user)}:wd-pending"
+
+
+def withdrawal_requests() -> str:
+    """Stream (field ``w``) the chain relayer reads; a record may appear twice, same id."""
+    return f"{PREFIX}:withdrawal-requests"
+
+
+def rate_limit_user(user: str) -> str:
+    """Token bucket (hash: tokens, ts) of one user's writes, in the account's slot."""
+    return f"{_u(user)}:rl"
+
+
+def rate_limit_ip(ip: str) -> str:
+    """Token bucket (hash: tokens, ts) of one client address."""
+    return f"{PREFIX}:rl:ip:{{{ip}}}"

@@ -1,141 +1,240 @@
-"""The Starlette application: ``/ws`` with subscribe / unsubscribe / ping (API.md §7)."""
+"""The Starlette application: ``/ws`` (API.md §7) and ``/metrics``.
+
+Wiring, in the order a message travels:
+
+1. ``Hub``: the process's one Redis pub/sub connection; decodes each publication once.
+2. ``Registry`` / feeds: one feed per canonical topic holds the subscriptions and turns a
+   publication into server messages (snapshot first, then updates without gap or duplicate).
+3. ``Connection``: each client's bounded queue and sender task; too slow means 1013.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
-from starlette.routing import WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
-from common.book_reads import read_depth, read_trades
 from common.markets import load_markets
 from common.redis_client import connect_async
-from common.settings import DexSettings, get_settings
+from common.settings import DexSettings
+from services.broadcaster.connection import GOING_AWAY, SERVICE_RESTART, Connection
+from services.broadcaster.feeds import Subscription
 from services.broadcaster.hub import Hub
+from services.broadcaster.metrics import Metrics
+from services.broadcaster.registry import Registry
+from services.broadcaster.settings import BroadcasterSettings, broadcaster_settings
+from services.broadcaster.topics import TopicError, parse_topic
 
 log = logging.getLogger(__name__)
 
-SEND_QUEUE_LIMIT = 1000
-TRADE_SNAPSHOT = 50
-DEPTH_SNAPSHOT = 1000
-TRY_AGAIN_LATER = 1013
+CLOSE_TIMEOUT_S = 30.0  # a slow client gets its close frame once it reads again
+PONG = '{"op":"pong"}'
+EXAMPLE = '{"op":"subscribe","topic":"depth:BTC-USDC"}'
 
 
-class Connection:
-    """One WebSocket client: its subscriptions and its bounded outgoing queue."""
+class Broadcaster:
+    """Everything one process holds: Redis, hub, feeds, connections, metrics."""
 
-    def __init__(self, websocket: WebSocket) -> None:
-        self.websocket = websocket
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(SEND_QUEUE_LIMIT)
-        self.topics: dict[str, int] = {}  # topic -> seq of the snapshot (updates must exceed it)
-        self.too_slow = False
+    def __init__(self, settings: BroadcasterSettings) -> None:
+        self.settings = settings
+        self.markets = load_markets(settings.markets_file)
+        self.client = connect_async(settings)
+        self.metrics = Metrics()
+        self.hub = Hub(self.client, on_reset=self.resync_everyone)
+        self.registry = Registry(self.client, self.hub, self.markets, self.metrics)
+        self.connections: set[Connection] = set()
 
-    def deliver(self, topic: str, payload: dict[str, Any]) -> None:
-        floor = self.topics.get(topic)
-        if floor is None or payload["seq"] <= floor:
-            return
-        message = {"topic": topic, "type": "update", "seq": payload["seq"], "data": payload["data"]}
-        self.push(message)
+    async def start(self) -> None:
+        await _wait_for_redis(self.client)
+        await self.hub.start()
 
-    def push(self, message: dict[str, Any]) -> None:
-        try:
-            self.queue.put_nowait(orjson.dumps(message))
-        except asyncio.QueueFull:
-            self.too_slow = True
-            with contextlib.suppress(asyncio.QueueFull):
-                self.queue.put_nowait(None)
+    async def stop(self) -> None:
+        for connection in list(self.connections):
+            connection.close(GOING_AWAY, "broadcaster shutting down")
+        await self.hub.stop()
+        await self.client.aclose()
 
+    def resync_everyone(self) -> None:
+        """Publications may have been lost with the pub/sub connection: clients reconnect."""
+        self.metrics.pubsub_resets.inc()
+        for connection in list(self.connections):
+            connection.close(SERVICE_RESTART, "feed interrupted: reconnect and resubscribe")
 
-def create_app(settings: DexSettings | None = None) -> Starlette:
-    settings = settings or get_settings()
-    markets = load_markets(settings.markets_file)
-    client = connect_async(settings)
-    hub = Hub(client)
-
-    async def snapshot(topic: str) -> tuple[int, Any] | None:
-        kind, _, name = topic.partition(":")
-        if name not in markets.markets:
-            return None
-        if kind == "depth":
-            depth = await read_depth(client, name, DEPTH_SNAPSHOT)
-            return depth["seq"], {"bids": depth["bids"], "asks": depth["asks"]}
-        if kind == "trade":
-            trades = await read_trades(client, name, TRADE_SNAPSHOT)
-            return (trades[0]["seq"] if trades else 0), trades
-        return None
-
-    async def websocket_endpoint(websocket: WebSocket) -> None:
+    # -- one client ----------------------------------------------------------------------
+    async def serve(self, websocket: WebSocket) -> None:
         await websocket.accept()
-        connection = Connection(websocket)
-        sender = asyncio.create_task(_send_loop(connection))
+        connection = Connection(websocket, self.settings.broadcaster_send_queue, self.metrics)
+        self.connections.add(connection)
+        self.metrics.connections.inc()
+        tasks = [
+            asyncio.create_task(connection.send_loop()),
+            asyncio.create_task(self._receive_loop(connection)),
+            asyncio.create_task(connection.closing.wait()),
+        ]
         try:
-            while True:
-                raw = await websocket.receive_text()
-                await _handle(connection, raw)
-        except WebSocketDisconnect:
-            pass
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for topic in list(connection.topics):
-                await hub.remove(topic, connection)
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+            for subscription in connection.subscriptions.values():
+                self.registry.unsubscribe(subscription)
+            connection.subscriptions.clear()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if connection.close_code is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        websocket.close(connection.close_code, connection.close_reason),
+                        CLOSE_TIMEOUT_S,
+                    )
+            self.connections.discard(connection)
+            self.metrics.connections.dec()
 
-    async def _handle(connection: Connection, raw: str) -> None:
+    async def _receive_loop(self, connection: Connection) -> None:
+        idle = self.settings.broadcaster_idle_timeout_s
+        while True:
+            timeout = None if connection.subscriptions else idle
+            try:
+                message = await asyncio.wait_for(connection.websocket.receive(), timeout)
+            except TimeoutError:
+                self.metrics.idle_disconnects.inc()
+                connection.close(1000, f"idle: no subscription and no message for {idle:g} s")
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            raw = message.get("text")
+            if raw is None:
+                raw = message.get("bytes") or b""
+            await self.handle(connection, raw)
+
+    async def handle(self, connection: Connection, raw: str | bytes) -> None:
+        """Answer one client message (subscribe / unsubscribe / ping)."""
         try:
             message = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            connection.push(_error("BAD_MESSAGE", "messages must be JSON objects"))
+            connection.error(
+                "BAD_MESSAGE", f"expected a JSON object like {EXAMPLE}, got {_show(raw)}"
+            )
             return
-        op = message.get("op") if isinstance(message, dict) else None
-        topic = message.get("topic") if isinstance(message, dict) else None
+        if not isinstance(message, dict):
+            connection.error(
+                "BAD_MESSAGE", f"expected a JSON object like {EXAMPLE}, got {_show(raw)}"
+            )
+            return
+        op = message.get("op")
         if op == "ping":
-            connection.push({"op": "pong"})
-        elif op == "subscribe" and isinstance(topic, str):
-            if topic in connection.topics:
+            connection.push(PONG)
+            return
+        if op not in ("subscribe", "unsubscribe"):
+            connection.error(
+                "BAD_MESSAGE",
+                f"unknown op {op!r}: expected 'subscribe', 'unsubscribe' or 'ping' in {_show(raw)}",
+            )
+            return
+        spelled = message.get("topic")
+        if not isinstance(spelled, str) or not spelled:
+            connection.error("BAD_MESSAGE", f"{op} needs a topic string, got {_show(raw)}")
+            return
+        if op == "unsubscribe":
+            subscription = connection.subscriptions.pop(spelled, None)
+            if subscription is None:
+                connection.error("NOT_SUBSCRIBED", f"not subscribed to {spelled!r}", spelled)
                 return
-            connection.topics[topic] = 2**63  # hold updates until the snapshot is taken
-            await hub.add(topic, connection)
-            taken = await snapshot(topic)
-            if taken is None:
-                del connection.topics[topic]
-                await hub.remove(topic, connection)
-                connection.push(_error("UNKNOWN_TOPIC", f"no topic named {topic!r}"))
-                return
-            seq, data = taken
-            connection.push({"topic": topic, "type": "snapshot", "seq": seq, "data": data})
-            connection.topics[topic] = seq
-        elif op == "unsubscribe" and isinstance(topic, str):
-            connection.topics.pop(topic, None)
-            await hub.remove(topic, connection)
-        else:
-            connection.push(_error("BAD_MESSAGE", f"unsupported message: {raw[:200]}"))
+            self.registry.unsubscribe(subscription)
+            return
+        await self.subscribe(connection, spelled)
+
+    async def subscribe(self, connection: Connection, spelled: str) -> None:
+        try:
+            topic = parse_topic(spelled, self.markets)
+        except TopicError as exc:
+            connection.error("UNKNOWN_TOPIC", str(exc), spelled)
+            return
+        previous = connection.subscriptions.pop(spelled, None)
+        if previous is not None:  # subscribing again asks for a fresh snapshot
+            self.registry.unsubscribe(previous)
+        limit = self.settings.broadcaster_max_subscriptions
+        if len(connection.subscriptions) >= limit:
+            connection.error(
+                "TOO_MANY_SUBSCRIPTIONS",
+                f"a connection may hold {limit} subscriptions; unsubscribe one first",
+                spelled,
+            )
+            return
+        subscription = Subscription(connection, spelled, topic)
+        connection.subscriptions[spelled] = subscription
+        try:
+            await self.registry.subscribe(subscription)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("broadcaster: snapshot of %s failed: %s", spelled, exc)
+            if connection.subscriptions.get(spelled) is subscription:
+                del connection.subscriptions[spelled]
+            connection.error(
+                "UNAVAILABLE", f"could not read the snapshot of {spelled!r}; try again", spelled
+            )
+
+
+def _show(raw: str | bytes, limit: int = 200) -> str:
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+    return repr(text[:limit])
+
+
+async def _wait_for_redis(client: Any, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    delay = 0.1
+    while True:
+        try:
+            await client.ping()
+            return
+        except (RedisError, OSError) as exc:
+            if time.monotonic() >= deadline:
+                raise RuntimeError(
+                    f"broadcaster: Redis did not answer within {timeout_s:.0f} s"
+                ) from exc
+            log.warning("broadcaster: waiting for Redis (%s)", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def create_app(settings: DexSettings | None = None) -> Starlette:
+    broadcaster = Broadcaster(broadcaster_settings(settings))
+
+    async def metrics(_: Request) -> Response:
+        return Response(broadcaster.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    async def health(_: Request) -> Response:
+        try:
+            await broadcaster.client.ping()
+        except (RedisError, OSError):
+            return JSONResponse({"status": "unavailable"}, status_code=503)
+        return JSONResponse({"status": "ok", "connections": len(broadcaster.connections)})
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        await hub.start()
+        await broadcaster.start()
         yield
-        await hub.stop()
-        await client.aclose()
+        await broadcaster.stop()
 
-    return Starlette(routes=[WebSocketRoute("/ws", websocket_endpoint)], lifespan=lifespan)
-
-
-async def _send_loop(connection: Connection) -> None:
-    while True:
-        item = await connection.queue.get()
-        if item is None or connection.too_slow:
-            await connection.websocket.close(code=TRY_AGAIN_LATER)
-            return
-        await connection.websocket.send_text(item.decode())
-
-
-def _error(code: str, message: str) -> dict[str, Any]:
-    return {"type": "error", "code": code, "message": message}
+    app = Starlette(
+        routes=[
+            WebSocketRoute("/ws", broadcaster.serve),
+            Route("/metrics", metrics),
+            Route("/health", health),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.broadcaster = broadcaster
+    return app

@@ -1,7 +1,15 @@
-"""One Redis pub/sub connection per process, fanned out to the subscribed WebSocket clients.
+"""One Redis pub/sub connection per process, fanned out to in-process sinks.
 
-A topic's channel is subscribed when its first client arrives and dropped with its last.
-Each client has a bounded queue; a client that lets it fill is closed with 1013.
+A channel is subscribed when its first sink arrives and dropped with its last. ``add``
+returns only once Redis has confirmed the SUBSCRIBE, so a snapshot read after it can miss no
+publication. Subscribe and unsubscribe commands go out in the order they were asked for,
+through one writer task, so a quick unsubscribe + subscribe never leaves a channel dropped.
+
+Classic PUBLISH/SUBSCRIBE: on a Redis Cluster a classic publication reaches every node, so
+the one connection (on whichever node the client picks) hears every channel. The publishers
+PUBLISH from Lua scripts whose keys live in a market or account slot while the channel names
+carry no hash tag, so they cannot use SPUBLISH; the broadcaster therefore uses classic
+SUBSCRIBE on both topologies.
 """
 
 from __future__ import annotations
@@ -9,67 +17,169 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
-from typing import Any
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from common import keys
 from common.events import loads
 
 log = logging.getLogger(__name__)
 
+SUBSCRIBE_TIMEOUT_S = 10.0
+KEEPALIVE_TOPIC = "_"
+
+
+class Sink(Protocol):
+    def on_publication(self, topic: str, payload: Any) -> None:
+        """Handle one decoded publication of ``topic`` (never blocks)."""
+
 
 class Hub:
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, on_reset: Callable[[], None] | None = None) -> None:
         self.client = client
-        self.pubsub = client.pubsub(ignore_subscribe_messages=True)
-        self.listeners: dict[str, set[Any]] = defaultdict(set)
-        self._task: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
+        self.pubsub = client.pubsub()
+        self.on_reset = on_reset
+        self.sinks: dict[str, set[Sink]] = {}
+        self._ready: dict[str, asyncio.Future[None]] = {}
+        self._confirmations: dict[str, deque[asyncio.Future[None]]] = {}
+        self._commands: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._prefix = keys.channel("")
 
     async def start(self) -> None:
-        # A placeholder subscription keeps the connection open before any client arrives.
-        await self.pubsub.subscribe(keys.channel("_"))
-        self._task = asyncio.create_task(self._pump())
+        # A standing subscription keeps the connection open before any client arrives.
+        await self.pubsub.subscribe(keys.channel(KEEPALIVE_TOPIC))
+        self._tasks = [
+            asyncio.create_task(self._pump(), name="hub-pump"),
+            asyncio.create_task(self._writer(), name="hub-writer"),
+        ]
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.pubsub.aclose()
+                await task
+        with contextlib.suppress(Exception):
+            await self.pubsub.aclose()
 
-    async def add(self, topic: str, listener: Any) -> None:
-        """Register ``listener`` for ``topic``; returns once the channel is subscribed."""
-        async with self._lock:
-            first = not self.listeners[topic]
-            self.listeners[topic].add(listener)
-            if first:
-                await self.pubsub.subscribe(keys.channel(topic))
+    def subscribed(self, topic: str) -> bool:
+        return topic in self.sinks
 
-    async def remove(self, topic: str, listener: Any) -> None:
-        async with self._lock:
-            members = self.listeners.get(topic)
-            if not members:
-                return
-            members.discard(listener)
-            if not members:
-                del self.listeners[topic]
-                await self.pubsub.unsubscribe(keys.channel(topic))
+    async def add(self, topic: str, sink: Sink) -> None:
+        """Register ``sink`` for ``topic``; return once the channel's subscription is live."""
+        sinks = self.sinks.get(topic)
+        if sinks is None:
+            sinks = self.sinks[topic] = set()
+            ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._ready[topic] = ready
+            self._confirmations.setdefault(topic, deque()).append(ready)
+            self._commands.put_nowait(("subscribe", topic))
+        sinks.add(sink)
+        await asyncio.wait_for(asyncio.shield(self._ready[topic]), SUBSCRIBE_TIMEOUT_S)
+
+    def remove(self, topic: str, sink: Sink) -> None:
+        sinks = self.sinks.get(topic)
+        if sinks is None:
+            return
+        sinks.discard(sink)
+        if not sinks:
+            del self.sinks[topic]
+            del self._ready[topic]
+            self._commands.put_nowait(("unsubscribe", topic))
+
+    async def _writer(self) -> None:
+        while True:
+            action, topic = await self._commands.get()
+            batch = [topic]
+            # Send what queued up meanwhile in one command while the action stays the same.
+            while not self._commands.empty():
+                next_action, next_topic = self._commands._queue[0]  # type: ignore[attr-defined]
+                if next_action != action:
+                    break
+                self._commands.get_nowait()
+                batch.append(next_topic)
+            channels = [self._prefix + t for t in batch]
+            try:
+                if action == "subscribe":
+                    await self.pubsub.subscribe(*channels)
+                else:
+                    await self.pubsub.unsubscribe(*channels)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("broadcaster: %s %s failed", action, channels)
+                if action == "subscribe":
+                    for t in batch:
+                        self._fail_confirmation(t, exc)
+
+    def _fail_confirmation(self, topic: str, exc: Exception) -> None:
+        waiting = self._confirmations.get(topic)
+        if waiting:
+            future = waiting.popleft()
+            if not future.done():
+                future.set_exception(exc)
+
+    def _confirm(self, topic: str) -> None:
+        waiting = self._confirmations.get(topic)
+        if waiting:
+            future = waiting.popleft()
+            if not future.done():
+                future.set_result(None)
+            if not waiting:
+                del self._confirmations[topic]
 
     async def _pump(self) -> None:
-        prefix = keys.channel("")
+        prefix_length = len(self._prefix)
+        failed = False
         while True:
             try:
                 message = await self.pubsub.get_message(timeout=1.0)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("broadcaster: pub/sub read failed; retrying")
+                if not failed:
+                    log.exception("broadcaster: pub/sub read failed; reconnecting")
+                failed = True
                 await asyncio.sleep(0.5)
                 continue
-            if message is None or message.get("type") != "message":
+            if failed:
+                failed = False
+                self._reset()
+            if message is None:
                 continue
-            topic = message["channel"].removeprefix(prefix)
-            payload = loads(message["data"])
-            for listener in list(self.listeners.get(topic, ())):
-                listener.deliver(topic, payload)
+            kind = message.get("type")
+            channel = message.get("channel")
+            if not isinstance(channel, str):
+                continue
+            topic = channel[prefix_length:]
+            if kind == "message":
+                sinks = self.sinks.get(topic)
+                if not sinks:
+                    continue
+                try:
+                    payload = loads(message["data"])
+                except ValueError:
+                    log.error("broadcaster: %s carried non-JSON %r", channel, message["data"])
+                    continue
+                for sink in list(sinks):
+                    try:
+                        sink.on_publication(topic, payload)
+                    except Exception:
+                        log.exception("broadcaster: relaying %s failed", channel)
+            elif kind == "subscribe":
+                self._confirm(topic)
+
+    def _reset(self) -> None:
+        """The connection was lost: publications may be missing, so everyone must resync.
+
+        redis-py re-subscribes every channel on reconnect; pending confirmations are settled.
+        """
+        for waiting in self._confirmations.values():
+            for future in waiting:
+                if not future.done():
+                    future.set_result(None)
+        self._confirmations.clear()
+        if self.on_reset is not None:
+            self.on_reset()

@@ -1,23 +1,18 @@
-"""Balances and admin deposits."""
+"""Account reads: balances, orders, fills, positions, margin, and the system accounts."""
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from common import keys
-from common.events import MAX_SAFE_INTEGER
-from services.gateway import parsing
+from common.account_reads import read_account_view_async
+from common.events import loads
+from common.types import FINAL_STATUSES
+from services.gateway import orders, parsing
 from services.gateway.context import Gateway
-from services.gateway.errors import ApiError
 
-
-def require_admin(gateway: Gateway, authorization: str | None) -> None:
-    """Admit only ``Bearer <DEX_ADMIN_TOKEN>``, compared in constant time; no token, no admin."""
-    token = gateway.settings.admin_token
-    given = (authorization or "").removeprefix("Bearer ").strip()
-    if token is None or not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
-        raise ApiError("FORBIDDEN", "admin endpoints need 'Authorization: Bearer <admin token>'")
+FILL_FIELD = "f"
+OPEN_SCAN_CHUNK = 200
 
 
 def balance_view(total: int, locked: int) -> dict[str, str]:
@@ -43,22 +38,80 @@ def account_id(value: str) -> str:
     return parsing.user_id(value)
 
 
-async def deposit(gateway: Gateway, body: dict[str, Any]) -> dict[str, str]:
-    parsing.require_fields(body, {"userId", "asset", "amount"})
-    user = account_id(parsing.string(body, "userId"))
-    asset = parsing.string(body, "asset")
-    amount = parsing.uint(body, "amount")
-    if asset not in gateway.markets.assets:
-        raise ApiError("UNKNOWN_ASSET", f"no asset named {asset!r}")
-    if amount <= 0 or amount > MAX_SAFE_INTEGER:
-        raise ApiError("INVALID_REQUEST", f"amount must be between 1 and {MAX_SAFE_INTEGER}")
-    try:
-        total, locked = await gateway.scripts["deposit"](
-            keys=[keys.balances(user)], args=[asset, amount, MAX_SAFE_INTEGER]
+async def list_orders(
+    gateway: Gateway, user: str, market: str | None, open_only: bool, limit: int
+) -> list[dict[str, Any]]:
+    """The user's orders newest first, optionally of one market and only the open ones."""
+    result: list[dict[str, Any]] = []
+    start = 0
+    while len(result) < limit:
+        members = await gateway.redis.zrevrange(
+            keys.account_orders(user), start, start + OPEN_SCAN_CHUNK - 1
         )
-    except Exception as exc:
-        if "BALANCE_CEILING" in str(exc):
-            raise ApiError("INVALID_REQUEST", str(exc)) from None
-        raise
-    await gateway.redis.sadd(keys.known_accounts(), user)
-    return balance_view(int(total), int(locked))
+        if not members:
+            break
+        start += len(members)
+        wanted = []
+        for member in members:
+            symbol, _, cid = member.partition("|")
+            if market and symbol != market:
+                continue
+            wanted.append(cid)
+        views = await orders.read_orders(gateway, user, wanted)
+        for view in views:
+            if view is None or (open_only and view["status"] in FINAL_STATUSES):
+                continue
+            result.append(view)
+            if len(result) == limit:
+                break
+    return result
+
+
+async def list_fills(
+    gateway: Gateway, user: str, market: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """The user's fills newest first (the settler's records), optionally of one market."""
+    result: list[dict[str, Any]] = []
+    upper = "+"
+    while len(result) < limit:
+        entries = await gateway.redis.xrevrange(
+            keys.account_fills(user), max=upper, count=max(limit, 100)
+        )
+        if not entries:
+            break
+        for _, fields in entries:
+            record = loads(fields[FILL_FIELD])
+            if market and record.get("market") != market:
+                continue
+            result.append(record)
+            if len(result) == limit:
+                break
+        if not market:
+            break
+        upper = "(" + entries[-1][0]
+    return result
+
+
+async def positions_and_margin(gateway: Gateway, user: str) -> dict[str, Any]:
+    return await read_account_view_async(gateway.redis, gateway.markets, user)
+
+
+async def system_accounts(gateway: Gateway) -> dict[str, Any]:
+    pipe = gateway.redis.pipeline(transaction=False)
+    pipe.hgetall(keys.balances(keys.FEES_ACCOUNT))
+    pipe.hgetall(keys.balances(keys.INSURANCE_ACCOUNT))
+    fees_raw, insurance_raw = await pipe.execute()
+    view = await positions_and_margin(gateway, keys.INSURANCE_ACCOUNT)
+    return {
+        "fees": _totals(gateway, fees_raw),
+        "insurance": _totals(gateway, insurance_raw),
+        "insurancePositions": view["positions"],
+    }
+
+
+def _totals(gateway: Gateway, raw: dict[str, str]) -> dict[str, str]:
+    return {
+        asset: raw[keys.total_field(asset)]
+        for asset in gateway.markets.assets
+        if keys.total_field(asset) in raw
+    }

@@ -1,41 +1,99 @@
-"""The FastAPI application: routes wired to the modules that do the work."""
+"""The FastAPI application: every route of API.md §5 wired to the module that does the work.
+
+A write travels: middleware (request id, 413 on a declared size) → body read with the 64 KiB
+cap → rate limits (IP + the user the body names) → strict parse in the contract's order of
+checks → signature → the account script (reserve/debit, atomically) → the market stream.
+Bodies are parsed by hand, so a bad one is a 400 in the contract's shape, never FastAPI's 422;
+the models in ``schemas`` only describe them in the OpenAPI document.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Header, Query, Request
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import ORJSONResponse, Response
 
 from common import eip712
 from common.settings import DexSettings, get_settings
-from services.gateway import accounts, market_data, orders, parsing
+from services.gateway import (
+    accounts,
+    admin,
+    cancels,
+    market_data,
+    metrics,
+    orders,
+    outbox,
+    parsing,
+    ratelimit,
+    withdrawals,
+)
+from services.gateway import schemas as s
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError, error_response, install_error_handlers
+from services.gateway.middleware import GatewayMiddleware, client_ip
+
+LIMIT_DOC = "how many (default 100, at most 1000)"
 
 
-def create_app(settings: DexSettings | None = None) -> FastAPI:
+async def read_write_body(gateway: Gateway, request: Request) -> dict[str, Any]:
+    """413, then 429 (the IP and the user the body names), then the JSON object (400)."""
+    raw = await parsing.read_body(request)
+    user = None
+    try:
+        loose = orjson.loads(raw)
+        candidate = loose.get("userId") if isinstance(loose, dict) else None
+        if isinstance(candidate, str) and parsing.ADDRESS.match(candidate):
+            user = candidate.lower()
+    except orjson.JSONDecodeError:
+        pass
+    await ratelimit.check(gateway, client_ip(request.scope), user)
+    return parsing.parse_json_object(raw)
+
+
+async def read_admin_body(request: Request) -> dict[str, Any]:
+    return parsing.parse_json_object(await parsing.read_body(request))
+
+
+def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> FastAPI:
     settings = settings or get_settings()
     gateway = Gateway.build(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        await gateway.redis.aclose()
+        task = outbox.start(gateway) if sweeper else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            with contextlib.suppress(Exception):
+                await gateway.outbox_clearer.drain()
+            await gateway.redis.aclose()
+            await gateway.blocking.aclose()
 
     app = FastAPI(
         title="OrderBookDEX gateway",
         version="1",
+        description="REST API of OrderBookDEX (API.md §5). Every error is "
+        '`{"error": {"code", "message"}}`; amounts are integers (numbers or digit strings).',
         default_response_class=ORJSONResponse,
         lifespan=lifespan,
     )
     app.state.gateway = gateway
     install_error_handlers(app)
+    app.add_middleware(GatewayMiddleware, gateway=gateway)
 
-    @app.get("/v1/health")
+    # -- health, info, metrics ----------------------------------------------------------
+    @app.get("/v1/health", responses=s.ok(s.Health))
     async def health() -> Any:
         try:
             await gateway.redis.ping()
@@ -43,51 +101,264 @@ def create_app(settings: DexSettings | None = None) -> FastAPI:
             return error_response("UNAVAILABLE", f"Redis does not answer: {exc}", 503)
         return {"status": "ok"}
 
-    @app.get("/v1/info")
+    @app.get("/v1/info", responses=s.errors())
     async def info() -> Any:
         return {
             "domain": eip712.domain_for_info(settings.chain_id, settings.verifying_contract),
             "types": eip712.types_for_info(),
-            "markets": [market.public() for market in gateway.markets.markets.values()],
+            "markets": await market_data.list_markets(gateway),
             "assets": {
                 name: {"decimals": asset.decimals} for name, asset in gateway.markets.assets.items()
             },
             "serverTime": int(time.time() * 1000),
         }
 
-    @app.get("/v1/markets/{market}/depth")
-    async def depth(market: str, limit: int = Query(market_data.DEFAULT_LIMIT)) -> Any:
-        require_market(gateway, market)
-        if limit < 1:
-            raise ApiError("INVALID_REQUEST", f"limit must be at least 1, got {limit}")
-        return await market_data.read_depth(gateway, market, min(limit, market_data.MAX_LIMIT))
+    @app.get("/metrics", include_in_schema=True, response_class=Response)
+    async def prometheus() -> Response:
+        payload, content_type = metrics.render()
+        return Response(payload, media_type=content_type)
 
-    @app.post("/v1/orders", status_code=202)
-    async def post_order(request: Request) -> Any:
-        body = parsing.parse_json_object(await request.body())
-        return await orders.submit_order(gateway, body)
+    # -- markets ------------------------------------------------------------------------
+    @app.get("/v1/markets", responses=s.ok(list[s.MarketView]))
+    async def markets() -> Any:
+        return await market_data.list_markets(gateway)
 
-    @app.get("/v1/orders/{user_id}/{client_order_id}")
+    @app.get("/v1/markets/{market}", responses=s.ok(s.MarketView, 404))
+    async def market(market: str) -> Any:
+        found = market_data.require_market(gateway, market)
+        return await market_data.market_view(gateway, found)
+
+    @app.get("/v1/markets/{market}/depth", responses=s.ok(s.Depth, 400, 404))
+    async def depth(market: str, limit: str | None = Query(None, description=LIMIT_DOC)) -> Any:
+        market_data.require_market(gateway, market)
+        return await market_data.read_depth(gateway, market, parsing.limit(limit))
+
+    @app.get("/v1/markets/{market}/trades", responses=s.ok(list[s.Trade], 400, 404))
+    async def trades(market: str, limit: str | None = Query(None, description=LIMIT_DOC)) -> Any:
+        market_data.require_market(gateway, market)
+        return await market_data.read_trades(gateway, market, parsing.limit(limit))
+
+    @app.get("/v1/markets/{market}/ticker", responses=s.ok(s.Ticker, 404))
+    async def ticker(market: str) -> Any:
+        found = market_data.require_market(gateway, market)
+        return await market_data.read_ticker(gateway, found)
+
+    @app.get(
+        "/v1/markets/{market}/candles",
+        responses=s.ok(list[s.Candle], 400, 404),
+    )
+    async def candles(
+        market: str,
+        interval: str | None = Query(None, description="1m 5m 15m 1h 4h 1d (default 1m)"),
+        limit: str | None = Query(None, description=LIMIT_DOC),
+    ) -> Any:
+        market_data.require_market(gateway, market)
+        return await market_data.read_candles(
+            gateway, market, interval or "1m", parsing.limit(limit)
+        )
+
+    # -- orders -------------------------------------------------------------------------
+    @app.post(
+        "/v1/orders",
+        status_code=202,
+        responses={
+            202: {"model": s.Accepted, "description": "accepted (with ?wait=1: the order)"},
+            200: {"model": s.Order, "description": "with ?wait=1: the matched order"},
+            **s.errors(400, 401, 409, 413, 422),
+        },
+        openapi_extra=s.body(s.OrderBody),
+    )
+    async def post_order(
+        request: Request,
+        wait: str | None = Query(None, description="1: wait up to 5 s for the matcher"),
+    ) -> Any:
+        body = await read_write_body(gateway, request)
+        try:
+            result = await orders.submit_order(gateway, body, wait=parsing.flag(wait, "wait"))
+        except ApiError as exc:
+            metrics.order_rejected(exc.code)
+            raise
+        metrics.order_accepted()
+        if isinstance(result, tuple):
+            status, order = result
+            return ORJSONResponse(order, status_code=status)
+        return ORJSONResponse(result, status_code=202)
+
+    @app.post(
+        "/v1/orders/cancel",
+        responses=s.ok(s.Order, 400, 401, 404, 409, 413),
+        openapi_extra=s.body(s.CancelBody),
+    )
+    async def cancel(request: Request) -> Any:
+        body = await read_write_body(gateway, request)
+        status, order = await cancels.cancel(gateway, body)
+        return ORJSONResponse(order, status_code=status)
+
+    @app.post(
+        "/v1/orders/cancel-all",
+        responses=s.ok(s.Cancelled, 400, 401, 409, 413),
+        openapi_extra=s.body(s.CancelAllBody),
+    )
+    async def cancel_all(request: Request) -> Any:
+        body = await read_write_body(gateway, request)
+        status, result = await cancels.cancel_all(gateway, body)
+        return ORJSONResponse(result, status_code=status)
+
+    @app.get(
+        "/v1/orders/{user_id}/{client_order_id}",
+        responses=s.ok(s.Order, 400, 404),
+    )
     async def get_order(user_id: str, client_order_id: str) -> Any:
         user = parsing.user_id(user_id)
         order = await orders.read_order(gateway, user, client_order_id)
         if order is None:
             raise ApiError("NOT_FOUND", f"no order {client_order_id!r} of {user}")
-        return order
+        return ORJSONResponse(order)
 
-    @app.get("/v1/accounts/{user_id}/balances")
+    # -- accounts -----------------------------------------------------------------------
+    @app.get("/v1/accounts/{user_id}/orders", responses=s.ok(list[s.Order], 400))
+    async def account_orders(
+        user_id: str,
+        market: str | None = Query(None, description="only this market"),
+        open: str | None = Query(None, description="1: only ACCEPTED, NEW and PARTIAL"),
+        limit: str | None = Query(None, description=LIMIT_DOC),
+    ) -> Any:
+        user = accounts.account_id(user_id)
+        size = parsing.limit(limit)
+        only_open = parsing.flag(open, "open")
+        if market and gateway.markets.market(market) is None:
+            raise ApiError("UNKNOWN_MARKET", f"no market named {market!r}")
+        return await accounts.list_orders(gateway, user, market or None, only_open, size)
+
+    @app.get("/v1/accounts/{user_id}/fills", responses=s.ok(list[s.Fill], 400))
+    async def fills(
+        user_id: str,
+        market: str | None = Query(None, description="only this market"),
+        limit: str | None = Query(None, description=LIMIT_DOC),
+    ) -> Any:
+        user = accounts.account_id(user_id)
+        size = parsing.limit(limit)
+        if market and gateway.markets.market(market) is None:
+            raise ApiError("UNKNOWN_MARKET", f"no market named {market!r}")
+        return await accounts.list_fills(gateway, user, market or None, size)
+
+    @app.get(
+        "/v1/accounts/{user_id}/balances",
+        responses=s.ok(dict[str, s.Balance], 400),
+    )
     async def balances(user_id: str) -> Any:
         return await accounts.read_balances(gateway, accounts.account_id(user_id))
 
-    @app.post("/v1/admin/deposits")
-    async def deposit(request: Request, authorization: str | None = Header(None)) -> Any:
-        accounts.require_admin(gateway, authorization)
-        body = parsing.parse_json_object(await request.body())
-        return await accounts.deposit(gateway, body)
+    @app.get(
+        "/v1/accounts/{user_id}/positions",
+        responses=s.ok(list[s.Position], 400),
+    )
+    async def positions(user_id: str) -> Any:
+        view = await accounts.positions_and_margin(gateway, accounts.account_id(user_id))
+        return view["positions"]
 
+    @app.get("/v1/accounts/{user_id}/margin", responses=s.ok(dict[str, s.Margin], 400))
+    async def margin(user_id: str) -> Any:
+        view = await accounts.positions_and_margin(gateway, accounts.account_id(user_id))
+        return view["margin"]
+
+    @app.get(
+        "/v1/accounts/{user_id}/withdrawals",
+        responses=s.ok(list[s.WithdrawalListed], 400),
+    )
+    async def account_withdrawals(
+        user_id: str, limit: str | None = Query(None, description=LIMIT_DOC)
+    ) -> Any:
+        user = accounts.account_id(user_id)
+        return await withdrawals.list_withdrawals(gateway, user, parsing.limit(limit))
+
+    @app.post(
+        "/v1/withdrawals",
+        responses=s.ok(s.Withdrawal, 400, 401, 409, 413, 422),
+        openapi_extra=s.body(s.WithdrawBody),
+    )
+    async def withdraw(request: Request) -> Any:
+        body = await read_write_body(gateway, request)
+        return await withdrawals.withdraw(gateway, body)
+
+    @app.get("/v1/system/accounts", responses=s.ok(s.SystemAccounts))
+    async def system_accounts() -> Any:
+        return await accounts.system_accounts(gateway)
+
+    # -- admin (bearer token; not rate limited) -----------------------------------------
+    @app.post(
+        "/v1/admin/deposits",
+        responses=s.ok(s.Balance, 400, 403, 413),
+        openapi_extra=s.body(s.DepositBody),
+    )
+    async def deposit(request: Request, authorization: str | None = Header(None)) -> Any:
+        body = await read_admin_body(request)
+        user, asset, amount = admin.parse_deposit(gateway, body)
+        admin.require_admin(gateway, authorization)
+        return await admin.deposit(gateway, user, asset, amount)
+
+    @app.post(
+        "/v1/admin/oracle",
+        responses=s.ok(s.OracleResult, 400, 403, 413),
+        openapi_extra=s.body(s.OracleBody),
+    )
+    async def oracle(request: Request, authorization: str | None = Header(None)) -> Any:
+        body = await read_admin_body(request)
+        symbol, index = admin.parse_oracle(gateway, body)
+        admin.require_admin(gateway, authorization)
+        return await admin.push_oracle(gateway, symbol, index)
+
+    @app.post(
+        "/v1/admin/markets/{market}/halt",
+        responses=s.ok(s.MarketView, 403, 404),
+    )
+    async def halt(market: str, authorization: str | None = Header(None)) -> Any:
+        admin.require_admin(gateway, authorization)
+        market_data.require_market(gateway, market)
+        status, view = await admin.set_status(gateway, market, "halt")
+        return ORJSONResponse(view, status_code=status)
+
+    @app.post(
+        "/v1/admin/markets/{market}/resume",
+        responses=s.ok(s.MarketView, 403, 404),
+    )
+    async def resume(market: str, authorization: str | None = Header(None)) -> Any:
+        admin.require_admin(gateway, authorization)
+        market_data.require_market(gateway, market)
+        status, view = await admin.set_status(gateway, market, "resume")
+        return ORJSONResponse(view, status_code=status)
+
+    @app.get("/v1/admin/audit", responses=s.errors(403))
+    async def audit(authorization: str | None = Header(None)) -> Any:
+        admin.require_admin(gateway, authorization)
+        return await admin.audit(gateway)
+
+    install_openapi(app)
     return app
 
 
-def require_market(gateway: Gateway, market: str) -> None:
-    if gateway.markets.market(market) is None:
-        raise ApiError("UNKNOWN_MARKET", f"no market named {market!r}", status=404)
+def install_openapi(app: FastAPI) -> None:
+    """The generated document minus FastAPI's 422 validation answer, which this API never
+    gives (a bad request is 400 INVALID_REQUEST)."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            for operations in document.get("paths", {}).values():
+                for operation in operations.values():
+                    answer = operation.get("responses", {}).get("422")
+                    if answer is not None and "HTTPValidationError" in str(answer):
+                        del operation["responses"]["422"]
+            schemas = document.get("components", {}).get("schemas", {})
+            schemas.pop("HTTPValidationError", None)
+            schemas.pop("ValidationError", None)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -8,17 +8,23 @@ account script reserves and records, then the command goes on the market stream.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from common import keys, money
+import orjson
+
+from common import keys
 from common.eip712 import PRIMARY_TYPES
-from common.events import MAX_SAFE_INTEGER, OrderCommand, dumps
+from common.events import MAX_SAFE_INTEGER, dumps
 from common.markets import Market
-from common.types import OrderType, Product, Side, TimeInForce
-from services.gateway import parsing
+from common.types import MarketStatus, OrderType, Product, Side, TimeInForce
+from services.gateway import funds, parsing
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
+
+WAIT_S = 5
+RESERVED_PLACEHOLDER = "__RESERVED__"
 
 ORDER_FIELDS = {name for name, _ in PRIMARY_TYPES["Order"]}
 ORDER_V2_FIELDS = {name for name, _ in PRIMARY_TYPES["OrderV2"]}
@@ -88,20 +94,17 @@ def parse_order(gateway: Gateway, body: dict[str, Any]) -> SignedOrder:
             "INVALID_ORDER", f"product {message['product']} does not match {spec.product}"
         )
     tif = TimeInForce(message["timeInForce"]) if is_v2 else TimeInForce.GTC
-    if order_type is OrderType.MARKET:
-        raise ApiError("INVALID_ORDER", "MARKET orders are not accepted yet")
+    if order_type is OrderType.MARKET and tif is TimeInForce.POST_ONLY:
+        raise ApiError("INVALID_ORDER", "a MARKET order cannot be POST_ONLY")
     if market.notional_multiplier * price * qty > MAX_SAFE_INTEGER:
         raise ApiError("INVALID_ORDER", "the order's notional exceeds 2^53 - 1 atomic units")
     expires_at = message.get("expiresAt", 0)
     now_ms = int(time.time() * 1000)
     if expires_at and expires_at <= now_ms:
         raise ApiError("INVALID_ORDER", f"expiresAt {expires_at} is already past")
-    if abs(message["ts"] - now_ms) > gateway.settings.signature_max_age_ms:
-        raise ApiError(
-            "STALE_TS",
-            f"ts {message['ts']} is more than {gateway.settings.signature_max_age_ms} ms "
-            f"from the server clock {now_ms}",
-        )
+    if expires_at >= 2**53:
+        raise ApiError("INVALID_ORDER", "expiresAt must be below 2^53")
+    parsing.ts_in_window(message["ts"], gateway.settings.signature_max_age_ms, now_ms)
     return SignedOrder(
         primary_type="OrderV2" if is_v2 else "Order",
         message=message,
@@ -119,26 +122,43 @@ def parse_order(gateway: Gateway, body: dict[str, Any]) -> SignedOrder:
     )
 
 
-def reservation(order: SignedOrder) -> tuple[str, int]:
-    """The asset and amount an order locks before it is accepted (API.md §2, §6)."""
-    market = order.market
-    if market.product is Product.SPOT:
-        if order.side is Side.BUY:
-            return market.quote.symbol, money.spot_buy_reservation(market, order.price, order.qty)
-        return market.base.symbol, money.base_units(market, order.qty)
-    return market.quote.symbol, money.derivative_reservation(market, order.price, order.qty)
+def market_refusal(status: str) -> str:
+    """The 422 code for a market that takes no orders, or "" when it is open."""
+    if status == MarketStatus.HALTED:
+        return "MARKET_HALTED"
+    if status == MarketStatus.EXPIRED:
+        return "MARKET_CLOSED"
+    return ""
 
 
-async def submit_order(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:
+async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = False) -> Any:
+    """Admit an order: verify, reserve + record + outbox (one script), XADD, clear the outbox.
+
+    Returns the 202 body, or with ``wait`` a (status code, order) pair.
+    """
     order = parse_order(gateway, body)
     if not gateway.verifier.verify(order.primary_type, order.message, order.signature, order.user):
         raise ApiError("INVALID_SIGNATURE", "the signature does not recover to userId")
-    asset, amount = reservation(order)
+    market = order.market
+    user = order.user
     cid = order.message["clientOrderId"]
+    reserve = await funds.order_reservation(
+        gateway.redis,
+        gateway.markets,
+        user,
+        market,
+        order.side,
+        order.type,
+        order.price,
+        order.qty,
+        order.reduce_only,
+    )
+    refusal = market_refusal(await gateway.market_status(market))
+    overloaded = await gateway.backlog(market.symbol) > gateway.settings.max_backlog
     now_ms = int(time.time() * 1000)
-    command: OrderCommand = {
+    command: dict[str, Any] = {
         "op": "order",
-        "user": order.user,
+        "user": user,
         "cid": cid,
         "side": order.side.value,
         "type": order.type.value,
@@ -148,47 +168,137 @@ async def submit_order(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]
         "reduceOnly": order.reduce_only,
         "expiresAt": order.expires_at,
         "ts": order.ts,
-        "reserved": amount,
+        "reserved": 0,
         "acceptedAt": now_ms,
     }
-    encoded = dumps(command)
-    user = order.user
-    verdict = await gateway.scripts["accept_order"](
-        keys=[
-            keys.account_cids(user),
-            keys.account_order(user, cid),
-            keys.account_orders(user),
-            keys.balances(user),
-            keys.reservations(user),
-            keys.outbox(user),
-        ],
-        args=[cid, order.market.symbol, asset, amount, now_ms, encoded],
-    )
-    if verdict == "DUPLICATE":
-        raise ApiError("DUPLICATE", f"clientOrderId {cid!r} was already used by {user}")
-    if verdict == "INSUFFICIENT_BALANCE":
-        raise ApiError(
-            "INSUFFICIENT_BALANCE",
-            f"the order needs {amount} {asset} available, which {user} lacks",
+    reply_key = None
+    if wait:
+        reply_key = keys.market_reply(market.symbol, uuid.uuid4().hex)
+        command["reply"] = reply_key
+    template = dumps(command).replace('"reserved":0', f'"reserved":{RESERVED_PLACEHOLDER}', 1)
+    script_keys = [
+        keys.account_cids(user),
+        keys.account_order(user, cid),
+        keys.account_orders(user),
+        keys.balances(user),
+        keys.reservations(user),
+        keys.outbox(user),
+    ]
+    script_args = [
+        cid,
+        market.symbol,
+        reserve.asset,
+        reserve.amount,
+        now_ms,
+        template,
+        reserve.adjustment,
+        reserve.short_code,
+        refusal,
+        "1" if overloaded else "0",
+    ]
+    # The account joins the sweeper's registry before its outbox can hold anything.
+    if gateway.settings.redis_cluster:
+        await gateway.redis.sadd(keys.outbox_accounts(), user)
+        verdict = await gateway.scripts["accept_order"](keys=script_keys, args=script_args)
+    else:
+        _, verdict = await gateway.pipelined_script(
+            "accept_order",
+            script_keys,
+            script_args,
+            before=lambda pipe: pipe.sadd(keys.outbox_accounts(), user),
         )
-    await gateway.redis.sadd(keys.outbox_accounts(), user)
-    await gateway.redis.xadd(keys.market_in(order.market.symbol), {"c": encoded})
-    await gateway.redis.zrem(keys.outbox(user), cid)
-    return {"clientOrderId": cid, "status": "ACCEPTED"}
+    if verdict[0] != "OK":
+        raise refusal_error(verdict[0], cid, user, reserve, market.symbol)
+    await enqueue(gateway, market.symbol, user, cid, verdict[1])
+    if reply_key is None:
+        return {"clientOrderId": cid, "status": "ACCEPTED"}
+    replied = await gateway.blocking.blpop([reply_key], timeout=WAIT_S)
+    current = await read_order(gateway, user, cid)
+    return (200 if replied else 202), current
+
+
+async def enqueue(gateway: Gateway, symbol: str, user: str, cid: str, command: str) -> None:
+    """XADD the accepted command; only once it is on the stream may its outbox entry go.
+
+    The ZREM is batched in the background (``outbox.Clearer``): were it lost, the sweeper
+    would only send the command a second time, which the matcher ignores.
+    """
+    try:
+        await gateway.redis.xadd(keys.market_in(symbol), {"c": command})
+    except Exception:
+        # The order is reserved and recorded; the outbox sweeper delivers it.
+        log_outbox_failure(symbol, user, cid)
+        return
+    gateway.outbox_clearer.clear(user, cid)
+
+
+def log_outbox_failure(symbol: str, user: str, cid: str) -> None:
+    import logging
+
+    logging.getLogger("services.gateway").warning(
+        "order %s of %s is accepted but not yet on %s; the outbox sweeper will send it",
+        cid,
+        user,
+        keys.market_in(symbol),
+        exc_info=True,
+    )
+
+
+def refusal_error(
+    code: str, cid: str, user: str, reserve: funds.Reservation, symbol: str
+) -> ApiError:
+    if code == "DUPLICATE":
+        return ApiError("DUPLICATE", f"clientOrderId {cid!r} was already used by {user}")
+    if code in ("INSUFFICIENT_BALANCE", "INSUFFICIENT_MARGIN"):
+        what = "everything available" if reserve.amount == funds.ALL_AVAILABLE else reserve.amount
+        kind = "balance" if code == "INSUFFICIENT_BALANCE" else "free collateral"
+        return ApiError(
+            code, f"the order needs {what} {reserve.asset} of {kind}, which {user} lacks"
+        )
+    if code == "MARKET_HALTED":
+        return ApiError(code, f"market {symbol} is halted")
+    if code == "MARKET_CLOSED":
+        return ApiError(code, f"market {symbol} has expired")
+    if code == "OVERLOADED":
+        return ApiError(code, f"market {symbol} has too many unmatched commands; retry shortly")
+    return ApiError("UNAVAILABLE", f"the account script answered {code!r}")
 
 
 async def read_order(gateway: Gateway, user: str, cid: str) -> dict[str, Any] | None:
     """The order as the matcher left it, or as accepted if the matcher has not seen it yet."""
-    market = await gateway.redis.hget(keys.account_cids(user), cid)
-    if market is None:
-        return None
-    record = await gateway.redis.hgetall(keys.market_order(market, user, cid))
-    if record:
-        return order_view(record)
-    accepted = await gateway.redis.hget(keys.account_order(user, cid), "cmd")
-    if accepted is None:
-        return None
-    command = parsing.orjson.loads(accepted)
+    return (await read_orders(gateway, user, [cid]))[0]
+
+
+async def read_orders(gateway: Gateway, user: str, cids: list[str]) -> list[dict[str, Any] | None]:
+    """Several orders of one user in two pipelined round trips (None for an unknown id)."""
+    if not cids:
+        return []
+    markets = await gateway.redis.hmget(keys.account_cids(user), cids)
+    pipe = gateway.redis.pipeline(transaction=False)
+    for cid, market in zip(cids, markets, strict=True):
+        if market is not None:
+            pipe.hgetall(keys.market_order(market, user, cid))
+            pipe.hget(keys.account_order(user, cid), "cmd")
+    raw = await pipe.execute()
+    result: list[dict[str, Any] | None] = []
+    position = 0
+    for cid, market in zip(cids, markets, strict=True):
+        if market is None:
+            result.append(None)
+            continue
+        record, accepted = raw[position], raw[position + 1]
+        position += 2
+        if record:
+            result.append(order_view(record))
+        elif accepted is not None:
+            result.append(accepted_view(user, cid, market, orjson.loads(accepted)))
+        else:
+            result.append(None)
+    return result
+
+
+def accepted_view(user: str, cid: str, market: str, command: dict[str, Any]) -> dict[str, Any]:
+    """The REST order shape of an order the matcher has not processed yet."""
     return {
         "clientOrderId": cid,
         "userId": user,

@@ -19,6 +19,9 @@ SIGNATURE = re.compile(r"^0x[0-9a-fA-F]{130}$")
 CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 DIGITS = re.compile(r"^[0-9]{1,78}$")
 UINT256_LIMIT = 2**256
+MAX_BODY_BYTES = 64 * 1024
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -86,3 +89,48 @@ def signature(body: Mapping[str, Any]) -> str:
     if not isinstance(value, str) or not SIGNATURE.match(value):
         raise ApiError("INVALID_REQUEST", "sig must be 0x followed by 130 hex digits")
     return value
+
+
+async def read_body(request: Any) -> bytes:
+    """The request body, refused with 413 once it passes 64 KiB (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ApiError("BODY_TOO_LARGE", f"the body is {declared} bytes; the limit is 65536")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ApiError("BODY_TOO_LARGE", "the body passes the limit of 65536 bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def limit(raw: str | None) -> int:
+    """``limit=N``: default 100, capped at 1000; below 1 or not a number is a 400."""
+    if raw is None:
+        return DEFAULT_LIMIT
+    if not raw.lstrip("-").isdigit():
+        raise ApiError("INVALID_REQUEST", f"limit must be an integer, got {raw!r}")
+    value = int(raw)
+    if value < 1:
+        raise ApiError("INVALID_REQUEST", f"limit must be at least 1, got {value}")
+    return min(value, MAX_LIMIT)
+
+
+def flag(raw: str | None, name: str) -> bool:
+    """A query flag: absent, ``0``/``false`` = off; ``1``/``true`` = on."""
+    if raw is None or raw.lower() in ("", "0", "false"):
+        return False
+    if raw.lower() in ("1", "true"):
+        return True
+    raise ApiError("INVALID_REQUEST", f"{name} must be 1 or 0, got {raw!r}")
+
+
+def ts_in_window(ts: int, max_age_ms: int, now_ms: int) -> None:
+    """Refuse a signed ``ts`` further than the window from the server clock (STALE_TS)."""
+    if abs(ts - now_ms) > max_age_ms:
+        raise ApiError(
+            "STALE_TS",
+            f"ts {ts} is more than {max_age_ms} ms from the server clock {now_ms}",
+        )

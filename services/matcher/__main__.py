@@ -1,9 +1,16 @@
-"""``python -m services.matcher``: run one consumer thread per owned market."""
+"""``python -m services.matcher``: run one consumer thread per owned market.
+
+Each thread holds its market's lease while it matches; a second matcher started for the same
+market waits on the lease and takes over when it lapses. SIGTERM (or SIGINT) drains: every
+thread finishes the batch in hand, releases its lease and the process exits.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 from typing import Any
 
@@ -12,7 +19,12 @@ from common.markets import load_markets
 from common.redis_client import connect, wait_for_redis
 from common.settings import get_settings
 from common.tasks import SETTLE_TASK, task_client
-from services.matcher.consumer import MarketConsumer
+from services.matcher.consumer import (
+    DEFAULT_LEASE_MS,
+    LeaseLost,
+    MarketConsumer,
+    write_market_cfg,
+)
 
 log = logging.getLogger("matcher")
 
@@ -34,9 +46,46 @@ def make_settle_trigger(client: Any) -> Any:
 
     def trigger(market: str) -> None:
         if client.set(keys.market_settle_queued(market), "1", nx=True, px=2000):
-            celery.send_task(SETTLE_TASK, args=[market])
+            try:
+                celery.send_task(SETTLE_TASK, args=[market])
+            except Exception:  # the broker being away only delays settlement (sweeper)
+                client.delete(keys.market_settle_queued(market))
+                log.exception("matcher: %s: could not queue settlement", market)
 
     return trigger
+
+
+def run_market(
+    client: Any, market: str, consumer_name: str, trigger: Any, stop: threading.Event, lease_ms: int
+) -> None:
+    """Wait for the lease, then match until told to stop or the lease is lost."""
+    consumer = MarketConsumer(client, market, consumer_name, trigger, lease_ms=lease_ms)
+    consumer.ensure_group()
+    waiting_logged = False
+    while not stop.is_set():
+        try:
+            if not consumer.holding:
+                if not consumer.acquire():
+                    if not waiting_logged:
+                        log.info("matcher: %s: another matcher holds the lease; waiting", market)
+                        waiting_logged = True
+                    stop.wait(min(1.0, lease_ms / 5000))
+                    continue
+                waiting_logged = False
+                log.info("matcher: consuming %s as %s", market, consumer_name)
+            if not consumer.keep_lease():
+                continue
+            consumer.poll(block_ms=200)
+        except LeaseLost:
+            log.warning("matcher: %s: lease lost while applying a batch; waiting", market)
+        except Exception:
+            log.exception("matcher: %s: batch failed; retrying", market)
+            stop.wait(1.0)
+    try:
+        consumer.release()
+    except Exception:
+        log.exception("matcher: %s: could not release the lease", market)
+    log.info("matcher: %s: stopped", market)
 
 
 def main() -> None:
@@ -44,33 +93,31 @@ def main() -> None:
     settings = get_settings()
     markets = load_markets(settings.markets_file)
     owned = owned_markets(settings.matcher_markets, list(markets.markets))
+    lease_ms = int(os.environ.get("DEX_MATCHER_LEASE_MS", DEFAULT_LEASE_MS))
     client = connect(settings)
     wait_for_redis(client, what="matcher")
+    for name in owned:
+        write_market_cfg(client, markets.markets[name])
     trigger = make_settle_trigger(client)
     stop = threading.Event()
-    # One consumer per market (DESIGN.md), so a fixed name lets a restarted matcher pick up
-    # the entries its predecessor read but never acknowledged.
-    consumer_name = "matcher"
-
-    def run(market: str) -> None:
-        consumer = MarketConsumer(client, market, consumer_name, trigger)
-        consumer.ensure_group()
-        log.info("matcher: consuming %s as %s", market, consumer_name)
-        while not stop.is_set():
-            try:
-                consumer.poll(block_ms=500)
-            except Exception:
-                log.exception("matcher: %s: batch failed; retrying", market)
-                stop.wait(1.0)
-
-    threads = [threading.Thread(target=run, args=(m,), name=m, daemon=True) for m in owned]
+    # A name per process: a successor claims what this one left pending (XAUTOCLAIM).
+    consumer_name = f"{socket.gethostname()}:{os.getpid()}"
+    threads = [
+        threading.Thread(
+            target=run_market,
+            args=(client, m, consumer_name, trigger, stop, lease_ms),
+            name=m,
+            daemon=True,
+        )
+        for m in owned
+    ]
     for thread in threads:
         thread.start()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     stop.wait()
     for thread in threads:
-        thread.join(timeout=5)
+        thread.join(timeout=10)
 
 
 if __name__ == "__main__":

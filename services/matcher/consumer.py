@@ -1,15 +1,19 @@
 """Consume one market's command stream and run the matching script over each batch.
 
-Crash-only: start-up and recovery are one path. The consumer first re-reads its own pending
-entries (read before a crash, never acknowledged), then new ones. The script records the last
-stream id it applied, so a batch applied before a crash is skipped when it comes round again,
-and the entries are acknowledged only after the script has run.
+Crash-only: start-up and recovery are one path. A consumer first takes the market's lease
+(one matcher per market; a second one waits and takes over when the lease lapses), claims
+every entry a previous owner read but never acknowledged (XAUTOCLAIM, carrying the cursor),
+re-reads its own pending entries in id order, then new ones. The script records the last
+stream id it applied and refuses to run for a process that lost the lease, so a batch applied
+before a crash is skipped when it comes round again; entries are acknowledged only after the
+script has run.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,15 +22,76 @@ import redis
 
 from common import keys
 from common.lua import ScriptSet
+from common.markets import Market
 
 log = logging.getLogger(__name__)
 
 LUA_DIR = Path(__file__).parent / "lua"
 TRADES_MAXLEN = 100_000
+DEFAULT_LEASE_MS = 5_000
+TICK_S = 0.5  # expiry of resting orders and the 24 h statistics window, at least this often
+
+
+class LeaseLost(RuntimeError):
+    """Another matcher holds the market now; this one must stop applying batches."""
+
+
+def market_cfg_fields(market: Market) -> dict[str, str]:
+    """The market constants match.lua reads from ``dex:{m}:cfg``."""
+    spec = market.spec
+    return {
+        "product": str(spec.product.value if hasattr(spec.product, "value") else spec.product),
+        "priceScale": str(spec.priceScale),
+        "qtyScale": str(spec.qtyScale),
+        "mult": str(market.notional_multiplier),
+        "baseMult": str(market.base_multiplier),
+        "takerFeeBps": str(spec.takerFeeBps),
+        "makerFeeBps": str(spec.makerFeeBps),
+        "initialMarginBps": str(spec.initialMarginBps or 0),
+        "maintenanceMarginBps": str(spec.maintenanceMarginBps or 0),
+        "tickSize": str(spec.tickSize),
+        "lotSize": str(spec.lotSize),
+    }
+
+
+def write_market_cfg(client: Any, market: Market) -> None:
+    client.hset(keys.market_cfg(market.symbol), mapping=market_cfg_fields(market))
+
+
+def match_keys(market: str) -> list[str]:
+    """KEYS of match.lua, in its header's order."""
+    return [
+        keys.market_state(market),
+        keys.book_bids(market),
+        keys.book_asks(market),
+        keys.levels_bids(market),
+        keys.levels_asks(market),
+        keys.market_trades(market),
+        keys.market_events(market),
+        keys.market_cfg(market),
+        keys.market_positions(market),
+        keys.market_stats(market),
+        keys.market_expiries(market),
+        keys.market_lease(market),
+    ]
+
+
+def match_args(market: str, now_ms: int, token: str) -> list[Any]:
+    """The fixed ARGV head of match.lua; stream id / command pairs follow."""
+    return [
+        market,
+        keys.market_order_prefix(market),
+        keys.market_user_open_prefix(market),
+        keys.channel(""),
+        now_ms,
+        TRADES_MAXLEN,
+        keys.market_prefix(market),
+        token,
+    ]
 
 
 class MarketConsumer:
-    """Reads ``dex:{m}:in`` in batches and applies them with ``match.lua``."""
+    """Reads ``dex:{m}:in`` in batches and applies them with ``match.lua``, under a lease."""
 
     def __init__(
         self,
@@ -34,16 +99,24 @@ class MarketConsumer:
         market: str,
         consumer: str,
         on_events: Callable[[str], None],
-        batch_size: int = 200,
+        batch_size: int = 500,
+        lease_ms: int = DEFAULT_LEASE_MS,
+        token: str | None = None,
     ) -> None:
         self.client = client
         self.market = market
         self.consumer = consumer
         self.on_events = on_events
         self.batch_size = batch_size
+        self.lease_ms = lease_ms
+        self.token = token or f"{consumer}:{uuid.uuid4().hex}"
         self.scripts = ScriptSet(client, LUA_DIR)
         self._pending_drained = False
+        self.holding = False
+        self._renewed_at = 0.0
+        self._ticked_at = 0.0
 
+    # -- group and lease -------------------------------------------------------------------
     def ensure_group(self) -> None:
         """Create the consumer group (and the stream) once; 'already exists' is fine."""
         try:
@@ -54,6 +127,64 @@ class MarketConsumer:
             if "BUSYGROUP" not in str(exc):
                 raise
 
+    def _lease(self, op: str) -> bool:
+        result = self.scripts["lease"](
+            keys=[keys.market_lease(self.market)], args=[op, self.token, self.lease_ms]
+        )
+        return bool(int(result))
+
+    def acquire(self) -> bool:
+        """Take the lease if free; on success claim what a previous owner left pending."""
+        if not self._lease("acquire"):
+            return False
+        self.holding = True
+        self._renewed_at = time.monotonic()
+        self.claim_pending()
+        self._pending_drained = False
+        log.info("matcher: %s: lease taken by %s", self.market, self.token)
+        return True
+
+    def keep_lease(self) -> bool:
+        """Renew the lease when a third of its time has passed; False once it is lost."""
+        if not self.holding:
+            return False
+        if time.monotonic() - self._renewed_at >= self.lease_ms / 3000:
+            if not self._lease("renew"):
+                self.holding = False
+                log.warning("matcher: %s: lease lost", self.market)
+                return False
+            self._renewed_at = time.monotonic()
+        return True
+
+    def release(self) -> None:
+        if self.holding:
+            self._lease("release")
+            self.holding = False
+
+    def claim_pending(self) -> int:
+        """XAUTOCLAIM every entry other consumers of the group read but never acknowledged.
+
+        Only the lease holder applies batches, so whatever another consumer still has pending
+        belongs to a predecessor; it is claimed at once (idle 0) and applied before new entries.
+        """
+        cursor = "0-0"
+        claimed = 0
+        while True:
+            reply = self.client.xautoclaim(
+                keys.market_in(self.market),
+                keys.MATCHER_GROUP,
+                self.consumer,
+                min_idle_time=0,
+                start_id=cursor,
+                count=1000,
+                justid=True,
+            )
+            cursor, ids = reply[0], reply[1]
+            claimed += len(ids)
+            if cursor in ("0-0", b"0-0"):
+                return claimed
+
+    # -- batches ---------------------------------------------------------------------------
     def poll(self, block_ms: int = 1000) -> int:
         """Read one batch (own pending entries first) and apply it; return entries handled."""
         start_id = "0" if not self._pending_drained else ">"
@@ -65,41 +196,53 @@ class MarketConsumer:
             block=None if start_id == "0" else block_ms,
         )
         entries = response[0][1] if response else []
-        if not entries:
-            if start_id == "0":
+        if start_id == "0":
+            entries = [(entry_id, fields) for entry_id, fields in entries if fields]
+            if not entries:
                 self._pending_drained = True
+                # deleted entries left in the pending list: acknowledge them away
+                self._ack_deleted(response)
+                return 0
+        if not entries:
+            self.maybe_tick()
             return 0
         self.apply(entries)
+        self.maybe_tick()
         return len(entries)
+
+    def _ack_deleted(self, response: Any) -> None:
+        if response:
+            stale = [entry_id for entry_id, fields in response[0][1] if not fields]
+            if stale:
+                self.client.xack(keys.market_in(self.market), keys.MATCHER_GROUP, *stale)
+
+    def maybe_tick(self) -> None:
+        if time.monotonic() - self._ticked_at >= TICK_S:
+            self.tick()
+
+    def tick(self) -> None:
+        """Run the script with no commands: expires due orders, ages the 24 h statistics."""
+        self._ticked_at = time.monotonic()
+        self._run([])
 
     def apply(self, entries: list[tuple[str, dict[str, str]]]) -> int:
         """Run the matching script over ``entries`` and acknowledge them."""
-        args: list[Any] = [
-            self.market,
-            keys.market_order_prefix(self.market),
-            keys.market_user_open_prefix(self.market),
-            keys.channel(""),
-            int(time.time() * 1000),
-            TRADES_MAXLEN,
-        ]
-        ids = []
+        ids = [entry_id for entry_id, _ in entries]
+        applied = self._run(entries)
+        self.client.xack(keys.market_in(self.market), keys.MATCHER_GROUP, *ids)
+        return applied
+
+    def _run(self, entries: list[tuple[str, dict[str, str]]]) -> int:
+        args = match_args(self.market, int(time.time() * 1000), self.token if self.holding else "")
         for entry_id, fields in entries:
-            ids.append(entry_id)
             args.extend((entry_id, fields.get("c", "{}")))
-        m = self.market
-        applied = self.scripts["match"](
-            keys=[
-                keys.market_state(m),
-                keys.book_bids(m),
-                keys.book_asks(m),
-                keys.levels_bids(m),
-                keys.levels_asks(m),
-                keys.market_trades(m),
-                keys.market_events(m),
-            ],
-            args=args,
-        )
-        self.client.xack(keys.market_in(m), keys.MATCHER_GROUP, *ids)
-        if applied:
-            self.on_events(m)
+        try:
+            applied, events = self.scripts["match"](keys=match_keys(self.market), args=args)
+        except redis.ResponseError as exc:
+            if "LEASE_LOST" in str(exc):
+                self.holding = False
+                raise LeaseLost(self.market) from None
+            raise
+        if events:
+            self.on_events(self.market)
         return int(applied)

@@ -1,13 +1,29 @@
-"""The settler's Celery application: broker, serialization, queues, beat schedule."""
+"""The settler's Celery application: broker, serialization, queues, beat schedule.
+
+Settlement (``dex.settle``) runs on the ``settle`` queue; the periodic jobs (``dex.oracle``,
+``dex.funding``, ``dex.expiry``, ``dex.liquidation``, ``dex.sweep``) on ``periodic``, so a
+burst of fills never delays the oracle. Every task is idempotent by business id, so
+``acks_late`` + ``task_reject_on_worker_lost`` make a task lost with its worker run again.
+"""
 
 from __future__ import annotations
 
 from celery import Celery
 
 from common.settings import get_settings
-from common.tasks import PERIODIC_QUEUE, SETTLE_QUEUE, SETTLE_TASK, SWEEP_TASK
+from common.tasks import (
+    EXPIRY_TASK,
+    FUNDING_TASK,
+    LIQUIDATION_TASK,
+    ORACLE_TASK,
+    PERIODIC_QUEUE,
+    SETTLE_QUEUE,
+    SETTLE_TASK,
+    SWEEP_TASK,
+)
 
 settings = get_settings()
+FUNDING_CHECK_S = max(settings.funding_interval_s / 10, 0.5)
 
 app = Celery(
     "services.settler", broker=settings.celery_broker_url, include=["services.settler.tasks"]
@@ -17,15 +33,22 @@ app.conf.update(
     result_serializer="json",
     accept_content=["json"],
     task_ignore_result=True,
-    # Tasks are idempotent by business id, so a task lost with its worker is simply re-run.
     task_acks_late=True,
     task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=4,
+    worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
+    # Longer than any task (a settle run is bounded by its batches, ~seconds), so a slow
+    # task is never redelivered while it still runs.
     broker_transport_options={"visibility_timeout": 3600},
+    task_time_limit=600,
     task_default_queue=SETTLE_QUEUE,
     task_routes={SETTLE_TASK: {"queue": SETTLE_QUEUE}, "dex.*": {"queue": PERIODIC_QUEUE}},
+    beat_scheduler="services.settler.beat:LeasedScheduler",
     beat_schedule={
         "sweep": {"task": SWEEP_TASK, "schedule": 2.0},
+        "oracle": {"task": ORACLE_TASK, "schedule": 5.0},
+        "funding": {"task": FUNDING_TASK, "schedule": FUNDING_CHECK_S},
+        "expiry": {"task": EXPIRY_TASK, "schedule": 10.0},
+        "liquidation": {"task": LIQUIDATION_TASK, "schedule": 5.0},
     },
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +17,22 @@ from common import keys
 from common.events import EVENT_FIELD, dumps, loads
 from common.lua import ScriptSet
 from common.markets import Market
+from common.reservations import NO_TERMS, OrderTerms
 from services.settler import settlement
 
 log = logging.getLogger(__name__)
 
 LUA_DIR = Path(__file__).parent / "lua"
-BATCH = 500
-LOCK_TTL_MS = 60_000
+BATCH = 1000
+LOCK_TTL_MS = 15_000  # renewed after every batch; lapses soon after a killed worker
+TERMS_CACHE = 200_000
 
 
 class Ledger:
     def __init__(self, client: Any) -> None:
         self.client = client
         self.scripts = ScriptSet(client, LUA_DIR)
+        self._terms: OrderedDict[tuple[str, str], OrderTerms] = OrderedDict()
 
     def settle_market(self, market: Market, max_batches: int = 100) -> int:
         """Apply every unsettled event of ``market``; return how many events were settled."""
@@ -45,6 +49,7 @@ class Ledger:
                 settled += done
                 if done < BATCH:
                     break
+                self.client.pexpire(lock_key, LOCK_TTL_MS)
             return settled
         finally:
             if self.client.get(lock_key) == token:
@@ -57,19 +62,84 @@ class Ledger:
         if not entries:
             return 0
         events = [loads(fields[EVENT_FIELD]) for _, fields in entries]
-        for account, groups in settlement.plan(market, events).items():
-            self.scripts["apply_ops"](
-                keys=[
-                    keys.balances(account),
-                    keys.watermarks(account),
-                    keys.reservations(account),
-                    keys.account_fills(account),
-                    keys.positions(account),
-                ],
-                args=[symbol, dumps([[eseq, ops] for eseq, ops in groups])],
+        terms = self._order_terms(market, events)
+        per_account = settlement.plan(market, events, terms)
+        pipe = self.client.pipeline(transaction=False)
+        for account, groups in per_account.items():
+            self.apply(account, symbol, groups, pipe)
+        pipe.execute()
+        after = self.client.pipeline(transaction=False)
+        accounts = sorted(per_account)
+        after.sadd(keys.known_accounts(), *accounts)
+        if market.product.is_derivative:
+            holders = [a for a, groups in per_account.items() if _moves_position(groups)]
+            if holders:
+                after.sadd(keys.market_holders(symbol), *holders)
+        for account in accounts:
+            if account in keys.SYSTEM_ACCOUNTS:
+                continue
+            last_eseq = per_account[account][-1][0]
+            after.publish(
+                keys.channel(keys.account_topic(account)),
+                dumps({"seq": last_eseq, "data": {"markets": [symbol]}}),
             )
-        self.client.set(keys.market_settled(symbol), entries[-1][0])
+        after.set(keys.market_settled(symbol), entries[-1][0])
+        after.execute()
         return len(entries)
+
+    def apply(
+        self,
+        account: str,
+        market: str,
+        groups: list[tuple[int, list[settlement.Operation]]],
+        client: Any = None,
+    ) -> Any:
+        """Run apply_ops.lua for one account (on ``client``, e.g. a pipeline)."""
+        return self.scripts["apply_ops"](
+            keys=[
+                keys.balances(account),
+                keys.watermarks(account),
+                keys.reservations(account),
+                keys.account_fills(account),
+                keys.positions(account),
+                keys.reservation_fills(account),
+            ],
+            args=[market, dumps([[eseq, ops] for eseq, ops in groups])],
+            client=client if client is not None else self.client,
+        )
+
+    def _order_terms(
+        self, market: Market, events: list[dict[str, Any]]
+    ) -> dict[tuple[str, str], OrderTerms]:
+        """The reservation terms of every order filled in ``events`` (cached; immutable)."""
+        wanted: dict[tuple[str, str], str] = {}
+        needed: set[tuple[str, str]] = set()
+        for event in events:
+            if event["k"] != "fill":
+                continue
+            for user, cid, side in (
+                (event["buyer"], event["buyCid"], "BUY"),
+                (event["seller"], event["sellCid"], "SELL"),
+            ):
+                needed.add((user, cid))
+                if (user, cid) not in self._terms:
+                    wanted[(user, cid)] = side
+        if wanted:
+            pipe = self.client.pipeline(transaction=False)
+            for user, cid in wanted:
+                pipe.hmget(keys.account_order(user, cid), "reserved", "cmd")
+            for (user, cid), (reserved, command) in zip(wanted, pipe.execute(), strict=True):
+                if reserved is None or command is None:
+                    found = NO_TERMS  # e.g. a liquidation order: nothing was reserved
+                else:
+                    found = settlement.order_terms(
+                        market, wanted[(user, cid)], loads(command), int(reserved)
+                    )
+                self._terms[(user, cid)] = found
+        result = {pair: self._terms[pair] for pair in needed}
+        while len(self._terms) > TERMS_CACHE:
+            self._terms.popitem(last=False)
+        return result
 
     def unsettled_markets(self, markets: list[Market]) -> list[Market]:
         """Markets whose event stream runs past their settlement cursor."""
@@ -82,6 +152,18 @@ class Ledger:
             if _id_key(last[0][0]) > _id_key(cursor):
                 behind.append(market)
         return behind
+
+    def is_settled(self, symbol: str) -> bool:
+        """True when every event of the market has been settled."""
+        last = self.client.xrevrange(keys.market_events(symbol), count=1)
+        if not last:
+            return True
+        cursor = self.client.get(keys.market_settled(symbol)) or "0-0"
+        return _id_key(cursor) >= _id_key(last[0][0])
+
+
+def _moves_position(groups: list[tuple[int, list[settlement.Operation]]]) -> bool:
+    return any(op[0] == "position" for _, ops in groups for op in ops)
 
 
 def _id_key(stream_id: str) -> tuple[int, int]:

@@ -3,31 +3,40 @@
 Each fill becomes operations on the buyer, the seller and the fee account; each finished
 order releases what its reservation still holds. :mod:`services.settler.ledger` applies
 them, one Lua call per account, keyed by the event's ``eseq`` so each applies once.
+
+SPOT: the buyer pays notional + fee and receives the base; the seller the reverse.
+PERP/FUTURE: fees come out of collateral, the position moves with an exact integer entry
+notional and any realized PnL is credited in the Lua step (it depends on the position there).
+OPTION: the premium moves as cash like a spot price, the position size and entry are tracked
+for display, and no PnL moves as cash until expiry.
+After each leg the order's reservation falls to what its unfilled rest needs (``trim``).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 from common import keys, money
 from common.events import dumps
 from common.markets import Market
+from common.reservations import NO_TERMS, OrderTerms, order_terms, reserve_asset
 from common.types import Liquidity, Product, Side
+
+__all__ = ["AccountOps", "Operation", "order_terms", "plan", "reserve_asset"]
 
 Operation = list[str]
 AccountOps = dict[str, list[tuple[int, list[Operation]]]]
 
 
-def reserve_asset(market: Market, side: str) -> str:
-    """The asset an order of ``side`` locks on ``market``."""
-    if market.product is Product.SPOT and side == Side.SELL:
-        return market.base.symbol
-    return market.quote.symbol
-
-
-def plan(market: Market, events: list[dict[str, Any]]) -> AccountOps:
+def plan(
+    market: Market,
+    events: list[dict[str, Any]],
+    terms: Mapping[tuple[str, str], OrderTerms] | None = None,
+) -> AccountOps:
     """Operations per account, grouped by event, in event order."""
+    terms = terms or {}
     per_account: dict[str, dict[int, list[Operation]]] = defaultdict(dict)
 
     def add(account: str, eseq: int, *ops: Operation) -> None:
@@ -39,53 +48,92 @@ def plan(market: Market, events: list[dict[str, Any]]) -> AccountOps:
             asset = reserve_asset(market, event["side"])
             add(event["user"], eseq, ["release", asset, event["cid"]])
         elif event["k"] == "fill":
-            if market.product is not Product.SPOT:
-                raise NotImplementedError(f"settlement of {market.product} fills")
-            for account, ops in spot_fill(market, event).items():
+            for account, ops in fill_ops(market, event, terms).items():
                 add(account, eseq, *ops)
     return {account: sorted(groups.items()) for account, groups in per_account.items()}
 
 
-def spot_fill(market: Market, fill: dict[str, Any]) -> dict[str, list[Operation]]:
-    """Buyer pays notional + fee and gets the base; seller delivers and gets notional − fee."""
+def fill_ops(
+    market: Market, fill: Mapping[str, Any], terms: Mapping[tuple[str, str], OrderTerms]
+) -> dict[str, list[Operation]]:
+    """Both legs of one fill, plus the fee account's credit."""
     price, qty = int(fill["price"]), int(fill["qty"])
     amount = money.notional(market, price, qty)
-    delivered = money.base_units(market, qty)
     buyer_is_taker = fill["takerSide"] == Side.BUY
     spec = market.spec
     buyer_fee = money.fee(amount, spec.takerFeeBps if buyer_is_taker else spec.makerFeeBps)
     seller_fee = money.fee(amount, spec.makerFeeBps if buyer_is_taker else spec.takerFeeBps)
     quote, base = market.quote.symbol, market.base.symbol
-
-    def record(cid: str, side: Side, fee: int, taker: bool) -> Operation:
-        return [
-            "fill",
-            dumps(
-                {
-                    "tradeId": fill["tradeId"],
-                    "market": market.symbol,
-                    "clientOrderId": cid,
-                    "side": side.value,
-                    "price": price,
-                    "qty": qty,
-                    "fee": str(fee),
-                    "liquidity": (Liquidity.TAKER if taker else Liquidity.MAKER).value,
-                    "ts": fill["ts"],
-                }
-            ),
-        ]
+    buyer, seller = fill["buyer"], fill["seller"]
+    buy_cid, sell_cid = fill["buyCid"], fill["sellCid"]
+    product = market.product
 
     ops: dict[str, list[Operation]] = defaultdict(list)
-    ops[fill["buyer"]] += [
-        ["spend", quote, str(amount + buyer_fee), fill["buyCid"]],
-        ["credit", base, str(delivered)],
-        record(fill["buyCid"], Side.BUY, buyer_fee, buyer_is_taker),
-    ]
-    ops[fill["seller"]] += [
-        ["spend", base, str(delivered), fill["sellCid"]],
-        ["credit", quote, str(amount - seller_fee)],
-        record(fill["sellCid"], Side.SELL, seller_fee, not buyer_is_taker),
-    ]
+    if product is Product.SPOT:
+        delivered = money.base_units(market, qty)
+        ops[buyer] += [
+            ["spend", quote, str(amount + buyer_fee), buy_cid],
+            ["credit", base, str(delivered)],
+        ]
+        ops[seller] += [
+            ["spend", base, str(delivered), sell_cid],
+            ["credit", quote, str(amount - seller_fee)],
+        ]
+    elif product is Product.OPTION:
+        ops[buyer] += [["spend", quote, str(amount + buyer_fee), buy_cid]]
+        ops[seller] += [
+            ["spend", quote, str(seller_fee), sell_cid],
+            ["credit", quote, str(amount)],
+        ]
+    else:
+        ops[buyer] += [["spend", quote, str(buyer_fee), buy_cid]]
+        ops[seller] += [["spend", quote, str(seller_fee), sell_cid]]
+    if product.is_derivative:
+        cash = "1" if product in (Product.PERP, Product.FUTURE) else "0"
+        multiplier = str(market.notional_multiplier)
+        ops[buyer].append(["position", quote, str(qty), str(price), multiplier, cash])
+        ops[seller].append(["position", quote, str(-qty), str(price), multiplier, cash])
+    for user, cid, side in ((buyer, buy_cid, Side.BUY), (seller, sell_cid, Side.SELL)):
+        order = terms.get((user, cid), NO_TERMS)
+        mult = market.base_multiplier if order.kind == "base" else market.notional_multiplier
+        ops[user].append(
+            [
+                "trim",
+                reserve_asset(market, side),
+                cid,
+                str(qty),
+                order.kind,
+                str(order.price),
+                str(order.qty),
+                str(mult),
+                str(spec.initialMarginBps or 0),
+                str(spec.takerFeeBps),
+                str(order.reserved),
+            ]
+        )
+    ops[buyer].append(_record(market, fill, buy_cid, Side.BUY, buyer_fee, buyer_is_taker))
+    ops[seller].append(_record(market, fill, sell_cid, Side.SELL, seller_fee, not buyer_is_taker))
     if buyer_fee + seller_fee:
         ops[keys.FEES_ACCOUNT].append(["credit", quote, str(buyer_fee + seller_fee)])
     return ops
+
+
+def _record(
+    market: Market, fill: Mapping[str, Any], cid: str, side: Side, fee: int, taker: bool
+) -> Operation:
+    return [
+        "fill",
+        dumps(
+            {
+                "tradeId": fill["tradeId"],
+                "market": market.symbol,
+                "clientOrderId": cid,
+                "side": side.value,
+                "price": int(fill["price"]),
+                "qty": int(fill["qty"]),
+                "fee": str(fee),
+                "liquidity": (Liquidity.TAKER if taker else Liquidity.MAKER).value,
+                "ts": fill["ts"],
+            }
+        ),
+    ]

@@ -1,28 +1,58 @@
-"""Celery tasks: thin wrappers that call the ledger; idempotent by business id."""
+"""Celery tasks: thin wrappers that call the ledger and the periodic jobs.
+
+Each is idempotent by business id (event eseq, funding period, market expiry, liquidation
+number), never by task id, so a redelivered task is harmless.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from functools import lru_cache
+from typing import Any
 
+from common.market_reads import read_ticker_sync
 from common.markets import MarketSet, load_markets
 from common.redis_client import connect
-from common.settings import get_settings
-from common.tasks import SETTLE_TASK, SWEEP_TASK
+from common.tasks import (
+    EXPIRY_TASK,
+    FUNDING_TASK,
+    LIQUIDATION_TASK,
+    ORACLE_TASK,
+    SETTLE_TASK,
+    SWEEP_TASK,
+)
+from services.settler import expiry, funding, liquidation, oracle
+from services.settler.accounts import AccountSteps
 from services.settler.celery_app import app
 from services.settler.ledger import Ledger
+from services.settler.settings import get_settler_settings
 
 log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=1)
 def _markets() -> MarketSet:
-    return load_markets(get_settings().markets_file)
+    return load_markets(get_settler_settings().markets_file)
+
+
+@lru_cache(maxsize=1)
+def _client() -> Any:
+    return connect()
 
 
 @lru_cache(maxsize=1)
 def _ledger() -> Ledger:
-    return Ledger(connect())
+    return Ledger(_client())
+
+
+@lru_cache(maxsize=1)
+def _steps() -> AccountSteps:
+    return AccountSteps(_client())
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 @app.task(name=SETTLE_TASK)
@@ -42,3 +72,41 @@ def sweep() -> list[str]:
     for market in behind:
         settle.delay(market.symbol)
     return [market.symbol for market in behind]
+
+
+@app.task(name=ORACLE_TASK)
+def run_oracle() -> dict[str, list[int]]:
+    """Index and mark prices from DEX_ORACLE_SOURCE; premium samples; ticker publications."""
+    settings = get_settler_settings()
+    prices = oracle.run_oracle(
+        _client(),
+        _markets(),
+        settings.oracle_source,
+        _now_ms(),
+        settings.funding_interval_s * 1000,
+        ticker=read_ticker_sync,
+    )
+    return {symbol: [index, mark] for symbol, (index, mark) in prices.items()}
+
+
+@app.task(name=FUNDING_TASK)
+def run_funding() -> list[list[Any]]:
+    """Pay every finished, unpaid funding period of every PERP market."""
+    interval_ms = get_settler_settings().funding_interval_s * 1000
+    paid = funding.run_funding(_client(), _markets(), _steps(), _now_ms(), interval_ms)
+    return [[symbol, period] for symbol, period in paid]
+
+
+@app.task(name=EXPIRY_TASK)
+def run_expiry() -> list[str]:
+    """Expire and cash-settle every FUTURE and OPTION market past its expiryTs."""
+    return expiry.run_expiry(_client(), _markets(), _ledger(), _steps(), _now_ms())
+
+
+@app.task(name=LIQUIDATION_TASK)
+def run_liquidation() -> list[str]:
+    """Liquidate every account whose equity is below its maintenance margin."""
+    grace_ms = int(get_settler_settings().liquidation_grace_s * 1000)
+    return liquidation.run_liquidation(
+        _client(), _markets(), _ledger(), _steps(), _now_ms(), grace_ms
+    )

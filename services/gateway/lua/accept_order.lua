@@ -1,36 +1,59 @@
 -- accept_order.lua: admit one signed order on its account, atomically.
 --
--- Refuses a clientOrderId seen before (ever), checks the available balance of the reserved
--- asset, locks the reservation, records the order and puts it in the outbox. The caller then
--- XADDs the command to the market stream and removes it from the outbox; if the caller dies
--- in between, the outbox sweeper re-sends it (the matcher ignores an order it already has).
+-- Refuses a clientOrderId seen before (ever), checks what the order may lock (the available
+-- balance, or for a derivative the free collateral: available + the caller's adjustment =
+-- unrealized contribution at mark − initial margin of positions), then the market's status
+-- and backlog as the caller read them, in the contract's order of codes (409, 422, 503). If
+-- all pass it locks the reservation, records the order and puts it in the outbox. The caller
+-- then XADDs the command to the market stream and removes it from the outbox; if the caller
+-- dies in between, the outbox sweeper re-sends it (the matcher ignores an order it has).
 --
--- KEYS[1] dex:{u}:cids     hash  cid -> market
--- KEYS[2] dex:{u}:ord:<cid> hash the accepted order
--- KEYS[3] dex:{u}:orders   zset  "<market>|<cid>" by time
--- KEYS[4] dex:{u}:bal      hash  "<asset>:t", "<asset>:l"
--- KEYS[5] dex:{u}:res      hash  cid -> reserved amount still locked
--- KEYS[6] dex:{u}:outbox   zset  cid by time
--- ARGV[1] cid  ARGV[2] market  ARGV[3] reserve asset  ARGV[4] amount  ARGV[5] now (ms)
--- ARGV[6] command JSON (what goes on the market stream)
--- Returns "OK", "DUPLICATE" or "INSUFFICIENT_BALANCE".
+-- KEYS[1] dex:{u}:cids      hash  cid -> market
+-- KEYS[2] dex:{u}:ord:<cid> hash  the accepted order
+-- KEYS[3] dex:{u}:orders    zset  "<market>|<cid>" by time
+-- KEYS[4] dex:{u}:bal       hash  "<asset>:t", "<asset>:l"
+-- KEYS[5] dex:{u}:res       hash  cid -> reserved amount still locked
+-- KEYS[6] dex:{u}:outbox    zset  cid by time
+-- ARGV[1] cid  ARGV[2] market  ARGV[3] reserve asset
+-- ARGV[4] amount to lock, or "ALL" for a budget of everything available (price-0 MARKET)
+-- ARGV[5] now (ms)
+-- ARGV[6] command JSON with the literal placeholder "__RESERVED__" where the amount goes
+-- ARGV[7] adjustment added to the available balance (0 for SPOT)
+-- ARGV[8] code when the amount is not there (INSUFFICIENT_BALANCE / INSUFFICIENT_MARGIN)
+-- ARGV[9] market refusal ("" / MARKET_HALTED / MARKET_CLOSED)
+-- ARGV[10] "1" when the market stream is over its backlog bound
+-- Returns {"OK", command JSON} or {code}.
 
 local cids_key, order_key, orders_key, bal_key, res_key, outbox_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local cid, market, asset, amount, now, command =
-  ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local cid, market, asset, wanted, now, template =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local adjustment, short_code, market_refusal, overloaded =
+  tonumber(ARGV[7]), ARGV[8], ARGV[9], ARGV[10]
 
-if redis.call('HEXISTS', cids_key, cid) == 1 then return 'DUPLICATE' end
+if redis.call('HEXISTS', cids_key, cid) == 1 then return {'DUPLICATE'} end
 
 local total = tonumber(redis.call('HGET', bal_key, asset .. ':t') or '0')
 local locked = tonumber(redis.call('HGET', bal_key, asset .. ':l') or '0')
-if amount > total - locked then return 'INSUFFICIENT_BALANCE' end
+local free = total - locked + adjustment
+local amount
+if wanted == 'ALL' then
+  amount = free
+  if amount <= 0 then return {short_code} end
+else
+  amount = tonumber(wanted)
+  if amount > free then return {short_code} end
+end
+if market_refusal ~= '' then return {market_refusal} end
+if overloaded == '1' then return {'OVERLOADED'} end
 
+local amount_text = string.format('%d', amount)
+local command = string.gsub(template, '__RESERVED__', amount_text, 1)
 redis.call('HSET', cids_key, cid, market)
-if amount > 0 then redis.call('HINCRBY', bal_key, asset .. ':l', ARGV[4]) end
-redis.call('HSET', res_key, cid, ARGV[4])
-redis.call('HSET', order_key, 'market', market, 'asset', asset, 'reserved', ARGV[4],
+if amount > 0 then redis.call('HINCRBY', bal_key, asset .. ':l', amount_text) end
+redis.call('HSET', res_key, cid, amount_text)
+redis.call('HSET', order_key, 'market', market, 'asset', asset, 'reserved', amount_text,
            'acceptedAt', now, 'cmd', command)
 redis.call('ZADD', orders_key, now, market .. '|' .. cid)
 redis.call('ZADD', outbox_key, now, cid)
-return 'OK'
+return {'OK', command}

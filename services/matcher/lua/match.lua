@@ -1,9 +1,18 @@
--- match.lua: process a batch of commands from one market's stream, atomically.
+-- match.lua: apply a batch of commands from one market's stream, atomically.
 --
 -- Price-time priority: the book is two sorted sets whose score is the price (bids negated)
 -- and whose member "<aseq:016d>|<user>|<cid>" sorts one price level by arrival. Trades print
--- at the maker's price. One call applies every command it is given, in order, and records the
--- last stream id it applied, so replaying a batch after a crash changes nothing.
+-- at the maker's price. One call first expires resting orders whose expiresAt has passed,
+-- then applies every command it is given, in order, and records the last stream id it
+-- applied, so replaying a batch after a crash changes nothing; an order whose record exists
+-- is never applied twice either (the gateway's outbox may re-send it).
+--
+-- Commands (field "op"): order (LIMIT/MARKET; GTC, IOC, FOK, POST_ONLY; reduceOnly;
+-- expiresAt; self-trade prevention cancels the resting order), cancel, cancel_all, halt,
+-- resume, expire. Outputs, all in this call: order records, the open-order sets, trades,
+-- settlement events, positions mirror (derivatives), depth seq (+1 per command or expiry that
+-- changed the book; cancel_all and expire: +1 per order removed), level totals, market
+-- statistics and candles, PUBLISH on depth:/trade:/orders: topics, replies.
 --
 -- KEYS[1]  dex:{m}:state    hash   status, seq, tseq, eseq, aseq, last
 -- KEYS[2]  dex:{m}:bids     zset
@@ -12,25 +21,63 @@
 -- KEYS[5]  dex:{m}:lvl:asks hash   price -> qty
 -- KEYS[6]  dex:{m}:trades   stream
 -- KEYS[7]  dex:{m}:events   stream
--- Order records dex:{m}:o:<user>:<cid> and open sets dex:{m}:uo:<user> are derived from
--- the prefixes in ARGV (same hash tag, so the same slot).
+-- KEYS[8]  dex:{m}:cfg      hash   product, mult, takerFeeBps, initialMarginBps, lotSize
+-- KEYS[9]  dex:{m}:pos      hash   user -> signed position (derivatives)
+-- KEYS[10] dex:{m}:stats    hash   last, lastTs, open, high, low, vol, qvol, evicted
+-- KEYS[11] dex:{m}:exp      zset   expiresAt -> "<B|S><book member>"
+-- KEYS[12] dex:{m}:lease    string the token of the matcher that owns the market
+-- Order records dex:{m}:o:<user>:<cid>, open sets dex:{m}:uo:<user>, candles
+-- dex:{m}:candles:<iv> / dex:{m}:cidx:<iv> and reply lists dex:{m}:reply:<rid> are derived
+-- from the prefixes in ARGV and the commands (same hash tag, so the same slot).
 -- ARGV[1]  market symbol
 -- ARGV[2]  order key prefix "dex:{m}:o:"
 -- ARGV[3]  user-open key prefix "dex:{m}:uo:"
 -- ARGV[4]  channel prefix "dex:ch:"
 -- ARGV[5]  now (ms)
 -- ARGV[6]  trades stream max length
--- ARGV[7..] pairs: stream id, command JSON
--- Returns the number of commands applied (not skipped).
+-- ARGV[7]  market key prefix "dex:{m}:"
+-- ARGV[8]  lease token: unless empty, the call is refused (error LEASE_LOST, nothing
+--          changed) when KEYS[12] holds another token, so a matcher that lost its lease
+--          while paused can never apply a batch behind its successor's back
+-- ARGV[9..] pairs: stream id, command JSON
+-- Returns {commands applied, events written}.
 
-local state_key, bids_key, asks_key = KEYS[1], KEYS[2], KEYS[3]
-local lvl_bids_key, lvl_asks_key = KEYS[4], KEYS[5]
-local trades_key, events_key = KEYS[6], KEYS[7]
-local market, order_prefix, open_prefix, channel_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local K_STATE, K_BIDS, K_ASKS, K_LB, K_LA = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local K_TRADES, K_EVENTS, K_CFG, K_POS, K_STATS, K_EXP =
+  KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
+local market, oprefix, uprefix, chprefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now = tonumber(ARGV[5])
 local trades_maxlen = ARGV[6]
+local mprefix = ARGV[7]
+if ARGV[8] ~= '' and redis.call('GET', KEYS[12]) ~= ARGV[8] then
+  return redis.error_reply('LEASE_LOST this matcher no longer holds the market lease')
+end
 
 local function int(n) return string.format('%d', n) end
+local function q(s) return cjson.encode(s) end
+
+-- market constants ------------------------------------------------------------------
+local cfg = {}
+do
+  local raw = redis.call('HGETALL', K_CFG)
+  for i = 1, #raw, 2 do cfg[raw[i]] = raw[i + 1] end
+end
+local product = cfg.product or 'SPOT'
+local is_deriv = product == 'PERP' or product == 'FUTURE' or product == 'OPTION'
+local margined = product == 'PERP' or product == 'FUTURE'
+local mult = tonumber(cfg.mult or '1')
+local taker_bps = tonumber(cfg.takerFeeBps or '0')
+local im_bps = tonumber(cfg.initialMarginBps or '0')
+local lot = tonumber(cfg.lotSize or '1')
+
+-- counters, read once and written back once --------------------------------------------
+local st = redis.call('HMGET', K_STATE, 'status', 'seq', 'tseq', 'eseq', 'aseq', 'last')
+local status = st[1] or 'OPEN'
+local seq, tseq, eseq, aseq = tonumber(st[2] or '0'), tonumber(st[3] or '0'),
+  tonumber(st[4] or '0'), tonumber(st[5] or '0')
+local last = st[6]
+local status_changed = false
+local events_written = 0
 
 -- Stream ids "ms-seq" compared numerically.
 local function id_after(a, b)
@@ -41,174 +88,515 @@ local function id_after(a, b)
   return am > bm or (am == bm and as > bs)
 end
 
-local last = redis.call('HGET', state_key, 'last')
-local status = redis.call('HGET', state_key, 'status') or 'OPEN'
-
-local function bump(field)
-  return redis.call('HINCRBY', state_key, field, 1)
+-- money: ceil(n * bps / 10000) without passing 2^53 on the way
+local function bps_ceil(n, bps)
+  if bps == 0 or n == 0 then return 0 end
+  local a = math.floor(n / 10000)
+  local b = n - a * 10000
+  return a * bps + math.ceil(b * bps / 10000)
 end
 
-local function emit_event(ev)
-  ev.eseq = bump('eseq')
-  redis.call('XADD', events_key, '*', 'e', cjson.encode(ev))
+-- What a budgeted (MARKET, price 0) buy spends on one fill: notional + fee (SPOT, OPTION
+-- premium), initial margin + fee (PERP, FUTURE), the fee alone when it only reduces.
+local function cost(p, qty, reduce)
+  local n = p * qty * mult
+  local fee = bps_ceil(n, taker_bps)
+  if reduce then return fee end
+  if margined then return bps_ceil(n, im_bps) + fee end
+  return n + fee
 end
 
-local function publish(topic, seq, data)
-  redis.call('PUBLISH', channel_prefix .. topic, cjson.encode({seq = seq, data = data}))
-end
-
-local function save_order(okey, fields)
-  local flat = {}
-  for k, v in pairs(fields) do
-    flat[#flat + 1] = k
-    if type(v) == 'number' then flat[#flat + 1] = int(v) else flat[#flat + 1] = tostring(v) end
+-- The most (a multiple of the lot, at most cap) a budget affords at price p.
+local function affordable(p, cap, budget, reduce)
+  if budget <= 0 then return 0 end
+  local lo, hi = 0, math.floor(cap / lot)
+  if not reduce then  -- an upper bound first: the notional (or its margin) alone must fit
+    local unit = p * lot * mult
+    if margined then unit = unit * im_bps / 10000 end
+    if unit > 0 then hi = math.min(hi, math.floor(budget / unit) + 1) end
   end
-  redis.call('HSET', okey, unpack(flat))
+  while lo < hi do
+    local mid = math.floor((lo + hi + 1) / 2)
+    if cost(p, mid * lot, reduce) <= budget then lo = mid else hi = mid - 1 end
+  end
+  return lo * lot
 end
 
-local function order_view(okey)
+-- per-unit outputs (one unit = one command, one expiry or one cancel-all removal) -------
+local bid_changes, ask_changes, changed = {}, {}, false
+local unit_trades = {}
+local touched, touched_list = {}, {}
+local cache = {}
+-- statistics of every trade of this call (all share `now`)
+local agg = nil
+
+local function emit_event(json_body)
+  eseq = eseq + 1
+  events_written = events_written + 1
+  redis.call('XADD', K_EVENTS, '*', 'e', '{"eseq":' .. int(eseq) .. ',' .. json_body .. '}')
+end
+
+local function load(okey)
+  local o = cache[okey]
+  if o then return o end
   local raw = redis.call('HGETALL', okey)
-  local o = {}
+  if #raw == 0 then return nil end
+  o = {}
   for i = 1, #raw, 2 do o[raw[i]] = raw[i + 1] end
-  local view = {
-    clientOrderId = o.clientOrderId, userId = o.userId, market = o.market, side = o.side,
-    type = o.type, timeInForce = o.timeInForce, reduceOnly = o.reduceOnly == '1',
-    expiresAt = tonumber(o.expiresAt), price = tonumber(o.price), qty = tonumber(o.qty),
-    filled = tonumber(o.filled), status = o.status, ts = tonumber(o.ts),
-    updatedTs = tonumber(o.updatedTs),
-  }
-  if o.reason and o.reason ~= '' then view.reason = o.reason else view.reason = cjson.null end
-  return view
+  o.qty, o.filled, o.price = tonumber(o.qty), tonumber(o.filled), tonumber(o.price)
+  o.key = okey
+  cache[okey] = o
+  return o
 end
 
--- cjson encodes an empty table as {}, so levels are written by hand: [[price,qty],...]
-local function levels_json(levels)
+local function touch(o)
+  if not touched[o.key] then
+    touched[o.key] = true
+    touched_list[#touched_list + 1] = o
+  end
+end
+
+local function level_add(is_bid, price, delta)
+  local lkey = is_bid and K_LB or K_LA
+  local total = redis.call('HINCRBY', lkey, int(price), delta)
+  if total <= 0 then redis.call('HDEL', lkey, int(price)); total = 0 end
+  if is_bid then bid_changes[int(price)] = total else ask_changes[int(price)] = total end
+  changed = true
+end
+
+local function view_json(o)
+  local reason = (o.reason and o.reason ~= '') and q(o.reason) or 'null'
+  return '{"clientOrderId":' .. q(o.clientOrderId) .. ',"userId":' .. q(o.userId) ..
+    ',"market":' .. q(market) .. ',"side":"' .. o.side .. '","type":"' .. o.type ..
+    '","timeInForce":"' .. o.timeInForce .. '","reduceOnly":' ..
+    (o.reduceOnly == '1' and 'true' or 'false') .. ',"expiresAt":' .. o.expiresAt ..
+    ',"price":' .. int(o.price) .. ',"qty":' .. int(o.qty) .. ',"filled":' .. int(o.filled) ..
+    ',"status":"' .. o.status .. '","reason":' .. reason .. ',"ts":' .. o.ts ..
+    ',"updatedTs":' .. int(now) .. '}'
+end
+
+local function levels_json(changes, descending)
+  local list = {}
+  for p, total in pairs(changes) do list[#list + 1] = {tonumber(p), total} end
+  if descending then
+    table.sort(list, function(a, b) return a[1] > b[1] end)
+  else
+    table.sort(list, function(a, b) return a[1] < b[1] end)
+  end
   local parts = {}
-  for i, level in ipairs(levels) do parts[i] = '[' .. int(level[1]) .. ',' .. int(level[2]) .. ']' end
+  for i, level in ipairs(list) do parts[i] = '[' .. int(level[1]) .. ',' .. int(level[2]) .. ']' end
   return '[' .. table.concat(parts, ',') .. ']'
 end
 
-local function level_add(lvl_key, price, delta, changes)
-  local total = redis.call('HINCRBY', lvl_key, int(price), delta)
-  if total <= 0 then redis.call('HDEL', lvl_key, int(price)); total = 0 end
-  changes[int(price)] = total
+-- End of one unit: depth seq + depth delta (if the book changed), trades, order updates.
+local function flush()
+  if changed then
+    seq = seq + 1
+    redis.call('PUBLISH', chprefix .. 'depth:' .. market,
+      '{"seq":' .. int(seq) .. ',"data":{"bids":' .. levels_json(bid_changes, true) ..
+      ',"asks":' .. levels_json(ask_changes, false) .. '}}')
+  end
+  if #unit_trades > 0 then
+    redis.call('PUBLISH', chprefix .. 'trade:' .. market,
+      '{"seq":' .. int(tseq) .. ',"data":[' .. table.concat(unit_trades, ',') .. ']}')
+  end
+  for _, o in ipairs(touched_list) do
+    redis.call('PUBLISH', chprefix .. 'orders:' .. o.userId,
+      '{"seq":' .. int(now) .. ',"data":' .. view_json(o) .. '}')
+  end
+  bid_changes, ask_changes, changed = {}, {}, false
+  unit_trades, touched, touched_list = {}, {}, {}
 end
 
-local function finish(okey, user, cid, side, new_status, reason, filled)
-  save_order(okey, {status = new_status, reason = reason or '', updatedTs = now})
-  redis.call('SREM', open_prefix .. user, cid)
-  emit_event({k = 'done', user = user, cid = cid, side = side, status = new_status,
-              reason = reason or cjson.null, filled = filled, ts = now})
+local function book_member(o)
+  return string.format('%016d', tonumber(o.aseq)) .. '|' .. o.userId .. '|' .. o.clientOrderId
 end
 
-local applied = 0
+-- An order reaches a final status: record, leave the open set, done event.
+local function finish(o, new_status, reason)
+  o.status, o.reason = new_status, reason or ''
+  redis.call('HSET', o.key, 'status', new_status, 'reason', o.reason, 'filled', int(o.filled),
+             'qty', int(o.qty), 'updatedTs', int(now))
+  redis.call('SREM', uprefix .. o.userId, o.clientOrderId)
+  emit_event('"k":"done","user":' .. q(o.userId) .. ',"cid":' .. q(o.clientOrderId) ..
+    ',"side":"' .. o.side .. '","status":"' .. new_status .. '","reason":' ..
+    (reason and q(reason) or 'null') .. ',"filled":' .. int(o.filled) .. ',"ts":' .. int(now))
+  touch(o)
+end
 
+-- Take a resting order off the book (cancel, self-trade, expiry) with a final status.
+local function remove_resting(o, new_status, reason)
+  local is_bid = o.side == 'BUY'
+  local member = book_member(o)
+  redis.call('ZREM', is_bid and K_BIDS or K_ASKS, member)
+  if o.expiresAt ~= '0' then redis.call('ZREM', K_EXP, (is_bid and 'B' or 'S') .. member) end
+  level_add(is_bid, o.price, -(o.qty - o.filled))
+  finish(o, new_status, reason)
+end
+
+local function reply(cmd, body)
+  if cmd.reply and cmd.reply ~= cjson.null and cmd.reply ~= '' then
+    redis.call('LPUSH', cmd.reply, body)
+    redis.call('EXPIRE', cmd.reply, 60)
+  end
+end
+
+local function parse_member(member)
+  return string.match(member, '^%d+|([^|]+)|(.*)$')
+end
+
+local function record_trade(p, f, taker, maker, taker_is_buy, liquidation)
+  tseq = tseq + 1
+  local buyer, seller, buy_cid, sell_cid
+  if taker_is_buy then
+    buyer, seller, buy_cid, sell_cid = taker.userId, maker.userId, taker.clientOrderId, maker.clientOrderId
+  else
+    buyer, seller, buy_cid, sell_cid = maker.userId, taker.userId, maker.clientOrderId, taker.clientOrderId
+  end
+  local taker_side = taker_is_buy and 'BUY' or 'SELL'
+  local trade_id = q(market .. ':' .. int(tseq))
+  local common = ',"price":' .. int(p) .. ',"qty":' .. int(f) .. ',"takerSide":"' .. taker_side ..
+    '","buyer":' .. q(buyer) .. ',"seller":' .. q(seller)
+  local trade = '{"tradeId":' .. trade_id .. ',"market":' .. q(market) .. common ..
+    ',"buyOid":' .. q(buy_cid) .. ',"sellOid":' .. q(sell_cid) .. ',"ts":' .. int(now) ..
+    ',"seq":' .. int(tseq) .. '}'
+  redis.call('XADD', K_TRADES, 'MAXLEN', '~', trades_maxlen, '*', 't', trade)
+  unit_trades[#unit_trades + 1] = trade
+  emit_event('"k":"fill","tradeId":' .. trade_id .. ',"tseq":' .. int(tseq) .. common ..
+    ',"buyCid":' .. q(buy_cid) .. ',"sellCid":' .. q(sell_cid) .. ',"ts":' .. int(now) ..
+    (liquidation and ',"liquidation":true' or ''))
+  if is_deriv then
+    redis.call('HINCRBY', K_POS, buyer, f)
+    redis.call('HINCRBY', K_POS, seller, -f)
+  end
+  local qv = p * f * mult
+  if agg == nil then
+    agg = {o = p, h = p, l = p, c = p, v = f, qv = qv}
+  else
+    if p > agg.h then agg.h = p end
+    if p < agg.l then agg.l = p end
+    agg.c, agg.v, agg.qv = p, agg.v + f, agg.qv + qv
+  end
+end
+
+-- orders ------------------------------------------------------------------------------
 local function process_order(cmd)
-  local okey = order_prefix .. cmd.user .. ':' .. cmd.cid
-  if redis.call('EXISTS', okey) == 1 then return end  -- already processed: idempotent
-  local aseq = bump('aseq')
-  local side, price, qty = cmd.side, tonumber(cmd.price), tonumber(cmd.qty)
-  save_order(okey, {
-    clientOrderId = cmd.cid, userId = cmd.user, market = market, side = side,
-    type = cmd.type, timeInForce = cmd.tif or 'GTC', reduceOnly = cmd.reduceOnly and 1 or 0,
-    expiresAt = cmd.expiresAt or 0, price = price, qty = qty, filled = 0,
-    status = 'NEW', reason = '', ts = cmd.ts, updatedTs = now, aseq = aseq,
-    reserved = tostring(cmd.reserved),
-  })
+  local user, cid = cmd.user, cmd.cid
+  local okey = oprefix .. user .. ':' .. cid
+  if redis.call('EXISTS', okey) == 1 then
+    reply(cmd, '{"status":"' .. redis.call('HGET', okey, 'status') .. '"}')
+    return false
+  end
+  aseq = aseq + 1
+  local is_buy = cmd.side == 'BUY'
+  local otype = cmd.type or 'LIMIT'
+  local is_market = otype == 'MARKET'
+  local tif = cmd.tif or 'GTC'
+  local price = tonumber(cmd.price) or 0
+  local qty = tonumber(cmd.qty)
+  local reduce = cmd.reduceOnly == true
+  local liquidation = cmd.liquidation == true
+  local expires_at = tonumber(cmd.expiresAt) or 0
+  local o = {
+    key = okey, clientOrderId = cid, userId = user, side = cmd.side, type = otype,
+    timeInForce = tif, reduceOnly = reduce and '1' or '0', expiresAt = int(expires_at),
+    price = price, qty = qty, filled = 0, status = 'NEW', reason = '',
+    ts = int(tonumber(cmd.ts) or 0), aseq = int(aseq),
+  }
+  cache[okey] = o
+  redis.call('HSET', okey, 'clientOrderId', cid, 'userId', user, 'market', market,
+    'side', o.side, 'type', otype, 'timeInForce', tif, 'reduceOnly', o.reduceOnly,
+    'expiresAt', o.expiresAt, 'price', int(price), 'qty', int(qty), 'filled', '0',
+    'status', 'NEW', 'reason', '', 'ts', o.ts, 'updatedTs', int(now), 'aseq', o.aseq,
+    'reserved', int(tonumber(cmd.reserved) or 0), 'liquidation', liquidation and '1' or '0')
+  touch(o)
+
   if status ~= 'OPEN' then
-    finish(okey, cmd.user, cmd.cid, side, 'REJECTED',
-           status == 'HALTED' and 'MARKET_HALTED' or 'MARKET_CLOSED', 0)
-    return
+    finish(o, 'REJECTED', status == 'HALTED' and 'MARKET_HALTED' or 'MARKET_CLOSED')
+    return true
+  end
+  if reduce then
+    local pos = tonumber(redis.call('HGET', K_POS, user) or '0') or 0
+    if not is_deriv or (is_buy and pos >= 0) or ((not is_buy) and pos <= 0) then
+      finish(o, 'REJECTED', 'REDUCE_ONLY')
+      return true
+    end
+    if qty > math.abs(pos) then qty = math.abs(pos); o.qty = qty end
   end
 
-  local book_key, lvl_key, own_book, own_lvl
-  if side == 'BUY' then
-    book_key, lvl_key, own_book, own_lvl = asks_key, lvl_asks_key, bids_key, lvl_bids_key
-  else
-    book_key, lvl_key, own_book, own_lvl = bids_key, lvl_bids_key, asks_key, lvl_asks_key
+  local book = is_buy and K_ASKS or K_BIDS
+  local no_limit = is_market and price == 0
+  local function crosses(mp)
+    if no_limit then return true end
+    if is_buy then return mp <= price end
+    return mp >= price
   end
-  local bid_changes, ask_changes = {}, {}
-  local maker_changes = side == 'BUY' and ask_changes or bid_changes
-  local own_changes = side == 'BUY' and bid_changes or ask_changes
-  local trades = {}
+  local function maker_price(score)
+    score = tonumber(score)
+    if is_buy then return score end
+    return -score
+  end
+  local budget = nil
+  if is_market and is_buy and price == 0 then budget = tonumber(cmd.reserved) or 0 end
+
+  if tif == 'POST_ONLY' and not is_market then
+    local best = redis.call('ZRANGE', book, 0, 0, 'WITHSCORES')
+    if #best > 0 and crosses(maker_price(best[2])) then
+      finish(o, 'REJECTED', 'POST_ONLY_WOULD_CROSS')
+      return true
+    end
+  end
+
+  if tif == 'FOK' then
+    -- all or none, counting only other users' liquidity (and, with a budget, what it affords)
+    local need, left_budget, start, done = qty, budget, 0, false
+    while not done do
+      local chunk = redis.call('ZRANGE', book, start, start + 99, 'WITHSCORES')
+      if #chunk == 0 then break end
+      for i = 1, #chunk, 2 do
+        local mp = maker_price(chunk[i + 1])
+        if not crosses(mp) then done = true; break end
+        local mu, mc = parse_member(chunk[i])
+        if mu ~= user then
+          local mo = load(oprefix .. mu .. ':' .. mc)
+          local f = math.min(need, mo.qty - mo.filled)
+          if left_budget then
+            local can = affordable(mp, f, left_budget, reduce)
+            if can < f then done = true; break end
+            left_budget = left_budget - cost(mp, f, reduce)
+          end
+          need = need - f
+          if need == 0 then done = true; break end
+        end
+      end
+      start = start + 100
+    end
+    if need > 0 then
+      finish(o, 'EXP', 'TIME_IN_FORCE')
+      return true
+    end
+  end
+
   local remaining = qty
-
   while remaining > 0 do
-    local best = redis.call('ZRANGE', book_key, 0, 0, 'WITHSCORES')
+    local best = redis.call('ZRANGE', book, 0, 0, 'WITHSCORES')
     if #best == 0 then break end
-    local member, score = best[1], tonumber(best[2])
-    local maker_price = side == 'BUY' and score or -score
-    if (side == 'BUY' and maker_price > price) or (side == 'SELL' and maker_price < price) then
-      break
-    end
-    local maker_user, maker_cid = string.match(member, '^%d+|([^|]+)|(.*)$')
-    local mkey = order_prefix .. maker_user .. ':' .. maker_cid
-    local m_qty, m_filled = unpack(redis.call('HMGET', mkey, 'qty', 'filled'))
-    local m_left = tonumber(m_qty) - tonumber(m_filled)
-    local fill = math.min(remaining, m_left)
-    remaining = remaining - fill
-    m_filled = tonumber(m_filled) + fill
-    level_add(lvl_key, maker_price, -fill, maker_changes)
-    local maker_side = side == 'BUY' and 'SELL' or 'BUY'
-    if m_filled == tonumber(m_qty) then
-      redis.call('ZREM', book_key, member)
-      save_order(mkey, {filled = m_filled})
-      finish(mkey, maker_user, maker_cid, maker_side, 'FILLED', nil, m_filled)
+    local member = best[1]
+    local mp = maker_price(best[2])
+    if not crosses(mp) then break end
+    local mu, mc = parse_member(member)
+    local mo = load(oprefix .. mu .. ':' .. mc)
+    if mu == user then
+      remove_resting(mo, 'CXL', 'SELF_TRADE')
     else
-      save_order(mkey, {filled = m_filled, status = 'PARTIAL', updatedTs = now})
+      local left = mo.qty - mo.filled
+      local f = math.min(remaining, left)
+      if budget then
+        f = affordable(mp, f, budget, reduce)
+        if f == 0 then break end
+        budget = budget - cost(mp, f, reduce)
+      end
+      remaining = remaining - f
+      o.filled = o.filled + f
+      mo.filled = mo.filled + f
+      level_add(not is_buy, mp, -f)
+      record_trade(mp, f, o, mo, is_buy, liquidation)  -- the fill event before the maker's done
+      if mo.filled == mo.qty then
+        redis.call('ZREM', book, member)
+        if mo.expiresAt ~= '0' then redis.call('ZREM', K_EXP, (is_buy and 'S' or 'B') .. member) end
+        finish(mo, 'FILLED', nil)
+      else
+        mo.status = 'PARTIAL'
+        redis.call('HSET', mo.key, 'filled', int(mo.filled), 'status', 'PARTIAL', 'updatedTs', int(now))
+        touch(mo)
+      end
     end
-    local tseq = bump('tseq')
-    local buyer, seller, buy_cid, sell_cid
-    if side == 'BUY' then
-      buyer, seller, buy_cid, sell_cid = cmd.user, maker_user, cmd.cid, maker_cid
-    else
-      buyer, seller, buy_cid, sell_cid = maker_user, cmd.user, maker_cid, cmd.cid
-    end
-    local trade = {
-      tradeId = market .. ':' .. int(tseq), market = market, price = maker_price, qty = fill,
-      takerSide = side, buyer = buyer, seller = seller, buyOid = buy_cid, sellOid = sell_cid,
-      ts = now, seq = tseq,
-    }
-    redis.call('XADD', trades_key, 'MAXLEN', '~', trades_maxlen, '*', 't', cjson.encode(trade))
-    trades[#trades + 1] = trade
-    emit_event({k = 'fill', tradeId = trade.tradeId, tseq = tseq, price = maker_price,
-                qty = fill, takerSide = side, buyer = buyer, seller = seller,
-                buyCid = buy_cid, sellCid = sell_cid, ts = now})
   end
 
-  local filled = qty - remaining
   if remaining == 0 then
-    save_order(okey, {filled = filled})
-    finish(okey, cmd.user, cmd.cid, side, 'FILLED', nil, filled)
+    finish(o, 'FILLED', nil)
+  elseif is_market or tif == 'IOC' or tif == 'FOK' then
+    finish(o, 'EXP', 'TIME_IN_FORCE')
+  elseif expires_at > 0 and expires_at <= now then
+    finish(o, 'EXP', 'EXPIRES_AT')
   else
-    local score = side == 'BUY' and -price or price
-    redis.call('ZADD', own_book, score, string.format('%016d', aseq) .. '|' .. cmd.user .. '|' .. cmd.cid)
-    redis.call('SADD', open_prefix .. cmd.user, cmd.cid)
-    level_add(own_lvl, price, remaining, own_changes)
-    save_order(okey, {filled = filled, status = filled > 0 and 'PARTIAL' or 'NEW'})
+    local member = book_member(o)
+    redis.call('ZADD', is_buy and K_BIDS or K_ASKS, is_buy and -price or price, member)
+    if expires_at > 0 then redis.call('ZADD', K_EXP, expires_at, (is_buy and 'B' or 'S') .. member) end
+    redis.call('SADD', uprefix .. user, cid)
+    level_add(is_buy, price, remaining)
+    o.status = o.filled > 0 and 'PARTIAL' or 'NEW'
+    redis.call('HSET', okey, 'filled', int(o.filled), 'status', o.status, 'qty', int(qty))
   end
-
-  local seq = bump('seq')
-  local bids, asks = {}, {}
-  for p, q in pairs(bid_changes) do bids[#bids + 1] = {tonumber(p), q} end
-  for p, q in pairs(ask_changes) do asks[#asks + 1] = {tonumber(p), q} end
-  table.sort(bids, function(a, b) return a[1] > b[1] end)
-  table.sort(asks, function(a, b) return a[1] < b[1] end)
-  redis.call('PUBLISH', channel_prefix .. 'depth:' .. market,
-    '{"seq":' .. int(seq) .. ',"data":{"bids":' .. levels_json(bids) ..
-    ',"asks":' .. levels_json(asks) .. '}}')
-  if #trades > 0 then publish('trade:' .. market, trades[#trades].seq, trades) end
-  publish('orders:' .. cmd.user, now, order_view(okey))
-  applied = applied + 1
+  return true
 end
 
-for i = 7, #ARGV, 2 do
+local function open_order(o)
+  return o and (o.status == 'NEW' or o.status == 'PARTIAL')
+end
+
+local function process_cancel(cmd)
+  local o = load(oprefix .. cmd.user .. ':' .. cmd.cid)
+  if o == nil then reply(cmd, '{"result":"UNKNOWN"}'); return end
+  if not open_order(o) then reply(cmd, '{"result":"CLOSED"}'); return end
+  remove_resting(o, 'CXL', cmd.reason or 'USER')
+  reply(cmd, '{"result":"CANCELLED"}')
+end
+
+-- Remove a list of open orders one by one, in arrival order, one depth seq each.
+local function remove_all(list, reason)
+  table.sort(list, function(a, b) return tonumber(a.aseq) < tonumber(b.aseq) end)
+  for _, o in ipairs(list) do
+    remove_resting(o, 'CXL', reason)
+    flush()
+  end
+  return #list
+end
+
+local function process_cancel_all(cmd)
+  local list = {}
+  for _, cid in ipairs(redis.call('SMEMBERS', uprefix .. cmd.user)) do
+    local o = load(oprefix .. cmd.user .. ':' .. cid)
+    if open_order(o) then list[#list + 1] = o end
+  end
+  local n = remove_all(list, cmd.reason or 'USER')
+  reply(cmd, '{"cancelled":' .. int(n) .. '}')
+end
+
+local function process_admin(cmd)
+  if cmd.op == 'halt' and status == 'OPEN' then
+    status = 'HALTED'; status_changed = true
+  elseif cmd.op == 'resume' and status == 'HALTED' then
+    status = 'OPEN'; status_changed = true
+  elseif cmd.op == 'expire' and status ~= 'EXPIRED' then
+    status = 'EXPIRED'; status_changed = true
+    local list = {}
+    for _, book in ipairs({K_BIDS, K_ASKS}) do
+      for _, member in ipairs(redis.call('ZRANGE', book, 0, -1)) do
+        local mu, mc = parse_member(member)
+        list[#list + 1] = load(oprefix .. mu .. ':' .. mc)
+      end
+    end
+    remove_all(list, 'MARKET_EXPIRED')
+  end
+  reply(cmd, '{"status":"' .. status .. '"}')
+end
+
+-- expiry of resting orders whose expiresAt has passed ------------------------------------
+for _, entry in ipairs(redis.call('ZRANGEBYSCORE', K_EXP, '-inf', now, 'LIMIT', 0, 500)) do
+  local mu, mc = parse_member(string.sub(entry, 2))
+  local o = load(oprefix .. mu .. ':' .. mc)
+  if open_order(o) then
+    remove_resting(o, 'EXP', 'EXPIRES_AT')
+    flush()
+  else
+    redis.call('ZREM', K_EXP, entry)
+  end
+end
+
+-- the commands ------------------------------------------------------------------------
+local applied = 0
+for i = 9, #ARGV, 2 do
   local id, raw = ARGV[i], ARGV[i + 1]
   if id_after(id, last) then
-    local cmd = cjson.decode(raw)
-    if cmd.op == 'order' then process_order(cmd) end
+    local ok, cmd = pcall(cjson.decode, raw)
+    if ok and type(cmd) == 'table' then
+      local op = cmd.op
+      if op == 'order' then
+        if process_order(cmd) then
+          reply(cmd, '{"status":"' .. cache[oprefix .. cmd.user .. ':' .. cmd.cid].status .. '"}')
+        end
+      elseif op == 'cancel' then
+        process_cancel(cmd)
+      elseif op == 'cancel_all' then
+        process_cancel_all(cmd)
+      elseif op == 'halt' or op == 'resume' or op == 'expire' then
+        process_admin(cmd)
+      end
+      flush()
+      applied = applied + 1
+    end
     last = id
   end
 end
-if last then redis.call('HSET', state_key, 'last', last) end
-return applied
+
+-- statistics: candles and the 24 h window, from this call's trades ------------------------
+local INTERVALS = {{'1m', 60000}, {'5m', 300000}, {'15m', 900000}, {'1h', 3600000},
+  {'4h', 14400000}, {'1d', 86400000}}
+local function candle_json(c)
+  return '[' .. int(c[1]) .. ',' .. int(c[2]) .. ',' .. int(c[3]) .. ',' .. int(c[4]) .. ',' ..
+    int(c[5]) .. ',' .. int(c[6] or 0) .. ']'
+end
+local DAY = 86400000
+local stats = nil
+if agg then
+  for _, iv in ipairs(INTERVALS) do
+    local bucket = now - now % iv[2]
+    local ckey = mprefix .. 'candles:' .. iv[1]
+    local raw = redis.call('HGET', ckey, int(bucket))
+    local c
+    if raw then
+      c = cjson.decode(raw)
+      if agg.h > c[2] then c[2] = agg.h end
+      if agg.l < c[3] then c[3] = agg.l end
+      c[4], c[5], c[6] = agg.c, c[5] + agg.v, (c[6] or 0) + agg.qv
+    else
+      c = {agg.o, agg.h, agg.l, agg.c, agg.v, agg.qv}
+      redis.call('ZADD', mprefix .. 'cidx:' .. iv[1], bucket, int(bucket))
+    end
+    redis.call('HSET', ckey, int(bucket), candle_json(c))
+  end
+  local s = redis.call('HMGET', K_STATS, 'high', 'low', 'open')
+  local high, low = tonumber(s[1] or ''), tonumber(s[2] or '')
+  if high == nil or agg.h > high then high = agg.h end
+  if low == nil or agg.l < low then low = agg.l end
+  local open = s[3]
+  if open == false or open == nil or open == '' then open = int(agg.o) end
+  redis.call('HSET', K_STATS, 'last', int(agg.c), 'lastTs', int(now), 'high', int(high),
+    'low', int(low), 'open', open)
+  redis.call('HINCRBY', K_STATS, 'vol', agg.v)
+  redis.call('HINCRBY', K_STATS, 'qvol', agg.qv)
+end
+-- evict minute buckets that left the 24 h window (a bucket counts while it overlaps it)
+do
+  local upto = now - DAY - 60000
+  local evicted = redis.call('HGET', K_STATS, 'evicted')
+  local from = evicted and ('(' .. evicted) or '-inf'
+  local gone = redis.call('ZRANGEBYSCORE', mprefix .. 'cidx:1m', from, upto)
+  if #gone > 0 then
+    local ckey = mprefix .. 'candles:1m'
+    local s = redis.call('HMGET', K_STATS, 'high', 'low')
+    local high, low = tonumber(s[1] or ''), tonumber(s[2] or '')
+    local recompute = false
+    for _, b in ipairs(gone) do
+      local c = cjson.decode(redis.call('HGET', ckey, b))
+      redis.call('HINCRBY', K_STATS, 'vol', -c[5])
+      redis.call('HINCRBY', K_STATS, 'qvol', -(c[6] or 0))
+      if (high and c[2] >= high) or (low and c[3] <= low) then recompute = true end
+    end
+    redis.call('HSET', K_STATS, 'evicted', gone[#gone])
+    local rest = redis.call('ZRANGEBYSCORE', mprefix .. 'cidx:1m', '(' .. gone[#gone], '+inf')
+    if #rest == 0 then
+      redis.call('HSET', K_STATS, 'open', '', 'high', '', 'low', '', 'vol', '0', 'qvol', '0')
+    else
+      local first = cjson.decode(redis.call('HGET', ckey, rest[1]))
+      redis.call('HSET', K_STATS, 'open', int(first[1]))
+      if recompute then
+        local values = redis.call('HMGET', ckey, unpack(rest))
+        high, low = nil, nil
+        for _, v in ipairs(values) do
+          local c = cjson.decode(v)
+          if high == nil or c[2] > high then high = c[2] end
+          if low == nil or c[3] < low then low = c[3] end
+        end
+        redis.call('HSET', K_STATS, 'high', int(high), 'low', int(low))
+      end
+    end
+  end
+end
+
+local out = {'seq', int(seq), 'tseq', int(tseq), 'eseq', int(eseq), 'aseq', int(aseq)}
+if last then out[#out + 1] = 'last'; out[#out + 1] = last end
+if status_changed or st[1] == false then out[#out + 1] = 'status'; out[#out + 1] = status end
+redis.call('HSET', K_STATE, unpack(out))
+return {applied, events_written}

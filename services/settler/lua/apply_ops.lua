@@ -8,7 +8,8 @@
 -- KEYS[2] dex:{u}:wm     hash  market -> highest eseq applied
 -- KEYS[3] dex:{u}:res    hash  cid -> reservation still locked
 -- KEYS[4] dex:{u}:fills  stream the account's fills
--- KEYS[5] dex:{u}:pos    hash  "<market>:<field>" position fields
+-- KEYS[5] dex:{u}:pos    hash  "<market>:<field>" position fields (size, entry, rpnl, funding)
+-- KEYS[6] dex:{u}:resf   hash  cid -> quantity filled so far (while the order is open)
 -- ARGV[1] market
 -- ARGV[2] JSON list of [eseq, [op, ...]] in ascending eseq; every amount is a decimal string.
 --   ["credit", asset, amount]          total += amount
@@ -16,19 +17,51 @@
 --   ["spend", asset, amount, cid]      total -= amount; locked and the cid's reservation fall
 --                                      by min(amount, reservation)
 --   ["release", asset, cid]            locked -= the cid's reservation; the reservation ends
+--   ["trim", asset, cid, fillqty, kind, price, qty, mult, bps1, bps2, reserved]
+--                                      the order filled fillqty more; its reservation falls to
+--                                      what its unfilled rest needs (never rises):
+--                                        quote  N + ceil(N*bps2/1e4)            (spot buy)
+--                                        base   rest*mult                        (spot sell)
+--                                        margin ceil(N*bps1/1e4)+ceil(N*bps2/1e4) (derivative)
+--                                        fee    ceil(N*bps2/1e4)          (reduce-only, fee)
+--                                        prop   ceil(reserved*rest/qty)
+--                                        none   unchanged (released by the done event)
+--                                      with N = price*rest*mult
+--   ["position", asset, delta, price, mult, cash]
+--                                      signed size += delta at price; the entry notional moves
+--                                      by the exact notional on opening, falls by
+--                                      entry*closed/|size| (rounded toward zero) on closing;
+--                                      realized PnL = closing notional signed − entry removed,
+--                                      credited to asset's total when cash = 1 (PERP, FUTURE)
 --   ["pos", field, delta]              HINCRBY "<market>:<field>" delta
 --   ["fill", json]                     XADD the fill record to the account's fills
+-- Every value stays below 2^53; products that could pass it are split (see muldiv).
 -- Returns the number of events applied.
 
-local bal_key, wm_key, res_key, fills_key, pos_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local bal_key, wm_key, res_key, fills_key, pos_key, resf_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local market = ARGV[1]
 local batches = cjson.decode(ARGV[2])
 
 local watermark = tonumber(redis.call('HGET', wm_key, market) or '0')
 local applied = 0
 
+local function int(n) return string.format('%d', n) end
+
 local function reserved_for(cid)
   return tonumber(redis.call('HGET', res_key, cid) or '0')
+end
+
+--#include position.lua
+
+local function need(kind, rest, price, qty, mult, bps1, bps2, reserved)
+  local n = price * rest * mult
+  if kind == 'quote' then return n + ceil_bps(n, bps2) end
+  if kind == 'base' then return rest * mult end
+  if kind == 'margin' then return ceil_bps(n, bps1) + ceil_bps(n, bps2) end
+  if kind == 'fee' then return ceil_bps(n, bps2) end
+  if kind == 'prop' then return muldiv(reserved, rest, qty, true) end
+  return nil
 end
 
 for _, batch in ipairs(batches) do
@@ -45,16 +78,32 @@ for _, batch in ipairs(batches) do
         local from_lock = math.min(amount, reserved_for(cid))
         redis.call('HINCRBY', bal_key, asset .. ':t', '-' .. op[3])
         if from_lock > 0 then
-          redis.call('HINCRBY', bal_key, asset .. ':l', string.format('%d', -from_lock))
-          redis.call('HINCRBY', res_key, cid, string.format('%d', -from_lock))
+          redis.call('HINCRBY', bal_key, asset .. ':l', int(-from_lock))
+          redis.call('HINCRBY', res_key, cid, int(-from_lock))
         end
       elseif kind == 'release' then
         local asset, cid = op[2], op[3]
         local left = reserved_for(cid)
         if left > 0 then
-          redis.call('HINCRBY', bal_key, asset .. ':l', string.format('%d', -left))
+          redis.call('HINCRBY', bal_key, asset .. ':l', int(-left))
         end
         redis.call('HDEL', res_key, cid)
+        redis.call('HDEL', resf_key, cid)
+      elseif kind == 'trim' then
+        local asset, cid = op[2], op[3]
+        local filled = redis.call('HINCRBY', resf_key, cid, op[4])
+        local qty = tonumber(op[7])
+        local rest = math.max(qty - filled, 0)
+        local keep = need(op[5], rest, tonumber(op[6]), qty, tonumber(op[8]), tonumber(op[9]),
+                          tonumber(op[10]), tonumber(op[11]))
+        local left = reserved_for(cid)
+        if keep ~= nil and left > keep and redis.call('HEXISTS', res_key, cid) == 1 then
+          redis.call('HINCRBY', bal_key, asset .. ':l', int(keep - left))
+          redis.call('HSET', res_key, cid, int(keep))
+        end
+      elseif kind == 'position' then
+        apply_position(pos_key, bal_key, market, op[2], tonumber(op[3]), tonumber(op[4]),
+                       tonumber(op[5]), tonumber(op[6]))
       elseif kind == 'pos' then
         redis.call('HINCRBY', pos_key, market .. ':' .. op[2], op[3])
       elseif kind == 'fill' then
@@ -67,5 +116,5 @@ for _, batch in ipairs(batches) do
     applied = applied + 1
   end
 end
-redis.call('HSET', wm_key, market, string.format('%d', watermark))
+redis.call('HSET', wm_key, market, int(watermark))
 return applied

@@ -1,0 +1,263 @@
+"""The auditor: check DESIGN.md's invariants on a live Redis (API.md ``GET /v1/admin/audit``).
+
+``audit(client, markets)`` reads every known account, every market's book, events and order
+records, and returns per asset ``{deposits, withdrawals, userTotals, fees, insurance,
+entryNotional, difference}`` and ``invariants``: each invariant with ``ok`` and, when broken,
+``problems`` saying what broke it. The checks mean "at a quiet point": while fills are still
+being settled, the settlement checks report the work in flight.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+from common import keys
+from common.events import EVENT_FIELD, loads
+from common.markets import MarketSet
+from common.reservations import NO_TERMS, need, order_terms
+from common.types import Product
+
+FINAL_STATUSES = {"FILLED", "CXL", "EXP", "REJECTED"}
+RESTING_STATUSES = {"NEW", "PARTIAL"}
+FILLS_SCAN_LIMIT = 9_000  # an account's fills stream is trimmed near 10,000 entries
+MAX_PROBLEMS = 50
+
+
+def audit(client: Any, markets: MarketSet) -> dict[str, Any]:
+    """The auditor's report (see the module docstring)."""
+    accounts = sorted(set(client.smembers(keys.known_accounts())) | set(keys.SYSTEM_ACCOUNTS))
+    pipe = client.pipeline(transaction=False)
+    for account in accounts:
+        pipe.hgetall(keys.balances(account))
+        pipe.hgetall(keys.reservations(account))
+        pipe.hgetall(keys.positions(account))
+        pipe.hgetall(keys.watermarks(account))
+    raw = pipe.execute()
+    books = {a: raw[i * 4 : i * 4 + 4] for i, a in enumerate(accounts)}
+
+    invariants = {
+        name: _Check()
+        for name in (
+            "conservation",
+            "noNegativeBalance",
+            "reservationsMatchOpenOrders",
+            "everyTradeSettledOnce",
+            "bookNotCrossed",
+            "ordersFinalOrResting",
+        )
+    }
+    warnings: list[str] = []
+    assets = _conservation(markets, books, invariants["conservation"], warnings)
+    _negative_balances(books, invariants["noNegativeBalance"])
+    _reservations(client, markets, books, invariants["reservationsMatchOpenOrders"])
+    _settled_once(client, markets, books, invariants["everyTradeSettledOnce"])
+    _books(client, markets, invariants["bookNotCrossed"], invariants["ordersFinalOrResting"])
+    return {
+        "assets": assets,
+        "invariants": {name: check.report() for name, check in invariants.items()},
+        "warnings": warnings,
+        "ok": all(check.ok for check in invariants.values()),
+    }
+
+
+class _Check:
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self.count = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.count == 0
+
+    def fail(self, problem: str) -> None:
+        self.count += 1
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(problem)
+
+    def report(self) -> dict[str, Any]:
+        if self.ok:
+            return {"ok": True}
+        return {"ok": False, "problems": self.problems, "count": self.count}
+
+
+def _conservation(
+    markets: MarketSet, books: dict[str, list[Any]], check: _Check, warnings: list[str]
+) -> dict[str, dict[str, str]]:
+    sums: dict[str, Counter[str]] = defaultdict(Counter)
+    for asset in markets.assets:
+        sums.setdefault(asset, Counter())  # every asset appears, even untouched
+    for account, (balances, _, positions, _) in books.items():
+        for field, value in balances.items():
+            asset, _, kind = field.rpartition(":")
+            amount = int(value)
+            if kind == "dep":
+                sums[asset]["deposits"] += amount
+            elif kind == "wd":
+                sums[asset]["withdrawals"] += amount
+            elif kind == "t":
+                if account == keys.FEES_ACCOUNT:
+                    sums[asset]["fees"] += amount
+                elif account == keys.INSURANCE_ACCOUNT:
+                    sums[asset]["insurance"] += amount
+                else:
+                    sums[asset]["userTotals"] += amount
+        for field, value in positions.items():
+            symbol, _, kind = field.rpartition(":")
+            market = markets.market(symbol)
+            if kind != "entry" or market is None:
+                continue
+            if market.product in (Product.PERP, Product.FUTURE):
+                sums[market.quote.symbol]["entryNotional"] += int(value)
+    report: dict[str, dict[str, str]] = {}
+    for asset, s in sorted(sums.items()):
+        difference = (
+            s["userTotals"]
+            + s["fees"]
+            + s["insurance"]
+            - s["entryNotional"]
+            - (s["deposits"] - s["withdrawals"])
+        )
+        report[asset] = {
+            name: str(s[name])
+            for name in (
+                "deposits",
+                "withdrawals",
+                "userTotals",
+                "fees",
+                "insurance",
+                "entryNotional",
+            )
+        }
+        report[asset]["difference"] = str(difference)
+        if difference:
+            check.fail(f"{asset}: totals minus deposits net of withdrawals is off by {difference}")
+        if s["insurance"] < 0:
+            warnings.append(f"the insurance fund holds {s['insurance']} {asset} (below zero)")
+    return report
+
+
+def _negative_balances(books: dict[str, list[Any]], check: _Check) -> None:
+    for account, (balances, _, _, _) in books.items():
+        for field, value in balances.items():
+            asset, _, kind = field.rpartition(":")
+            amount = int(value)
+            if kind not in ("t", "l"):
+                continue
+            if account == keys.INSURANCE_ACCOUNT and kind == "t":
+                continue  # the insurance fund may go below zero: a warning, not a break
+            if amount < 0:
+                check.fail(f"{account}: {asset} {'total' if kind == 't' else 'locked'} {amount}")
+            if kind == "l" and amount > int(balances.get(keys.total_field(asset), 0)):
+                check.fail(f"{account}: {asset} locked {amount} exceeds its total")
+
+
+def _reservations(
+    client: Any, markets: MarketSet, books: dict[str, list[Any]], check: _Check
+) -> None:
+    lookups: list[tuple[str, str, str]] = []
+    for account, (_, reservations, _, _) in books.items():
+        for cid, amount in reservations.items():
+            lookups.append((account, cid, amount))
+    pipe = client.pipeline(transaction=False)
+    for account, cid, _ in lookups:
+        pipe.hmget(keys.account_order(account, cid), "market", "asset", "reserved", "cmd")
+    records = pipe.execute()
+    pipe = client.pipeline(transaction=False)
+    for (account, cid, _), (symbol, *_rest) in zip(lookups, records, strict=True):
+        pipe.hmget(keys.market_order(symbol or "?", account, cid), "status", "filled", "side")
+    matched = pipe.execute()
+    locked_by_orders: dict[tuple[str, str], int] = defaultdict(int)
+    for (account, cid, amount), record, state in zip(lookups, records, matched, strict=True):
+        symbol, asset, reserved, command = record
+        held = int(amount)
+        if symbol is None or asset is None:
+            check.fail(f"{account}: reservation {held} for unknown order {cid}")
+            continue
+        locked_by_orders[(account, asset)] += held
+        market = markets.market(symbol)
+        status, filled, side = state
+        if market is None or status is None:
+            if reserved is not None and held != int(reserved):
+                check.fail(f"{account}: order {cid} not yet matched holds {held}, not {reserved}")
+            continue
+        if status in FINAL_STATUSES:
+            check.fail(f"{account}: order {cid} is {status} but still reserves {held}")
+            continue
+        terms = (
+            order_terms(market, side, loads(command), int(reserved))
+            if command and reserved
+            else NO_TERMS
+        )
+        expected = need(market, terms, terms.qty - int(filled or 0))
+        if expected is not None and expected != held:
+            check.fail(f"{account}: open order {cid} reserves {held}, its rest needs {expected}")
+    for account, (balances, _, _, _) in books.items():
+        for field, value in balances.items():
+            asset, _, kind = field.rpartition(":")
+            if kind == "l" and int(value) != locked_by_orders.get((account, asset), 0):
+                check.fail(
+                    f"{account}: {asset} locked {value} but its open orders reserve "
+                    f"{locked_by_orders.get((account, asset), 0)}"
+                )
+
+
+def _settled_once(
+    client: Any, markets: MarketSet, books: dict[str, list[Any]], check: _Check
+) -> None:
+    expected_trades: dict[str, int] = {}
+    for symbol in markets.markets:
+        last = client.xrevrange(keys.market_events(symbol), count=1)
+        cursor = client.get(keys.market_settled(symbol)) or "0-0"
+        last_eseq = int(loads(last[0][1][EVENT_FIELD])["eseq"]) if last else 0
+        if last and _id_key(cursor) < _id_key(last[0][0]):
+            check.fail(f"{symbol}: events up to {last[0][0]} but settled only to {cursor}")
+        for account, (_, _, _, watermarks) in books.items():
+            mark = int(watermarks.get(symbol, 0))
+            if mark > last_eseq:
+                check.fail(f"{account}: watermark {mark} on {symbol} past its last event")
+        expected_trades[symbol] = int(client.hget(keys.market_state(symbol), "tseq") or 0)
+    seen: Counter[str] = Counter()
+    for account in books:
+        if account in keys.SYSTEM_ACCOUNTS:
+            continue
+        if client.xlen(keys.account_fills(account)) > FILLS_SCAN_LIMIT:
+            return  # trimmed streams cannot prove once-ness; conservation still does
+        for _, fields in client.xrange(keys.account_fills(account)):
+            seen[loads(fields["f"])["tradeId"]] += 1
+    for symbol, count in expected_trades.items():
+        for tseq in range(1, count + 1):
+            legs = seen.pop(f"{symbol}:{tseq}", 0)
+            if legs != 2:
+                check.fail(f"trade {symbol}:{tseq} settled on {legs} account legs, not 2")
+    for trade_id, legs in seen.items():
+        check.fail(f"trade {trade_id} settled on {legs} legs but the market never printed it")
+
+
+def _books(client: Any, markets: MarketSet, crossed: _Check, orders: _Check) -> None:
+    for symbol in markets.markets:
+        bid = client.zrange(keys.book_bids(symbol), 0, 0, withscores=True)
+        ask = client.zrange(keys.book_asks(symbol), 0, 0, withscores=True)
+        if bid and ask and -int(bid[0][1]) >= int(ask[0][1]):
+            crossed.fail(f"{symbol}: best bid {-int(bid[0][1])} >= best ask {int(ask[0][1])}")
+        prefix = keys.market_order_prefix(symbol)
+        pattern = prefix.replace("{", "\\{").replace("}", "\\}") + "*"
+        order_keys = list(client.scan_iter(match=pattern, count=1000))
+        pipe = client.pipeline(transaction=False)
+        for key in order_keys:
+            pipe.hmget(key, "status", "aseq", "side", "userId", "clientOrderId")
+        for key, (status, aseq, side, user, cid) in zip(order_keys, pipe.execute(), strict=True):
+            if status in FINAL_STATUSES:
+                continue
+            if status not in RESTING_STATUSES:
+                orders.fail(f"{key}: status {status!r} is neither final nor resting")
+                continue
+            member = f"{int(aseq or 0):016d}|{user}|{cid}"
+            book = keys.book_bids(symbol) if side == "BUY" else keys.book_asks(symbol)
+            if client.zscore(book, member) is None:
+                orders.fail(f"{key}: {status} but not in the book")
+
+
+def _id_key(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)

@@ -1,0 +1,289 @@
+"""Feeds: one per canonical topic per process, shared by every client subscribed to it.
+
+Every subscription starts the same way, so snapshot and updates join with no gap and no
+duplicate: the feed's channel is subscribed (and confirmed) first, then the snapshot is read,
+and only then does the subscription go live. What arrives in between is held per subscription:
+
+* :class:`SeqFeed` (``depth:``, ``trade:``) forwards held and later updates only when their
+  ``seq`` is above the last one the client has (the snapshot's at first).
+* :class:`EventFeed` (``orders:``) forwards every order change, numbering the subscription's
+  messages; held changes the snapshot already shows (same or newer order state) are dropped.
+* :class:`StateFeed` (``ticker:``, ``pnl:``) re-reads the whole state in one worker when a
+  publication says it changed, and sends the new state to every subscriber; snapshots are taken
+  by the same worker, so a subscriber never receives a state older than one it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from services.broadcaster.connection import Connection
+from services.broadcaster.hub import Hub
+from services.broadcaster.topics import Topic
+
+log = logging.getLogger(__name__)
+
+Reader = Callable[[], Awaitable[tuple[int, Any]]]
+FINAL_STATUSES = frozenset({"FILLED", "CXL", "EXP", "REJECTED"})
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+class Subscription:
+    """One topic of one connection, named as the client spelled it."""
+
+    def __init__(self, connection: Connection, spelled: str, topic: Topic) -> None:
+        self.connection = connection
+        self.spelled = spelled
+        self.topic = topic
+        self.live = False
+        self.removed = False
+        self.seq = 0  # last seq sent to the client
+        self.held: list[Any] = []  # publications that arrived while the snapshot was taken
+        self._head = '{"topic":' + _dumps(spelled) + ',"type":'
+
+    def message(self, kind: str, seq: int, data_json: str) -> str:
+        return f'{self._head}"{kind}","seq":{seq},"data":{data_json}}}'
+
+    def send(self, kind: str, seq: int, data_json: str) -> None:
+        self.seq = seq
+        self.connection.push(self.message(kind, seq, data_json))
+
+    def hold(self, payload: Any) -> None:
+        if len(self.held) >= self.connection.queue_limit:
+            self.connection.too_slow("updates piled up while the snapshot was taken")
+            return
+        self.held.append(payload)
+
+
+class Feed:
+    """What all feeds share: members, the hub channels they need, and their lifetime."""
+
+    def __init__(self, topic: Topic, hub: Hub, channels: list[str]) -> None:
+        self.topic = topic
+        self.hub = hub
+        self.channels = channels
+        self.members: set[Subscription] = set()
+
+    async def join(self, subscription: Subscription) -> None:
+        """Register ``subscription`` and wait until the feed's channels are live."""
+        self.members.add(subscription)
+        for channel in self.channels:
+            await self.hub.add(channel, self)
+
+    async def subscribe(self, subscription: Subscription) -> None:
+        raise NotImplementedError
+
+    def remove(self, subscription: Subscription) -> None:
+        subscription.removed = True
+        self.members.discard(subscription)
+
+    @property
+    def empty(self) -> bool:
+        return not self.members
+
+    def close(self) -> None:
+        for channel in self.channels:
+            self.hub.remove(channel, self)
+
+    def on_publication(self, topic: str, payload: Any) -> None:
+        raise NotImplementedError
+
+
+class SeqFeed(Feed):
+    """``depth:`` and ``trade:``: updates carry the matcher's seq; forward each once, in order."""
+
+    def __init__(self, topic: Topic, hub: Hub, reader: Reader) -> None:
+        super().__init__(topic, hub, [topic.canonical])
+        self.reader = reader
+
+    async def subscribe(self, subscription: Subscription) -> None:
+        await self.join(subscription)
+        seq, data = await self.reader()
+        subscription.send("snapshot", seq, _dumps(data))
+        for payload in subscription.held:
+            if payload["seq"] > subscription.seq:
+                subscription.send("update", payload["seq"], _dumps(payload["data"]))
+        subscription.held = []
+        subscription.live = True
+
+    def on_publication(self, topic: str, payload: Any) -> None:
+        seq = payload["seq"]
+        data_json: str | None = None
+        by_spelling: dict[str, str] = {}
+        for member in self.members:
+            if not member.live:
+                member.hold(payload)
+                continue
+            if seq <= member.seq:
+                continue
+            text = by_spelling.get(member.spelled)
+            if text is None:
+                if data_json is None:
+                    data_json = _dumps(payload["data"])
+                text = by_spelling[member.spelled] = member.message("update", seq, data_json)
+            member.seq = seq
+            member.connection.push(text)
+
+
+class EventFeed(Feed):
+    """``orders:``: every published order change, numbered per subscription."""
+
+    def __init__(self, topic: Topic, hub: Hub, reader: Reader) -> None:
+        super().__init__(topic, hub, [topic.canonical])
+        self.reader = reader
+
+    async def subscribe(self, subscription: Subscription) -> None:
+        await self.join(subscription)
+        _, orders = await self.reader()
+        subscription.send("snapshot", 1, _dumps(orders))
+        shown = {order["clientOrderId"]: _order_version(order) for order in orders}
+        for payload in subscription.held:
+            order = payload["data"]
+            known = shown.get(order.get("clientOrderId"))
+            if known is not None and known >= _order_version(order):
+                continue
+            subscription.send("update", subscription.seq + 1, _dumps(order))
+        subscription.held = []
+        subscription.live = True
+
+    def on_publication(self, topic: str, payload: Any) -> None:
+        data_json = _dumps(payload["data"])
+        for member in self.members:
+            if member.live:
+                member.send("update", member.seq + 1, data_json)
+            else:
+                member.hold(payload)
+
+
+def _order_version(order: dict[str, Any]) -> tuple[int, int, bool]:
+    """Orders only move forward: later update time, more filled, then a final status."""
+    return (
+        int(order.get("updatedTs") or 0),
+        int(order.get("filled") or 0),
+        order.get("status") in FINAL_STATUSES,
+    )
+
+
+class StateFeed(Feed):
+    """``ticker:`` and ``pnl:``: a publication on any of ``channels`` means "read again".
+
+    One worker task serialises every read, so snapshots and updates leave in state order;
+    publications that arrive during a read cause exactly one more read (coalesced).
+    """
+
+    def __init__(
+        self,
+        topic: Topic,
+        hub: Hub,
+        channels: list[str],
+        reader: Reader,
+        min_interval_s: float = 0.0,
+        on_state: Callable[[Any], None] | None = None,
+    ) -> None:
+        super().__init__(topic, hub, channels)
+        self.reader = reader
+        self.min_interval_s = min_interval_s
+        self.on_state = on_state
+        self._joining: list[tuple[Subscription, asyncio.Future[None]]] = []
+        self._dirty = False
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def subscribe(self, subscription: Subscription) -> None:
+        await self.join(subscription)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._joining.append((subscription, done))
+        self._wake.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._work(), name=f"feed-{self.topic.canonical}")
+        await done
+
+    def trigger(self) -> None:
+        """The state changed: read it again and send it to every live subscriber."""
+        self._dirty = True
+        self._wake.set()
+
+    def on_publication(self, topic: str, payload: Any) -> None:
+        self.trigger()
+
+    def close(self) -> None:
+        super().close()
+        if self._task is not None:
+            self._task.cancel()
+        for _, done in self._joining:
+            if not done.done():
+                done.cancel()
+
+    async def _work(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            joining, self._joining = self._joining, []
+            update = self._dirty
+            self._dirty = False
+            try:
+                _, state = await self.reader()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("broadcaster: reading %s failed", self.topic.canonical)
+                for _, done in joining:
+                    if not done.done():
+                        done.set_exception(exc)
+                self._dirty = self._dirty or update
+                await asyncio.sleep(0.5)
+                if self._dirty:
+                    self._wake.set()
+                continue
+            if self.on_state is not None:
+                self.on_state(state)
+            state_json = _dumps(state)
+            joined = {subscription for subscription, _ in joining}
+            if update:
+                for member in self.members:
+                    if member.live and member not in joined:
+                        member.send("update", member.seq + 1, state_json)
+            for subscription, done in joining:
+                if not subscription.removed and not done.done():
+                    subscription.send("snapshot", 1, state_json)
+                    subscription.live = True
+                    done.set_result(None)
+            if self.min_interval_s:
+                await asyncio.sleep(self.min_interval_s)
+
+
+class PnlFeed(StateFeed):
+    """``pnl:<user>``: re-read on the user's ``acct:`` notices and on a mark change of a
+    market the user holds (every ticker publication is checked, only those re-read)."""
+
+    def __init__(self, topic: Topic, hub: Hub, ticker_markets: list[str], reader: Reader) -> None:
+        channels = [f"acct:{topic.name}"] + [f"ticker:{m}" for m in ticker_markets]
+        super().__init__(topic, hub, channels, reader, on_state=self._remember_marks)
+        self.marks: dict[str, Any] = {}  # held market -> mark the last state was computed at
+
+    def _remember_marks(self, state: Any) -> None:
+        self.marks = {
+            position["market"]: position.get("markPrice")
+            for position in state.get("positions", [])
+            if position.get("size")
+        }
+
+    def on_publication(self, topic: str, payload: Any) -> None:
+        if topic.startswith("ticker:"):
+            market = topic.partition(":")[2]
+            if market not in self.marks:
+                return
+            data = payload.get("data") if isinstance(payload, dict) else None
+            mark = data.get("markPrice") if isinstance(data, dict) else None
+            if mark is None or mark == self.marks[market]:
+                return
+            self.marks[market] = mark
+        self.trigger()

@@ -1,0 +1,54 @@
+"""Prometheus metrics of one broadcaster process (served on ``/metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+from services.broadcaster.topics import Kind
+
+
+class Metrics:
+    """Connections, subscriptions per topic kind, messages sent, slow-client disconnects."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.connections = Gauge(
+            "dex_broadcaster_connections", "Open WebSocket connections", registry=self.registry
+        )
+        subscriptions = Gauge(
+            "dex_broadcaster_subscriptions",
+            "Active subscriptions by topic kind",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.subscriptions = {kind: subscriptions.labels(kind.value) for kind in Kind}
+        self.messages_sent = Counter(
+            "dex_broadcaster_messages_sent",
+            "Messages written to WebSocket clients (snapshots, updates, errors, pongs)",
+            registry=self.registry,
+        )
+        self.slow_disconnects = Counter(
+            "dex_broadcaster_slow_client_disconnects",
+            "Clients closed with 1013 because their send queue filled",
+            registry=self.registry,
+        )
+        self.idle_disconnects = Counter(
+            "dex_broadcaster_idle_disconnects",
+            "Connections closed for saying and subscribing nothing",
+            registry=self.registry,
+        )
+        publications = Counter(
+            "dex_broadcaster_publications_received",
+            "Redis publications received by topic kind",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.publications = {kind: publications.labels(kind.value) for kind in Kind}
+        self.pubsub_resets = Counter(
+            "dex_broadcaster_pubsub_resets",
+            "Times the Redis pub/sub connection was lost and every client was asked to resync",
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,27 @@
+"""The broadcaster's own knobs, on top of the shared ``DEX_*`` settings."""
+
+from __future__ import annotations
+
+from common.settings import DexSettings
+
+
+class BroadcasterSettings(DexSettings):
+    """``DEX_BROADCASTER_*`` limits: queue bound, heartbeat, idle timeout, subscriptions."""
+
+    # Messages a client may have waiting; one more and it is closed with 1013.
+    broadcaster_send_queue: int = 1000
+    # Protocol-level ping every interval; no pong within the timeout drops the connection.
+    broadcaster_ping_interval_s: float = 20.0
+    broadcaster_ping_timeout_s: float = 20.0
+    # A connection that subscribes to nothing and says nothing this long is closed.
+    broadcaster_idle_timeout_s: float = 300.0
+    broadcaster_max_subscriptions: int = 100
+    # Largest client message accepted (bytes); client messages are small JSON commands.
+    broadcaster_max_message_bytes: int = 65536
+
+
+def broadcaster_settings(base: DexSettings | None = None) -> BroadcasterSettings:
+    """The broadcaster settings: ``base``'s shared values, the rest from the environment."""
+    if base is None or isinstance(base, BroadcasterSettings):
+        return base or BroadcasterSettings()
+    return BroadcasterSettings(**base.model_dump())

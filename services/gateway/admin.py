@@ -1,0 +1,103 @@
+"""Operator endpoints: deposits, oracle pushes, halt/resume, audit (bearer token only)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from typing import Any
+
+from common import keys
+from common.events import MAX_SAFE_INTEGER, AdminCommand
+from common.redis_client import connect
+from common.risk import mark_price
+from services.gateway import accounts, cancels, market_data, parsing
+from services.gateway.context import Gateway
+from services.gateway.errors import ApiError
+
+
+def require_admin(gateway: Gateway, authorization: str | None) -> None:
+    """Admit only ``Bearer <DEX_ADMIN_TOKEN>``, compared in constant time; no token, no admin."""
+    token = gateway.settings.admin_token
+    given = (authorization or "").removeprefix("Bearer ").strip()
+    if token is None or not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+        raise ApiError("FORBIDDEN", "admin endpoints need 'Authorization: Bearer <admin token>'")
+
+
+def parse_deposit(gateway: Gateway, body: dict[str, Any]) -> tuple[str, str, int]:
+    parsing.require_fields(body, {"userId", "asset", "amount"})
+    raw_user = parsing.string(body, "userId")
+    asset = parsing.string(body, "asset")
+    amount = parsing.uint(body, "amount")
+    if amount <= 0 or amount > MAX_SAFE_INTEGER:
+        raise ApiError("INVALID_REQUEST", f"amount must be between 1 and {MAX_SAFE_INTEGER}")
+    user = accounts.account_id(raw_user)
+    if asset not in gateway.markets.assets:
+        raise ApiError("UNKNOWN_ASSET", f"no asset named {asset!r}")
+    return user, asset, amount
+
+
+async def deposit(gateway: Gateway, user: str, asset: str, amount: int) -> dict[str, str]:
+    try:
+        total, locked = await gateway.scripts["deposit"](
+            keys=[keys.balances(user)], args=[asset, amount, MAX_SAFE_INTEGER]
+        )
+    except Exception as exc:
+        if "BALANCE_CEILING" in str(exc):
+            raise ApiError("INVALID_REQUEST", str(exc)) from None
+        raise
+    await gateway.redis.sadd(keys.known_accounts(), user)
+    return accounts.balance_view(int(total), int(locked))
+
+
+def parse_oracle(gateway: Gateway, body: dict[str, Any]) -> tuple[str, int]:
+    parsing.require_fields(body, {"market", "indexPrice"})
+    symbol = parsing.string(body, "market")
+    index = parsing.uint(body, "indexPrice")
+    if index <= 0 or index > MAX_SAFE_INTEGER:
+        raise ApiError("INVALID_REQUEST", f"indexPrice must be between 1 and {MAX_SAFE_INTEGER}")
+    if gateway.markets.market(symbol) is None:
+        raise ApiError("UNKNOWN_MARKET", f"no market named {symbol!r}")
+    return symbol, index
+
+
+async def push_oracle(gateway: Gateway, symbol: str, index: int) -> dict[str, Any]:
+    """Store the static and current index, then the mark = median(index, best bid, best ask)."""
+    market = gateway.markets.markets[symbol]
+    pipe = gateway.redis.pipeline(transaction=False)
+    pipe.zrange(keys.book_bids(symbol), 0, 0, withscores=True)
+    pipe.zrange(keys.book_asks(symbol), 0, 0, withscores=True)
+    bids, asks = await pipe.execute()
+    best_bid = -int(bids[0][1]) if bids else None
+    best_ask = int(asks[0][1]) if asks else None
+    mark = mark_price(market, index, best_bid, best_ask)
+    await gateway.redis.hset(
+        keys.market_prices(symbol), mapping={"static": index, "index": index, "mark": mark}
+    )
+    return {"market": symbol, "indexPrice": index, "markPrice": mark}
+
+
+async def set_status(gateway: Gateway, symbol: str, op: str) -> tuple[int, dict[str, Any]]:
+    """Send ``halt``/``resume`` to the market's matcher and answer with the market."""
+    market = gateway.markets.markets[symbol]
+    command: AdminCommand = {"op": "halt" if op == "halt" else "resume", "ts": _now_ms()}
+    answer = await cancels.ask_matcher(gateway, symbol, dict(command))
+    gateway.forget_status(symbol)
+    view = await market_data.market_view(gateway, market, fresh=True)
+    return (200 if answer is not None else 202), view
+
+
+async def audit(gateway: Gateway) -> Any:
+    try:
+        from common.audit import audit as run_audit
+    except ImportError:
+        raise ApiError("UNAVAILABLE", "the auditor is not available in this build") from None
+    client = connect(gateway.settings)
+    try:
+        return await asyncio.to_thread(run_audit, client, gateway.markets)
+    finally:
+        client.close()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,84 @@
+"""Signed cancels: one order, or all of a user's orders in one market or every market.
+
+Both go through the matcher (only it may touch the book): the command names a ``reply`` key,
+the matcher LPUSHes its result there, and the gateway waits for it a few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from common import keys
+from common.events import CancelAllCommand, CancelCommand, dumps, loads
+from common.types import FINAL_STATUSES
+from services.gateway import orders, parsing, signed
+from services.gateway.context import Gateway
+from services.gateway.errors import ApiError
+
+REPLY_WAIT_S = 5
+
+
+async def ask_matcher(gateway: Gateway, symbol: str, command: dict[str, Any]) -> Any | None:
+    """XADD a command with a fresh reply key and wait for the matcher's answer (None: none)."""
+    reply_key = keys.market_reply(symbol, uuid.uuid4().hex)
+    command["reply"] = reply_key
+    await gateway.redis.xadd(keys.market_in(symbol), {"c": dumps(command)})
+    answer = await gateway.blocking.blpop([reply_key], timeout=REPLY_WAIT_S)
+    if answer is None:
+        return None
+    return loads(answer[1])
+
+
+async def cancel(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    message, sig = signed.parse_fields("Cancel", body)
+    user = parsing.user_id(message["userId"])
+    market = gateway.markets.market(message["market"])
+    if market is None:
+        raise ApiError("UNKNOWN_MARKET", f"no market named {message['market']!r}")
+    request = signed.check_ts_and_signature(gateway, "Cancel", message, sig, user)
+    cid = message["clientOrderId"]
+    order = await orders.read_order(gateway, user, cid)
+    if order is None or order["market"] != market.symbol:
+        raise ApiError("NOT_FOUND", f"no order {cid!r} of {user} in {market.symbol}")
+    if await signed.signature_used(gateway, request):
+        raise ApiError("DUPLICATE", "this Cancel signature was already used")
+    if order["status"] in FINAL_STATUSES:
+        raise ApiError("ORDER_CLOSED", f"order {cid!r} is already {order['status']}")
+    await signed.claim_signature(gateway, request)
+    command: CancelCommand = {"op": "cancel", "user": user, "cid": cid, "ts": message["ts"]}
+    answer = await ask_matcher(gateway, market.symbol, dict(command))
+    current = await orders.read_order(gateway, user, cid)
+    assert current is not None
+    if answer is None:
+        return 202, current
+    result = answer.get("result")
+    if result == "CLOSED":
+        raise ApiError("ORDER_CLOSED", f"order {cid!r} finished before the cancel arrived")
+    if result == "UNKNOWN":
+        raise ApiError("NOT_FOUND", f"the matcher of {market.symbol} does not know {cid!r}")
+    return 200, current
+
+
+async def cancel_all(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[str, int]]:
+    message, sig = signed.parse_fields("CancelAll", body)
+    user = parsing.user_id(message["userId"])
+    symbol = message["market"]
+    if symbol and gateway.markets.market(symbol) is None:
+        raise ApiError("UNKNOWN_MARKET", f"no market named {symbol!r}")
+    request = signed.check_ts_and_signature(gateway, "CancelAll", message, sig, user)
+    await signed.claim_signature(gateway, request)
+    symbols = [symbol] if symbol else list(gateway.markets.markets)
+    answers = await asyncio.gather(
+        *(
+            ask_matcher(
+                gateway,
+                name,
+                dict(CancelAllCommand(op="cancel_all", user=user, ts=message["ts"])),
+            )
+            for name in symbols
+        )
+    )
+    cancelled = sum(int(a.get("cancelled", 0)) for a in answers if a is not None)
+    return (200 if all(a is not None for a in answers) else 202), {"cancelled": cancelled}

@@ -1,0 +1,124 @@
+"""The outer ring of every request (a plain ASGI middleware, cheap on the hot path).
+
+In order: a request id (``X-Request-ID`` echoed, or a new one), 413 for a declared body over
+64 KiB, the per-IP rate limit for reads (writes draw from the IP and user buckets together
+once the body names the user, see app.py), then the route; afterwards the Prometheus request
+metrics by route template and one JSON log line. Redis failures become 503 UNAVAILABLE and
+anything unforeseen a 500 in the contract's error shape.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import MutableMapping
+from typing import Any
+
+import orjson
+import redis
+
+from services.gateway import metrics, ratelimit
+from services.gateway.context import Gateway
+from services.gateway.errors import ApiError
+from services.gateway.parsing import MAX_BODY_BYTES
+
+log = logging.getLogger("services.gateway.access")
+
+Scope = MutableMapping[str, Any]
+
+
+def client_ip(scope: Scope) -> str:
+    client = scope.get("client")
+    return client[0] if client else "unknown"
+
+
+class GatewayMiddleware:
+    def __init__(self, app: Any, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = ""
+        content_length = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value.decode("latin-1")[:128]
+            elif name == b"content-length":
+                content_length = value
+        request_id = request_id or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status_holder = [500]
+        response_started = [False]
+        request_id_header = (b"x-request-id", request_id.encode("latin-1"))
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                response_started[0] = True
+                status_holder[0] = message["status"]
+                message["headers"] = [*message.get("headers", []), request_id_header]
+            await send(message)
+
+        path = scope["path"]
+        try:
+            if content_length is not None and _too_large(content_length):
+                raise ApiError(
+                    "BODY_TOO_LARGE",
+                    f"the body is {content_length.decode()} bytes; the limit is {MAX_BODY_BYTES}",
+                )
+            if path not in ratelimit.WRITE_PATHS and not ratelimit.exempt(path):
+                await ratelimit.check(self.gateway, client_ip(scope))
+            await self.app(scope, receive, send_wrapper)
+        except ApiError as exc:
+            await _send_error(send_wrapper, exc.status, exc.code, exc.message, exc.headers)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            if not response_started[0]:
+                await _send_error(
+                    send_wrapper, 503, "UNAVAILABLE", f"the exchange's store is unreachable: {exc}"
+                )
+        except Exception as exc:
+            log.exception("unhandled error on %s %s", scope["method"], path)
+            if not response_started[0]:
+                await _send_error(
+                    send_wrapper, 500, "INTERNAL", f"the gateway failed: {type(exc).__name__}"
+                )
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            status = status_holder[0]
+            metrics.observe_request(scope["method"], template, status, elapsed)
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "request",
+                    extra={
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "route": template,
+                        "path": path,
+                        "status": status,
+                        "ms": round(elapsed * 1000, 3),
+                        "client": client_ip(scope),
+                    },
+                )
+
+
+def _too_large(raw: bytes) -> bool:
+    return not raw.isdigit() or int(raw) > MAX_BODY_BYTES
+
+
+async def _send_error(
+    send: Any, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> None:
+    body = orjson.dumps({"error": {"code": code, "message": message}})
+    raw_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *((k.lower().encode(), v.encode()) for k, v in (headers or {}).items()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})

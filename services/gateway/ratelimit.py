@@ -1,0 +1,61 @@
+"""Per-IP (every request) and per-user (writes) token buckets in Redis (API.md §1, §5).
+
+A bucket refills at ``DEX_RATE_LIMIT_*`` tokens per second and holds twice that; ``0`` turns
+a limit off. Admin calls and ``/v1/health`` are never counted. A refusal is 429 RATE_LIMITED
+with ``Retry-After`` in whole seconds (rounded up).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from common import keys
+from services.gateway.context import Gateway
+from services.gateway.errors import ApiError
+
+WRITE_PATHS = frozenset(
+    {"/v1/orders", "/v1/orders/cancel", "/v1/orders/cancel-all", "/v1/withdrawals"}
+)
+
+
+def exempt(path: str) -> bool:
+    return path == "/v1/health" or path.startswith("/v1/admin/")
+
+
+def buckets(gateway: Gateway, ip: str | None, user: str | None) -> list[tuple[str, int]]:
+    """The (key, rate) pairs a request draws from."""
+    settings = gateway.settings
+    result = []
+    if ip is not None and settings.rate_limit_ip > 0:
+        result.append((keys.rate_limit_ip(ip), settings.rate_limit_ip))
+    if user is not None and settings.rate_limit_user > 0:
+        result.append((keys.rate_limit_user(user), settings.rate_limit_user))
+    return result
+
+
+async def check(gateway: Gateway, ip: str | None, user: str | None = None) -> None:
+    """Take a token from each bucket (one round trip); 429 if any is empty."""
+    wanted = buckets(gateway, ip, user)
+    if not wanted:
+        return
+    results: list[Any]
+    if len(wanted) == 1 or gateway.settings.redis_cluster:
+        results = [
+            await gateway.scripts["rate_limit"](keys=[key], args=[rate, 2 * rate])
+            for key, rate in wanted
+        ]
+    else:
+        script = gateway.scripts["rate_limit"]
+        first_key, first_rate = wanted[0]
+        results = await gateway.pipelined_script(
+            "rate_limit",
+            [wanted[1][0]],
+            [wanted[1][1], 2 * wanted[1][1]],
+            before=lambda pipe: pipe.evalsha(script.sha, 1, first_key, first_rate, 2 * first_rate),
+        )
+    wait_ms = max(int(r) for r in results)
+    if wait_ms > 0:
+        error = ApiError("RATE_LIMITED", f"too many requests; retry in {wait_ms} ms")
+        error.headers["Retry-After"] = str(max(1, math.ceil(wait_ms / 1000)))
+        raise error

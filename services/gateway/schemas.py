@@ -1,0 +1,337 @@
+"""Request and response shapes for the OpenAPI document (API.md §5), with examples.
+
+The handlers parse bodies themselves (strict field sets, integers as numbers or digit
+strings, the contract's error order), so these models only describe; they never validate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ADDRESS = "0x8ba1f109551bD432803012645Ac136ddd64DBA72"
+SIG = "0x" + "ab" * 65
+UInt = int | str
+
+
+def _example(**values: Any) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"examples": [values]})
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="UPPER_SNAKE error code (API.md §5)")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    model_config = _example(error={"code": "INVALID_PRICE", "message": "price 7 is not a tick"})
+    error: ErrorDetail
+
+
+class OrderBody(BaseModel):
+    """A signed ``Order`` (or ``OrderV2`` when ``timeInForce`` is present) plus ``sig``."""
+
+    model_config = _example(
+        clientOrderId="c-1", userId=ADDRESS, market="BTC-USDC", side="BUY", type="LIMIT",
+        price=3000000, qty=1000, product="SPOT", ts=1764590000000,
+        timeInForce="GTC", reduceOnly=False, expiresAt=0, sig=SIG,
+    )  # fmt: skip
+    clientOrderId: str = Field(pattern=r"^[A-Za-z0-9._:\-]{1,64}$")
+    userId: str
+    market: str
+    side: str = Field(description="BUY or SELL")
+    type: str = Field(description="LIMIT or MARKET")
+    price: UInt = Field(description="multiple of tickSize; 0 for a MARKET order")
+    qty: UInt
+    product: str = Field(description="SPOT, PERP, FUTURE or OPTION (the market's)")
+    ts: UInt = Field(description="ms since epoch, within DEX_SIGNATURE_MAX_AGE_MS")
+    timeInForce: str | None = Field(None, description="OrderV2 only: GTC, IOC, FOK, POST_ONLY")
+    reduceOnly: bool | None = Field(None, description="OrderV2 only")
+    expiresAt: UInt | None = Field(None, description="OrderV2 only: ms, 0 = never")
+    sig: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$")
+
+
+class CancelBody(BaseModel):
+    model_config = _example(
+        userId=ADDRESS, market="BTC-USDC", clientOrderId="c-1", ts=1764590000000, sig=SIG
+    )
+    userId: str
+    market: str
+    clientOrderId: str
+    ts: UInt
+    sig: str
+
+
+class CancelAllBody(BaseModel):
+    model_config = _example(userId=ADDRESS, market="", ts=1764590000000, sig=SIG)
+    userId: str
+    market: str = Field(description='"" cancels in every market')
+    ts: UInt
+    sig: str
+
+
+class WithdrawBody(BaseModel):
+    model_config = _example(
+        userId=ADDRESS, asset="USDC", amount="1000000", ts=1764590000000, sig=SIG
+    )
+    userId: str
+    asset: str
+    amount: UInt
+    ts: UInt
+    sig: str
+
+
+class DepositBody(BaseModel):
+    model_config = _example(userId=ADDRESS, asset="USDC", amount="5000000000")
+    userId: str = Field(description='an address, or "fees" / "insurance"')
+    asset: str
+    amount: UInt
+
+
+class OracleBody(BaseModel):
+    model_config = _example(market="BTC-PERP", indexPrice=3000000)
+    market: str
+    indexPrice: UInt
+
+
+class Accepted(BaseModel):
+    model_config = _example(clientOrderId="c-1", status="ACCEPTED")
+    clientOrderId: str
+    status: str
+
+
+class Order(BaseModel):
+    model_config = _example(
+        clientOrderId="c-1", userId=ADDRESS.lower(), market="BTC-USDC", side="BUY",
+        type="LIMIT", timeInForce="GTC", reduceOnly=False, expiresAt=0, price=3000000,
+        qty=1000, filled=0, status="NEW", reason=None, ts=1764590000000,
+        updatedTs=1764590000012,
+    )  # fmt: skip
+    clientOrderId: str
+    userId: str
+    market: str
+    side: str
+    type: str
+    timeInForce: str
+    reduceOnly: bool
+    expiresAt: int
+    price: int
+    qty: int
+    filled: int
+    status: str = Field(description="ACCEPTED NEW PARTIAL FILLED CXL EXP REJECTED")
+    reason: str | None
+    ts: int
+    updatedTs: int
+
+
+class Cancelled(BaseModel):
+    model_config = _example(cancelled=3)
+    cancelled: int
+
+
+class Balance(BaseModel):
+    model_config = _example(total="5000000000", available="3998500000", locked="1001500000")
+    total: str
+    available: str
+    locked: str
+
+
+class Position(BaseModel):
+    model_config = _example(
+        market="BTC-PERP", size=1000, entryNotional="3000000000", avgEntry="3000000",
+        realizedPnl="0", unrealizedPnl="1000000", markPrice=3001000, fundingPaid="0",
+        liquidationPrice=2850000,
+    )  # fmt: skip
+    market: str
+    size: int
+    entryNotional: str
+    avgEntry: str
+    realizedPnl: str
+    unrealizedPnl: str
+    markPrice: int
+    fundingPaid: str
+    liquidationPrice: int | None
+
+
+class Margin(BaseModel):
+    model_config = _example(
+        equity="5001000000", initialMargin="300100000", maintenanceMargin="150050000",
+        freeCollateral="4700900000", unrealizedPnl="1000000",
+    )  # fmt: skip
+    equity: str
+    initialMargin: str
+    maintenanceMargin: str
+    freeCollateral: str
+    unrealizedPnl: str
+
+
+class Fill(BaseModel):
+    model_config = _example(
+        tradeId="BTC-USDC:1", market="BTC-USDC", clientOrderId="c-1", side="BUY",
+        price=3000000, qty=1000, fee="1500000", liquidity="TAKER", ts=1764590000012,
+    )  # fmt: skip
+    tradeId: str
+    market: str
+    clientOrderId: str
+    side: str
+    price: int
+    qty: int
+    fee: str
+    liquidity: str
+    ts: int
+
+
+class Trade(BaseModel):
+    model_config = _example(
+        tradeId="BTC-USDC:1", market="BTC-USDC", price=3000000, qty=1000, takerSide="BUY",
+        buyer=ADDRESS.lower(), seller="0x" + "11" * 20, buyOid="c-1", sellOid="c-2",
+        ts=1764590000012, seq=1,
+    )  # fmt: skip
+    tradeId: str
+    market: str
+    price: int
+    qty: int
+    takerSide: str
+    buyer: str
+    seller: str
+    buyOid: str
+    sellOid: str
+    ts: int
+    seq: int
+
+
+class Depth(BaseModel):
+    model_config = _example(
+        market="BTC-USDC", seq=42, bids=[[2999900, 1500]], asks=[[3000000, 1000]]
+    )
+    market: str
+    seq: int
+    bids: list[list[int]]
+    asks: list[list[int]]
+
+
+class Ticker(BaseModel):
+    model_config = _example(
+        last=3000000, bestBid=2999900, bestAsk=3000000, open24h=2950000, high24h=3010000,
+        low24h=2940000, volume24h=12000, quoteVolume24h="36000000000", indexPrice=3000000,
+        markPrice=3000000, fundingRate=None, nextFundingTs=None, openInterest=None,
+    )  # fmt: skip
+    last: int | None
+    bestBid: int | None
+    bestAsk: int | None
+    open24h: int | None
+    high24h: int | None
+    low24h: int | None
+    volume24h: int | str | None
+    quoteVolume24h: int | str | None
+    indexPrice: int | None
+    markPrice: int | None
+    fundingRate: int | str | None
+    nextFundingTs: int | None
+    openInterest: int | str | None
+
+
+class Candle(BaseModel):
+    model_config = _example(t=1764589980000, o=3000000, h=3001000, l=2999000, c=3000500, v=2500)
+    t: int
+    o: int
+    h: int
+    l: int  # noqa: E741 - the contract's field name
+    c: int
+    v: int
+
+
+class MarketView(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "symbol": "BTC-USDC", "status": "OPEN", "product": "SPOT", "base": "BTC",
+                    "quote": "USDC", "priceScale": 2, "qtyScale": 4, "tickSize": 1,
+                    "lotSize": 1, "minQty": 1, "makerFeeBps": 1, "takerFeeBps": 5,
+                    "indexPrice": 3000000,
+                }
+            ]
+        },
+    )  # fmt: skip
+    symbol: str
+    status: str = Field(description="OPEN, HALTED or EXPIRED")
+
+
+class Withdrawal(BaseModel):
+    model_config = _example(
+        withdrawalId="w-3f1c", userId=ADDRESS.lower(), asset="USDC", amount="1000000",
+        status="PENDING",
+    )  # fmt: skip
+    withdrawalId: str
+    userId: str
+    asset: str
+    amount: str
+    status: str
+
+
+class WithdrawalListed(BaseModel):
+    model_config = _example(
+        withdrawalId="w-3f1c", asset="USDC", amount="1000000", status="PENDING",
+        ts=1764590000000,
+    )  # fmt: skip
+    withdrawalId: str
+    asset: str
+    amount: str
+    status: str
+    ts: int
+
+
+class SystemAccounts(BaseModel):
+    model_config = _example(
+        fees={"USDC": "1800000"}, insurance={"USDC": "0"}, insurancePositions=[]
+    )
+    fees: dict[str, str]
+    insurance: dict[str, str]
+    insurancePositions: list[Position]
+
+
+class OracleResult(BaseModel):
+    model_config = _example(market="BTC-PERP", indexPrice=3000000, markPrice=3000000)
+    market: str
+    indexPrice: int
+    markPrice: int
+
+
+class Health(BaseModel):
+    model_config = _example(status="ok")
+    status: str
+
+
+def body(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` describing a JSON request body by a model (handlers parse it)."""
+    schema = model.model_json_schema()
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
+
+
+def errors(*statuses: int) -> dict[int | str, Any]:
+    """The error responses a route can give, all in the contract's error shape."""
+    described = {
+        400: "invalid request (see the error code)",
+        401: "INVALID_SIGNATURE",
+        403: "FORBIDDEN: missing or wrong admin token",
+        404: "NOT_FOUND or UNKNOWN_MARKET",
+        409: "DUPLICATE or ORDER_CLOSED",
+        413: "BODY_TOO_LARGE",
+        422: "INSUFFICIENT_BALANCE, INSUFFICIENT_MARGIN, MARKET_HALTED or MARKET_CLOSED",
+        429: "RATE_LIMITED (see Retry-After)",
+        503: "UNAVAILABLE or OVERLOADED",
+    }
+    return {s: {"model": ErrorBody, "description": described[s]} for s in (429, *statuses, 503)}
+
+
+def ok(model: Any, *statuses: int) -> dict[int | str, Any]:
+    """A 200 described by ``model`` plus the route's error responses."""
+    return {200: {"model": model, "description": "success"}, **errors(*statuses)}

@@ -1,0 +1,103 @@
+"""Signed withdrawals: debit the account and hand the record to the chain relayer.
+
+The debit and the record are one account-slot script; copying the record to the relayer's
+stream is a second step whose failure the outbox sweeper repairs (the record stays in the
+account's pending hash until copied; the relayer keys on ``withdrawalId``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from common import keys
+from common.events import MAX_SAFE_INTEGER, dumps, loads
+from services.gateway import funds, parsing, signed
+from services.gateway.context import Gateway
+from services.gateway.errors import ApiError
+
+RECORD_FIELD = "w"
+
+
+async def withdraw(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:
+    message, sig = signed.parse_fields("Withdraw", body)
+    amount = message["amount"]
+    if amount <= 0 or amount > MAX_SAFE_INTEGER:
+        raise ApiError("INVALID_REQUEST", f"amount must be between 1 and {MAX_SAFE_INTEGER}")
+    user = parsing.user_id(message["userId"])
+    asset = message["asset"]
+    if asset not in gateway.markets.assets:
+        raise ApiError("UNKNOWN_ASSET", f"no asset named {asset!r}")
+    request = signed.check_ts_and_signature(gateway, "Withdraw", message, sig, user)
+    digest = signed.digest_hex(gateway, request)
+    withdrawal_id = "w-" + digest[:32]
+    is_margin = asset in funds.margin_assets(gateway.markets)
+    adjustment = 0
+    if is_margin:
+        adjustment, _ = await funds.adjustment_for(gateway.redis, gateway.markets, user, asset)
+    record = {
+        "withdrawalId": withdrawal_id,
+        "userId": user,
+        "asset": asset,
+        "amount": str(amount),
+        "status": "PENDING",
+        "ts": int(time.time() * 1000),
+    }
+    encoded = dumps(record)
+    script_keys = [
+        keys.balances(user),
+        keys.used_signature(user, digest),
+        keys.account_withdrawals(user),
+        keys.withdrawals_pending(user),
+    ]
+    args = [
+        asset,
+        amount,
+        adjustment,
+        "1" if is_margin else "0",
+        withdrawal_id,
+        encoded,
+        signed.replay_ttl_ms(gateway),
+    ]
+    if gateway.settings.redis_cluster:
+        await gateway.redis.sadd(keys.outbox_accounts(), user)
+        verdict = await gateway.scripts["withdraw"](keys=script_keys, args=args)
+    else:
+        _, verdict = await gateway.pipelined_script(
+            "withdraw",
+            script_keys,
+            args,
+            before=lambda pipe: pipe.sadd(keys.outbox_accounts(), user),
+        )
+    if verdict == "DUPLICATE":
+        raise ApiError("DUPLICATE", "this Withdraw signature was already used")
+    if verdict in ("INSUFFICIENT_BALANCE", "INSUFFICIENT_MARGIN"):
+        kind = "available balance" if verdict == "INSUFFICIENT_BALANCE" else "free collateral"
+        raise ApiError(verdict, f"{user} lacks {amount} {asset} of {kind}")
+    await hand_to_relayer(gateway, user, withdrawal_id, encoded)
+    return {k: record[k] for k in ("withdrawalId", "userId", "asset", "amount", "status")}
+
+
+async def hand_to_relayer(gateway: Gateway, user: str, withdrawal_id: str, record: str) -> None:
+    """Copy a pending record to the relayer's stream, then drop it from the pending hash."""
+    try:
+        await gateway.redis.xadd(keys.withdrawal_requests(), {RECORD_FIELD: record})
+        await gateway.redis.hdel(keys.withdrawals_pending(user), withdrawal_id)
+    except Exception:
+        import logging
+
+        logging.getLogger("services.gateway").warning(
+            "withdrawal %s is debited but not yet handed to the relayer; the sweeper will",
+            withdrawal_id,
+            exc_info=True,
+        )
+
+
+async def list_withdrawals(gateway: Gateway, user: str, limit: int) -> list[dict[str, Any]]:
+    """The account's withdrawals, newest first."""
+    entries = await gateway.redis.xrevrange(keys.account_withdrawals(user), count=limit)
+    result = []
+    for _, fields in entries:
+        record = loads(fields[RECORD_FIELD])
+        result.append({k: record[k] for k in ("withdrawalId", "asset", "amount", "status", "ts")})
+    return result

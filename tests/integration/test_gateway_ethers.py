@@ -1,0 +1,76 @@
+"""Messages signed by ethers.js v6 ``signTypedData`` are accepted by the gateway.
+
+The vectors were made once by tests/fixtures/ethers/make_vectors.mjs (its header says how to
+regenerate them); their ``ts`` is fixed, so the window is widened for this test.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.gateway import ADMIN, ReplyingMatcher, gateway_client
+
+from common.markets import load_markets
+from common.settings import DEFAULT_MARKETS_FILE
+
+pytestmark = pytest.mark.integration
+
+VECTORS = Path(__file__).resolve().parents[1] / "fixtures" / "ethers" / "vectors.json"
+WIDE_WINDOW_MS = 10**13
+
+
+def vectors(primary: str | None = None) -> list[dict[str, Any]]:
+    data = json.loads(VECTORS.read_text())
+    assert data["ethersVersion"].startswith("6.")
+    return [v for v in data["vectors"] if primary is None or v["primaryType"] == primary]
+
+
+def body(vector: dict[str, Any]) -> dict[str, Any]:
+    return {**vector["message"], "sig": vector["sig"]}
+
+
+def test_ethers_signed_orders_cancels_and_withdrawals_are_accepted(redis_url: str) -> None:
+    markets = list(load_markets(DEFAULT_MARKETS_FILE).markets)
+    with (
+        gateway_client(redis_url, signature_max_age_ms=WIDE_WINDOW_MS) as client,
+        ReplyingMatcher(redis_url, markets),
+    ):
+        addresses = {v["address"] for v in vectors()}
+        for address in addresses:
+            for asset, amount in (("USDC", 10**10), ("BTC", 10**8)):
+                response = client.post(
+                    "/v1/admin/deposits",
+                    json={"userId": address, "asset": asset, "amount": amount},
+                    headers=ADMIN,
+                )
+                assert response.status_code == 200
+        orders = vectors("Order") + vectors("OrderV2")
+        assert len(orders) == 6
+        for vector in orders:
+            response = client.post("/v1/orders", json=body(vector))
+            assert response.status_code == 202, (vector["message"], response.text)
+        for vector in vectors("Withdraw"):
+            response = client.post("/v1/withdrawals", json=body(vector))
+            assert response.status_code == 200, response.text
+            assert response.json()["userId"] == vector["address"].lower()
+        for vector in vectors("Cancel"):
+            response = client.post("/v1/orders/cancel", json=body(vector))
+            assert response.status_code == 200, response.text
+            assert response.json()["status"] == "CXL"
+        for vector in vectors("CancelAll"):
+            response = client.post("/v1/orders/cancel-all", json=body(vector))
+            assert response.status_code == 200, response.text
+            # the PERP order and the MARKET one (the stand-in matcher rests every order)
+            assert response.json() == {"cancelled": 2}
+
+
+def test_a_tampered_ethers_order_is_refused(redis_url: str) -> None:
+    with gateway_client(redis_url, signature_max_age_ms=WIDE_WINDOW_MS) as client:
+        vector = vectors("OrderV2")[0]
+        tampered = {**body(vector), "qty": vector["message"]["qty"] + 1}
+        response = client.post("/v1/orders", json=tampered)
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "INVALID_SIGNATURE"

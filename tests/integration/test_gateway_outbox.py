@@ -1,0 +1,93 @@
+"""The outbox: a gateway SIGKILLed after reserving but before the XADD loses nothing.
+
+The market stream's key is made unusable (a string, so XADD fails) while the first gateway
+admits an order; that gateway is then killed with SIGKILL. A fresh gateway's sweeper must
+deliver the order to the real matcher exactly once, with its reservation locked once.
+"""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+import redis
+from support.exchange import Exchange
+from support.redis_server import wait_for
+from support.signing import Trader
+
+from common import keys
+
+pytestmark = pytest.mark.integration
+
+SPOT = "BTC-USDC"
+
+
+def test_order_stranded_by_a_killed_gateway_is_delivered_once_by_the_sweeper(
+    redis_url: str,
+) -> None:
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    trader = Trader()
+    user = trader.address.lower()
+    with Exchange(redis_url) as exchange:
+        exchange.start("gateway")
+        exchange.deposit(user, "USDC", 10_000_000_000)
+        r.set(keys.market_in(SPOT), "not a stream")
+        body = trader.order(SPOT, "BUY", 3_000_000, 1_000)
+        with exchange.client() as client:
+            response = client.post("/v1/orders", json=body)
+        assert response.status_code == 202, response.text
+        assert r.zrange(keys.outbox(user), 0, -1) == [body["clientOrderId"]]
+        exchange.kill("gateway")
+
+        r.delete(keys.market_in(SPOT))
+        exchange.start("matcher", "gateway")
+        order_key = keys.market_order(SPOT, user, body["clientOrderId"])
+        assert wait_for(lambda: r.hget(order_key, "status") == "NEW", 60), exchange.log("gateway")[
+            -3000:
+        ]
+        assert wait_for(lambda: r.zcard(keys.outbox(user)) == 0, 30)
+        commands = [orjson.loads(f["c"]) for _, f in r.xrange(keys.market_in(SPOT))]
+        assert [c["cid"] for c in commands] == [body["clientOrderId"]]
+        assert commands[0]["reserved"] == 3_001_500_000
+        with exchange.client() as client:
+            balances = client.get(f"/v1/accounts/{user}/balances").json()
+            order = client.get(f"/v1/orders/{user}/{body['clientOrderId']}").json()
+        assert balances == {
+            "USDC": {"total": "10000000000", "available": "6998500000", "locked": "3001500000"}
+        }
+        assert order["status"] == "NEW"
+        assert r.hget(keys.market_state(SPOT), "seq") == "1"
+    r.close()
+
+
+def test_sweeper_leaves_fresh_entries_alone_and_forgets_idle_accounts(redis_url: str) -> None:
+    import asyncio
+
+    from common.settings import DexSettings
+    from services.gateway import outbox
+    from services.gateway.context import Gateway
+
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    gateway = Gateway.build(DexSettings(redis_url=redis_url))
+
+    async def scenario() -> tuple[int, int]:
+        try:
+            r.sadd(keys.outbox_accounts(), "0xidle", "0xbusy")
+            r.hset(keys.account_order("0xbusy", "c1"), mapping={"market": SPOT, "cmd": "{}"})
+            r.zadd(keys.outbox("0xbusy"), {"c1": 10**13})  # accepted "in the future": fresh
+            fresh = await outbox.sweep_once(gateway)
+            r.zadd(keys.outbox("0xbusy"), {"c1": 1})
+            stale = await outbox.sweep_once(gateway)
+            return fresh, stale
+        finally:
+            await gateway.redis.aclose()
+            await gateway.blocking.aclose()
+
+    fresh, stale = asyncio.run(scenario())
+    assert (fresh, stale) == (0, 1)
+    assert r.xlen(keys.market_in(SPOT)) == 1
+    assert (
+        r.smembers(keys.outbox_accounts()) == {"0xbusy"}
+        or r.smembers(keys.outbox_accounts()) == set()
+    )
+    assert "0xidle" not in r.smembers(keys.outbox_accounts())
+    r.close()

@@ -1,0 +1,209 @@
+"""Random command streams through the real match.lua on a real redis-server, compared with the
+plain-Python reference book: every trade, every order's status, reason and fill, every reply,
+the positions mirror, the depth seq, and the final book order by order. The book must never be
+crossed after a call. DEX_FULL_TESTS=1 runs ten times as many examples."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support.reference_book import ReferenceBook
+
+from common import keys
+from common.lua import ScriptSet
+from services.matcher.consumer import LUA_DIR, match_args, match_keys
+
+pytestmark = pytest.mark.integration
+
+MARKET = "PROP-PERP"
+USERS = ["0xaa", "0xbb", "0xcc"]
+FULL = os.environ.get("DEX_FULL_TESTS") == "1"
+EXAMPLES = 1000 if FULL else 100
+START = 1_800_000_000_000
+
+
+@st.composite
+def scenarios(draw: Any) -> list[tuple[int, list[dict[str, Any]]]]:
+    now = START
+    cids: list[tuple[str, str]] = []
+    batches: list[tuple[int, list[dict[str, Any]]]] = []
+    rid = 0
+    for _ in range(draw(st.integers(1, 40))):
+        now += draw(st.sampled_from([0, 1, 400, 1500]))
+        commands: list[dict[str, Any]] = []
+        for _ in range(draw(st.integers(1, 8))):
+            rid += 1
+            reply = keys.market_reply(MARKET, str(rid))
+            kind = draw(st.sampled_from(["order"] * 16 + ["cancel"] * 3 + ["all", "admin"]))
+            user = draw(st.sampled_from(USERS))
+            if kind == "order":
+                cid = f"c{len(cids)}"
+                cids.append((user, cid))
+                side = draw(st.sampled_from(["BUY", "SELL"]))
+                otype = draw(st.sampled_from(["LIMIT"] * 4 + ["MARKET"]))
+                if otype == "LIMIT":
+                    price = draw(st.integers(98, 102))
+                else:
+                    price = draw(st.sampled_from([0, 0, 99, 101]))
+                budget = draw(st.integers(0, 2_000)) if otype == "MARKET" and side == "BUY" else 0
+                expires = draw(st.sampled_from([0, 0, 0, now + 1, now + 500, now + 3000]))
+                commands.append({
+                    "op": "order", "user": user, "cid": cid, "side": side, "type": otype,
+                    "price": price, "qty": draw(st.integers(1, 8)),
+                    "tif": draw(st.sampled_from(["GTC", "GTC", "IOC", "FOK", "POST_ONLY"])),
+                    "reduceOnly": draw(st.sampled_from([False] * 6 + [True])),
+                    "expiresAt": expires, "ts": now, "reserved": budget, "acceptedAt": now,
+                    "reply": reply,
+                })  # fmt: skip
+            elif kind == "cancel" and cids:
+                owner, cid = draw(st.sampled_from(cids))
+                commands.append(
+                    {"op": "cancel", "user": owner, "cid": cid, "ts": now, "reply": reply}
+                )
+            elif kind == "all":
+                commands.append({"op": "cancel_all", "user": user, "ts": now, "reply": reply})
+            elif kind == "admin":
+                op = draw(st.sampled_from(["halt", "resume", "resume"]))
+                commands.append({"op": op, "ts": now, "reply": reply})
+        batches.append((now, commands))
+    if draw(st.integers(0, 9)) == 0:
+        now += 1
+        batches.append((now, [{"op": "expire", "ts": now, "reply": "r:expire"}]))
+    return batches
+
+
+def _reply_value(client: redis.Redis, command: dict[str, Any]) -> Any:
+    raw = client.lpop(command["reply"])
+    assert raw is not None, f"no reply for {command}"
+    value = orjson.loads(raw)
+    return next(iter(value.values()))
+
+
+def run_and_compare(client: redis.Redis, product: str, batches: list[Any]) -> int:
+    client.flushall()
+    client.hset(
+        keys.market_cfg(MARKET),
+        mapping={"product": product, "mult": "1", "takerFeeBps": "5",
+                 "initialMarginBps": "1000", "lotSize": "1"},
+    )  # fmt: skip
+    scripts = ScriptSet(client, LUA_DIR)
+    reference = ReferenceBook(product=product, taker_fee_bps=5, initial_margin_bps=1000)
+    stream_seq = 0
+    applied_total = 0
+    for now, commands in batches:
+        args = match_args(MARKET, now, "")
+        for command in commands:
+            stream_seq += 1
+            args.extend((f"1-{stream_seq}", orjson.dumps(command).decode()))
+        applied, _ = scripts["match"](keys=match_keys(MARKET), args=args)
+        assert applied == len(commands)
+        applied_total += applied
+        before = len(reference.replies)
+        reference.batch(now, commands)
+        for command, expected in zip(commands, reference.replies[before:], strict=True):
+            assert _reply_value(client, command) == expected, command
+        best_bid = client.zrange(keys.book_bids(MARKET), 0, 0, withscores=True)
+        best_ask = client.zrange(keys.book_asks(MARKET), 0, 0, withscores=True)
+        if best_bid and best_ask:
+            assert -best_bid[0][1] < best_ask[0][1], "book crossed"
+    # trades, in order
+    trades = [orjson.loads(f["t"]) for _, f in client.xrange(keys.market_trades(MARKET))]
+    got = [
+        (t["price"], t["qty"], t["takerSide"], t["buyer"], t["seller"], t["buyOid"], t["sellOid"])
+        for t in trades
+    ]
+    want = [
+        (t.price, t.qty, t.taker_side, t.buyer, t.seller, t.buy_cid, t.sell_cid)
+        for t in reference.trades
+    ]
+    assert got == want
+    assert [t["seq"] for t in trades] == list(range(1, len(trades) + 1))
+    # every order
+    for (user, cid), order in reference.orders.items():
+        record = client.hgetall(keys.market_order(MARKET, user, cid))
+        assert (record["status"], record["reason"] or None, int(record["filled"])) == (
+            order.status,
+            order.reason,
+            order.filled,
+        ), (user, cid, record)
+        assert int(record["qty"]) == order.qty
+    # the book, order by order, and its levels
+    for side, zkey, lkey in (
+        ("BUY", keys.book_bids(MARKET), keys.levels_bids(MARKET)),
+        ("SELL", keys.book_asks(MARKET), keys.levels_asks(MARKET)),
+    ):
+        members = client.zrange(zkey, 0, -1)
+        expected = [o for o in reference._side_list(side)]
+        assert [m.split("|", 1)[1] for m in members] == [f"{o.user}|{o.cid}" for o in expected]
+        levels = {int(p): int(q) for p, q in client.hgetall(lkey).items()}
+        assert levels == reference.levels(side)
+    positions = {u: int(v) for u, v in client.hgetall(keys.market_positions(MARKET)).items()}
+    assert {u: v for u, v in positions.items() if v} == {
+        u: v for u, v in reference.positions.items() if v
+    }
+    state = client.hgetall(keys.market_state(MARKET))
+    assert int(state.get("seq", 0)) == reference.seq
+    assert state["status"] == reference.status
+    open_sets = {u: client.smembers(keys.market_user_open(MARKET, u)) for u in USERS}
+    for user in USERS:
+        assert open_sets[user] == {
+            o.cid for o in reference.bids + reference.asks if o.user == user
+        }
+    return applied_total
+
+
+@pytest.fixture
+def client(redis_url: str) -> Any:
+    connection = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield connection
+    connection.close()
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(batches=scenarios())
+def test_perp_matches_the_reference_book(client: redis.Redis, batches: Any) -> None:
+    run_and_compare(client, "PERP", batches)
+
+
+@settings(
+    max_examples=EXAMPLES // 4,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(batches=scenarios())
+def test_spot_matches_the_reference_book(client: redis.Redis, batches: Any) -> None:
+    run_and_compare(client, "SPOT", batches)
+
+
+def test_replaying_a_batch_changes_nothing(client: redis.Redis) -> None:
+    """The same stream ids applied twice: the second call is skipped whole."""
+    client.hset(keys.market_cfg(MARKET), mapping={"product": "SPOT", "mult": "1"})
+    scripts = ScriptSet(client, LUA_DIR)
+    orders = [
+        {"op": "order", "user": u, "cid": c, "side": s, "type": "LIMIT", "price": 100, "qty": 5,
+         "tif": "GTC", "reduceOnly": False, "expiresAt": 0, "ts": 1, "reserved": 0,
+         "acceptedAt": 1}
+        for u, c, s in (("0xaa", "a1", "SELL"), ("0xbb", "b1", "BUY"), ("0xbb", "b2", "BUY"))
+    ]  # fmt: skip
+    args = match_args(MARKET, START, "")
+    for i, order in enumerate(orders, 1):
+        args.extend((f"5-{i}", orjson.dumps(order).decode()))
+    assert scripts["match"](keys=match_keys(MARKET), args=args) == [3, 3]
+    snapshot = {k: client.dump(k) for k in client.keys("*")}
+    assert scripts["match"](keys=match_keys(MARKET), args=args) == [0, 0]
+    # the same order re-sent under a new stream id (outbox re-send) is ignored too
+    again = [*match_args(MARKET, START, ""), "6-1", orjson.dumps(orders[1]).decode()]
+    assert scripts["match"](keys=match_keys(MARKET), args=again) == [1, 0]
+    after = {k: client.dump(k) for k in client.keys("*") if k != keys.market_state(MARKET)}
+    assert after == {k: v for k, v in snapshot.items() if k != keys.market_state(MARKET)}
+    assert client.hget(keys.market_state(MARKET), "last") == "6-1"

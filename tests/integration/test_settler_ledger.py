@@ -1,0 +1,151 @@
+"""Settlement maths against a real redis-server, driven directly through the ledger.
+
+Fills and done events are written as the matcher writes them; each test checks balances,
+positions and reservations to the atomic unit and runs the auditor at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from support.market_driver import MarketDriver
+
+from common import keys
+from common.audit import audit
+from common.markets import MarketSet, load_markets
+from services.settler.ledger import Ledger
+
+pytestmark = pytest.mark.integration
+
+MARKETS_FILE = Path(__file__).resolve().parents[2] / "deploy" / "markets.yaml"
+A, B = "0x" + "a" * 40, "0x" + "b" * 40
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[Any]:
+    c = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def markets() -> MarketSet:
+    return load_markets(MARKETS_FILE)
+
+
+def bal(client: Any, user: str, asset: str = "USDC") -> tuple[int, int]:
+    raw = client.hgetall(keys.balances(user))
+    return int(raw.get(f"{asset}:t", 0)), int(raw.get(f"{asset}:l", 0))
+
+
+def pos(client: Any, user: str, market: str) -> dict[str, int]:
+    raw = client.hgetall(keys.positions(user))
+    return {f: int(raw.get(f"{market}:{f}", 0)) for f in ("size", "entry", "rpnl")}
+
+
+def assert_audit_ok(client: Any, markets: MarketSet) -> dict[str, Any]:
+    report = audit(client, markets)
+    assert report["ok"], report
+    return report
+
+
+def test_perp_round_trip_realizes_pnl_and_releases_margin(client: Any, markets: MarketSet) -> None:
+    market = markets.markets["BTC-PERP"]
+    drive, ledger = MarketDriver(client, market), Ledger(client)
+    drive.deposit(A, "USDC", 10_000_000_000)
+    drive.deposit(B, "USDC", 10_000_000_000)
+    # A buys 0.1 BTC at 30,000 from B (B rests, A takes): notional 3,000 USDC.
+    reserved_b = drive.order(B, "s1", "SELL", 3_000_000, 1_000)
+    assert reserved_b == 300_000_000 + 1_500_000
+    drive.order(A, "b1", "BUY", 3_000_000, 1_000)
+    drive.fill((A, "b1"), (B, "s1"), 3_000_000, 1_000, taker="BUY")
+    assert ledger.settle_market(market) == 3
+    taker_fee, maker_fee = 1_500_000, 300_000
+    assert bal(client, A) == (10_000_000_000 - taker_fee, 0)
+    assert bal(client, B) == (10_000_000_000 - maker_fee, 0)
+    assert pos(client, A, "BTC-PERP") == {"size": 1_000, "entry": 3_000_000_000, "rpnl": 0}
+    assert pos(client, B, "BTC-PERP") == {"size": -1_000, "entry": -3_000_000_000, "rpnl": 0}
+    # A sells 0.04 at 31,000 (A resting, B takes), then 0.06 at 29,000 (B rests, A takes).
+    drive.order(A, "s2", "SELL", 3_100_000, 400)
+    drive.order(B, "b2", "BUY", 3_100_000, 400)
+    drive.fill((B, "b2"), (A, "s2"), 3_100_000, 400, taker="BUY")
+    drive.order(B, "b3", "BUY", 2_900_000, 600)
+    drive.order(A, "s3", "SELL", 2_900_000, 600)
+    drive.fill((B, "b3"), (A, "s3"), 2_900_000, 600, taker="SELL")
+    ledger.settle_market(market)
+    n2, n3 = 3_100_000 * 400, 2_900_000 * 600
+    fee = lambda n, bps: -(-n * bps // 10_000)  # noqa: E731
+    pnl_a = (n2 - 1_200_000_000) + (n3 - 1_800_000_000)
+    assert pos(client, A, "BTC-PERP") == {"size": 0, "entry": 0, "rpnl": pnl_a}
+    assert pos(client, B, "BTC-PERP") == {"size": 0, "entry": 0, "rpnl": -pnl_a}
+    assert bal(client, A) == (10_000_000_000 - taker_fee + pnl_a - fee(n2, 1) - fee(n3, 5), 0)
+    assert bal(client, B) == (10_000_000_000 - maker_fee - pnl_a - fee(n2, 5) - fee(n3, 1), 0)
+    report = assert_audit_ok(client, markets)
+    assert report["assets"]["USDC"]["fees"] == str(
+        taker_fee + maker_fee + fee(n2, 1) + fee(n2, 5) + fee(n3, 5) + fee(n3, 1)
+    )
+
+
+def test_partial_fill_keeps_exactly_what_the_rest_needs(client: Any, markets: MarketSet) -> None:
+    market = markets.markets["BTC-PERP"]
+    drive, ledger = MarketDriver(client, market), Ledger(client)
+    drive.deposit(A, "USDC", 10_000_000_000)
+    drive.deposit(B, "USDC", 10_000_000_000)
+    drive.order(A, "b1", "BUY", 3_000_001, 777)
+    drive.order(B, "s1", "SELL", 3_000_001, 333)
+    drive.fill((A, "b1"), (B, "s1"), 3_000_001, 333, taker="SELL")
+    ledger.settle_market(market)
+    rest_need = -(-3_000_001 * 444 * 1000 // 10_000) + -(-3_000_001 * 444 * 5 // 10_000)
+    assert client.hget(keys.reservations(A), "b1") == str(rest_need)
+    assert bal(client, A)[1] == rest_need
+    assert_audit_ok(client, markets)
+    drive.finish(A, "b1", "CXL", "USER")
+    ledger.settle_market(market)
+    assert bal(client, A)[1] == 0
+    assert_audit_ok(client, markets)
+
+
+def test_flip_and_replay_settle_once(client: Any, markets: MarketSet) -> None:
+    market = markets.markets["BTC-PERP"]
+    drive, ledger = MarketDriver(client, market), Ledger(client)
+    for user in (A, B):
+        drive.deposit(user, "USDC", 10_000_000_000)
+    drive.order(B, "s1", "SELL", 3_000_000, 300)
+    drive.order(A, "b1", "BUY", 3_000_000, 300)
+    drive.fill((A, "b1"), (B, "s1"), 3_000_000, 300)
+    drive.order(B, "b2", "BUY", 3_000_300, 700)
+    drive.order(A, "s2", "SELL", 3_000_300, 700)
+    drive.fill((B, "b2"), (A, "s2"), 3_000_300, 700, taker="SELL")
+    ledger.settle_market(market)
+    before = {u: client.hgetall(keys.balances(u)) for u in (A, B, "fees")}
+    # Replaying every event from the start changes nothing.
+    client.delete(keys.market_settled("BTC-PERP"))
+    ledger.settle_market(market)
+    assert {u: client.hgetall(keys.balances(u)) for u in (A, B, "fees")} == before
+    assert pos(client, A, "BTC-PERP") == {
+        "size": -400,
+        "entry": -3_000_300 * 400,
+        "rpnl": 300 * 300,
+    }
+    assert_audit_ok(client, markets)
+
+
+def test_option_premium_moves_as_cash(client: Any, markets: MarketSet) -> None:
+    market = markets.markets["BTC-C-40000-20270326"]
+    drive, ledger = MarketDriver(client, market), Ledger(client)
+    for user in (A, B):
+        drive.deposit(user, "USDC", 10_000_000_000)
+    drive.order(B, "w1", "SELL", 150_000, 1_000)  # writer: 1,500 USDC premium per BTC
+    drive.order(A, "h1", "BUY", 150_000, 1_000)
+    drive.fill((A, "h1"), (B, "w1"), 150_000, 1_000, taker="BUY")
+    ledger.settle_market(market)
+    premium = 150_000 * 1_000
+    assert bal(client, A) == (10_000_000_000 - premium - premium * 5 // 10_000, 0)
+    assert bal(client, B) == (10_000_000_000 + premium - premium // 10_000, 0)
+    assert pos(client, A, market.symbol)["size"] == 1_000
+    assert pos(client, B, market.symbol)["size"] == -1_000
+    assert_audit_ok(client, markets)
