@@ -15,7 +15,7 @@ from typing import Any
 from common import keys
 from common.events import EVENT_FIELD, loads
 from common.markets import MarketSet
-from common.reservations import NO_TERMS, need, order_terms
+from common.reservations import NO_TERMS, need, order_terms, with_matched_qty
 from common.types import Product
 
 FINAL_STATUSES = {"FILLED", "CXL", "EXP", "REJECTED"}
@@ -165,7 +165,9 @@ def _reservations(
     records = pipe.execute()
     pipe = client.pipeline(transaction=False)
     for (account, cid, _), (symbol, *_rest) in zip(lookups, records, strict=True):
-        pipe.hmget(keys.market_order(symbol or "?", account, cid), "status", "filled", "side")
+        pipe.hmget(
+            keys.market_order(symbol or "?", account, cid), "status", "filled", "side", "qty"
+        )
     matched = pipe.execute()
     locked_by_orders: dict[tuple[str, str], int] = defaultdict(int)
     for (account, cid, amount), record, state in zip(lookups, records, matched, strict=True):
@@ -176,7 +178,7 @@ def _reservations(
             continue
         locked_by_orders[(account, asset)] += held
         market = markets.market(symbol)
-        status, filled, side = state
+        status, filled, side, matched_qty = state
         if market is None or status is None:
             if reserved is not None and held != int(reserved):
                 check.fail(f"{account}: order {cid} not yet matched holds {held}, not {reserved}")
@@ -185,7 +187,10 @@ def _reservations(
             check.fail(f"{account}: order {cid} is {status} but still reserves {held}")
             continue
         terms = (
-            order_terms(market, side, loads(command), int(reserved))
+            with_matched_qty(
+                order_terms(market, side, loads(command), int(reserved)),
+                int(matched_qty) if matched_qty else None,
+            )
             if command and reserved
             else NO_TERMS
         )

@@ -8,7 +8,7 @@ here, so "reservations equal what open orders need" has one meaning. Exact integ
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from common import money
@@ -63,6 +63,14 @@ def order_terms(market: Market, side: str, command: Mapping[str, Any], reserved:
         if reserved == full:
             return OrderTerms(kind, price, qty, reserved)
     return OrderTerms("prop", price, qty, reserved)
+
+
+def with_matched_qty(terms: OrderTerms, matched_qty: int | None) -> OrderTerms:
+    """The terms with the quantity the matcher kept (a reduce-only order is cut to the
+    position's size); a pro-rata reservation keeps the quantity it was reserved for."""
+    if matched_qty is None or matched_qty >= terms.qty or terms.kind in ("prop", "none"):
+        return terms
+    return replace(terms, qty=matched_qty)
 
 
 def need(market: Market, terms: OrderTerms, rest: int) -> int | None:

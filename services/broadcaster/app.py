@@ -29,11 +29,11 @@ from starlette.websockets import WebSocket
 from common.markets import load_markets
 from common.redis_client import connect_async
 from common.settings import DexSettings
-from services.broadcaster.connection import GOING_AWAY, SERVICE_RESTART, Connection
+from services.broadcaster.connection import GOING_AWAY, SERVICE_RESTART, Connection, Flusher
 from services.broadcaster.feeds import Subscription
 from services.broadcaster.hub import Hub
 from services.broadcaster.metrics import Metrics
-from services.broadcaster.registry import Registry
+from services.broadcaster.registry import MarkWatcher, Registry
 from services.broadcaster.settings import BroadcasterSettings, broadcaster_settings
 from services.broadcaster.topics import TopicError, parse_topic
 
@@ -52,17 +52,27 @@ class Broadcaster:
         self.markets = load_markets(settings.markets_file)
         self.client = connect_async(settings)
         self.metrics = Metrics()
-        self.hub = Hub(self.client, on_reset=self.resync_everyone)
-        self.registry = Registry(self.client, self.hub, self.markets, self.metrics)
+        self.hub = Hub(
+            self.client,
+            on_reset=self.resync_everyone,
+            on_message=self.metrics.count_publication,
+        )
+        self.flusher = Flusher(self.metrics, settings.broadcaster_flush_interval_ms / 1000)
+        self.registry = Registry(self.client, self.hub, self.markets, self.metrics, self.flusher)
         self.connections: set[Connection] = set()
+        self.mark_watcher = MarkWatcher(self.client, self.registry)
+        self._background: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         await _wait_for_redis(self.client)
         await self.hub.start()
+        self._background.append(asyncio.create_task(self.mark_watcher.run()))
 
     async def stop(self) -> None:
         for connection in list(self.connections):
             connection.close(GOING_AWAY, "broadcaster shutting down")
+        for task in self._background:
+            task.cancel()
         await self.hub.stop()
         await self.client.aclose()
 
@@ -75,7 +85,9 @@ class Broadcaster:
     # -- one client ----------------------------------------------------------------------
     async def serve(self, websocket: WebSocket) -> None:
         await websocket.accept()
-        connection = Connection(websocket, self.settings.broadcaster_send_queue, self.metrics)
+        connection = Connection(
+            websocket, self.settings.broadcaster_send_queue, self.metrics, self.flusher
+        )
         self.connections.add(connection)
         self.metrics.connections.inc()
         tasks = [
@@ -178,8 +190,8 @@ class Broadcaster:
         connection.subscriptions[spelled] = subscription
         try:
             await self.registry.subscribe(subscription)
-        except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("broadcaster: snapshot of %s failed: %s", spelled, exc)
+        except Exception:
+            log.exception("broadcaster: snapshot of %s failed", spelled)
             if connection.subscriptions.get(spelled) is subscription:
                 del connection.subscriptions[spelled]
             connection.error(

@@ -1,8 +1,10 @@
 """One WebSocket client: its subscriptions and its bounded outgoing queue.
 
-Everything a client receives goes through :meth:`Connection.push`, which never blocks: the
-message joins a queue that one sender task drains. A client that lets the queue fill (it reads
-slower than the feed runs) is marked slow and closed with 1013, so its backlog never grows.
+Everything a client receives goes through :meth:`Connection.push_frame`, which never blocks:
+the frame joins the client's queue. With uvicorn's frame sink (services/broadcaster/wire.py)
+the process's :class:`Flusher` writes each client's queued frames in one call, soon after they
+arrive; otherwise a sender task sends them one by one through ASGI. A client whose socket stops
+draining lets its queue fill, and is closed with 1013 rather than buffered without bound.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import orjson
 from starlette.websockets import WebSocket
 
 from services.broadcaster.metrics import Metrics
+from services.broadcaster.wire import FrameSink, frame_text, sink_of, text_frame
 
 if TYPE_CHECKING:
     from services.broadcaster.feeds import Subscription
@@ -24,27 +27,72 @@ GOING_AWAY = 1001
 SERVICE_RESTART = 1012
 
 
+class Flusher:
+    """Writes the queued frames of every connection that has some, batched per connection.
+
+    With an interval of 0 the write happens on the event loop's next turn; a few
+    milliseconds batch more frames into each write when updates come fast.
+    """
+
+    def __init__(self, metrics: Metrics, interval_s: float = 0.0) -> None:
+        self.metrics = metrics
+        self.interval_s = interval_s
+        self.dirty: set[Connection] = set()
+        self._handle: asyncio.Handle | None = None
+
+    def mark(self, connection: Connection) -> None:
+        self.dirty.add(connection)
+        self.schedule()
+
+    def schedule(self) -> None:
+        if self._handle is None:
+            loop = asyncio.get_running_loop()
+            if self.interval_s > 0:
+                self._handle = loop.call_later(self.interval_s, self.flush)
+            else:
+                self._handle = loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._handle = None
+        dirty, self.dirty = self.dirty, set()
+        written = 0
+        for connection in dirty:
+            written += connection.flush()
+        if written:
+            self.metrics.messages_sent.inc(written)
+
+
 class Connection:
-    def __init__(self, websocket: WebSocket, queue_limit: int, metrics: Metrics) -> None:
+    def __init__(
+        self, websocket: WebSocket, queue_limit: int, metrics: Metrics, flusher: Flusher
+    ) -> None:
         self.websocket = websocket
         self.queue_limit = queue_limit
         self.metrics = metrics
-        self.queue: deque[str] = deque()
+        self.flusher = flusher
+        self.queue: deque[bytes] = deque()
         self.subscriptions: dict[str, Subscription] = {}  # topic as spelled -> subscription
         self.close_code: int | None = None
         self.close_reason = ""
         self.closing = asyncio.Event()
         self._wakeup = asyncio.Event()
+        self.sink: FrameSink | None = sink_of(websocket.scope)
+        if self.sink is not None:
+            self.sink.on_writable = self._writable_again
 
     def push(self, text: str) -> None:
-        """Queue one server message (JSON text); a full queue closes the client with 1013."""
+        """Queue one server message (JSON text) for this client only."""
+        self.push_frame(text_frame(text.encode()))
+
+    def push_frame(self, frame: bytes) -> None:
+        """Queue one frame (possibly shared with other clients); a full queue means 1013."""
         if self.close_code is not None:
             return
         if len(self.queue) >= self.queue_limit:
             self.too_slow(f"more than {self.queue_limit} messages waiting to be sent")
             return
-        self.queue.append(text)
-        self._wakeup.set()
+        self.queue.append(frame)
+        self.flusher.mark(self)
 
     def push_json(self, message: dict[str, Any]) -> None:
         self.push(orjson.dumps(message).decode())
@@ -69,13 +117,42 @@ class Connection:
             self.queue.clear()
             self.closing.set()
 
+    def flush(self) -> int:
+        """Write every queued frame in one call, unless the socket is backed up or closed;
+        without a frame sink, wake the sender task. Returns the frames written."""
+        queue, sink = self.queue, self.sink
+        if not queue or self.close_code is not None:
+            return 0
+        if len(queue) > self.queue_limit:
+            self.too_slow(f"more than {self.queue_limit} messages waiting to be sent")
+            return 0
+        if sink is None:
+            self._wakeup.set()
+            return 0
+        if not sink.ready:
+            return 0  # closed: the receive side ends the connection; backed up: it resumes us
+        count = len(queue)
+        if count == 1:
+            sink.write(queue.popleft())
+        else:
+            sink.write(b"".join(queue))
+            queue.clear()
+        return count
+
+    def _writable_again(self) -> None:
+        if self.queue and self.close_code is None:
+            self.flusher.mark(self)
+
     async def send_loop(self) -> None:
-        """Drain the queue into the socket, in order, until the connection ends."""
+        """Without a frame sink: send the queue through ASGI, in order, until the end."""
+        if self.sink is not None:
+            await self.closing.wait()
+            return
         queue, send, sent = self.queue, self.websocket.send_text, self.metrics.messages_sent
         while self.close_code is None:
             if not queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            await send(queue.popleft())
+            await send(frame_text(queue.popleft()))
             sent.inc()

@@ -25,6 +25,7 @@ import orjson
 from services.broadcaster.connection import Connection
 from services.broadcaster.hub import Hub
 from services.broadcaster.topics import Topic
+from services.broadcaster.wire import text_frame
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ class Subscription:
 class Feed:
     """What all feeds share: members, the hub channels they need, and their lifetime."""
 
+    reader: Reader  # the snapshot (or state) reader
+
     def __init__(self, topic: Topic, hub: Hub, channels: list[str]) -> None:
         self.topic = topic
         self.hub = hub
@@ -98,13 +101,28 @@ class Feed:
 
 
 class SeqFeed(Feed):
-    """``depth:`` and ``trade:``: updates carry the matcher's seq; forward each once, in order."""
+    """``depth:`` and ``trade:``: updates carry the matcher's seq; forward each once, in order.
 
-    def __init__(self, topic: Topic, hub: Hub, reader: Reader) -> None:
+    The hot path of the broadcaster. Live subscriptions that hold every update up to the
+    feed's last seq (their own ``seq`` is then the feed's) sit in ``groups`` by spelling: an
+    update is framed once per spelling and its frame appended to each of their queues, with
+    no per-subscription check. A subscription
+    whose snapshot is newer than the feed's last update waits in ``ahead`` until the feed
+    catches up with it.
+    """
+
+    def __init__(self, topic: Topic, hub: Hub, reader: Reader, flusher: Any) -> None:
         super().__init__(topic, hub, [topic.canonical])
         self.reader = reader
+        self.flusher = flusher
+        self.last_seq = 0
+        self.groups: dict[str, dict[Any, Subscription]] = {}  # spelled -> connection -> sub
+        self.ahead: set[Subscription] = set()
+        self.pending: set[Subscription] = set()  # taking their snapshot
+        self._appenders: dict[str, list[Callable[[bytes], None]]] = {}  # spelled -> queue.append
 
     async def subscribe(self, subscription: Subscription) -> None:
+        self.pending.add(subscription)
         await self.join(subscription)
         seq, data = await self.reader()
         subscription.send("snapshot", seq, _dumps(data))
@@ -113,24 +131,59 @@ class SeqFeed(Feed):
                 subscription.send("update", payload["seq"], _dumps(payload["data"]))
         subscription.held = []
         subscription.live = True
+        self.pending.discard(subscription)
+        if subscription.seq > self.last_seq:
+            self.ahead.add(subscription)
+        else:
+            self._promote(subscription)
+
+    def _promote(self, subscription: Subscription) -> None:
+        group = self.groups.setdefault(subscription.spelled, {})
+        group[subscription.connection] = subscription
+        self._appenders.pop(subscription.spelled, None)
+
+    def remove(self, subscription: Subscription) -> None:
+        super().remove(subscription)
+        self.ahead.discard(subscription)
+        self.pending.discard(subscription)
+        group = self.groups.get(subscription.spelled)
+        if group is not None and group.get(subscription.connection) is subscription:
+            del group[subscription.connection]
+            self._appenders.pop(subscription.spelled, None)
+            if not group:
+                del self.groups[subscription.spelled]
 
     def on_publication(self, topic: str, payload: Any) -> None:
         seq = payload["seq"]
+        if seq <= self.last_seq:
+            return  # every live subscription already has it (or its snapshot does)
+        self.last_seq = seq
         data_json: str | None = None
-        by_spelling: dict[str, str] = {}
-        for member in self.members:
-            if not member.live:
-                member.hold(payload)
-                continue
-            if seq <= member.seq:
-                continue
-            text = by_spelling.get(member.spelled)
-            if text is None:
+        if self.groups:
+            data_json = _dumps(payload["data"])
+            dirty = self.flusher.dirty
+            for spelled, group in self.groups.items():
+                text = (
+                    f'{{"topic":{_dumps(spelled)},"type":"update","seq":{seq},"data":{data_json}}}'
+                )
+                frame = text_frame(text.encode())
+                appenders = self._appenders.get(spelled)
+                if appenders is None:
+                    appenders = self._appenders[spelled] = [c.queue.append for c in group]
+                for append in appenders:
+                    append(frame)
+                dirty.update(group)  # the flush pass enforces each queue's bound
+            self.flusher.schedule()
+        for subscription in list(self.ahead):
+            if seq > subscription.seq:
                 if data_json is None:
                     data_json = _dumps(payload["data"])
-                text = by_spelling[member.spelled] = member.message("update", seq, data_json)
-            member.seq = seq
-            member.connection.push(text)
+                subscription.send("update", seq, data_json)
+            if subscription.seq <= seq:
+                self.ahead.discard(subscription)
+                self._promote(subscription)
+        for subscription in self.pending:
+            subscription.hold(payload)
 
 
 class EventFeed(Feed):
@@ -192,6 +245,8 @@ class StateFeed(Feed):
         self.reader = reader
         self.min_interval_s = min_interval_s
         self.on_state = on_state
+        # Market -> the mark price the last state was computed at (see registry.MarkWatcher).
+        self.marks: dict[str, Any] = {}
         self._joining: list[tuple[Subscription, asyncio.Future[None]]] = []
         self._dirty = False
         self._wake = asyncio.Event()
@@ -258,6 +313,19 @@ class StateFeed(Feed):
                     done.set_result(None)
             if self.min_interval_s:
                 await asyncio.sleep(self.min_interval_s)
+
+
+class TickerFeed(StateFeed):
+    """``ticker:<m>``: re-read on the oracle's ticker publications and on trades."""
+
+    def __init__(self, topic: Topic, hub: Hub, reader: Reader, min_interval_s: float) -> None:
+        channels = [topic.canonical, f"trade:{topic.name}"]
+        super().__init__(
+            topic, hub, channels, reader, min_interval_s=min_interval_s, on_state=self._mark
+        )
+
+    def _mark(self, state: Any) -> None:
+        self.marks = {self.topic.name: state.get("markPrice")}
 
 
 class PnlFeed(StateFeed):

@@ -36,8 +36,14 @@ class Sink(Protocol):
 
 
 class Hub:
-    def __init__(self, client: Any, on_reset: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        on_reset: Callable[[], None] | None = None,
+        on_message: Callable[[str], None] | None = None,
+    ) -> None:
         self.client = client
+        self.on_message = on_message
         self.pubsub = client.pubsub()
         self.on_reset = on_reset
         self.sinks: dict[str, set[Sink]] = {}
@@ -46,10 +52,17 @@ class Hub:
         self._commands: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._prefix = keys.channel("")
+        self._watching_reconnects = False
 
     async def start(self) -> None:
         # A standing subscription keeps the connection open before any client arrives.
         await self.pubsub.subscribe(keys.channel(KEEPALIVE_TOPIC))
+        # redis-py reconnects (and re-subscribes) by itself, possibly inside a read that then
+        # succeeds: a connect callback is the one sure sign that publications may be lost.
+        connection = getattr(self.pubsub, "connection", None)
+        if connection is not None:
+            connection.register_connect_callback(self._reconnected)
+            self._watching_reconnects = True
         self._tasks = [
             asyncio.create_task(self._pump(), name="hub-pump"),
             asyncio.create_task(self._writer(), name="hub-writer"),
@@ -146,7 +159,8 @@ class Hub:
                 continue
             if failed:
                 failed = False
-                self._reset()
+                if not self._watching_reconnects:
+                    self._reset()
             if message is None:
                 continue
             kind = message.get("type")
@@ -155,6 +169,8 @@ class Hub:
                 continue
             topic = channel[prefix_length:]
             if kind == "message":
+                if self.on_message is not None:
+                    self.on_message(topic)
                 sinks = self.sinks.get(topic)
                 if not sinks:
                     continue
@@ -170,6 +186,9 @@ class Hub:
                         log.exception("broadcaster: relaying %s failed", channel)
             elif kind == "subscribe":
                 self._confirm(topic)
+
+    def _reconnected(self, _connection: Any) -> None:
+        asyncio.get_running_loop().call_soon(self._reset)
 
     def _reset(self) -> None:
         """The connection was lost: publications may be missing, so everyone must resync.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from services.broadcaster.topics import Kind
@@ -37,18 +39,25 @@ class Metrics:
             "Connections closed for saying and subscribing nothing",
             registry=self.registry,
         )
-        publications = Counter(
+        self._publications = Counter(
             "dex_broadcaster_publications_received",
-            "Redis publications received by topic kind",
+            "Redis publications received by channel kind (depth, trade, ticker, orders, acct)",
             ["kind"],
             registry=self.registry,
         )
-        self.publications = {kind: publications.labels(kind.value) for kind in Kind}
+        self._publication_kinds: dict[str, Any] = {}
         self.pubsub_resets = Counter(
             "dex_broadcaster_pubsub_resets",
             "Times the Redis pub/sub connection was lost and every client was asked to resync",
             registry=self.registry,
         )
+
+    def count_publication(self, topic: str) -> None:
+        kind = topic.partition(":")[0]
+        child = self._publication_kinds.get(kind)
+        if child is None:
+            child = self._publication_kinds[kind] = self._publications.labels(kind)
+        child.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

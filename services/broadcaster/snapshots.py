@@ -12,7 +12,7 @@ from typing import Any
 from common.account_reads import read_account_view_async
 from common.book_reads import read_depth, read_trades
 from common.market_reads import read_ticker
-from common.markets import MarketSet
+from common.markets import Market, MarketSet
 from common.order_reads import read_open_orders
 
 TRADE_SNAPSHOT = 50
@@ -37,5 +37,5 @@ async def pnl_snapshot(client: Any, markets: MarketSet, user: str) -> tuple[int,
     return 0, await read_account_view_async(client, markets, user)
 
 
-async def ticker_snapshot(client: Any, markets: MarketSet, market: str) -> tuple[int, Any]:
-    return 0, await read_ticker(client, markets.markets[market])
+async def ticker_snapshot(client: Any, market: Market) -> tuple[int, Any]:
+    return 0, await read_ticker(client, market)

@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import ORJSONResponse, Response
 
@@ -31,8 +30,8 @@ from services.gateway import (
     orders,
     outbox,
     parsing,
-    ratelimit,
     withdrawals,
+    writes,
 )
 from services.gateway import schemas as s
 from services.gateway.context import Gateway
@@ -43,18 +42,9 @@ LIMIT_DOC = "how many (default 100, at most 1000)"
 
 
 async def read_write_body(gateway: Gateway, request: Request) -> dict[str, Any]:
-    """413, then 429 (the IP and the user the body names), then the JSON object (400)."""
+    """413 (the body cap), then 429, then the JSON object (400)."""
     raw = await parsing.read_body(request)
-    user = None
-    try:
-        loose = orjson.loads(raw)
-        candidate = loose.get("userId") if isinstance(loose, dict) else None
-        if isinstance(candidate, str) and parsing.ADDRESS.match(candidate):
-            user = candidate.lower()
-    except orjson.JSONDecodeError:
-        pass
-    await ratelimit.check(gateway, client_ip(request.scope), user)
-    return parsing.parse_json_object(raw)
+    return await writes.admit(gateway, raw, client_ip(request.scope))
 
 
 async def read_admin_body(request: Request) -> dict[str, Any]:
@@ -77,6 +67,7 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
                     await task
             with contextlib.suppress(Exception):
                 await gateway.outbox_clearer.drain()
+            await gateway.batcher.close()
             await gateway.redis.aclose()
             await gateway.blocking.aclose()
 
@@ -91,6 +82,56 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
     app.state.gateway = gateway
     install_error_handlers(app)
     app.add_middleware(GatewayMiddleware, gateway=gateway)
+
+    # -- orders (first, so the hottest route matches first) --------------------------------
+    @app.post(
+        "/v1/orders",
+        status_code=202,
+        responses={
+            202: {"model": s.Accepted, "description": "accepted (with ?wait=1: the order)"},
+            200: {"model": s.Order, "description": "with ?wait=1: the matched order"},
+            **s.errors(400, 401, 409, 413, 422),
+        },
+        openapi_extra=s.body(s.OrderBody),
+    )
+    async def post_order(
+        request: Request,
+        wait: str | None = Query(None, description="1: wait up to 5 s for the matcher"),
+    ) -> Any:
+        raw = await parsing.read_body(request)
+        status, payload = await writes.place_order(gateway, raw, client_ip(request.scope), wait)
+        return ORJSONResponse(payload, status_code=status)
+
+    @app.post(
+        "/v1/orders/cancel",
+        responses=s.ok(s.Order, 400, 401, 404, 409, 413),
+        openapi_extra=s.body(s.CancelBody),
+    )
+    async def cancel(request: Request) -> Any:
+        body = await read_write_body(gateway, request)
+        status, order = await cancels.cancel(gateway, body)
+        return ORJSONResponse(order, status_code=status)
+
+    @app.post(
+        "/v1/orders/cancel-all",
+        responses=s.ok(s.Cancelled, 400, 401, 409, 413),
+        openapi_extra=s.body(s.CancelAllBody),
+    )
+    async def cancel_all(request: Request) -> Any:
+        body = await read_write_body(gateway, request)
+        status, result = await cancels.cancel_all(gateway, body)
+        return ORJSONResponse(result, status_code=status)
+
+    @app.get(
+        "/v1/orders/{user_id}/{client_order_id}",
+        responses=s.ok(s.Order, 400, 404),
+    )
+    async def get_order(user_id: str, client_order_id: str) -> Any:
+        user = parsing.user_id(user_id)
+        order = await orders.read_order(gateway, user, client_order_id)
+        if order is None:
+            raise ApiError("NOT_FOUND", f"no order {client_order_id!r} of {user}")
+        return ORJSONResponse(order)
 
     # -- health, info, metrics ----------------------------------------------------------
     @app.get("/v1/health", responses=s.ok(s.Health))
@@ -156,64 +197,6 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
         return await market_data.read_candles(
             gateway, market, interval or "1m", parsing.limit(limit)
         )
-
-    # -- orders -------------------------------------------------------------------------
-    @app.post(
-        "/v1/orders",
-        status_code=202,
-        responses={
-            202: {"model": s.Accepted, "description": "accepted (with ?wait=1: the order)"},
-            200: {"model": s.Order, "description": "with ?wait=1: the matched order"},
-            **s.errors(400, 401, 409, 413, 422),
-        },
-        openapi_extra=s.body(s.OrderBody),
-    )
-    async def post_order(
-        request: Request,
-        wait: str | None = Query(None, description="1: wait up to 5 s for the matcher"),
-    ) -> Any:
-        body = await read_write_body(gateway, request)
-        try:
-            result = await orders.submit_order(gateway, body, wait=parsing.flag(wait, "wait"))
-        except ApiError as exc:
-            metrics.order_rejected(exc.code)
-            raise
-        metrics.order_accepted()
-        if isinstance(result, tuple):
-            status, order = result
-            return ORJSONResponse(order, status_code=status)
-        return ORJSONResponse(result, status_code=202)
-
-    @app.post(
-        "/v1/orders/cancel",
-        responses=s.ok(s.Order, 400, 401, 404, 409, 413),
-        openapi_extra=s.body(s.CancelBody),
-    )
-    async def cancel(request: Request) -> Any:
-        body = await read_write_body(gateway, request)
-        status, order = await cancels.cancel(gateway, body)
-        return ORJSONResponse(order, status_code=status)
-
-    @app.post(
-        "/v1/orders/cancel-all",
-        responses=s.ok(s.Cancelled, 400, 401, 409, 413),
-        openapi_extra=s.body(s.CancelAllBody),
-    )
-    async def cancel_all(request: Request) -> Any:
-        body = await read_write_body(gateway, request)
-        status, result = await cancels.cancel_all(gateway, body)
-        return ORJSONResponse(result, status_code=status)
-
-    @app.get(
-        "/v1/orders/{user_id}/{client_order_id}",
-        responses=s.ok(s.Order, 400, 404),
-    )
-    async def get_order(user_id: str, client_order_id: str) -> Any:
-        user = parsing.user_id(user_id)
-        order = await orders.read_order(gateway, user, client_order_id)
-        if order is None:
-            raise ApiError("NOT_FOUND", f"no order {client_order_id!r} of {user}")
-        return ORJSONResponse(order)
 
     # -- accounts -----------------------------------------------------------------------
     @app.get("/v1/accounts/{user_id}/orders", responses=s.ok(list[s.Order], 400))

@@ -31,6 +31,15 @@ async def ask_matcher(gateway: Gateway, symbol: str, command: dict[str, Any]) ->
     return loads(answer[1])
 
 
+async def refuse_if_overloaded(gateway: Gateway, symbols: list[str]) -> None:
+    """503 OVERLOADED when a market stream holds more unmatched commands than allowed."""
+    for symbol in symbols:
+        if await gateway.backlog(symbol) > gateway.settings.max_backlog:
+            raise ApiError(
+                "OVERLOADED", f"market {symbol} has too many unmatched commands; retry shortly"
+            )
+
+
 async def cancel(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     message, sig = signed.parse_fields("Cancel", body)
     user = parsing.user_id(message["userId"])
@@ -46,6 +55,7 @@ async def cancel(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[str,
         raise ApiError("DUPLICATE", "this Cancel signature was already used")
     if order["status"] in FINAL_STATUSES:
         raise ApiError("ORDER_CLOSED", f"order {cid!r} is already {order['status']}")
+    await refuse_if_overloaded(gateway, [market.symbol])
     await signed.claim_signature(gateway, request)
     command: CancelCommand = {"op": "cancel", "user": user, "cid": cid, "ts": message["ts"]}
     answer = await ask_matcher(gateway, market.symbol, dict(command))
@@ -68,8 +78,11 @@ async def cancel_all(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[
     if symbol and gateway.markets.market(symbol) is None:
         raise ApiError("UNKNOWN_MARKET", f"no market named {symbol!r}")
     request = signed.check_ts_and_signature(gateway, "CancelAll", message, sig, user)
-    await signed.claim_signature(gateway, request)
+    if await signed.signature_used(gateway, request):
+        raise ApiError("DUPLICATE", "this CancelAll signature was already used")
     symbols = [symbol] if symbol else list(gateway.markets.markets)
+    await refuse_if_overloaded(gateway, symbols)
+    await signed.claim_signature(gateway, request)
     answers = await asyncio.gather(
         *(
             ask_matcher(

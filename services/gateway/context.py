@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -17,12 +18,18 @@ from common.markets import Market, MarketSet, load_markets
 from common.redis_client import connect_async
 from common.settings import DexSettings
 from common.types import MarketStatus
+from services.gateway.batching import Batcher, run_with_script_retry
+from services.gateway.fastpack import connection_options
+from services.gateway.lane import lane_for
 
 LUA_DIR = Path(__file__).parent / "lua"
 STATUS_TTL_S = 0.25
 """How long a market's status is trusted; halt/resume through this process clear it at once."""
 BLOCKING_READ_TIMEOUT_S = 15.0
 BACKLOG_TTL_S = 0.5
+PRICES_TTL_S = 0.25
+"""How long index/mark prices are trusted for an order's margin check."""
+T = TypeVar("T")
 """How long a market stream's backlog figure is trusted (one XINFO GROUPS per market per TTL)."""
 
 
@@ -36,10 +43,15 @@ class Gateway:
     scripts: ScriptSet
     verifier: Verifier
     outbox_clearer: Any = None
-    _status: dict[str, tuple[float, str]] = field(default_factory=dict)
-    _backlog: dict[str, tuple[float, int]] = field(default_factory=dict)
+    batcher: Any = None
+    _status: TtlCache[str] = field(default_factory=lambda: TtlCache(STATUS_TTL_S))
+    _backlog: TtlCache[int] = field(default_factory=lambda: TtlCache(BACKLOG_TTL_S))
+    _prices: TtlCache[dict[str, str]] = field(default_factory=lambda: TtlCache(PRICES_TTL_S))
 
     def __post_init__(self) -> None:
+        if self.batcher is None:
+            lane = lane_for(self.settings.redis_url, self.settings.redis_cluster)
+            self.batcher = Batcher(self.redis, lane)
         if self.outbox_clearer is None:
             from services.gateway.outbox import Clearer
 
@@ -47,12 +59,13 @@ class Gateway:
 
     @classmethod
     def build(cls, settings: DexSettings) -> Gateway:
-        client = connect_async(settings)
+        fast = connection_options(settings.redis_cluster)
+        client = connect_async(settings, **fast)
         return cls(
             settings=settings,
             markets=load_markets(settings.markets_file),
             redis=client,
-            blocking=connect_async(settings, socket_timeout=BLOCKING_READ_TIMEOUT_S),
+            blocking=connect_async(settings, socket_timeout=BLOCKING_READ_TIMEOUT_S, **fast),
             scripts=ScriptSet(client, LUA_DIR),
             verifier=Verifier(settings.chain_id, settings.verifying_contract),
         )
@@ -64,17 +77,25 @@ class Gateway:
         args: list[Any],
         before: Callable[[Any], Any] | None = None,
     ) -> list[Any]:
-        """Run commands queued by ``before`` and then one script, in one round trip.
+        """Run the command queued by ``before`` (if any) and then one script, in one round
+        trip, batched with other requests' commands on a single Redis.
 
         EVALSHA goes straight into the pipeline (redis-py would add a SCRIPT EXISTS round
-        trip); on NOSCRIPT — a restarted Redis — the script is loaded and the batch re-sent.
+        trip); on NOSCRIPT — a restarted Redis — the script is loaded and the group re-sent.
         """
         script = self.scripts[name]
-        for attempt in (1, 2):
-            pipe = self.redis.pipeline(transaction=False)
+
+        def queue(pipe: Any) -> None:
             if before is not None:
                 before(pipe)
             pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
+
+        count = 2 if before is not None else 1
+        if not self.settings.redis_cluster:
+            return await run_with_script_retry(self.batcher, script, queue, count)
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            queue(pipe)
             try:
                 return list(await pipe.execute())
             except NoScriptError:
@@ -83,41 +104,88 @@ class Gateway:
                 await self.redis.script_load(script.script)
         raise AssertionError("unreachable")
 
+    async def batched(self, queue: Callable[[Any], Any], count: int = 1) -> list[Any]:
+        """Commands batched with other requests' (single Redis) or sent as they are."""
+        if not self.settings.redis_cluster:
+            return await self.batcher.submit(queue, count)
+        pipe = self.redis.pipeline(transaction=False)
+        queue(pipe)
+        return list(await pipe.execute())
+
     async def market_status(self, market: Market, fresh: bool = False) -> str:
         """``OPEN``/``HALTED``/``EXPIRED`` as the matcher wrote it; EXPIRED once expiryTs passed."""
-        now = time.monotonic()
-        cached = self._status.get(market.symbol)
-        if cached is not None and not fresh and now - cached[0] < STATUS_TTL_S:
-            status = cached[1]
-        else:
-            status = await self.redis.hget(keys.market_state(market.symbol), "status") or "OPEN"
-            self._status[market.symbol] = (now, status)
+        symbol = market.symbol
+
+        async def load() -> str:
+            return str(await self.redis.hget(keys.market_state(symbol), "status") or "OPEN")
+
+        if fresh:
+            self._status.forget(symbol)
+        status = await self._status.get(symbol, load)
         expiry = market.spec.expiryTs
         if status == MarketStatus.OPEN and expiry is not None and expiry <= time.time() * 1000:
             return MarketStatus.EXPIRED.value
-        return str(status)
+        return status
 
     def forget_status(self, symbol: str) -> None:
-        self._status.pop(symbol, None)
+        self._status.forget(symbol)
 
     async def backlog(self, symbol: str) -> int:
         """Entries of the market stream the matcher has not read yet (cached briefly)."""
+
+        async def load() -> int:
+            stream = keys.market_in(symbol)
+            try:
+                groups = await self.redis.xinfo_groups(stream)
+                matcher = [g for g in groups if g.get("name") == keys.MATCHER_GROUP]
+                value = matcher[0].get("lag") if matcher else None
+                if value is not None:
+                    return int(value)
+                return int(await self.redis.xlen(stream))
+            except ResponseError:
+                # No stream yet (nothing waits), or not a stream: the XADD will tell, not this.
+                return 0
+
+        return await self._backlog.get(symbol, load)
+
+    async def prices(self, symbol: str) -> dict[str, str]:
+        """A market's ``dex:{m}:px`` hash (index, mark, …), cached briefly."""
+
+        async def load() -> dict[str, str]:
+            return dict(await self.redis.hgetall(keys.market_prices(symbol)))
+
+        return await self._prices.get(symbol, load)
+
+
+class TtlCache(Generic[T]):
+    """Values by key for ``ttl_s`` seconds; concurrent misses share one load (single flight)."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._values: dict[str, tuple[float, T]] = {}
+        self._loading: dict[str, asyncio.Future[T]] = {}
+
+    def forget(self, key: str) -> None:
+        self._values.pop(key, None)
+
+    async def get(self, key: str, load: Callable[[], Awaitable[T]]) -> T:
+        cached = self._values.get(key)
         now = time.monotonic()
-        cached = self._backlog.get(symbol)
-        if cached is not None and now - cached[0] < BACKLOG_TTL_S:
+        if cached is not None and now - cached[0] < self.ttl_s:
             return cached[1]
-        stream = keys.market_in(symbol)
-        lag = 0
+        pending = self._loading.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._loading[key] = future
         try:
-            groups = await self.redis.xinfo_groups(stream)
-            matcher = [g for g in groups if g.get("name") == keys.MATCHER_GROUP]
-            if matcher:
-                value = matcher[0].get("lag")
-                lag = int(value) if value is not None else int(await self.redis.xlen(stream))
-            else:
-                lag = int(await self.redis.xlen(stream))
-        except ResponseError:
-            # No stream yet (nothing waits), or not a stream: the XADD will tell, not this.
-            lag = 0
-        self._backlog[symbol] = (now, lag)
-        return lag
+            value = await load()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody else must
+            raise
+        finally:
+            self._loading.pop(key, None)
+        self._values[key] = (now, value)
+        future.set_result(value)
+        return value

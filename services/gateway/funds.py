@@ -38,27 +38,20 @@ def margin_assets(markets: MarketSet) -> set[str]:
     return {m.quote.symbol for m in markets.markets.values() if m.product.is_derivative}
 
 
-async def adjustment_for(
-    client: Any, markets: MarketSet, user: str, asset: str
-) -> tuple[int, dict]:
+async def adjustment_for(gateway: Any, user: str, asset: str) -> tuple[int, dict[str, str]]:
     """Σ over open positions margined in ``asset`` of (contribution at mark − initial margin),
-    and the raw position hash (for the reduce-only test)."""
-    raw_positions = await client.hgetall(keys.positions(user))
+    and the raw position hash (for the reduce-only test). Prices come from a brief cache."""
+    markets: MarketSet = gateway.markets
+    (raw_positions,) = await gateway.batched(lambda pipe: pipe.hgetall(keys.positions(user)))
     positions = [
         p
         for p in parse_positions(raw_positions)
         if p.market in markets.markets and markets.markets[p.market].quote.symbol == asset
     ]
-    if not positions:
-        return 0, raw_positions
-    pipe = client.pipeline(transaction=False)
-    for position in positions:
-        pipe.hgetall(keys.market_prices(position.market))
-    raw_prices = await pipe.execute()
     adjustment = 0
-    for position, raw in zip(positions, raw_prices, strict=True):
+    for position in positions:
         market = markets.markets[position.market]
-        prices = parse_prices(market, raw)
+        prices = parse_prices(market, await gateway.prices(position.market))
         adjustment += equity_contribution(market, position, prices)
         adjustment -= initial_margin(market, position, prices)
     return adjustment, raw_positions
@@ -73,8 +66,7 @@ def only_reduces(raw_positions: dict, market: str, side: Side, qty: int) -> bool
 
 
 async def order_reservation(
-    client: Any,
-    markets: MarketSet,
+    gateway: Any,
     user: str,
     market: Market,
     side: Side,
@@ -94,13 +86,12 @@ async def order_reservation(
         amount = money.spot_buy_reservation(market, price, qty)
         return Reservation(quote, str(amount), 0, "INSUFFICIENT_BALANCE")
     asset = market.quote.symbol
-    adjustment, raw_positions = await adjustment_for(client, markets, user, asset)
+    adjustment, raw_positions = await adjustment_for(gateway, user, asset)
     reducing = reduce_only or only_reduces(raw_positions, market.symbol, side, qty)
     if price == 0:
         if not reducing:
             return Reservation(asset, ALL_AVAILABLE, adjustment, "INSUFFICIENT_MARGIN")
-        raw_prices = await client.hgetall(keys.market_prices(market.symbol))
-        price = parse_prices(market, raw_prices).mark
+        price = parse_prices(market, await gateway.prices(market.symbol)).mark
     amount = money.notional(market, price, qty)
     fee = money.fee(amount, market.spec.takerFeeBps)
     if reducing:

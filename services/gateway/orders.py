@@ -143,8 +143,7 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
     user = order.user
     cid = order.message["clientOrderId"]
     reserve = await funds.order_reservation(
-        gateway.redis,
-        gateway.markets,
+        gateway,
         user,
         market,
         order.side,
@@ -224,12 +223,15 @@ async def enqueue(gateway: Gateway, symbol: str, user: str, cid: str, command: s
     would only send the command a second time, which the matcher ignores.
     """
     try:
-        await gateway.redis.xadd(keys.market_in(symbol), {"c": command})
+        await gateway.batched(lambda pipe: pipe.xadd(keys.market_in(symbol), {"c": command}))
     except Exception:
         # The order is reserved and recorded; the outbox sweeper delivers it.
         log_outbox_failure(symbol, user, cid)
         return
-    gateway.outbox_clearer.clear(user, cid)
+    if gateway.settings.redis_cluster:
+        gateway.outbox_clearer.clear(user, cid)
+    else:
+        gateway.batcher.send(lambda pipe: pipe.zrem(keys.outbox(user), cid), 1)
 
 
 def log_outbox_failure(symbol: str, user: str, cid: str) -> None:

@@ -23,35 +23,57 @@ log = logging.getLogger("services.gateway.outbox")
 
 MIN_AGE_MS = 3_000
 INTERVAL_S = 1.0
-IDLE_FORGET_S = 60
 
 
 async def sweep_once(gateway: Gateway, min_age_ms: int = MIN_AGE_MS) -> int:
-    """Re-send every stale outbox entry of every registered account; return how many."""
+    """Re-send every stale outbox entry of every registered account; return how many.
+
+    One pipelined probe per page of accounts; only accounts with something to do cost more.
+    """
     client = gateway.redis
     sent = 0
-    now_ms = int(time.time() * 1000)
+    older_than_ms = int(time.time() * 1000) - min_age_ms
     cursor = 0
     while True:
         cursor, users = await client.sscan(keys.outbox_accounts(), cursor=cursor, count=500)
-        for user in users:
-            sent += await _sweep_account(gateway, user, now_ms - min_age_ms)
+        if users:
+            pipe = client.pipeline(transaction=False)
+            for user in users:
+                pipe.zrangebyscore(keys.outbox(user), "-inf", older_than_ms, start=0, num=500)
+                pipe.zcard(keys.outbox(user))
+                pipe.hlen(keys.withdrawals_pending(user))
+            probe = await pipe.execute()
+            idle = []
+            for index, user in enumerate(users):
+                stale, waiting, pending = probe[3 * index : 3 * index + 3]
+                if stale:
+                    sent += await _resend_orders(gateway, user, stale)
+                if pending:
+                    sent += await _resend_withdrawals(gateway, user, older_than_ms)
+                if not waiting and not pending:
+                    idle.append(user)
+            if idle:
+                await _forget_if_idle(gateway, idle)
         if cursor == 0:
             return sent
 
 
-async def _sweep_account(gateway: Gateway, user: str, older_than_ms: int) -> int:
+async def _resend_orders(gateway: Gateway, user: str, cids: list[str]) -> int:
     client = gateway.redis
     sent = 0
-    cids = await client.zrangebyscore(keys.outbox(user), "-inf", older_than_ms, start=0, num=500)
     for cid in cids:
-        record = await client.hmget(keys.account_order(user, cid), ["market", "cmd"])
-        market, command = record
+        market, command = await client.hmget(keys.account_order(user, cid), ["market", "cmd"])
         if market is not None and command is not None:
             await client.xadd(keys.market_in(market), {"c": command})
             log.warning("outbox: re-sent order %s of %s to %s", cid, user, market)
             sent += 1
         await client.zrem(keys.outbox(user), cid)
+    return sent
+
+
+async def _resend_withdrawals(gateway: Gateway, user: str, older_than_ms: int) -> int:
+    client = gateway.redis
+    sent = 0
     pending: dict[str, str] = await client.hgetall(keys.withdrawals_pending(user))
     for withdrawal_id, record_text in pending.items():
         if int(loads(record_text).get("ts", 0)) > older_than_ms:
@@ -60,21 +82,22 @@ async def _sweep_account(gateway: Gateway, user: str, older_than_ms: int) -> int
         await client.hdel(keys.withdrawals_pending(user), withdrawal_id)
         log.warning("outbox: re-sent withdrawal %s of %s to the relayer", withdrawal_id, user)
         sent += 1
-    if not cids and not pending:
-        await _forget_if_idle(gateway, user)
     return sent
 
 
-async def _forget_if_idle(gateway: Gateway, user: str) -> None:
-    """Drop an account from the registry when nothing of it waits, re-adding it if an
-    admission slipped in between (admission registers the account before it reserves)."""
+async def _forget_if_idle(gateway: Gateway, users: list[str]) -> None:
+    """Drop accounts from the registry when nothing of theirs waits, re-adding any that an
+    admission slipped into meanwhile (admission registers the account before it reserves)."""
     client = gateway.redis
-    await client.srem(keys.outbox_accounts(), user)
-    waiting = await client.zcard(keys.outbox(user)) + await client.hlen(
-        keys.withdrawals_pending(user)
-    )
-    if waiting:
-        await client.sadd(keys.outbox_accounts(), user)
+    await client.srem(keys.outbox_accounts(), *users)
+    pipe = client.pipeline(transaction=False)
+    for user in users:
+        pipe.zcard(keys.outbox(user))
+        pipe.hlen(keys.withdrawals_pending(user))
+    counts = await pipe.execute()
+    back = [u for i, u in enumerate(users) if counts[2 * i] or counts[2 * i + 1]]
+    if back:
+        await client.sadd(keys.outbox_accounts(), *back)
 
 
 async def run_sweeper(gateway: Gateway, interval_s: float = INTERVAL_S) -> None:

@@ -34,7 +34,7 @@ async def withdraw(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:
     is_margin = asset in funds.margin_assets(gateway.markets)
     adjustment = 0
     if is_margin:
-        adjustment, _ = await funds.adjustment_for(gateway.redis, gateway.markets, user, asset)
+        adjustment, _ = await funds.adjustment_for(gateway, user, asset)
     record = {
         "withdrawalId": withdrawal_id,
         "userId": user,

@@ -177,10 +177,11 @@ class MarketConsumer:
                 min_idle_time=0,
                 start_id=cursor,
                 count=1000,
-                justid=True,
             )
-            cursor, ids = reply[0], reply[1]
-            claimed += len(ids)
+            # [next cursor, claimed entries, deleted ids] (JUSTID would lose the cursor in
+            # redis-py's reply parsing)
+            cursor = reply[0]
+            claimed += len(reply[1])
             if cursor in ("0-0", b"0-0"):
                 return claimed
 

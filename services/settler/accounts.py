@@ -16,6 +16,7 @@ from typing import Any
 from common import keys
 from common.events import dumps
 from common.lua import ScriptSet
+from services.settler.ledger import publish_all
 
 LUA_DIR = Path(__file__).parent / "lua"
 
@@ -66,12 +67,14 @@ class AccountSteps:
     def notify(self, users: list[str] | set[str], markets: list[str]) -> None:
         """Tell the broadcaster these accounts changed (``acct:<user>`` notices)."""
         seq = int(time.time() * 1000)  # informational (docs/architecture.md)
-        pipe = self.client.pipeline(transaction=False)
-        for user in users:
-            if user in keys.SYSTEM_ACCOUNTS:
-                continue
-            pipe.publish(
-                keys.channel(keys.account_topic(user)),
-                dumps({"seq": seq, "data": {"markets": markets}}),
-            )
-        pipe.execute()
+        publish_all(
+            self.client,
+            [
+                (
+                    keys.channel(keys.account_topic(user)),
+                    dumps({"seq": seq, "data": {"markets": markets}}),
+                )
+                for user in users
+                if user not in keys.SYSTEM_ACCOUNTS
+            ],
+        )

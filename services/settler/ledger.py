@@ -13,24 +13,28 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from redis.cluster import RedisCluster
+
 from common import keys
 from common.events import EVENT_FIELD, dumps, loads
 from common.lua import ScriptSet
 from common.markets import Market
-from common.reservations import NO_TERMS, OrderTerms
+from common.reservations import NO_TERMS, OrderTerms, with_matched_qty
 from services.settler import settlement
 
 log = logging.getLogger(__name__)
 
 LUA_DIR = Path(__file__).parent / "lua"
-BATCH = 1000
+BATCH = 5000  # events per run: more legs per account call, fewer round trips
 LOCK_TTL_MS = 15_000  # renewed after every batch; lapses soon after a killed worker
 TERMS_CACHE = 200_000
 
 
 class Ledger:
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, batch: int = BATCH) -> None:
         self.client = client
+        self.batch = batch
+        self.cluster = isinstance(client, RedisCluster)
         self.scripts = ScriptSet(client, LUA_DIR)
         self._terms: OrderedDict[tuple[str, str], OrderTerms] = OrderedDict()
 
@@ -47,7 +51,7 @@ class Ledger:
             for _ in range(max_batches):
                 done = self._settle_batch(market)
                 settled += done
-                if done < BATCH:
+                if done < self.batch:
                     break
                 self.client.pexpire(lock_key, LOCK_TTL_MS)
             return settled
@@ -58,16 +62,21 @@ class Ledger:
     def _settle_batch(self, market: Market) -> int:
         symbol = market.symbol
         cursor = self.client.get(keys.market_settled(symbol)) or "0-0"
-        entries = self.client.xrange(keys.market_events(symbol), min=f"({cursor}", count=BATCH)
+        entries = self.client.xrange(keys.market_events(symbol), min=f"({cursor}", count=self.batch)
         if not entries:
             return 0
         events = [loads(fields[EVENT_FIELD]) for _, fields in entries]
         terms = self._order_terms(market, events)
         per_account = settlement.plan(market, events, terms)
-        pipe = self.client.pipeline(transaction=False)
-        for account, groups in per_account.items():
-            self.apply(account, symbol, groups, pipe)
-        pipe.execute()
+        if self.cluster:
+            # redis-py's cluster pipeline refuses EVALSHA: one call per account slot instead.
+            for account, groups in per_account.items():
+                self.apply(account, symbol, groups)
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for account, groups in per_account.items():
+                self.apply(account, symbol, groups, pipe)
+            pipe.execute()
         after = self.client.pipeline(transaction=False)
         accounts = sorted(per_account)
         after.sadd(keys.known_accounts(), *accounts)
@@ -75,16 +84,19 @@ class Ledger:
             holders = [a for a, groups in per_account.items() if _moves_position(groups)]
             if holders:
                 after.sadd(keys.market_holders(symbol), *holders)
-        for account in accounts:
-            if account in keys.SYSTEM_ACCOUNTS:
-                continue
-            last_eseq = per_account[account][-1][0]
-            after.publish(
-                keys.channel(keys.account_topic(account)),
-                dumps({"seq": last_eseq, "data": {"markets": [symbol]}}),
-            )
         after.set(keys.market_settled(symbol), entries[-1][0])
         after.execute()
+        publish_all(
+            self.client,
+            [
+                (
+                    keys.channel(keys.account_topic(account)),
+                    dumps({"seq": per_account[account][-1][0], "data": {"markets": [symbol]}}),
+                )
+                for account in accounts
+                if account not in keys.SYSTEM_ACCOUNTS
+            ],
+        )
         return len(entries)
 
     def apply(
@@ -114,6 +126,7 @@ class Ledger:
         """The reservation terms of every order filled in ``events`` (cached; immutable)."""
         wanted: dict[tuple[str, str], str] = {}
         needed: set[tuple[str, str]] = set()
+        finishing = settlement.finishing_orders(events)
         for event in events:
             if event["k"] != "fill":
                 continue
@@ -121,6 +134,8 @@ class Ledger:
                 (event["buyer"], event["buyCid"], "BUY"),
                 (event["seller"], event["sellCid"], "SELL"),
             ):
+                if (user, cid) in finishing:
+                    continue
                 needed.add((user, cid))
                 if (user, cid) not in self._terms:
                     wanted[(user, cid)] = side
@@ -128,12 +143,18 @@ class Ledger:
             pipe = self.client.pipeline(transaction=False)
             for user, cid in wanted:
                 pipe.hmget(keys.account_order(user, cid), "reserved", "cmd")
-            for (user, cid), (reserved, command) in zip(wanted, pipe.execute(), strict=True):
+                pipe.hget(keys.market_order(market.symbol, user, cid), "qty")
+            replies = pipe.execute()
+            for i, (user, cid) in enumerate(wanted):
+                (reserved, command), matched_qty = replies[2 * i], replies[2 * i + 1]
                 if reserved is None or command is None:
                     found = NO_TERMS  # e.g. a liquidation order: nothing was reserved
                 else:
-                    found = settlement.order_terms(
-                        market, wanted[(user, cid)], loads(command), int(reserved)
+                    found = with_matched_qty(
+                        settlement.order_terms(
+                            market, wanted[(user, cid)], loads(command), int(reserved)
+                        ),
+                        int(matched_qty) if matched_qty else None,
                     )
                 self._terms[(user, cid)] = found
         result = {pair: self._terms[pair] for pair in needed}
@@ -169,3 +190,16 @@ def _moves_position(groups: list[tuple[int, list[settlement.Operation]]]) -> boo
 def _id_key(stream_id: str) -> tuple[int, int]:
     ms, _, seq = stream_id.partition("-")
     return int(ms), int(seq or 0)
+
+
+def publish_all(client: Any, messages: list[tuple[str, str]]) -> None:
+    """PUBLISH each (channel, payload): pipelined, or one by one on a cluster (whose
+    pipeline refuses PUBLISH)."""
+    if isinstance(client, RedisCluster):
+        for channel, payload in messages:
+            client.publish(channel, payload)
+        return
+    pipe = client.pipeline(transaction=False)
+    for channel, payload in messages:
+        pipe.publish(channel, payload)
+    pipe.execute()

@@ -3,8 +3,9 @@
 Sources: ``static`` (the last ``/v1/admin/oracle`` push in ``dex:{m}:px.static``, else the
 markets file), ``book`` (mid of best bid and ask, rounded down; the static price while a side
 is empty) or an ``http(s)://`` URL answering ``{"markets": [{"symbol", "price", "expiry"}]}``.
-An OPTION's index is its underlying's: the URL's price for the option's own symbol if given,
-else the index of the market with the same base and quote (PERP first, then FUTURE, SPOT).
+An OPTION's index is its underlying's: the URL's price (or with ``static`` an admin push) for
+the option's own symbol if given, else this run's index of the market with the same base and
+quote (PERP first, then FUTURE, SPOT).
 """
 
 from __future__ import annotations
@@ -81,7 +82,9 @@ def run_oracle(
             base = underlying(markets, market)
             if symbol in remote:
                 index = remote[symbol]
-            elif source != "static" and base is not None and base.symbol in result:
+            elif source == "static" and px.get("static"):
+                index = static  # an admin push for the option itself
+            elif base is not None and base.symbol in result:
                 index = result[base.symbol][0]
             else:
                 index = static

@@ -37,6 +37,7 @@ def plan(
 ) -> AccountOps:
     """Operations per account, grouped by event, in event order."""
     terms = terms or {}
+    finishing = finishing_orders(events)
     per_account: dict[str, dict[int, list[Operation]]] = defaultdict(dict)
 
     def add(account: str, eseq: int, *ops: Operation) -> None:
@@ -48,13 +49,22 @@ def plan(
             asset = reserve_asset(market, event["side"])
             add(event["user"], eseq, ["release", asset, event["cid"]])
         elif event["k"] == "fill":
-            for account, ops in fill_ops(market, event, terms).items():
+            for account, ops in fill_ops(market, event, terms, finishing).items():
                 add(account, eseq, *ops)
     return {account: sorted(groups.items()) for account, groups in per_account.items()}
 
 
+def finishing_orders(events: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """Orders whose done event is among ``events``: their release follows in the same
+    account call, so their fills need no trim (and no lookup of their terms)."""
+    return {(e["user"], e["cid"]) for e in events if e["k"] == "done"}
+
+
 def fill_ops(
-    market: Market, fill: Mapping[str, Any], terms: Mapping[tuple[str, str], OrderTerms]
+    market: Market,
+    fill: Mapping[str, Any],
+    terms: Mapping[tuple[str, str], OrderTerms],
+    finishing: set[tuple[str, str]] | frozenset[tuple[str, str]] = frozenset(),
 ) -> dict[str, list[Operation]]:
     """Both legs of one fill, plus the fee account's credit."""
     price, qty = int(fill["price"]), int(fill["qty"])
@@ -94,6 +104,8 @@ def fill_ops(
         ops[buyer].append(["position", quote, str(qty), str(price), multiplier, cash])
         ops[seller].append(["position", quote, str(-qty), str(price), multiplier, cash])
     for user, cid, side in ((buyer, buy_cid, Side.BUY), (seller, sell_cid, Side.SELL)):
+        if (user, cid) in finishing:
+            continue
         order = terms.get((user, cid), NO_TERMS)
         mult = market.base_multiplier if order.kind == "base" else market.notional_multiplier
         ops[user].append(

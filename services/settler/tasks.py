@@ -43,7 +43,7 @@ def _client() -> Any:
 
 @lru_cache(maxsize=1)
 def _ledger() -> Ledger:
-    return Ledger(_client())
+    return Ledger(_client(), batch=get_settler_settings().settle_batch)
 
 
 @lru_cache(maxsize=1)

@@ -192,7 +192,14 @@ def test_trade_snapshot_is_the_last_50_newest_first(broadcaster: Exchange, r: re
             await ws.next(lambda m: m.get("seq") == 63)
             return snapshot, ws.of(topic, "update")
 
+    received_before = metric(
+        broadcaster, "dex_broadcaster_publications_received_total", '{kind="trade"}'
+    )
     snapshot, updates = run(scenario())
+    assert (
+        metric(broadcaster, "dex_broadcaster_publications_received_total", '{kind="trade"}')
+        == received_before + 3
+    )
     assert snapshot["seq"] == 60
     assert [t["seq"] for t in snapshot["data"]] == list(range(60, 10, -1))
     assert snapshot["data"][0] == trade(60)

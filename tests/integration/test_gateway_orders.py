@@ -374,6 +374,25 @@ def test_overloaded_market_refuses_writes_with_503_after_every_other_check(
         # Another market's stream is not behind.
         body = trader.order(PERP, "BUY", 1_000, 10, product="PERP")
         assert client.post("/v1/orders", json=body).status_code == 202
+        # Cancels write to the stream too: refused after every other check, nothing claimed.
+        cancel = signed(
+            trader,
+            "Cancel",
+            {"userId": trader.address, "market": PERP, "clientOrderId": body["clientOrderId"],
+             "ts": int(time.time() * 1000)},
+        )  # fmt: skip
+        cancel_all = signed(
+            trader, "CancelAll", {"userId": trader.address, "market": SPOT, "ts": cancel["ts"]}
+        )
+        for _ in range(3):
+            r.xadd(keys.market_in(PERP), {"c": "{}"})
+        time.sleep(0.6)  # past the backlog figure's cache
+        assert error_of(client.post("/v1/orders/cancel", json=cancel)) == (503, "OVERLOADED")
+        assert error_of(client.post("/v1/orders/cancel-all", json=cancel_all)) == (
+            503,
+            "OVERLOADED",
+        )
+        assert not list(r.scan_iter("dex:*:sig:*"))
 
 
 def test_order_v2_fields_reach_the_matcher_command(client: TestClient, r: redis.Redis) -> None:

@@ -74,6 +74,8 @@ def test_sweeper_leaves_fresh_entries_alone_and_forgets_idle_accounts(redis_url:
             r.sadd(keys.outbox_accounts(), "0xidle", "0xbusy")
             r.hset(keys.account_order("0xbusy", "c1"), mapping={"market": SPOT, "cmd": "{}"})
             r.zadd(keys.outbox("0xbusy"), {"c1": 10**13})  # accepted "in the future": fresh
+            record = orjson.dumps({"withdrawalId": "w-1", "ts": 5}).decode()
+            r.hset(keys.withdrawals_pending("0xbusy"), "w-1", record)
             fresh = await outbox.sweep_once(gateway)
             r.zadd(keys.outbox("0xbusy"), {"c1": 1})
             stale = await outbox.sweep_once(gateway)
@@ -83,11 +85,27 @@ def test_sweeper_leaves_fresh_entries_alone_and_forgets_idle_accounts(redis_url:
             await gateway.blocking.aclose()
 
     fresh, stale = asyncio.run(scenario())
-    assert (fresh, stale) == (0, 1)
+    assert (fresh, stale) == (1, 1)  # the old withdrawal first, then the order once stale
     assert r.xlen(keys.market_in(SPOT)) == 1
+    ((_, fields),) = r.xrange(keys.withdrawal_requests())
+    assert orjson.loads(fields["w"])["withdrawalId"] == "w-1"
+    assert r.hlen(keys.withdrawals_pending("0xbusy")) == 0 and r.zcard(keys.outbox("0xbusy")) == 0
     assert (
         r.smembers(keys.outbox_accounts()) == {"0xbusy"}
         or r.smembers(keys.outbox_accounts()) == set()
     )
     assert "0xidle" not in r.smembers(keys.outbox_accounts())
     r.close()
+
+
+async def _sweep(redis_url: str) -> None:
+    from common.settings import DexSettings
+    from services.gateway import outbox
+    from services.gateway.context import Gateway
+
+    gateway = Gateway.build(DexSettings(redis_url=redis_url))
+    try:
+        await outbox.sweep_once(gateway)
+    finally:
+        await gateway.redis.aclose()
+        await gateway.blocking.aclose()

@@ -152,9 +152,7 @@ def run_and_compare(client: redis.Redis, product: str, batches: list[Any]) -> in
     assert state["status"] == reference.status
     open_sets = {u: client.smembers(keys.market_user_open(MARKET, u)) for u in USERS}
     for user in USERS:
-        assert open_sets[user] == {
-            o.cid for o in reference.bids + reference.asks if o.user == user
-        }
+        assert open_sets[user] == {o.cid for o in reference.bids + reference.asks if o.user == user}
     return applied_total
 
 

@@ -6,6 +6,9 @@ positions and reservations to the atomic unit and runs the auditor at the end.
 
 from __future__ import annotations
 
+import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -149,3 +152,65 @@ def test_option_premium_moves_as_cash(client: Any, markets: MarketSet) -> None:
     assert pos(client, A, market.symbol)["size"] == 1_000
     assert pos(client, B, market.symbol)["size"] == -1_000
     assert_audit_ok(client, markets)
+
+
+def _reference(size: int, entry: int, delta: int, price: int) -> tuple[int, int, int]:
+    """Position rule of apply_ops.lua in plain Python: (size, entry, realized pnl)."""
+    pnl = 0
+    if size and (size > 0) != (delta > 0):
+        closed = min(abs(delta), abs(size))
+        removed = abs(entry) * closed // abs(size) * (1 if entry >= 0 else -1)
+        pnl = (1 if size > 0 else -1) * price * closed - removed
+        entry -= removed
+        size += closed if delta > 0 else -closed
+        delta += -closed if delta > 0 else closed
+    if delta:
+        size += delta
+        entry += price * delta
+    return size, entry, pnl
+
+
+def test_random_fills_match_the_reference_and_conserve(client: Any, markets: MarketSet) -> None:
+    rng = random.Random(20261201)
+    market = markets.markets["BTC-PERP"]
+    drive, ledger = MarketDriver(client, market), Ledger(client)
+    users = [A, B, "0x" + "c" * 40]
+    for user in users:
+        drive.deposit(user, "USDC", 10**13)
+    model = {u: (0, 0, 0) for u in users}
+    for i in range(150):
+        buyer, seller = rng.sample(users, 2)
+        price, qty = rng.randint(2_500_000, 3_500_000), rng.randint(1, 3_000)
+        drive.order(seller, f"s{i}", "SELL", price, qty)
+        drive.order(buyer, f"b{i}", "BUY", price, qty)
+        drive.fill(
+            (buyer, f"b{i}"), (seller, f"s{i}"), price, qty, taker=rng.choice(["BUY", "SELL"])
+        )
+        for user, delta in ((buyer, qty), (seller, -qty)):
+            size, entry, rpnl = model[user]
+            size, entry, pnl = _reference(size, entry, delta, price)
+            model[user] = (size, entry, rpnl + pnl)
+        if i % 40 == 39:
+            ledger.settle_market(market)
+    ledger.settle_market(market)
+    for user in users:
+        assert tuple(pos(client, user, "BTC-PERP").values()) == model[user]
+    assert sum(model[u][0] for u in users) == 0
+    assert_audit_ok(client, markets)
+
+
+def test_audit_command_exits_non_zero_when_money_appears(
+    client: Any, markets: MarketSet, redis_url: str
+) -> None:
+    drive = MarketDriver(client, markets.markets["BTC-USDC"])
+    drive.deposit(A, "USDC", 1_000)
+    env = {"DEX_REDIS_URL": redis_url, "DEX_MARKETS_FILE": str(MARKETS_FILE), "PATH": ""}
+    command = [sys.executable, "-m", "services.settler.audit"]
+    repo = MARKETS_FILE.parents[1]
+    clean = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stderr
+    assert '"difference": "0"' in clean.stdout
+    client.hincrby(keys.balances(A), "USDC:t", 1)  # a unit from nowhere
+    broken = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
+    assert broken.returncode == 1
+    assert "conservation" in broken.stderr

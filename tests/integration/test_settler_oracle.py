@@ -14,6 +14,7 @@ import redis
 
 from common import keys
 from common.events import loads
+from common.market_reads import read_ticker_sync
 from common.markets import load_markets
 from services.settler.oracle import run_oracle
 
@@ -52,6 +53,7 @@ def test_static_source_uses_the_admin_push_and_the_median_mark(client: Any) -> N
     assert px(client, PERP)["mark"] == "3060000"  # median(3,100,000, 3,050,000, 3,060,000)
     assert px(client, PERP)["nextFundingTs"] == str(INTERVAL_MS)
     assert px(client, SPOT)["index"] == "3000000"  # the markets file's indexPrice
+    assert px(client, OPTION)["index"] == "3100000"  # the underlying's index
     message = pubsub.get_message(timeout=5)
     assert message is not None
     data = loads(message["data"])["data"]
@@ -112,3 +114,17 @@ def test_unreachable_url_keeps_the_last_index(client: Any) -> None:
     client.hset(keys.market_prices(PERP), "index", 3_333_300)
     run_oracle(client, MARKETS, "http://127.0.0.1:9/none", 5_000, INTERVAL_MS)
     assert px(client, PERP)["index"] == "3333300"
+
+
+def test_ticker_publication_is_the_full_rest_ticker(client: Any) -> None:
+    pubsub = client.pubsub()
+    pubsub.subscribe(keys.channel(keys.ticker_topic(PERP)))
+    pubsub.get_message(timeout=1)
+    run_oracle(client, MARKETS, "static", 5_000, INTERVAL_MS, ticker=read_ticker_sync)
+    message = pubsub.get_message(timeout=5)
+    assert message is not None
+    data = loads(message["data"])["data"]
+    assert data["indexPrice"] == 3_000_000 and data["markPrice"] == 3_000_000
+    assert data["nextFundingTs"] == INTERVAL_MS and data["openInterest"] == 0
+    assert {"last", "bestBid", "bestAsk", "volume24h", "fundingRate"} <= set(data)
+    pubsub.close()

@@ -1,0 +1,301 @@
+"""Gateway benchmark: pre-signed orders accepted per second through one uvicorn worker.
+
+Starts a private redis-server and one gateway process (``python -m services.gateway``: one
+uvicorn worker, uvloop + httptools), funds many users, pre-signs every order, then sends them
+as fast as the gateway answers with ``--concurrency`` requests in flight (closed loop) from
+``--senders`` client processes, and reports orders accepted per second. No matcher runs: this
+measures admission (parse, verify, reserve, enqueue). It also times one EIP-712 signature
+verification (``Verifier.verify``) in this process. Results go to bench/results/gateway.json.
+
+    .venv/bin/python bench/gateway.py                    # 20,000 orders, concurrency 64
+    .venv/bin/python bench/gateway.py --orders 60000 --access-log --rate-limits
+
+By default the rate limits are off (one client address would be limited at 1,000/s) and the
+per-request access log is at WARNING; the flags put them back to measure their cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import platform
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psutil
+from coincurve import PrivateKey
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from common.eip712 import Verifier  # noqa: E402
+
+RESULTS = REPO_ROOT / "bench" / "results" / "gateway.json"
+ADMIN_TOKEN = "bench-admin-token"
+CHAIN_ID = 1
+VERIFYING_CONTRACT = "0x0000000000000000000000000000000000000000"
+MARKETS = {"BTC-USDC": "SPOT", "BTC-PERP": "PERP"}
+MID = 3_000_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def sign_fast(verifier: Verifier, key: PrivateKey, primary: str, message: dict[str, Any]) -> str:
+    """Sign the EIP-712 digest with coincurve: the same bytes eth-account would produce."""
+    signature = key.sign_recoverable(verifier.digest(primary, message), hasher=None)
+    return "0x" + signature[:64].hex() + format(signature[64] + 27, "02x")
+
+
+def make_users(count: int, rng: random.Random) -> list[tuple[PrivateKey, str]]:
+    from eth_account import Account
+
+    users = []
+    for _ in range(count):
+        secret = rng.randbytes(32)
+        users.append((PrivateKey(secret), Account.from_key(secret).address))
+    return users
+
+
+def plan(
+    users: list[tuple[PrivateKey, str]], total: int, rng: random.Random, verifier: Verifier
+) -> list[bytes]:
+    """Limit orders around a mid on a SPOT and a PERP market, OrderV2 every other one."""
+    bodies = []
+    now = int(time.time() * 1000)
+    markets = list(MARKETS)
+    for index in range(total):
+        key, address = users[index % len(users)]
+        market = markets[index % len(markets)]
+        side = rng.choice(("BUY", "SELL"))
+        message: dict[str, Any] = {
+            "clientOrderId": f"b-{index}-{rng.getrandbits(32):08x}",
+            "userId": address,
+            "market": market,
+            "side": side,
+            "type": "LIMIT",
+            "price": MID + rng.randint(-50, 50),
+            "qty": rng.randint(1, 5),
+            "product": MARKETS[market],
+            "ts": now,
+        }
+        primary = "Order"
+        if index % 2:
+            primary = "OrderV2"
+            message |= {"timeInForce": "GTC", "reduceOnly": False, "expiresAt": 0}
+        message["sig"] = sign_fast(verifier, key, primary, message)
+        bodies.append(orjson.dumps(message))
+    return bodies
+
+
+def sender(url: str, bodies: list[bytes], concurrency: int, start_at: float, out: Any) -> None:
+    """Closed loop: ``concurrency`` workers each send their next body when the last answers."""
+    import aiohttp
+    import uvloop
+
+    codes: dict[str, int] = {}
+
+    async def main() -> tuple[float, float]:
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        headers = {"Content-Type": "application/json"}
+        queue = list(reversed(bodies))
+        async with aiohttp.ClientSession(url, connector=connector, headers=headers) as http:
+
+            async def worker() -> None:
+                while queue:
+                    body = queue.pop()
+                    async with http.post("/v1/orders", data=body) as response:
+                        payload = await response.read()
+                        code = "ACCEPTED" if response.status == 202 else (
+                            orjson.loads(payload).get("error", {}).get("code", str(response.status))
+                        )  # fmt: skip
+                        codes[code] = codes.get(code, 0) + 1
+
+            delay = start_at - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            began = time.time()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return began, time.time()
+
+    began, ended = uvloop.run(main())
+    out.put((began, ended, codes))
+
+
+def send_all(url: str, bodies: list[bytes], concurrency: int, senders: int) -> dict[str, Any]:
+    context = multiprocessing.get_context("spawn")
+    out: Any = context.Queue()
+    start_at = time.time() + 1.5
+    processes = []
+    for index in range(senders):
+        share = bodies[index::senders]
+        process = context.Process(
+            target=sender, args=(url, share, concurrency // senders, start_at, out)
+        )
+        process.start()
+        processes.append(process)
+    results = [out.get() for _ in processes]
+    for process in processes:
+        process.join()
+    began = min(r[0] for r in results)
+    ended = max(r[1] for r in results)
+    codes: dict[str, int] = {}
+    for _, _, part in results:
+        for code, count in part.items():
+            codes[code] = codes.get(code, 0) + count
+    return {"seconds": ended - began, "codes": codes}
+
+
+def time_verification(verifier: Verifier, samples: int = 3_000) -> float:
+    """Mean µs of ``Verifier.verify`` over distinct pre-signed orders (cold string caches
+    for clientOrderId, as on the wire)."""
+    rng = random.Random(7)
+    key = PrivateKey(rng.randbytes(32))
+    from eth_account import Account
+
+    address = Account.from_key(key.secret).address
+    messages = []
+    for index in range(samples):
+        message = {
+            "clientOrderId": f"v-{index}", "userId": address, "market": "BTC-USDC",
+            "side": "BUY", "type": "LIMIT", "price": MID + index % 100, "qty": 1 + index % 7,
+            "product": "SPOT", "ts": 1_764_590_000_000 + index,
+        }  # fmt: skip
+        messages.append((message, sign_fast(verifier, key, "Order", message)))
+    for message, sig in messages[:200]:
+        assert verifier.verify("Order", message, sig, address)
+    started = time.perf_counter()
+    for message, sig in messages:
+        if not verifier.verify("Order", message, sig, address):
+            raise AssertionError("a bench signature did not verify")
+    return (time.perf_counter() - started) / samples * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--orders", type=int, default=20_000)
+    parser.add_argument("--warmup", type=int, default=2_000)
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--senders", type=int, default=2, help="client processes")
+    parser.add_argument("--access-log", action="store_true", help="log every request (INFO)")
+    parser.add_argument("--rate-limits", action="store_true", help="keep the default limits")
+    parser.add_argument("--appendonly", action="store_true", help="Redis with AOF (everysec)")
+    args = parser.parse_args()
+
+    verifier = Verifier(CHAIN_ID, VERIFYING_CONTRACT)
+    verify_us = time_verification(verifier)
+    print(f"signature verification: {verify_us:.1f} µs per order (Verifier.verify)")
+
+    rng = random.Random(42)
+    users = make_users(args.users, rng)
+    print(f"pre-signing {args.warmup + args.orders} orders ...", flush=True)
+    bodies = plan(users, args.warmup + args.orders, rng, verifier)
+
+    workdir = Path(tempfile.mkdtemp(prefix="dex-bench-gateway-"))
+    redis_port, gateway_port = free_port(), free_port()
+    redis_server = subprocess.Popen(
+        [
+            shutil.which("redis-server") or "redis-server", "--port", str(redis_port),
+            "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir),
+            "--appendonly", "yes" if args.appendonly else "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "DEX_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "DEX_GATEWAY_PORT": str(gateway_port),
+        "DEX_ADMIN_TOKEN": ADMIN_TOKEN,
+        "DEX_SIGNATURE_MAX_AGE_MS": str(3_600_000),
+        "DEX_MAX_BACKLOG": str(10**9),
+        "DEX_LOG_LEVEL": "INFO" if args.access_log else "WARNING",
+    }
+    if not args.rate_limits:
+        env |= {"DEX_RATE_LIMIT_USER": "0", "DEX_RATE_LIMIT_IP": "0"}
+    log = open(workdir / "gateway.log", "wb")  # noqa: SIM115 - closed below
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "services.gateway"],
+        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{gateway_port}"
+    try:
+        wait_http(f"{url}/v1/health")
+        with httpx.Client(base_url=url, timeout=10) as client:
+            for _, address in users:
+                for asset, amount in (("USDC", 10**15), ("BTC", 10**14)):
+                    client.post(
+                        "/v1/admin/deposits",
+                        json={"userId": address, "asset": asset, "amount": amount},
+                        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                    ).raise_for_status()
+        send_all(url, bodies[: args.warmup], args.concurrency, args.senders)
+        process = psutil.Process(gateway.pid)
+        cpu_before = process.cpu_times()
+        result = send_all(url, bodies[args.warmup :], args.concurrency, args.senders)
+        cpu_after = process.cpu_times()
+    finally:
+        gateway.terminate()
+        gateway.wait(timeout=20)
+        log.close()
+        redis_server.terminate()
+        redis_server.wait(timeout=20)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    accepted = result["codes"].get("ACCEPTED", 0)
+    seconds = result["seconds"]
+    gateway_cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
+    figures = {
+        "orders": args.orders,
+        "concurrency": args.concurrency,
+        "senders": args.senders,
+        "accepted": accepted,
+        "codes": result["codes"],
+        "seconds": round(seconds, 3),
+        "accepted_per_s": round(accepted / seconds, 1),
+        "gateway_cpu_s": round(gateway_cpu, 2),
+        "gateway_cpu_per_order_us": round(gateway_cpu / max(accepted, 1) * 1e6, 1),
+        "verify_us": round(verify_us, 1),
+        "access_log": args.access_log,
+        "rate_limits": args.rate_limits,
+        "appendonly": args.appendonly,
+        "cpus": os.cpu_count(),
+        "load_avg_1m": os.getloadavg()[0],
+        "python": platform.python_version(),
+    }
+    print(json.dumps(figures, indent=2))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""The gateway's lean pipelined Redis lane: replies in order, redis-py's exceptions, the
+selected database, and recovery after the connection breaks."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis
+from redis.exceptions import NoScriptError, ResponseError
+from support.redis_server import RedisServer
+
+from services.gateway.lane import Recorder, lane_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_batches_answer_in_order_with_redis_py_errors_and_the_selected_db(
+    redis_server: RedisServer,
+) -> None:
+    redis_server.flushall()
+    url = redis_server.url_for_db(3)
+    lane = lane_for(url, cluster=False)
+    assert lane is not None and lane_for(url, cluster=True) is None
+    assert lane_for("rediss://host:6380/0", cluster=False) is None
+
+    async def scenario() -> list[list[object]]:
+        try:
+            first = lane.execute([("SET", "k", "v"), ("INCR", "n"), ("EVALSHA", "0" * 40, 0)])
+            second = lane.execute([("HSET", "h", "a", 1, "b", 2), ("INCR", "k")])
+            return list(await asyncio.gather(first, second))
+        finally:
+            await lane.close()
+
+    first, second = asyncio.run(scenario())
+    assert first[:2] == ["OK", 1] and isinstance(first[2], NoScriptError)
+    assert second[0] == 2 and isinstance(second[1], ResponseError)
+    direct = redis.Redis.from_url(url, decode_responses=True)
+    assert direct.get("k") == "v" and direct.hgetall("h") == {"a": "1", "b": "2"}
+    assert redis.Redis.from_url(redis_server.url).get("k") is None  # db 0 untouched
+    direct.close()
+
+
+def test_recorder_converts_like_redis_py() -> None:
+    recorder = Recorder().hgetall("h").xadd("s", {"c": "x", "d": 1})
+    assert recorder.commands == [("HGETALL", "h"), ("XADD", "s", "*", "c", "x", "d", 1)]
+    convert = recorder.converters[0]
+    assert convert(["a", "1", "b", "2"]) == {"a": "1", "b": "2"}
+
+
+def test_a_broken_connection_fails_in_flight_batches_and_the_next_one_reconnects() -> None:
+    server = RedisServer().start()
+    lane = lane_for(server.url, cluster=False)
+    assert lane is not None
+
+    port = server.port
+    restarted = RedisServer(port=port)
+
+    async def scenario() -> tuple[object, object, object]:
+        try:
+            before = await lane.execute([("PING",)])
+            server.stop()
+            try:
+                await lane.execute([("PING",)])
+                during: object = None
+            except redis.ConnectionError as exc:
+                during = exc
+            restarted.start()
+            after = await lane.execute([("PING",)])
+            return before, during, after
+        finally:
+            await lane.close()
+
+    try:
+        before, during, after = asyncio.run(scenario())
+    finally:
+        server.stop()
+        restarted.stop()
+    assert before == ["PONG"]
+    assert isinstance(during, redis.ConnectionError)
+    assert after == ["PONG"]
