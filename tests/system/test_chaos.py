@@ -26,11 +26,11 @@ import orjson
 import pytest
 import redis
 import websockets
-from common.audit import audit
 from support.exchange import Exchange
 from support.redis_server import RedisServer, wait_for
 from support.signing import Trader
 
+from common.audit import audit
 from common.markets import load_markets
 from common.settings import DEFAULT_MARKETS_FILE
 
@@ -113,6 +113,7 @@ def test_kills_and_a_redis_crash_lose_nothing_and_break_no_invariant(
         for trader in traders:
             exchange.deposit(trader.address, "BTC", 10 * 10**8)
             exchange.deposit(trader.address, "USDC", 1_000_000 * 10**6)
+        revived: list[str] = []
         flow = OrderFlow(exchange, traders)
         flow.start()
         try:
@@ -124,9 +125,10 @@ def test_kills_and_a_redis_crash_lose_nothing_and_break_no_invariant(
                     exchange.start(name)
                 time.sleep(PAUSE_S)
                 durable_redis.crash_and_restart()
-            time.sleep(PAUSE_S)
+                revived += _supervise(exchange, PAUSE_S * 2)
         finally:
             flow.stop()
+        revived += _supervise(exchange, 1.0)
         assert len(flow.accepted) > 10 * ROUNDS, f"too few orders got through: {flow.refused}"
 
         client = redis.Redis.from_url(durable_redis.url, decode_responses=True)
@@ -145,12 +147,23 @@ def test_kills_and_a_redis_crash_lose_nothing_and_break_no_invariant(
             clean = wait_for(audit_clean, 90, interval=1.0)
             print("auditor report:\n" + json.dumps(report, indent=2, default=str))
             print(f"orders accepted: {len(flow.accepted)}, refused or failed: {flow.refused}")
+            print(f"processes that exited on their own and were restarted: {revived}")
             assert clean, (_broken(report), exchange.log("settler")[-3000:])
 
             for symbol in MARKETS:
                 rest = http.get(f"/v1/markets/{symbol}/depth", params={"limit": 1000}).json()
                 seen = asyncio.run(_websocket_depth(exchange.ws, symbol))
                 assert seen == {"seq": rest["seq"], "bids": rest["bids"], "asks": rest["asks"]}
+
+
+def _supervise(exchange: Exchange, seconds: float) -> list[str]:
+    """Play the supervisor (Kubernetes, compose) for a while: restart what exits."""
+    revived: list[str] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        revived += exchange.revive()
+        time.sleep(0.2)
+    return revived
 
 
 def _all_processed(http: httpx.Client, accepted: list[tuple[str, str]]) -> bool:
