@@ -28,6 +28,9 @@ account, live in one slot and one Lua script may touch them together)::
       dex:{m}:stats            hash    ticker state (24 h window, last trade), built from
                                         the trade stream
       dex:{m}:candles:<iv>     hash    bucket start ms -> JSON [o, h, l, c, v]
+      dex:{m}:cidx:<iv>        zset    bucket starts of candles:<iv> (newest N without a scan)
+      dex:{m}:exp              zset    resting orders with an expiresAt (score), for expiry
+      dex:{m}:lease            string  token of the matcher process that owns the market
 
     Account keys — tag {userId}, the lower-case 0x address (or a system account name)
       dex:{u}:bal              hash    "<asset>:t" total, "<asset>:l" locked,

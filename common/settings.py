@@ -33,6 +33,8 @@ class DexSettings(BaseSettings):
     broadcaster_port: int = 8001
     signature_max_age_ms: int = 60_000
     matcher_markets: str = "*"
+    matcher_shards: int = 0  # >1: split the selected markets over that many matcher replicas
+    matcher_shard: int | None = None  # this replica's index; default: HOSTNAME's "-<ordinal>"
     funding_interval_s: int = 3600
     oracle_source: str = "static"
     broker_url: str | None = None

@@ -57,7 +57,8 @@ class Broadcaster:
             on_reset=self.resync_everyone,
             on_message=self.metrics.count_publication,
         )
-        self.flusher = Flusher(self.metrics, settings.broadcaster_flush_interval_ms / 1000)
+        interval_ms = settings.broadcaster_flush_interval_ms
+        self.flusher = Flusher(self.metrics, None if interval_ms is None else interval_ms / 1000)
         self.registry = Registry(self.client, self.hub, self.markets, self.metrics, self.flusher)
         self.connections: set[Connection] = set()
         self.mark_watcher = MarkWatcher(self.client, self.registry)

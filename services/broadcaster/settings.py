@@ -11,8 +11,9 @@ class BroadcasterSettings(DexSettings):
     # Messages a client may have waiting; one more and it is closed with 1013.
     broadcaster_send_queue: int = 1000
     # Queued frames are written this long after the first one arrives (0: on the next turn of
-    # the event loop); a few ms batch more frames per write when updates come fast.
-    broadcaster_flush_interval_ms: float = 0.0
+    # the event loop); unset: 20 µs per connection waiting, at most 20 ms, so many clients
+    # share each write pass and a few are written to at once.
+    broadcaster_flush_interval_ms: float | None = None
     # Protocol-level ping every interval; no pong within the timeout drops the connection.
     broadcaster_ping_interval_s: float = 20.0
     broadcaster_ping_timeout_s: float = 20.0

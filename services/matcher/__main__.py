@@ -40,17 +40,59 @@ def owned_markets(selection: str, all_markets: list[str]) -> list[str]:
     return chosen
 
 
-def make_settle_trigger(client: Any) -> Any:
-    """Queue one settle task per market at a time; the settler's sweeper covers any loss."""
+def shard_markets(
+    markets: list[str], shards: int, shard: int | None, hostname: str
+) -> list[str]:
+    """This replica's share of ``markets`` when ``shards`` replicas split them.
+
+    The sorted list is dealt round-robin, so every replica gets a near-equal share; the index
+    is ``shard`` or, in a StatefulSet, the ordinal that ends the pod's hostname (``matcher-1``).
+    The per-market lease still guards each market while a pod is being replaced.
+    """
+    if shards <= 1:
+        return markets
+    if shard is None:
+        _, _, ordinal = hostname.rpartition("-")
+        if not ordinal.isdigit():
+            raise SystemExit(
+                f"DEX_MATCHER_SHARDS={shards} needs DEX_MATCHER_SHARD or a hostname ending in "
+                f"-<ordinal> (a StatefulSet pod), got hostname {hostname!r}"
+            )
+        shard = int(ordinal)
+    if not 0 <= shard < shards:
+        raise SystemExit(f"matcher shard {shard} is outside 0..{shards - 1}")
+    return [market for i, market in enumerate(sorted(markets)) if i % shards == shard]
+
+
+def make_settle_trigger(client: Any, stop: threading.Event) -> Any:
+    """Queue one settle task per market at a time, from a thread of its own, so a slow broker
+    never holds up matching; the settler's sweeper covers any message lost here."""
     celery = task_client()
+    wanted: set[str] = set()
+    lock = threading.Lock()
+    wake = threading.Event()
+
+    def sender() -> None:
+        while not stop.is_set():
+            wake.wait(0.5)
+            wake.clear()
+            with lock:
+                markets = sorted(wanted)
+                wanted.clear()
+            for market in markets:
+                try:
+                    if client.set(keys.market_settle_queued(market), "1", nx=True, px=2000):
+                        celery.send_task(SETTLE_TASK, args=[market])
+                except Exception:
+                    client.delete(keys.market_settle_queued(market))
+                    log.exception("matcher: %s: could not queue settlement", market)
+
+    threading.Thread(target=sender, name="settle-trigger", daemon=True).start()
 
     def trigger(market: str) -> None:
-        if client.set(keys.market_settle_queued(market), "1", nx=True, px=2000):
-            try:
-                celery.send_task(SETTLE_TASK, args=[market])
-            except Exception:  # the broker being away only delays settlement (sweeper)
-                client.delete(keys.market_settle_queued(market))
-                log.exception("matcher: %s: could not queue settlement", market)
+        with lock:
+            wanted.add(market)
+        wake.set()
 
     return trigger
 
@@ -92,14 +134,19 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = get_settings()
     markets = load_markets(settings.markets_file)
-    owned = owned_markets(settings.matcher_markets, list(markets.markets))
+    owned = shard_markets(
+        owned_markets(settings.matcher_markets, list(markets.markets)),
+        settings.matcher_shards,
+        settings.matcher_shard,
+        socket.gethostname(),
+    )
     lease_ms = int(os.environ.get("DEX_MATCHER_LEASE_MS", DEFAULT_LEASE_MS))
     client = connect(settings)
     wait_for_redis(client, what="matcher")
     for name in owned:
         write_market_cfg(client, markets.markets[name])
-    trigger = make_settle_trigger(client)
     stop = threading.Event()
+    trigger = make_settle_trigger(client, stop)
     # A name per process: a successor claims what this one left pending (XAUTOCLAIM).
     consumer_name = f"{socket.gethostname()}:{os.getpid()}"
     threads = [

@@ -73,10 +73,13 @@ def match_keys(market: str) -> list[str]:
         keys.market_stats(market),
         keys.market_expiries(market),
         keys.market_lease(market),
+        keys.market_in(market),
     ]
 
 
-def match_args(market: str, now_ms: int, token: str) -> list[Any]:
+def match_args(
+    market: str, now_ms: int, token: str, read_count: int = 0, consumer: str = ""
+) -> list[Any]:
     """The fixed ARGV head of match.lua; stream id / command pairs follow."""
     return [
         market,
@@ -87,6 +90,9 @@ def match_args(market: str, now_ms: int, token: str) -> list[Any]:
         TRADES_MAXLEN,
         keys.market_prefix(market),
         token,
+        read_count,
+        keys.MATCHER_GROUP,
+        consumer,
     ]
 
 
@@ -115,6 +121,7 @@ class MarketConsumer:
         self.holding = False
         self._renewed_at = 0.0
         self._ticked_at = 0.0
+        self._idle_reads = 0
 
     # -- group and lease -------------------------------------------------------------------
     def ensure_group(self) -> None:
@@ -183,33 +190,50 @@ class MarketConsumer:
             cursor = reply[0]
             claimed += len(reply[1])
             if cursor in ("0-0", b"0-0"):
-                return claimed
+                break
+        # predecessors' names, now without pending entries, leave the group
+        stream = keys.market_in(self.market)
+        for info in self.client.xinfo_consumers(stream, keys.MATCHER_GROUP):
+            name = info["name"]
+            if name != self.consumer and int(info["pending"]) == 0:
+                self.client.xgroup_delconsumer(stream, keys.MATCHER_GROUP, name)
+        return claimed
 
     # -- batches ---------------------------------------------------------------------------
     def poll(self, block_ms: int = 1000) -> int:
-        """Read one batch (own pending entries first) and apply it; return entries handled."""
-        start_id = "0" if not self._pending_drained else ">"
-        response = self.client.xreadgroup(
-            keys.MATCHER_GROUP,
-            self.consumer,
-            {keys.market_in(self.market): start_id},
-            count=self.batch_size,
-            block=None if start_id == "0" else block_ms,
-        )
-        entries = response[0][1] if response else []
-        if start_id == "0":
-            entries = [(entry_id, fields) for entry_id, fields in entries if fields]
+        """Apply one batch; return the entries handled.
+
+        Own pending entries first (read before a crash, never acknowledged): read here and
+        passed to the script. Then new entries, which the script reads, applies and
+        acknowledges itself in one atomic call (no per-order Python work on the hot path).
+        With nothing new, wait on the stream (XREAD BLOCK after the last applied id).
+        """
+        if not self._pending_drained:
+            response = self.client.xreadgroup(
+                keys.MATCHER_GROUP,
+                self.consumer,
+                {keys.market_in(self.market): "0"},
+                count=self.batch_size,
+            )
+            entries = [(i, f) for i, f in (response[0][1] if response else []) if f]
             if not entries:
                 self._pending_drained = True
-                # deleted entries left in the pending list: acknowledge them away
                 self._ack_deleted(response)
                 return 0
-        if not entries:
+            self.apply(entries)
             self.maybe_tick()
-            return 0
-        self.apply(entries)
-        self.maybe_tick()
-        return len(entries)
+            return len(entries)
+        read, last = self._run([], read_count=self.batch_size)
+        self._ticked_at = time.monotonic()  # every call also expires orders and ages stats
+        if read:
+            self._idle_reads = 0
+            return read
+        self._idle_reads += 1
+        if self._idle_reads > 1:
+            # woken but nothing to read (entries delivered elsewhere): don't spin
+            time.sleep(0.01)
+        self.client.xread({keys.market_in(self.market): last or "0"}, count=1, block=block_ms)
+        return 0
 
     def _ack_deleted(self, response: Any) -> None:
         if response:
@@ -227,18 +251,29 @@ class MarketConsumer:
         self._run([])
 
     def apply(self, entries: list[tuple[str, dict[str, str]]]) -> int:
-        """Run the matching script over ``entries`` and acknowledge them."""
+        """Run the matching script over ``entries`` read outside it, then acknowledge them."""
         ids = [entry_id for entry_id, _ in entries]
-        applied = self._run(entries)
+        self._run(entries)
         self.client.xack(keys.market_in(self.market), keys.MATCHER_GROUP, *ids)
-        return applied
+        return len(ids)
 
-    def _run(self, entries: list[tuple[str, dict[str, str]]]) -> int:
-        args = match_args(self.market, int(time.time() * 1000), self.token if self.holding else "")
+    def _run(
+        self, entries: list[tuple[str, dict[str, str]]], read_count: int = 0
+    ) -> tuple[int, str]:
+        """One match.lua call; returns (entries it read itself, last applied stream id)."""
+        args = match_args(
+            self.market,
+            int(time.time() * 1000),
+            self.token if self.holding else "",
+            read_count,
+            self.consumer,
+        )
         for entry_id, fields in entries:
             args.extend((entry_id, fields.get("c", "{}")))
         try:
-            applied, events = self.scripts["match"](keys=match_keys(self.market), args=args)
+            _applied, events, read, last = self.scripts["match"](
+                keys=match_keys(self.market), args=args
+            )
         except redis.ResponseError as exc:
             if "LEASE_LOST" in str(exc):
                 self.holding = False
@@ -246,4 +281,4 @@ class MarketConsumer:
             raise
         if events:
             self.on_events(self.market)
-        return int(applied)
+        return int(read), str(last)

@@ -161,6 +161,8 @@ def test_second_matcher_takes_over_from_a_killed_lease_holder(
         assert wait_for(lambda: _lease_holder_pid(client) == standby_pid, timeout=30)
         wait_all_applied(client, feeder)
         assert "lease taken" in standby.log("matcher")
+        consumers = client.xinfo_consumers(keys.market_in(M), keys.MATCHER_GROUP)
+        assert [c["name"].rsplit(":", 1)[-1] for c in consumers] == [str(standby_pid)]
     check_exactly_once(client, items)
 
 

@@ -12,7 +12,8 @@
 -- resume, expire. Outputs, all in this call: order records, the open-order sets, trades,
 -- settlement events, positions mirror (derivatives), depth seq (+1 per command or expiry that
 -- changed the book; cancel_all and expire: +1 per order removed), level totals, market
--- statistics and candles, PUBLISH on depth:/trade:/orders: topics, replies.
+-- statistics and candles, PUBLISH on depth: (one per seq), orders: (one per changed order)
+-- and trade: (one per call, every trade of the call, seq = the last one's), replies.
 --
 -- KEYS[1]  dex:{m}:state    hash   status, seq, tseq, eseq, aseq, last
 -- KEYS[2]  dex:{m}:bids     zset
@@ -26,6 +27,7 @@
 -- KEYS[10] dex:{m}:stats    hash   last, lastTs, open, high, low, vol, qvol, evicted
 -- KEYS[11] dex:{m}:exp      zset   expiresAt -> "<B|S><book member>"
 -- KEYS[12] dex:{m}:lease    string the token of the matcher that owns the market
+-- KEYS[13] dex:{m}:in       stream the market's commands
 -- Order records dex:{m}:o:<user>:<cid>, open sets dex:{m}:uo:<user>, candles
 -- dex:{m}:candles:<iv> / dex:{m}:cidx:<iv> and reply lists dex:{m}:reply:<rid> are derived
 -- from the prefixes in ARGV and the commands (same hash tag, so the same slot).
@@ -39,8 +41,12 @@
 -- ARGV[8]  lease token: unless empty, the call is refused (error LEASE_LOST, nothing
 --          changed) when KEYS[12] holds another token, so a matcher that lost its lease
 --          while paused can never apply a batch behind its successor's back
--- ARGV[9..] pairs: stream id, command JSON
--- Returns {commands applied, events written}.
+-- ARGV[9]  read count: when above 0 the script itself reads up to that many new entries
+--          of KEYS[13] for its consumer (XREADGROUP ">"), applies and acknowledges them, all
+--          in this one atomic call, so no entry is ever read without being applied
+-- ARGV[10] consumer group, ARGV[11] consumer name (for the read above)
+-- ARGV[12..] pairs: stream id, command JSON (entries read earlier, e.g. pending ones)
+-- Returns {commands applied, events written, entries read here, last applied stream id}.
 
 local K_STATE, K_BIDS, K_ASKS, K_LB, K_LA = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local K_TRADES, K_EVENTS, K_CFG, K_POS, K_STATS, K_EXP =
@@ -54,7 +60,16 @@ if ARGV[8] ~= '' and redis.call('GET', KEYS[12]) ~= ARGV[8] then
 end
 
 local function int(n) return string.format('%d', n) end
-local function q(s) return cjson.encode(s) end
+-- JSON string: ids and addresses are plain (the gateway checks their characters), so they
+-- are quoted as they are; anything else goes through cjson, which is much slower.
+local quoted = {}
+local function q(s)
+  local v = quoted[s]
+  if v then return v end
+  if string.find(s, '^[%w%.%_%:%-]*$') then v = '"' .. s .. '"' else v = cjson.encode(s) end
+  quoted[s] = v
+  return v
+end
 
 -- market constants ------------------------------------------------------------------
 local cfg = {}
@@ -124,7 +139,7 @@ end
 
 -- per-unit outputs (one unit = one command, one expiry or one cancel-all removal) -------
 local bid_changes, ask_changes, changed = {}, {}, false
-local unit_trades = {}
+local unit_trades = {}  -- every trade of this call: one trade: publication at the end
 local touched, touched_list = {}, {}
 local cache = {}
 -- statistics of every trade of this call (all share `now`)
@@ -136,13 +151,17 @@ local function emit_event(json_body)
   redis.call('XADD', K_EVENTS, '*', 'e', '{"eseq":' .. int(eseq) .. ',' .. json_body .. '}')
 end
 
+-- what matching, cancelling and the orders: view need of a stored order
+local LOAD_FIELDS = {'userId', 'clientOrderId', 'side', 'type', 'timeInForce', 'reduceOnly',
+  'expiresAt', 'price', 'qty', 'filled', 'status', 'reason', 'ts', 'aseq'}
+
 local function load(okey)
   local o = cache[okey]
   if o then return o end
-  local raw = redis.call('HGETALL', okey)
-  if #raw == 0 then return nil end
+  local raw = redis.call('HMGET', okey, unpack(LOAD_FIELDS))
+  if not raw[1] then return nil end
   o = {}
-  for i = 1, #raw, 2 do o[raw[i]] = raw[i + 1] end
+  for i, name in ipairs(LOAD_FIELDS) do o[name] = raw[i] or nil end
   o.qty, o.filled, o.price = tonumber(o.qty), tonumber(o.filled), tonumber(o.price)
   o.key = okey
   cache[okey] = o
@@ -156,12 +175,20 @@ local function touch(o)
   end
 end
 
+-- Level deltas gather per unit and reach the level hashes once per level in flush().
 local function level_add(is_bid, price, delta)
-  local lkey = is_bid and K_LB or K_LA
-  local total = redis.call('HINCRBY', lkey, int(price), delta)
-  if total <= 0 then redis.call('HDEL', lkey, int(price)); total = 0 end
-  if is_bid then bid_changes[int(price)] = total else ask_changes[int(price)] = total end
+  local changes = is_bid and bid_changes or ask_changes
+  changes[price] = (changes[price] or 0) + delta
   changed = true
+end
+
+local function apply_levels(lkey, changes)
+  for price, delta in pairs(changes) do
+    local p = int(price)
+    local total = redis.call('HINCRBY', lkey, p, delta)
+    if total <= 0 then redis.call('HDEL', lkey, p); total = 0 end
+    changes[price] = total
+  end
 end
 
 local function view_json(o)
@@ -177,7 +204,7 @@ end
 
 local function levels_json(changes, descending)
   local list = {}
-  for p, total in pairs(changes) do list[#list + 1] = {tonumber(p), total} end
+  for p, total in pairs(changes) do list[#list + 1] = {p, total} end
   if descending then
     table.sort(list, function(a, b) return a[1] > b[1] end)
   else
@@ -191,21 +218,19 @@ end
 -- End of one unit: depth seq + depth delta (if the book changed), trades, order updates.
 local function flush()
   if changed then
+    apply_levels(K_LB, bid_changes)
+    apply_levels(K_LA, ask_changes)
     seq = seq + 1
     redis.call('PUBLISH', chprefix .. 'depth:' .. market,
       '{"seq":' .. int(seq) .. ',"data":{"bids":' .. levels_json(bid_changes, true) ..
       ',"asks":' .. levels_json(ask_changes, false) .. '}}')
-  end
-  if #unit_trades > 0 then
-    redis.call('PUBLISH', chprefix .. 'trade:' .. market,
-      '{"seq":' .. int(tseq) .. ',"data":[' .. table.concat(unit_trades, ',') .. ']}')
   end
   for _, o in ipairs(touched_list) do
     redis.call('PUBLISH', chprefix .. 'orders:' .. o.userId,
       '{"seq":' .. int(now) .. ',"data":' .. view_json(o) .. '}')
   end
   bid_changes, ask_changes, changed = {}, {}, false
-  unit_trades, touched, touched_list = {}, {}, {}
+  touched, touched_list = {}, {}
 end
 
 local function book_member(o)
@@ -213,11 +238,14 @@ local function book_member(o)
 end
 
 -- An order reaches a final status: record, leave the open set, done event.
+-- (A taker's record is written whole once its command is done: see process_order.)
 local function finish(o, new_status, reason)
   o.status, o.reason = new_status, reason or ''
-  redis.call('HSET', o.key, 'status', new_status, 'reason', o.reason, 'filled', int(o.filled),
-             'qty', int(o.qty), 'updatedTs', int(now))
-  redis.call('SREM', uprefix .. o.userId, o.clientOrderId)
+  if not o.incoming then
+    redis.call('HSET', o.key, 'status', new_status, 'reason', o.reason, 'filled', int(o.filled),
+               'qty', int(o.qty), 'updatedTs', int(now))
+    redis.call('SREM', uprefix .. o.userId, o.clientOrderId)
+  end
   emit_event('"k":"done","user":' .. q(o.userId) .. ',"cid":' .. q(o.clientOrderId) ..
     ',"side":"' .. o.side .. '","status":"' .. new_status .. '","reason":' ..
     (reason and q(reason) or 'null') .. ',"filled":' .. int(o.filled) .. ',"ts":' .. int(now))
@@ -280,46 +308,24 @@ local function record_trade(p, f, taker, maker, taker_is_buy, liquidation)
 end
 
 -- orders ------------------------------------------------------------------------------
-local function process_order(cmd)
-  local user, cid = cmd.user, cmd.cid
-  local okey = oprefix .. user .. ':' .. cid
-  if redis.call('EXISTS', okey) == 1 then
-    reply(cmd, '{"status":"' .. redis.call('HGET', okey, 'status') .. '"}')
-    return false
-  end
-  aseq = aseq + 1
-  local is_buy = cmd.side == 'BUY'
-  local otype = cmd.type or 'LIMIT'
+local function match_order(cmd, o)
+  local user, cid, okey = o.userId, o.clientOrderId, o.key
+  local is_buy = o.side == 'BUY'
+  local otype, tif, price, qty = o.type, o.timeInForce, o.price, o.qty
   local is_market = otype == 'MARKET'
-  local tif = cmd.tif or 'GTC'
-  local price = tonumber(cmd.price) or 0
-  local qty = tonumber(cmd.qty)
-  local reduce = cmd.reduceOnly == true
+  local reduce = o.reduceOnly == '1'
   local liquidation = cmd.liquidation == true
-  local expires_at = tonumber(cmd.expiresAt) or 0
-  local o = {
-    key = okey, clientOrderId = cid, userId = user, side = cmd.side, type = otype,
-    timeInForce = tif, reduceOnly = reduce and '1' or '0', expiresAt = int(expires_at),
-    price = price, qty = qty, filled = 0, status = 'NEW', reason = '',
-    ts = int(tonumber(cmd.ts) or 0), aseq = int(aseq),
-  }
-  cache[okey] = o
-  redis.call('HSET', okey, 'clientOrderId', cid, 'userId', user, 'market', market,
-    'side', o.side, 'type', otype, 'timeInForce', tif, 'reduceOnly', o.reduceOnly,
-    'expiresAt', o.expiresAt, 'price', int(price), 'qty', int(qty), 'filled', '0',
-    'status', 'NEW', 'reason', '', 'ts', o.ts, 'updatedTs', int(now), 'aseq', o.aseq,
-    'reserved', int(tonumber(cmd.reserved) or 0), 'liquidation', liquidation and '1' or '0')
-  touch(o)
+  local expires_at = tonumber(o.expiresAt)
 
   if status ~= 'OPEN' then
     finish(o, 'REJECTED', status == 'HALTED' and 'MARKET_HALTED' or 'MARKET_CLOSED')
-    return true
+    return
   end
   if reduce then
     local pos = tonumber(redis.call('HGET', K_POS, user) or '0') or 0
     if not is_deriv or (is_buy and pos >= 0) or ((not is_buy) and pos <= 0) then
       finish(o, 'REJECTED', 'REDUCE_ONLY')
-      return true
+      return
     end
     if qty > math.abs(pos) then qty = math.abs(pos); o.qty = qty end
   end
@@ -343,7 +349,7 @@ local function process_order(cmd)
     local best = redis.call('ZRANGE', book, 0, 0, 'WITHSCORES')
     if #best > 0 and crosses(maker_price(best[2])) then
       finish(o, 'REJECTED', 'POST_ONLY_WOULD_CROSS')
-      return true
+      return
     end
   end
 
@@ -373,21 +379,27 @@ local function process_order(cmd)
     end
     if need > 0 then
       finish(o, 'EXP', 'TIME_IN_FORCE')
-      return true
+      return
     end
   end
 
   local remaining = qty
+  -- the best makers that cross, two at a time, by score bound (no scores to format: the
+  -- maker's price is in its record)
+  local bound = no_limit and '+inf' or int(is_buy and price or -price)
+  local window, wi = {}, 1
   while remaining > 0 do
-    local best = redis.call('ZRANGE', book, 0, 0, 'WITHSCORES')
-    if #best == 0 then break end
-    local member = best[1]
-    local mp = maker_price(best[2])
-    if not crosses(mp) then break end
+    if wi > #window then
+      window, wi = redis.call('ZRANGE', book, '-inf', bound, 'BYSCORE', 'LIMIT', 0, 2), 1
+      if #window == 0 then break end
+    end
+    local member = window[wi]
     local mu, mc = parse_member(member)
     local mo = load(oprefix .. mu .. ':' .. mc)
+    local mp = mo.price
     if mu == user then
       remove_resting(mo, 'CXL', 'SELF_TRADE')
+      wi = wi + 2
     else
       local left = mo.qty - mo.filled
       local f = math.min(remaining, left)
@@ -405,6 +417,7 @@ local function process_order(cmd)
         redis.call('ZREM', book, member)
         if mo.expiresAt ~= '0' then redis.call('ZREM', K_EXP, (is_buy and 'S' or 'B') .. member) end
         finish(mo, 'FILLED', nil)
+        wi = wi + 2
       else
         mo.status = 'PARTIAL'
         redis.call('HSET', mo.key, 'filled', int(mo.filled), 'status', 'PARTIAL', 'updatedTs', int(now))
@@ -426,8 +439,34 @@ local function process_order(cmd)
     redis.call('SADD', uprefix .. user, cid)
     level_add(is_buy, price, remaining)
     o.status = o.filled > 0 and 'PARTIAL' or 'NEW'
-    redis.call('HSET', okey, 'filled', int(o.filled), 'status', o.status, 'qty', int(qty))
   end
+end
+
+local function process_order(cmd)
+  local user, cid = cmd.user, cmd.cid
+  local okey = oprefix .. user .. ':' .. cid
+  if cache[okey] or redis.call('EXISTS', okey) == 1 then
+    reply(cmd, '{"status":"' .. (load(okey).status) .. '"}')
+    return false
+  end
+  aseq = aseq + 1
+  local o = {
+    key = okey, clientOrderId = cid, userId = user, side = cmd.side, type = cmd.type or 'LIMIT',
+    timeInForce = cmd.tif or 'GTC', reduceOnly = cmd.reduceOnly == true and '1' or '0',
+    expiresAt = int(tonumber(cmd.expiresAt) or 0), price = tonumber(cmd.price) or 0,
+    qty = tonumber(cmd.qty), filled = 0, status = 'NEW', reason = '',
+    ts = int(tonumber(cmd.ts) or 0), aseq = int(aseq), incoming = true,
+  }
+  cache[okey] = o
+  touch(o)
+  match_order(cmd, o)
+  o.incoming = nil
+  redis.call('HSET', okey, 'clientOrderId', cid, 'userId', user, 'market', market,
+    'side', o.side, 'type', o.type, 'timeInForce', o.timeInForce, 'reduceOnly', o.reduceOnly,
+    'expiresAt', o.expiresAt, 'price', int(o.price), 'qty', int(o.qty),
+    'filled', int(o.filled), 'status', o.status, 'reason', o.reason, 'ts', o.ts,
+    'updatedTs', int(now), 'aseq', o.aseq, 'reserved', int(tonumber(cmd.reserved) or 0))
+  if cmd.liquidation == true then redis.call('HSET', okey, 'liquidation', '1') end
   return true
 end
 
@@ -495,9 +534,25 @@ for _, entry in ipairs(redis.call('ZRANGEBYSCORE', K_EXP, '-inf', now, 'LIMIT', 
 end
 
 -- the commands ------------------------------------------------------------------------
+local entries = {}
+for i = 12, #ARGV, 2 do entries[#entries + 1] = {ARGV[i], ARGV[i + 1]} end
+local read_count = tonumber(ARGV[9]) or 0
+local read_ids = {}
+if read_count > 0 then
+  local reply = redis.call('XREADGROUP', 'GROUP', ARGV[10], ARGV[11], 'COUNT', read_count,
+                           'STREAMS', KEYS[13], '>')
+  if reply and reply[1] then
+    for _, entry in ipairs(reply[1][2]) do
+      local fields, raw = entry[2], '{}'
+      for f = 1, #fields, 2 do if fields[f] == 'c' then raw = fields[f + 1] end end
+      entries[#entries + 1] = {entry[1], raw}
+      read_ids[#read_ids + 1] = entry[1]
+    end
+  end
+end
 local applied = 0
-for i = 9, #ARGV, 2 do
-  local id, raw = ARGV[i], ARGV[i + 1]
+for _, entry in ipairs(entries) do
+  local id, raw = entry[1], entry[2]
   if id_after(id, last) then
     local ok, cmd = pcall(cjson.decode, raw)
     if ok and type(cmd) == 'table' then
@@ -595,8 +650,14 @@ do
   end
 end
 
+if #unit_trades > 0 then
+  redis.call('PUBLISH', chprefix .. 'trade:' .. market,
+    '{"seq":' .. int(tseq) .. ',"data":[' .. table.concat(unit_trades, ',') .. ']}')
+end
+
 local out = {'seq', int(seq), 'tseq', int(tseq), 'eseq', int(eseq), 'aseq', int(aseq)}
 if last then out[#out + 1] = 'last'; out[#out + 1] = last end
 if status_changed or st[1] == false then out[#out + 1] = 'status'; out[#out + 1] = status end
 redis.call('HSET', K_STATE, unpack(out))
-return {applied, events_written}
+if #read_ids > 0 then redis.call('XACK', KEYS[13], ARGV[10], unpack(read_ids)) end
+return {applied, events_written, #read_ids, last or ''}

@@ -1,0 +1,421 @@
+"""Matcher benchmark: the real matcher process on a private Redis, against the Redis ceiling and
+an in-memory peer.
+
+1. **Throughput**: ``../shared/data/bench/stream-200k.csv`` is XADDed to a market stream, then
+   ``python -m services.matcher`` drains it; orders/s from its first to its last applied batch.
+   The end state is checked against ../shared/data/README.md (traded qty, crossing orders, maker
+   fills, consumed makers, best prices, resting quantities).
+2. **Ceiling**: on the same Redis, a minimal pipelined Lua step per order (one ZADD, one HSET,
+   one ZPOPMIN), sent by redis-benchmark (C, one connection, 200 in flight) so the figure is
+   Redis's own rate, not a Python client's.
+3. **Peer**: the npm package nodejs-order-book 10.1.1 over the same stream, in memory (installed
+   into bench/node_modules at run time; skipped with a message when npm fails).
+4. **Latency**: a fresh market fed at a steady 2,000 orders/s; time from XADD to the trade's
+   publication on ``dex:ch:trade:<m>`` for every taker (p50, p99).
+
+    .venv/bin/python bench/matcher.py                  # everything, full stream
+    .venv/bin/python bench/matcher.py --orders 50000   # a shorter run (end state not checked)
+
+Results go to bench/results/matcher.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from common import keys  # noqa: E402
+
+STREAM = REPO_ROOT.parent / "shared" / "data" / "bench" / "stream-200k.csv"
+RESULTS = REPO_ROOT / "bench" / "results" / "matcher.json"
+PEER_JS = REPO_ROOT / "bench" / "matcher_peer.js"
+MARKET = "BENCH-SPOT"
+LATENCY_MARKET = "LAT-SPOT"
+EXPECTED = {  # ../shared/data/README.md, for the whole stream
+    "tradedQty": 537_307,
+    "crossingOrders": 104_722,
+    "makerFills": 176_996,
+    "makersConsumed": 101_035,
+    "bestBid": 98,
+    "bestBidQty": 14_096,
+    "bestAsk": 100,
+    "bestAskQty": 4,
+    "restingBidQty": 14_096,
+    "restingAskQty": 11_809,
+}
+MARKETS_YAML = """
+assets:
+  USD: {decimals: 0}
+  XYZ: {decimals: 0}
+markets:
+  BENCH-SPOT:
+    {product: SPOT, base: XYZ, quote: USD, priceScale: 0, qtyScale: 0,
+     tickSize: 1, lotSize: 1, minQty: 1, makerFeeBps: 0, takerFeeBps: 0, indexPrice: 100}
+  LAT-SPOT:
+    {product: SPOT, base: XYZ, quote: USD, priceScale: 0, qtyScale: 0,
+     tickSize: 1, lotSize: 1, minQty: 1, makerFeeBps: 0, takerFeeBps: 0, indexPrice: 100}
+"""
+CEILING_LUA = """
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return redis.call('ZPOPMIN', KEYS[1])
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def load_stream(limit: int) -> list[tuple[str, str, int, int]]:
+    with STREAM.open() as handle:
+        rows = list(csv.DictReader(handle))[:limit]
+    return [
+        (r["id"], "BUY" if r["side"] == "B" else "SELL", int(r["price"]), int(r["qty"]))
+        for r in rows
+    ]
+
+
+def command(order_id: str, side: str, price: int, qty: int) -> bytes:
+    # one user per order: the reference figures assume no self-trade rules
+    return orjson.dumps({
+        "op": "order", "user": f"u{order_id}", "cid": order_id, "side": side, "type": "LIMIT",
+        "price": price, "qty": qty, "tif": "GTC", "reduceOnly": False, "expiresAt": 0, "ts": 1,
+        "reserved": 0, "acceptedAt": 1,
+    })  # fmt: skip
+
+
+class Matcher:
+    """``python -m services.matcher`` for one market, with its log in a temp dir."""
+
+    def __init__(self, redis_url: str, markets_file: Path, market: str) -> None:
+        self.log = Path(tempfile.mkdtemp(prefix="dex-bench-matcher-")) / "matcher.log"
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO_ROOT),
+            "DEX_REDIS_URL": redis_url,
+            "DEX_MARKETS_FILE": str(markets_file),
+            "DEX_MATCHER_MARKETS": market,
+        }
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "services.matcher"],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def feed(client: redis.Redis, market: str, orders: list[tuple[str, str, int, int]]) -> str:
+    last = ""
+    for start in range(0, len(orders), 2000):
+        with client.pipeline(transaction=False) as pipe:
+            for order in orders[start : start + 2000]:
+                pipe.xadd(keys.market_in(market), {"c": command(*order)})
+            last = pipe.execute()[-1]
+    return last
+
+
+def throughput(client: redis.Redis, url: str, markets_file: Path, orders: list[Any]) -> dict:
+    last = feed(client, MARKET, orders)
+    matcher = Matcher(url, markets_file, MARKET)
+    state = keys.market_state(MARKET)
+    try:
+        while not client.hget(state, "last"):
+            if matcher.process.poll() is not None:
+                raise SystemExit(f"matcher exited:\n{matcher.log.read_text()[-3000:]}")
+            time.sleep(0.001)
+        first = client.hget(state, "last")
+        started = time.perf_counter()
+        while client.hget(state, "last") != last:
+            time.sleep(0.005)
+        elapsed = time.perf_counter() - started
+    finally:
+        matcher.stop()
+    done_before = len(client.xrange(keys.market_in(MARKET), "-", first))
+    counted = len(orders) - done_before
+    return {"orders": counted, "seconds": elapsed, "ordersPerSecond": counted / elapsed}
+
+
+def end_state(client: redis.Redis) -> dict[str, int]:
+    """The README's figures, from the events (never trimmed), levels and state."""
+    traded = fills = 0
+    takers: set[str] = set()
+    makers_filled: set[str] = set()
+    filled_done: set[str] = set()
+    cursor = "-"
+    while True:
+        chunk = client.xrange(keys.market_events(MARKET), cursor, "+", count=20_000)
+        if not chunk:
+            break
+        for _, fields in chunk:
+            event = orjson.loads(fields["e"])
+            if event["k"] == "fill":
+                fills += 1
+                traded += event["qty"]
+                taker_buys = event["takerSide"] == "BUY"
+                takers.add(event["buyCid"] if taker_buys else event["sellCid"])
+                makers_filled.add(event["sellCid"] if taker_buys else event["buyCid"])
+            elif event["status"] == "FILLED":
+                filled_done.add(event["cid"])
+        cursor = "(" + chunk[-1][0]
+    bids = {int(p): int(q) for p, q in client.hgetall(keys.levels_bids(MARKET)).items()}
+    asks = {int(p): int(q) for p, q in client.hgetall(keys.levels_asks(MARKET)).items()}
+    best_bid, best_ask = max(bids, default=0), min(asks, default=0)
+    return {
+        "tradedQty": traded,
+        "crossingOrders": len(takers),
+        "makerFills": fills,
+        "makersConsumed": len(makers_filled & filled_done),
+        "bestBid": best_bid,
+        "bestBidQty": bids.get(best_bid, 0),
+        "bestAsk": best_ask,
+        "bestAskQty": asks.get(best_ask, 0),
+        "restingBidQty": sum(bids.values()),
+        "restingAskQty": sum(asks.values()),
+    }
+
+
+def ceiling(client: redis.Redis, port: int, calls: int) -> dict:
+    """The minimal Lua step, pipelined, two ways: redis-benchmark (a C client: one connection,
+    200 commands in flight) gives what Redis itself sustains; a Python pipeline of 1000 (the
+    matcher's language and client library) gives what a Python client reaches. The first is
+    the ceiling the goals use; the second is reported beside it."""
+    sha = client.script_load(CEILING_LUA)
+    zkey, hkey = "bench:{c}:z", "bench:{c}:h"
+    result: dict[str, Any] = {"calls": calls}
+    tool = shutil.which("redis-benchmark")
+    if tool:
+        out = subprocess.run(
+            [tool, "-p", str(port), "-c", "1", "-P", "200", "-n", str(calls), "-r", "1000000",
+             "--csv", "EVALSHA", sha, "2", zkey, hkey, "__rand_int__", "m__rand_int__", "1"],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        rows = list(csv.reader(out.stdout.strip().splitlines()))
+        result["redisBenchmarkPerSecond"] = float(rows[-1][1])
+    python_calls = max(1, calls // 4)
+    started = time.perf_counter()
+    for start in range(0, python_calls, 1000):
+        with client.pipeline(transaction=False) as pipe:
+            for i in range(start, min(start + 1000, python_calls)):
+                pipe.execute_command("EVALSHA", sha, 2, zkey, hkey, i % 97, f"m{i}", "1")
+            pipe.execute()
+    result["pythonPipelinePerSecond"] = python_calls / (time.perf_counter() - started)
+    result["callsPerSecond"] = result.get(
+        "redisBenchmarkPerSecond", result["pythonPipelinePerSecond"]
+    )
+    return result
+
+
+def peer(limit: int) -> dict:
+    npm, node = shutil.which("npm"), shutil.which("node")
+    if not npm or not node:
+        return {"skipped": "npm or node is not installed"}
+    prefix = REPO_ROOT / "bench" / "node_modules" / "peer"  # gitignored
+    package = prefix / "node_modules" / "nodejs-order-book" / "package.json"
+    if not package.exists():
+        prefix.mkdir(parents=True, exist_ok=True)
+        (prefix / "package.json").write_text('{"private": true}\n')
+        result = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund", "nodejs-order-book@10.1.1"],
+            cwd=prefix, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        if result.returncode != 0:
+            return {"skipped": f"npm install failed: {result.stderr.strip()[-500:]}"}
+    stream = STREAM
+    if limit < 200_000:
+        stream = Path(tempfile.mkdtemp(prefix="dex-bench-")) / "stream.csv"
+        with STREAM.open() as src, stream.open("w") as dst:
+            for i, line in enumerate(src):
+                if i > limit:
+                    break
+                dst.write(line)
+    out = subprocess.run(
+        [node, str(PEER_JS), str(prefix / "node_modules"), str(stream)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    if out.returncode != 0:
+        return {"skipped": f"peer failed: {out.stderr.strip()[-500:]}"}
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"orders": data["orders"], "seconds": data["seconds"], "ordersPerSecond": data["rate"],
+            "bestBid": data["bestBid"], "bestAsk": data["bestAsk"]}  # fmt: skip
+
+
+def latency(client: redis.Redis, url: str, markets_file: Path, orders: list[Any], rate: int,
+            seconds: float) -> dict:  # fmt: skip
+    count = min(len(orders), int(rate * seconds))
+    orders = [(f"l{o[0]}", o[1], o[2], o[3]) for o in orders[:count]]
+    sent: dict[str, float] = {}
+    received: dict[str, float] = {}
+    subscriber = redis.Redis.from_url(url, decode_responses=True)
+    pubsub = subscriber.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(keys.channel(keys.trade_topic(LATENCY_MARKET)))
+    stop = threading.Event()
+
+    def listen() -> None:
+        while not stop.is_set():
+            message = pubsub.get_message(timeout=0.1)
+            if message is None:
+                continue
+            now = time.monotonic()
+            for trade in orjson.loads(message["data"])["data"]:
+                taker = trade["buyOid"] if trade["takerSide"] == "BUY" else trade["sellOid"]
+                received.setdefault(taker, now)
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    matcher = Matcher(url, markets_file, LATENCY_MARKET)
+    try:
+        deadline = time.monotonic() + 30
+        while not client.get(keys.market_lease(LATENCY_MARKET)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # warm-up (script load, connections), not measured
+        for order in orders[:200]:
+            client.xadd(keys.market_in(LATENCY_MARKET), {"c": command("w" + order[0], *order[1:])})
+        time.sleep(1.0)
+        tick = 0.005  # send rate/200 orders every 5 ms
+        per_tick = max(1, int(rate * tick))
+        started = time.monotonic()
+        for i in range(0, count, per_tick):
+            target = started + (i // per_tick) * tick
+            pause = target - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            with client.pipeline(transaction=False) as pipe:
+                batch = orders[i : i + per_tick]
+                for order in batch:
+                    pipe.xadd(keys.market_in(LATENCY_MARKET), {"c": command(*order)})
+                stamp = time.monotonic()
+                pipe.execute()
+            for order in batch:
+                sent[order[0]] = stamp
+        achieved = count / (time.monotonic() - started)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        listener.join(timeout=5)
+        matcher.stop()
+        pubsub.close()
+        subscriber.close()
+    samples = sorted((received[c] - sent[c]) * 1000 for c in received if c in sent)
+    if not samples:
+        return {"skipped": "no trade publication was seen"}
+    return {
+        "targetRate": rate,
+        "achievedRate": achieved,
+        "takers": len(samples),
+        "p50ms": statistics.median(samples),
+        "p99ms": samples[min(len(samples) - 1, int(len(samples) * 0.99))],
+        "maxMs": samples[-1],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--orders", type=int, default=200_000)
+    parser.add_argument("--ceiling-calls", type=int, default=200_000)
+    parser.add_argument("--latency-rate", type=int, default=2_000)
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument("--skip-peer", action="store_true")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="dex-bench-"))
+    markets_file = workdir / "markets.yaml"
+    markets_file.write_text(MARKETS_YAML)
+    port = free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url, decode_responses=True)
+    report: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "loadavg": os.getloadavg()},
+        "redis": "redis-server, no persistence, loopback",
+    }  # fmt: skip
+    try:
+        for _ in range(200):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        orders = load_stream(args.orders)
+        print(f"matcher: {len(orders):,} orders ...", flush=True)
+        report["matcher"] = throughput(client, url, markets_file, orders)
+        state = end_state(client)
+        report["endState"] = state
+        if len(orders) == 200_000:
+            report["endStateMatchesReadme"] = state == EXPECTED
+            if state != EXPECTED:
+                report["endStateExpected"] = EXPECTED
+        print(f"  {report['matcher']['ordersPerSecond']:,.0f} orders/s; end state {state}")
+        print(f"ceiling: {args.ceiling_calls:,} pipelined ZADD+HSET+ZPOPMIN steps ...", flush=True)
+        report["ceiling"] = ceiling(client, port, args.ceiling_calls)
+        print(f"  {report['ceiling']}")
+        if args.skip_peer:
+            report["peer"] = {"skipped": "--skip-peer"}
+        else:
+            print("peer: nodejs-order-book 10.1.1 in memory ...", flush=True)
+            report["peer"] = peer(len(orders))
+            print(f"  {report['peer']}")
+        print(f"latency: {args.latency_rate:,} orders/s for {args.latency_seconds:g} s ...")
+        report["latency"] = latency(
+            client, url, markets_file, orders, args.latency_rate, args.latency_seconds
+        )
+        print(f"  {report['latency']}")
+        rate = report["matcher"]["ordersPerSecond"]
+        report["ratios"] = {
+            "matcherToCeiling": rate / report["ceiling"]["callsPerSecond"],
+            "matcherToPythonPipelineStep": rate / report["ceiling"]["pythonPipelinePerSecond"],
+        }
+        if "ordersPerSecond" in report["peer"]:
+            report["ratios"]["matcherToPeer"] = rate / report["peer"]["ordersPerSecond"]
+        report["goals"] = {
+            "atLeast25kPerSecond": rate >= 25_000,
+            "atLeastThirdOfCeiling": report["ratios"]["matcherToCeiling"] >= 1 / 3,
+            "aheadOfPeer": report["ratios"].get("matcherToPeer", 0) > 1,
+            "p99AtMost5ms": report["latency"].get("p99ms", 1e9) <= 5,
+        }
+        print(json.dumps({"ratios": report["ratios"], "goals": report["goals"]}, indent=2))
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(timeout=10)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2))
+    print(f"written {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
