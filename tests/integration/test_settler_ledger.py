@@ -240,3 +240,19 @@ def test_partial_fill_whose_fee_rounds_up_keeps_what_the_rest_needs(
     ledger.settle_market(market)
     assert bal(client, A) == (100_000_000 - 3_000_100 - 1_501 - 18_000_600 - 1_801, 0)
     assert_audit_ok(client, markets)
+
+
+def test_rounding_shortfall_is_locked_only_as_far_as_the_balance_goes(
+    client: Any, markets: MarketSet
+) -> None:
+    """With nothing available the rest stays 1 short rather than lock more than the total."""
+    market = markets.markets["BTC-USDC"]
+    drive, ledger = MarketDriver(client, market), Ledger(client)
+    drive.deposit(A, "USDC", 21_011_201)
+    drive.deposit(B, "BTC", 10**8)
+    assert drive.order(A, "b1", "BUY", 3_000_100, 7) == 21_011_201
+    drive.order(B, "s1", "SELL", 3_000_100, 1)
+    drive.fill((A, "b1"), (B, "s1"), 3_000_100, 1, taker="BUY")
+    ledger.settle_market(market)
+    assert bal(client, A) == (18_009_600, 18_009_600)
+    assert client.hget(keys.reservations(A), "b1") == "18009600"
