@@ -9,7 +9,7 @@ PERP/FUTURE: fees come out of collateral, the position moves with an exact integ
 notional and any realized PnL is credited in the Lua step (it depends on the position there).
 OPTION: the premium moves as cash like a spot price, the position size and entry are tracked
 for display, and no PnL moves as cash until expiry.
-After each leg the order's reservation falls to what its unfilled rest needs (``trim``).
+After each leg the order's reservation becomes what its unfilled rest needs (``trim``).
 """
 
 from __future__ import annotations

@@ -214,3 +214,45 @@ def test_audit_command_exits_non_zero_when_money_appears(
     broken = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
     assert broken.returncode == 1
     assert "conservation" in broken.stderr
+
+
+def test_partial_fill_whose_fee_rounds_up_keeps_what_the_rest_needs(
+    client: Any, markets: MarketSet
+) -> None:
+    """Fees round up per fill, so a fill can use more than its share of the reservation:
+    a buy of 7 at 30,001.00 reserves 21,000,700 + 10,501; filling 1 as taker uses
+    3,000,100 + 1,501, leaving 18,009,600, while the rest (6) needs 18,000,600 + 9,001."""
+    market = markets.markets["BTC-USDC"]
+    drive, ledger = MarketDriver(client, market), Ledger(client)
+    drive.deposit(A, "USDC", 100_000_000)
+    drive.deposit(B, "BTC", 10**8)
+    assert drive.order(A, "b1", "BUY", 3_000_100, 7) == 21_000_700 + 10_501
+    drive.order(B, "s1", "SELL", 3_000_100, 1)
+    drive.fill((A, "b1"), (B, "s1"), 3_000_100, 1, taker="BUY")
+    ledger.settle_market(market)
+    rest_need = 18_000_600 + 9_001
+    assert client.hget(keys.reservations(A), "b1") == str(rest_need)
+    assert bal(client, A) == (100_000_000 - 3_000_100 - 1_501, rest_need)
+    assert bal(client, A, "BTC") == (10_000, 0)
+    assert_audit_ok(client, markets)
+    drive.order(B, "s2", "SELL", 3_000_100, 6)
+    drive.fill((A, "b1"), (B, "s2"), 3_000_100, 6, taker="SELL")
+    ledger.settle_market(market)
+    assert bal(client, A) == (100_000_000 - 3_000_100 - 1_501 - 18_000_600 - 1_801, 0)
+    assert_audit_ok(client, markets)
+
+
+def test_rounding_shortfall_is_locked_only_as_far_as_the_balance_goes(
+    client: Any, markets: MarketSet
+) -> None:
+    """With nothing available the rest stays 1 short rather than lock more than the total."""
+    market = markets.markets["BTC-USDC"]
+    drive, ledger = MarketDriver(client, market), Ledger(client)
+    drive.deposit(A, "USDC", 21_011_201)
+    drive.deposit(B, "BTC", 10**8)
+    assert drive.order(A, "b1", "BUY", 3_000_100, 7) == 21_011_201
+    drive.order(B, "s1", "SELL", 3_000_100, 1)
+    drive.fill((A, "b1"), (B, "s1"), 3_000_100, 1, taker="BUY")
+    ledger.settle_market(market)
+    assert bal(client, A) == (18_009_600, 18_009_600)
+    assert client.hget(keys.reservations(A), "b1") == "18009600"

@@ -120,6 +120,18 @@ class Exchange:
             os.killpg(process.pid, sig)
         process.wait(timeout=20)
 
+    def revive(self) -> list[str]:
+        """Start again every process that has exited, as Kubernetes or compose would.
+
+        Returns the names restarted. Processes are crash-only: one that loses Redis may exit
+        (Celery's Redis transport does), and its supervisor brings it back.
+        """
+        exited = [name for name, process in self.processes.items() if process.poll() is not None]
+        for name in exited:
+            self.processes.pop(name)
+            self.start(name)
+        return exited
+
     def stop(self) -> None:
         for name in list(self.processes):
             process = self.processes[name]

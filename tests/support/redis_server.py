@@ -167,6 +167,22 @@ class RedisServer:
         self._terminate()
         self._cleanup_tmp()
 
+    def crash_and_restart(self) -> None:
+        """SIGKILL the server and start it again on the same port and data directory.
+
+        With ``--appendonly yes --appendfsync always`` in ``extra_args`` the restarted server
+        holds every write that was acknowledged before the kill.
+        """
+        exe = shutil.which("redis-server")
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        if exe is None or not self._spawn(exe):
+            raise RuntimeError(
+                f"redis-server did not restart on port {self.port}:\n{self.log_tail()}"
+            )
+
     def _terminate(self) -> None:
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:

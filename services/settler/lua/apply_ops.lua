@@ -18,8 +18,11 @@
 --                                      by min(amount, reservation)
 --   ["release", asset, cid]            locked -= the cid's reservation; the reservation ends
 --   ["trim", asset, cid, fillqty, kind, price, qty, mult, bps1, bps2, reserved]
---                                      the order filled fillqty more; its reservation falls to
---                                      what its unfilled rest needs (never rises):
+--                                      the order filled fillqty more; its reservation becomes
+--                                      what its unfilled rest needs: the surplus is released;
+--                                      a shortfall (fees round up per fill, so a fill can use
+--                                      more than its share) is locked from the available
+--                                      balance, as far as it goes:
 --                                        quote  N + ceil(N*bps2/1e4)            (spot buy)
 --                                        base   rest*mult                        (spot sell)
 --                                        margin ceil(N*bps1/1e4)+ceil(N*bps2/1e4) (derivative)
@@ -97,9 +100,16 @@ for _, batch in ipairs(batches) do
         local keep = need(op[5], rest, tonumber(op[6]), qty, tonumber(op[8]), tonumber(op[9]),
                           tonumber(op[10]), tonumber(op[11]))
         local left = reserved_for(cid)
-        if keep ~= nil and left > keep and redis.call('HEXISTS', res_key, cid) == 1 then
-          redis.call('HINCRBY', bal_key, asset .. ':l', int(keep - left))
-          redis.call('HSET', res_key, cid, int(keep))
+        if keep ~= nil and left ~= keep and redis.call('HEXISTS', res_key, cid) == 1 then
+          if keep > left then
+            local total = tonumber(redis.call('HGET', bal_key, asset .. ':t') or '0')
+            local locked = tonumber(redis.call('HGET', bal_key, asset .. ':l') or '0')
+            keep = left + math.max(math.min(keep - left, total - locked), 0)
+          end
+          if keep ~= left then
+            redis.call('HINCRBY', bal_key, asset .. ':l', int(keep - left))
+            redis.call('HSET', res_key, cid, int(keep))
+          end
         end
       elseif kind == 'position' then
         apply_position(pos_key, bal_key, market, op[2], tonumber(op[3]), tonumber(op[4]),
