@@ -221,13 +221,19 @@ def sender_process(
         async with aiohttp.ClientSession(gateway, connector=connector, headers=headers) as http:
 
             async def one(cid: str, body: bytes) -> None:
-                async with semaphore, http.post("/v1/orders", data=body) as response:
-                    payload = await response.read()
-                    if response.status == 202:
-                        accepted[cid] = time.time()
-                    else:
-                        code = orjson.loads(payload).get("error", {}).get("code", "HTTP")
-                        rejected[code] = rejected.get(code, 0) + 1
+                async with semaphore:
+                    # The clock starts when the request leaves: the gateway accepts the order
+                    # inside this request, and its trade may reach the WebSocket before the 202
+                    # reaches this client, so the reply's arrival would understate (even negate)
+                    # the latency. This errs on the long side by the request's own transit.
+                    sent = time.time()
+                    async with http.post("/v1/orders", data=body) as response:
+                        payload = await response.read()
+                if response.status == 202:
+                    accepted[cid] = sent
+                else:
+                    code = orjson.loads(payload).get("error", {}).get("code", "HTTP")
+                    rejected[code] = rejected.get(code, 0) + 1
 
             tasks = []
             for index, (cid, body) in enumerate(bodies):
