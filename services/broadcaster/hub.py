@@ -36,21 +36,55 @@ class Sink(Protocol):
         """Handle one decoded publication of ``topic`` (never blocks)."""
 
 
-class Hub:
+class TopicSinks:
+    """What both hubs keep per topic: its sinks, the future of its live subscription, and the
+    ordered queue of subscribe / unsubscribe commands for the writer task."""
+
+    def __init__(self) -> None:
+        self.sinks: dict[str, set[Sink]] = {}
+        self._ready: dict[str, asyncio.Future[None]] = {}
+        self._commands: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+
+    def subscribed(self, topic: str) -> bool:
+        return topic in self.sinks
+
+    def remove(self, topic: str, sink: Sink) -> None:
+        sinks = self.sinks.get(topic)
+        if sinks is None:
+            return
+        sinks.discard(sink)
+        if not sinks:
+            del self.sinks[topic]
+            del self._ready[topic]
+            self._commands.put_nowait(("unsubscribe", topic))
+
+    async def _next_batch(self) -> tuple[str, list[str]]:
+        """The next command's action and topics, with what queued up meanwhile behind it
+        while the action stays the same (sent as one command)."""
+        action, topic = await self._commands.get()
+        batch = [topic]
+        while not self._commands.empty():
+            next_action, next_topic = self._commands._queue[0]  # type: ignore[attr-defined]
+            if next_action != action:
+                break
+            self._commands.get_nowait()
+            batch.append(next_topic)
+        return action, batch
+
+
+class Hub(TopicSinks):
     def __init__(
         self,
         client: Any,
         on_reset: Callable[[], None] | None = None,
         on_message: Callable[[str], None] | None = None,
     ) -> None:
+        super().__init__()
         self.client = client
         self.on_message = on_message
         self.pubsub = client.pubsub()
         self.on_reset = on_reset
-        self.sinks: dict[str, set[Sink]] = {}
-        self._ready: dict[str, asyncio.Future[None]] = {}
         self._confirmations: dict[str, deque[asyncio.Future[None]]] = {}
-        self._commands: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._prefix = keys.channel("")
         self._watching_reconnects = False
@@ -78,9 +112,6 @@ class Hub:
         with contextlib.suppress(Exception):
             await self.pubsub.aclose()
 
-    def subscribed(self, topic: str) -> bool:
-        return topic in self.sinks
-
     async def add(self, topic: str, sink: Sink) -> None:
         """Register ``sink`` for ``topic``; return once the channel's subscription is live."""
         sinks = self.sinks.get(topic)
@@ -93,27 +124,9 @@ class Hub:
         sinks.add(sink)
         await asyncio.wait_for(asyncio.shield(self._ready[topic]), SUBSCRIBE_TIMEOUT_S)
 
-    def remove(self, topic: str, sink: Sink) -> None:
-        sinks = self.sinks.get(topic)
-        if sinks is None:
-            return
-        sinks.discard(sink)
-        if not sinks:
-            del self.sinks[topic]
-            del self._ready[topic]
-            self._commands.put_nowait(("unsubscribe", topic))
-
     async def _writer(self) -> None:
         while True:
-            action, topic = await self._commands.get()
-            batch = [topic]
-            # Send what queued up meanwhile in one command while the action stays the same.
-            while not self._commands.empty():
-                next_action, next_topic = self._commands._queue[0]  # type: ignore[attr-defined]
-                if next_action != action:
-                    break
-                self._commands.get_nowait()
-                batch.append(next_topic)
+            action, batch = await self._next_batch()
             channels = [self._prefix + t for t in batch]
             try:
                 if action == "subscribe":

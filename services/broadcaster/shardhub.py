@@ -32,7 +32,13 @@ from redis.crc import key_slot
 
 from common import keys
 from common.events import loads
-from services.broadcaster.hub import KEEPALIVE_TOPIC, SUBSCRIBE_TIMEOUT_S, Hub, Sink
+from services.broadcaster.hub import (
+    KEEPALIVE_TOPIC,
+    SUBSCRIBE_TIMEOUT_S,
+    Hub,
+    Sink,
+    TopicSinks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +95,7 @@ class _Link:
     channels: set[str] = field(default_factory=set)
 
 
-class ShardedHub:
+class ShardedHub(TopicSinks):
     def __init__(
         self,
         client: Any,
@@ -97,17 +103,15 @@ class ShardedHub:
         on_reset: Callable[[], None] | None = None,
         on_message: Callable[[str], None] | None = None,
     ) -> None:
+        super().__init__()
         self.client = client  # the asyncio RedisCluster client (slot map)
         self.markets = markets
         self.on_reset = on_reset
         self.on_message = on_message
-        self.sinks: dict[str, set[Sink]] = {}
-        self._ready: dict[str, asyncio.Future[None]] = {}
         self._waiting: dict[str, deque[_Waiter]] = {}  # channel -> adds waiting for it
         self._leaving: Counter[str] = Counter()  # channel -> SUNSUBSCRIBE replies expected
         self._owner: dict[str, _Link] = {}  # subscribed channel -> the link that carries it
         self._links: dict[str, _Link] = {}  # node name -> link
-        self._commands: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
 
     def channels(self, topic: str) -> list[str]:
@@ -135,9 +139,6 @@ class ShardedHub:
             with contextlib.suppress(Exception):
                 await link.client.aclose()
 
-    def subscribed(self, topic: str) -> bool:
-        return topic in self.sinks
-
     async def add(self, topic: str, sink: Sink) -> None:
         """Register ``sink`` for ``topic``; return once all its shard channels are live."""
         sinks = self.sinks.get(topic)
@@ -154,27 +155,10 @@ class ShardedHub:
         sinks.add(sink)
         await asyncio.wait_for(asyncio.shield(self._ready[topic]), SUBSCRIBE_TIMEOUT_S)
 
-    def remove(self, topic: str, sink: Sink) -> None:
-        sinks = self.sinks.get(topic)
-        if sinks is None:
-            return
-        sinks.discard(sink)
-        if not sinks:
-            del self.sinks[topic]
-            del self._ready[topic]
-            self._commands.put_nowait(("unsubscribe", topic))
-
     # -- commands ------------------------------------------------------------------------
     async def _writer(self) -> None:
         while True:
-            action, topic = await self._commands.get()
-            batch = [topic]
-            while not self._commands.empty():
-                next_action, next_topic = self._commands._queue[0]  # type: ignore[attr-defined]
-                if next_action != action:
-                    break
-                self._commands.get_nowait()
-                batch.append(next_topic)
+            action, batch = await self._next_batch()
             channels = [c for t in batch for c in self.channels(t)]
             try:
                 await self._send(action, channels)
