@@ -14,7 +14,7 @@ import orjson
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from support.gateway import ADMIN, ReplyingMatcher, balance, gateway_client
+from support.gateway import ADMIN, ReplyingMatcher, balance, error_of, gateway_client
 from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
 
 from common import keys
@@ -55,10 +55,6 @@ def signed(trader: Trader, primary: str, **message: Any) -> dict[str, Any]:
     message.setdefault("userId", trader.address)
     message.setdefault("ts", int(time.time() * 1000))
     return {**message, "sig": sign(trader.key, primary, message, CHAIN_ID, VERIFYING_CONTRACT)}
-
-
-def error_of(response: Any) -> tuple[int, str]:
-    return response.status_code, response.json()["error"]["code"]
 
 
 def place(client: TestClient, trader: Trader, cid: str, market: str = SPOT) -> None:

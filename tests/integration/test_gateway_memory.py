@@ -21,9 +21,7 @@ MARKET = "BTC-USDC"
 
 @pytest.fixture
 def small_redis() -> Iterator[RedisServer]:
-    server = RedisServer(
-        extra_args=("--maxmemory", str(LIMIT), "--maxmemory-policy", "noeviction")
-    )
+    server = RedisServer(extra_args=("--maxmemory", str(LIMIT), "--maxmemory-policy", "noeviction"))
     with server:
         yield server
 

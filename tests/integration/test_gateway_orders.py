@@ -13,7 +13,7 @@ import pytest
 import redis
 import yaml
 from fastapi.testclient import TestClient
-from support.gateway import ADMIN, ReplyingMatcher, balance, gateway_client
+from support.gateway import ADMIN, ReplyingMatcher, balance, error_of, gateway_client
 from support.redis_server import wait_for
 from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
 
@@ -82,10 +82,6 @@ def order_message(trader: Trader, **fields: Any) -> dict[str, Any]:
     }
     message.update(fields)
     return message
-
-
-def error_of(response: Any) -> tuple[int, str]:
-    return response.status_code, response.json()["error"]["code"]
 
 
 def snapshot(r: redis.Redis, user: str) -> tuple[Any, ...]:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from support.gateway import ADMIN, gateway_client
+from support.gateway import ADMIN, error_of, gateway_client
 from support.redis_server import RedisServer
 from support.signing import Trader
 
@@ -15,10 +15,6 @@ from common import keys
 pytestmark = pytest.mark.integration
 
 SPOT = "BTC-USDC"
-
-
-def error_of(response: object) -> tuple[int, str]:
-    return response.status_code, response.json()["error"]["code"]  # type: ignore[attr-defined]
 
 
 def test_ip_limit_answers_429_with_retry_after_and_spares_health_and_admin(

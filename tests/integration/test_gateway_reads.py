@@ -10,7 +10,7 @@ import orjson
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from support.gateway import ADMIN, ReplyingMatcher, balance, gateway_client
+from support.gateway import ADMIN, ReplyingMatcher, balance, error_of, gateway_client
 from support.signing import Trader
 
 from common import keys
@@ -31,10 +31,6 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
-
-
-def error_of(response: object) -> tuple[int, str]:
-    return response.status_code, response.json()["error"]["code"]  # type: ignore[attr-defined]
 
 
 def test_health_info_and_markets(client: TestClient, r: redis.Redis) -> None:

@@ -42,6 +42,11 @@ def gateway_client(redis_url: str, **overrides: Any) -> Iterator[TestClient]:
         yield client
 
 
+def error_of(response: Any) -> tuple[int, str]:
+    """The HTTP status and the contract error code of a refused request."""
+    return response.status_code, response.json()["error"]["code"]
+
+
 def balance(total: int, locked: int = 0) -> dict[str, str]:
     return {"total": str(total), "available": str(total - locked), "locked": str(locked)}
 
