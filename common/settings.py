@@ -35,6 +35,9 @@ class DexSettings(BaseSettings):
     matcher_markets: str = "*"
     matcher_shards: int = 0  # >1: split the selected markets over that many matcher replicas
     matcher_shard: int | None = None  # this replica's index; default: HOSTNAME's "-<ordinal>"
+    # Commands per match.lua call at most. Redis runs one call at a time, so a long call stalls
+    # every other client (admissions, settlement, reads); past ~100 the per-call cost is noise.
+    matcher_batch: int = 100
     funding_interval_s: int = 3600
     oracle_source: str = "static"
     broker_url: str | None = None

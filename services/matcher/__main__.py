@@ -40,9 +40,7 @@ def owned_markets(selection: str, all_markets: list[str]) -> list[str]:
     return chosen
 
 
-def shard_markets(
-    markets: list[str], shards: int, shard: int | None, hostname: str
-) -> list[str]:
+def shard_markets(markets: list[str], shards: int, shard: int | None, hostname: str) -> list[str]:
     """This replica's share of ``markets`` when ``shards`` replicas split them.
 
     The sorted list is dealt round-robin, so every replica gets a near-equal share; the index
@@ -98,10 +96,18 @@ def make_settle_trigger(client: Any, stop: threading.Event) -> Any:
 
 
 def run_market(
-    client: Any, market: str, consumer_name: str, trigger: Any, stop: threading.Event, lease_ms: int
+    client: Any,
+    market: str,
+    consumer_name: str,
+    trigger: Any,
+    stop: threading.Event,
+    lease_ms: int,
+    batch_size: int = 100,
 ) -> None:
     """Wait for the lease, then match until told to stop or the lease is lost."""
-    consumer = MarketConsumer(client, market, consumer_name, trigger, lease_ms=lease_ms)
+    consumer = MarketConsumer(
+        client, market, consumer_name, trigger, lease_ms=lease_ms, batch_size=batch_size
+    )
     consumer.ensure_group()
     waiting_logged = False
     while not stop.is_set():
@@ -152,7 +158,7 @@ def main() -> None:
     threads = [
         threading.Thread(
             target=run_market,
-            args=(client, m, consumer_name, trigger, stop, lease_ms),
+            args=(client, m, consumer_name, trigger, stop, lease_ms, settings.matcher_batch),
             name=m,
             daemon=True,
         )
