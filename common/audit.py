@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from common import keys
-from common.events import EVENT_FIELD, loads
+from common.events import events_of, loads
 from common.markets import MarketSet
 from common.reservations import NO_TERMS, need, order_terms, with_matched_qty
 from common.types import Product
@@ -214,7 +214,7 @@ def _settled_once(
     for symbol in markets.markets:
         last = client.xrevrange(keys.market_events(symbol), count=1)
         cursor = client.get(keys.market_settled(symbol)) or "0-0"
-        last_eseq = int(loads(last[0][1][EVENT_FIELD])["eseq"]) if last else 0
+        last_eseq = int(events_of(last[0][1])[-1]["eseq"]) if last else 0
         if last and _id_key(cursor) < _id_key(last[0][0]):
             check.fail(f"{symbol}: events up to {last[0][0]} but settled only to {cursor}")
         for account, (_, _, _, watermarks) in books.items():

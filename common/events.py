@@ -3,7 +3,9 @@
 These are the interfaces between services (docs/architecture.md):
 
 * a **command** the gateway XADDs to ``dex:{m}:in`` (field ``c``) for the matcher;
-* a **settlement event** the matcher XADDs to ``dex:{m}:events`` (field ``e``) for the settler;
+* **settlement events** the matcher XADDs to ``dex:{m}:events`` for the settler: one entry per
+  script call, field ``b`` (a JSON array of events, ``eseq`` contiguous); an entry holding a
+  single event in field ``e`` is read the same way (:func:`events_of`);
 * a **trade** the matcher XADDs to ``dex:{m}:trades`` (field ``t``), in the REST trade shape;
 * a **publication** on ``dex:ch:<topic>``: ``{"seq": N, "data": ...}``.
 
@@ -18,6 +20,7 @@ import orjson
 
 COMMAND_FIELD = "c"
 EVENT_FIELD = "e"
+EVENT_BATCH_FIELD = "b"
 TRADE_FIELD = "t"
 
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -115,3 +118,19 @@ def dumps(value: Any) -> str:
 
 def loads(text: str | bytes) -> Any:
     return orjson.loads(text)
+
+
+def events_of(fields: Any) -> list[Any]:
+    """The settlement events of one ``dex:{m}:events`` entry, in ``eseq`` order: the list in
+    field ``b`` (what the matcher writes: every event of one script call), or the single
+    event in field ``e``. Every reader of the stream decodes entries here."""
+    raw = fields.get(EVENT_BATCH_FIELD)
+    if raw is None:
+        raw = fields.get(EVENT_BATCH_FIELD.encode())
+    if raw is not None:
+        events: list[Any] = orjson.loads(raw)
+        return events
+    single = fields.get(EVENT_FIELD)
+    if single is None:
+        single = fields.get(EVENT_FIELD.encode())
+    return [orjson.loads(single)] if single is not None else []
