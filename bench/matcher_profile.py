@@ -32,7 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
-from matcher import MARKET, MARKETS_YAML, command, free_port, load_stream  # noqa: E402
+from matcher import MARKET, MARKETS_YAML, command, load_stream  # noqa: E402
 
 from common import keys  # noqa: E402
 from common.markets import load_markets  # noqa: E402
@@ -41,14 +41,15 @@ from services.matcher.consumer import MarketConsumer, write_market_cfg  # noqa: 
 RESULTS = REPO_ROOT / "bench" / "results" / "matcher_profile.json"
 
 
-def start_redis(port: int, workdir: Path, valgrind: bool) -> subprocess.Popen:
-    cmd = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
-           "--dir", str(workdir)]  # fmt: skip
+def start_redis(socket: Path, workdir: Path, valgrind: bool) -> subprocess.Popen:
+    """A private server on a unix socket (no TCP port another process could hold)."""
+    cmd = ["redis-server", "--port", "0", "--unixsocket", str(socket), "--save", "",
+           "--appendonly", "no", "--dir", str(workdir)]  # fmt: skip
     if valgrind:
         cmd = ["valgrind", "--tool=callgrind", "--toggle-collect=evalShaCommand",
                f"--callgrind-out-file={workdir / 'callgrind.out'}", *cmd]  # fmt: skip
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=port, decode_responses=True)
+    client = redis.Redis(unix_socket_path=str(socket), decode_responses=True)
     deadline = time.monotonic() + 120
     while True:
         try:
@@ -74,9 +75,9 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="dex-matcher-profile-"))
     markets_file = workdir / "markets.yaml"
     markets_file.write_text(MARKETS_YAML)
-    port = free_port()
-    server = start_redis(port, workdir, valgrind)
-    client = redis.Redis(port=port, decode_responses=True)
+    sock = workdir / "redis.sock"
+    server = start_redis(sock, workdir, valgrind)
+    client = redis.Redis(unix_socket_path=str(sock), decode_responses=True)
     try:
         market = load_markets(markets_file).markets[MARKET]
         write_market_cfg(client, market)

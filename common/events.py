@@ -7,7 +7,9 @@ These are the interfaces between services (docs/architecture.md):
   script call, field ``b`` (a JSON array of events, ``eseq`` contiguous); an entry holding a
   single event in field ``e`` is read the same way (:func:`events_of`);
 * a **trade** the matcher XADDs to ``dex:{m}:trades`` (field ``t``), in the REST trade shape;
-* a **publication** on ``dex:ch:<topic>``: ``{"seq": N, "data": ...}``.
+* a **publication** on ``dex:ch:<topic>``: ``{"seq": N, "data": ...}``; on ``depth:`` the
+  matcher publishes once per script call, several seqs as ``{"seq": last, "batch": [{"seq",
+  "data"}, ...]}`` (:func:`depth_updates` splits it).
 
 Every integer is a JSON number below 2^53 (Lua reads them exactly) unless noted.
 """
@@ -134,3 +136,14 @@ def events_of(fields: Any) -> list[Any]:
     if single is None:
         single = fields.get(EVENT_FIELD.encode())
     return [orjson.loads(single)] if single is not None else []
+
+
+def depth_updates(payload: Any) -> list[Any]:
+    """The ``{"seq", "data"}`` updates of one ``depth:`` publication, in seq order: the items
+    of a batch (``{"seq": last, "batch": [...]}``, one per seq of a matcher call) or the
+    publication itself. Every subscriber of the depth channel splits publications here."""
+    batch = payload.get("batch") if isinstance(payload, dict) else None
+    if batch is None:
+        return [payload]
+    updates: list[Any] = batch
+    return updates

@@ -12,8 +12,10 @@
 -- resume, expire. Outputs, all in this call: order records, the open-order sets, trades,
 -- settlement events, positions mirror (derivatives), depth seq (+1 per command or expiry that
 -- changed the book; cancel_all and expire: +1 per order removed), level totals, market
--- statistics and candles, PUBLISH on depth: (one per seq), orders: (one per changed order)
--- and trade: (one per call, every trade of the call, seq = the last one's), replies.
+-- statistics and candles, PUBLISH on depth: (one per call: a single seq's message, or with
+-- several seqs {"seq": last, "batch": [{"seq", "data"} per seq, in order]}), orders: (one per
+-- changed order) and trade: (one per call, every trade of the call, seq = the last one's),
+-- replies.
 --
 -- KEYS[1]  dex:{m}:state    hash   status, seq, tseq, eseq, aseq, last
 -- KEYS[2]  dex:{m}:bids     zset
@@ -260,15 +262,17 @@ local function levels_json(changes, descending)
   return '[' .. table.concat(parts, ',') .. ']'
 end
 
+-- Depth messages of the call, one per seq, published together at the end (one PUBLISH).
+local depth_texts = {}
+
 -- End of one unit: depth seq + depth delta (if the book changed), trades, order updates.
 local function flush()
   if changed then
     apply_levels(K_LB, bid_changes)
     apply_levels(K_LA, ask_changes)
     seq = seq + 1
-    redis.call(publish, chprefix .. 'depth:' .. market,
-      '{"seq":' .. int(seq) .. ',"data":{"bids":' .. levels_json(bid_changes, true) ..
-      ',"asks":' .. levels_json(ask_changes, false) .. '}}')
+    depth_texts[#depth_texts + 1] = '{"seq":' .. int(seq) .. ',"data":{"bids":' ..
+      levels_json(bid_changes, true) .. ',"asks":' .. levels_json(ask_changes, false) .. '}}'
   end
   for _, o in ipairs(touched_list) do
     redis.call(publish, chprefix .. 'orders:' .. o.userId,
@@ -702,6 +706,14 @@ if events_written > 0 then
   redis.call('XADD', K_EVENTS, '*', 'b', '[' .. table.concat(event_texts, ',') .. ']')
 end
 
+-- depth: one publication per call; with several seqs a batch the broadcaster splits back into
+-- one update per seq (common.events.depth_updates)
+if #depth_texts == 1 then
+  redis.call(publish, chprefix .. 'depth:' .. market, depth_texts[1])
+elseif #depth_texts > 1 then
+  redis.call(publish, chprefix .. 'depth:' .. market,
+    '{"seq":' .. int(seq) .. ',"batch":[' .. table.concat(depth_texts, ',') .. ']}')
+end
 if #unit_trades > 0 then
   redis.call('XTRIM', K_TRADES, 'MAXLEN', '~', trades_maxlen)
   redis.call(publish, chprefix .. 'trade:' .. market,
