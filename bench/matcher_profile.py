@@ -69,6 +69,7 @@ def command_counts(client: redis.Redis) -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=500, help="orders per script call")
     parser.add_argument("--no-valgrind", action="store_true")
     args = parser.parse_args()
     valgrind = not args.no_valgrind and shutil.which("valgrind") is not None
@@ -86,7 +87,9 @@ def main() -> None:
             for order in orders:
                 pipe.xadd(keys.market_in(MARKET), {"c": command(*order)})
             pipe.execute()
-        consumer = MarketConsumer(client, MARKET, "profile", lambda _m: None, lease_ms=600_000)
+        consumer = MarketConsumer(
+            client, MARKET, "profile", lambda _m: None, batch_size=args.batch, lease_ms=600_000
+        )
         consumer.ensure_group()
         if not consumer.acquire():
             raise SystemExit("could not take the market lease")
@@ -115,6 +118,7 @@ def main() -> None:
     n = len(orders)
     result: dict = {
         "orders": n,
+        "batch": args.batch,
         "scriptCalls": evalsha,
         "commandsPerOrder": round(sum(inside.values()) / n, 2),
         "commands": {k: round(v / n, 3) for k, v in sorted(inside.items(), key=lambda i: -i[1])},

@@ -172,18 +172,34 @@ local function emit_event(json_body)
   event_texts[events_written] = '{"eseq":' .. int(eseq) .. ',' .. json_body .. '}'
 end
 
--- what matching, cancelling and the orders: view need of a stored order
+-- Order record: the immutable part in one field "d" (written once; common/order_reads.py
+-- decodes it for every Python reader), the mutable part in its own fields (qty, filled,
+-- status, reason, updatedTs), so HGET okey status still works. One small HSET per order
+-- instead of eighteen fields (a new hash is a listpack: each field is a scan and a realloc).
+-- d = side|type|timeInForce|reduceOnly|expiresAt|price|ts|aseq|reserved|liquidation|market|
+--     userId|clientOrderId   (reduceOnly, liquidation: 0/1; the order id last: it may hold |)
+local D_PATTERN = '^' .. string.rep('([^|]*)|', 12) .. '(.*)$'
 local LOAD_FIELDS = {'userId', 'clientOrderId', 'side', 'type', 'timeInForce', 'reduceOnly',
   'expiresAt', 'price', 'qty', 'filled', 'status', 'reason', 'ts', 'aseq'}
 
 local function load(okey)
   local o = cache[okey]
   if o then return o end
-  local raw = redis.call('HMGET', okey, unpack(LOAD_FIELDS))
-  if not raw[1] then return nil end
-  o = {}
-  for i, name in ipairs(LOAD_FIELDS) do o[name] = raw[i] or nil end
-  o.qty, o.filled, o.price = tonumber(o.qty), tonumber(o.filled), tonumber(o.price)
+  local raw = redis.call('HMGET', okey, 'd', 'qty', 'filled', 'status', 'reason')
+  if raw[1] then
+    local side, otype, tif, ro, exp, price, ts, aseq, _, _, _, user, cid =
+      string.match(raw[1], D_PATTERN)
+    o = {side = side, type = otype, timeInForce = tif, reduceOnly = ro, expiresAt = exp,
+      price = tonumber(price), ts = ts, aseq = aseq, userId = user, clientOrderId = cid,
+      qty = tonumber(raw[2]), filled = tonumber(raw[3]), status = raw[4], reason = raw[5] or ''}
+  else
+    -- a record in the earlier flat shape (written before this version)
+    raw = redis.call('HMGET', okey, unpack(LOAD_FIELDS))
+    if not raw[1] then return nil end
+    o = {}
+    for i, name in ipairs(LOAD_FIELDS) do o[name] = raw[i] or nil end
+    o.qty, o.filled, o.price = tonumber(o.qty), tonumber(o.filled), tonumber(o.price)
+  end
   o.key = okey
   cache[okey] = o
   return o
@@ -510,12 +526,12 @@ local function process_order(cmd)
   touch(o)
   match_order(cmd, o)
   o.incoming = nil
-  redis.call('HSET', okey, 'clientOrderId', cid, 'userId', user, 'market', market,
-    'side', o.side, 'type', o.type, 'timeInForce', o.timeInForce, 'reduceOnly', o.reduceOnly,
-    'expiresAt', o.expiresAt, 'price', int(o.price), 'qty', int(o.qty),
-    'filled', int(o.filled), 'status', o.status, 'reason', o.reason, 'ts', o.ts,
-    'updatedTs', int(now), 'aseq', o.aseq, 'reserved', int(tonumber(cmd.reserved) or 0))
-  if cmd.liquidation == true then redis.call('HSET', okey, 'liquidation', '1') end
+  redis.call('HSET', okey, 'd', o.side .. '|' .. o.type .. '|' .. o.timeInForce .. '|' ..
+    o.reduceOnly .. '|' .. o.expiresAt .. '|' .. int(o.price) .. '|' .. o.ts .. '|' .. o.aseq ..
+    '|' .. int(tonumber(cmd.reserved) or 0) .. '|' .. (cmd.liquidation == true and '1' or '0') ..
+    '|' .. market .. '|' .. user .. '|' .. cid,
+    'qty', int(o.qty), 'filled', int(o.filled), 'status', o.status, 'reason', o.reason,
+    'updatedTs', int(now))
   return true
 end
 
