@@ -4,8 +4,8 @@ These are the interfaces between services (docs/architecture.md):
 
 * a **command** the gateway XADDs to ``dex:{m}:in`` (field ``c``) for the matcher;
 * **settlement events** the matcher XADDs to ``dex:{m}:events`` for the settler: one entry per
-  script call, field ``b`` (a JSON array of events, ``eseq`` contiguous); an entry holding a
-  single event in field ``e`` is read the same way (:func:`events_of`);
+  script call, one field per event (name: its ``eseq``; value: the event JSON); an entry
+  holding a single event in field ``e`` is read the same way (:func:`events_of`);
 * a **trade** the matcher XADDs to ``dex:{m}:trades`` (field ``t``), in the REST trade shape;
 * a **publication** on ``dex:ch:<topic>``: ``{"seq": N, "data": ...}``; on ``depth:`` the
   matcher publishes once per script call, several seqs as ``{"seq": last, "batch": [{"seq",
@@ -123,19 +123,19 @@ def loads(text: str | bytes) -> Any:
 
 
 def events_of(fields: Any) -> list[Any]:
-    """The settlement events of one ``dex:{m}:events`` entry, in ``eseq`` order: the list in
-    field ``b`` (what the matcher writes: every event of one script call), or the single
-    event in field ``e``. Every reader of the stream decodes entries here."""
-    raw = fields.get(EVENT_BATCH_FIELD)
-    if raw is None:
-        raw = fields.get(EVENT_BATCH_FIELD.encode())
-    if raw is not None:
-        events: list[Any] = orjson.loads(raw)
-        return events
-    single = fields.get(EVENT_FIELD)
-    if single is None:
-        single = fields.get(EVENT_FIELD.encode())
-    return [orjson.loads(single)] if single is not None else []
+    """The settlement events of one ``dex:{m}:events`` entry, in ``eseq`` order. The matcher
+    writes every event of a script call into one entry, one field per event: the field's name
+    is the event's ``eseq``, its value the event JSON (fields come back in the order written).
+    Also read: the single event in field ``e`` and a JSON array in field ``b``. Every reader
+    of the stream decodes entries here."""
+    events: list[Any] = []
+    for name, value in fields.items():
+        key = name.decode() if isinstance(name, bytes) else name
+        if key == EVENT_BATCH_FIELD:
+            events.extend(orjson.loads(value))
+        else:  # "e" or an eseq
+            events.append(orjson.loads(value))
+    return events
 
 
 def depth_updates(payload: Any) -> list[Any]:

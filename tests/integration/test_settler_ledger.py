@@ -260,9 +260,9 @@ def test_rounding_shortfall_is_locked_only_as_far_as_the_balance_goes(
 
 
 def _regroup_events(client: Any, symbol: str, rng: random.Random) -> list[int]:
-    """Rewrite the market's event stream as the matcher writes it (field ``b``: every event of
-    one call in one entry) mixed with single-event entries (field ``e``); return the number of
-    events of each entry."""
+    """Rewrite the market's event stream as the matcher writes it (every event of one call in
+    one entry, a field per event) mixed with single-event entries (field ``e``) and arrays
+    (field ``b``); return the number of events of each entry."""
     stream = keys.market_events(symbol)
     events = [loads(fields["e"]) for _, fields in client.xrange(stream)]
     client.delete(stream)
@@ -271,10 +271,13 @@ def _regroup_events(client: Any, symbol: str, rng: random.Random) -> list[int]:
     while i < len(events):
         size = rng.choice([1, 1, 2, 5, 9, 17])
         chunk = events[i : i + size]
-        if len(chunk) == 1 and rng.random() < 0.5:
+        shape = rng.random()
+        if len(chunk) == 1 and shape < 0.3:
             client.xadd(stream, {"e": dumps(chunk[0])})
-        else:
+        elif shape < 0.6:
             client.xadd(stream, {"b": dumps(chunk)})
+        else:  # as the matcher writes them: one field per event, named by its eseq
+            client.xadd(stream, {str(e["eseq"]): dumps(e) for e in chunk})
         sizes.append(len(chunk))
         i += size
     return sizes

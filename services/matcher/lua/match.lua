@@ -23,7 +23,7 @@
 -- KEYS[4]  dex:{m}:lvl:bids hash   price -> qty
 -- KEYS[5]  dex:{m}:lvl:asks hash   price -> qty
 -- KEYS[6]  dex:{m}:trades   stream
--- KEYS[7]  dex:{m}:events   stream  one entry per call: field "b", the JSON array of its events
+-- KEYS[7]  dex:{m}:events   stream  one entry per call (per 1000 events): eseq -> event JSON
 -- KEYS[8]  dex:{m}:cfg      hash   product, mult, takerFeeBps, initialMarginBps, lotSize
 -- KEYS[9]  dex:{m}:pos      hash   user -> signed position (derivatives)
 -- KEYS[10] dex:{m}:stats    hash   last, lastTs, open, high, low, vol, qvol, evicted
@@ -163,13 +163,21 @@ local cache = {}
 -- statistics of every trade of this call (all share `now`)
 local agg = nil
 
--- Settlement events of the whole call go out as ONE stream entry at the end (field "b", a
--- JSON array, eseq contiguous): one XADD per call instead of one per event.
-local event_texts = {}
-local function emit_event(json_body)
+-- Settlement events of the whole call go out together at the end: one stream entry (per
+-- EVENTS_PER_ENTRY events) whose fields are the events' eseq -> event JSON, in order. Each
+-- event text is built in one concatenation and never joined with the others: this Lua hashes
+-- every byte of every string it creates, so a joined copy would cost as much again.
+local EVENTS_PER_ENTRY = 1000
+local event_args = {}
+local function next_eseq()
   eseq = eseq + 1
   events_written = events_written + 1
-  event_texts[events_written] = '{"eseq":' .. int(eseq) .. ',' .. json_body .. '}'
+  return int(eseq)
+end
+local function emit_event(eseq_text, event_json)
+  local n = #event_args
+  event_args[n + 1] = eseq_text
+  event_args[n + 2] = event_json
 end
 
 -- Order record: the immutable part in one field "d" (written once; common/order_reads.py
@@ -251,15 +259,16 @@ local function write_levels(lkey)
   for i = 1, #del, 500 do redis.call('HDEL', lkey, unpack(del, i, math.min(i + 499, #del))) end
 end
 
-local function view_json(o)
+-- The orders: publication of an order, built in one concatenation (see emit_event).
+local function order_publication(o)
   local reason = (o.reason and o.reason ~= '') and q(o.reason) or 'null'
-  return '{"clientOrderId":' .. q(o.clientOrderId) .. ',"userId":' .. q(o.userId) ..
+  return '{"seq":' .. int(now) .. ',"data":{"clientOrderId":' .. q(o.clientOrderId) .. ',"userId":' .. q(o.userId) ..
     ',"market":' .. q(market) .. ',"side":"' .. o.side .. '","type":"' .. o.type ..
     '","timeInForce":"' .. o.timeInForce .. '","reduceOnly":' ..
     (o.reduceOnly == '1' and 'true' or 'false') .. ',"expiresAt":' .. o.expiresAt ..
     ',"price":' .. int(o.price) .. ',"qty":' .. int(o.qty) .. ',"filled":' .. int(o.filled) ..
     ',"status":"' .. o.status .. '","reason":' .. reason .. ',"ts":' .. o.ts ..
-    ',"updatedTs":' .. int(now) .. '}'
+    ',"updatedTs":' .. int(now) .. '}}'
 end
 
 local function levels_json(changes, descending)
@@ -291,8 +300,7 @@ local function flush()
       levels_json(bid_changes, true) .. ',"asks":' .. levels_json(ask_changes, false) .. '}}'
   end
   for _, o in ipairs(touched_list) do
-    redis.call(publish, chprefix .. 'orders:' .. o.userId,
-      '{"seq":' .. int(now) .. ',"data":' .. view_json(o) .. '}')
+    redis.call(publish, chprefix .. 'orders:' .. o.userId, order_publication(o))
   end
   bid_changes, ask_changes, changed = {}, {}, false
   touched, touched_list = {}, {}
@@ -311,9 +319,11 @@ local function finish(o, new_status, reason)
                'qty', int(o.qty), 'updatedTs', int(now))
     redis.call('SREM', uprefix .. o.userId, o.clientOrderId)
   end
-  emit_event('"k":"done","user":' .. q(o.userId) .. ',"cid":' .. q(o.clientOrderId) ..
-    ',"side":"' .. o.side .. '","status":"' .. new_status .. '","reason":' ..
-    (reason and q(reason) or 'null') .. ',"filled":' .. int(o.filled) .. ',"ts":' .. int(now))
+  local e = next_eseq()
+  emit_event(e, '{"eseq":' .. e .. ',"k":"done","user":' .. q(o.userId) .. ',"cid":' ..
+    q(o.clientOrderId) .. ',"side":"' .. o.side .. '","status":"' .. new_status ..
+    '","reason":' .. (reason and q(reason) or 'null') .. ',"filled":' .. int(o.filled) ..
+    ',"ts":' .. int(now) .. '}')
   touch(o)
 end
 
@@ -338,6 +348,7 @@ local function parse_member(member)
   return string.match(member, '^%d+|([^|]+)|(.*)$')
 end
 
+local trade_id_head = string.sub(q(market), 1, -2) .. ':'  -- '"<market>:' (+ tseq + '"')
 local function record_trade(p, f, taker, maker, taker_is_buy, liquidation)
   tseq = tseq + 1
   local buyer, seller, buy_cid, sell_cid
@@ -347,17 +358,19 @@ local function record_trade(p, f, taker, maker, taker_is_buy, liquidation)
     buyer, seller, buy_cid, sell_cid = maker.userId, taker.userId, maker.clientOrderId, taker.clientOrderId
   end
   local taker_side = taker_is_buy and 'BUY' or 'SELL'
-  local trade_id = q(market .. ':' .. int(tseq))
-  local common = ',"price":' .. int(p) .. ',"qty":' .. int(f) .. ',"takerSide":"' .. taker_side ..
-    '","buyer":' .. q(buyer) .. ',"seller":' .. q(seller)
-  local trade = '{"tradeId":' .. trade_id .. ',"market":' .. q(market) .. common ..
-    ',"buyOid":' .. q(buy_cid) .. ',"sellOid":' .. q(sell_cid) .. ',"ts":' .. int(now) ..
-    ',"seq":' .. int(tseq) .. '}'
+  local ts_text, p_text, f_text = int(tseq), int(p), int(f)
+  local trade = '{"tradeId":' .. trade_id_head .. ts_text .. '","market":' .. q(market) ..
+    ',"price":' .. p_text .. ',"qty":' .. f_text .. ',"takerSide":"' .. taker_side ..
+    '","buyer":' .. q(buyer) .. ',"seller":' .. q(seller) .. ',"buyOid":' .. q(buy_cid) ..
+    ',"sellOid":' .. q(sell_cid) .. ',"ts":' .. int(now) .. ',"seq":' .. ts_text .. '}'
   redis.call('XADD', K_TRADES, '*', 't', trade)  -- trimmed once per call, at the end
   unit_trades[#unit_trades + 1] = trade
-  emit_event('"k":"fill","tradeId":' .. trade_id .. ',"tseq":' .. int(tseq) .. common ..
+  local e = next_eseq()
+  emit_event(e, '{"eseq":' .. e .. ',"k":"fill","tradeId":' .. trade_id_head .. ts_text ..
+    '","tseq":' .. ts_text .. ',"price":' .. p_text .. ',"qty":' .. f_text ..
+    ',"takerSide":"' .. taker_side .. '","buyer":' .. q(buyer) .. ',"seller":' .. q(seller) ..
     ',"buyCid":' .. q(buy_cid) .. ',"sellCid":' .. q(sell_cid) .. ',"ts":' .. int(now) ..
-    (liquidation and ',"liquidation":true' or ''))
+    (liquidation and ',"liquidation":true}' or '}'))
   if is_deriv then
     redis.call('HINCRBY', K_POS, buyer, f)
     redis.call('HINCRBY', K_POS, seller, -f)
@@ -718,8 +731,9 @@ end
 write_levels(K_LB)
 write_levels(K_LA)
 
-if events_written > 0 then
-  redis.call('XADD', K_EVENTS, '*', 'b', '[' .. table.concat(event_texts, ',') .. ']')
+for i = 1, #event_args, 2 * EVENTS_PER_ENTRY do
+  redis.call('XADD', K_EVENTS, '*', unpack(event_args, i,
+    math.min(i + 2 * EVENTS_PER_ENTRY - 1, #event_args)))
 end
 
 -- depth: one publication per call; with several seqs a batch the broadcaster splits back into
