@@ -12,10 +12,10 @@
 -- resume, expire. Outputs, all in this call: order records, the open-order sets, trades,
 -- settlement events, positions mirror (derivatives), depth seq (+1 per command or expiry that
 -- changed the book; cancel_all and expire: +1 per order removed), level totals, market
--- statistics and candles, PUBLISH on depth: (one per call: a single seq's message, or with
--- several seqs {"seq": last, "batch": [{"seq", "data"} per seq, in order]}), orders: (one per
--- changed order) and trade: (one per call, every trade of the call, seq = the last one's),
--- replies.
+-- statistics and candles, PUBLISH on depth: (per call, in chunks of about 7 KB: a single
+-- seq's message, or with several seqs {"seq": last, "batch": [{"seq", "data"} per seq, in
+-- order]}), orders: (one per changed order) and trade: (every trade of the call, in order, in
+-- chunks of about 7 KB, seq = the last one's of each), replies.
 --
 -- KEYS[1]  dex:{m}:state    hash   status, seq, tseq, eseq, aseq, last
 -- KEYS[2]  dex:{m}:bids     zset
@@ -736,18 +736,43 @@ for i = 1, #event_args, 2 * EVENTS_PER_ENTRY do
     math.min(i + 2 * EVENTS_PER_ENTRY - 1, #event_args)))
 end
 
--- depth: one publication per call; with several seqs a batch the broadcaster splits back into
--- one update per seq (common.events.depth_updates)
-if #depth_texts == 1 then
-  redis.call(publish, chprefix .. 'depth:' .. market, depth_texts[1])
-elseif #depth_texts > 1 then
-  redis.call(publish, chprefix .. 'depth:' .. market,
-    '{"seq":' .. int(seq) .. ',"batch":[' .. table.concat(depth_texts, ',') .. ']}')
+-- Runs of texts[i..j] of at most CHUNK_BYTES joined, in order: send(j, joined) for each. A
+-- join up to the Lua buffer's size (8 KB) makes one string; a longer one makes a tower of
+-- intermediate strings, each of whose bytes this Lua hashes again.
+local CHUNK_BYTES = 7000
+local function in_chunks(texts, send)
+  local i, n = 1, #texts
+  while i <= n do
+    local j, size = i, #texts[i]
+    while j < n and size + #texts[j + 1] < CHUNK_BYTES do
+      j = j + 1
+      size = size + #texts[j] + 1
+    end
+    send(j, i == j and texts[i] or table.concat(texts, ',', i, j), i == j)
+    i = j + 1
+  end
 end
+
+-- depth: the call's seqs, as few publications as the chunks allow; a publication with
+-- several seqs is a batch the broadcaster splits back into one update per seq
+-- (common.events.depth_updates); a lone seq goes out as its own message
+local first_seq = seq - #depth_texts + 1
+in_chunks(depth_texts, function(j, joined, single)
+  if single then
+    redis.call(publish, chprefix .. 'depth:' .. market, joined)
+  else
+    redis.call(publish, chprefix .. 'depth:' .. market,
+      '{"seq":' .. int(first_seq + j - 1) .. ',"batch":[' .. joined .. ']}')
+  end
+end)
+-- trade: every trade of the call, in order; seq = the last trade's of each publication
 if #unit_trades > 0 then
   redis.call('XTRIM', K_TRADES, 'MAXLEN', '~', trades_maxlen)
-  redis.call(publish, chprefix .. 'trade:' .. market,
-    '{"seq":' .. int(tseq) .. ',"data":[' .. table.concat(unit_trades, ',') .. ']}')
+  local first_tseq = tseq - #unit_trades + 1
+  in_chunks(unit_trades, function(j, joined)
+    redis.call(publish, chprefix .. 'trade:' .. market,
+      '{"seq":' .. int(first_tseq + j - 1) .. ',"data":[' .. joined .. ']}')
+  end)
 end
 
 local out = {'seq', int(seq), 'tseq', int(tseq), 'eseq', int(eseq), 'aseq', int(aseq)}
