@@ -195,6 +195,8 @@ class Run:
     accepted_at: dict[str, float] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
     trade_seen_at: dict[str, float] = field(default_factory=dict)  # taker cid -> first trade
+    trade_ts: dict[str, int] = field(default_factory=dict)  # taker cid -> the trade's ts (ms)
+    taker_of: dict[str, str] = field(default_factory=dict)  # taker cid -> its user
     settled_at: dict[str, float] = field(default_factory=dict)  # sampled taker cid -> settled
     trades: int = 0
 
@@ -207,41 +209,46 @@ def sender_process(
     concurrency: int,
     results: multiprocessing.Queue[Any],
 ) -> None:
-    """Send ``bodies`` at ``rate`` from ``start_at`` (wall clock); report accept times."""
-    import aiohttp
+    """Send ``bodies`` at ``rate`` from ``start_at`` (wall clock) over ``concurrency``
+    keep-alive connections (the lean client of ``httpload``); report accept times.
+
+    Open loop: a scheduler releases each order at its time and a free connection sends it.
+    The latency clock starts at the scheduled time, so when every connection is busy the
+    order's wait counts too: a slow exchange cannot hide behind the client's queue.
+    """
     import uvloop
+    from httpload import OrderConnection
 
     accepted: dict[str, float] = {}
     rejected: dict[str, int] = {}
 
     async def main() -> None:
-        connector = aiohttp.TCPConnector(limit=concurrency)
-        headers = {"Content-Type": "application/json"}
-        semaphore = asyncio.Semaphore(concurrency)
-        async with aiohttp.ClientSession(gateway, connector=connector, headers=headers) as http:
+        ready: asyncio.Queue[tuple[str, bytes, float] | None] = asyncio.Queue()
 
-            async def one(cid: str, body: bytes) -> None:
-                async with semaphore:
-                    # The clock starts when the request leaves: the gateway accepts the order
-                    # inside this request, and its trade may reach the WebSocket before the 202
-                    # reaches this client, so the reply's arrival would understate (even negate)
-                    # the latency. This errs on the long side by the request's own transit.
-                    sent = time.time()
-                    async with http.post("/v1/orders", data=body) as response:
-                        payload = await response.read()
-                if response.status == 202:
-                    accepted[cid] = sent
-                else:
-                    code = orjson.loads(payload).get("error", {}).get("code", "HTTP")
-                    rejected[code] = rejected.get(code, 0) + 1
+        async def connection_worker() -> None:
+            connection = await OrderConnection(gateway).open()
+            try:
+                while (item := await ready.get()) is not None:
+                    cid, body, scheduled = item
+                    status, payload = await connection.post(body)
+                    if status == 202:
+                        accepted[cid] = scheduled
+                    else:
+                        code = orjson.loads(payload).get("error", {}).get("code", "HTTP")
+                        rejected[code] = rejected.get(code, 0) + 1
+            finally:
+                connection.close()
 
-            tasks = []
-            for index, (cid, body) in enumerate(bodies):
-                delay = start_at + index / rate - time.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(one(cid, body)))
-            await asyncio.gather(*tasks)
+        workers = [asyncio.create_task(connection_worker()) for _ in range(concurrency)]
+        for index, (cid, body) in enumerate(bodies):
+            scheduled = start_at + index / rate
+            delay = scheduled - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            ready.put_nowait((cid, body, scheduled))
+        for _ in workers:
+            ready.put_nowait(None)
+        await asyncio.gather(*workers)
 
     uvloop.run(main())
     results.put((accepted, rejected))
@@ -301,6 +308,8 @@ async def watch_trades(system: System, run: Run, stop: asyncio.Event, sample_eve
                 if taker_cid in run.trade_seen_at:
                     continue
                 run.trade_seen_at[taker_cid] = received
+                run.trade_ts[taker_cid] = int(trade["ts"])
+                run.taker_of[taker_cid] = taker
                 if run.trades % sample_every == 0:
                     settle_queue.put_nowait((taker, trade["tradeId"], taker_cid))
         settler.cancel()
@@ -331,6 +340,31 @@ def latencies_ms(run: Run, seen: dict[str, float]) -> list[float]:
     return [
         (at - run.accepted_at[cid]) * 1000 for cid, at in seen.items() if cid in run.accepted_at
     ]
+
+
+def stages_ms(run: Run, client: redis.Redis) -> dict[str, Any]:
+    """Where the send→trade time goes, per taker: the client's send to the gateway's
+    ``acceptedAt`` (admission), to the matcher's call that made the trade (the trade's ``ts``:
+    waiting on the stream), to the trade on the WebSocket (publication, broadcaster, client).
+    All clocks are this machine's; the matcher's and gateway's are in whole milliseconds."""
+    cids = [cid for cid in run.trade_ts if cid in run.accepted_at]
+    pipe = client.pipeline(transaction=False)
+    for cid in cids:
+        pipe.hget(keys.account_order(run.taker_of[cid], cid), "acceptedAt")
+    accepted = dict(zip(cids, pipe.execute(), strict=True))
+    admission, queued, delivery = [], [], []
+    for cid in cids:
+        if accepted[cid] is None:
+            continue
+        sent, at, traded = run.accepted_at[cid] * 1000, int(accepted[cid]), run.trade_ts[cid]
+        admission.append(at - sent)
+        queued.append(traded - at)
+        delivery.append(run.trade_seen_at[cid] * 1000 - traded)
+    return {
+        "send_to_accepted": summary(admission),
+        "accepted_to_matched": summary(queued),
+        "matched_to_websocket": summary(delivery),
+    }
 
 
 def backlog(client: redis.Redis) -> dict[str, int]:
@@ -494,6 +528,7 @@ async def run_at(
         "trades_per_s": round(run.trades / elapsed, 1),
         "settlement_events_per_s": round((events1 - events0) / elapsed, 1),
         "accept_to_trade_ms": summary(latencies_ms(run, run.trade_seen_at)),
+        "accept_to_trade_stages_ms": stages_ms(run, store),
         "accept_to_settled_ms": summary(latencies_ms(run, run.settled_at)),
         "backlog_start": backlog0,
         "backlog_end_of_send": backlog_end_of_send,

@@ -117,40 +117,27 @@ def plan(
 
 def sender(url: str, bodies: list[bytes], concurrency: int, start_at: float, out: Any) -> None:
     """Closed loop: ``concurrency`` keep-alive connections each send their next pre-encoded
-    request when the last one is answered. A minimal HTTP/1.1 client on asyncio streams, so
-    the load generator takes as little of the shared CPU as it can."""
+    request when the last one is answered (the lean client of ``httpload``)."""
     import uvloop
+    from httpload import OrderConnection
 
     codes: dict[str, int] = {}
-    host, port = url.removeprefix("http://").split(":")
-    head = (
-        f"POST /v1/orders HTTP/1.1\r\nHost: {host}:{port}\r\n"
-        "Content-Type: application/json\r\nContent-Length: "
-    ).encode()
 
     async def main() -> tuple[float, float]:
         queue = list(reversed(bodies))
 
         async def worker() -> None:
-            reader, writer = await asyncio.open_connection(host, int(port))
+            connection = await OrderConnection(url).open()
             try:
                 while queue:
-                    body = queue.pop()
-                    writer.write(head + str(len(body)).encode() + b"\r\n\r\n" + body)
-                    header = await reader.readuntil(b"\r\n\r\n")
-                    status = int(header[9:12])
-                    length = 0
-                    for line in header.split(b"\r\n"):
-                        if line[:15].lower() == b"content-length:":
-                            length = int(line[15:])
-                    payload = await reader.readexactly(length)
+                    status, payload = await connection.post(queue.pop())
                     if status == 202:
                         code = "ACCEPTED"
                     else:
                         code = orjson.loads(payload).get("error", {}).get("code", str(status))
                     codes[code] = codes.get(code, 0) + 1
             finally:
-                writer.close()
+                connection.close()
 
         delay = start_at - time.time()
         if delay > 0:

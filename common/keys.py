@@ -45,6 +45,7 @@ account, live in one slot and one Lua script may touch them together)::
       dex:{u}:wm               hash    market -> highest event eseq applied to this account
       dex:{u}:pos              hash    "<market>:size|entry|rpnl|funding" position fields
       dex:{u}:fills            stream  the user's fills
+      dex:{u}:waived           hash    "<market>:<eseq>" -> fee units the account could not pay
       dex:{u}:sig:<digest>     string  a used Cancel/CancelAll/Withdraw signature (TTL)
       dex:{u}:withdrawals      stream  the account's withdrawals (field w: JSON record)
       dex:{u}:wd-pending       hash    withdrawalId -> record not yet on the relayer stream
@@ -290,6 +291,11 @@ def market_candle_index(market: str, interval: str) -> str:
 
 
 # -- settler keys (additive) -------------------------------------------------------------
+def fee_waivers(user: str) -> str:
+    """Hash "<market>:<eseq>" -> fee units the account could not pay on that fill (settler)."""
+    return f"{_u(user)}:waived"
+
+
 def reservation_fills(user: str) -> str:
     """Hash cid -> quantity filled so far, while the order's reservation is open (settler)."""
     return f"{_u(user)}:resf"

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import redis
+from redis.exceptions import NoScriptError
 
 from common import keys
 from common.eip712 import PRIMARY_TYPES
@@ -200,25 +202,47 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
         refusal,
         "1" if overloaded else "0",
     ]
-    # The account joins the sweeper's registry before its outbox can hold anything.
+    verdict = await admit_on_account(gateway, market.symbol, user, script_keys, script_args)
+    if verdict[0] != "OK":
+        raise refusal_error(verdict[0], cid, user, reserve, market.symbol, memory_high)
+    if verdict[2] != "SENT":
+        await enqueue(gateway, market.symbol, user, cid, verdict[1])
+    if reply_key is None:
+        return {"clientOrderId": cid, "status": "ACCEPTED"}
+    replied = await gateway.blocking.blpop([reply_key], timeout=WAIT_S)
+    current = await read_order(gateway, user, cid)
+    return (200 if replied else 202), current
+
+
+async def admit_on_account(
+    gateway: Gateway, symbol: str, user: str, script_keys: list[str], script_args: list[Any]
+) -> list[Any]:
+    """Run ``accept_order.lua``: on a single Redis it also puts the command on the market
+    stream (one atomic step, no outbox); on a cluster, or with ``DEX_ORDER_OUTBOX=1``, it
+    records the command in the account's outbox for :func:`enqueue` to deliver.
+    """
     if gateway.settings.redis_cluster:
+        # The account joins the sweeper's registry before its outbox can hold anything.
         await gateway.redis.sadd(keys.outbox_accounts(), user)
-        verdict = await gateway.scripts["accept_order"](keys=script_keys, args=script_args)
-    else:
+        return list(await gateway.scripts["accept_order"](keys=script_keys, args=script_args))
+    if gateway.settings.order_outbox:
         _, verdict = await gateway.pipelined_script(
             "accept_order",
             script_keys,
             script_args,
             before=lambda pipe: pipe.sadd(keys.outbox_accounts(), user),
         )
-    if verdict[0] != "OK":
-        raise refusal_error(verdict[0], cid, user, reserve, market.symbol, memory_high)
-    await enqueue(gateway, market.symbol, user, cid, verdict[1])
-    if reply_key is None:
-        return {"clientOrderId": cid, "status": "ACCEPTED"}
-    replied = await gateway.blocking.blpop([reply_key], timeout=WAIT_S)
-    current = await read_order(gateway, user, cid)
-    return (200 if replied else 202), current
+        return list(verdict)
+    try:
+        (verdict,) = await gateway.pipelined_script(
+            "accept_order", [*script_keys, keys.market_in(symbol)], script_args
+        )
+    except redis.ResponseError as exc:
+        if isinstance(exc, redis.exceptions.OutOfMemoryError | NoScriptError):
+            raise
+        # The XADD is the script's first write: a refusal there leaves nothing applied.
+        raise ApiError("UNAVAILABLE", f"market {symbol}'s stream refused the order: {exc}") from exc
+    return list(verdict)
 
 
 async def enqueue(gateway: Gateway, symbol: str, user: str, cid: str, command: str) -> None:

@@ -1,7 +1,9 @@
 """Settle a market's event stream into accounts, exactly once, resumably.
 
-Order of writes for one run of events: every account's operations (each call idempotent by
-its watermark), then the market's cursor. A crash anywhere only means the next run re-reads
+Order of writes for one run of events: every trader account's operations (each call
+idempotent by its watermark), then the fee account's credits less the fees those calls had
+to cut (each call reports its cuts, also those of events it had applied before), then the
+market's cursor. A crash anywhere only means the next run re-reads
 events whose account effects are already applied, and skips them.
 """
 
@@ -71,15 +73,16 @@ class Ledger:
             return 0
         terms = self._order_terms(market, events)
         per_account = settlement.plan(market, events, terms)
-        if self.cluster:
-            # redis-py's cluster pipeline refuses EVALSHA: one call per account slot instead.
-            for account, groups in per_account.items():
-                self.apply(account, symbol, groups)
-        else:
-            pipe = self.client.pipeline(transaction=False)
-            for account, groups in per_account.items():
-                self.apply(account, symbol, groups, pipe)
-            pipe.execute()
+        fee_groups = per_account.get(keys.FEES_ACCOUNT)
+        traders = [(a, g) for a, g in per_account.items() if a != keys.FEES_ACCOUNT]
+        replies = self._apply_all(symbol, traders)
+        if fee_groups:
+            cuts: dict[int, int] = {}
+            for reply in replies:
+                waived = reply[1:]
+                for eseq, amount in zip(waived[::2], waived[1::2], strict=True):
+                    cuts[int(eseq)] = cuts.get(int(eseq), 0) + int(amount)
+            self._apply_all(symbol, [(keys.FEES_ACCOUNT, less_cuts(fee_groups, cuts))])
         after = self.client.pipeline(transaction=False)
         accounts = sorted(per_account)
         after.sadd(keys.known_accounts(), *accounts)
@@ -131,6 +134,18 @@ class Ledger:
                 break
         return events, last_id
 
+    def _apply_all(
+        self, symbol: str, accounts: list[tuple[str, list[tuple[int, list[settlement.Operation]]]]]
+    ) -> list[Any]:
+        """Apply each account's operations: one pipeline on a single Redis, one call per
+        account slot on a cluster (redis-py's cluster pipeline refuses EVALSHA)."""
+        if self.cluster:
+            return [self.apply(account, symbol, groups) for account, groups in accounts]
+        pipe = self.client.pipeline(transaction=False)
+        for account, groups in accounts:
+            self.apply(account, symbol, groups, pipe)
+        return list(pipe.execute())
+
     def apply(
         self,
         account: str,
@@ -147,6 +162,7 @@ class Ledger:
                 keys.account_fills(account),
                 keys.positions(account),
                 keys.reservation_fills(account),
+                keys.fee_waivers(account),
             ],
             args=[market, dumps([[eseq, ops] for eseq, ops in groups])],
             client=client if client is not None else self.client,
@@ -213,6 +229,21 @@ class Ledger:
             return True
         cursor = self.client.get(keys.market_settled(symbol)) or "0-0"
         return _id_key(cursor) >= _id_key(last[0][0])
+
+
+def less_cuts(
+    groups: list[tuple[int, list[settlement.Operation]]], cuts: dict[int, int]
+) -> list[tuple[int, list[settlement.Operation]]]:
+    """The fee account's credits less what the paying sides could not pay, per event."""
+    if not cuts:
+        return groups
+    adjusted = []
+    for eseq, ops in groups:
+        cut = cuts.get(eseq, 0)
+        if cut:
+            ops = [[op[0], op[1], str(int(op[2]) - cut)] if op[0] == "credit" else op for op in ops]
+        adjusted.append((eseq, ops))
+    return adjusted
 
 
 def _moves_position(groups: list[tuple[int, list[settlement.Operation]]]) -> bool:

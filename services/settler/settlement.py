@@ -10,6 +10,8 @@ notional and any realized PnL is credited in the Lua step (it depends on the pos
 OPTION: the premium moves as cash like a spot price, the position size and entry are tracked
 for display, and no PnL moves as cash until expiry.
 After each leg the order's reservation becomes what its unfilled rest needs (``trim``).
+A fee a side cannot pay in full (per-fill rounding can need a few units more than the
+reservation held) is cut, never taken below zero; the fee account is credited what was paid.
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ def fill_ops(
     if product is Product.SPOT:
         delivered = money.base_units(market, qty)
         ops[buyer] += [
-            ["spend", quote, str(amount + buyer_fee), buy_cid],
+            ["spend", quote, str(amount + buyer_fee), buy_cid, str(buyer_fee)],
             ["credit", base, str(delivered)],
         ]
         ops[seller] += [
@@ -90,14 +92,14 @@ def fill_ops(
             ["credit", quote, str(amount - seller_fee)],
         ]
     elif product is Product.OPTION:
-        ops[buyer] += [["spend", quote, str(amount + buyer_fee), buy_cid]]
+        ops[buyer] += [["spend", quote, str(amount + buyer_fee), buy_cid, str(buyer_fee)]]
         ops[seller] += [
-            ["spend", quote, str(seller_fee), sell_cid],
+            ["spend", quote, str(seller_fee), sell_cid, str(seller_fee)],
             ["credit", quote, str(amount)],
         ]
     else:
-        ops[buyer] += [["spend", quote, str(buyer_fee), buy_cid]]
-        ops[seller] += [["spend", quote, str(seller_fee), sell_cid]]
+        ops[buyer] += [["spend", quote, str(buyer_fee), buy_cid, str(buyer_fee)]]
+        ops[seller] += [["spend", quote, str(seller_fee), sell_cid, str(seller_fee)]]
     if product.is_derivative:
         cash = "1" if product in (Product.PERP, Product.FUTURE) else "0"
         multiplier = str(market.notional_multiplier)
@@ -126,6 +128,7 @@ def fill_ops(
     ops[buyer].append(_record(market, fill, buy_cid, Side.BUY, buyer_fee, buyer_is_taker))
     ops[seller].append(_record(market, fill, sell_cid, Side.SELL, seller_fee, not buyer_is_taker))
     if buyer_fee + seller_fee:
+        # what the sides could not pay of their fees is taken off when applied (ledger)
         ops[keys.FEES_ACCOUNT].append(["credit", quote, str(buyer_fee + seller_fee)])
     return ops
 

@@ -1,8 +1,13 @@
 """The outbox: a gateway SIGKILLed after reserving but before the XADD loses nothing.
 
+The outbox is the admission path on a cluster (the account and the market stream live in
+different slots); ``DEX_ORDER_OUTBOX=1`` selects it on a single Redis, which these tests use.
 The market stream's key is made unusable (a string, so XADD fails) while the first gateway
 admits an order; that gateway is then killed with SIGKILL. A fresh gateway's sweeper must
 deliver the order to the real matcher exactly once, with its reservation locked once.
+
+On a single Redis by default the account script puts the command on the stream itself, first:
+a stream that refuses it leaves nothing applied (the last test).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ def test_order_stranded_by_a_killed_gateway_is_delivered_once_by_the_sweeper(
     r = redis.Redis.from_url(redis_url, decode_responses=True)
     trader = Trader()
     user = trader.address.lower()
-    with Exchange(redis_url) as exchange:
+    with Exchange(redis_url, DEX_ORDER_OUTBOX="1") as exchange:
         exchange.start("gateway")
         exchange.deposit(user, "USDC", 10_000_000_000)
         r.set(keys.market_in(SPOT), "not a stream")
@@ -109,3 +114,32 @@ async def _sweep(redis_url: str) -> None:
     finally:
         await gateway.redis.aclose()
         await gateway.blocking.aclose()
+
+
+def test_direct_admission_refused_by_the_stream_applies_nothing(redis_url: str) -> None:
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    trader = Trader()
+    user = trader.address.lower()
+    with Exchange(redis_url) as exchange:
+        exchange.start("gateway")
+        exchange.deposit(user, "USDC", 10_000_000_000)
+        r.set(keys.market_in(SPOT), "not a stream")
+        body = trader.order(SPOT, "BUY", 3_000_000, 1_000)
+        with exchange.client() as client:
+            refused = client.post("/v1/orders", json=body)
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "UNAVAILABLE"
+            assert client.get(f"/v1/orders/{user}/{body['clientOrderId']}").status_code == 404
+            r.delete(keys.market_in(SPOT))
+            balances = client.get(f"/v1/accounts/{user}/balances").json()
+            assert balances == {
+                "USDC": {"total": "10000000000", "available": "10000000000", "locked": "0"}
+            }
+            assert r.hlen(keys.account_cids(user)) == 0 and r.hlen(keys.reservations(user)) == 0
+            assert r.zcard(keys.outbox(user)) == 0
+            accepted = client.post("/v1/orders", json=body)  # the same order, once the stream works
+            assert accepted.status_code == 202, accepted.text
+        ((_, fields),) = r.xrange(keys.market_in(SPOT))
+        assert orjson.loads(fields["c"])["reserved"] == 3_001_500_000
+        assert r.zcard(keys.outbox(user)) == 0
+    r.close()

@@ -211,3 +211,38 @@ def test_run_uses_a_redis_that_already_answers_and_leaves_it_running(
         assert existing.ping(), "the pre-existing redis-server no longer answers"
     finally:
         existing.stop()
+
+
+def test_respawn_starts_a_command_again_until_told_to_stop(tmp_path: Path) -> None:
+    """deploy/respawn.sh (the Procfile's wrapper of Celery's worker and beat) restarts a
+    command that exits on its own, and on SIGTERM stops it and exits with its status."""
+    starts = tmp_path / "starts"
+    wrapper = subprocess.Popen(
+        [str(ROOT / "deploy" / "respawn.sh"), "sh", "-c", f"echo up >> {starts}; exit 3"],
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(_lines(starts)) < 3:
+        time.sleep(0.1)
+    assert len(_lines(starts)) >= 3
+    wrapper.send_signal(signal.SIGTERM)
+    assert wrapper.wait(timeout=10) in (3, 143)
+    assert b"exited with status 3; starting it again" in (
+        wrapper.stderr.read() if wrapper.stderr else b""
+    )
+
+    marker = tmp_path / "long"
+    wrapper = subprocess.Popen(
+        [str(ROOT / "deploy" / "respawn.sh"), "sh", "-c", f"echo up > {marker}; exec sleep 300"]
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not marker.exists():
+        time.sleep(0.05)
+    child = [p for p in psutil.Process(wrapper.pid).children() if "sleep" in p.name()]
+    wrapper.send_signal(signal.SIGTERM)
+    assert wrapper.wait(timeout=10) == 143  # the child's status: ended by SIGTERM
+    assert child and not child[0].is_running()
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []

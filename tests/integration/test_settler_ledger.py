@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis
 from support.market_driver import MarketDriver
@@ -328,3 +329,58 @@ def test_batched_and_single_event_entries_settle_once_with_batches_counted_in_ev
     client.delete(keys.market_settled("BTC-PERP"))
     assert Ledger(client).settle_market(market) == total
     assert {u: client.hgetall(keys.balances(u)) for u in [*users, "fees"]} == before
+
+
+def test_fees_rounded_up_per_fill_are_cut_rather_than_take_the_balance_below_zero(
+    client: Any, markets: MarketSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A buy of 7 at 30,001.00 holding exactly its reservation (21,000,700 + 10,501) takes
+    seven makers of 1 as taker: each fill charges ceil(3,000,100 × 5 / 10^4) = 1,501, 10,507
+    in all, 6 more than reserved. The last fill's fee is cut by those 6: the buyer ends at
+    exactly 0, the fee account is credited what was paid, and nothing is counted twice when
+    the fee account's step is lost to a crash and the batch runs again."""
+    market = markets.markets["BTC-USDC"]
+    drive, ledger = MarketDriver(client, market), Ledger(client)
+    drive.deposit(A, "USDC", 21_011_201)
+    sellers = [f"0x{i:040x}" for i in range(1, 8)]
+    for index, seller in enumerate(sellers):
+        drive.deposit(seller, "BTC", 10**8)
+        drive.order(seller, f"s{index}", "SELL", 3_000_100, 1)
+    assert drive.order(A, "b1", "BUY", 3_000_100, 7) == 21_011_201
+    for index, seller in enumerate(sellers):
+        drive.fill((A, "b1"), (seller, f"s{index}"), 3_000_100, 1, taker="BUY")
+
+    real_apply_all = Ledger._apply_all
+    calls = []
+
+    def crash_on_the_fee_account(self: Ledger, symbol: str, accounts: Any) -> list[Any]:
+        calls.append([account for account, _ in accounts])
+        if accounts and accounts[0][0] == keys.FEES_ACCOUNT and len(calls) == 2:
+            raise redis.ConnectionError("the worker died here")
+        return real_apply_all(self, symbol, accounts)
+
+    monkeypatch.setattr(Ledger, "_apply_all", crash_on_the_fee_account)
+    with pytest.raises(redis.ConnectionError):
+        ledger.settle_market(market)
+    assert bal(client, A) == (0, 0)  # the traders' step landed
+    assert bal(client, keys.FEES_ACCOUNT) == (0, 0)
+    ledger.settle_market(market)  # the batch again: traders skipped, their cut still known
+    assert bal(client, A) == (0, 0)
+    assert bal(client, A, "BTC") == (70_000, 0)
+    maker_fee = 301  # ceil(3,000,100 × 1 / 10^4) per maker
+    assert bal(client, keys.FEES_ACCOUNT) == (7 * 1_501 - 6 + 7 * maker_fee, 0)
+    fees = [orjson.loads(f["f"])["fee"] for _, f in client.xrange(keys.account_fills(A))]
+    assert fees == ["1501"] * 6 + ["1495"]
+    assert client.hgetall(keys.fee_waivers(A)) == {f"BTC-USDC:{drive_last_eseq(client)}": "6"}
+    ledger.settle_market(market)  # nothing left: nothing changes
+    assert bal(client, keys.FEES_ACCOUNT) == (7 * 1_501 - 6 + 7 * maker_fee, 0)
+    assert_audit_ok(client, markets)
+
+
+def drive_last_eseq(client: Any) -> int:
+    """The eseq of the last fill event of BTC-USDC (the one whose fee was cut)."""
+    for _, fields in reversed(client.xrange(keys.market_events("BTC-USDC"))):
+        event = orjson.loads(fields["e"])
+        if event["k"] == "fill":
+            return int(event["eseq"])
+    raise AssertionError("no fill event")

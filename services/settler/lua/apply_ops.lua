@@ -10,12 +10,20 @@
 -- KEYS[4] dex:{u}:fills  stream the account's fills
 -- KEYS[5] dex:{u}:pos    hash  "<market>:<field>" position fields (size, entry, rpnl, funding)
 -- KEYS[6] dex:{u}:resf   hash  cid -> quantity filled so far (while the order is open)
+-- KEYS[7] dex:{u}:waived hash  "<market>:<eseq>" -> fee waived on that event (rare, kept)
 -- ARGV[1] market
 -- ARGV[2] JSON list of [eseq, [op, ...]] in ascending eseq; every amount is a decimal string.
 --   ["credit", asset, amount]          total += amount
 --   ["debit", asset, amount]           total -= amount (free balance)
---   ["spend", asset, amount, cid]      total -= amount; locked and the cid's reservation fall
---                                      by min(amount, reservation)
+--   ["spend", asset, amount, cid, fee] total -= amount; locked and the cid's reservation fall
+--                                      by min(amount, reservation). amount includes fee (if
+--                                      given). Fees round up per fill, so an order's fills can
+--                                      need a few units more than its reservation held; when
+--                                      the reservation and the free balance together cannot
+--                                      pay, the fee is cut by the difference (waived: the
+--                                      account never goes below zero), the cut is recorded in
+--                                      KEYS[7] and returned, and the event's fill record shows
+--                                      the fee actually charged
 --   ["release", asset, cid]            locked -= the cid's reservation; the reservation ends
 --   ["trim", asset, cid, fillqty, kind, price, qty, mult, bps1, bps2, reserved]
 --                                      the order filled fillqty more; its reservation becomes
@@ -39,15 +47,19 @@
 --   ["pos", field, delta]              HINCRBY "<market>:<field>" delta
 --   ["fill", json]                     XADD the fill record to the account's fills
 -- Every value stays below 2^53; products that could pass it are split (see muldiv).
--- Returns the number of events applied.
+-- Returns {events applied, eseq, waived, eseq, waived, ...}: every fee cut of this call's
+-- events, those applied now and those applied by an earlier call (so the caller can credit
+-- the fee account with what was charged even when it re-runs a batch after a crash).
 
-local bal_key, wm_key, res_key, fills_key, pos_key, resf_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local bal_key, wm_key, res_key, fills_key, pos_key, resf_key, waived_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local market = ARGV[1]
 local batches = cjson.decode(ARGV[2])
 
 local watermark = tonumber(redis.call('HGET', wm_key, market) or '0')
 local applied = 0
+local waivers = {}  -- flat: eseq, amount
+local skipped = {}  -- "<market>:<eseq>" of events applied before (their cuts are looked up)
 
 local function int(n) return string.format('%d', n) end
 
@@ -67,9 +79,23 @@ local function need(kind, rest, price, qty, mult, bps1, bps2, reserved)
   return nil
 end
 
+-- What the fee of a spend must be cut by so that the account can pay it: the reservation and
+-- the free balance (total - locked) are all it has for this order.
+local function fee_cut(asset, amount, fee, reserved)
+  if fee <= 0 or amount <= reserved then return 0 end
+  local total = tonumber(redis.call('HGET', bal_key, asset .. ':t') or '0')
+  local locked = tonumber(redis.call('HGET', bal_key, asset .. ':l') or '0')
+  local can = reserved + math.max(total - locked, 0)
+  if amount <= can then return 0 end
+  return math.min(fee, amount - can)
+end
+
 for _, batch in ipairs(batches) do
   local eseq = tonumber(batch[1])
-  if eseq > watermark then
+  if eseq <= watermark then
+    skipped[#skipped + 1] = market .. ':' .. int(eseq)
+  else
+    local cut_in_event = 0
     for _, op in ipairs(batch[2]) do
       local kind = op[1]
       if kind == 'credit' then
@@ -78,8 +104,14 @@ for _, batch in ipairs(batches) do
         redis.call('HINCRBY', bal_key, op[2] .. ':t', '-' .. op[3])
       elseif kind == 'spend' then
         local asset, amount, cid = op[2], tonumber(op[3]), op[4]
-        local from_lock = math.min(amount, reserved_for(cid))
-        redis.call('HINCRBY', bal_key, asset .. ':t', '-' .. op[3])
+        local reserved = reserved_for(cid)
+        local cut = fee_cut(asset, amount, tonumber(op[5] or '0'), reserved)
+        if cut > 0 then
+          amount = amount - cut
+          cut_in_event = cut_in_event + cut
+        end
+        local from_lock = math.min(amount, reserved)
+        redis.call('HINCRBY', bal_key, asset .. ':t', int(-amount))
         if from_lock > 0 then
           redis.call('HINCRBY', bal_key, asset .. ':l', int(-from_lock))
           redis.call('HINCRBY', res_key, cid, int(-from_lock))
@@ -117,14 +149,36 @@ for _, batch in ipairs(batches) do
       elseif kind == 'pos' then
         redis.call('HINCRBY', pos_key, market .. ':' .. op[2], op[3])
       elseif kind == 'fill' then
-        redis.call('XADD', fills_key, 'MAXLEN', '~', '10000', '*', 'f', op[2])
+        local record = op[2]
+        if cut_in_event > 0 then
+          local fee = tonumber(string.match(record, '"fee":"(%d+)"'))
+          record = string.gsub(record, '"fee":"%d+"', '"fee":"' .. int(fee - cut_in_event) .. '"', 1)
+        end
+        redis.call('XADD', fills_key, 'MAXLEN', '~', '10000', '*', 'f', record)
       else
         return redis.error_reply('unknown settlement operation ' .. tostring(kind))
       end
+    end
+    if cut_in_event > 0 then
+      redis.call('HSET', waived_key, market .. ':' .. int(eseq), int(cut_in_event))
+      waivers[#waivers + 1] = int(eseq)
+      waivers[#waivers + 1] = int(cut_in_event)
     end
     watermark = eseq
     applied = applied + 1
   end
 end
 redis.call('HSET', wm_key, market, int(watermark))
-return applied
+for from = 1, #skipped, 1000 do  -- only when a batch is re-run
+  local upto = math.min(from + 999, #skipped)
+  local before = redis.call('HMGET', waived_key, unpack(skipped, from, upto))
+  for i, amount in ipairs(before) do
+    if amount then
+      waivers[#waivers + 1] = string.match(skipped[from + i - 1], ':(%d+)$')
+      waivers[#waivers + 1] = amount
+    end
+  end
+end
+local result = {applied}
+for _, v in ipairs(waivers) do result[#result + 1] = v end
+return result
