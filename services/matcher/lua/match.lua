@@ -385,6 +385,11 @@ local function record_trade(p, f, taker, maker, taker_is_buy, liquidation)
   end
 end
 
+-- Per book, a score up to which it is known to hold no order this call (a maker read found
+-- none; a ZADD at or below it lowers it; removals keep it true): a taker whose bound is at or
+-- below it cannot cross and skips the read.
+local empty_upto = {}
+
 -- orders ------------------------------------------------------------------------------
 local function match_order(cmd, o)
   local user, cid, okey = o.userId, o.clientOrderId, o.key
@@ -463,13 +468,20 @@ local function match_order(cmd, o)
 
   local remaining = qty
   -- the best makers that cross, two at a time, by score bound (no scores to format: the
-  -- maker's price is in its record)
-  local bound = no_limit and '+inf' or int(is_buy and price or -price)
+  -- maker's price is in its record); none to read when the book is known to hold nothing
+  -- up to the bound
+  local bound_score = no_limit and math.huge or (is_buy and price or -price)
+  local bound = no_limit and '+inf' or int(bound_score)
   local window, wi = {}, 1
   while remaining > 0 do
     if wi > #window then
-      window, wi = redis.call('ZRANGE', book, '-inf', bound, 'BYSCORE', 'LIMIT', 0, 2), 1
-      if #window == 0 then break end
+      local known = empty_upto[book]
+      if known and bound_score <= known then break end
+      window, wi = redis.call('ZRANGE', book, '-inf', bound, 'BYSCORE', 'LIMIT', '0', '2'), 1
+      if #window == 0 then
+        if not known or bound_score > known then empty_upto[book] = bound_score end
+        break
+      end
     end
     local member = window[wi]
     local mu, mc = parse_member(member)
@@ -512,7 +524,10 @@ local function match_order(cmd, o)
     finish(o, 'EXP', 'EXPIRES_AT')
   else
     local member = book_member(o)
-    redis.call('ZADD', is_buy and K_BIDS or K_ASKS, is_buy and -price or price, member)
+    local rest_book, score = is_buy and K_BIDS or K_ASKS, is_buy and -price or price
+    redis.call('ZADD', rest_book, int(score), member)
+    local known = empty_upto[rest_book]
+    if known and score <= known then empty_upto[rest_book] = score - 1 end
     if expires_at > 0 then redis.call('ZADD', K_EXP, expires_at, (is_buy and 'B' or 'S') .. member) end
     redis.call('SADD', uprefix .. user, cid)
     level_add(is_buy, price, remaining)
