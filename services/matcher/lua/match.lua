@@ -112,13 +112,16 @@ local last = st[6]
 local status_changed = false
 local events_written = 0
 
--- Stream ids "ms-seq" compared numerically.
-local function id_after(a, b)
-  if b == false or b == nil or b == '' then return true end
-  local am, as = string.match(a, '^(%d+)-(%d+)$')
-  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
-  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
-  return am > bm or (am == bm and as > bs)
+-- Stream ids "ms-seq" compared numerically with the last applied one (parsed once; the
+-- caller passes the parts of an id it moves `last` to).
+local last_ms, last_sq = nil, nil
+if last and last ~= '' then
+  local m, q2 = string.match(last, '^(%d+)-(%d+)$')
+  last_ms, last_sq = tonumber(m), tonumber(q2)
+end
+local function id_parts(a)
+  local m, q2 = string.match(a, '^(%d+)-(%d+)$')
+  return tonumber(m), tonumber(q2)
 end
 
 -- money: ceil(n * bps / 10000) without passing 2^53 on the way
@@ -299,11 +302,15 @@ local function flush()
     depth_texts[#depth_texts + 1] = '{"seq":' .. int(seq) .. ',"data":{"bids":' ..
       levels_json(bid_changes, true) .. ',"asks":' .. levels_json(ask_changes, false) .. '}}'
   end
-  for _, o in ipairs(touched_list) do
-    redis.call(publish, chprefix .. 'orders:' .. o.userId, order_publication(o))
+  local n = #touched_list
+  if n > 0 then
+    for i = 1, n do
+      local o = touched_list[i]
+      redis.call(publish, chprefix .. 'orders:' .. o.userId, order_publication(o))
+    end
+    touched, touched_list = {}, {}
   end
-  bid_changes, ask_changes, changed = {}, {}, false
-  touched, touched_list = {}, {}
+  if changed then bid_changes, ask_changes, changed = {}, {}, false end
 end
 
 local function book_member(o)
@@ -391,6 +398,20 @@ end
 local empty_upto = {}
 
 -- orders ------------------------------------------------------------------------------
+-- Does a maker at price mp cross a taker (side, limit price, no limit)?
+local function crosses(is_buy, price, no_limit, mp)
+  if no_limit then return true end
+  if is_buy then return mp <= price end
+  return mp >= price
+end
+
+-- A maker's price from its book score (bids are stored negated).
+local function maker_price(taker_is_buy, score)
+  score = tonumber(score)
+  if taker_is_buy then return score end
+  return -score
+end
+
 local function match_order(cmd, o)
   local user, cid, okey = o.userId, o.clientOrderId, o.key
   local is_buy = o.side == 'BUY'
@@ -415,22 +436,12 @@ local function match_order(cmd, o)
 
   local book = is_buy and K_ASKS or K_BIDS
   local no_limit = is_market and price == 0
-  local function crosses(mp)
-    if no_limit then return true end
-    if is_buy then return mp <= price end
-    return mp >= price
-  end
-  local function maker_price(score)
-    score = tonumber(score)
-    if is_buy then return score end
-    return -score
-  end
   local budget = nil
   if is_market and is_buy and price == 0 then budget = tonumber(cmd.reserved) or 0 end
 
   if tif == 'POST_ONLY' and not is_market then
     local best = redis.call('ZRANGE', book, 0, 0, 'WITHSCORES')
-    if #best > 0 and crosses(maker_price(best[2])) then
+    if #best > 0 and crosses(is_buy, price, no_limit, maker_price(is_buy, best[2])) then
       finish(o, 'REJECTED', 'POST_ONLY_WOULD_CROSS')
       return
     end
@@ -443,8 +454,8 @@ local function match_order(cmd, o)
       local chunk = redis.call('ZRANGE', book, start, start + 99, 'WITHSCORES')
       if #chunk == 0 then break end
       for i = 1, #chunk, 2 do
-        local mp = maker_price(chunk[i + 1])
-        if not crosses(mp) then done = true; break end
+        local mp = maker_price(is_buy, chunk[i + 1])
+        if not crosses(is_buy, price, no_limit, mp) then done = true; break end
         local mu, mc = parse_member(chunk[i])
         if mu ~= user then
           local mo = load(oprefix .. mu .. ':' .. mc)
@@ -560,7 +571,7 @@ local function process_order(cmd)
     '|' .. market .. '|' .. user .. '|' .. cid,
     'qty', int(o.qty), 'filled', int(o.filled), 'status', o.status, 'reason', o.reason,
     'updatedTs', int(now))
-  return true
+  return o
 end
 
 local function open_order(o)
@@ -646,14 +657,14 @@ end
 local applied = 0
 for _, entry in ipairs(entries) do
   local id, raw = entry[1], entry[2]
-  if id_after(id, last) then
+  local id_ms, id_sq = id_parts(id)
+  if last_ms == nil or id_ms > last_ms or (id_ms == last_ms and id_sq > last_sq) then
     local ok, cmd = pcall(cjson.decode, raw)
     if ok and type(cmd) == 'table' then
       local op = cmd.op
       if op == 'order' then
-        if process_order(cmd) then
-          reply(cmd, '{"status":"' .. cache[oprefix .. cmd.user .. ':' .. cmd.cid].status .. '"}')
-        end
+        local o = process_order(cmd)
+        if o and cmd.reply then reply(cmd, '{"status":"' .. o.status .. '"}') end
       elseif op == 'cancel' then
         process_cancel(cmd)
       elseif op == 'cancel_all' then
@@ -664,7 +675,7 @@ for _, entry in ipairs(entries) do
       flush()
       applied = applied + 1
     end
-    last = id
+    last, last_ms, last_sq = id, id_ms, id_sq
   end
 end
 
