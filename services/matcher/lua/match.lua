@@ -62,10 +62,6 @@ local mprefix = ARGV[7]
 if ARGV[8] ~= '' and redis.call('GET', KEYS[12]) ~= ARGV[8] then
   return redis.error_reply('LEASE_LOST this matcher no longer holds the market lease')
 end
--- No garbage collection during the call: what it allocates is bounded by its batch (the
--- consumer's read count), and collecting it step by step as it goes costs more than one
--- collection afterwards. Restarted at the end (a failed call leaves it to the next one).
-collectgarbage('stop')
 
 -- Integers as decimal text, memoized per call: prices, quantities and the clock repeat from
 -- order to order, and string.format is a large share of the script's own time.
@@ -812,5 +808,4 @@ if #read_ids > 0 then
   -- the script reads new ones): drop it, whole stream nodes only, so the input stays short.
   redis.call('XTRIM', KEYS[13], 'MINID', '~', last)
 end
-collectgarbage('restart')
 return {applied, events_written, #read_ids, last or ''}
