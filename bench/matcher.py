@@ -45,6 +45,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from common import keys  # noqa: E402
+from common.events import events_of  # noqa: E402
 
 STREAM = REPO_ROOT.parent / "shared" / "data" / "bench" / "stream-200k.csv"
 RESULTS = REPO_ROOT / "bench" / "results" / "matcher.json"
@@ -174,11 +175,10 @@ def end_state(client: redis.Redis) -> dict[str, int]:
     filled_done: set[str] = set()
     cursor = "-"
     while True:
-        chunk = client.xrange(keys.market_events(MARKET), cursor, "+", count=20_000)
+        chunk = client.xrange(keys.market_events(MARKET), cursor, "+", count=100)
         if not chunk:
             break
-        for _, fields in chunk:
-            event = orjson.loads(fields["e"])
+        for event in (e for _, fields in chunk for e in events_of(fields)):
             if event["k"] == "fill":
                 fills += 1
                 traded += event["qty"]

@@ -13,10 +13,17 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from common import keys
-from common.events import EVENT_FIELD, loads
+from common.events import events_of, loads
 from common.markets import MarketSet
+from common.order_reads import record_fields, record_hmget_fields
 from common.reservations import NO_TERMS, need, order_terms, with_matched_qty
 from common.types import Product
+
+# what the auditor reads of a matcher order record (either shape: common.order_reads)
+MATCHED = ("status", "filled", "side", "qty")
+MATCHED_FIELDS = record_hmget_fields(*MATCHED)
+BOOK = ("status", "aseq", "side", "userId", "clientOrderId")
+BOOK_FIELDS = record_hmget_fields(*BOOK)
 
 FINAL_STATUSES = {"FILLED", "CXL", "EXP", "REJECTED"}
 RESTING_STATUSES = {"NEW", "PARTIAL"}
@@ -165,10 +172,11 @@ def _reservations(
     records = pipe.execute()
     pipe = client.pipeline(transaction=False)
     for (account, cid, _), (symbol, *_rest) in zip(lookups, records, strict=True):
-        pipe.hmget(
-            keys.market_order(symbol or "?", account, cid), "status", "filled", "side", "qty"
-        )
-    matched = pipe.execute()
+        pipe.hmget(keys.market_order(symbol or "?", account, cid), MATCHED_FIELDS)
+    matched: list[list[Any]] = [
+        [record_fields(dict(zip(MATCHED_FIELDS, values, strict=True))).get(f) for f in MATCHED]
+        for values in pipe.execute()
+    ]
     locked_by_orders: dict[tuple[str, str], int] = defaultdict(int)
     for (account, cid, amount), record, state in zip(lookups, records, matched, strict=True):
         symbol, asset, reserved, command = record
@@ -214,7 +222,7 @@ def _settled_once(
     for symbol in markets.markets:
         last = client.xrevrange(keys.market_events(symbol), count=1)
         cursor = client.get(keys.market_settled(symbol)) or "0-0"
-        last_eseq = int(loads(last[0][1][EVENT_FIELD])["eseq"]) if last else 0
+        last_eseq = int(events_of(last[0][1])[-1]["eseq"]) if last else 0
         if last and _id_key(cursor) < _id_key(last[0][0]):
             check.fail(f"{symbol}: events up to {last[0][0]} but settled only to {cursor}")
         for account, (_, _, _, watermarks) in books.items():
@@ -250,8 +258,12 @@ def _books(client: Any, markets: MarketSet, crossed: _Check, orders: _Check) -> 
         order_keys = list(client.scan_iter(match=pattern, count=1000))
         pipe = client.pipeline(transaction=False)
         for key in order_keys:
-            pipe.hmget(key, "status", "aseq", "side", "userId", "clientOrderId")
-        for key, (status, aseq, side, user, cid) in zip(order_keys, pipe.execute(), strict=True):
+            pipe.hmget(key, BOOK_FIELDS)
+        states = [
+            [record_fields(dict(zip(BOOK_FIELDS, values, strict=True))).get(f) for f in BOOK]
+            for values in pipe.execute()
+        ]
+        for key, (status, aseq, side, user, cid) in zip(order_keys, states, strict=True):
             if status in FINAL_STATUSES:
                 continue
             if status not in RESTING_STATUSES:

@@ -3,9 +3,13 @@
 These are the interfaces between services (docs/architecture.md):
 
 * a **command** the gateway XADDs to ``dex:{m}:in`` (field ``c``) for the matcher;
-* a **settlement event** the matcher XADDs to ``dex:{m}:events`` (field ``e``) for the settler;
+* **settlement events** the matcher XADDs to ``dex:{m}:events`` for the settler: one entry per
+  script call, one field per event (name: its ``eseq``; value: the event JSON); an entry
+  holding a single event in field ``e`` is read the same way (:func:`events_of`);
 * a **trade** the matcher XADDs to ``dex:{m}:trades`` (field ``t``), in the REST trade shape;
-* a **publication** on ``dex:ch:<topic>``: ``{"seq": N, "data": ...}``.
+* a **publication** on ``dex:ch:<topic>``: ``{"seq": N, "data": ...}``; on ``depth:`` the
+  matcher publishes once per script call, several seqs as ``{"seq": last, "batch": [{"seq",
+  "data"}, ...]}`` (:func:`depth_updates` splits it).
 
 Every integer is a JSON number below 2^53 (Lua reads them exactly) unless noted.
 """
@@ -18,6 +22,7 @@ import orjson
 
 COMMAND_FIELD = "c"
 EVENT_FIELD = "e"
+EVENT_BATCH_FIELD = "b"
 TRADE_FIELD = "t"
 
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -115,3 +120,30 @@ def dumps(value: Any) -> str:
 
 def loads(text: str | bytes) -> Any:
     return orjson.loads(text)
+
+
+def events_of(fields: Any) -> list[Any]:
+    """The settlement events of one ``dex:{m}:events`` entry, in ``eseq`` order. The matcher
+    writes every event of a script call into one entry, one field per event: the field's name
+    is the event's ``eseq``, its value the event JSON (fields come back in the order written).
+    Also read: the single event in field ``e`` and a JSON array in field ``b``. Every reader
+    of the stream decodes entries here."""
+    events: list[Any] = []
+    for name, value in fields.items():
+        key = name.decode() if isinstance(name, bytes) else name
+        if key == EVENT_BATCH_FIELD:
+            events.extend(orjson.loads(value))
+        else:  # "e" or an eseq
+            events.append(orjson.loads(value))
+    return events
+
+
+def depth_updates(payload: Any) -> list[Any]:
+    """The ``{"seq", "data"}`` updates of one ``depth:`` publication, in seq order: the items
+    of a batch (``{"seq": last, "batch": [...]}``, one per seq of a matcher call) or the
+    publication itself. Every subscriber of the depth channel splits publications here."""
+    batch = payload.get("batch") if isinstance(payload, dict) else None
+    if batch is None:
+        return [payload]
+    updates: list[Any] = batch
+    return updates

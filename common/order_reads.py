@@ -19,8 +19,40 @@ from common.markets import MarketSet
 ACCEPTED_WINDOW = 200
 
 
+# The matcher's order record keeps its immutable part in one field (match.lua, "Order
+# record"): ``d`` = these names' values joined by ``|`` (the order id last: it may hold ``|``);
+# the mutable part (qty, filled, status, reason, updatedTs) has fields of its own.
+RECORD_PACKED_FIELD = "d"
+RECORD_PACKED_NAMES = (
+    "side", "type", "timeInForce", "reduceOnly", "expiresAt", "price", "ts", "aseq", "reserved",
+    "liquidation", "market", "userId", "clientOrderId",
+)  # fmt: skip
+
+
+def record_fields(record: dict[str, str]) -> dict[str, str]:
+    """The matcher's order hash as flat fields (``side``, ``price``, ``aseq``, ``status`` …),
+    whichever shape it was written in: the packed one (field ``d``) or the earlier flat one.
+    Every Python reader of ``dex:{m}:o:<user>:<cid>`` beyond a mutable field goes through
+    here (a missing field stays missing, e.g. from an HMGET that did not ask for it)."""
+    packed = record.get(RECORD_PACKED_FIELD)
+    if not packed:
+        return record
+    flat = dict(
+        zip(RECORD_PACKED_NAMES, packed.split("|", len(RECORD_PACKED_NAMES) - 1), strict=True)
+    )
+    flat.update((k, v) for k, v in record.items() if k != RECORD_PACKED_FIELD and v is not None)
+    return flat
+
+
+def record_hmget_fields(*fields: str) -> list[str]:
+    """What to HMGET for ``fields`` of an order record in either shape: the fields plus the
+    packed one (pass the reply, zipped with this list, to :func:`record_fields`)."""
+    return [*fields, RECORD_PACKED_FIELD]
+
+
 def order_view(record: dict[str, str]) -> dict[str, Any]:
-    """The REST order shape from the matcher's order hash."""
+    """The REST order shape from the matcher's order hash (either shape)."""
+    record = record_fields(record)
     return {
         "clientOrderId": record["clientOrderId"],
         "userId": record["userId"],

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from common.events import depth_updates
 from services.broadcaster.connection import Connection
 from services.broadcaster.shardhub import AnyHub
 from services.broadcaster.topics import Topic
@@ -154,6 +155,13 @@ class SeqFeed(Feed):
                 del self.groups[subscription.spelled]
 
     def on_publication(self, topic: str, payload: Any) -> None:
+        if "batch" in payload:  # depth: several seqs of one matcher call, one update each
+            for update in depth_updates(payload):
+                self._on_update(update)
+            return
+        self._on_update(payload)
+
+    def _on_update(self, payload: Any) -> None:
         seq = payload["seq"]
         if seq <= self.last_seq:
             return  # every live subscription already has it (or its snapshot does)

@@ -18,7 +18,7 @@ from typing import Any
 from redis.cluster import RedisCluster
 
 from common import keys, pubsub
-from common.events import EVENT_FIELD, dumps, loads
+from common.events import dumps, events_of, loads
 from common.lua import ScriptSet
 from common.markets import Market
 from common.reservations import NO_TERMS, OrderTerms, with_matched_qty
@@ -27,7 +27,9 @@ from services.settler import settlement
 log = logging.getLogger(__name__)
 
 LUA_DIR = Path(__file__).parent / "lua"
-BATCH = 5000  # events per run: more legs per account call, fewer round trips
+BATCH = 5000  # events per run (whole entries): more legs per account call, fewer round trips
+FIRST_READ_ENTRIES = 16  # entries read first, to learn how many events an entry holds
+READ_ENTRIES = 1000  # at most this many entries per read
 LOCK_TTL_MS = 15_000  # renewed after every batch; lapses soon after a killed worker
 TERMS_CACHE = 200_000
 
@@ -64,10 +66,11 @@ class Ledger:
     def _settle_batch(self, market: Market) -> int:
         symbol = market.symbol
         cursor = self.client.get(keys.market_settled(symbol)) or "0-0"
-        entries = self.client.xrange(keys.market_events(symbol), min=f"({cursor}", count=self.batch)
-        if not entries:
+        events, last_id = self._read_events(symbol, cursor)
+        if not events or last_id is None:
+            if last_id is not None:  # only empty entries: step over them
+                self.client.set(keys.market_settled(symbol), last_id)
             return 0
-        events = [loads(fields[EVENT_FIELD]) for _, fields in entries]
         terms = self._order_terms(market, events)
         per_account = settlement.plan(market, events, terms)
         fee_groups = per_account.get(keys.FEES_ACCOUNT)
@@ -87,7 +90,7 @@ class Ledger:
             holders = [a for a, groups in per_account.items() if _moves_position(groups)]
             if holders:
                 after.sadd(keys.market_holders(symbol), *holders)
-        after.set(keys.market_settled(symbol), entries[-1][0])
+        after.set(keys.market_settled(symbol), last_id)
         after.execute()
         publish_all(
             self.client,
@@ -100,7 +103,36 @@ class Ledger:
                 if account not in keys.SYSTEM_ACCOUNTS
             ],
         )
-        return len(entries)
+        return len(events)
+
+    def _read_events(self, symbol: str, cursor: str) -> tuple[list[Any], str | None]:
+        """Whole entries after ``cursor`` until about ``self.batch`` events (or the stream's
+        end): the events and the last entry's id. An entry holds every event of one matcher
+        call (common.events.events_of), so the batch limit counts events, not entries, and
+        the cursor only ever stops between entries. Reads a few entries first to learn their
+        size, so a stream of large entries is never read far past the batch."""
+        stream = keys.market_events(symbol)
+        events: list[Any] = []
+        last_id: str | None = None
+        entries_read = 0
+        while len(events) < self.batch:
+            wanted = self.batch - len(events)
+            if entries_read:
+                per_entry = max(1, len(events) // entries_read)
+                count = min(wanted // per_entry + 1, READ_ENTRIES)
+            else:
+                count = min(wanted, FIRST_READ_ENTRIES)
+            start = f"({last_id or cursor}"
+            entries = self.client.xrange(stream, min=start, count=count)
+            for entry_id, fields in entries:
+                events.extend(events_of(fields))
+                last_id = entry_id
+                entries_read += 1
+                if len(events) >= self.batch:
+                    break
+            if len(entries) < count:
+                break
+        return events, last_id
 
     def _apply_all(
         self, symbol: str, accounts: list[tuple[str, list[tuple[int, list[settlement.Operation]]]]]

@@ -178,6 +178,36 @@ def test_depth_snapshot_then_only_newer_updates_named_as_subscribed(
     ]
 
 
+def test_depth_batch_of_a_matcher_call_is_one_update_per_seq_no_gap_no_duplicate(
+    broadcaster: Exchange, r: redis.Redis
+) -> None:
+    r.hset(keys.market_state(MARKET), "seq", 10)
+    r.hset(keys.levels_bids(MARKET), mapping={"2999900": 7})
+    topic = f"depth:{MARKET}"
+
+    def level(seq: int) -> dict[str, Any]:
+        return {"seq": seq, "data": {"bids": [[2999900 - seq, seq]], "asks": []}}
+
+    def batch(seqs: range) -> None:
+        body = {"seq": seqs[-1], "batch": [level(s) for s in seqs]}
+        r.publish(keys.channel(topic), orjson.dumps(body))
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with await WsClient.connect(broadcaster.ws) as ws:
+            assert (await ws.subscribe(topic))["seq"] == 10
+            batch(range(8, 13))  # 8..10 are in the snapshot: 11 and 12 go out
+            batch(range(13, 14))  # a batch of one
+            publish(r, topic, 14, level(14)["data"])  # the single-message shape still works
+            batch(range(12, 17))  # 12..14 again (a replay): only 15 and 16 are new
+            await ws.next(lambda m: m.get("seq") == 16)
+            return ws.of(topic, "update")
+
+    updates = run(scenario())
+    assert [(u["seq"], u["data"]) for u in updates] == [
+        (s, level(s)["data"]) for s in range(11, 17)
+    ]
+
+
 def test_trade_snapshot_is_the_last_50_newest_first(broadcaster: Exchange, r: redis.Redis) -> None:
     for seq in range(1, 61):
         r.xadd(keys.market_trades(MARKET), {"t": orjson.dumps(trade(seq))})

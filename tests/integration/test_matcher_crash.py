@@ -20,6 +20,7 @@ from support.redis_server import wait_for
 from support.reference_book import ReferenceBook
 
 from common import keys
+from common.events import events_of
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +93,7 @@ def check_exactly_once(client: redis.Redis, items: list[dict[str, Any]]) -> None
         (t.price, t.qty, t.buy_cid, t.sell_cid) for t in reference.trades
     ]
     assert [t["seq"] for t in trades] == list(range(1, len(trades) + 1))
-    events = [orjson.loads(f["e"]) for _, f in client.xrange(keys.market_events(M))]
+    events = [e for _, f in client.xrange(keys.market_events(M)) for e in events_of(f)]
     assert [e["eseq"] for e in events] == list(range(1, len(events) + 1))
     done = Counter((e["user"], e["cid"]) for e in events if e["k"] == "done")
     assert max(done.values()) == 1, "an order finished twice"

@@ -16,6 +16,7 @@ from support.redis_server import wait_for
 
 from common import keys
 from common.audit import audit
+from common.events import events_of
 from common.markets import load_markets
 
 pytestmark = pytest.mark.integration
@@ -36,7 +37,8 @@ def _cursor_events(client: Any, symbol: str) -> int:
     cursor = client.get(keys.market_settled(symbol))
     if cursor is None:
         return 0
-    return len(client.xrange(keys.market_events(symbol), max=cursor))
+    entries = client.xrange(keys.market_events(symbol), max=cursor)
+    return sum(len(events_of(fields)) for _, fields in entries)
 
 
 def test_worker_killed_mid_settlement_settles_every_fill_once(redis_url: str, client: Any) -> None:

@@ -20,6 +20,7 @@ from support.market_driver import MarketDriver
 
 from common import keys
 from common.audit import audit
+from common.events import dumps, loads
 from common.markets import MarketSet, load_markets
 from services.settler.ledger import Ledger
 
@@ -257,6 +258,77 @@ def test_rounding_shortfall_is_locked_only_as_far_as_the_balance_goes(
     ledger.settle_market(market)
     assert bal(client, A) == (18_009_600, 18_009_600)
     assert client.hget(keys.reservations(A), "b1") == "18009600"
+
+
+def _regroup_events(client: Any, symbol: str, rng: random.Random) -> list[int]:
+    """Rewrite the market's event stream as the matcher writes it (every event of one call in
+    one entry, a field per event) mixed with single-event entries (field ``e``) and arrays
+    (field ``b``); return the number of events of each entry."""
+    stream = keys.market_events(symbol)
+    events = [loads(fields["e"]) for _, fields in client.xrange(stream)]
+    client.delete(stream)
+    sizes: list[int] = []
+    i = 0
+    while i < len(events):
+        size = rng.choice([1, 1, 2, 5, 9, 17])
+        chunk = events[i : i + size]
+        shape = rng.random()
+        if len(chunk) == 1 and shape < 0.3:
+            client.xadd(stream, {"e": dumps(chunk[0])})
+        elif shape < 0.6:
+            client.xadd(stream, {"b": dumps(chunk)})
+        else:  # as the matcher writes them: one field per event, named by its eseq
+            client.xadd(stream, {str(e["eseq"]): dumps(e) for e in chunk})
+        sizes.append(len(chunk))
+        i += size
+    return sizes
+
+
+def test_batched_and_single_event_entries_settle_once_with_batches_counted_in_events(
+    client: Any, markets: MarketSet
+) -> None:
+    rng = random.Random(4)
+    market = markets.markets["BTC-PERP"]
+    drive = MarketDriver(client, market)
+    users = [A, B, "0x" + "c" * 40]
+    for user in users:
+        drive.deposit(user, "USDC", 10**13)
+    model = {u: (0, 0, 0) for u in users}
+    for i in range(60):
+        buyer, seller = rng.sample(users, 2)
+        price, qty = rng.randint(2_500_000, 3_500_000), rng.randint(1, 3_000)
+        drive.order(seller, f"s{i}", "SELL", price, qty)
+        drive.order(buyer, f"b{i}", "BUY", price, qty)
+        drive.fill((buyer, f"b{i}"), (seller, f"s{i}"), price, qty)
+        for user, delta in ((buyer, qty), (seller, -qty)):
+            size, entry, rpnl = model[user]
+            size, entry, pnl = _reference(size, entry, delta, price)
+            model[user] = (size, entry, rpnl + pnl)
+    sizes = _regroup_events(client, "BTC-PERP", rng)
+    assert max(sizes) > 1 and min(sizes) == 1
+    total = sum(sizes)
+    ledger = Ledger(client, batch=7)
+    cursor_ids = [entry_id for entry_id, _ in client.xrange(keys.market_events("BTC-PERP"))]
+    settled, runs = 0, 0
+    while settled < total:
+        done = ledger._settle_batch(market)
+        assert done > 0
+        # whole entries only: the cursor is always an entry's id, and a batch holds at least
+        # its limit in events unless the stream ended
+        assert client.get(keys.market_settled("BTC-PERP")) in cursor_ids
+        settled += done
+        runs += 1
+        assert done >= 7 or settled == total
+    assert settled == total and runs < len(sizes)
+    assert ledger.settle_market(market) == 0
+    for user in users:
+        assert tuple(pos(client, user, "BTC-PERP").values()) == model[user]
+    assert_audit_ok(client, markets)
+    # replaying the whole stream, batched entries included, changes nothing
+    before = {u: client.hgetall(keys.balances(u)) for u in [*users, "fees"]}
+    client.delete(keys.market_settled("BTC-PERP"))
+    assert Ledger(client).settle_market(market) == total
+    assert {u: client.hgetall(keys.balances(u)) for u in [*users, "fees"]} == before
 
 
 def test_fees_rounded_up_per_fill_are_cut_rather_than_take_the_balance_below_zero(

@@ -12,8 +12,10 @@
 -- resume, expire. Outputs, all in this call: order records, the open-order sets, trades,
 -- settlement events, positions mirror (derivatives), depth seq (+1 per command or expiry that
 -- changed the book; cancel_all and expire: +1 per order removed), level totals, market
--- statistics and candles, PUBLISH on depth: (one per seq), orders: (one per changed order)
--- and trade: (one per call, every trade of the call, seq = the last one's), replies.
+-- statistics and candles, PUBLISH on depth: (per call, in chunks of about 7 KB: a single
+-- seq's message, or with several seqs {"seq": last, "batch": [{"seq", "data"} per seq, in
+-- order]}), orders: (one per changed order) and trade: (every trade of the call, in order, in
+-- chunks of about 7 KB, seq = the last one's of each), replies.
 --
 -- KEYS[1]  dex:{m}:state    hash   status, seq, tseq, eseq, aseq, last
 -- KEYS[2]  dex:{m}:bids     zset
@@ -21,7 +23,7 @@
 -- KEYS[4]  dex:{m}:lvl:bids hash   price -> qty
 -- KEYS[5]  dex:{m}:lvl:asks hash   price -> qty
 -- KEYS[6]  dex:{m}:trades   stream
--- KEYS[7]  dex:{m}:events   stream
+-- KEYS[7]  dex:{m}:events   stream  one entry per call (per 1000 events): eseq -> event JSON
 -- KEYS[8]  dex:{m}:cfg      hash   product, mult, takerFeeBps, initialMarginBps, lotSize
 -- KEYS[9]  dex:{m}:pos      hash   user -> signed position (derivatives)
 -- KEYS[10] dex:{m}:stats    hash   last, lastTs, open, high, low, vol, qvol, evicted
@@ -106,13 +108,16 @@ local last = st[6]
 local status_changed = false
 local events_written = 0
 
--- Stream ids "ms-seq" compared numerically.
-local function id_after(a, b)
-  if b == false or b == nil or b == '' then return true end
-  local am, as = string.match(a, '^(%d+)-(%d+)$')
-  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
-  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
-  return am > bm or (am == bm and as > bs)
+-- Stream ids "ms-seq" compared numerically with the last applied one (parsed once; the
+-- caller passes the parts of an id it moves `last` to).
+local last_ms, last_sq = nil, nil
+if last and last ~= '' then
+  local m, q2 = string.match(last, '^(%d+)-(%d+)$')
+  last_ms, last_sq = tonumber(m), tonumber(q2)
+end
+local function id_parts(a)
+  local m, q2 = string.match(a, '^(%d+)-(%d+)$')
+  return tonumber(m), tonumber(q2)
 end
 
 -- money: ceil(n * bps / 10000) without passing 2^53 on the way
@@ -157,24 +162,51 @@ local cache = {}
 -- statistics of every trade of this call (all share `now`)
 local agg = nil
 
-local function emit_event(json_body)
+-- Settlement events of the whole call go out together at the end: one stream entry (per
+-- EVENTS_PER_ENTRY events) whose fields are the events' eseq -> event JSON, in order. Each
+-- event text is built in one concatenation and never joined with the others: this Lua hashes
+-- every byte of every string it creates, so a joined copy would cost as much again.
+local EVENTS_PER_ENTRY = 1000
+local event_args = {}
+local function next_eseq()
   eseq = eseq + 1
   events_written = events_written + 1
-  redis.call('XADD', K_EVENTS, '*', 'e', '{"eseq":' .. int(eseq) .. ',' .. json_body .. '}')
+  return int(eseq)
+end
+local function emit_event(eseq_text, event_json)
+  local n = #event_args
+  event_args[n + 1] = eseq_text
+  event_args[n + 2] = event_json
 end
 
--- what matching, cancelling and the orders: view need of a stored order
+-- Order record: the immutable part in one field "d" (written once; common/order_reads.py
+-- decodes it for every Python reader), the mutable part in its own fields (qty, filled,
+-- status, reason, updatedTs), so HGET okey status still works. One small HSET per order
+-- instead of eighteen fields (a new hash is a listpack: each field is a scan and a realloc).
+-- d = side|type|timeInForce|reduceOnly|expiresAt|price|ts|aseq|reserved|liquidation|market|
+--     userId|clientOrderId   (reduceOnly, liquidation: 0/1; the order id last: it may hold |)
+local D_PATTERN = '^' .. string.rep('([^|]*)|', 12) .. '(.*)$'
 local LOAD_FIELDS = {'userId', 'clientOrderId', 'side', 'type', 'timeInForce', 'reduceOnly',
   'expiresAt', 'price', 'qty', 'filled', 'status', 'reason', 'ts', 'aseq'}
 
 local function load(okey)
   local o = cache[okey]
   if o then return o end
-  local raw = redis.call('HMGET', okey, unpack(LOAD_FIELDS))
-  if not raw[1] then return nil end
-  o = {}
-  for i, name in ipairs(LOAD_FIELDS) do o[name] = raw[i] or nil end
-  o.qty, o.filled, o.price = tonumber(o.qty), tonumber(o.filled), tonumber(o.price)
+  local raw = redis.call('HMGET', okey, 'd', 'qty', 'filled', 'status', 'reason')
+  if raw[1] then
+    local side, otype, tif, ro, exp, price, ts, aseq, _, _, _, user, cid =
+      string.match(raw[1], D_PATTERN)
+    o = {side = side, type = otype, timeInForce = tif, reduceOnly = ro, expiresAt = exp,
+      price = tonumber(price), ts = ts, aseq = aseq, userId = user, clientOrderId = cid,
+      qty = tonumber(raw[2]), filled = tonumber(raw[3]), status = raw[4], reason = raw[5] or ''}
+  else
+    -- a record in the earlier flat shape (written before this version)
+    raw = redis.call('HMGET', okey, unpack(LOAD_FIELDS))
+    if not raw[1] then return nil end
+    o = {}
+    for i, name in ipairs(LOAD_FIELDS) do o[name] = raw[i] or nil end
+    o.qty, o.filled, o.price = tonumber(o.qty), tonumber(o.filled), tonumber(o.price)
+  end
   o.key = okey
   cache[okey] = o
   return o
@@ -226,15 +258,16 @@ local function write_levels(lkey)
   for i = 1, #del, 500 do redis.call('HDEL', lkey, unpack(del, i, math.min(i + 499, #del))) end
 end
 
-local function view_json(o)
+-- The orders: publication of an order, built in one concatenation (see emit_event).
+local function order_publication(o)
   local reason = (o.reason and o.reason ~= '') and q(o.reason) or 'null'
-  return '{"clientOrderId":' .. q(o.clientOrderId) .. ',"userId":' .. q(o.userId) ..
+  return '{"seq":' .. int(now) .. ',"data":{"clientOrderId":' .. q(o.clientOrderId) .. ',"userId":' .. q(o.userId) ..
     ',"market":' .. q(market) .. ',"side":"' .. o.side .. '","type":"' .. o.type ..
     '","timeInForce":"' .. o.timeInForce .. '","reduceOnly":' ..
     (o.reduceOnly == '1' and 'true' or 'false') .. ',"expiresAt":' .. o.expiresAt ..
     ',"price":' .. int(o.price) .. ',"qty":' .. int(o.qty) .. ',"filled":' .. int(o.filled) ..
     ',"status":"' .. o.status .. '","reason":' .. reason .. ',"ts":' .. o.ts ..
-    ',"updatedTs":' .. int(now) .. '}'
+    ',"updatedTs":' .. int(now) .. '}}'
 end
 
 local function levels_json(changes, descending)
@@ -253,22 +286,27 @@ local function levels_json(changes, descending)
   return '[' .. table.concat(parts, ',') .. ']'
 end
 
+-- Depth messages of the call, one per seq, published together at the end (one PUBLISH).
+local depth_texts = {}
+
 -- End of one unit: depth seq + depth delta (if the book changed), trades, order updates.
 local function flush()
   if changed then
     apply_levels(K_LB, bid_changes)
     apply_levels(K_LA, ask_changes)
     seq = seq + 1
-    redis.call(publish, chprefix .. 'depth:' .. market,
-      '{"seq":' .. int(seq) .. ',"data":{"bids":' .. levels_json(bid_changes, true) ..
-      ',"asks":' .. levels_json(ask_changes, false) .. '}}')
+    depth_texts[#depth_texts + 1] = '{"seq":' .. int(seq) .. ',"data":{"bids":' ..
+      levels_json(bid_changes, true) .. ',"asks":' .. levels_json(ask_changes, false) .. '}}'
   end
-  for _, o in ipairs(touched_list) do
-    redis.call(publish, chprefix .. 'orders:' .. o.userId,
-      '{"seq":' .. int(now) .. ',"data":' .. view_json(o) .. '}')
+  local n = #touched_list
+  if n > 0 then
+    for i = 1, n do
+      local o = touched_list[i]
+      redis.call(publish, chprefix .. 'orders:' .. o.userId, order_publication(o))
+    end
+    touched, touched_list = {}, {}
   end
-  bid_changes, ask_changes, changed = {}, {}, false
-  touched, touched_list = {}, {}
+  if changed then bid_changes, ask_changes, changed = {}, {}, false end
 end
 
 local function book_member(o)
@@ -284,9 +322,11 @@ local function finish(o, new_status, reason)
                'qty', int(o.qty), 'updatedTs', int(now))
     redis.call('SREM', uprefix .. o.userId, o.clientOrderId)
   end
-  emit_event('"k":"done","user":' .. q(o.userId) .. ',"cid":' .. q(o.clientOrderId) ..
-    ',"side":"' .. o.side .. '","status":"' .. new_status .. '","reason":' ..
-    (reason and q(reason) or 'null') .. ',"filled":' .. int(o.filled) .. ',"ts":' .. int(now))
+  local e = next_eseq()
+  emit_event(e, '{"eseq":' .. e .. ',"k":"done","user":' .. q(o.userId) .. ',"cid":' ..
+    q(o.clientOrderId) .. ',"side":"' .. o.side .. '","status":"' .. new_status ..
+    '","reason":' .. (reason and q(reason) or 'null') .. ',"filled":' .. int(o.filled) ..
+    ',"ts":' .. int(now) .. '}')
   touch(o)
 end
 
@@ -311,6 +351,7 @@ local function parse_member(member)
   return string.match(member, '^%d+|([^|]+)|(.*)$')
 end
 
+local trade_id_head = string.sub(q(market), 1, -2) .. ':'  -- '"<market>:' (+ tseq + '"')
 local function record_trade(p, f, taker, maker, taker_is_buy, liquidation)
   tseq = tseq + 1
   local buyer, seller, buy_cid, sell_cid
@@ -320,17 +361,19 @@ local function record_trade(p, f, taker, maker, taker_is_buy, liquidation)
     buyer, seller, buy_cid, sell_cid = maker.userId, taker.userId, maker.clientOrderId, taker.clientOrderId
   end
   local taker_side = taker_is_buy and 'BUY' or 'SELL'
-  local trade_id = q(market .. ':' .. int(tseq))
-  local common = ',"price":' .. int(p) .. ',"qty":' .. int(f) .. ',"takerSide":"' .. taker_side ..
-    '","buyer":' .. q(buyer) .. ',"seller":' .. q(seller)
-  local trade = '{"tradeId":' .. trade_id .. ',"market":' .. q(market) .. common ..
-    ',"buyOid":' .. q(buy_cid) .. ',"sellOid":' .. q(sell_cid) .. ',"ts":' .. int(now) ..
-    ',"seq":' .. int(tseq) .. '}'
+  local ts_text, p_text, f_text = int(tseq), int(p), int(f)
+  local trade = '{"tradeId":' .. trade_id_head .. ts_text .. '","market":' .. q(market) ..
+    ',"price":' .. p_text .. ',"qty":' .. f_text .. ',"takerSide":"' .. taker_side ..
+    '","buyer":' .. q(buyer) .. ',"seller":' .. q(seller) .. ',"buyOid":' .. q(buy_cid) ..
+    ',"sellOid":' .. q(sell_cid) .. ',"ts":' .. int(now) .. ',"seq":' .. ts_text .. '}'
   redis.call('XADD', K_TRADES, '*', 't', trade)  -- trimmed once per call, at the end
   unit_trades[#unit_trades + 1] = trade
-  emit_event('"k":"fill","tradeId":' .. trade_id .. ',"tseq":' .. int(tseq) .. common ..
+  local e = next_eseq()
+  emit_event(e, '{"eseq":' .. e .. ',"k":"fill","tradeId":' .. trade_id_head .. ts_text ..
+    '","tseq":' .. ts_text .. ',"price":' .. p_text .. ',"qty":' .. f_text ..
+    ',"takerSide":"' .. taker_side .. '","buyer":' .. q(buyer) .. ',"seller":' .. q(seller) ..
     ',"buyCid":' .. q(buy_cid) .. ',"sellCid":' .. q(sell_cid) .. ',"ts":' .. int(now) ..
-    (liquidation and ',"liquidation":true' or ''))
+    (liquidation and ',"liquidation":true}' or '}'))
   if is_deriv then
     redis.call('HINCRBY', K_POS, buyer, f)
     redis.call('HINCRBY', K_POS, seller, -f)
@@ -345,7 +388,26 @@ local function record_trade(p, f, taker, maker, taker_is_buy, liquidation)
   end
 end
 
+-- Per book, a score up to which it is known to hold no order this call (a maker read found
+-- none; a ZADD at or below it lowers it; removals keep it true): a taker whose bound is at or
+-- below it cannot cross and skips the read.
+local empty_upto = {}
+
 -- orders ------------------------------------------------------------------------------
+-- Does a maker at price mp cross a taker (side, limit price, no limit)?
+local function crosses(is_buy, price, no_limit, mp)
+  if no_limit then return true end
+  if is_buy then return mp <= price end
+  return mp >= price
+end
+
+-- A maker's price from its book score (bids are stored negated).
+local function maker_price(taker_is_buy, score)
+  score = tonumber(score)
+  if taker_is_buy then return score end
+  return -score
+end
+
 local function match_order(cmd, o)
   local user, cid, okey = o.userId, o.clientOrderId, o.key
   local is_buy = o.side == 'BUY'
@@ -370,22 +432,12 @@ local function match_order(cmd, o)
 
   local book = is_buy and K_ASKS or K_BIDS
   local no_limit = is_market and price == 0
-  local function crosses(mp)
-    if no_limit then return true end
-    if is_buy then return mp <= price end
-    return mp >= price
-  end
-  local function maker_price(score)
-    score = tonumber(score)
-    if is_buy then return score end
-    return -score
-  end
   local budget = nil
   if is_market and is_buy and price == 0 then budget = tonumber(cmd.reserved) or 0 end
 
   if tif == 'POST_ONLY' and not is_market then
     local best = redis.call('ZRANGE', book, 0, 0, 'WITHSCORES')
-    if #best > 0 and crosses(maker_price(best[2])) then
+    if #best > 0 and crosses(is_buy, price, no_limit, maker_price(is_buy, best[2])) then
       finish(o, 'REJECTED', 'POST_ONLY_WOULD_CROSS')
       return
     end
@@ -398,8 +450,8 @@ local function match_order(cmd, o)
       local chunk = redis.call('ZRANGE', book, start, start + 99, 'WITHSCORES')
       if #chunk == 0 then break end
       for i = 1, #chunk, 2 do
-        local mp = maker_price(chunk[i + 1])
-        if not crosses(mp) then done = true; break end
+        local mp = maker_price(is_buy, chunk[i + 1])
+        if not crosses(is_buy, price, no_limit, mp) then done = true; break end
         local mu, mc = parse_member(chunk[i])
         if mu ~= user then
           local mo = load(oprefix .. mu .. ':' .. mc)
@@ -423,13 +475,20 @@ local function match_order(cmd, o)
 
   local remaining = qty
   -- the best makers that cross, two at a time, by score bound (no scores to format: the
-  -- maker's price is in its record)
-  local bound = no_limit and '+inf' or int(is_buy and price or -price)
+  -- maker's price is in its record); none to read when the book is known to hold nothing
+  -- up to the bound
+  local bound_score = no_limit and math.huge or (is_buy and price or -price)
+  local bound = no_limit and '+inf' or int(bound_score)
   local window, wi = {}, 1
   while remaining > 0 do
     if wi > #window then
-      window, wi = redis.call('ZRANGE', book, '-inf', bound, 'BYSCORE', 'LIMIT', 0, 2), 1
-      if #window == 0 then break end
+      local known = empty_upto[book]
+      if known and bound_score <= known then break end
+      window, wi = redis.call('ZRANGE', book, '-inf', bound, 'BYSCORE', 'LIMIT', '0', '2'), 1
+      if #window == 0 then
+        if not known or bound_score > known then empty_upto[book] = bound_score end
+        break
+      end
     end
     local member = window[wi]
     local mu, mc = parse_member(member)
@@ -472,7 +531,10 @@ local function match_order(cmd, o)
     finish(o, 'EXP', 'EXPIRES_AT')
   else
     local member = book_member(o)
-    redis.call('ZADD', is_buy and K_BIDS or K_ASKS, is_buy and -price or price, member)
+    local rest_book, score = is_buy and K_BIDS or K_ASKS, is_buy and -price or price
+    redis.call('ZADD', rest_book, int(score), member)
+    local known = empty_upto[rest_book]
+    if known and score <= known then empty_upto[rest_book] = score - 1 end
     if expires_at > 0 then redis.call('ZADD', K_EXP, expires_at, (is_buy and 'B' or 'S') .. member) end
     redis.call('SADD', uprefix .. user, cid)
     level_add(is_buy, price, remaining)
@@ -499,13 +561,13 @@ local function process_order(cmd)
   touch(o)
   match_order(cmd, o)
   o.incoming = nil
-  redis.call('HSET', okey, 'clientOrderId', cid, 'userId', user, 'market', market,
-    'side', o.side, 'type', o.type, 'timeInForce', o.timeInForce, 'reduceOnly', o.reduceOnly,
-    'expiresAt', o.expiresAt, 'price', int(o.price), 'qty', int(o.qty),
-    'filled', int(o.filled), 'status', o.status, 'reason', o.reason, 'ts', o.ts,
-    'updatedTs', int(now), 'aseq', o.aseq, 'reserved', int(tonumber(cmd.reserved) or 0))
-  if cmd.liquidation == true then redis.call('HSET', okey, 'liquidation', '1') end
-  return true
+  redis.call('HSET', okey, 'd', o.side .. '|' .. o.type .. '|' .. o.timeInForce .. '|' ..
+    o.reduceOnly .. '|' .. o.expiresAt .. '|' .. int(o.price) .. '|' .. o.ts .. '|' .. o.aseq ..
+    '|' .. int(tonumber(cmd.reserved) or 0) .. '|' .. (cmd.liquidation == true and '1' or '0') ..
+    '|' .. market .. '|' .. user .. '|' .. cid,
+    'qty', int(o.qty), 'filled', int(o.filled), 'status', o.status, 'reason', o.reason,
+    'updatedTs', int(now))
+  return o
 end
 
 local function open_order(o)
@@ -591,14 +653,14 @@ end
 local applied = 0
 for _, entry in ipairs(entries) do
   local id, raw = entry[1], entry[2]
-  if id_after(id, last) then
+  local id_ms, id_sq = id_parts(id)
+  if last_ms == nil or id_ms > last_ms or (id_ms == last_ms and id_sq > last_sq) then
     local ok, cmd = pcall(cjson.decode, raw)
     if ok and type(cmd) == 'table' then
       local op = cmd.op
       if op == 'order' then
-        if process_order(cmd) then
-          reply(cmd, '{"status":"' .. cache[oprefix .. cmd.user .. ':' .. cmd.cid].status .. '"}')
-        end
+        local o = process_order(cmd)
+        if o and cmd.reply then reply(cmd, '{"status":"' .. o.status .. '"}') end
       elseif op == 'cancel' then
         process_cancel(cmd)
       elseif op == 'cancel_all' then
@@ -609,7 +671,7 @@ for _, entry in ipairs(entries) do
       flush()
       applied = applied + 1
     end
-    last = id
+    last, last_ms, last_sq = id, id_ms, id_sq
   end
 end
 
@@ -691,10 +753,48 @@ end
 write_levels(K_LB)
 write_levels(K_LA)
 
+for i = 1, #event_args, 2 * EVENTS_PER_ENTRY do
+  redis.call('XADD', K_EVENTS, '*', unpack(event_args, i,
+    math.min(i + 2 * EVENTS_PER_ENTRY - 1, #event_args)))
+end
+
+-- Runs of texts[i..j] of at most CHUNK_BYTES joined, in order: send(j, joined) for each. A
+-- join up to the Lua buffer's size (8 KB) makes one string; a longer one makes a tower of
+-- intermediate strings, each of whose bytes this Lua hashes again.
+local CHUNK_BYTES = 7000
+local function in_chunks(texts, send)
+  local i, n = 1, #texts
+  while i <= n do
+    local j, size = i, #texts[i]
+    while j < n and size + #texts[j + 1] < CHUNK_BYTES do
+      j = j + 1
+      size = size + #texts[j] + 1
+    end
+    send(j, i == j and texts[i] or table.concat(texts, ',', i, j), i == j)
+    i = j + 1
+  end
+end
+
+-- depth: the call's seqs, as few publications as the chunks allow; a publication with
+-- several seqs is a batch the broadcaster splits back into one update per seq
+-- (common.events.depth_updates); a lone seq goes out as its own message
+local first_seq = seq - #depth_texts + 1
+in_chunks(depth_texts, function(j, joined, single)
+  if single then
+    redis.call(publish, chprefix .. 'depth:' .. market, joined)
+  else
+    redis.call(publish, chprefix .. 'depth:' .. market,
+      '{"seq":' .. int(first_seq + j - 1) .. ',"batch":[' .. joined .. ']}')
+  end
+end)
+-- trade: every trade of the call, in order; seq = the last trade's of each publication
 if #unit_trades > 0 then
   redis.call('XTRIM', K_TRADES, 'MAXLEN', '~', trades_maxlen)
-  redis.call(publish, chprefix .. 'trade:' .. market,
-    '{"seq":' .. int(tseq) .. ',"data":[' .. table.concat(unit_trades, ',') .. ']}')
+  local first_tseq = tseq - #unit_trades + 1
+  in_chunks(unit_trades, function(j, joined)
+    redis.call(publish, chprefix .. 'trade:' .. market,
+      '{"seq":' .. int(first_tseq + j - 1) .. ',"data":[' .. joined .. ']}')
+  end)
 end
 
 local out = {'seq', int(seq), 'tseq', int(tseq), 'eseq', int(eseq), 'aseq', int(aseq)}

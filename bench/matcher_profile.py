@@ -1,0 +1,144 @@
+"""Instructions and Redis commands per order inside match.lua, independent of the machine's load.
+
+Starts ``redis-server`` under callgrind (collecting only inside ``evalShaCommand``), feeds the
+first ``--orders`` orders of ``../shared/data/bench/stream-200k.csv`` (the bench's market and
+commands, bench/matcher.py) through the real consumer (services/matcher/consumer.py, batches of
+500) and collects the Lua garbage they left (in one more EVALSHA, so it counts), then reads
+the instructions retired in the script calls (callgrind_annotate) and the
+commands the scripts ran (INFO commandstats), and divides both by the orders.
+
+    .venv/bin/python bench/matcher_profile.py                 # 2,000 orders, about a minute
+    .venv/bin/python bench/matcher_profile.py --no-valgrind   # commands per order only, fast
+
+Results go to bench/results/matcher_profile.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+
+from matcher import MARKET, MARKETS_YAML, command, load_stream  # noqa: E402
+
+from common import keys  # noqa: E402
+from common.markets import load_markets  # noqa: E402
+from services.matcher.consumer import MarketConsumer, write_market_cfg  # noqa: E402
+
+RESULTS = REPO_ROOT / "bench" / "results" / "matcher_profile.json"
+
+
+def start_redis(socket: Path, workdir: Path, valgrind: bool) -> subprocess.Popen:
+    """A private server on a unix socket (no TCP port another process could hold)."""
+    cmd = ["redis-server", "--port", "0", "--unixsocket", str(socket), "--save", "",
+           "--appendonly", "no", "--dir", str(workdir)]  # fmt: skip
+    if valgrind:
+        cmd = ["valgrind", "--tool=callgrind", "--toggle-collect=evalShaCommand",
+               f"--callgrind-out-file={workdir / 'callgrind.out'}", *cmd]  # fmt: skip
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(unix_socket_path=str(socket), decode_responses=True)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            client.ping()
+            return process
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise SystemExit("redis-server did not start") from None
+            time.sleep(0.2)
+
+
+def command_counts(client: redis.Redis) -> dict[str, int]:
+    stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--orders", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=500, help="orders per script call")
+    parser.add_argument("--no-valgrind", action="store_true")
+    args = parser.parse_args()
+    valgrind = not args.no_valgrind and shutil.which("valgrind") is not None
+    workdir = Path(tempfile.mkdtemp(prefix="dex-matcher-profile-"))
+    markets_file = workdir / "markets.yaml"
+    markets_file.write_text(MARKETS_YAML)
+    sock = workdir / "redis.sock"
+    server = start_redis(sock, workdir, valgrind)
+    client = redis.Redis(unix_socket_path=str(sock), decode_responses=True)
+    try:
+        market = load_markets(markets_file).markets[MARKET]
+        write_market_cfg(client, market)
+        orders = load_stream(args.orders)
+        with client.pipeline(transaction=False) as pipe:
+            for order in orders:
+                pipe.xadd(keys.market_in(MARKET), {"c": command(*order)})
+            pipe.execute()
+        consumer = MarketConsumer(
+            client, MARKET, "profile", lambda _m: None, batch_size=args.batch, lease_ms=600_000
+        )
+        consumer.ensure_group()
+        if not consumer.acquire():
+            raise SystemExit("could not take the market lease")
+        before = command_counts(client)
+        handled = 0
+        while handled < len(orders):
+            handled += consumer.poll(block_ms=10)
+        # Lua garbage the calls left behind is collected in a later call: collect it now,
+        # inside an EVALSHA too, so the instructions count it whatever the script's GC policy.
+        client.evalsha(client.script_load("collectgarbage('collect') return 0"), 0)
+        after = command_counts(client)
+        consumer.release()
+    finally:
+        with contextlib.suppress(redis.ConnectionError):
+            client.shutdown(nosave=True)
+        server.wait(timeout=300)
+    evalsha = after.get("evalsha", 0) - before.get("evalsha", 0)
+    inside = {
+        name: after[name] - before.get(name, 0)
+        for name in after
+        if after[name] - before.get(name, 0) > 0 and name not in ("evalsha", "script|load")
+    }
+    # the consumer's own commands outside the script: lease renewals, reads when idle
+    for name in ("eval", "evalsha", "xread", "xinfo|consumers", "info", "script|load"):
+        inside.pop(name, None)
+    n = len(orders)
+    result: dict = {
+        "orders": n,
+        "batch": args.batch,
+        "scriptCalls": evalsha,
+        "commandsPerOrder": round(sum(inside.values()) / n, 2),
+        "commands": {k: round(v / n, 3) for k, v in sorted(inside.items(), key=lambda i: -i[1])},
+    }
+    if valgrind:
+        out = subprocess.run(
+            ["callgrind_annotate", "--inclusive=yes", str(workdir / "callgrind.out")],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        total = re.search(r"^([\d,]+).*PROGRAM TOTALS", out, re.M)
+        if total is None:
+            raise SystemExit("callgrind_annotate printed no total")
+        instructions = int(total.group(1).replace(",", ""))
+        result["instructions"] = instructions
+        result["instructionsPerOrder"] = round(instructions / n)
+        result["callgrindOut"] = str(workdir / "callgrind.out")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

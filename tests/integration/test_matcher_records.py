@@ -1,0 +1,97 @@
+"""Order records: the matcher writes the packed shape and still matches, cancels and reports
+records written in the earlier flat shape (resting orders from before an upgrade)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from common import keys
+from common.audit import audit
+from common.events import events_of
+from common.markets import load_markets
+from common.order_reads import order_view
+from common.settings import DEFAULT_MARKETS_FILE
+from services.matcher.consumer import MarketConsumer, write_market_cfg
+
+pytestmark = pytest.mark.integration
+
+M = "BTC-USDC"
+MAKER, TAKER = "0x" + "a" * 40, "0x" + "b" * 40
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield connection
+    connection.close()
+
+
+def flat_resting_order(client: redis.Redis, cid: str, price: int, qty: int, aseq: int) -> None:
+    """A resting SELL as the previous matcher version stored it (every field flat)."""
+    client.hset(
+        keys.market_order(M, MAKER, cid),
+        mapping={
+            "clientOrderId": cid, "userId": MAKER, "market": M, "side": "SELL", "type": "LIMIT",
+            "timeInForce": "GTC", "reduceOnly": "0", "expiresAt": "0", "price": price,
+            "qty": qty, "filled": 0, "status": "NEW", "reason": "", "ts": 5, "updatedTs": 6,
+            "aseq": aseq, "reserved": 0,
+        },
+    )  # fmt: skip
+    client.zadd(keys.book_asks(M), {f"{aseq:016d}|{MAKER}|{cid}": price})
+    client.hincrby(keys.levels_asks(M), str(price), qty)
+    client.sadd(keys.market_user_open(M, MAKER), cid)
+    client.hset(keys.market_state(M), mapping={"aseq": aseq, "status": "OPEN"})
+
+
+def run(client: redis.Redis, *commands: dict[str, Any]) -> None:
+    for command in commands:
+        client.xadd(keys.market_in(M), {"c": orjson.dumps(command).decode()})
+    consumer = MarketConsumer(client, M, "records", lambda _m: None, lease_ms=60_000)
+    consumer.ensure_group()
+    assert consumer.acquire()
+    handled = 0
+    while handled < len(commands):
+        handled += consumer.poll(block_ms=10)
+    consumer.release()
+
+
+def test_flat_records_match_and_cancel_beside_packed_ones(client: redis.Redis) -> None:
+    markets = load_markets(DEFAULT_MARKETS_FILE)
+    write_market_cfg(client, markets.markets[M])
+    flat_resting_order(client, "old1", 3_000_000, 1_000, 1)
+    flat_resting_order(client, "old2", 3_000_100, 1_000, 2)
+    taker = {
+        "op": "order", "user": TAKER, "cid": "new|1", "side": "BUY", "type": "LIMIT",
+        "price": 3_000_000, "qty": 1_500, "tif": "GTC", "reduceOnly": False, "expiresAt": 0,
+        "ts": 9, "reserved": 0, "acceptedAt": 9,
+    }  # fmt: skip
+    run(client, taker, {"op": "cancel", "user": MAKER, "cid": "old2", "ts": 10})
+    old1 = order_view(client.hgetall(keys.market_order(M, MAKER, "old1")))
+    old2 = order_view(client.hgetall(keys.market_order(M, MAKER, "old2")))
+    new = order_view(client.hgetall(keys.market_order(M, TAKER, "new|1")))
+    assert (old1["status"], old1["filled"], old1["price"], old1["ts"]) == (
+        "FILLED", 1_000, 3_000_000, 5
+    )  # fmt: skip
+    assert (old2["status"], old2["reason"], old2["filled"]) == ("CXL", "USER", 0)
+    assert "d" in client.hgetall(keys.market_order(M, TAKER, "new|1"))
+    assert {k: new[k] for k in ("clientOrderId", "userId", "market", "side", "status")} == {
+        "clientOrderId": "new|1", "userId": TAKER, "market": M, "side": "BUY", "status": "PARTIAL"
+    }  # fmt: skip
+    assert (new["price"], new["qty"], new["filled"], new["ts"]) == (3_000_000, 1_500, 1_000, 9)
+    # the auditor finds the resting packed taker in the book (aseq, side, user, id from "d")
+    resting = audit(client, markets)["invariants"]["ordersFinalOrResting"]
+    assert resting["ok"], resting
+    # the packed taker rests and is found by a later cancel, which reads it back
+    run(client, {"op": "cancel", "user": TAKER, "cid": "new|1", "ts": 11})
+    new = order_view(client.hgetall(keys.market_order(M, TAKER, "new|1")))
+    assert (new["status"], new["reason"], new["filled"]) == ("CXL", "USER", 1_000)
+    events = [e for _, f in client.xrange(keys.market_events(M)) for e in events_of(f)]
+    assert [(e["k"], e.get("cid")) for e in events] == [
+        ("fill", None), ("done", "old1"), ("done", "old2"), ("done", "new|1")
+    ]  # fmt: skip
+    assert client.hgetall(keys.levels_asks(M)) == {} and client.hgetall(keys.levels_bids(M)) == {}
