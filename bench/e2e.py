@@ -47,6 +47,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from common import keys  # noqa: E402
 from common.eip712 import Verifier  # noqa: E402
+from common.events import events_of  # noqa: E402
 
 RESULTS = REPO_ROOT / "bench" / "results" / "e2e.json"
 ADMIN_TOKEN = "bench-admin-token"
@@ -374,13 +375,15 @@ def backlog(client: redis.Redis) -> dict[str, int]:
         with contextlib.suppress(redis.ResponseError):
             for group in client.xinfo_groups(keys.market_in(market)):
                 result["matcher"] += int(group.get("lag") or 0)
-        last = client.xrevrange(keys.market_events(market), count=1)
         settled = client.get(keys.market_settled(market)) or "0-0"
-        if last:
-            result["settler"] += len(
-                client.xrange(keys.market_events(market), min=f"({settled}", count=100_000)
-            )
+        unsettled = client.xrange(keys.market_events(market), min=f"({settled}", count=100_000)
+        result["settler"] += sum(len(events_of(fields)) for _, fields in unsettled)
     return result
+
+
+def events_written(client: redis.Redis) -> int:
+    """Settlement events the matcher has written in every market (its ``eseq`` counters)."""
+    return sum(int(client.hget(keys.market_state(m), "eseq") or 0) for m in MARKETS)
 
 
 class ProcessMeter:
@@ -500,7 +503,7 @@ async def run_at(
     orders = plan_orders(traders, int(rate * seconds), rng, verifier)
     store = redis.Redis.from_url(system.redis_url, decode_responses=True)
     meter = ProcessMeter(store, system.process.pid if system.process else None)
-    events0 = sum(store.xlen(keys.market_events(m)) for m in MARKETS)
+    events0 = events_written(store)
     backlog0 = backlog(store)
     run = Run()
     stop = asyncio.Event()
@@ -518,7 +521,7 @@ async def run_at(
     await asyncio.sleep(2)  # let the tail of trades and settlements arrive
     stop.set()
     await asyncio.gather(watcher, sampler, return_exceptions=True)
-    events1 = sum(store.xlen(keys.market_events(m)) for m in MARKETS)
+    events1 = events_written(store)
     return {
         "target_rate": rate,
         "seconds": round(elapsed, 2),
