@@ -11,7 +11,7 @@ from services.broadcaster.wire import FrameProtocol
 def main() -> None:
     settings = BroadcasterSettings()
     uvicorn.run(
-        "services.broadcaster.app:create_app",
+        "services.broadcaster.app:create_server_app",
         factory=True,
         host=settings.broadcaster_host,
         port=settings.broadcaster_port,

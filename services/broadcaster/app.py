@@ -28,6 +28,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from common import pubsub
+from common.heap import freeze_startup_heap
 from common.markets import load_markets
 from common.redis_client import connect_async
 from common.settings import DexSettings
@@ -263,3 +264,11 @@ def create_app(settings: DexSettings | None = None) -> Starlette:
     )
     app.state.broadcaster = broadcaster
     return app
+
+
+def create_server_app() -> Starlette:
+    """The app uvicorn serves: :func:`create_app` with the start-up heap frozen."""
+    app = create_app()
+    freeze_startup_heap()
+    return app
+

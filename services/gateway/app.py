@@ -20,6 +20,7 @@ from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import Response
 
 from common import eip712
+from common.heap import freeze_startup_heap
 from common.settings import DexSettings, get_settings
 from services.gateway import (
     accounts,
@@ -326,7 +327,9 @@ def create_server_app() -> Any:
     middleware that answers ``POST /v1/orders`` before the framework's layers (every other
     request passes straight through to the app, whose own middleware handles it)."""
     app = create_app()
-    return GatewayMiddleware(app, gateway=app.state.gateway, orders_only=True)
+    server_app = GatewayMiddleware(app, gateway=app.state.gateway, orders_only=True)
+    freeze_startup_heap()
+    return server_app
 
 
 def _no_framework_telemetry() -> dict[str, Any]:

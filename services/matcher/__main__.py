@@ -15,6 +15,7 @@ import threading
 from typing import Any
 
 from common import keys
+from common.heap import freeze_startup_heap
 from common.markets import load_markets
 from common.redis_client import connect, wait_for_redis
 from common.settings import get_settings
@@ -152,6 +153,7 @@ def main() -> None:
     for name in owned:
         write_market_cfg(client, markets.markets[name])
     stop = threading.Event()
+    freeze_startup_heap()
     trigger = make_settle_trigger(client, stop)
     # A name per process: a successor claims what this one left pending (XAUTOCLAIM).
     consumer_name = f"{socket.gethostname()}:{os.getpid()}"
