@@ -164,9 +164,11 @@ class PlannedOrder:
 
 
 def plan_orders(
-    traders: list[Trader], total: int, rng: random.Random, verifier: Verifier
+    traders: list[Trader], total: int, rng: random.Random, verifier: Verifier, rate: float
 ) -> list[PlannedOrder]:
-    """Limit orders around a fixed mid, about half of them crossing, across the markets."""
+    """Limit orders around a fixed mid, about half of them crossing, across the markets.
+    Each is signed with ``ts`` at its planned send time, as a client signing just before it
+    sends would (a run longer than the signature window would otherwise turn STALE_TS)."""
     planned = []
     now = int(time.time() * 1000)
     markets = list(MARKETS)
@@ -186,7 +188,7 @@ def plan_orders(
             "price": price,
             "qty": rng.randint(1, 5),
             "product": MARKETS[market],
-            "ts": now,
+            "ts": now + int(index * 1000 / rate),
         }
         message["sig"] = sign_fast(verifier, trader.key, "Order", message)
         planned.append(PlannedOrder(message, market, trader.address.lower(), cid))
@@ -506,7 +508,7 @@ async def run_at(
                     headers=headers,
                 )
                 response.raise_for_status()
-    orders = plan_orders(traders, int(rate * seconds), rng, verifier)
+    orders = plan_orders(traders, int(rate * seconds), rng, verifier, rate)
     store = redis.Redis.from_url(system.redis_url, decode_responses=True)
     meter = ProcessMeter(store, system.process.pid if system.process else None)
     events0 = events_written(store)
