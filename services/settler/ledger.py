@@ -10,6 +10,7 @@ events whose account effects are already applied, and skips them.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections import OrderedDict
 from pathlib import Path
@@ -32,6 +33,7 @@ FIRST_READ_ENTRIES = 16  # entries read first, to learn how many events an entry
 READ_ENTRIES = 1000  # at most this many entries per read
 LOCK_TTL_MS = 15_000  # renewed after every batch; lapses soon after a killed worker
 TERMS_CACHE = 200_000
+HOLD_S = 5.0  # longest one task keeps settling a market while requests keep arriving
 
 
 class Ledger:
@@ -42,26 +44,43 @@ class Ledger:
         self.scripts = ScriptSet(client, LUA_DIR)
         self._terms: OrderedDict[tuple[str, str], OrderTerms] = OrderedDict()
 
-    def settle_market(self, market: Market, max_batches: int = 100) -> int:
-        """Apply every unsettled event of ``market``; return how many events were settled."""
+    def settle_market(
+        self, market: Market, max_batches: int = 100, max_seconds: float = HOLD_S
+    ) -> int:
+        """Apply every unsettled event of ``market``; return how many events were settled.
+
+        One worker settles a market at a time (a lock). A settle request that finds the lock
+        taken returns at once and leaves its "queued" flag set; the holder looks at the flag
+        after releasing the lock and goes round again while requests keep arriving (for at
+        most ``max_seconds``), so events written during a run are settled at once instead of
+        waiting for the next sweep.
+        """
         symbol = market.symbol
-        lock_key = keys.market_settle_queued(symbol) + ":lock"
-        token = uuid.uuid4().hex
-        if not self.client.set(lock_key, token, nx=True, px=LOCK_TTL_MS):
-            return 0  # another worker is settling this market right now
-        try:
-            self.client.delete(keys.market_settle_queued(symbol))
-            settled = 0
-            for _ in range(max_batches):
-                done = self._settle_batch(market)
-                settled += done
-                if done < self.batch:
-                    break
-                self.client.pexpire(lock_key, LOCK_TTL_MS)
-            return settled
-        finally:
-            if self.client.get(lock_key) == token:
-                self.client.delete(lock_key)
+        queued_key = keys.market_settle_queued(symbol)
+        lock_key = queued_key + ":lock"
+        deadline = time.monotonic() + max_seconds
+        settled = 0
+        while True:
+            token = uuid.uuid4().hex
+            if not self.client.set(lock_key, token, nx=True, px=LOCK_TTL_MS):
+                return settled  # the holder will see the queued flag
+            try:
+                self.client.delete(queued_key)
+                for _ in range(max_batches):
+                    done = self._settle_batch(market)
+                    settled += done
+                    if done < self.batch:
+                        break
+                    self.client.pexpire(lock_key, LOCK_TTL_MS)
+            finally:
+                if self.client.get(lock_key) == token:
+                    self.client.delete(lock_key)
+            if not self.client.exists(queued_key):
+                return settled
+            if time.monotonic() > deadline:
+                # let the matcher's next trigger send a fresh task (the sweep covers a lull)
+                self.client.delete(queued_key)
+                return settled
 
     def _settle_batch(self, market: Market) -> int:
         symbol = market.symbol

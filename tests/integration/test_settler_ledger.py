@@ -20,7 +20,7 @@ from support.market_driver import MarketDriver
 
 from common import keys
 from common.audit import audit
-from common.events import dumps, loads
+from common.events import dumps, events_of, loads
 from common.markets import MarketSet, load_markets
 from services.settler.ledger import Ledger
 
@@ -384,3 +384,40 @@ def drive_last_eseq(client: Any) -> int:
         if event["k"] == "fill":
             return int(event["eseq"])
     raise AssertionError("no fill event")
+
+
+def test_a_settle_request_that_finds_the_market_busy_is_served_by_the_holder(
+    client: Any, markets: MarketSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events written while one worker settles, whose settle request meets that worker's lock,
+    are settled by the holder before it returns (not left for the sweep)."""
+    market = markets.markets["BTC-USDC"]
+    drive, holder, other = MarketDriver(client, market), Ledger(client), Ledger(client)
+    drive.deposit(A, "USDC", 100_000_000)
+    drive.deposit(B, "BTC", 10**8)
+    drive.order(B, "s1", "SELL", 3_000_000, 2)
+    drive.order(A, "b1", "BUY", 3_000_000, 1)
+    drive.fill((A, "b1"), (B, "s1"), 3_000_000, 1, taker="BUY")
+    real_batch = Ledger._settle_batch
+    busy_answers = []
+
+    def batch_then_more_arrive(self: Ledger, spec: Any) -> int:
+        done = real_batch(self, spec)
+        if self is holder and not busy_answers:
+            drive.order(A, "b2", "BUY", 3_000_000, 1)
+            drive.fill((A, "b2"), (B, "s1"), 3_000_000, 1, taker="BUY")
+            client.set(keys.market_settle_queued(market.symbol), "1")  # the matcher's trigger
+            busy_answers.append(other.settle_market(market))  # its task meets the lock
+        return done
+
+    monkeypatch.setattr(Ledger, "_settle_batch", batch_then_more_arrive)
+    settled = holder.settle_market(market)
+    assert busy_answers == [0]
+    assert settled == drive_event_count(client) and holder.is_settled(market.symbol)
+    assert bal(client, A, "BTC") == (20_000, 0)
+    assert client.exists(keys.market_settle_queued(market.symbol)) == 0
+    assert_audit_ok(client, markets)
+
+
+def drive_event_count(client: Any) -> int:
+    return sum(len(events_of(f)) for _, f in client.xrange(keys.market_events("BTC-USDC")))
