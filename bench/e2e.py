@@ -178,7 +178,7 @@ def plan_orders(
         side = rng.choice(("BUY", "SELL"))
         offset = rng.randint(-2, 2)
         price = MID + (offset if side == "BUY" else -offset)
-        cid = f"e2e-{index}-{rng.getrandbits(32):08x}"
+        cid = f"e2e-{int(rate)}-{index}-{rng.getrandbits(32):08x}"  # unique per --max step
         message = {
             "clientOrderId": cid,
             "userId": trader.address,
