@@ -172,28 +172,44 @@ def _reference(size: int, entry: int, delta: int, price: int) -> tuple[int, int,
     return size, entry, pnl
 
 
+def trade_randomly(
+    drive: MarketDriver,
+    rng: random.Random,
+    users: list[str],
+    count: int,
+    every_40: Any = None,
+    any_taker: bool = False,
+) -> dict[str, tuple[int, int, int]]:
+    """``count`` random fills between funded ``users`` on the driver's PERP market; returns
+    the reference model's (size, entry, realized PnL) per user. ``every_40`` runs after every
+    40th fill (e.g. a settlement run)."""
+    for user in users:
+        drive.deposit(user, "USDC", 10**13)
+    model = {u: (0, 0, 0) for u in users}
+    for i in range(count):
+        buyer, seller = rng.sample(users, 2)
+        price, qty = rng.randint(2_500_000, 3_500_000), rng.randint(1, 3_000)
+        drive.order(seller, f"s{i}", "SELL", price, qty)
+        drive.order(buyer, f"b{i}", "BUY", price, qty)
+        taker = rng.choice(["BUY", "SELL"]) if any_taker else "BUY"
+        drive.fill((buyer, f"b{i}"), (seller, f"s{i}"), price, qty, taker=taker)
+        for user, delta in ((buyer, qty), (seller, -qty)):
+            size, entry, rpnl = model[user]
+            size, entry, pnl = _reference(size, entry, delta, price)
+            model[user] = (size, entry, rpnl + pnl)
+        if every_40 is not None and i % 40 == 39:
+            every_40()
+    return model
+
+
 def test_random_fills_match_the_reference_and_conserve(client: Any, markets: MarketSet) -> None:
     rng = random.Random(20261201)
     market = markets.markets["BTC-PERP"]
     drive, ledger = MarketDriver(client, market), Ledger(client)
     users = [A, B, "0x" + "c" * 40]
-    for user in users:
-        drive.deposit(user, "USDC", 10**13)
-    model = {u: (0, 0, 0) for u in users}
-    for i in range(150):
-        buyer, seller = rng.sample(users, 2)
-        price, qty = rng.randint(2_500_000, 3_500_000), rng.randint(1, 3_000)
-        drive.order(seller, f"s{i}", "SELL", price, qty)
-        drive.order(buyer, f"b{i}", "BUY", price, qty)
-        drive.fill(
-            (buyer, f"b{i}"), (seller, f"s{i}"), price, qty, taker=rng.choice(["BUY", "SELL"])
-        )
-        for user, delta in ((buyer, qty), (seller, -qty)):
-            size, entry, rpnl = model[user]
-            size, entry, pnl = _reference(size, entry, delta, price)
-            model[user] = (size, entry, rpnl + pnl)
-        if i % 40 == 39:
-            ledger.settle_market(market)
+    model = trade_randomly(
+        drive, rng, users, 150, every_40=lambda: ledger.settle_market(market), any_taker=True
+    )
     ledger.settle_market(market)
     for user in users:
         assert tuple(pos(client, user, "BTC-PERP").values()) == model[user]
@@ -291,19 +307,7 @@ def test_batched_and_single_event_entries_settle_once_with_batches_counted_in_ev
     market = markets.markets["BTC-PERP"]
     drive = MarketDriver(client, market)
     users = [A, B, "0x" + "c" * 40]
-    for user in users:
-        drive.deposit(user, "USDC", 10**13)
-    model = {u: (0, 0, 0) for u in users}
-    for i in range(60):
-        buyer, seller = rng.sample(users, 2)
-        price, qty = rng.randint(2_500_000, 3_500_000), rng.randint(1, 3_000)
-        drive.order(seller, f"s{i}", "SELL", price, qty)
-        drive.order(buyer, f"b{i}", "BUY", price, qty)
-        drive.fill((buyer, f"b{i}"), (seller, f"s{i}"), price, qty)
-        for user, delta in ((buyer, qty), (seller, -qty)):
-            size, entry, rpnl = model[user]
-            size, entry, pnl = _reference(size, entry, delta, price)
-            model[user] = (size, entry, rpnl + pnl)
+    model = trade_randomly(drive, rng, users, 60)
     sizes = _regroup_events(client, "BTC-PERP", rng)
     assert max(sizes) > 1 and min(sizes) == 1
     total = sum(sizes)
