@@ -33,7 +33,10 @@ FIRST_READ_ENTRIES = 16  # entries read first, to learn how many events an entry
 READ_ENTRIES = 1000  # at most this many entries per read
 LOCK_TTL_MS = 15_000  # renewed after every batch; lapses soon after a killed worker
 TERMS_CACHE = 200_000
-HOLD_S = 5.0  # longest one task keeps settling a market while requests keep arriving
+HOLD_S = 0.5
+"""Longest one task keeps settling a market while requests keep arriving: then it returns, so
+a worker process is not held by one busy market while others wait (the next request starts a
+new task)."""
 ROUND_PAUSE_S = 0.05
 """Pause before going round again: a round has a fixed cost (cursor, reads, pipeline, account
 notices) that a few events each would multiply; 50 ms gathers a useful batch at any rate."""
