@@ -48,6 +48,22 @@ class TopicSinks:
     def subscribed(self, topic: str) -> bool:
         return topic in self.sinks
 
+    async def add(self, topic: str, sink: Sink) -> None:
+        """Register ``sink`` for ``topic``; return once the topic's subscription is live."""
+        sinks = self.sinks.get(topic)
+        if sinks is None:
+            sinks = self.sinks[topic] = set()
+            ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._ready[topic] = ready
+            self._expect_confirmation(topic, ready)
+            self._commands.put_nowait(("subscribe", topic))
+        sinks.add(sink)
+        await asyncio.wait_for(asyncio.shield(self._ready[topic]), SUBSCRIBE_TIMEOUT_S)
+
+    def _expect_confirmation(self, topic: str, ready: asyncio.Future[None]) -> None:
+        """Arrange for ``ready`` to be resolved when Redis confirms ``topic``'s subscription."""
+        raise NotImplementedError
+
     def remove(self, topic: str, sink: Sink) -> None:
         sinks = self.sinks.get(topic)
         if sinks is None:
@@ -112,17 +128,9 @@ class Hub(TopicSinks):
         with contextlib.suppress(Exception):
             await self.pubsub.aclose()
 
-    async def add(self, topic: str, sink: Sink) -> None:
-        """Register ``sink`` for ``topic``; return once the channel's subscription is live."""
-        sinks = self.sinks.get(topic)
-        if sinks is None:
-            sinks = self.sinks[topic] = set()
-            ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._ready[topic] = ready
-            self._confirmations.setdefault(topic, deque()).append(ready)
-            self._commands.put_nowait(("subscribe", topic))
-        sinks.add(sink)
-        await asyncio.wait_for(asyncio.shield(self._ready[topic]), SUBSCRIBE_TIMEOUT_S)
+    def _expect_confirmation(self, topic: str, ready: asyncio.Future[None]) -> None:
+        # one SUBSCRIBE confirmation per channel, in command order
+        self._confirmations.setdefault(topic, deque()).append(ready)
 
     async def _writer(self) -> None:
         while True:

@@ -34,9 +34,7 @@ from common import keys
 from common.events import loads
 from services.broadcaster.hub import (
     KEEPALIVE_TOPIC,
-    SUBSCRIBE_TIMEOUT_S,
     Hub,
-    Sink,
     TopicSinks,
 )
 
@@ -139,21 +137,13 @@ class ShardedHub(TopicSinks):
             with contextlib.suppress(Exception):
                 await link.client.aclose()
 
-    async def add(self, topic: str, sink: Sink) -> None:
-        """Register ``sink`` for ``topic``; return once all its shard channels are live."""
-        sinks = self.sinks.get(topic)
-        if sinks is None:
-            sinks = self.sinks[topic] = set()
-            ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._ready[topic] = ready
-            # Confirmations come back in command order, so each add waits for its own.
-            channels = self.channels(topic)
-            waiter = _Waiter(ready, len(channels))
-            for channel in channels:
-                self._waiting.setdefault(channel, deque()).append(waiter)
-            self._commands.put_nowait(("subscribe", topic))
-        sinks.add(sink)
-        await asyncio.wait_for(asyncio.shield(self._ready[topic]), SUBSCRIBE_TIMEOUT_S)
+    def _expect_confirmation(self, topic: str, ready: asyncio.Future[None]) -> None:
+        # ``ready`` resolves once every shard channel of the topic is confirmed; confirmations
+        # come back in command order, so each add waits for its own.
+        channels = self.channels(topic)
+        waiter = _Waiter(ready, len(channels))
+        for channel in channels:
+            self._waiting.setdefault(channel, deque()).append(waiter)
 
     # -- commands ------------------------------------------------------------------------
     async def _writer(self) -> None:
