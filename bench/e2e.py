@@ -41,7 +41,6 @@ import orjson
 import psutil
 import redis
 import websockets
-from coincurve import PrivateKey
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -49,6 +48,9 @@ sys.path.insert(0, str(REPO_ROOT))
 from common import keys  # noqa: E402
 from common.eip712 import Verifier  # noqa: E402
 from common.events import events_of  # noqa: E402
+
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+from traders import Trader, make_traders, sign_fast  # noqa: E402
 
 RESULTS = REPO_ROOT / "bench" / "results" / "e2e.json"
 ADMIN_TOKEN = "bench-admin-token"
@@ -132,29 +134,7 @@ def _free_port() -> int:
     return port if port < 55_000 else _free_port()
 
 
-# -- traders and pre-signed orders -----------------------------------------------------------
-@dataclass
-class Trader:
-    key: PrivateKey
-    address: str
-
-
-def make_traders(count: int, rng: random.Random) -> list[Trader]:
-    from eth_account import Account
-
-    traders = []
-    for _ in range(count):
-        secret = rng.randbytes(32)
-        traders.append(Trader(PrivateKey(secret), Account.from_key(secret).address))
-    return traders
-
-
-def sign_fast(verifier: Verifier, key: PrivateKey, primary: str, message: dict[str, Any]) -> str:
-    """Sign a digest directly with coincurve: what a fast client does, same bytes as eth-account."""
-    signature = key.sign_recoverable(verifier.digest(primary, message), hasher=None)
-    return "0x" + signature[:64].hex() + format(signature[64] + 27, "02x")
-
-
+# -- pre-signed orders ----------------------------------------------------------------------
 @dataclass
 class PlannedOrder:
     body: dict[str, Any]

@@ -42,6 +42,9 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from common.eip712 import Verifier  # noqa: E402
 
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+from traders import Trader, make_traders, sign_fast  # noqa: E402
+
 RESULTS = REPO_ROOT / "bench" / "results" / "gateway.json"
 ADMIN_TOKEN = "bench-admin-token"
 CHAIN_ID = 1
@@ -68,25 +71,7 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
 
 
-def sign_fast(verifier: Verifier, key: PrivateKey, primary: str, message: dict[str, Any]) -> str:
-    """Sign the EIP-712 digest with coincurve: the same bytes eth-account would produce."""
-    signature = key.sign_recoverable(verifier.digest(primary, message), hasher=None)
-    return "0x" + signature[:64].hex() + format(signature[64] + 27, "02x")
-
-
-def make_users(count: int, rng: random.Random) -> list[tuple[PrivateKey, str]]:
-    from eth_account import Account
-
-    users = []
-    for _ in range(count):
-        secret = rng.randbytes(32)
-        users.append((PrivateKey(secret), Account.from_key(secret).address))
-    return users
-
-
-def plan(
-    users: list[tuple[PrivateKey, str]], total: int, rng: random.Random, verifier: Verifier
-) -> list[bytes]:
+def plan(users: list[Trader], total: int, rng: random.Random, verifier: Verifier) -> list[bytes]:
     """Limit orders around a mid on a SPOT and a PERP market, OrderV2 every other one."""
     bodies = []
     now = int(time.time() * 1000)
@@ -216,7 +201,7 @@ def main() -> None:
     print(f"signature verification: {verify_us:.1f} µs per order (Verifier.verify)")
 
     rng = random.Random(42)
-    users = make_users(args.users, rng)
+    users = make_traders(args.users, rng)
     print(f"pre-signing {args.warmup + args.orders} orders ...", flush=True)
     bodies = plan(users, args.warmup + args.orders, rng, verifier)
 
