@@ -4,6 +4,7 @@
   has ``.host``, ``.port``, ``.url`` (``redis://127.0.0.1:<port>/0``), ``.url_for_db(n)``.
   Tests that use it are skipped (with the reason) when ``redis-server`` is not installed.
 - ``redis_url`` (function): that server's URL, after a FLUSHALL, so every test starts empty.
+- ``r`` (function): a ``decode_responses`` client on ``redis_url``, closed after the test.
 
 Helpers for tests live in ``tests/support`` (``from support.redis_server import free_port``).
 """
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 _TESTS_DIR = str(Path(__file__).resolve().parent)
 _REPO_ROOT = str(Path(__file__).resolve().parent.parent)
@@ -47,3 +49,10 @@ def redis_url(redis_server: RedisServer) -> str:
         pytest.fail(f"the test redis-server died; log tail:\n{redis_server.log_tail()}")
     redis_server.flushall()
     return redis_server.url
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()

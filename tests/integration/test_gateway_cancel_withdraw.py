@@ -32,13 +32,6 @@ def client(redis_url: str) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def r(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def matcher(redis_url: str) -> Iterator[ReplyingMatcher]:
     with ReplyingMatcher(redis_url, [SPOT, PERP, "BTC-FUT-20270326", "BTC-C-40000-20270326"]) as m:
         yield m

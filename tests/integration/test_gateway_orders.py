@@ -50,13 +50,6 @@ def client(redis_url: str, markets_file: Path) -> Iterator[TestClient]:
         yield running
 
 
-@pytest.fixture
-def r(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    client.close()
-
-
 def deposit(client: TestClient, user: str, asset: str, amount: int) -> None:
     response = client.post(
         "/v1/admin/deposits", json={"userId": user, "asset": asset, "amount": amount}, headers=ADMIN

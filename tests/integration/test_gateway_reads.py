@@ -26,13 +26,6 @@ def client(redis_url: str) -> Iterator[TestClient]:
         yield running
 
 
-@pytest.fixture
-def r(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    client.close()
-
-
 def test_health_info_and_markets(client: TestClient, r: redis.Redis) -> None:
     assert client.get("/v1/health").json() == {"status": "ok"}
     info = client.get("/v1/info").json()
