@@ -79,13 +79,18 @@ local function need(kind, rest, price, qty, mult, bps1, bps2, reserved)
   return nil
 end
 
--- What the fee of a spend must be cut by so that the account can pay it: the reservation and
--- the free balance (total - locked) are all it has for this order.
-local function fee_cut(asset, amount, fee, reserved)
-  if fee <= 0 or amount <= reserved then return 0 end
+-- The account's free balance of asset (total - locked; negative when it owes).
+local function free_of(asset)
   local total = tonumber(redis.call('HGET', bal_key, asset .. ':t') or '0')
   local locked = tonumber(redis.call('HGET', bal_key, asset .. ':l') or '0')
-  local can = reserved + math.max(total - locked, 0)
+  return total - locked
+end
+
+-- What the fee of a spend must be cut by so that the account can pay it: the reservation and
+-- the free balance are all it has for this order.
+local function fee_cut(asset, amount, fee, reserved)
+  if fee <= 0 or amount <= reserved then return 0 end
+  local can = reserved + math.max(free_of(asset), 0)
   if amount <= can then return 0 end
   return math.min(fee, amount - can)
 end
@@ -134,9 +139,7 @@ for _, batch in ipairs(batches) do
         local left = reserved_for(cid)
         if keep ~= nil and left ~= keep and redis.call('HEXISTS', res_key, cid) == 1 then
           if keep > left then
-            local total = tonumber(redis.call('HGET', bal_key, asset .. ':t') or '0')
-            local locked = tonumber(redis.call('HGET', bal_key, asset .. ':l') or '0')
-            keep = left + math.max(math.min(keep - left, total - locked), 0)
+            keep = left + math.max(math.min(keep - left, free_of(asset)), 0)
           end
           if keep ~= left then
             redis.call('HINCRBY', bal_key, asset .. ':l', int(keep - left))
