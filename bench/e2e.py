@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import platform
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -74,10 +75,12 @@ class System:
     ws: str
     redis_url: str
     process: subprocess.Popen[bytes] | None = None
+    redis_dir: Path | None = None  # the private Redis's data, removed on stop
 
     @classmethod
     def spawn(cls, access_log: bool = False) -> System:
         ports = [_free_port() for _ in range(3)]
+        redis_dir = REPO_ROOT / "var" / f"bench-redis-{ports[0]}"
         env = {
             **os.environ,
             "DEX_REDIS_URL": f"redis://127.0.0.1:{ports[0]}/0",
@@ -89,7 +92,7 @@ class System:
             # One JSON line per request, relayed by honcho (Python) line by line, cost ~20 % of
             # the whole system's throughput at 2,000 orders/s: off unless --access-log.
             "DEX_LOG_LEVEL": "INFO" if access_log else "WARNING",
-            "DEX_REDIS_DIR": str(REPO_ROOT / "var" / f"bench-redis-{ports[0]}"),
+            "DEX_REDIS_DIR": str(redis_dir),
         }
         log = open(REPO_ROOT / "var" / "bench-e2e.log", "wb")  # noqa: SIM115 - lives with the run
         process = subprocess.Popen(
@@ -105,6 +108,7 @@ class System:
             ws=f"ws://127.0.0.1:{ports[2]}/ws",
             redis_url=env["DEX_REDIS_URL"],
             process=process,
+            redis_dir=redis_dir,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -125,6 +129,8 @@ class System:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
+        if self.redis_dir is not None:
+            shutil.rmtree(self.redis_dir, ignore_errors=True)
 
 
 def _free_port() -> int:
@@ -406,6 +412,7 @@ class ProcessMeter:
                             group.append(member)
         self.cpu0 = self._cpu()
         self.redis0 = self._redis_cpu()
+        self.commands0 = self._redis_commands()
         self.wall0 = time.perf_counter()
         self.rss_peak: dict[str, int] = {}
 
@@ -424,6 +431,30 @@ class ProcessMeter:
     def _redis_cpu(self) -> float:
         info = self.client.info("cpu")
         return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    def _redis_commands(self) -> dict[str, tuple[int, int]]:
+        """Calls and microseconds per command; a script's commands count in both the script's
+        line and their own."""
+        return {
+            name: (int(stats["calls"]), int(stats["usec"]))
+            for name, stats in self.client.info("commandstats").items()
+        }
+
+    def redis_commands(self, orders: int) -> list[dict[str, Any]]:
+        """The commands that took most of Redis's time since the start, per accepted order."""
+        rows = []
+        for name, (calls, usec) in self._redis_commands().items():
+            calls0, usec0 = self.commands0.get(name, (0, 0))
+            if calls > calls0:
+                rows.append(
+                    {
+                        "command": name.removeprefix("cmdstat_"),
+                        "calls_per_order": round((calls - calls0) / max(orders, 1), 3),
+                        "usec_per_call": round((usec - usec0) / (calls - calls0), 1),
+                        "usec_per_order": round((usec - usec0) / max(orders, 1), 1),
+                    }
+                )
+        return sorted(rows, key=lambda row: -row["usec_per_order"])[:12]
 
     def sample_memory(self) -> None:
         for name, group in self.processes.items():
@@ -524,6 +555,7 @@ async def run_at(
         "backlog_start": backlog0,
         "backlog_end_of_send": backlog_end_of_send,
         "processes": meter.report(),
+        "redis_commands": meter.redis_commands(len(run.accepted_at)),
         "load_generator_cpu_percent": round(100 * run.load_generator_cpu_s / elapsed, 1),
     }
 

@@ -130,6 +130,8 @@ class MarketConsumer:
         self._renewed_at = 0.0
         self._ticked_at = 0.0
         self._idle_reads = 0
+        self._caught_up = False  # the last call read less than a batch: the stream was drained
+        self._last_id = "0"
 
     # -- group and lease -------------------------------------------------------------------
     def ensure_group(self) -> None:
@@ -231,8 +233,17 @@ class MarketConsumer:
             self.apply(entries)
             self.maybe_tick()
             return len(entries)
+        if self._caught_up:
+            # The last call left nothing unread: wait for a new entry (XREAD BLOCK after the
+            # last applied id returns at once if one came meanwhile) instead of calling the
+            # script again for nothing; a timeout brings the next call, which also ticks.
+            self._caught_up = False
+            self.client.xread({keys.market_in(self.market): self._last_id}, count=1, block=block_ms)
+            return 0
         read, last = self._run([], read_count=self.batch_size)
         self._ticked_at = time.monotonic()  # every call also expires orders and ages stats
+        self._last_id = last or "0"
+        self._caught_up = read < self.batch_size
         if read:
             self._idle_reads = 0
             return read
@@ -240,7 +251,6 @@ class MarketConsumer:
         if self._idle_reads > 1:
             # woken but nothing to read (entries delivered elsewhere): don't spin
             time.sleep(0.01)
-        self.client.xread({keys.market_in(self.market): last or "0"}, count=1, block=block_ms)
         return 0
 
     def _ack_deleted(self, response: Any) -> None:
