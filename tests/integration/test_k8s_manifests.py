@@ -111,4 +111,6 @@ def test_single_overlay_runs_redis_with_aof_on_a_volume() -> None:
     )
     args = redis["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--appendonly") + 1] == "yes"
+    assert args[args.index("--save") + 1] == ""  # the AOF is the one copy on disk
+    assert args[args.index("--auto-aof-rewrite-min-size") + 1] == "512mb"
     assert redis["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"

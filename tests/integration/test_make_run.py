@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import redis
 from support.redis_server import (
     RedisServer,
     RedisServerUnavailable,
@@ -185,6 +186,14 @@ def test_run_starts_everything_and_ctrl_c_stops_it_and_its_redis(
     assert redis_ping("127.0.0.1", redis_port), "run.sh did not start a Redis on DEX_REDIS_URL"
     redis_procs = _redis_servers(run.snapshot())
     assert len(redis_procs) == 1, f"expected run.sh to start one redis-server: {redis_procs}"
+    # persistence: the AOF alone, rewritten from 512 MB on (docs/operations.md)
+    started = redis.Redis(port=redis_port, decode_responses=True)
+    assert started.config_get("appendonly") == {"appendonly": "yes"}
+    assert started.config_get("save") == {"save": ""}
+    assert started.config_get("auto-aof-rewrite-min-size") == {
+        "auto-aof-rewrite-min-size": str(512 * 2**20)
+    }
+    started.close()
 
     run.interrupt()
     assert wait_for(lambda: not redis_ping("127.0.0.1", redis_port), 5.0), (
