@@ -56,3 +56,10 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
+
+
+@pytest.fixture
+def client(r: redis.Redis) -> redis.Redis:
+    """``r`` under the name the matcher and settler tests use; the gateway's test modules
+    define their own ``client`` (an HTTP test client), which takes precedence there."""
+    return r

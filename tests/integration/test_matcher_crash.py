@@ -9,7 +9,6 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -107,13 +106,6 @@ def check_exactly_once(client: redis.Redis, items: list[dict[str, Any]]) -> None
         assert members == [f"{o.user}|{o.cid}" for o in reference._side_list(side)]
     pending = client.xpending(keys.market_in(M), keys.MATCHER_GROUP)
     assert pending["pending"] == 0
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield connection
-    connection.close()
 
 
 def _matcher(redis_url: str, markets: str = M) -> Exchange:

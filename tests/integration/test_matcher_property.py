@@ -156,13 +156,6 @@ def run_and_compare(client: redis.Redis, product: str, batches: list[Any]) -> in
     return applied_total
 
 
-@pytest.fixture
-def client(redis_url: str) -> Any:
-    connection = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield connection
-    connection.close()
-
-
 @settings(
     max_examples=EXAMPLES,
     deadline=None,

@@ -5,7 +5,6 @@ carrying the seq of its last trade)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -19,13 +18,6 @@ from services.matcher.consumer import MarketConsumer
 pytestmark = pytest.mark.integration
 
 M = "PUB-SPOT"
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield connection
-    connection.close()
 
 
 def order(user: str, cid: str, side: str, price: int, qty: int) -> dict[str, str]:

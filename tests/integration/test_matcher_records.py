@@ -3,7 +3,6 @@ records written in the earlier flat shape (resting orders from before an upgrade
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -22,13 +21,6 @@ pytestmark = pytest.mark.integration
 
 M = "BTC-USDC"
 MAKER, TAKER = "0x" + "a" * 40, "0x" + "b" * 40
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield connection
-    connection.close()
 
 
 def flat_resting_order(client: redis.Redis, cid: str, price: int, qty: int, aseq: int) -> None:

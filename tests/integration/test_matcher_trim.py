@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import orjson
 import pytest
 import redis
@@ -14,13 +12,6 @@ from services.matcher.consumer import MarketConsumer
 pytestmark = pytest.mark.integration
 
 M = "TRIM-SPOT"
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield connection
-    connection.close()
 
 
 def order(i: int) -> dict[str, str]:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from celery import Celery
 from support.exchange import Exchange
 from support.market_driver import bulk_fills
@@ -23,13 +21,6 @@ pytestmark = pytest.mark.integration
 
 MARKETS = load_markets(Path(__file__).resolve().parents[2] / "deploy" / "markets.yaml")
 USERS = [f"0x{i:040x}" for i in range(1, 25)]
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[Any]:
-    c = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield c
-    c.close()
 
 
 def _cursor_events(client: Any, symbol: str) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +27,6 @@ pytestmark = pytest.mark.integration
 
 MARKETS_FILE = Path(__file__).resolve().parents[2] / "deploy" / "markets.yaml"
 A, B = "0x" + "a" * 40, "0x" + "b" * 40
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[Any]:
-    c = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield c
-    c.close()
 
 
 @pytest.fixture

@@ -5,12 +5,10 @@ from __future__ import annotations
 import http.server
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from common import keys
 from common.events import loads
@@ -23,13 +21,6 @@ pytestmark = pytest.mark.integration
 MARKETS = load_markets(Path(__file__).resolve().parents[2] / "deploy" / "markets.yaml")
 PERP, OPTION, SPOT = "BTC-PERP", "BTC-C-40000-20270326", "BTC-USDC"
 INTERVAL_MS = 3_600_000
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[Any]:
-    c = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield c
-    c.close()
 
 
 def rest(client: Any, symbol: str, side: str, price: int) -> None:

@@ -7,12 +7,10 @@ checks balances and positions to the atomic unit and ends with a clean audit.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import yaml
 from celery import Celery
 from support.exchange import Exchange
@@ -29,13 +27,6 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 A, B, C = ("0x" + ch * 40 for ch in "abc")
 PAST = 1_600_000_000_000
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[Any]:
-    c = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield c
-    c.close()
 
 
 @pytest.fixture
