@@ -12,6 +12,8 @@ a stream that refuses it leaves nothing applied (the last test).
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 import redis
@@ -26,17 +28,24 @@ pytestmark = pytest.mark.integration
 SPOT = "BTC-USDC"
 
 
-def test_order_stranded_by_a_killed_gateway_is_delivered_once_by_the_sweeper(
-    redis_url: str,
-) -> None:
-    r = redis.Redis.from_url(redis_url, decode_responses=True)
+def funded_order_facing_a_broken_stream(
+    exchange: Exchange, r: redis.Redis
+) -> tuple[str, dict[str, Any]]:
+    """Start the gateway, fund a new trader with USDC and put a string where the market's
+    stream should be, so that an XADD to it fails; the trader's address and a signed buy."""
     trader = Trader()
     user = trader.address.lower()
+    exchange.start("gateway")
+    exchange.deposit(user, "USDC", 10_000_000_000)
+    r.set(keys.market_in(SPOT), "not a stream")
+    return user, trader.order(SPOT, "BUY", 3_000_000, 1_000)
+
+
+def test_order_stranded_by_a_killed_gateway_is_delivered_once_by_the_sweeper(
+    redis_url: str, r: redis.Redis
+) -> None:
     with Exchange(redis_url, DEX_ORDER_OUTBOX="1") as exchange:
-        exchange.start("gateway")
-        exchange.deposit(user, "USDC", 10_000_000_000)
-        r.set(keys.market_in(SPOT), "not a stream")
-        body = trader.order(SPOT, "BUY", 3_000_000, 1_000)
+        user, body = funded_order_facing_a_broken_stream(exchange, r)
         with exchange.client() as client:
             response = client.post("/v1/orders", json=body)
         assert response.status_code == 202, response.text
@@ -61,17 +70,17 @@ def test_order_stranded_by_a_killed_gateway_is_delivered_once_by_the_sweeper(
         }
         assert order["status"] == "NEW"
         assert r.hget(keys.market_state(SPOT), "seq") == "1"
-    r.close()
 
 
-def test_sweeper_leaves_fresh_entries_alone_and_forgets_idle_accounts(redis_url: str) -> None:
+def test_sweeper_leaves_fresh_entries_alone_and_forgets_idle_accounts(
+    redis_url: str, r: redis.Redis
+) -> None:
     import asyncio
 
     from common.settings import DexSettings
     from services.gateway import outbox
     from services.gateway.context import Gateway
 
-    r = redis.Redis.from_url(redis_url, decode_responses=True)
     gateway = Gateway.build(DexSettings(redis_url=redis_url))
 
     async def scenario() -> tuple[int, int]:
@@ -100,7 +109,6 @@ def test_sweeper_leaves_fresh_entries_alone_and_forgets_idle_accounts(redis_url:
         or r.smembers(keys.outbox_accounts()) == set()
     )
     assert "0xidle" not in r.smembers(keys.outbox_accounts())
-    r.close()
 
 
 async def _sweep(redis_url: str) -> None:
@@ -116,15 +124,11 @@ async def _sweep(redis_url: str) -> None:
         await gateway.blocking.aclose()
 
 
-def test_direct_admission_refused_by_the_stream_applies_nothing(redis_url: str) -> None:
-    r = redis.Redis.from_url(redis_url, decode_responses=True)
-    trader = Trader()
-    user = trader.address.lower()
+def test_direct_admission_refused_by_the_stream_applies_nothing(
+    redis_url: str, r: redis.Redis
+) -> None:
     with Exchange(redis_url) as exchange:
-        exchange.start("gateway")
-        exchange.deposit(user, "USDC", 10_000_000_000)
-        r.set(keys.market_in(SPOT), "not a stream")
-        body = trader.order(SPOT, "BUY", 3_000_000, 1_000)
+        user, body = funded_order_facing_a_broken_stream(exchange, r)
         with exchange.client() as client:
             refused = client.post("/v1/orders", json=body)
             assert refused.status_code == 503, refused.text
@@ -142,4 +146,3 @@ def test_direct_admission_refused_by_the_stream_applies_nothing(redis_url: str) 
         ((_, fields),) = r.xrange(keys.market_in(SPOT))
         assert orjson.loads(fields["c"])["reserved"] == 3_001_500_000
         assert r.zcard(keys.outbox(user)) == 0
-    r.close()
