@@ -34,7 +34,7 @@ READ_ENTRIES = 1000  # at most this many entries per read
 LOCK_TTL_MS = 15_000  # renewed after every batch; lapses soon after a killed worker
 TERMS_CACHE = 200_000
 HOLD_S = 0.5
-"""Longest one task keeps settling a market while requests keep arriving: then it returns, so
+"""Longest one task keeps settling a market while its rounds find events: then it returns, so
 a worker process is not held by one busy market while others wait (the next request starts a
 new task)."""
 ROUND_PAUSE_S = 0.05
@@ -55,11 +55,13 @@ class Ledger:
     ) -> int:
         """Apply every unsettled event of ``market``; return how many events were settled.
 
-        One worker settles a market at a time (a lock). A settle request that finds the lock
-        taken returns at once and leaves its "queued" flag set; the holder looks at the flag
-        after releasing the lock and goes round again (after ``ROUND_PAUSE_S``) while requests
-        keep arriving, for at most ``max_seconds``, so events written during a run are settled
-        within a round instead of waiting for the next sweep.
+        One worker settles a market at a time (a lock). The matcher queues a task only when it
+        sets the market's "queued" flag (SET NX), so the flag stands for "a task is on its way
+        or at work". The holder leaves it standing while it goes round (every
+        ``ROUND_PAUSE_S`` while rounds find events, for at most ``max_seconds``): the matcher's
+        triggers meanwhile queue no task that would only meet the lock. When it stops, it
+        deletes the flag, settles once more what was written before that, and goes round
+        again if a request came after it (that request's task may have met the lock).
         """
         symbol = market.symbol
         queued_key = keys.market_settle_queued(symbol)
@@ -71,23 +73,34 @@ class Ledger:
             if not self.client.set(lock_key, token, nx=True, px=LOCK_TTL_MS):
                 return settled  # the holder will see the queued flag
             try:
-                self.client.delete(queued_key)
-                for _ in range(max_batches):
-                    done = self._settle_batch(market)
-                    settled += done
-                    if done < self.batch:
-                        break
-                    self.client.pexpire(lock_key, LOCK_TTL_MS)
+                found = self._drain(market, max_batches, lock_key)
+                settled += found
+                stopping = found == 0 or time.monotonic() > deadline
+                if stopping:
+                    self.client.delete(queued_key)
+                    settled += self._drain(market, max_batches, lock_key)
             finally:
                 if self.client.get(lock_key) == token:
                     self.client.delete(lock_key)
-            if not self.client.exists(queued_key):
+            if not stopping:
+                time.sleep(ROUND_PAUSE_S)
+            elif not self.client.exists(queued_key):
                 return settled
-            time.sleep(ROUND_PAUSE_S)
-            if time.monotonic() > deadline:
+            elif time.monotonic() > deadline:
                 # let the matcher's next trigger send a fresh task (the sweep covers a lull)
                 self.client.delete(queued_key)
                 return settled
+
+    def _drain(self, market: Market, max_batches: int, lock_key: str) -> int:
+        """Batches until one comes short (the stream's end), renewing the lock between them."""
+        settled = 0
+        for _ in range(max_batches):
+            done = self._settle_batch(market)
+            settled += done
+            if done < self.batch:
+                break
+            self.client.pexpire(lock_key, LOCK_TTL_MS)
+        return settled
 
     def _settle_batch(self, market: Market) -> int:
         symbol = market.symbol

@@ -415,5 +415,40 @@ def test_a_settle_request_that_finds_the_market_busy_is_served_by_the_holder(
     assert_audit_ok(client, markets)
 
 
+def test_while_the_holder_goes_round_a_trigger_queues_no_task_and_its_events_are_settled(
+    client: Any, markets: MarketSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queued flag stands while the holder works, so the matcher's SET NX of it fails and
+    no task is sent just to meet the lock; the events of that trigger are settled by the
+    holder's next round, and the flag is gone when the holder returns."""
+    market = markets.markets["BTC-USDC"]
+    drive, holder = MarketDriver(client, market), Ledger(client)
+    queued = keys.market_settle_queued(market.symbol)
+    drive.deposit(A, "USDC", 100_000_000)
+    drive.deposit(B, "BTC", 10**8)
+    drive.order(B, "s1", "SELL", 3_000_000, 2)
+    drive.order(A, "b1", "BUY", 3_000_000, 1)
+    drive.fill((A, "b1"), (B, "s1"), 3_000_000, 1, taker="BUY")
+    real_batch = Ledger._settle_batch
+    triggers_that_would_send: list[bool] = []
+
+    def batch_then_more_arrive(self: Ledger, spec: Any) -> int:
+        done = real_batch(self, spec)
+        if not triggers_that_would_send:
+            drive.order(A, "b2", "BUY", 3_000_000, 1)
+            drive.fill((A, "b2"), (B, "s1"), 3_000_000, 1, taker="BUY")
+            triggers_that_would_send.append(bool(client.set(queued, "1", nx=True, px=2000)))
+        return done
+
+    monkeypatch.setattr(Ledger, "_settle_batch", batch_then_more_arrive)
+    client.set(queued, "1", nx=True, px=2000)  # the trigger that queued the holder's task
+    settled = holder.settle_market(market)
+    assert triggers_that_would_send == [False]
+    assert settled == drive_event_count(client) and holder.is_settled(market.symbol)
+    assert bal(client, A, "BTC") == (20_000, 0)
+    assert client.exists(queued) == 0
+    assert_audit_ok(client, markets)
+
+
 def drive_event_count(client: Any) -> int:
     return sum(len(events_of(f)) for _, f in client.xrange(keys.market_events("BTC-USDC")))
