@@ -20,7 +20,8 @@ account, live in one slot and one Lua script may touch them together)::
       dex:{m}:events           stream  settlement events for the settler (fill, done)
       dex:{m}:settled          string  eseq up to which every event has been settled
       dex:{m}:px               hash    index, mark, fundingRate, nextFundingTs
-      dex:{m}:settle-queued    string  set while a settle task for the market is queued
+      dex:{m}:settle-queued    string  set by match.lua (SET NX) while a settle task is on its
+                                        way or at work
       dex:{m}:pos              hash    user -> signed position size, kept by the matcher
                                         (reduce-only checks happen in the market's slot)
       dex:{m}:reply:<rid>      list    the matcher LPUSHes a command's result here (EXPIRE

@@ -64,8 +64,9 @@ def shard_markets(markets: list[str], shards: int, shard: int | None, hostname: 
 
 
 def make_settle_trigger(client: Any, stop: threading.Event) -> Any:
-    """Queue one settle task per market at a time, from a thread of its own, so a slow broker
-    never holds up matching; the settler's sweeper covers any message lost here."""
+    """Send the settle task of a market whose match.lua call set its settle-queued flag, from a
+    thread of its own, so a slow broker never holds up matching; a task that could not be sent
+    drops the flag again, and the settler's sweeper covers any message lost here."""
     celery = task_client()
     wanted: set[str] = set()
     lock = threading.Lock()
@@ -80,8 +81,7 @@ def make_settle_trigger(client: Any, stop: threading.Event) -> Any:
                 wanted.clear()
             for market in markets:
                 try:
-                    if client.set(keys.market_settle_queued(market), "1", nx=True, px=2000):
-                        celery.send_task(SETTLE_TASK, args=[market])
+                    celery.send_task(SETTLE_TASK, args=[market])
                 except Exception:
                     client.delete(keys.market_settle_queued(market))
                     log.exception("matcher: %s: could not queue settlement", market)

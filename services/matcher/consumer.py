@@ -111,7 +111,7 @@ class MarketConsumer:
         client: Any,
         market: str,
         consumer: str,
-        on_events: Callable[[str], None],
+        on_events: Callable[[str], None],  # a call set the settle-queued flag: queue a task
         batch_size: int = 500,
         lease_ms: int = DEFAULT_LEASE_MS,
         token: str | None = None,
@@ -290,7 +290,7 @@ class MarketConsumer:
         for entry_id, fields in entries:
             args.extend((entry_id, fields.get("c", "{}")))
         try:
-            _applied, events, read, last = self.scripts["match"](
+            _applied, _events, read, last, queue = self.scripts["match"](
                 keys=match_keys(self.market), args=args
             )
         except redis.ResponseError as exc:
@@ -298,6 +298,6 @@ class MarketConsumer:
                 self.holding = False
                 raise LeaseLost(self.market) from None
             raise
-        if events:
+        if queue:
             self.on_events(self.market)
         return int(read), str(last)

@@ -49,7 +49,9 @@
 -- ARGV[10] consumer group, ARGV[11] consumer name (for the read above)
 -- ARGV[12] publish command: PUBLISH on "dex:ch:", SPUBLISH on "dex:ch:{m}:" (cluster)
 -- ARGV[13..] pairs: stream id, command JSON (entries read earlier, e.g. pending ones)
--- Returns {commands applied, events written, entries read here, last applied stream id}.
+-- Returns {commands applied, events written, entries read here, last applied stream id,
+-- 1 if this call set the market's settle-queued flag (the caller then queues one settle
+-- task; while the flag stands a task is on its way or at work, so none is queued) else 0}.
 
 local K_STATE, K_BIDS, K_ASKS, K_LB, K_LA = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local K_TRADES, K_EVENTS, K_CFG, K_POS, K_STATS, K_EXP =
@@ -808,4 +810,9 @@ if #read_ids > 0 then
   -- the script reads new ones): drop it, whole stream nodes only, so the input stays short.
   redis.call('XTRIM', KEYS[13], 'MINID', '~', last)
 end
-return {applied, events_written, #read_ids, last or ''}
+-- the settle request, in the same call as the events it is for (common.keys.market_settle_queued)
+local queue = 0
+if events_written > 0 and redis.call('SET', mprefix .. 'settle-queued', '1', 'NX', 'PX', 2000) then
+  queue = 1
+end
+return {applied, events_written, #read_ids, last or '', queue}
