@@ -38,8 +38,8 @@ local adjustment, short_code, market_refusal, overloaded =
 
 if redis.call('HEXISTS', cids_key, cid) == 1 then return {'DUPLICATE'} end
 
-local total = tonumber(redis.call('HGET', bal_key, asset .. ':t') or '0')
-local locked = tonumber(redis.call('HGET', bal_key, asset .. ':l') or '0')
+local held = redis.call('HMGET', bal_key, asset .. ':t', asset .. ':l')
+local total, locked = tonumber(held[1] or '0'), tonumber(held[2] or '0')
 local free = total - locked + adjustment
 local amount
 if wanted == 'ALL' then
