@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -382,36 +383,54 @@ def drive_last_eseq(client: Any) -> int:
     raise AssertionError("no fill event")
 
 
-def test_a_settle_request_that_finds_the_market_busy_is_served_by_the_holder(
-    client: Any, markets: MarketSet, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Events written while one worker settles, whose settle request meets that worker's lock,
-    are settled by the holder before it returns (not left for the sweep)."""
-    market = markets.markets["BTC-USDC"]
-    drive, holder, other = MarketDriver(client, market), Ledger(client), Ledger(client)
+def settle_while_a_second_fill_arrives(
+    client: Any, market: Any, monkeypatch: pytest.MonkeyPatch, meanwhile: Callable[[], None]
+) -> tuple[Ledger, int]:
+    """A holder settles A's first fill; right after its first batch a second fill is written
+    and ``meanwhile`` runs (what the matcher and the other worker do then). The holder and
+    the number of events it settled."""
+    drive, holder = MarketDriver(client, market), Ledger(client)
     drive.deposit(A, "USDC", 100_000_000)
     drive.deposit(B, "BTC", 10**8)
     drive.order(B, "s1", "SELL", 3_000_000, 2)
     drive.order(A, "b1", "BUY", 3_000_000, 1)
     drive.fill((A, "b1"), (B, "s1"), 3_000_000, 1, taker="BUY")
     real_batch = Ledger._settle_batch
-    busy_answers = []
+    arrived = []
 
     def batch_then_more_arrive(self: Ledger, spec: Any) -> int:
         done = real_batch(self, spec)
-        if self is holder and not busy_answers:
+        if self is holder and not arrived:
+            arrived.append(True)
             drive.order(A, "b2", "BUY", 3_000_000, 1)
             drive.fill((A, "b2"), (B, "s1"), 3_000_000, 1, taker="BUY")
-            client.set(keys.market_settle_queued(market.symbol), "1")  # the matcher's trigger
-            busy_answers.append(other.settle_market(market))  # its task meets the lock
+            meanwhile()
         return done
 
     monkeypatch.setattr(Ledger, "_settle_batch", batch_then_more_arrive)
-    settled = holder.settle_market(market)
+    return holder, holder.settle_market(market)
+
+
+def test_a_settle_request_that_finds_the_market_busy_is_served_by_the_holder(
+    client: Any, markets: MarketSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events written while one worker settles, whose settle request meets that worker's lock,
+    are settled by the holder before it returns (not left for the sweep)."""
+    market = markets.markets["BTC-USDC"]
+    queued = keys.market_settle_queued(market.symbol)
+    busy_answers = []
+
+    def request_meets_the_lock() -> None:
+        client.set(queued, "1")  # the matcher's trigger
+        busy_answers.append(Ledger(client).settle_market(market))  # its task meets the lock
+
+    holder, settled = settle_while_a_second_fill_arrives(
+        client, market, monkeypatch, request_meets_the_lock
+    )
     assert busy_answers == [0]
     assert settled == drive_event_count(client) and holder.is_settled(market.symbol)
     assert bal(client, A, "BTC") == (20_000, 0)
-    assert client.exists(keys.market_settle_queued(market.symbol)) == 0
+    assert client.exists(queued) == 0
     assert_audit_ok(client, markets)
 
 
@@ -422,27 +441,14 @@ def test_while_the_holder_goes_round_a_trigger_queues_no_task_and_its_events_are
     no task is sent just to meet the lock; the events of that trigger are settled by the
     holder's next round, and the flag is gone when the holder returns."""
     market = markets.markets["BTC-USDC"]
-    drive, holder = MarketDriver(client, market), Ledger(client)
     queued = keys.market_settle_queued(market.symbol)
-    drive.deposit(A, "USDC", 100_000_000)
-    drive.deposit(B, "BTC", 10**8)
-    drive.order(B, "s1", "SELL", 3_000_000, 2)
-    drive.order(A, "b1", "BUY", 3_000_000, 1)
-    drive.fill((A, "b1"), (B, "s1"), 3_000_000, 1, taker="BUY")
-    real_batch = Ledger._settle_batch
     triggers_that_would_send: list[bool] = []
 
-    def batch_then_more_arrive(self: Ledger, spec: Any) -> int:
-        done = real_batch(self, spec)
-        if not triggers_that_would_send:
-            drive.order(A, "b2", "BUY", 3_000_000, 1)
-            drive.fill((A, "b2"), (B, "s1"), 3_000_000, 1, taker="BUY")
-            triggers_that_would_send.append(bool(client.set(queued, "1", nx=True, px=2000)))
-        return done
+    def trigger() -> None:
+        triggers_that_would_send.append(bool(client.set(queued, "1", nx=True, px=2000)))
 
-    monkeypatch.setattr(Ledger, "_settle_batch", batch_then_more_arrive)
     client.set(queued, "1", nx=True, px=2000)  # the trigger that queued the holder's task
-    settled = holder.settle_market(market)
+    holder, settled = settle_while_a_second_fill_arrives(client, market, monkeypatch, trigger)
     assert triggers_that_would_send == [False]
     assert settled == drive_event_count(client) and holder.is_settled(market.symbol)
     assert bal(client, A, "BTC") == (20_000, 0)
