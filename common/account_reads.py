@@ -107,8 +107,7 @@ def account_view(
     margin = account_margin(markets, balances, positions, prices)
     return {
         "positions": [
-            position_view(markets, position, prices, balances, positions)
-            for position in positions
+            position_view(markets, position, prices, balances, positions) for position in positions
         ],
         "margin": {asset: value.public() for asset, value in margin.items()},
     }

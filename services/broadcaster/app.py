@@ -271,4 +271,3 @@ def create_server_app() -> Starlette:
     app = create_app()
     freeze_startup_heap()
     return app
-
