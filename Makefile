@@ -46,8 +46,9 @@ run: setup ## start Redis (unless DEX_REDIS_URL answers) and all five processes;
 test: setup ## run the whole test suite (extra pytest options: PYTEST_ARGS='-k foo -x')
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-lint: setup ## ruff + mypy
+lint: setup ## ruff (lint and format) + mypy
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy common services
 
 bench: setup ## run every bench/*.py (informational: a failing benchmark does not fail make)
