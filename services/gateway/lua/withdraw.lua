@@ -22,8 +22,8 @@ local asset, amount, adjustment, is_margin = ARGV[1], tonumber(ARGV[2]), tonumbe
 local withdrawal_id, record, ttl = ARGV[5], ARGV[6], ARGV[7]
 
 if redis.call('EXISTS', sig_key) == 1 then return 'DUPLICATE' end
-local total = tonumber(redis.call('HGET', bal_key, asset .. ':t') or '0')
-local locked = tonumber(redis.call('HGET', bal_key, asset .. ':l') or '0')
+local held = redis.call('HMGET', bal_key, asset .. ':t', asset .. ':l')
+local total, locked = tonumber(held[1] or '0'), tonumber(held[2] or '0')
 if amount > total - locked then return 'INSUFFICIENT_BALANCE' end
 if is_margin == '1' and amount > total - locked + adjustment then return 'INSUFFICIENT_MARGIN' end
 

@@ -81,9 +81,8 @@ end
 
 -- The account's free balance of asset (total - locked; negative when it owes).
 local function free_of(asset)
-  local total = tonumber(redis.call('HGET', bal_key, asset .. ':t') or '0')
-  local locked = tonumber(redis.call('HGET', bal_key, asset .. ':l') or '0')
-  return total - locked
+  local held = redis.call('HMGET', bal_key, asset .. ':t', asset .. ':l')
+  return tonumber(held[1] or '0') - tonumber(held[2] or '0')
 end
 
 -- What the fee of a spend must be cut by so that the account can pay it: the reservation and
