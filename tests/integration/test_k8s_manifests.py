@@ -34,7 +34,11 @@ def kubectl() -> str:
 
 
 def render(overlay: str | Path) -> list[dict[str, Any]]:
-    path = overlay if isinstance(overlay, Path) else REPO_ROOT / "deploy" / "k8s" / "overlays" / overlay
+    path = (
+        overlay
+        if isinstance(overlay, Path)
+        else REPO_ROOT / "deploy" / "k8s" / "overlays" / overlay
+    )
     result = subprocess.run(
         [kubectl(), "kustomize", str(path)],
         capture_output=True,
@@ -214,7 +218,9 @@ def test_every_redis_runs_with_requirepass_from_a_secret(
     for obj in scaled:  # KEDA reads the broker's queue length with the broker's password
         auth = obj["spec"]["triggers"][0]["authenticationRef"]["name"]
         trigger_auth = next(
-            o for o in objects if o["kind"] == "TriggerAuthentication" and o["metadata"]["name"] == auth
+            o
+            for o in objects
+            if o["kind"] == "TriggerAuthentication" and o["metadata"]["name"] == auth
         )
         assert trigger_auth["spec"]["secretTargetRef"] == [
             {"parameter": "password", "name": "dex-redis", "key": "password"}
@@ -251,7 +257,10 @@ def test_the_redis_command_requires_its_password_and_the_probe_checks_it(
     shim.chmod(shim.stat().st_mode | stat.S_IXUSR)
     env = {**os.environ, "REDISCLI_AUTH": "pw-" + tmp_path.name}
     server = subprocess.Popen(
-        [*container["command"], *local], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*container["command"], *local],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
 
@@ -290,11 +299,15 @@ def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 def _describe(peer: dict[str, Any]) -> str:
     if "ipBlock" in peer:
         block = peer["ipBlock"]
-        return f"ip:{block['cidr']}" + (f" except {','.join(block['except'])}" if block.get("except") else "")
+        return f"ip:{block['cidr']}" + (
+            f" except {','.join(block['except'])}" if block.get("except") else ""
+        )
     namespace = peer["namespaceSelector"].get("matchLabels", {})
     pods = peer.get("podSelector", {}).get("matchLabels", {})
     where = namespace.get("kubernetes.io/metadata.name", str(namespace) or "*")
-    return f"ns:{where}" + (f"/{','.join(f'{k}={v}' for k, v in sorted(pods.items()))}" if pods else "")
+    return f"ns:{where}" + (
+        f"/{','.join(f'{k}={v}' for k, v in sorted(pods.items()))}" if pods else ""
+    )
 
 
 def _ports(rule: dict[str, Any]) -> set[str]:
@@ -350,18 +363,26 @@ def allowed_flows(objects: list[dict[str, Any]]) -> set[Flow]:
     flows: set[Flow] = set()
     for source in pods:
         for target in pods:
-            for port in _common(admits("Egress", source, target), admits("Ingress", target, source)):
+            for port in _common(
+                admits("Egress", source, target), admits("Ingress", target, source)
+            ):
                 flows.add((source, target, port))
     for direction in ("Ingress", "Egress"):
         for selected, rule in rules[direction]:
             listed = peers(rule, direction)
-            outside = ["*"] if listed is None else [
-                _describe(peer) for peer in listed if set(peer) != {"podSelector"}
-            ]
+            outside = (
+                ["*"]
+                if listed is None
+                else [_describe(peer) for peer in listed if set(peer) != {"podSelector"}]
+            )
             for peer_name in outside:
                 for pod in selected:
                     for port in _ports(rule):
-                        flow = (peer_name, pod, port) if direction == "Ingress" else (pod, peer_name, port)
+                        flow = (
+                            (peer_name, pod, port)
+                            if direction == "Ingress"
+                            else (pod, peer_name, port)
+                        )
                         flows.add(flow)
     return flows
 
@@ -377,7 +398,9 @@ def expected_flows(overlay: str) -> set[Flow]:
     else:
         stores = {"celery-broker"}
         flows |= {(process, "celery-broker", "6379/TCP") for process in BROKER_CLIENTS}
-        flows |= {(process, "ns:redis", "6379/TCP") for process in PROCESSES}  # the external cluster
+        flows |= {
+            (process, "ns:redis", "6379/TCP") for process in PROCESSES
+        }  # the external cluster
     if overlay == "single-keda":
         flows.add(("ns:keda/app.kubernetes.io/name=keda-operator", "redis", "6379/TCP"))
     for pod in PROCESSES | stores:
@@ -416,7 +439,9 @@ def test_network_policies_allow_exactly_the_flows_the_processes_need(
 def test_the_oracle_egress_component_opens_https_from_the_settler_only() -> None:
     """components/oracle-egress (off by default) adds the settler's HTTPS egress, nothing else."""
     with tempfile.TemporaryDirectory() as tmp:
-        k8s = Path(tmp) / "k8s"  # kustomize takes relative paths only: a copy, with one overlay more
+        k8s = (
+            Path(tmp) / "k8s"
+        )  # kustomize takes relative paths only: a copy, with one overlay more
         shutil.copytree(REPO_ROOT / "deploy" / "k8s", k8s)
         overlay = k8s / "overlays" / "single-oracle"
         overlay.mkdir()
