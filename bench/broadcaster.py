@@ -367,6 +367,8 @@ def main() -> None:
                 "DEX_BROADCASTER_SEND_QUEUE": str(args.send_queue),
                 # The byte-counting clients do not parse frames, so they cannot answer pings.
                 "DEX_BROADCASTER_PING_INTERVAL_S": "3600",
+                # Every bench client connects from 127.0.0.1.
+                "DEX_BROADCASTER_MAX_CONNECTIONS_PER_IP": "0",
                 "PYTHONPATH": str(REPO_ROOT),
             }
             log = open(workdir / f"broadcaster-{index}.log", "wb")  # noqa: SIM115

@@ -7,6 +7,8 @@ Wiring, in the order a message travels:
 2. ``Registry`` / feeds: one feed per canonical topic holds the subscriptions and turns a
    publication into server messages (snapshot first, then updates without gap or duplicate).
 3. ``Connection``: each client's bounded queue and sender task; too slow means 1013.
+4. ``Broadcaster.serve``: the limits of docs/api.md "WebSocket limits" (connections per
+   address, messages per second, subscriptions per connection) and the client's commands.
 """
 
 from __future__ import annotations
@@ -32,14 +34,22 @@ from common.heap import freeze_startup_heap
 from common.markets import load_markets
 from common.redis_client import connect_async
 from common.settings import DexSettings
-from services.broadcaster.connection import GOING_AWAY, SERVICE_RESTART, Connection, Flusher
+from services.broadcaster.connection import (
+    GOING_AWAY,
+    INTERNAL_ERROR,
+    MAX_MESSAGES_PER_S,
+    POLICY_VIOLATION,
+    SERVICE_RESTART,
+    Connection,
+    Flusher,
+)
 from services.broadcaster.feeds import Subscription
 from services.broadcaster.hub import Hub
 from services.broadcaster.metrics import Metrics
 from services.broadcaster.registry import MarkWatcher, Registry
 from services.broadcaster.settings import BroadcasterSettings, broadcaster_settings
 from services.broadcaster.shardhub import ShardedHub
-from services.broadcaster.topics import TopicError, parse_topic
+from services.broadcaster.topics import MAX_TOPIC_LENGTH, TopicError, parse_topic
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +75,7 @@ class Broadcaster:
         self.flusher = Flusher(self.metrics, None if interval_ms is None else interval_ms / 1000)
         self.registry = Registry(self.client, self.hub, self.markets, self.metrics, self.flusher)
         self.connections: set[Connection] = set()
+        self.per_address: dict[str, int] = {}  # client address -> connections it holds
         self.mark_watcher = MarkWatcher(self.client, self.registry)
         self._background: list[asyncio.Task[None]] = []
 
@@ -98,7 +109,39 @@ class Broadcaster:
 
     # -- one client ----------------------------------------------------------------------
     async def serve(self, websocket: WebSocket) -> None:
-        await websocket.accept()
+        address = client_address(websocket)
+        limit = self.settings.broadcaster_max_connections_per_ip
+        held = self.per_address.get(address, 0)
+        if limit and held >= limit:
+            await self._refuse(websocket, limit)
+            return
+        # Counted before the first await and released in ``finally``: however the connection
+        # ends (close, reset, error, cancellation), its address gets its place back.
+        self.per_address[address] = held + 1
+        try:
+            await websocket.accept()
+            await self._serve_accepted(websocket)
+        finally:
+            left = self.per_address[address] - 1
+            if left:
+                self.per_address[address] = left
+            else:
+                del self.per_address[address]
+
+    async def _refuse(self, websocket: WebSocket, limit: int) -> None:
+        """Over the per-address bound: accept only to close at once with 1008 and a reason."""
+        self.metrics.refused_connections.inc()
+        with contextlib.suppress(Exception):
+            await websocket.accept()
+            await asyncio.wait_for(
+                websocket.close(
+                    POLICY_VIOLATION,
+                    f"too many connections from this address: at most {limit}; close one first",
+                ),
+                CLOSE_TIMEOUT_S,
+            )
+
+    async def _serve_accepted(self, websocket: WebSocket) -> None:
         connection = Connection(
             websocket, self.settings.broadcaster_send_queue, self.metrics, self.flusher
         )
@@ -131,6 +174,7 @@ class Broadcaster:
 
     async def _receive_loop(self, connection: Connection) -> None:
         idle = self.settings.broadcaster_idle_timeout_s
+        loop = asyncio.get_running_loop()
         while True:
             timeout = None if connection.subscriptions else idle
             try:
@@ -141,18 +185,41 @@ class Broadcaster:
                 return
             if message["type"] == "websocket.disconnect":
                 return
-            raw = message.get("text")
-            if raw is None:
-                raw = message.get("bytes") or b""
-            await self.handle(connection, raw)
+            if not connection.received.admit(loop.time()):
+                self.metrics.flood_disconnects.inc()
+                connection.close(
+                    POLICY_VIOLATION,
+                    f"more than {MAX_MESSAGES_PER_S} messages in one second",
+                )
+                return
+            text = message.get("text")
+            try:
+                if text is None:
+                    connection.error(
+                        "BAD_MESSAGE",
+                        f"binary frames are not accepted: send {EXAMPLE} as a text frame",
+                    )
+                else:
+                    await self.handle(connection, text)
+            except Exception:
+                # A bug, not the client's doing: this connection ends, the process goes on.
+                log.exception("broadcaster: handling a client message failed")
+                self.metrics.handler_errors.inc()
+                connection.close(INTERNAL_ERROR, "internal error handling the message")
+                return
 
-    async def handle(self, connection: Connection, raw: str | bytes) -> None:
-        """Answer one client message (subscribe / unsubscribe / ping)."""
+    async def handle(self, connection: Connection, raw: str) -> None:
+        """Answer one client message (subscribe / unsubscribe / ping).
+
+        Every answer is built by the JSON encoder, and shows at most a bounded prefix of what
+        the client sent (topics are at most ``MAX_TOPIC_LENGTH`` characters).
+        """
         try:
             message = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+        except orjson.JSONDecodeError as exc:
             connection.error(
-                "BAD_MESSAGE", f"expected a JSON object like {EXAMPLE}, got {_show(raw)}"
+                "BAD_MESSAGE",
+                f"expected a JSON object like {EXAMPLE}, got {_show(raw)}: {str(exc)[:120]}",
             )
             return
         if not isinstance(message, dict):
@@ -165,14 +232,22 @@ class Broadcaster:
             connection.push(PONG)
             return
         if op not in ("subscribe", "unsubscribe"):
+            shown = _show(op if isinstance(op, str) else orjson.dumps(op).decode(), 64)
             connection.error(
                 "BAD_MESSAGE",
-                f"unknown op {op!r}: expected 'subscribe', 'unsubscribe' or 'ping' in {_show(raw)}",
+                f"unknown op {shown}: expected 'subscribe', 'unsubscribe' or 'ping'",
             )
             return
         spelled = message.get("topic")
         if not isinstance(spelled, str) or not spelled:
             connection.error("BAD_MESSAGE", f"{op} needs a topic string, got {_show(raw)}")
+            return
+        if len(spelled) > MAX_TOPIC_LENGTH:
+            connection.error(
+                "BAD_MESSAGE",
+                f"{op}: a topic has at most {MAX_TOPIC_LENGTH} characters, got "
+                f"{len(spelled)} starting {_show(spelled, 64)}",
+            )
             return
         if op == "unsubscribe":
             subscription = connection.subscriptions.pop(spelled, None)
@@ -189,9 +264,16 @@ class Broadcaster:
         except TopicError as exc:
             connection.error("UNKNOWN_TOPIC", str(exc), spelled)
             return
-        previous = connection.subscriptions.pop(spelled, None)
-        if previous is not None:  # subscribing again asks for a fresh snapshot
-            self.registry.unsubscribe(previous)
+        held = next((s for s in connection.subscriptions.values() if s.topic == topic), None)
+        if held is not None:
+            as_held = "" if held.spelled == spelled else f" (as {held.spelled!r})"
+            connection.error(
+                "ALREADY_SUBSCRIBED",
+                f"already subscribed to {spelled!r}{as_held}; for a fresh snapshot "
+                "unsubscribe, then subscribe",
+                spelled,
+            )
+            return
         limit = self.settings.broadcaster_max_subscriptions
         if len(connection.subscriptions) >= limit:
             connection.error(
@@ -213,9 +295,16 @@ class Broadcaster:
             )
 
 
-def _show(raw: str | bytes, limit: int = 200) -> str:
-    text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
-    return repr(text[:limit])
+def client_address(websocket: WebSocket) -> str:
+    """The client's address as the server sees it (a trusted proxy's X-Forwarded-For
+    applied by uvicorn, see docs/operations.md)."""
+    client = websocket.scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def _show(text: str, limit: int = 200) -> str:
+    """``text`` quoted for an error message, cut to ``limit`` characters."""
+    return repr(text[:limit]) + ("..." if len(text) > limit else "")
 
 
 async def _wait_for_redis(client: Any, timeout_s: float = 30.0) -> None:

@@ -10,6 +10,8 @@ draining lets its queue fill, and is closed with 1013 rather than buffered witho
 from __future__ import annotations
 
 import asyncio
+import math
+from array import array
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +27,11 @@ if TYPE_CHECKING:
 TRY_AGAIN_LATER = 1013
 GOING_AWAY = 1001
 SERVICE_RESTART = 1012
+POLICY_VIOLATION = 1008
+INTERNAL_ERROR = 1011
+
+# API.md §7: a connection that sends more than this many messages in one second is closed.
+MAX_MESSAGES_PER_S = 50
 
 
 # Adaptive flush delay: per connection waiting to be written, capped. A flush pass costs a few
@@ -74,6 +81,34 @@ class Flusher:
             self.metrics.messages_sent.inc(written)
 
 
+class MessageWindow:
+    """At most ``limit`` messages in any span of ``window_s`` (a sliding window, exact).
+
+    The arrival times of the last ``limit`` messages sit in a ring (``limit`` doubles, 400
+    bytes for 50); a new message is over the limit when the one ``limit`` messages before it
+    arrived less than ``window_s`` ago, since then ``limit`` + 1 fell within one window. One
+    comparison and one store per message; no bursts beyond the limit at window edges, as a
+    fixed window or a token bucket would allow.
+    """
+
+    __slots__ = ("next", "times", "window_s")
+
+    def __init__(self, limit: int = MAX_MESSAGES_PER_S, window_s: float = 1.0) -> None:
+        self.times = array("d", [-math.inf]) * limit
+        self.next = 0
+        self.window_s = window_s
+
+    def admit(self, now: float) -> bool:
+        """Count a message arriving at ``now`` (monotonic seconds); False: one too many."""
+        index = self.next
+        if now - self.times[index] < self.window_s:
+            return False
+        self.times[index] = now
+        index += 1
+        self.next = 0 if index == len(self.times) else index
+        return True
+
+
 class Connection:
     def __init__(
         self, websocket: WebSocket, queue_limit: int, metrics: Metrics, flusher: Flusher
@@ -87,6 +122,7 @@ class Connection:
         self.close_code: int | None = None
         self.close_reason = ""
         self.closing = asyncio.Event()
+        self.received = MessageWindow()
         self._wakeup = asyncio.Event()
         self.sink: FrameSink | None = sink_of(websocket.scope)
         if self.sink is not None:

@@ -10,7 +10,7 @@ from services.broadcaster.topics import Kind
 
 
 class Metrics:
-    """Connections, subscriptions per topic kind, messages sent, slow-client disconnects."""
+    """Connections, subscriptions per topic kind, messages sent, disconnects by cause."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -37,6 +37,21 @@ class Metrics:
         self.idle_disconnects = Counter(
             "dex_broadcaster_idle_disconnects",
             "Connections closed for saying and subscribing nothing",
+            registry=self.registry,
+        )
+        self.flood_disconnects = Counter(
+            "dex_broadcaster_flood_disconnects",
+            "Connections closed with 1008 for sending more than 50 messages in one second",
+            registry=self.registry,
+        )
+        self.refused_connections = Counter(
+            "dex_broadcaster_refused_connections",
+            "Connections closed with 1008 at once: their address held the most it may",
+            registry=self.registry,
+        )
+        self.handler_errors = Counter(
+            "dex_broadcaster_handler_errors",
+            "Client messages whose handling raised (connection closed with 1011; a bug)",
             registry=self.registry,
         )
         self._publications = Counter(

@@ -6,7 +6,8 @@ from common.settings import DexSettings
 
 
 class BroadcasterSettings(DexSettings):
-    """``DEX_BROADCASTER_*`` limits: queue bound, heartbeat, idle timeout, subscriptions."""
+    """``DEX_BROADCASTER_*`` limits: queue bound, heartbeat, idle timeout, subscriptions,
+    connections per address (docs/api.md "WebSocket limits")."""
 
     # Messages a client may have waiting; one more and it is closed with 1013.
     broadcaster_send_queue: int = 1000
@@ -19,7 +20,12 @@ class BroadcasterSettings(DexSettings):
     broadcaster_ping_timeout_s: float = 20.0
     # A connection that subscribes to nothing and says nothing this long is closed.
     broadcaster_idle_timeout_s: float = 300.0
+    # Topics one connection may hold; one more is the error TOO_MANY_SUBSCRIPTIONS (API.md §1).
     broadcaster_max_subscriptions: int = 100
+    # Connections one client address may hold open at once in this process; one more is closed
+    # at once with 1008 (0: no bound). Hyperliquid allowed 100 per IP; many users can share
+    # an address (NAT), and 100 connections × 100 topics is ample for one market maker.
+    broadcaster_max_connections_per_ip: int = 100
     # Largest client message accepted (bytes); client messages are small JSON commands.
     broadcaster_max_message_bytes: int = 65536
 

@@ -14,7 +14,10 @@ from enum import StrEnum
 from common import keys
 from common.markets import MarketSet
 
-ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")  # whole string (fullmatch): no trailing newline
+# The longest topic served is ``orders:`` and an address (49 characters); a longer string is
+# refused before it is parsed or shown, so no answer echoes more than this of what was sent.
+MAX_TOPIC_LENGTH = 128
 
 
 class Kind(StrEnum):
@@ -45,9 +48,18 @@ class TopicError(ValueError):
 
 
 def parse_topic(spelled: str, markets: MarketSet) -> Topic:
-    """The canonical topic for ``spelled``, or :class:`TopicError`."""
-    kind_text, sep, name = spelled.partition(":")
+    """The canonical topic for ``spelled``, or :class:`TopicError`.
+
+    Letter case is ignored in ASCII only, so no other spelling (``\u212a`` lowers to ``k``)
+    names a topic.
+    """
     kinds = ", ".join(k.value for k in Kind)
+    if len(spelled) > MAX_TOPIC_LENGTH or not spelled.isascii():
+        raise TopicError(
+            f"topic {spelled[:MAX_TOPIC_LENGTH]!r} is not a topic: topics are ASCII, "
+            f"<kind>:<name>, at most {MAX_TOPIC_LENGTH} characters (kinds: {kinds})"
+        )
+    kind_text, sep, name = spelled.partition(":")
     if not sep or not name:
         raise TopicError(f"topic {spelled!r} is not of the form <kind>:<name> (kinds: {kinds})")
     try:
@@ -62,7 +74,7 @@ def parse_topic(spelled: str, markets: MarketSet) -> Topic:
             raise TopicError(f"topic {spelled!r} names unknown market {name!r}")
         return Topic(kind, symbol)
     user = name.lower()
-    if not ADDRESS.match(name) and user not in keys.SYSTEM_ACCOUNTS:
+    if not ADDRESS.fullmatch(name) and user not in keys.SYSTEM_ACCOUNTS:
         raise TopicError(f"topic {spelled!r} needs a 0x address of 40 hex digits, got {name!r}")
     return Topic(kind, user)
 

@@ -258,8 +258,8 @@ def test_unsubscribe_stops_updates_and_resubscribe_sends_a_fresh_snapshot(
             r.xadd(keys.market_trades(MARKET), {"t": orjson.dumps(trade(3))})
             again = await ws.subscribe(topic)
             assert again["type"] == "snapshot" and again["seq"] == 3
-            again = await ws.subscribe(topic)  # subscribing twice: a fresh snapshot
-            assert again["type"] == "snapshot" and again["seq"] == 3
+            twice = await ws.subscribe(topic)  # already held: an error, no second snapshot
+            assert twice["type"] == "error" and twice["code"] == "ALREADY_SUBSCRIBED"
             publish(r, topic, 4, [trade(4)])
             await ws.next(lambda m: m.get("seq") == 4)
             return ws.inbox
@@ -271,7 +271,7 @@ def test_unsubscribe_stops_updates_and_resubscribe_sends_a_fresh_snapshot(
         (None, None),  # pong
         (None, None),  # pong: the trade of seq 2 never came
         ("snapshot", 3),
-        ("snapshot", 3),
+        ("error", None),  # ALREADY_SUBSCRIBED
         ("update", 4),
     ]
 
