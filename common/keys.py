@@ -45,6 +45,10 @@ account, live in one slot and one Lua script may touch them together)::
                                         stream, by time; a sweeper re-sends old ones
       dex:{u}:wm               hash    market -> highest event eseq applied to this account
       dex:{u}:pos              hash    "<market>:size|entry|rpnl|funding" position fields
+      dex:{u}:oq               hash    "<market>:<BUY|SELL>" -> unfilled qty of the account's
+                                        open derivative orders on that side (margin netting)
+      dex:{u}:oqo              hash    cid -> "<unfilled qty>|<market>:<side>": each open
+                                        derivative order's share of dex:{u}:oq
       dex:{u}:fills            stream  the user's fills
       dex:{u}:waived           hash    "<market>:<eseq>" -> fee units the account could not pay
       dex:{u}:sig:<digest>     string  a used Cancel/CancelAll/Withdraw signature (TTL)
@@ -206,6 +210,20 @@ def watermarks(user: str) -> str:
 
 def positions(user: str) -> str:
     return f"{_u(user)}:pos"
+
+
+def open_quantities(user: str) -> str:
+    """Hash "<market>:<side>" -> unfilled qty of the account's open derivative orders."""
+    return f"{_u(user)}:oq"
+
+
+def open_quantity_shares(user: str) -> str:
+    """Hash cid -> "<unfilled qty>|<market>:<side>": each open order's share of the sums."""
+    return f"{_u(user)}:oqo"
+
+
+def open_quantity_field(market: str, side: str) -> str:
+    return f"{market}:{side}"
 
 
 def account_fills(user: str) -> str:

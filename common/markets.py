@@ -20,6 +20,7 @@ from common.types import OptionType, Product
 
 SYMBOL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 BELOW_2_53 = 2**53
+DEFAULT_PRICE_BAND_BPS = 5000
 
 _Model = TypeVar("_Model", bound=BaseModel)
 
@@ -57,6 +58,7 @@ class MarketSpec(BaseModel):
     expiryTs: StrictInt | None = Field(default=None, gt=0)
     optionType: OptionType | None = None
     strike: StrictInt | None = Field(default=None, gt=0, lt=BELOW_2_53)
+    priceBandBps: StrictInt | None = Field(default=None, gt=0, le=10_000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,14 @@ class Market:
     @property
     def product(self) -> Product:
         return self.spec.product
+
+    @property
+    def price_band_bps(self) -> int | None:
+        """How far (bps of the mark) a PERP or FUTURE order may be priced from the mark
+        (API.md §6); ``None`` for products without a band."""
+        if self.spec.product in (Product.PERP, Product.FUTURE):
+            return self.spec.priceBandBps or DEFAULT_PRICE_BAND_BPS
+        return None
 
     def public(self) -> dict[str, Any]:
         """Every markets-file field of this market, as the file names them (API.md §5)."""

@@ -53,6 +53,19 @@ def derivative_reservation(market: Market, price: int, qty: int) -> int:
     return margin(amount, initial_bps) + fee(amount, market.spec.takerFeeBps)
 
 
+def price_band(mark: int, band_bps: int) -> tuple[int, int]:
+    """The lowest and highest price within ``band_bps`` of ``mark`` (API.md §6), inclusive:
+    ``ceil(mark × (1 − bps/10⁴))`` and ``floor(mark × (1 + bps/10⁴))``."""
+    low = ceil_div(mark * (BPS_DENOMINATOR - band_bps), BPS_DENOMINATOR)
+    return max(low, 0), mark * (BPS_DENOMINATOR + band_bps) // BPS_DENOMINATOR
+
+
+def open_loss_per_unit(is_buy: bool, price: int, mark: int) -> int:
+    """How far an opening order's price is on the losing side of the mark, per unit of qty:
+    a BUY above the mark loses ``price − mark``, a SELL below it ``mark − price``."""
+    return max(price - mark, 0) if is_buy else max(mark - price, 0)
+
+
 def format_price(value_numerator: int, value_denominator: int) -> str:
     """A decimal string of ``numerator / denominator`` for display (e.g. ``"300001.5"``).
 

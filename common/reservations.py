@@ -20,16 +20,22 @@ from common.types import Product, Side
 class OrderTerms:
     """Which formula reserved an order, with its limit price, quantity and amount reserved.
 
-    ``kind``: ``quote`` (spot buy: notional + taker fee), ``base`` (spot sell: base units),
-    ``margin`` (derivative: initial margin + taker fee), ``fee`` (a reduce-only derivative:
-    taker fee only), ``prop`` (anything else: the reserved amount pro rata, rounded up),
-    ``none`` (MARKET orders: kept whole until the order finishes).
+    ``kind``: ``quote`` (spot buy, option buy: notional + taker fee), ``base`` (spot sell:
+    base units), ``deriv`` (a derivative order: taker fee on the whole, and on the part that
+    may open or grow a position, at most ``open``: initial margin at ``margin_price`` plus the
+    open loss, ``loss`` per unit of qty), ``margin`` (initial margin + taker fee) and ``fee``
+    (taker fee only) for commands that carry no ``open``, ``prop`` (anything else: the reserved
+    amount pro rata, rounded up), ``none`` (MARKET orders: kept whole until the order
+    finishes).
     """
 
     kind: str
     price: int
     qty: int
     reserved: int
+    open: int = 0
+    margin_price: int = 0
+    loss: int = 0
 
 
 NO_TERMS = OrderTerms("none", 0, 0, 0)
@@ -42,11 +48,30 @@ def reserve_asset(market: Market, side: str) -> str:
     return market.quote.symbol
 
 
+def derivative_terms(
+    market: Market, side: str, price: int, qty: int, open_qty: int, index: int, mark: int
+) -> OrderTerms:
+    """What a derivative limit order reserves (API.md §6): the taker fee on ``qty``, and on
+    the ``open_qty`` that may open or grow a position its initial margin (at the limit price;
+    an option writer's on the underlying's ``index``) plus its open loss against ``mark``."""
+    is_buy = side == Side.BUY
+    margin_price = index if market.product is Product.OPTION else price
+    loss = money.open_loss_per_unit(is_buy, price, mark)
+    terms = OrderTerms("deriv", price, qty, 0, open_qty, margin_price, loss)
+    return replace(terms, reserved=need_exact(market, terms, qty))
+
+
 def order_terms(market: Market, side: str, command: Mapping[str, Any], reserved: int) -> OrderTerms:
-    """Recognise which of the gateway's formulas reserved this order."""
+    """The terms the gateway reserved this order by: written in the command for a derivative
+    order (``open``, ``mp``, ``loss``), recognised from the amount otherwise."""
     price, qty = int(command.get("price", 0)), int(command.get("qty", 0))
     if command.get("type") == "MARKET" or price <= 0 or qty <= 0:
         return OrderTerms("none", price, qty, reserved)
+    if market.product is not Product.SPOT and "open" in command:
+        open_qty, margin_price = int(command["open"]), int(command.get("mp", price))
+        return OrderTerms(
+            "deriv", price, qty, reserved, open_qty, margin_price, int(command["loss"])
+        )
     if market.product is Product.SPOT:
         if side == Side.SELL:
             return OrderTerms("base", price, qty, reserved)
@@ -70,13 +95,30 @@ def with_matched_qty(terms: OrderTerms, matched_qty: int | None) -> OrderTerms:
     position's size); a pro-rata reservation keeps the quantity it was reserved for."""
     if matched_qty is None or matched_qty >= terms.qty or terms.kind in ("prop", "none"):
         return terms
-    return replace(terms, qty=matched_qty)
+    return replace(terms, qty=matched_qty, open=min(terms.open, matched_qty))
+
+
+def need_exact(market: Market, terms: OrderTerms, rest: int) -> int:
+    need_now = need(market, terms, rest)
+    if need_now is None:
+        raise ValueError(f"{terms.kind} terms have no fixed need")
+    return need_now
 
 
 def need(market: Market, terms: OrderTerms, rest: int) -> int | None:
-    """What the order's reservation must hold with ``rest`` unfilled (``None``: not fixed)."""
+    """What the order's reservation must hold with ``rest`` unfilled (``None``: not fixed).
+
+    A ``deriv`` order keeps margin and open loss for ``min(rest, open)``: the matcher lets its
+    fills open at most ``open`` in all, so that much may still open whatever filled before.
+    """
     amount = money.notional(market, terms.price, rest)
     taker = market.spec.takerFeeBps
+    if terms.kind == "deriv":
+        opening = min(rest, terms.open)
+        margin = money.margin(
+            money.notional(market, terms.margin_price, opening), market.spec.initialMarginBps or 0
+        )
+        return money.fee(amount, taker) + margin + money.notional(market, terms.loss, opening)
     if terms.kind == "quote":
         return amount + money.fee(amount, taker)
     if terms.kind == "base":

@@ -1,32 +1,54 @@
 """What an order or a withdrawal may take from an account (API.md §2, §5, §6).
 
 SPOT: a buy locks notional + taker fee at its limit price, a sell its base quantity, a
-price-0 MARKET buy everything available (its budget). Derivatives lock initial margin + taker
-fee at the limit price against the free collateral; an order that only reduces the position
-locks the fee alone. An OPTION buy pays its premium as cash, so it locks premium + fee like a
-spot buy; an option writer's margin is on the underlying's index notional.
+price-0 MARKET buy everything available (its budget). An OPTION buy pays its premium as cash,
+so it locks premium + fee like a spot buy.
 
-The free collateral is available balance + an *adjustment* (unrealized
-contribution at mark − initial margin of the open positions) computed here with common/risk and
-handed to the account script, which compares atomically.
+Any other derivative order locks the taker fee, and for the part of it that may open or grow
+a position its initial margin at the limit price (an option writer's on the underlying's
+index notional) plus its open loss against the mark. The part that only reduces is measured
+against the position net of the account's other open orders on the same side (margin
+netting): orders that together would close more than the position reserve margin for the
+excess. The matcher lets a fill open no more than that opening part (match.lua), so the
+reservation holds whatever the position does before the order fills.
+
+The free collateral is available balance + an *adjustment* (unrealized contribution at mark −
+initial margin of the open positions) computed here with common/risk and handed to the account
+script, which compares atomically and checks that the position and the side's open quantity
+it was judged on are still those in the account (else the caller judges again).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from common import keys, money
 from common.markets import Market, MarketSet
+from common.reservations import derivative_terms
 from common.risk import (
+    MarketPrices,
     equity_contribution,
     initial_margin,
     parse_positions,
     parse_prices,
 )
 from common.types import OrderType, Product, Side
+from services.gateway.errors import ApiError
 
 ALL_AVAILABLE = "ALL"
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """What a derivative order was judged on, for the account script to compare and keep:
+    the position's size and the side's unfilled open quantity (``dex:{u}:oq``)."""
+
+    position_field: str
+    position_size: int
+    open_field: str
+    open_qty: int
+    qty: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,17 +57,31 @@ class Reservation:
     amount: str  # a decimal integer, or ALL_AVAILABLE for a budget
     adjustment: int
     short_code: str
+    headroom: int = 0
+    """Free collateral the order needs beyond what it locks (a reducing part priced on the
+    losing side of the mark realizes that loss; the margin it frees is counted against it)."""
+    command: dict[str, int] = field(default_factory=dict)
+    """Fields the matcher and the settler read: ``open`` (most the order may open), ``mp``
+    (the price its margin is on) and ``loss`` (open loss per unit)."""
+    guard: Guard | None = None
 
 
 def margin_assets(markets: MarketSet) -> set[str]:
     return {m.quote.symbol for m in markets.markets.values() if m.product.is_derivative}
 
 
-async def adjustment_for(gateway: Any, user: str, asset: str) -> tuple[int, dict[str, str]]:
+async def account_state(
+    gateway: Any, user: str, asset: str
+) -> tuple[int, dict[str, str], dict[str, str]]:
     """Σ over open positions margined in ``asset`` of (contribution at mark − initial margin),
-    and the raw position hash (for the reduce-only test). Prices come from a brief cache."""
+    the raw position hash and the open-quantity hash. Prices come from a brief cache."""
     markets: MarketSet = gateway.markets
-    (raw_positions,) = await gateway.batched(lambda pipe: pipe.hgetall(keys.positions(user)))
+
+    def queue(pipe: Any) -> None:
+        pipe.hgetall(keys.positions(user))
+        pipe.hgetall(keys.open_quantities(user))
+
+    raw_positions, open_quantities = await gateway.batched(queue, 2)
     positions = [
         p
         for p in parse_positions(raw_positions)
@@ -57,15 +93,38 @@ async def adjustment_for(gateway: Any, user: str, asset: str) -> tuple[int, dict
         prices = parse_prices(market, await gateway.prices(position.market))
         adjustment += equity_contribution(market, position, prices)
         adjustment -= initial_margin(market, position, prices)
+    return adjustment, raw_positions, open_quantities
+
+
+async def adjustment_for(gateway: Any, user: str, asset: str) -> tuple[int, dict[str, str]]:
+    """The adjustment of :func:`account_state` and the raw position hash."""
+    adjustment, raw_positions, _ = await account_state(gateway, user, asset)
     return adjustment, raw_positions
 
 
-def only_reduces(raw_positions: dict, market: str, side: Side, qty: int) -> bool:
-    """True if the order can only shrink the open position (opposite side, no larger)."""
-    size = int(raw_positions.get(f"{market}:size") or 0)
-    if side is Side.BUY:
-        return size < 0 and qty <= -size
-    return size > 0 and qty <= size
+async def market_prices(gateway: Any, market: Market) -> MarketPrices:
+    return parse_prices(market, await gateway.prices(market.symbol))
+
+
+def check_price_band(market: Market, price: int, prices: MarketPrices) -> None:
+    """A PERP or FUTURE order priced more than ``priceBandBps`` from the mark is refused."""
+    band = market.price_band_bps
+    if band is None or price == 0:
+        return
+    low, high = money.price_band(prices.mark, band)
+    if not low <= price <= high:
+        raise ApiError(
+            "INVALID_PRICE",
+            f"price {price} is more than {band} bps from {market.symbol}'s mark {prices.mark}: "
+            f"it must be between {low} and {high}",
+        )
+
+
+def reducible_qty(size: int, side: Side, others_open: int) -> int:
+    """How much of a ``side`` order may only reduce a position of signed ``size``, net of the
+    account's other open orders on that side (``others_open``, their unfilled qty)."""
+    opposite = -size if side is Side.BUY else size
+    return max(opposite - others_open, 0)
 
 
 async def order_reservation(
@@ -89,30 +148,65 @@ async def order_reservation(
         amount = money.spot_buy_reservation(market, price, qty)
         return Reservation(quote, str(amount), 0, "INSUFFICIENT_BALANCE")
     asset = market.quote.symbol
-    adjustment, raw_positions = await adjustment_for(gateway, user, asset)
+    adjustment, raw_positions, open_quantities = await account_state(gateway, user, asset)
     if market.product is Product.OPTION and side is Side.BUY:
         return option_buy_reservation(market, price, qty, adjustment)
-    reducing = reduce_only or only_reduces(raw_positions, market.symbol, side, qty)
+    prices = await market_prices(gateway, market)
+    position_field = f"{market.symbol}:size"
+    size = int(raw_positions.get(position_field) or 0)
+    open_field = keys.open_quantity_field(market.symbol, side.value)
+    others_open = int(open_quantities.get(open_field) or 0)
+    guard = Guard(position_field, size, open_field, others_open, qty)
+    reducing = qty if reduce_only else min(qty, reducible_qty(size, side, others_open))
+    opening = qty - reducing
     if price == 0:
-        if not reducing:
-            return Reservation(asset, ALL_AVAILABLE, adjustment, "INSUFFICIENT_MARGIN")
-        price = parse_prices(market, await gateway.prices(market.symbol)).mark
-    amount = money.notional(market, price, qty)
-    fee = money.fee(amount, market.spec.takerFeeBps)
-    if reducing:
-        # Closing must stay possible for an account under water: judge the fee on cash alone.
-        return Reservation(asset, str(fee), 0, "INSUFFICIENT_MARGIN")
-    if market.product is Product.OPTION:
-        # A writer posts initial margin on the underlying's index notional (API.md §3).
-        index = parse_prices(market, await gateway.prices(market.symbol)).index
-        margin = money.margin(money.notional(market, index, qty), market.spec.initialMarginBps or 0)
-        return Reservation(asset, str(margin + fee), adjustment, "INSUFFICIENT_MARGIN")
+        if opening:
+            command = {"open": opening}
+            return Reservation(
+                asset, ALL_AVAILABLE, adjustment, "INSUFFICIENT_MARGIN", 0, command, guard
+            )
+        # Only reduces: the fee at the worst price the order may trade at.
+        price = worst_price(market, side, prices)
+    terms = derivative_terms(market, side, price, qty, opening, prices.index, prices.mark)
+    headroom = reducing_headroom(market, side, price, reducing, prices)
+    command = {"open": opening, "mp": terms.margin_price, "loss": terms.loss}
+    if opening == 0 and headroom == 0:
+        # Closing at or better than the mark stays possible for an account under water:
+        # judge the fee on cash alone.
+        adjustment = 0
     return Reservation(
-        asset,
-        str(money.derivative_reservation(market, price, qty)),
-        adjustment,
-        "INSUFFICIENT_MARGIN",
+        asset, str(terms.reserved), adjustment, "INSUFFICIENT_MARGIN", headroom, command, guard
     )
+
+
+def worst_price(market: Market, side: Side, prices: MarketPrices) -> int:
+    """The furthest price a MARKET order without protection may trade at: the band's edge
+    (the mark where a product has no band)."""
+    band = market.price_band_bps
+    if band is None:
+        return prices.mark
+    low, high = money.price_band(prices.mark, band)
+    return high if side is Side.BUY else low
+
+
+def reducing_headroom(
+    market: Market, side: Side, price: int, reducing: int, prices: MarketPrices
+) -> int:
+    """What closing ``reducing`` at ``price`` would take from the account's equity at mark
+    beyond the initial margin it frees (0 when it closes at or better than the mark)."""
+    if not reducing:
+        return 0
+    loss = money.notional(
+        market, money.open_loss_per_unit(side is Side.BUY, price, prices.mark), reducing
+    )
+    if not loss:
+        return 0
+    freed = 0
+    if market.product is not Product.OPTION:
+        freed = money.margin(
+            money.notional(market, prices.mark, reducing), market.spec.initialMarginBps or 0
+        )
+    return max(loss - freed, 0)
 
 
 def option_buy_reservation(market: Market, price: int, qty: int, adjustment: int) -> Reservation:

@@ -30,6 +30,7 @@ from services.gateway.errors import ApiError
 log = logging.getLogger("services.gateway")
 
 WAIT_S = 5
+ADMIT_ATTEMPTS = 3  # a derivative order judged on a position that moved meanwhile is judged again
 RESERVED_PLACEHOLDER = "__RESERVED__"
 
 ORDER_FIELDS = {name for name, _ in PRIMARY_TYPES["Order"]}
@@ -54,7 +55,8 @@ class SignedOrder:
 
 
 def parse_order(gateway: Gateway, body: dict[str, Any]) -> SignedOrder:
-    """Validate an order body field by field, in the contract's order of checks."""
+    """Validate an order body field by field, in the contract's order of checks (the price
+    band, which needs the mark, and then ``ts`` are checked by the caller)."""
     is_v2 = "timeInForce" in body
     fields = ORDER_V2_FIELDS if is_v2 else ORDER_FIELDS
     parsing.require_fields(body, fields | {"sig"})
@@ -110,7 +112,6 @@ def parse_order(gateway: Gateway, body: dict[str, Any]) -> SignedOrder:
         raise ApiError("INVALID_ORDER", f"expiresAt {expires_at} is already past")
     if expires_at >= 2**53:
         raise ApiError("INVALID_ORDER", "expiresAt must be below 2^53")
-    parsing.ts_in_window(message["ts"], gateway.settings.signature_max_age_ms, now_ms)
     return SignedOrder(
         primary_type="OrderV2" if is_v2 else "Order",
         message=message,
@@ -143,66 +144,77 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
     Returns the 202 body, or with ``wait`` a (status code, order) pair.
     """
     order = parse_order(gateway, body)
+    market = order.market
+    if market.price_band_bps is not None:
+        funds.check_price_band(market, order.price, await funds.market_prices(gateway, market))
+    parsing.ts_in_window(order.ts, gateway.settings.signature_max_age_ms, int(time.time() * 1000))
     if not gateway.verifier.verify(order.primary_type, order.message, order.signature, order.user):
         raise ApiError("INVALID_SIGNATURE", "the signature does not recover to userId")
-    market = order.market
     user = order.user
     cid = order.message["clientOrderId"]
-    reserve = await funds.order_reservation(
-        gateway,
-        user,
-        market,
-        order.side,
-        order.type,
-        order.price,
-        order.qty,
-        order.reduce_only,
-    )
     refusal = market_refusal(await gateway.market_status(market))
     memory_high = await gateway.memory_high()
     overloaded = memory_high or await gateway.backlog(market.symbol) > gateway.settings.max_backlog
-    now_ms = int(time.time() * 1000)
-    command: dict[str, Any] = {
-        "op": "order",
-        "user": user,
-        "cid": cid,
-        "side": order.side.value,
-        "type": order.type.value,
-        "price": order.price,
-        "qty": order.qty,
-        "tif": order.tif.value,
-        "reduceOnly": order.reduce_only,
-        "expiresAt": order.expires_at,
-        "ts": order.ts,
-        "reserved": 0,
-        "acceptedAt": now_ms,
-    }
     reply_key = None
     if wait:
         reply_key = keys.market_reply(market.symbol, uuid.uuid4().hex)
-        command["reply"] = reply_key
-    template = dumps(command).replace('"reserved":0', f'"reserved":{RESERVED_PLACEHOLDER}', 1)
-    script_keys = [
-        keys.account_cids(user),
-        keys.account_order(user, cid),
-        keys.account_orders(user),
-        keys.balances(user),
-        keys.reservations(user),
-        keys.outbox(user),
-    ]
-    script_args = [
-        cid,
-        market.symbol,
-        reserve.asset,
-        reserve.amount,
-        now_ms,
-        template,
-        reserve.adjustment,
-        reserve.short_code,
-        refusal,
-        "1" if overloaded else "0",
-    ]
-    verdict = await admit_on_account(gateway, market.symbol, user, script_keys, script_args)
+    for _ in range(ADMIT_ATTEMPTS):
+        reserve = await funds.order_reservation(
+            gateway,
+            user,
+            market,
+            order.side,
+            order.type,
+            order.price,
+            order.qty,
+            order.reduce_only,
+        )
+        now_ms = int(time.time() * 1000)
+        command: dict[str, Any] = {
+            "op": "order",
+            "user": user,
+            "cid": cid,
+            "side": order.side.value,
+            "type": order.type.value,
+            "price": order.price,
+            "qty": order.qty,
+            "tif": order.tif.value,
+            "reduceOnly": order.reduce_only,
+            "expiresAt": order.expires_at,
+            "ts": order.ts,
+            **reserve.command,
+            "reserved": 0,
+            "acceptedAt": now_ms,
+        }
+        if reply_key is not None:
+            command["reply"] = reply_key
+        template = dumps(command).replace('"reserved":0', f'"reserved":{RESERVED_PLACEHOLDER}', 1)
+        script_keys = [
+            keys.account_cids(user),
+            keys.account_order(user, cid),
+            keys.account_orders(user),
+            keys.balances(user),
+            keys.reservations(user),
+            keys.outbox(user),
+        ]
+        script_args = [
+            cid,
+            market.symbol,
+            reserve.asset,
+            reserve.amount,
+            now_ms,
+            template,
+            reserve.adjustment,
+            reserve.short_code,
+            refusal,
+            "1" if overloaded else "0",
+            *guard_args(reserve),
+        ]
+        verdict = await admit_on_account(gateway, market.symbol, user, script_keys, script_args)
+        if verdict[0] != "RETRY":
+            break
+    else:
+        raise ApiError("UNAVAILABLE", f"{user}'s position in {market.symbol} kept changing; retry")
     if verdict[0] != "OK":
         raise refusal_error(verdict[0], cid, user, reserve, market.symbol, memory_high)
     if verdict[2] != "SENT":
@@ -212,6 +224,22 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
     replied = await gateway.blocking.blpop([reply_key], timeout=WAIT_S)
     current = await read_order(gateway, user, cid)
     return (200 if replied else 202), current
+
+
+def guard_args(reserve: funds.Reservation) -> list[Any]:
+    """accept_order.lua's ARGV[11..16]: the headroom, and what a derivative order was judged on
+    (position field and size, open-quantity field and qty, the order's qty), or blanks."""
+    guard = reserve.guard
+    if guard is None:
+        return [reserve.headroom, "", 0, "", 0, 0]
+    return [
+        reserve.headroom,
+        guard.position_field,
+        guard.position_size,
+        guard.open_field,
+        guard.open_qty,
+        guard.qty,
+    ]
 
 
 async def admit_on_account(

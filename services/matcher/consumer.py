@@ -51,6 +51,10 @@ def market_cfg_fields(market: Market) -> dict[str, str]:
         "maintenanceMarginBps": str(spec.maintenanceMarginBps or 0),
         "tickSize": str(spec.tickSize),
         "lotSize": str(spec.lotSize),
+        "indexPrice": str(spec.indexPrice),
+        "priceBandBps": str(market.price_band_bps or 0),
+        "strike": str(spec.strike or 0),
+        "optionType": str(spec.optionType.value if spec.optionType else ""),
     }
 
 

@@ -123,6 +123,9 @@ def fill_ops(
                 str(spec.initialMarginBps or 0),
                 str(spec.takerFeeBps),
                 str(order.reserved),
+                str(order.open),
+                str(order.margin_price),
+                str(order.loss),
             ]
         )
     ops[buyer].append(_record(market, fill, buy_cid, Side.BUY, buyer_fee, buyer_is_taker))

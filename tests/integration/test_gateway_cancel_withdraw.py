@@ -52,7 +52,8 @@ def signed(trader: Trader, primary: str, **message: Any) -> dict[str, Any]:
 
 def place(client: TestClient, trader: Trader, cid: str, market: str = SPOT) -> None:
     product = "SPOT" if market == SPOT else "PERP"
-    body = trader.order(market, "BUY", 1_000, 10, cid=cid, product=product)
+    price = 1_000 if market == SPOT else 3_000_000  # a PERP order within its price band
+    body = trader.order(market, "BUY", price, 10, cid=cid, product=product)
     response = client.post("/v1/orders?wait=1", json=body)
     assert response.status_code == 200, response.text
 

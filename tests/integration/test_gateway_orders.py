@@ -335,7 +335,7 @@ def test_duplicate_client_order_id_is_refused_forever_even_after_the_order_ends(
     again = trader.order(SPOT, "BUY", 2_000, 10, cid="same-id")
     assert error_of(client.post("/v1/orders", json=again)) == (409, "DUPLICATE")
     # The same id in another market is the same (userId, clientOrderId) pair.
-    other_market = trader.order(PERP, "BUY", 2_000, 10, cid="same-id", product="PERP")
+    other_market = trader.order(PERP, "BUY", 3_000_000, 10, cid="same-id", product="PERP")
     assert error_of(client.post("/v1/orders", json=other_market)) == (409, "DUPLICATE")
 
 
@@ -372,7 +372,7 @@ def test_a_future_past_its_expiry_is_closed_even_before_the_matcher_says_so(
 ) -> None:
     trader = Trader()
     deposit(client, trader.address, "USDC", 10_000_000_000)
-    body = trader.order("BTC-FUT-OLD", "BUY", 1_000, 10, product="FUTURE")
+    body = trader.order("BTC-FUT-OLD", "BUY", 3_000_000, 10, product="FUTURE")
     assert error_of(client.post("/v1/orders", json=body)) == (422, "MARKET_CLOSED")
     assert client.get("/v1/markets/BTC-FUT-OLD").json()["status"] == "EXPIRED"
 
@@ -392,7 +392,7 @@ def test_overloaded_market_refuses_writes_with_503_after_every_other_check(
         assert error_of(client.post("/v1/orders", json=body)) == (503, "OVERLOADED")
         assert snapshot(r, trader.address) == before
         # Another market's stream is not behind.
-        body = trader.order(PERP, "BUY", 1_000, 10, product="PERP")
+        body = trader.order(PERP, "BUY", 3_000_000, 10, product="PERP")
         assert client.post("/v1/orders", json=body).status_code == 202
         # Cancels write to the stream too: refused after every other check, nothing claimed.
         cancel = signed(

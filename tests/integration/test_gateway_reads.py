@@ -121,7 +121,8 @@ def test_account_orders_newest_first_filtered_by_market_and_open(
     with ReplyingMatcher(redis_url, [SPOT, PERP]):
         for cid, market in (("s1", SPOT), ("p1", PERP), ("s2", SPOT), ("s3", SPOT)):
             product = "SPOT" if market == SPOT else "PERP"
-            body = trader.order(market, "BUY", 1_000, 10, cid=cid, product=product)
+            price = 1_000 if market == SPOT else 3_000_000  # a PERP order within its price band
+            body = trader.order(market, "BUY", price, 10, cid=cid, product=product)
             assert client.post("/v1/orders?wait=1", json=body).status_code == 200
             time.sleep(0.002)  # distinct acceptance milliseconds
     r = redis.Redis.from_url(redis_url, decode_responses=True)

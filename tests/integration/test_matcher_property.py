@@ -51,9 +51,13 @@ def scenarios(draw: Any) -> list[tuple[int, list[dict[str, Any]]]]:
                     price = draw(st.integers(98, 102))
                 else:
                     price = draw(st.sampled_from([0, 0, 99, 101]))
-                budget = draw(st.integers(0, 2_000)) if otype == "MARKET" and side == "BUY" else 0
+                budget = draw(st.integers(0, 2_000)) if otype == "MARKET" else 0
                 expires = draw(st.sampled_from([0, 0, 0, now + 1, now + 500, now + 3000]))
+                # what the order may open (the gateway's margin netting); absent: no bound
+                opening = draw(st.sampled_from([None, None, 0, 1, 3, 8]))
+                extra = {} if opening is None else {"open": opening}
                 commands.append({
+                    **extra,
                     "op": "order", "user": user, "cid": cid, "side": side, "type": otype,
                     "price": price, "qty": draw(st.integers(1, 8)),
                     "tif": draw(st.sampled_from(["GTC", "GTC", "IOC", "FOK", "POST_ONLY"])),
@@ -90,10 +94,18 @@ def run_and_compare(client: redis.Redis, product: str, batches: list[Any]) -> in
     client.hset(
         keys.market_cfg(MARKET),
         mapping={"product": product, "mult": "1", "takerFeeBps": "5",
-                 "initialMarginBps": "1000", "lotSize": "1"},
+                 "initialMarginBps": "1000", "lotSize": "1", "indexPrice": "100",
+                 "priceBandBps": "150"},
     )  # fmt: skip
     scripts = ScriptSet(client, LUA_DIR)
-    reference = ReferenceBook(product=product, taker_fee_bps=5, initial_margin_bps=1000)
+    reference = ReferenceBook(
+        product=product,
+        taker_fee_bps=5,
+        initial_margin_bps=1000,
+        mark=100,
+        index=100,
+        band_bps=150,
+    )
     stream_seq = 0
     applied_total = 0
     for now, commands in batches:

@@ -32,6 +32,7 @@ class RefOrder:
     filled: int = 0
     status: str = "NEW"
     reason: str | None = None
+    allowance: int | None = None  # what the order may still open (None: no bound)
 
     @property
     def left(self) -> int:
@@ -60,6 +61,9 @@ class ReferenceBook:
     taker_fee_bps: int = 0
     initial_margin_bps: int = 0
     lot: int = 1
+    mark: int = 0
+    index: int = 0
+    band_bps: int = 0  # PERP/FUTURE: a MARKET order without a price trades within this of mark
     status: str = "OPEN"
     seq: int = 0
     aseq: int = 0
@@ -96,23 +100,46 @@ class ReferenceBook:
             totals[order.price] = totals.get(order.price, 0) + order.left
         return totals
 
-    def _cost(self, price: int, qty: int, reduce_only: bool) -> int:
+    def _pays_premium(self, is_buy: bool) -> bool:
+        return not self.is_derivative or (self.product == "OPTION" and is_buy)
+
+    def _cost(self, price: int, qty: int, is_buy: bool, reducing: int) -> int:
+        """A budgeted order's spend on a fill whose first ``reducing`` units only reduce."""
         notional = price * qty * self.mult
         fee = bps_ceil(notional, self.taker_fee_bps)
-        if reduce_only:
+        if self._pays_premium(is_buy):
+            return notional + fee
+        opening = qty - reducing
+        if opening <= 0:
             return fee
-        if self.product in ("PERP", "FUTURE"):
-            return bps_ceil(notional, self.initial_margin_bps) + fee
-        return notional + fee
+        margin_price = self.index if self.product == "OPTION" else price
+        loss = max(price - self.mark, 0) if is_buy else max(self.mark - price, 0)
+        margin = bps_ceil(margin_price * opening * self.mult, self.initial_margin_bps)
+        return fee + margin + loss * opening * self.mult
 
-    def _affordable(self, price: int, cap: int, budget: int, reduce_only: bool) -> int:
+    def _affordable(self, price: int, cap: int, budget: int, is_buy: bool, reducing: int) -> int:
         best = 0
         for lots in range(cap // self.lot + 1):
-            if self._cost(price, lots * self.lot, reduce_only) <= budget:
+            if self._cost(price, lots * self.lot, is_buy, reducing) <= budget:
                 best = lots * self.lot
             else:
                 break
         return best
+
+    @staticmethod
+    def _reducible(is_buy: bool, position: int) -> int:
+        return max(-position, 0) if is_buy else max(position, 0)
+
+    def _cap(self, allowance: int | None, is_buy: bool, fill: int, position: int) -> int:
+        """The most of ``fill`` an order may fill: it never opens beyond its allowance."""
+        if allowance is None:
+            return fill
+        return min(fill, self._reducible(is_buy, position) + allowance)
+
+    def _after(self, allowance: int | None, is_buy: bool, fill: int, position: int) -> int | None:
+        if allowance is None:
+            return None
+        return allowance - max(fill - self._reducible(is_buy, position), 0)
 
     # -- one call of match.lua ----------------------------------------------------------
     def batch(self, now: int, commands: list[dict[str, Any]]) -> None:
@@ -142,6 +169,8 @@ class ReferenceBook:
             reduce_only=bool(c["reduceOnly"]), expires_at=int(c["expiresAt"]),
             price=int(c["price"]), qty=int(c["qty"]), aseq=self.aseq,
         )  # fmt: skip
+        if self.is_derivative:
+            order.allowance = 0 if order.reduce_only else c.get("open")
         self.orders[key] = order
         if self.status != "OPEN":
             order.status = "REJECTED"
@@ -155,14 +184,29 @@ class ReferenceBook:
             order.qty = min(order.qty, abs(pos))
         is_market = order.type == "MARKET"
         no_limit = is_market and order.price == 0
+        limit = order.price
+        if no_limit and self.band_bps and self.product in ("PERP", "FUTURE"):
+            no_limit = False
+            if is_buy:
+                limit = self.mark * (BPS + self.band_bps) // BPS
+            else:
+                limit = -(-self.mark * (BPS - self.band_bps) // BPS)
 
         def crosses(price: int) -> bool:
             if no_limit:
                 return True
-            return price <= order.price if is_buy else price >= order.price
+            return price <= limit if is_buy else price >= limit
+
+        def position(user: str) -> int:
+            return self.positions.get(user, 0)
 
         opposite = self.asks if is_buy else self.bids
-        budget: int | None = int(c["reserved"]) if (is_market and is_buy and no_limit) else None
+        budget: int | None = None
+        if is_market and order.price == 0 and not c.get("liquidation"):
+            opens = order.allowance != 0 and not order.reduce_only
+            premium = self._pays_premium(is_buy)
+            if (premium and is_buy) or (not premium and opens):
+                budget = int(c["reserved"])
         changed = False
         post_only = order.tif == "POST_ONLY" and not is_market
         if post_only and opposite and crosses(opposite[0].price):
@@ -170,52 +214,86 @@ class ReferenceBook:
             return order.status
         if order.tif == "FOK":
             need, left_budget = order.qty, budget
+            simulated = dict(self.positions)
+            allowances: dict[tuple[str, str], int | None] = {}
+            taker_allowance = order.allowance
             for maker in opposite:
                 if not crosses(maker.price) or need == 0:
                     break
                 if maker.user == order.user:
                     continue
                 fill = min(need, maker.left)
+                tpos, mpos = simulated.get(order.user, 0), simulated.get(maker.user, 0)
+                if self._cap(taker_allowance, is_buy, fill, tpos) < fill:
+                    break
+                maker_allowance = allowances.get((maker.user, maker.cid), maker.allowance)
+                fill = self._cap(maker_allowance, not is_buy, fill, mpos)
                 if left_budget is not None:
-                    if self._affordable(maker.price, fill, left_budget, order.reduce_only) < fill:
+                    reducing = self._reducible(is_buy, tpos)
+                    if self._affordable(maker.price, fill, left_budget, is_buy, reducing) < fill:
                         break
-                    left_budget -= self._cost(maker.price, fill, order.reduce_only)
+                    left_budget -= self._cost(maker.price, fill, is_buy, reducing)
+                taker_allowance = self._after(taker_allowance, is_buy, fill, tpos)
+                allowances[(maker.user, maker.cid)] = self._after(
+                    maker_allowance, not is_buy, fill, mpos
+                )
+                simulated[order.user] = tpos + (fill if is_buy else -fill)
+                simulated[maker.user] = mpos - (fill if is_buy else -fill)
                 need -= fill
             if need > 0:
                 order.status, order.reason = "EXP", "TIME_IN_FORCE"
                 return order.status
         remaining = order.qty
+        margin_stop = False
         while remaining > 0 and opposite and crosses(opposite[0].price):
             maker = opposite[0]
             if maker.user == order.user:
                 self._remove(maker, "CXL", "SELF_TRADE")
                 changed = True
                 continue
-            fill = min(remaining, maker.left)
-            if budget is not None:
-                fill = self._affordable(maker.price, fill, budget, order.reduce_only)
-                if fill == 0:
+            tpos, mpos = position(order.user), position(maker.user)
+            fill = self._cap(order.allowance, is_buy, min(remaining, maker.left), tpos)
+            if fill == 0:
+                margin_stop = True
+                break
+            maker_cap = self._cap(maker.allowance, not is_buy, fill, mpos)
+            maker_short = maker_cap < fill
+            fill = maker_cap
+            if budget is not None and fill > 0:
+                reducing = self._reducible(is_buy, tpos)
+                can = self._affordable(maker.price, fill, budget, is_buy, reducing)
+                if can == 0:
                     break
-                budget -= self._cost(maker.price, fill, order.reduce_only)
+                if can < fill:
+                    maker_short = False
+                fill = can
+                budget -= self._cost(maker.price, fill, is_buy, reducing)
             changed = True
-            remaining -= fill
-            order.filled += fill
-            maker.filled += fill
-            if maker.left == 0:
+            if fill > 0:
+                order.allowance = self._after(order.allowance, is_buy, fill, tpos)
+                maker.allowance = self._after(maker.allowance, not is_buy, fill, mpos)
+                remaining -= fill
+                order.filled += fill
+                maker.filled += fill
+                buyer, seller = (order, maker) if is_buy else (maker, order)
+                self.trades.append(
+                    RefTrade(maker.price, fill, order.side, buyer.user, seller.user, buyer.cid,
+                             seller.cid)
+                )  # fmt: skip
+                if self.is_derivative:
+                    self.positions[buyer.user] = self.positions.get(buyer.user, 0) + fill
+                    self.positions[seller.user] = self.positions.get(seller.user, 0) - fill
+            if maker_short:
+                self._remove(maker, "CXL", "INSUFFICIENT_MARGIN")
+            elif maker.left == 0:
                 self._remove(maker, "FILLED", None)  # type: ignore[arg-type]
                 maker.reason = None
             else:
                 maker.status = "PARTIAL"
-            buyer, seller = (order, maker) if is_buy else (maker, order)
-            self.trades.append(
-                RefTrade(maker.price, fill, order.side, buyer.user, seller.user, buyer.cid,
-                         seller.cid)
-            )  # fmt: skip
-            if self.is_derivative:
-                self.positions[buyer.user] = self.positions.get(buyer.user, 0) + fill
-                self.positions[seller.user] = self.positions.get(seller.user, 0) - fill
         if remaining == 0:
             order.status = "FILLED"
+        elif margin_stop:
+            order.status, order.reason = "CXL", "INSUFFICIENT_MARGIN"
         elif is_market or order.tif in ("IOC", "FOK"):
             order.status, order.reason = "EXP", "TIME_IN_FORCE"
         elif 0 < order.expires_at <= now:

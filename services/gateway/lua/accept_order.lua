@@ -27,7 +27,15 @@
 -- ARGV[8] code when the amount is not there (INSUFFICIENT_BALANCE / INSUFFICIENT_MARGIN)
 -- ARGV[9] market refusal ("" / MARKET_HALTED / MARKET_CLOSED)
 -- ARGV[10] "1" when the market stream is over its backlog bound
--- Returns {"OK", command JSON, "SENT" when it is on the stream, else "OUTBOX"} or {code}.
+-- ARGV[11] headroom: free collateral needed beyond the amount locked (0 for most orders)
+-- ARGV[12] position field "<market>:size" the order was judged on, or "" (no guard)
+-- ARGV[13] that position's size as the caller read it
+-- ARGV[14] open-quantity field "<market>:<side>", ARGV[15] its value as the caller read it
+-- ARGV[16] the order's qty, added to that field while the order is open
+--   When the position or the open quantity moved since the caller read them, the script
+--   answers {"RETRY"} and changes nothing: the caller judges the order again.
+-- Returns {"OK", command JSON, "SENT" when it is on the stream, else "OUTBOX"}, {"RETRY"} or
+-- {code}.
 
 local cids_key, order_key, orders_key, bal_key, res_key, outbox_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -36,7 +44,19 @@ local cid, market, asset, wanted, now, template =
 local adjustment, short_code, market_refusal, overloaded =
   tonumber(ARGV[7]), ARGV[8], ARGV[9], ARGV[10]
 
+local headroom = tonumber(ARGV[11] or '0')
+local position_field, open_field = ARGV[12] or '', ARGV[14] or ''
+local account_prefix = string.sub(bal_key, 1, -4)  -- 'dex:{u}:' of 'dex:{u}:bal'
+local open_key, shares_key = account_prefix .. 'oq', account_prefix .. 'oqo'
+
 if redis.call('HEXISTS', cids_key, cid) == 1 then return {'DUPLICATE'} end
+if position_field ~= '' then
+  local size = redis.call('HGET', account_prefix .. 'pos', position_field) or '0'
+  local open = redis.call('HGET', open_key, open_field) or '0'
+  if tonumber(size) ~= tonumber(ARGV[13]) or tonumber(open) ~= tonumber(ARGV[15]) then
+    return {'RETRY'}
+  end
+end
 
 local held = redis.call('HMGET', bal_key, asset .. ':t', asset .. ':l')
 local total, locked = tonumber(held[1] or '0'), tonumber(held[2] or '0')
@@ -47,7 +67,7 @@ if wanted == 'ALL' then
   if amount <= 0 then return {short_code} end
 else
   amount = tonumber(wanted)
-  if amount > free then return {short_code} end
+  if amount + headroom > free then return {short_code} end
 end
 if market_refusal ~= '' then return {market_refusal} end
 if overloaded == '1' then return {'OVERLOADED'} end
@@ -62,6 +82,10 @@ redis.call('HSET', res_key, cid, amount_text)
 redis.call('HSET', order_key, 'market', market, 'asset', asset, 'reserved', amount_text,
            'acceptedAt', now, 'cmd', command)
 redis.call('ZADD', orders_key, now, market .. '|' .. cid)
+if open_field ~= '' then
+  redis.call('HINCRBY', open_key, open_field, ARGV[16])
+  redis.call('HSET', shares_key, cid, ARGV[16] .. '|' .. open_field)
+end
 if stream_key then return {'OK', command, 'SENT'} end
 redis.call('ZADD', outbox_key, now, cid)
 return {'OK', command, 'OUTBOX'}

@@ -100,6 +100,7 @@ local mult = tonumber(cfg.mult or '1')
 local taker_bps = tonumber(cfg.takerFeeBps or '0')
 local im_bps = tonumber(cfg.initialMarginBps or '0')
 local lot = tonumber(cfg.lotSize or '1')
+local band_bps = margined and tonumber(cfg.priceBandBps or '0') or 0
 
 -- counters, read once and written back once --------------------------------------------
 local st = redis.call('HMGET', K_STATE, 'status', 'seq', 'tseq', 'eseq', 'aseq', 'last')
@@ -130,30 +131,89 @@ local function bps_ceil(n, bps)
   return a * bps + math.ceil(b * bps / 10000)
 end
 
--- What a budgeted (MARKET, price 0) buy spends on one fill: notional + fee (SPOT, OPTION
--- premium), initial margin + fee (PERP, FUTURE), the fee alone when it only reduces.
-local function cost(p, qty, reduce)
+-- The market's index and mark (dex:{m}:px, read once per call when a derivative order needs
+-- them; before the oracle's first run the file's index, and an option's intrinsic value).
+local px = nil
+local function prices()
+  if px then return px end
+  local raw = redis.call('HMGET', mprefix .. 'px', 'index', 'mark')
+  local index = tonumber(raw[1] or '') or tonumber(cfg.indexPrice or '0')
+  local mark = tonumber(raw[2] or '')
+  if mark == nil then
+    if product == 'OPTION' then
+      local strike = tonumber(cfg.strike or '0')
+      mark = cfg.optionType == 'PUT' and math.max(strike - index, 0) or math.max(index - strike, 0)
+    else
+      mark = index
+    end
+  end
+  px = {index = index, mark = mark}
+  return px
+end
+
+-- What a budgeted (MARKET, price 0) order spends on one fill of qty at p, of which the first
+-- `red` only reduce its owner's position: notional + fee (SPOT, an OPTION buy's premium);
+-- otherwise the fee, and on the part that opens its initial margin (at p; an option writer's
+-- on the underlying's index) plus its open loss against the mark (API.md §6).
+local function cost(p, qty, is_buy, red)
   local n = p * qty * mult
   local fee = bps_ceil(n, taker_bps)
-  if reduce then return fee end
-  if margined then return bps_ceil(n, im_bps) + fee end
-  return n + fee
+  if not is_deriv or (product == 'OPTION' and is_buy) then return n + fee end
+  local opening = qty - red
+  if opening <= 0 then return fee end
+  local m = prices()
+  local margin_price = product == 'OPTION' and m.index or p
+  local loss = is_buy and math.max(p - m.mark, 0) or math.max(m.mark - p, 0)
+  return fee + bps_ceil(margin_price * opening * mult, im_bps) + loss * opening * mult
 end
 
 -- The most (a multiple of the lot, at most cap) a budget affords at price p.
-local function affordable(p, cap, budget, reduce)
+local function affordable(p, cap, budget, is_buy, red)
   if budget <= 0 then return 0 end
   local lo, hi = 0, math.floor(cap / lot)
-  if not reduce then  -- an upper bound first: the notional (or its margin) alone must fit
-    local unit = p * lot * mult
-    if margined then unit = unit * im_bps / 10000 end
-    if unit > 0 then hi = math.min(hi, math.floor(budget / unit) + 1) end
+  -- an upper bound first: past the reducing part, each lot's notional (or margin) must fit
+  local unit = p * lot * mult
+  if is_deriv and not (product == 'OPTION' and is_buy) then
+    unit = (product == 'OPTION' and prices().index or p) * lot * mult * im_bps / 10000
   end
+  if unit > 0 then hi = math.min(hi, math.floor(red / lot) + math.floor(budget / unit) + 1) end
   while lo < hi do
     local mid = math.floor((lo + hi + 1) / 2)
-    if cost(p, mid * lot, reduce) <= budget then lo = mid else hi = mid - 1 end
+    if cost(p, mid * lot, is_buy, red) <= budget then lo = mid else hi = mid - 1 end
   end
   return lo * lot
+end
+
+-- Positions as the matcher keeps them (dex:{m}:pos), read once per user per call and kept
+-- current by record_trade.
+local positions = {}
+local function position(user)
+  local size = positions[user]
+  if size == nil then
+    size = tonumber(redis.call('HGET', K_POS, user) or '0') or 0
+    positions[user] = size
+  end
+  return size
+end
+
+-- How much of a position of signed size pos an order of that side would reduce.
+local function reducible(is_buy, pos)
+  if is_buy then return math.max(-pos, 0) end
+  return math.max(pos, 0)
+end
+
+-- A fill never opens or grows a position beyond what its order reserved margin for: o.oa is
+-- what the order may still open (nil: no bound). The most of f it may fill at position pos:
+local function fill_cap(o, is_buy, f, pos)
+  if o.oa == nil then return f end
+  return math.min(f, reducible(is_buy, pos) + o.oa)
+end
+
+-- The order filled f at position pos: what opened comes off its allowance.
+local function use_allowance(o, is_buy, f, pos)
+  if o.oa == nil then return end
+  local opened = f - reducible(is_buy, pos)
+  if opened > 0 then o.oa = o.oa - opened end
 end
 
 -- per-unit outputs (one unit = one command, one expiry or one cancel-all removal) -------
@@ -194,13 +254,14 @@ local LOAD_FIELDS = {'userId', 'clientOrderId', 'side', 'type', 'timeInForce', '
 local function load(okey)
   local o = cache[okey]
   if o then return o end
-  local raw = redis.call('HMGET', okey, 'd', 'qty', 'filled', 'status', 'reason')
+  local raw = redis.call('HMGET', okey, 'd', 'qty', 'filled', 'status', 'reason', 'oa')
   if raw[1] then
     local side, otype, tif, ro, exp, price, ts, aseq, _, _, _, user, cid =
       string.match(raw[1], D_PATTERN)
     o = {side = side, type = otype, timeInForce = tif, reduceOnly = ro, expiresAt = exp,
       price = tonumber(price), ts = ts, aseq = aseq, userId = user, clientOrderId = cid,
-      qty = tonumber(raw[2]), filled = tonumber(raw[3]), status = raw[4], reason = raw[5] or ''}
+      qty = tonumber(raw[2]), filled = tonumber(raw[3]), status = raw[4], reason = raw[5] or '',
+      oa = tonumber(raw[6] or '')}
   else
     -- a record in the earlier flat shape (written before this version)
     raw = redis.call('HMGET', okey, unpack(LOAD_FIELDS))
@@ -377,8 +438,8 @@ local function record_trade(p, f, taker, maker, taker_is_buy, liquidation)
     ',"buyCid":' .. q(buy_cid) .. ',"sellCid":' .. q(sell_cid) .. ',"ts":' .. int(now) ..
     (liquidation and ',"liquidation":true}' or '}'))
   if is_deriv then
-    redis.call('HINCRBY', K_POS, buyer, f)
-    redis.call('HINCRBY', K_POS, seller, -f)
+    positions[buyer] = redis.call('HINCRBY', K_POS, buyer, f)
+    positions[seller] = redis.call('HINCRBY', K_POS, seller, -f)
   end
   local qv = p * f * mult
   if agg == nil then
@@ -424,7 +485,7 @@ local function match_order(cmd, o)
     return
   end
   if reduce then
-    local pos = tonumber(redis.call('HGET', K_POS, user) or '0') or 0
+    local pos = is_deriv and position(user) or 0
     if not is_deriv or (is_buy and pos >= 0) or ((not is_buy) and pos <= 0) then
       finish(o, 'REJECTED', 'REDUCE_ONLY')
       return
@@ -433,36 +494,70 @@ local function match_order(cmd, o)
   end
 
   local book = is_buy and K_ASKS or K_BIDS
+  -- the limit the order trades within: its price; a MARKET order without one is bounded by
+  -- the market's price band around the mark (PERP, FUTURE), else by nothing
+  local limit = price
   local no_limit = is_market and price == 0
+  if no_limit and band_bps > 0 then
+    local mark = prices().mark
+    if is_buy then
+      limit = math.floor(mark * (10000 + band_bps) / 10000)
+    else
+      limit = math.ceil(mark * (10000 - band_bps) / 10000)
+    end
+    no_limit = false
+  end
+  -- a price-0 MARKET order spends at most what it reserved (its budget): a buy's quote, a
+  -- derivative's margin for what it may open (an order that only reduces pays the fee alone)
   local budget = nil
-  if is_market and is_buy and price == 0 then budget = tonumber(cmd.reserved) or 0 end
+  if is_market and price == 0 and not liquidation then
+    local opens = is_deriv and not (product == 'OPTION' and is_buy) and o.oa ~= 0 and not reduce
+    if (is_buy and not is_deriv) or (product == 'OPTION' and is_buy) or opens then
+      budget = tonumber(cmd.reserved) or 0
+    end
+  end
 
   if tif == 'POST_ONLY' and not is_market then
     local best = redis.call('ZRANGE', book, 0, 0, 'WITHSCORES')
-    if #best > 0 and crosses(is_buy, price, no_limit, maker_price(is_buy, best[2])) then
+    if #best > 0 and crosses(is_buy, limit, no_limit, maker_price(is_buy, best[2])) then
       finish(o, 'REJECTED', 'POST_ONLY_WOULD_CROSS')
       return
     end
   end
 
   if tif == 'FOK' then
-    -- all or none, counting only other users' liquidity (and, with a budget, what it affords)
+    -- all or none, counting only other users' liquidity, and only what each side's margin
+    -- lets it fill (and, with a budget, what it affords): the loop below, rehearsed
     local need, left_budget, start, done = qty, budget, 0, false
+    local sim_pos, allowance = {}, {}
+    local function sim(u) if sim_pos[u] == nil then sim_pos[u] = position(u) end return sim_pos[u] end
+    local taker = {oa = o.oa}
     while not done do
       local chunk = redis.call('ZRANGE', book, start, start + 99, 'WITHSCORES')
       if #chunk == 0 then break end
       for i = 1, #chunk, 2 do
         local mp = maker_price(is_buy, chunk[i + 1])
-        if not crosses(is_buy, price, no_limit, mp) then done = true; break end
+        if not crosses(is_buy, limit, no_limit, mp) then done = true; break end
         local mu, mc = parse_member(chunk[i])
         if mu ~= user then
           local mo = load(oprefix .. mu .. ':' .. mc)
           local f = math.min(need, mo.qty - mo.filled)
+          local tpos, mpos = sim(user), sim(mu)
+          if fill_cap(taker, is_buy, f, tpos) < f then done = true; break end
+          local maker = {oa = allowance[mo.key]}
+          if maker.oa == nil then maker.oa = mo.oa end
+          f = fill_cap(maker, not is_buy, f, mpos)
           if left_budget then
-            local can = affordable(mp, f, left_budget, reduce)
+            local red = reducible(is_buy, tpos)
+            local can = affordable(mp, f, left_budget, is_buy, red)
             if can < f then done = true; break end
-            left_budget = left_budget - cost(mp, f, reduce)
+            left_budget = left_budget - cost(mp, f, is_buy, red)
           end
+          use_allowance(taker, is_buy, f, tpos)
+          use_allowance(maker, not is_buy, f, mpos)
+          allowance[mo.key] = maker.oa
+          sim_pos[user] = tpos + (is_buy and f or -f)
+          sim_pos[mu] = mpos + (is_buy and -f or f)
           need = need - f
           if need == 0 then done = true; break end
         end
@@ -476,10 +571,11 @@ local function match_order(cmd, o)
   end
 
   local remaining = qty
+  local margin_stop = false  -- the order may open no more: its rest is cancelled
   -- the best makers that cross, two at a time, by score bound (no scores to format: the
   -- maker's price is in its record); none to read when the book is known to hold nothing
   -- up to the bound
-  local bound_score = no_limit and math.huge or (is_buy and price or -price)
+  local bound_score = no_limit and math.huge or (is_buy and limit or -limit)
   local bound = no_limit and '+inf' or int(bound_score)
   local window, wi = {}, 1
   while remaining > 0 do
@@ -501,25 +597,44 @@ local function match_order(cmd, o)
       wi = wi + 2
     else
       local left = mo.qty - mo.filled
-      local f = math.min(remaining, left)
-      if budget then
-        f = affordable(mp, f, budget, reduce)
-        if f == 0 then break end
-        budget = budget - cost(mp, f, reduce)
+      local tpos = is_deriv and position(user) or 0
+      local mpos = is_deriv and position(mu) or 0
+      local f = fill_cap(o, is_buy, math.min(remaining, left), tpos)
+      if f == 0 then margin_stop = true; break end
+      local maker_cap = fill_cap(mo, not is_buy, f, mpos)
+      local maker_short = maker_cap < f
+      f = maker_cap
+      if budget and f > 0 then
+        local red = reducible(is_buy, tpos)
+        local can = affordable(mp, f, budget, is_buy, red)
+        if can == 0 then break end
+        if can < f then maker_short = false end  -- the budget, not the maker, bounds this fill
+        f = can
+        budget = budget - cost(mp, f, is_buy, red)
       end
-      remaining = remaining - f
-      o.filled = o.filled + f
-      mo.filled = mo.filled + f
-      level_add(not is_buy, mp, -f)
-      record_trade(mp, f, o, mo, is_buy, liquidation)  -- the fill event before the maker's done
-      if mo.filled == mo.qty then
+      if f > 0 then
+        use_allowance(o, is_buy, f, tpos)
+        use_allowance(mo, not is_buy, f, mpos)
+        remaining = remaining - f
+        o.filled = o.filled + f
+        mo.filled = mo.filled + f
+        level_add(not is_buy, mp, -f)
+        record_trade(mp, f, o, mo, is_buy, liquidation)  -- the fill event before the maker's done
+      end
+      if maker_short then
+        -- the maker may open no more: what it could fill has, the rest is cancelled
+        remove_resting(mo, 'CXL', 'INSUFFICIENT_MARGIN')
+        wi = wi + 2
+      elseif mo.filled == mo.qty then
         redis.call('ZREM', book, member)
         if mo.expiresAt ~= '0' then redis.call('ZREM', K_EXP, (is_buy and 'S' or 'B') .. member) end
         finish(mo, 'FILLED', nil)
         wi = wi + 2
       else
         mo.status = 'PARTIAL'
-        redis.call('HSET', mo.key, 'filled', int(mo.filled), 'status', 'PARTIAL', 'updatedTs', int(now))
+        local fields = {'filled', int(mo.filled), 'status', 'PARTIAL', 'updatedTs', int(now)}
+        if mo.oa ~= nil then fields[#fields + 1] = 'oa'; fields[#fields + 1] = int(mo.oa) end
+        redis.call('HSET', mo.key, unpack(fields))
         touch(mo)
       end
     end
@@ -527,6 +642,8 @@ local function match_order(cmd, o)
 
   if remaining == 0 then
     finish(o, 'FILLED', nil)
+  elseif margin_stop then
+    finish(o, 'CXL', 'INSUFFICIENT_MARGIN')
   elseif is_market or tif == 'IOC' or tif == 'FOK' then
     finish(o, 'EXP', 'TIME_IN_FORCE')
   elseif expires_at > 0 and expires_at <= now then
@@ -559,6 +676,11 @@ local function process_order(cmd)
     qty = tonumber(cmd.qty), filled = 0, status = 'NEW', reason = '',
     ts = int(tonumber(cmd.ts) or 0), aseq = int(aseq), incoming = true,
   }
+  -- what a derivative order may open (the gateway reserved margin for that much); a
+  -- reduce-only order, nothing
+  if is_deriv then
+    if cmd.reduceOnly == true then o.oa = 0 else o.oa = tonumber(cmd.open) end
+  end
   cache[okey] = o
   touch(o)
   match_order(cmd, o)
@@ -569,6 +691,9 @@ local function process_order(cmd)
     '|' .. market .. '|' .. user .. '|' .. cid,
     'qty', int(o.qty), 'filled', int(o.filled), 'status', o.status, 'reason', o.reason,
     'updatedTs', int(now))
+  if o.oa ~= nil and (o.status == 'NEW' or o.status == 'PARTIAL') then
+    redis.call('HSET', okey, 'oa', int(o.oa))
+  end
   return o
 end
 

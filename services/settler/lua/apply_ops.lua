@@ -11,6 +11,8 @@
 -- KEYS[5] dex:{u}:pos    hash  "<market>:<field>" position fields (size, entry, rpnl, funding)
 -- KEYS[6] dex:{u}:resf   hash  cid -> quantity filled so far (while the order is open)
 -- KEYS[7] dex:{u}:waived hash  "<market>:<eseq>" -> fee waived on that event (rare, kept)
+-- The account's dex:{u}:oq and dex:{u}:oqo (each open derivative order's unfilled qty, for
+-- margin netting: common/keys.py) are named from KEYS[1]'s prefix: the same hash tag and slot.
 -- ARGV[1] market
 -- ARGV[2] JSON list of [eseq, [op, ...]] in ascending eseq; every amount is a decimal string.
 --   ["credit", asset, amount]          total += amount
@@ -24,8 +26,10 @@
 --                                      account never goes below zero), the cut is recorded in
 --                                      KEYS[7] and returned, and the event's fill record shows
 --                                      the fee actually charged
---   ["release", asset, cid]            locked -= the cid's reservation; the reservation ends
---   ["trim", asset, cid, fillqty, kind, price, qty, mult, bps1, bps2, reserved]
+--   ["release", asset, cid]            locked -= the cid's reservation; the reservation ends,
+--                                      and so does the order's unfilled qty in dex:{u}:oq
+--   ["trim", asset, cid, fillqty, kind, price, qty, mult, bps1, bps2, reserved, open,
+--    margin price, loss]
 --                                      the order filled fillqty more; its reservation becomes
 --                                      what its unfilled rest needs: the surplus is released;
 --                                      a shortfall (fees round up per fill, so a fill can use
@@ -35,9 +39,13 @@
 --                                        base   rest*mult                        (spot sell)
 --                                        margin ceil(N*bps1/1e4)+ceil(N*bps2/1e4) (derivative)
 --                                        fee    ceil(N*bps2/1e4)          (reduce-only, fee)
+--                                        deriv  ceil(N*bps2/1e4) + ceil(M*bps1/1e4) + L
+--                                               with O = min(rest, open),
+--                                               M = margin price*O*mult, L = loss*O*mult
 --                                        prop   ceil(reserved*rest/qty)
 --                                        none   unchanged (released by the done event)
---                                      with N = price*rest*mult
+--                                      with N = price*rest*mult; the order's unfilled
+--                                      qty in dex:{u}:oq falls by fillqty
 --   ["position", asset, delta, price, mult, cash]
 --                                      signed size += delta at price; the entry notional moves
 --                                      by the exact notional on opening, falls by
@@ -55,6 +63,8 @@ local bal_key, wm_key, res_key, fills_key, pos_key, resf_key, waived_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local market = ARGV[1]
 local batches = cjson.decode(ARGV[2])
+local account_prefix = string.sub(bal_key, 1, -4)  -- 'dex:{u}:' of 'dex:{u}:bal'
+local open_key, shares_key = account_prefix .. 'oq', account_prefix .. 'oqo'
 
 local watermark = tonumber(redis.call('HGET', wm_key, market) or '0')
 local applied = 0
@@ -69,8 +79,28 @@ end
 
 --#include position.lua
 
-local function need(kind, rest, price, qty, mult, bps1, bps2, reserved)
+-- An open derivative order's unfilled qty falls by qty (nil: all of it, the order is done).
+local function open_qty_falls(cid, qty)
+  local share = redis.call('HGET', shares_key, cid)
+  if not share then return end
+  local left, field = string.match(share, '^(%d+)|(.*)$')
+  left = tonumber(left)
+  local fall = qty and math.min(qty, left) or left
+  if fall > 0 then redis.call('HINCRBY', open_key, field, int(-fall)) end
+  if qty == nil or left - fall <= 0 then
+    redis.call('HDEL', shares_key, cid)
+  else
+    redis.call('HSET', shares_key, cid, int(left - fall) .. '|' .. field)
+  end
+end
+
+local function need(kind, rest, price, qty, mult, bps1, bps2, reserved, open, margin_price, loss)
   local n = price * rest * mult
+  if kind == 'deriv' then
+    local opening = math.min(rest, open)
+    return ceil_bps(n, bps2) + ceil_bps(margin_price * opening * mult, bps1) +
+      loss * opening * mult
+  end
   if kind == 'quote' then return n + ceil_bps(n, bps2) end
   if kind == 'base' then return rest * mult end
   if kind == 'margin' then return ceil_bps(n, bps1) + ceil_bps(n, bps2) end
@@ -128,13 +158,16 @@ for _, batch in ipairs(batches) do
         end
         redis.call('HDEL', res_key, cid)
         redis.call('HDEL', resf_key, cid)
+        open_qty_falls(cid, nil)
       elseif kind == 'trim' then
         local asset, cid = op[2], op[3]
         local filled = redis.call('HINCRBY', resf_key, cid, op[4])
         local qty = tonumber(op[7])
         local rest = math.max(qty - filled, 0)
+        open_qty_falls(cid, tonumber(op[4]))
         local keep = need(op[5], rest, tonumber(op[6]), qty, tonumber(op[8]), tonumber(op[9]),
-                          tonumber(op[10]), tonumber(op[11]))
+                          tonumber(op[10]), tonumber(op[11]), tonumber(op[12] or '0'),
+                          tonumber(op[13] or '0'), tonumber(op[14] or '0'))
         local left = reserved_for(cid)
         if keep ~= nil and left ~= keep and redis.call('HEXISTS', res_key, cid) == 1 then
           if keep > left then
