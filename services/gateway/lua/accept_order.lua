@@ -27,6 +27,8 @@
 -- ARGV[8] code when the amount is not there (INSUFFICIENT_BALANCE / INSUFFICIENT_MARGIN)
 -- ARGV[9] market refusal ("" / MARKET_HALTED / MARKET_CLOSED)
 -- ARGV[10] "1" when the market stream is over its backlog bound
+-- ARGV[11] "1" when the caller found the order over the limit of 2^53 quanta (notional,
+--          reservation, position value; LIMIT_EXCEEDED)
 -- Returns {"OK", command JSON, "SENT" when it is on the stream, else "OUTBOX"} or {code}.
 
 local cids_key, order_key, orders_key, bal_key, res_key, outbox_key =
@@ -50,6 +52,12 @@ else
   if amount > free then return {short_code} end
 end
 if market_refusal ~= '' then return {market_refusal} end
+
+-- LIMIT_EXCEEDED (API.md §2): the caller's verdict, or a lock that would take the locked
+-- total to 2^53 quanta, where doubles stop being exact (the sum of two values below 2^53
+-- is at least 2^53 in doubles exactly when it is in integers).
+if ARGV[11] == '1' or locked + amount >= 9007199254740992 then return {'LIMIT_EXCEEDED'} end
+
 if overloaded == '1' then return {'OVERLOADED'} end
 
 local amount_text = string.format('%d', amount)
