@@ -2,7 +2,8 @@
 
 The gateway (REST), the settler (``pnl:`` publications, liquidation) and the broadcaster
 (``pnl:`` snapshots) all read an account through these, so every door shows the same numbers.
-Amounts in quote atomic units are strings (like balances); sizes and prices are integers.
+Amounts are strings in the quote asset's atomic units (like balances), converted here from
+the quanta Redis holds; sizes and prices are integers.
 """
 
 from __future__ import annotations
@@ -35,19 +36,20 @@ def position_view(
     market = markets.markets[position.market]
     market_prices = prices[position.market]
     size = position.size
+    quote = market.quote
     return {
         "market": position.market,
         "size": size,
-        "entryNotional": str(position.entry_notional),
+        "entryNotional": money.atomic_text(quote, position.entry_notional),
         "avgEntry": money.format_price(
             abs(position.entry_notional), abs(size) * market.notional_multiplier
         )
         if size
         else "0",
-        "realizedPnl": str(position.realized_pnl),
-        "unrealizedPnl": str(unrealized_pnl(market, position, market_prices)),
+        "realizedPnl": money.atomic_text(quote, position.realized_pnl),
+        "unrealizedPnl": money.atomic_text(quote, unrealized_pnl(market, position, market_prices)),
         "markPrice": market_prices.mark,
-        "fundingPaid": str(position.funding_paid),
+        "fundingPaid": money.atomic_text(quote, position.funding_paid),
         "liquidationPrice": liquidation_price(markets, position, prices, balances, positions),
     }
 
@@ -109,7 +111,13 @@ def account_view(
         "positions": [
             position_view(markets, position, prices, balances, positions) for position in positions
         ],
-        "margin": {asset: value.public() for asset, value in margin.items()},
+        "margin": {
+            asset: {
+                name: money.atomic_text(markets.assets[asset], amount)
+                for name, amount in value.public().items()
+            }
+            for asset, value in margin.items()
+        },
     }
 
 

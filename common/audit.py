@@ -2,8 +2,9 @@
 
 ``audit(client, markets)`` reads every known account, every market's book, events and order
 records, and returns per asset ``{deposits, withdrawals, userTotals, fees, insurance,
-entryNotional, difference}`` and ``invariants``: each invariant with ``ok`` and, when broken,
-``problems`` saying what broke it. The checks mean "at a quiet point": while fills are still
+entryNotional, difference}`` (summed in quanta, reported in atomic units) and ``invariants``:
+each invariant with ``ok`` and, when broken, ``problems`` saying what broke it (amounts in
+them are in quanta, as stored). The checks mean "at a quiet point": while fills are still
 being settled, the settlement checks report the work in flight.
 """
 
@@ -118,15 +119,17 @@ def _conservation(
                 sums[market.quote.symbol]["entryNotional"] += int(value)
     report: dict[str, dict[str, str]] = {}
     for asset, s in sorted(sums.items()):
+        # Sums are in quanta; the report speaks the wire's atomic units (exact: × quantum).
+        quantum = markets.assets[asset].quantum if asset in markets.assets else 1
         difference = (
             s["userTotals"]
             + s["fees"]
             + s["insurance"]
             - s["entryNotional"]
             - (s["deposits"] - s["withdrawals"])
-        )
+        ) * quantum
         report[asset] = {
-            name: str(s[name])
+            name: str(s[name] * quantum)
             for name in (
                 "deposits",
                 "withdrawals",
@@ -140,7 +143,8 @@ def _conservation(
         if difference:
             check.fail(f"{asset}: totals minus deposits net of withdrawals is off by {difference}")
         if s["insurance"] < 0:
-            warnings.append(f"the insurance fund holds {s['insurance']} {asset} (below zero)")
+            insurance = s["insurance"] * quantum
+            warnings.append(f"the insurance fund holds {insurance} {asset} (below zero)")
     return report
 
 

@@ -16,6 +16,7 @@ import orjson
 
 from common import keys
 from common.markets import Market
+from common.money import to_atomic
 from common.risk import mark_price
 from common.types import Product
 
@@ -51,7 +52,8 @@ def ticker_view(
 
     ``stats`` may carry ``openInterest`` (the reader adds it from the positions mirror).
     ``null`` where nothing has traded (ever for ``last``; in the 24 h window for
-    open/high/low); volumes are 0 once anything traded. Before the oracle's first run the
+    open/high/low); volumes are 0 once anything traded. ``qvol`` is kept in quote quanta and
+    answered in quote atomic units. Before the oracle's first run the
     index is the markets file's and the mark is ``common.risk.mark_price`` of it.
     """
     last = _int_or_none(stats.get("last"))
@@ -70,7 +72,9 @@ def ticker_view(
         "high24h": _int_or_none(stats.get("high")) if in_window else None,
         "low24h": _int_or_none(stats.get("low")) if in_window else None,
         "volume24h": volume if last is not None else None,
-        "quoteVolume24h": int(stats.get("qvol") or 0) if last is not None else None,
+        "quoteVolume24h": to_atomic(market.quote, stats.get("qvol") or 0)
+        if last is not None
+        else None,
         "indexPrice": index,
         "markPrice": mark,
         "fundingRate": _int_or_none(px.get("fundingRate")),

@@ -33,6 +33,7 @@ class AssetSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     decimals: StrictInt = Field(ge=0, le=36)
+    quantum: StrictInt | None = Field(default=None, gt=0)
 
 
 class MarketSpec(BaseModel):
@@ -63,8 +64,30 @@ class MarketSpec(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class Asset:
+    """An asset: ``decimals`` on the wire, counted inside in whole ``quantum`` steps.
+
+    Every amount the exchange stores or computes (balances, locks, reservations, notionals,
+    PnL, funding, fees, audit sums) is in quanta; the wire carries atomic units
+    (``quanta × quantum``). See :mod:`common.money` for the conversions.
+    """
+
     symbol: str
     decimals: int
+    quantum: int = 1
+    """A power of ten in atomic units (API.md §2); default ``10^max(0, decimals − 9)``."""
+
+    @property
+    def quantum_exponent(self) -> int:
+        """``log10(quantum)``."""
+        return len(str(self.quantum)) - 1
+
+    @property
+    def internal_decimals(self) -> int:
+        """The decimals the exchange counts in: ``decimals − log10(quantum)``."""
+        return self.decimals - self.quantum_exponent
+
+    def public(self) -> dict[str, int]:
+        return {"decimals": self.decimals, "quantum": self.quantum}
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +99,11 @@ class Market:
     base: Asset
     quote: Asset
     notional_multiplier: int
-    """``10^(quote.decimals − priceScale − qtyScale)``: price × qty × this = quote atomic units."""
+    """``10^(quote.decimals − log10(quote.quantum) − priceScale − qtyScale)``: price × qty × this
+    = quote quanta (quote atomic units when the quantum is 1)."""
     base_multiplier: int
-    """``10^(base.decimals − qtyScale)``: qty × this = base atomic units (SPOT delivery)."""
+    """``10^(base.decimals − log10(base.quantum) − qtyScale)``: qty × this = base quanta
+    (SPOT delivery)."""
 
     @property
     def product(self) -> Product:
@@ -143,7 +168,7 @@ def parse_markets(document: Any, source: str = "markets file") -> MarketSet:
         if not isinstance(symbol, str) or not SYMBOL_PATTERN.match(symbol):
             raise MarketsFileError(f"{where}: symbol must match {SYMBOL_PATTERN.pattern}")
         asset_spec = _validate(AssetSpec, raw, where)
-        assets[symbol] = Asset(symbol, asset_spec.decimals)
+        assets[symbol] = Asset(symbol, asset_spec.decimals, _quantum(asset_spec, where))
 
     markets: dict[str, Market] = {}
     for symbol, raw in raw_markets.items():
@@ -162,6 +187,23 @@ def _validate(model: type[_Model], raw: Any, where: str) -> _Model:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "(whole entry)"
         raise MarketsFileError(f"{where}: field {field}: {first['msg']}") from None
+
+
+def default_quantum(decimals: int) -> int:
+    """The quantum of an asset whose file gives none: ``10^max(0, decimals − 9)``."""
+    return 10 ** max(0, decimals - 9)
+
+
+def _quantum(spec: AssetSpec, where: str) -> int:
+    if spec.quantum is None:
+        return default_quantum(spec.decimals)
+    quantum = spec.quantum
+    if quantum > 10**spec.decimals or 10 ** (len(str(quantum)) - 1) != quantum:
+        raise MarketsFileError(
+            f"{where}: field quantum: {quantum} is not a power of ten between 1 and "
+            f"10^decimals = {10**spec.decimals}"
+        )
+    return quantum
 
 
 def _build_market(symbol: str, spec: MarketSpec, assets: Mapping[str, Asset], where: str) -> Market:
@@ -193,6 +235,7 @@ def _build_market(symbol: str, spec: MarketSpec, assets: Mapping[str, Asset], wh
         raise MarketsFileError(
             f"{where}: field qtyScale: {spec.qtyScale} exceeds base decimals {base.decimals}"
         )
+    _check_quanta(spec, base, quote, where)
     for field in ("indexPrice", "strike"):
         value = getattr(spec, field)
         if value is not None and value % spec.tickSize:
@@ -204,9 +247,40 @@ def _build_market(symbol: str, spec: MarketSpec, assets: Mapping[str, Asset], wh
         spec=spec,
         base=base,
         quote=quote,
-        notional_multiplier=10**notional_exponent,
-        base_multiplier=10 ** max(base_exponent, 0),
+        notional_multiplier=10 ** (notional_exponent - quote.quantum_exponent),
+        base_multiplier=10 ** max(base_exponent - base.quantum_exponent, 0),
     )
+
+
+def _check_quanta(spec: MarketSpec, base: Asset, quote: Asset, where: str) -> None:
+    """Refuse a market whose lot or smallest notional is a fraction of its asset's quantum,
+    or whose scales would make the exchange's per-unit multipliers fractional in quanta."""
+    if spec.product is Product.SPOT:
+        lot = spec.lotSize * 10 ** (base.decimals - spec.qtyScale)
+        if lot % base.quantum:
+            raise MarketsFileError(
+                f"{where}: field lotSize: a lot delivers {lot} atomic units of {base.symbol}, "
+                f"not a multiple of its quantum {base.quantum}"
+            )
+        if base.decimals - base.quantum_exponent < spec.qtyScale:
+            raise MarketsFileError(
+                f"{where}: field qtyScale: {spec.qtyScale} exceeds {base.symbol}'s decimals "
+                f"{base.decimals} less log10(quantum {base.quantum}), so a quantity unit would "
+                "be a fraction of a quantum"
+            )
+    notional_exponent = quote.decimals - spec.priceScale - spec.qtyScale
+    smallest = spec.tickSize * spec.lotSize * 10**notional_exponent
+    if smallest % quote.quantum:
+        raise MarketsFileError(
+            f"{where}: field tickSize: the smallest notional (tickSize × lotSize) is {smallest} "
+            f"atomic units of {quote.symbol}, not a multiple of its quantum {quote.quantum}"
+        )
+    if quote.decimals - quote.quantum_exponent < spec.priceScale + spec.qtyScale:
+        raise MarketsFileError(
+            f"{where}: field priceScale: {quote.symbol}'s decimals {quote.decimals} less "
+            f"log10(quantum {quote.quantum}) minus priceScale {spec.priceScale} minus qtyScale "
+            f"{spec.qtyScale} is negative, so a notional unit would be a fraction of a quantum"
+        )
 
 
 def load_markets(path: Path | str) -> MarketSet:

@@ -1,14 +1,52 @@
 """Exact integer money math (API.md §2). No float ever touches these values.
 
+Amounts are counted in each asset's quanta (``common.markets.Asset.quantum``; 1 atomic unit
+for an asset of up to 9 decimals): the market multipliers already count in quanta, so every
+function below answers in quanta. Wire amounts convert at the door with :func:`to_quanta`
+(refusing a fraction of a quantum) and :func:`to_atomic`.
+
 Every division names its rounding: fees and margins round up (in the exchange's favour);
 nothing here rounds down silently.
 """
 
 from __future__ import annotations
 
-from common.markets import Market
+from common.markets import Asset, Market
 
 BPS_DENOMINATOR = 10_000
+LIMIT = 2**53
+"""Every balance, notional and position value stays below this many quanta (API.md §2)."""
+
+
+class OffQuantum(ValueError):
+    """An amount on the wire that is not a whole number of its asset's quanta."""
+
+
+def to_quanta(asset: Asset, atomic: int) -> int:
+    """Quanta of an amount given in atomic units; :class:`OffQuantum` if not a multiple."""
+    quanta, rest = divmod(atomic, asset.quantum)
+    if rest:
+        raise OffQuantum(
+            f"{atomic} is not a multiple of {asset.symbol}'s quantum {asset.quantum} atomic units"
+        )
+    return quanta
+
+
+def to_atomic(asset: Asset, quanta: int | str) -> int:
+    """Atomic units (the wire's) of an amount counted in quanta."""
+    return int(quanta) * asset.quantum
+
+
+def atomic_text(asset: Asset, quanta: int | str) -> str:
+    """:func:`to_atomic` as the decimal string the wire carries amounts in."""
+    if asset.quantum == 1:
+        return str(quanta)
+    return str(int(quanta) * asset.quantum)
+
+
+def within_limit(*amounts: int) -> bool:
+    """True if every amount (in quanta) is below 2^53 in size."""
+    return all(-LIMIT < amount < LIMIT for amount in amounts)
 
 
 def ceil_div(numerator: int, denominator: int) -> int:
@@ -19,7 +57,7 @@ def ceil_div(numerator: int, denominator: int) -> int:
 
 
 def notional(market: Market, price: int, qty: int) -> int:
-    """Quote atomic units of ``qty`` at ``price``: price × qty × 10^(quote.dec − pS − qS)."""
+    """Quote quanta of ``qty`` at ``price``: price × qty × the market's notional multiplier."""
     return price * qty * market.notional_multiplier
 
 
@@ -34,7 +72,7 @@ def margin(amount: int, margin_bps: int) -> int:
 
 
 def base_units(market: Market, qty: int) -> int:
-    """Base atomic units delivered for ``qty`` on a SPOT fill: qty × 10^(base.dec − qS)."""
+    """Base quanta delivered for ``qty`` on a SPOT fill: qty × the market's base multiplier."""
     return qty * market.base_multiplier
 
 

@@ -7,28 +7,45 @@ from typing import Any
 from common import keys
 from common.account_reads import read_account_view_async
 from common.events import loads
+from common.markets import Asset
+from common.money import OffQuantum, atomic_text, to_quanta
 from common.types import FINAL_STATUSES
 from services.gateway import orders, parsing
 from services.gateway.context import Gateway
+from services.gateway.errors import ApiError
 
 FILL_FIELD = "f"
 OPEN_SCAN_CHUNK = 200
 
 
-def balance_view(total: int, locked: int) -> dict[str, str]:
-    return {"total": str(total), "available": str(total - locked), "locked": str(locked)}
+def balance_view(total: int, locked: int, quantum: int = 1) -> dict[str, str]:
+    """``{total, available, locked}`` in atomic units from amounts held in quanta."""
+    return {
+        "total": str(total * quantum),
+        "available": str((total - locked) * quantum),
+        "locked": str(locked * quantum),
+    }
 
 
 async def read_balances(gateway: Gateway, user: str) -> dict[str, dict[str, str]]:
     raw = await gateway.redis.hgetall(keys.balances(user))
     result: dict[str, dict[str, str]] = {}
-    for asset in gateway.markets.assets:
+    for asset, spec in gateway.markets.assets.items():
         total = raw.get(keys.total_field(asset))
         locked = raw.get(keys.locked_field(asset))
         if total is None and locked is None:
             continue
-        result[asset] = balance_view(int(total or 0), int(locked or 0))
+        result[asset] = balance_view(int(total or 0), int(locked or 0), spec.quantum)
     return result
+
+
+def quanta(asset: Asset, amount: int) -> int:
+    """An incoming amount in atomic units as quanta; 400 ``INVALID_REQUEST`` if it is not a
+    whole number of the asset's quanta (API.md §2: nothing is rounded)."""
+    try:
+        return to_quanta(asset, amount)
+    except OffQuantum as exc:
+        raise ApiError("INVALID_REQUEST", f"amount {exc}") from None
 
 
 def account_id(value: str) -> str:
@@ -83,13 +100,21 @@ async def list_fills(
             record = loads(fields[FILL_FIELD])
             if market and record.get("market") != market:
                 continue
-            result.append(record)
+            result.append(_fill_view(gateway, record))
             if len(result) == limit:
                 break
         if not market:
             break
         upper = "(" + entries[-1][0]
     return result
+
+
+def _fill_view(gateway: Gateway, record: dict[str, Any]) -> dict[str, Any]:
+    """A stored fill record with its fee (kept in quote quanta) in quote atomic units."""
+    found = gateway.markets.market(record.get("market", ""))
+    if found is not None and found.quote.quantum != 1 and "fee" in record:
+        record["fee"] = atomic_text(found.quote, record["fee"])
+    return record
 
 
 async def positions_and_margin(gateway: Gateway, user: str) -> dict[str, Any]:
@@ -111,7 +136,7 @@ async def system_accounts(gateway: Gateway) -> dict[str, Any]:
 
 def _totals(gateway: Gateway, raw: dict[str, str]) -> dict[str, str]:
     return {
-        asset: raw[keys.total_field(asset)]
-        for asset in gateway.markets.assets
+        asset: atomic_text(spec, raw[keys.total_field(asset)])
+        for asset, spec in gateway.markets.assets.items()
         if keys.total_field(asset) in raw
     }

@@ -25,29 +25,36 @@ def require_admin(gateway: Gateway, authorization: str | None) -> None:
 
 
 def parse_deposit(gateway: Gateway, body: dict[str, Any]) -> tuple[str, str, int]:
+    """``(user, asset, amount in quanta)``; the body's amount is in atomic units."""
     parsing.require_fields(body, {"userId", "asset", "amount"})
     raw_user = parsing.string(body, "userId")
     asset = parsing.string(body, "asset")
     amount = parsing.uint(body, "amount")
-    if amount <= 0 or amount > MAX_SAFE_INTEGER:
-        raise ApiError("INVALID_REQUEST", f"amount must be between 1 and {MAX_SAFE_INTEGER}")
+    if amount <= 0:
+        raise ApiError("INVALID_REQUEST", "amount must be a positive integer of atomic units")
     user = accounts.account_id(raw_user)
     if asset not in gateway.markets.assets:
         raise ApiError("UNKNOWN_ASSET", f"no asset named {asset!r}")
-    return user, asset, amount
+    return user, asset, accounts.quanta(gateway.markets.assets[asset], amount)
 
 
 async def deposit(gateway: Gateway, user: str, asset: str, amount: int) -> dict[str, str]:
+    """Credit ``amount`` quanta; the script refuses a total that would reach 2^53 quanta."""
+    quantum = gateway.markets.assets[asset].quantum
     try:
         total, locked = await gateway.scripts["deposit"](
             keys=[keys.balances(user)], args=[asset, amount, MAX_SAFE_INTEGER]
         )
     except Exception as exc:
         if "BALANCE_CEILING" in str(exc):
-            raise ApiError("INVALID_REQUEST", str(exc)) from None
+            raise ApiError(
+                "LIMIT_EXCEEDED",
+                f"the deposit would take {user}'s {asset} balance to 2^53 quanta "
+                f"({2**53 * quantum} atomic units) or more",
+            ) from None
         raise
     await gateway.redis.sadd(keys.known_accounts(), user)
-    return accounts.balance_view(int(total), int(locked))
+    return accounts.balance_view(int(total), int(locked), quantum)
 
 
 def parse_oracle(gateway: Gateway, body: dict[str, Any]) -> tuple[str, int]:

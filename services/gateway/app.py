@@ -150,9 +150,7 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
             "domain": eip712.domain_for_info(settings.chain_id, settings.verifying_contract),
             "types": eip712.types_for_info(),
             "markets": await market_data.list_markets(gateway),
-            "assets": {
-                name: {"decimals": asset.decimals} for name, asset in gateway.markets.assets.items()
-            },
+            "assets": {name: asset.public() for name, asset in gateway.markets.assets.items()},
             "serverTime": int(time.time() * 1000),
         }
 

@@ -193,6 +193,9 @@ class Recorder:
     def hgetall(self, key: str) -> Recorder:
         return self._add(("HGETALL", key), _pairs_to_dict)
 
+    def hget(self, key: str, field: str) -> Recorder:
+        return self._add(("HGET", key, field))
+
 
 def _pairs_to_dict(reply: list[Any]) -> dict[Any, Any]:
     return dict(zip(reply[::2], reply[1::2], strict=True))

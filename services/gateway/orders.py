@@ -17,11 +17,12 @@ import orjson
 import redis
 from redis.exceptions import NoScriptError
 
-from common import keys
+from common import keys, money
 from common.eip712 import PRIMARY_TYPES
-from common.events import MAX_SAFE_INTEGER, dumps
+from common.events import dumps
 from common.markets import Market
 from common.order_reads import accepted_view, order_view
+from common.risk import parse_prices
 from common.types import MarketStatus, OrderType, Product, Side, TimeInForce
 from services.gateway import funds, parsing
 from services.gateway.context import Gateway
@@ -104,8 +105,6 @@ def parse_order(gateway: Gateway, body: dict[str, Any]) -> SignedOrder:
     tif = TimeInForce(message["timeInForce"]) if is_v2 else TimeInForce.GTC
     if order_type is OrderType.MARKET and tif is TimeInForce.POST_ONLY:
         raise ApiError("INVALID_ORDER", "a MARKET order cannot be POST_ONLY")
-    if market.notional_multiplier * price * qty > MAX_SAFE_INTEGER:
-        raise ApiError("INVALID_ORDER", "the order's notional exceeds 2^53 - 1 atomic units")
     expires_at = message.get("expiresAt", 0)
     now_ms = int(time.time() * 1000)
     if expires_at and expires_at <= now_ms:
@@ -209,6 +208,7 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
             refusal,
             "1" if overloaded else "0",
             *guard_args(reserve),
+            "1" if await exceeds_limit(gateway, order, reserve) else "0",
         ]
         verdict = await admit_on_account(gateway, market.symbol, user, script_keys, script_args)
         if verdict[0] != "RETRY":
@@ -216,7 +216,8 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
     else:
         raise ApiError("UNAVAILABLE", f"{user}'s position in {market.symbol} kept changing; retry")
     if verdict[0] != "OK":
-        raise refusal_error(verdict[0], cid, user, reserve, market.symbol, memory_high)
+        quantum = gateway.markets.assets[reserve.asset].quantum
+        raise refusal_error(verdict[0], cid, user, reserve, market.symbol, memory_high, quantum)
     if verdict[2] != "SENT":
         await enqueue(gateway, market.symbol, user, cid, verdict[1])
     if reply_key is None:
@@ -240,6 +241,34 @@ def guard_args(reserve: funds.Reservation) -> list[Any]:
         guard.open_qty,
         guard.qty,
     ]
+
+
+async def exceeds_limit(gateway: Gateway, order: SignedOrder, reserve: funds.Reservation) -> bool:
+    """True if the order would take a value to 2^53 quanta or more (API.md §2): its notional
+    at its price, its reservation, or for a derivative the position value |size ± qty| × price
+    after a full fill (a price-0 MARKET order: at the mark). The account script answers
+    ``LIMIT_EXCEEDED`` for it after the 422 codes listed before that one, and refuses on its
+    own a lock that would take the account's locked total there.
+    """
+    market = order.market
+    if not money.within_limit(money.notional(market, order.price, order.qty)):
+        return True
+    if reserve.amount != funds.ALL_AVAILABLE and not money.within_limit(int(reserve.amount)):
+        return True
+    if not market.product.is_derivative:
+        return False
+    price = order.price
+    if price == 0:
+        price = parse_prices(market, await gateway.prices(market.symbol)).mark
+    if reserve.guard is not None:
+        held = reserve.guard.position_size  # as the account script will check it
+    else:
+        (raw_size,) = await gateway.batched(
+            lambda pipe: pipe.hget(keys.positions(order.user), f"{market.symbol}:size")
+        )
+        held = int(raw_size or 0)
+    size = held + (order.qty if order.side is Side.BUY else -order.qty)
+    return not money.within_limit(money.notional(market, price, abs(size)))
 
 
 async def admit_on_account(
@@ -311,11 +340,16 @@ def refusal_error(
     reserve: funds.Reservation,
     symbol: str,
     memory_high: bool = False,
+    quantum: int = 1,
 ) -> ApiError:
     if code == "DUPLICATE":
         return ApiError("DUPLICATE", f"clientOrderId {cid!r} was already used by {user}")
     if code in ("INSUFFICIENT_BALANCE", "INSUFFICIENT_MARGIN"):
-        what = "everything available" if reserve.amount == funds.ALL_AVAILABLE else reserve.amount
+        what = (
+            "everything available"
+            if reserve.amount == funds.ALL_AVAILABLE
+            else str(int(reserve.amount) * quantum)
+        )
         kind = "balance" if code == "INSUFFICIENT_BALANCE" else "free collateral"
         return ApiError(
             code, f"the order needs {what} {reserve.asset} of {kind}, which {user} lacks"
@@ -324,6 +358,12 @@ def refusal_error(
         return ApiError(code, f"market {symbol} is halted")
     if code == "MARKET_CLOSED":
         return ApiError(code, f"market {symbol} has expired")
+    if code == "LIMIT_EXCEEDED":
+        return ApiError(
+            code,
+            "the order would take its notional, its reservation, the position's value or "
+            f"{user}'s locked {reserve.asset} to 2^53 quanta or more",
+        )
     if code == "OVERLOADED" and memory_high:
         return ApiError(code, MEMORY_HIGH_MESSAGE)
     if code == "OVERLOADED":

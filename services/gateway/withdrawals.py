@@ -11,9 +11,9 @@ import logging
 import time
 from typing import Any
 
-from common import keys
-from common.events import MAX_SAFE_INTEGER, dumps, loads
-from services.gateway import funds, parsing, signed
+from common import keys, money
+from common.events import dumps, loads
+from services.gateway import accounts, funds, parsing, signed
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
 from services.gateway.orders import MEMORY_HIGH_MESSAGE
@@ -24,14 +24,18 @@ log = logging.getLogger("services.gateway")
 
 async def withdraw(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:
     message, sig = signed.parse_fields("Withdraw", body)
-    amount = message["amount"]
-    if amount <= 0 or amount > MAX_SAFE_INTEGER:
-        raise ApiError("INVALID_REQUEST", f"amount must be between 1 and {MAX_SAFE_INTEGER}")
+    amount = message["amount"]  # atomic units, as signed; the account is debited in quanta
+    if amount <= 0:
+        raise ApiError("INVALID_REQUEST", "amount must be a positive integer of atomic units")
     user = parsing.user_id(message["userId"])
     asset = message["asset"]
     if asset not in gateway.markets.assets:
         raise ApiError("UNKNOWN_ASSET", f"no asset named {asset!r}")
+    quanta = accounts.quanta(gateway.markets.assets[asset], amount)
     request = signed.check_ts_and_signature(gateway, "Withdraw", message, sig, user)
+    if quanta >= money.LIMIT:
+        # No balance reaches 2^53 quanta, so the first 422 code that applies is this one.
+        raise ApiError("INSUFFICIENT_BALANCE", f"{user} lacks {amount} {asset}")
     if await gateway.memory_high():
         raise ApiError("OVERLOADED", MEMORY_HIGH_MESSAGE)
     digest = signed.digest_hex(gateway, request)
@@ -57,7 +61,7 @@ async def withdraw(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:
     ]
     args = [
         asset,
-        amount,
+        quanta,
         adjustment,
         "1" if is_margin else "0",
         withdrawal_id,

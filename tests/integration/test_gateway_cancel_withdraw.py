@@ -19,6 +19,8 @@ from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
 
 from common import keys
 from common.eip712 import sign
+from common.markets import load_markets
+from common.settings import DEFAULT_MARKETS_FILE
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +35,8 @@ def client(redis_url: str) -> Iterator[TestClient]:
 
 @pytest.fixture
 def matcher(redis_url: str) -> Iterator[ReplyingMatcher]:
-    with ReplyingMatcher(redis_url, [SPOT, PERP, "BTC-FUT-20270326", "BTC-C-40000-20270326"]) as m:
+    # every shipped market answers: a cancel-all without a market asks each of them
+    with ReplyingMatcher(redis_url, list(load_markets(DEFAULT_MARKETS_FILE).markets)) as m:
         yield m
 
 

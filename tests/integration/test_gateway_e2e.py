@@ -132,4 +132,5 @@ def test_orders_cancels_and_reads_through_the_real_matcher_and_settler(
         assert {asset: int(f["difference"]) for asset, f in audit["assets"].items()} == {
             "USDC": 0,
             "BTC": 0,
+            "ETH": 0,
         }

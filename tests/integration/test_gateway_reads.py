@@ -48,7 +48,11 @@ def test_health_info_and_markets(client: TestClient, r: redis.Redis) -> None:
         "CancelAll",
         "Withdraw",
     }
-    assert info["assets"] == {"USDC": {"decimals": 6}, "BTC": {"decimals": 8}}
+    assert info["assets"] == {
+        "USDC": {"decimals": 6, "quantum": 1},
+        "BTC": {"decimals": 8, "quantum": 1},
+        "ETH": {"decimals": 18, "quantum": 10**9},
+    }
     assert abs(info["serverTime"] - time.time() * 1000) < 60_000
     r.hset(keys.market_state(PERP), "status", "HALTED")
     markets = {m["symbol"]: m for m in client.get("/v1/markets").json()}
@@ -227,7 +231,8 @@ def test_deposit_checks_and_answer(client: TestClient) -> None:
         ({"userId": user, "asset": "BTC", "amount": 0}, ADMIN, (400, "INVALID_REQUEST")),
         ({"userId": "bob", "asset": "BTC", "amount": 1}, ADMIN, (400, "INVALID_USER")),
         ({"userId": user, "asset": "DOGE", "amount": 1}, ADMIN, (400, "UNKNOWN_ASSET")),
-        ({"userId": user, "asset": "BTC", "amount": 2**53}, ADMIN, (400, "INVALID_REQUEST")),
+        ({"userId": user, "asset": "BTC", "amount": 2**53}, ADMIN, (422, "LIMIT_EXCEEDED")),
+        ({"userId": user, "asset": "ETH", "amount": 10**9 + 1}, ADMIN, (400, "INVALID_REQUEST")),
         ({"userId": user, "asset": "BTC", "amount": 1}, {}, (403, "FORBIDDEN")),
     ]
     for body, headers, expected in cases:

@@ -34,6 +34,8 @@
 -- ARGV[16] the order's qty, added to that field while the order is open
 --   When the position or the open quantity moved since the caller read them, the script
 --   answers {"RETRY"} and changes nothing: the caller judges the order again.
+-- ARGV[17] "1" when the caller found the order over the limit of 2^53 quanta (notional,
+--          reservation, position value; LIMIT_EXCEEDED)
 -- Returns {"OK", command JSON, "SENT" when it is on the stream, else "OUTBOX"}, {"RETRY"} or
 -- {code}.
 
@@ -70,6 +72,12 @@ else
   if amount + headroom > free then return {short_code} end
 end
 if market_refusal ~= '' then return {market_refusal} end
+
+-- LIMIT_EXCEEDED (API.md §2): the caller's verdict, or a lock that would take the locked
+-- total to 2^53 quanta, where doubles stop being exact (the sum of two values below 2^53
+-- is at least 2^53 in doubles exactly when it is in integers).
+if ARGV[17] == '1' or locked + amount >= 9007199254740992 then return {'LIMIT_EXCEEDED'} end
+
 if overloaded == '1' then return {'OVERLOADED'} end
 
 local amount_text = string.format('%d', amount)
