@@ -282,6 +282,11 @@ def test_an_admin_push_is_the_last_index_the_bound_measures_from(
     run(client, server.url)
     assert index(client) == 4_000_000
     assert ignored(client, oracle_health.MOVE_TOO_LARGE, PERP) == 1
+    # The operator's way out: a push near the source's price (as POST /v1/admin/oracle writes).
+    client.hset(keys.market_prices(PERP), mapping={"static": 3_100_000, "index": 3_100_000})
+    run(client, server.url)
+    assert index(client) == START
+    assert ignored(client, oracle_health.MOVE_TOO_LARGE, PERP) == 1
 
 
 def dead_port() -> str:
