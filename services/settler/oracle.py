@@ -21,6 +21,7 @@ import http.client
 import json
 import logging
 import re
+import reprlib
 import time
 import urllib.error
 import urllib.request
@@ -77,10 +78,28 @@ def _json_int(text: str) -> int | _TooLongInt:
     return int(text) if len(text) <= LONGEST_JSON_INT else _TooLongInt(text)
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict = 3, 4, 4
+_SHORT.maxstring, _SHORT.maxother = 60, 60
+
+
 def shown(value: Any) -> str:
-    """``repr`` of a received value, cut to ``SHOWN_CHARS`` characters for a log line."""
-    text = repr(value)
+    """A received value for a log line: short whatever its size or depth (``reprlib``)."""
+    text = _SHORT.repr(value)
     return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "..."
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type (``an array``, ``a string``...)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return "a string" if isinstance(value, str) else "a number"
 
 
 def parse_price(value: Any) -> int | None:
@@ -142,10 +161,16 @@ def parse_document(body: bytes) -> list[Any]:
         document = json.loads(body, parse_int=_json_int)
     except (ValueError, RecursionError) as exc:
         raise SourceError(oracle_health.INVALID_JSON, f"a body that is not JSON: {exc}") from exc
-    entries = document.get("markets") if isinstance(document, dict) else None
-    if not isinstance(entries, list):
-        raise SourceError(oracle_health.INVALID_SHAPE, f"JSON {shown(document)}")
-    return entries
+    if not isinstance(document, dict):
+        received = f"JSON {json_type(document)}"
+    elif "markets" not in document:
+        received = f'a JSON object without "markets" (keys {shown(list(document))})'
+    else:
+        entries = document["markets"]
+        if isinstance(entries, list):
+            return entries
+        received = f'a JSON object whose "markets" is {json_type(entries)}'
+    raise SourceError(oracle_health.INVALID_SHAPE, received)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from services.settler.oracle import (
     move_too_large,
     parse_document,
     parse_price,
+    shown,
     split_entries,
 )
 
@@ -102,6 +103,31 @@ def test_a_body_that_is_not_the_documented_json_is_refused_whole(body: bytes, re
     with pytest.raises(SourceError) as raised:
         parse_document(body)
     assert raised.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("body", "received"),
+    [
+        (b"[1, 2]", "JSON an array"),
+        (b'"markets"', "JSON a string"),
+        (b'{"prices": [], "ts": 1}', "a JSON object without \"markets\" (keys ['prices', 'ts'])"),
+        (b'{"markets": {"BTC-PERP": 1}}', 'a JSON object whose "markets" is an object'),
+        (b'{"markets": true}', 'a JSON object whose "markets" is a boolean'),
+    ],
+)
+def test_a_refused_shape_says_what_was_received(body: bytes, received: str) -> None:
+    with pytest.raises(SourceError) as raised:
+        parse_document(body)
+    assert raised.value.received == received
+
+
+def test_a_deep_or_huge_value_is_shown_short() -> None:
+    deep: Any = 1
+    for _ in range(5000):
+        deep = [deep]
+    assert shown(deep) == "[[[[...]]]]"
+    assert len(shown("x" * 1_000_000)) <= 120
+    assert len(shown(list(range(1_000_000)))) <= 120
 
 
 def test_a_huge_json_integer_is_not_converted_and_is_no_price() -> None:
