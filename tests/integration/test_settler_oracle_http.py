@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.server
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -331,6 +332,19 @@ def test_a_refused_connection_is_counted_as_unreachable(client: Any) -> None:
     assert failures(client, oracle_health.UNREACHABLE) == 1
     assert health(client)[oracle_health.CONSECUTIVE_FAILURES] == "1"
     assert oracle_health.LAST_SUCCESS_MS not in health(client)
+
+
+def test_a_source_that_never_answers_times_out_as_unreachable(client: Any) -> None:
+    client.hset(keys.market_prices(PERP), "index", START)
+    with socket.socket() as silent:  # the kernel accepts the connection; nobody answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        started = time.monotonic()
+        run(client, f"http://127.0.0.1:{silent.getsockname()[1]}/prices")
+        assert time.monotonic() - started < oracle.FETCH_TIMEOUT_S + 1.5
+    assert index(client) == START
+    assert failures(client, oracle_health.UNREACHABLE) == 1
+    assert "timed out" in health(client)[oracle_health.LAST_FAILURE]
 
 
 def test_a_source_that_drips_its_body_is_cut_off(client: Any, server: PriceServer) -> None:
