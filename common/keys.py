@@ -61,6 +61,9 @@ account, live in one slot and one Lua script may touch them together)::
                                         a record may appear twice with the same withdrawalId
       dex:rl:ip:{<ip>}         hash    token bucket of one client address
 
+    Settler globals
+      dex:oracle:health        hash    the HTTP oracle source's counters and failure streak
+
     System accounts are ordinary accounts with reserved names: ``fees`` and ``insurance``.
 
     Channels (PUBLISH; payload {"seq": N, "data": ...})
@@ -358,6 +361,12 @@ def market_expiry(market: str) -> str:
 def settler_lease(name: str) -> str:
     """A lease held by one settler process (e.g. the beat in charge)."""
     return f"{PREFIX}:lease:{name}"
+
+
+def oracle_health() -> str:
+    """Hash of the HTTP oracle source's health: counters, failures in a row, last success
+    (written by ``dex.oracle``, exposed by the gateway's ``/metrics``; common/oracle_health.py)."""
+    return f"{PREFIX}:oracle:health"
 
 
 def account_topic(user: str) -> str:

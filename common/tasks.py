@@ -21,6 +21,12 @@ LIQUIDATION_TASK = "dex.liquidation"
 
 SETTLE_QUEUE = "settle"
 PERIODIC_QUEUE = "periodic"
+DEFAULT_QUEUE = "celery"
+"""Where a client without these routes sends a task by name (Celery's own default queue)."""
+WORKER_QUEUES = (SETTLE_QUEUE, PERIODIC_QUEUE, DEFAULT_QUEUE)
+"""Every queue a task of the exchange can land on: a worker started without ``-Q`` takes all."""
+TASK_ROUTES = {SETTLE_TASK: {"queue": SETTLE_QUEUE}, "dex.*": {"queue": PERIODIC_QUEUE}}
+"""Settlement on ``settle``, every periodic job on ``periodic`` (workers may split by ``-Q``)."""
 
 
 @lru_cache(maxsize=1)
@@ -32,6 +38,6 @@ def task_client(settings: DexSettings | None = None) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
-        task_routes={SETTLE_TASK: {"queue": SETTLE_QUEUE}},
+        task_routes=TASK_ROUTES,
     )
     return app

@@ -7,8 +7,10 @@ case "$process" in
   gateway)     exec python -m services.gateway "$@" ;;
   matcher)     exec python -m services.matcher "$@" ;;
   broadcaster) exec python -m services.broadcaster "$@" ;;
+  # Without -Q the worker takes every queue (settle, periodic, celery); pass `-Q settle` or
+  # `-Q periodic` after `settler` to run a worker for one of them.
   settler)     exec celery -A services.settler worker --loglevel=INFO \
-                 -Q settle,periodic,celery --without-gossip --without-mingle "$@" ;;
+                 --without-gossip --without-mingle "$@" ;;
   beat)        exec celery -A services.settler beat --loglevel=INFO \
                  -s /tmp/celerybeat-schedule "$@" ;;
   *)           exec "$process" "$@" ;;

@@ -157,6 +157,7 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
     @app.get("/metrics", include_in_schema=True, response_class=Response)
     async def prometheus() -> Response:
         payload, content_type = metrics.render()
+        payload += await metrics.render_settler(gateway.redis)
         return Response(payload, media_type=content_type)
 
     # -- markets ------------------------------------------------------------------------

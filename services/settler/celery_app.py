@@ -1,14 +1,19 @@
 """The settler's Celery application: broker, serialization, queues, beat schedule.
 
-Settlement (``dex.settle``) runs on the ``settle`` queue; the periodic jobs (``dex.oracle``,
-``dex.funding``, ``dex.expiry``, ``dex.liquidation``, ``dex.sweep``) on ``periodic``, so a
-burst of fills never delays the oracle. Every task is idempotent by business id, so
+Settlement (``dex.settle``) is routed to the ``settle`` queue; the periodic jobs
+(``dex.oracle``, ``dex.funding``, ``dex.expiry``, ``dex.liquidation``, ``dex.sweep``) to
+``periodic``; a task sent by name from a client without these routes lands on ``celery``.
+``task_queues`` declares all three, and a worker started without ``-Q`` consumes every queue
+in ``task_queues``: the plain ``celery -A services.settler worker`` of API.md §1 runs every
+job. ``-Q settle`` / ``-Q periodic`` split them over separate workers, so a burst of fills
+cannot delay the oracle (docs/operations.md). Every task is idempotent by business id, so
 ``acks_late`` + ``task_reject_on_worker_lost`` make a task lost with its worker run again.
 """
 
 from __future__ import annotations
 
 from celery import Celery
+from kombu import Exchange, Queue
 
 from common.settings import get_settings
 from common.tasks import (
@@ -16,10 +21,10 @@ from common.tasks import (
     FUNDING_TASK,
     LIQUIDATION_TASK,
     ORACLE_TASK,
-    PERIODIC_QUEUE,
     SETTLE_QUEUE,
-    SETTLE_TASK,
     SWEEP_TASK,
+    TASK_ROUTES,
+    WORKER_QUEUES,
 )
 
 settings = get_settings()
@@ -41,8 +46,11 @@ app.conf.update(
     # task is never redelivered while it still runs.
     broker_transport_options={"visibility_timeout": 3600},
     task_time_limit=600,
+    # Each queue on its own direct exchange, as Celery creates a queue a client names: the
+    # matcher, beat and `celery call` reach it whichever of them declared it first.
+    task_queues=[Queue(name, Exchange(name), routing_key=name) for name in WORKER_QUEUES],
     task_default_queue=SETTLE_QUEUE,
-    task_routes={SETTLE_TASK: {"queue": SETTLE_QUEUE}, "dex.*": {"queue": PERIODIC_QUEUE}},
+    task_routes=TASK_ROUTES,
     beat_scheduler="services.settler.beat:LeasedScheduler",
     beat_schedule={
         "sweep": {"task": SWEEP_TASK, "schedule": 2.0},

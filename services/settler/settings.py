@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pydantic import Field
+
 from common.settings import DexSettings
+
+DEFAULT_ORACLE_MAX_MOVE_BPS = 1000
 
 
 class SettlerSettings(DexSettings):
@@ -14,6 +18,9 @@ class SettlerSettings(DexSettings):
     """Events settled per batch (one Lua call per account per batch)."""
     beat_lease_s: float = 15.0
     """How long a beat's lease lasts without renewal; a second beat waits until it lapses."""
+    oracle_max_move_bps: int = Field(default=DEFAULT_ORACLE_MAX_MOVE_BPS, ge=0)
+    """How far (basis points of the last accepted index) one HTTP oracle sample may move a
+    market's index; a price further away is ignored and counted. ``0``: no bound."""
 
 
 @lru_cache(maxsize=1)

@@ -85,6 +85,7 @@ def run_oracle() -> dict[str, list[int]]:
         _now_ms(),
         settings.funding_interval_s * 1000,
         ticker=read_ticker_sync,
+        max_move_bps=settings.oracle_max_move_bps,
     )
     return {symbol: [index, mark] for symbol, (index, mark) in prices.items()}
 
