@@ -23,7 +23,7 @@ from common.events import MAX_SAFE_INTEGER, dumps
 from common.markets import Market
 from common.order_reads import accepted_view, order_view
 from common.types import MarketStatus, OrderType, Product, Side, TimeInForce
-from services.gateway import funds, parsing
+from services.gateway import funds, parsing, ratelimit
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
 
@@ -145,6 +145,7 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
     order = parse_order(gateway, body)
     if not gateway.verifier.verify(order.primary_type, order.message, order.signature, order.user):
         raise ApiError("INVALID_SIGNATURE", "the signature does not recover to userId")
+    await ratelimit.check_user(gateway, order.user)
     market = order.market
     user = order.user
     cid = order.message["clientOrderId"]

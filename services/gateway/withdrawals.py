@@ -13,7 +13,7 @@ from typing import Any
 
 from common import keys
 from common.events import MAX_SAFE_INTEGER, dumps, loads
-from services.gateway import funds, parsing, signed
+from services.gateway import funds, parsing, ratelimit, signed
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
 from services.gateway.orders import MEMORY_HIGH_MESSAGE
@@ -32,6 +32,7 @@ async def withdraw(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:
     if asset not in gateway.markets.assets:
         raise ApiError("UNKNOWN_ASSET", f"no asset named {asset!r}")
     request = signed.check_ts_and_signature(gateway, "Withdraw", message, sig, user)
+    await ratelimit.check_user(gateway, user)
     if await gateway.memory_high():
         raise ApiError("OVERLOADED", MEMORY_HIGH_MESSAGE)
     digest = signed.digest_hex(gateway, request)
