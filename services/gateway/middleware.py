@@ -56,7 +56,7 @@ class GatewayMiddleware:
         authorization = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
-                request_id = value.decode("latin-1")[:128]
+                request_id = _request_id(value)
             elif name == b"content-length":
                 content_length = value
             elif name == b"authorization" and authorization is None:
@@ -176,6 +176,13 @@ class _Route:
 
 ORDERS_PATH = "/v1/orders"
 ORDERS_ROUTE = _Route()
+
+
+def _request_id(raw: bytes) -> str:
+    """A client's ``X-Request-ID`` if it is 1-128 printable ASCII characters, else "" (a new
+    one is made): it is echoed in a header and written in every log line of the request."""
+    text = raw.decode("latin-1")
+    return text if 0 < len(text) <= 128 and text.isascii() and text.isprintable() else ""
 
 
 def _too_large(raw: bytes) -> bool:
