@@ -32,9 +32,9 @@ async def ask_matcher(gateway: Gateway, symbol: str, command: dict[str, Any]) ->
 
 
 async def refuse_if_overloaded(gateway: Gateway, symbols: list[str]) -> None:
-    """503 OVERLOADED when a market stream holds more unmatched commands than allowed."""
+    """503 OVERLOADED when a market stream already holds as many unmatched commands as allowed."""
     for symbol in symbols:
-        if await gateway.backlog(symbol) > gateway.settings.max_backlog:
+        if await gateway.backlog(symbol) >= gateway.settings.max_backlog:
             raise ApiError(
                 "OVERLOADED", f"market {symbol} has too many unmatched commands; retry shortly"
             )

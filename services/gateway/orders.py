@@ -30,7 +30,6 @@ from services.gateway.errors import ApiError
 log = logging.getLogger("services.gateway")
 
 WAIT_S = 5
-RESERVED_PLACEHOLDER = "__RESERVED__"
 
 ORDER_FIELDS = {name for name, _ in PRIMARY_TYPES["Order"]}
 ORDER_V2_FIELDS = {name for name, _ in PRIMARY_TYPES["OrderV2"]}
@@ -93,7 +92,7 @@ def parse_order(gateway: Gateway, body: dict[str, Any]) -> SignedOrder:
         if message[name] not in enum.__members__:
             allowed = "/".join(enum.__members__)
             raise ApiError("INVALID_ORDER", f"{name} must be one of {allowed}")
-    if not parsing.CLIENT_ORDER_ID.match(message["clientOrderId"]):
+    if not parsing.CLIENT_ORDER_ID.fullmatch(message["clientOrderId"]):
         raise ApiError("INVALID_ORDER", "clientOrderId must be 1-64 of A-Z a-z 0-9 . _ : -")
     if message["product"] != spec.product:
         raise ApiError(
@@ -161,7 +160,7 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
     )
     refusal = market_refusal(await gateway.market_status(market))
     memory_high = await gateway.memory_high()
-    overloaded = memory_high or await gateway.backlog(market.symbol) > gateway.settings.max_backlog
+    backlog_rule = await backlog_argument(gateway, market.symbol, memory_high)
     now_ms = int(time.time() * 1000)
     command: dict[str, Any] = {
         "op": "order",
@@ -175,14 +174,14 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
         "reduceOnly": order.reduce_only,
         "expiresAt": order.expires_at,
         "ts": order.ts,
-        "reserved": 0,
         "acceptedAt": now_ms,
     }
     reply_key = None
     if wait:
         reply_key = keys.market_reply(market.symbol, uuid.uuid4().hex)
         command["reply"] = reply_key
-    template = dumps(command).replace('"reserved":0', f'"reserved":{RESERVED_PLACEHOLDER}', 1)
+    # The script appends "reserved" to this encoded object; no text of it is ever replaced.
+    template = dumps(command)
     script_keys = [
         keys.account_cids(user),
         keys.account_order(user, cid),
@@ -201,7 +200,7 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
         reserve.adjustment,
         reserve.short_code,
         refusal,
-        "1" if overloaded else "0",
+        backlog_rule,
     ]
     verdict = await admit_on_account(gateway, market.symbol, user, script_keys, script_args)
     if verdict[0] != "OK":
@@ -213,6 +212,24 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
     replied = await gateway.blocking.blpop([reply_key], timeout=WAIT_S)
     current = await read_order(gateway, user, cid)
     return (200 if replied else 202), current
+
+
+async def backlog_argument(gateway: Gateway, symbol: str, memory_high: bool) -> str:
+    """``accept_order.lua``'s ARGV[10]: ``FULL`` to refuse outright, else the backlog bound.
+
+    On a single Redis the script counts the stream's unmatched entries itself, atomically with
+    its XADD, so the bound holds exactly however many orders race. Where the stream is in
+    another slot (a cluster, or the outbox path) the gateway reads the backlog fresh for every
+    order; orders in flight between that read and their XADD may pass the bound, by at most
+    the number of admissions running at that moment.
+    """
+    bound = gateway.settings.max_backlog
+    if memory_high:
+        return "FULL"
+    outbox_path = gateway.settings.redis_cluster or gateway.settings.order_outbox
+    if outbox_path and await gateway.backlog(symbol, fresh=True) >= bound:
+        return "FULL"
+    return str(bound)
 
 
 async def admit_on_account(
