@@ -83,9 +83,7 @@ class WithdrawBody(BaseModel):
 
 
 class DepositBody(BaseModel):
-    model_config = _example(
-        userId=ADDRESS, asset="USDC", amount="5000000000", depositId="0x5e1f:7"
-    )
+    model_config = _example(userId=ADDRESS, asset="USDC", amount="5000000000", depositId="0x5e1f:7")
     userId: str = Field(description='an address, or "fees" / "insurance"')
     asset: str
     amount: UInt

@@ -55,7 +55,9 @@ def post_deposit(
     body: dict[str, Any] = {"userId": user, "asset": asset, "amount": amount}
     if deposit_id is not None:
         body["depositId"] = deposit_id
-    return client.post("/v1/admin/deposits", json=body, headers=ADMIN if headers is None else headers)
+    return client.post(
+        "/v1/admin/deposits", json=body, headers=ADMIN if headers is None else headers
+    )
 
 
 # -- the token ---------------------------------------------------------------------------
