@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -284,3 +285,32 @@ def test_concurrent_deposits_with_one_id_credit_once_on_a_real_gateway(redis_url
         with exchange.client() as http:
             balances = http.get(f"/v1/accounts/{user}/balances").json()
         assert balances == {"USDC": balance(1_000)}
+
+
+def test_deposit_ids_and_the_admin_rate_limit_on_a_redis_cluster() -> None:
+    from support.redis_cluster import RedisCluster
+    from support.redis_server import RedisServerUnavailable
+
+    cluster = RedisCluster()
+    try:
+        cluster.start()
+    except RedisServerUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        with gateway_client(cluster.url, redis_cluster=True, rate_limit_ip=1) as client:
+            alice, bob = Trader().address, Trader().address
+            wrong = {"Authorization": "Bearer guess"}
+            codes = [error_of(post_deposit(client, bob, 10, headers=wrong)) for _ in range(5)]
+            assert codes[:2] == [(403, "FORBIDDEN")] * 2
+            assert (429, "RATE_LIMITED") in codes
+            ids = [f"chain:tx:{n}" for n in range(12)]  # spread over the cluster's slots
+            for n, deposit_id in enumerate(ids, start=1):
+                assert post_deposit(client, alice, 10, deposit_id).json() == balance(10 * n)
+            for deposit_id in ids:
+                assert error_of(post_deposit(client, alice, 10, deposit_id)) == (409, "DUPLICATE")
+                assert error_of(post_deposit(client, bob, 10, deposit_id)) == (409, "DUPLICATE")
+            time.sleep(2.1)  # the address bucket refills (the reads below draw from it)
+            assert client.get(f"/v1/accounts/{alice}/balances").json() == {"USDC": balance(120)}
+            assert client.get(f"/v1/accounts/{bob}/balances").json() == {}
+    finally:
+        cluster.stop()
