@@ -55,11 +55,13 @@ account, live in one slot and one Lua script may touch them together)::
       dex:{u}:withdrawals      stream  the account's withdrawals (field w: JSON record)
       dex:{u}:wd-pending       hash    withdrawalId -> record not yet on the relayer stream
       dex:{u}:rl               hash    token bucket of the user's writes (gateway)
+      dex:{u}:deposits         hash    depositId -> amount, each credited once (admin deposits)
 
     Gateway globals
       dex:withdrawal-requests  stream  withdrawal records for the chain relayer (field w);
                                         a record may appear twice with the same withdrawalId
       dex:rl:ip:{<ip>}         hash    token bucket of one client address
+      dex:dep:{<depositId>}    string  [userId, asset, amount] a depositId is bound to, ever
 
     Settler globals
       dex:oracle:health        hash    the HTTP oracle source's counters and failure streak
@@ -398,6 +400,17 @@ def rate_limit_user(user: str) -> str:
 def rate_limit_ip(ip: str) -> str:
     """Token bucket (hash: tokens, ts) of one client address."""
     return f"{PREFIX}:rl:ip:{{{ip}}}"
+
+
+def deposit_claim(deposit_id: str) -> str:
+    """String: the JSON ``[userId, asset, amount]`` an admin ``depositId`` is bound to, ever
+    (exchange-wide; its own slot, tagged by the id)."""
+    return f"{PREFIX}:dep:{{{deposit_id}}}"
+
+
+def account_deposits(user: str) -> str:
+    """Hash: depositId -> amount of every deposit credited with an id, in the account's slot."""
+    return f"{_u(user)}:deposits"
 
 
 # -- sharded pub/sub (Redis Cluster, Redis >= 7.0) --------------------------------------

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import time
 from typing import Any
 
 from common import keys
-from common.events import MAX_SAFE_INTEGER, AdminCommand
+from common.events import MAX_SAFE_INTEGER, AdminCommand, dumps
 from common.redis_client import connect
 from common.risk import mark_price
 from services.gateway import accounts, cancels, market_data, parsing
@@ -16,17 +17,40 @@ from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
 
 
+def authorized(gateway: Gateway, authorization: str | None) -> bool:
+    """True for ``Authorization: Bearer <DEX_ADMIN_TOKEN>`` alone, compared in constant time.
+
+    An unset, empty or whitespace-only token is no token: nothing is authorized. The scheme
+    is matched without regard to case (RFC 7235); a bare ``Authorization: <token>`` is not
+    accepted. The header arrives decoded as Latin-1, so its bytes are compared with the
+    token's UTF-8 bytes.
+    """
+    secret = gateway.settings.admin_token
+    token = secret.get_secret_value().strip() if secret is not None else ""
+    if not token or authorization is None:
+        return False
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    given = credentials.strip(" ").encode("latin-1", errors="replace")
+    # Digests of equal length, so that not even the token's length shows in the timing.
+    return hmac.compare_digest(
+        hashlib.sha256(given).digest(), hashlib.sha256(token.encode()).digest()
+    )
+
+
 def require_admin(gateway: Gateway, authorization: str | None) -> None:
-    """Admit only ``Bearer <DEX_ADMIN_TOKEN>``, compared in constant time; no token, no admin."""
-    token = gateway.settings.admin_token
-    given = (authorization or "").removeprefix("Bearer ").strip()
-    if token is None or not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+    """403 FORBIDDEN unless the call carries the admin token (see :func:`authorized`)."""
+    if not authorized(gateway, authorization):
         raise ApiError("FORBIDDEN", "admin endpoints need 'Authorization: Bearer <admin token>'")
+
+
+DEPOSIT_OPTIONAL = frozenset({"depositId"})
 
 
 def parse_deposit(gateway: Gateway, body: dict[str, Any]) -> tuple[str, str, int]:
     """``(user, asset, amount in quanta)``; the body's amount is in atomic units."""
-    parsing.require_fields(body, {"userId", "asset", "amount"})
+    parsing.require_fields(body, {"userId", "asset", "amount"}, DEPOSIT_OPTIONAL)
     raw_user = parsing.string(body, "userId")
     asset = parsing.string(body, "asset")
     amount = parsing.uint(body, "amount")
@@ -38,14 +62,47 @@ def parse_deposit(gateway: Gateway, body: dict[str, Any]) -> tuple[str, str, int
     return user, asset, accounts.quanta(gateway.markets.assets[asset], amount)
 
 
-async def deposit(gateway: Gateway, user: str, asset: str, amount: int) -> dict[str, str]:
+def parse_deposit_id(body: dict[str, Any]) -> str | None:
+    """The optional ``depositId``: 1-128 of ``A-Z a-z 0-9 . _ : -`` (400 otherwise)."""
+    if "depositId" not in body:
+        return None
+    value = parsing.string(body, "depositId")
+    if not parsing.DEPOSIT_ID.fullmatch(value):
+        raise ApiError("INVALID_REQUEST", "depositId must be 1-128 of A-Z a-z 0-9 . _ : -")
+    return value
+
+
+async def claim_deposit_id(
+    gateway: Gateway, deposit_id: str, user: str, asset: str, amount: int
+) -> None:
+    """Bind ``deposit_id`` to this deposit exchange-wide; 409 if it names another deposit.
+
+    A retry of the same deposit (same id, userId, asset and amount) passes, and the account
+    step then credits it unless it was credited already: a call that died after binding the
+    id is completed by its retry, exactly once.
+    """
+    claimed = await gateway.scripts["deposit_claim"](
+        keys=[keys.deposit_claim(deposit_id)], args=[dumps([user, asset, str(amount)])]
+    )
+    if claimed == "OTHER":
+        raise ApiError("DUPLICATE", f"depositId {deposit_id!r} was already used for a deposit")
+
+
+async def deposit(
+    gateway: Gateway, user: str, asset: str, amount: int, deposit_id: str | None = None
+) -> dict[str, str]:
     """Credit ``amount`` quanta; the script refuses a total that would reach 2^53 quanta."""
     quantum = gateway.markets.assets[asset].quantum
+    if deposit_id is not None:
+        await claim_deposit_id(gateway, deposit_id, user, asset, amount)
     try:
         total, locked = await gateway.scripts["deposit"](
-            keys=[keys.balances(user)], args=[asset, amount, MAX_SAFE_INTEGER]
+            keys=[keys.balances(user), keys.account_deposits(user)],
+            args=[asset, amount, MAX_SAFE_INTEGER, deposit_id or ""],
         )
     except Exception as exc:
+        if str(exc).startswith("DUPLICATE"):
+            raise ApiError("DUPLICATE", f"depositId {deposit_id!r} was already credited") from None
         if "BALANCE_CEILING" in str(exc):
             raise ApiError(
                 "LIMIT_EXCEEDED",

@@ -269,17 +269,18 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
     async def system_accounts() -> Any:
         return await accounts.system_accounts(gateway)
 
-    # -- admin (bearer token; not rate limited) -----------------------------------------
+    # -- admin (bearer token; a call without it counts against the address's rate limit) --
     @app.post(
         "/v1/admin/deposits",
-        responses=s.ok(s.Balance, 400, 403, 413),
+        responses=s.ok(s.Balance, 400, 403, 409, 413),
         openapi_extra=s.body(s.DepositBody),
     )
     async def deposit(request: Request, authorization: str | None = Header(None)) -> Any:
         body = await read_admin_body(request)
         user, asset, amount = admin.parse_deposit(gateway, body)
+        deposit_id = admin.parse_deposit_id(body)
         admin.require_admin(gateway, authorization)
-        return await admin.deposit(gateway, user, asset, amount)
+        return await admin.deposit(gateway, user, asset, amount, deposit_id)
 
     @app.post(
         "/v1/admin/oracle",

@@ -13,7 +13,7 @@ from typing import Any
 from common import keys
 from common.events import CancelAllCommand, CancelCommand, dumps, loads
 from common.types import FINAL_STATUSES
-from services.gateway import orders, parsing, signed
+from services.gateway import orders, parsing, ratelimit, signed
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
 
@@ -32,9 +32,9 @@ async def ask_matcher(gateway: Gateway, symbol: str, command: dict[str, Any]) ->
 
 
 async def refuse_if_overloaded(gateway: Gateway, symbols: list[str]) -> None:
-    """503 OVERLOADED when a market stream holds more unmatched commands than allowed."""
+    """503 OVERLOADED when a market stream already holds as many unmatched commands as allowed."""
     for symbol in symbols:
-        if await gateway.backlog(symbol) > gateway.settings.max_backlog:
+        if await gateway.backlog(symbol) >= gateway.settings.max_backlog:
             raise ApiError(
                 "OVERLOADED", f"market {symbol} has too many unmatched commands; retry shortly"
             )
@@ -47,6 +47,7 @@ async def cancel(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[str,
     if market is None:
         raise ApiError("UNKNOWN_MARKET", f"no market named {message['market']!r}")
     request = signed.check_ts_and_signature(gateway, "Cancel", message, sig, user)
+    await ratelimit.check_user(gateway, user)
     cid = message["clientOrderId"]
     order = await orders.read_order(gateway, user, cid)
     if order is None or order["market"] != market.symbol:
@@ -78,6 +79,7 @@ async def cancel_all(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[
     if symbol and gateway.markets.market(symbol) is None:
         raise ApiError("UNKNOWN_MARKET", f"no market named {symbol!r}")
     request = signed.check_ts_and_signature(gateway, "CancelAll", message, sig, user)
+    await ratelimit.check_user(gateway, user)
     if await signed.signature_used(gateway, request):
         raise ApiError("DUPLICATE", "this CancelAll signature was already used")
     symbols = [symbol] if symbol else list(gateway.markets.markets)

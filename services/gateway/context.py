@@ -136,8 +136,9 @@ class Gateway:
     def forget_prices(self, symbol: str) -> None:
         self._prices.forget(symbol)
 
-    async def backlog(self, symbol: str) -> int:
-        """Entries of the market stream the matcher has not read yet (cached briefly)."""
+    async def backlog(self, symbol: str, fresh: bool = False) -> int:
+        """Entries of the market stream the matcher has not matched yet: not yet read (lag)
+        plus read and not yet acknowledged (pending); cached briefly unless ``fresh``."""
 
         async def load() -> int:
             stream = keys.market_in(symbol)
@@ -146,12 +147,14 @@ class Gateway:
                 matcher = [g for g in groups if g.get("name") == keys.MATCHER_GROUP]
                 value = matcher[0].get("lag") if matcher else None
                 if value is not None:
-                    return int(value)
+                    return int(value) + int(matcher[0].get("pending") or 0)
                 return int(await self.redis.xlen(stream))
             except ResponseError:
                 # No stream yet (nothing waits), or not a stream: the XADD will tell, not this.
                 return 0
 
+        if fresh:
+            self._backlog.forget(symbol)
         return await self._backlog.get(symbol, load)
 
     async def memory_high(self) -> bool:

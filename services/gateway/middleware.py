@@ -1,8 +1,9 @@
 """The outer ring of every request (a plain ASGI middleware, cheap on the hot path).
 
 In order: a request id (``X-Request-ID`` echoed, or a new one), 413 for a declared body over
-64 KiB, the per-IP rate limit for reads (writes draw from the IP and user buckets together
-once the body names the user, see writes.py), then the route; afterwards the Prometheus
+64 KiB, the per-IP rate limit for reads and for admin calls without the right token (writes
+draw from the IP bucket in writes.py, and from the user's once the signature verifies), then
+the route; afterwards the Prometheus
 request metrics by route template and one JSON log line. Redis failures become 503
 UNAVAILABLE and anything unforeseen a 500 in the contract's error shape.
 
@@ -22,7 +23,7 @@ from urllib.parse import parse_qs
 import orjson
 import redis
 
-from services.gateway import logs, metrics, ratelimit, writes
+from services.gateway import admin, logs, metrics, ratelimit, writes
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
 from services.gateway.parsing import MAX_BODY_BYTES
@@ -52,11 +53,14 @@ class GatewayMiddleware:
         started = time.perf_counter()
         request_id = ""
         content_length = None
+        authorization = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
-                request_id = value.decode("latin-1")[:128]
+                request_id = _request_id(value)
             elif name == b"content-length":
                 content_length = value
+            elif name == b"authorization" and authorization is None:
+                authorization = value.decode("latin-1")
         request_id = request_id or os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = request_id
         logs.REQUEST_ID.set(request_id)
@@ -83,7 +87,12 @@ class GatewayMiddleware:
                 await self._place_order(scope, receive, send_wrapper)
                 return
             is_write = scope["method"] == "POST" and path in ratelimit.WRITE_PATHS
-            if not is_write and not ratelimit.exempt(path):
+            if path.startswith(ratelimit.ADMIN_PREFIX):
+                # A wrong or missing token costs the address a token, so none is guessed at
+                # full speed; the operator's own calls are never limited.
+                if not admin.authorized(self.gateway, authorization):
+                    await ratelimit.check(self.gateway, client_ip(scope))
+            elif not is_write and not ratelimit.exempt(path):
                 await ratelimit.check(self.gateway, client_ip(scope))
             await self.app(scope, receive, send_wrapper)
         except ApiError as exc:
@@ -167,6 +176,13 @@ class _Route:
 
 ORDERS_PATH = "/v1/orders"
 ORDERS_ROUTE = _Route()
+
+
+def _request_id(raw: bytes) -> str:
+    """A client's ``X-Request-ID`` if it is 1-128 printable ASCII characters, else "" (a new
+    one is made): it is echoed in a header and written in every log line of the request."""
+    text = raw.decode("latin-1")
+    return text if 0 < len(text) <= 128 and text.isascii() and text.isprintable() else ""
 
 
 def _too_large(raw: bytes) -> bool:

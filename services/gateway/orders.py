@@ -24,7 +24,7 @@ from common.markets import Market
 from common.order_reads import accepted_view, order_view
 from common.risk import parse_prices
 from common.types import MarketStatus, OrderType, Product, Side, TimeInForce
-from services.gateway import funds, parsing
+from services.gateway import funds, parsing, ratelimit
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
 
@@ -32,7 +32,6 @@ log = logging.getLogger("services.gateway")
 
 WAIT_S = 5
 ADMIT_ATTEMPTS = 3  # a derivative order judged on a position that moved meanwhile is judged again
-RESERVED_PLACEHOLDER = "__RESERVED__"
 
 ORDER_FIELDS = {name for name, _ in PRIMARY_TYPES["Order"]}
 ORDER_V2_FIELDS = {name for name, _ in PRIMARY_TYPES["OrderV2"]}
@@ -96,7 +95,7 @@ def parse_order(gateway: Gateway, body: dict[str, Any]) -> SignedOrder:
         if message[name] not in enum.__members__:
             allowed = "/".join(enum.__members__)
             raise ApiError("INVALID_ORDER", f"{name} must be one of {allowed}")
-    if not parsing.CLIENT_ORDER_ID.match(message["clientOrderId"]):
+    if not parsing.CLIENT_ORDER_ID.fullmatch(message["clientOrderId"]):
         raise ApiError("INVALID_ORDER", "clientOrderId must be 1-64 of A-Z a-z 0-9 . _ : -")
     if message["product"] != spec.product:
         raise ApiError(
@@ -149,11 +148,12 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
     parsing.ts_in_window(order.ts, gateway.settings.signature_max_age_ms, int(time.time() * 1000))
     if not gateway.verifier.verify(order.primary_type, order.message, order.signature, order.user):
         raise ApiError("INVALID_SIGNATURE", "the signature does not recover to userId")
+    await ratelimit.check_user(gateway, order.user)
     user = order.user
     cid = order.message["clientOrderId"]
     refusal = market_refusal(await gateway.market_status(market))
     memory_high = await gateway.memory_high()
-    overloaded = memory_high or await gateway.backlog(market.symbol) > gateway.settings.max_backlog
+    backlog_rule = await backlog_argument(gateway, market.symbol, memory_high)
     reply_key = None
     if wait:
         reply_key = keys.market_reply(market.symbol, uuid.uuid4().hex)
@@ -182,12 +182,12 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
             "expiresAt": order.expires_at,
             "ts": order.ts,
             **reserve.command,
-            "reserved": 0,
             "acceptedAt": now_ms,
         }
         if reply_key is not None:
             command["reply"] = reply_key
-        template = dumps(command).replace('"reserved":0', f'"reserved":{RESERVED_PLACEHOLDER}', 1)
+        # The script appends "reserved" to this encoded object; no text of it is replaced.
+        template = dumps(command)
         script_keys = [
             keys.account_cids(user),
             keys.account_order(user, cid),
@@ -206,7 +206,7 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
             reserve.adjustment,
             reserve.short_code,
             refusal,
-            "1" if overloaded else "0",
+            backlog_rule,
             *guard_args(reserve),
             "1" if await exceeds_limit(gateway, order, reserve) else "0",
         ]
@@ -269,6 +269,24 @@ async def exceeds_limit(gateway: Gateway, order: SignedOrder, reserve: funds.Res
         held = int(raw_size or 0)
     size = held + (order.qty if order.side is Side.BUY else -order.qty)
     return not money.within_limit(money.notional(market, price, abs(size)))
+
+
+async def backlog_argument(gateway: Gateway, symbol: str, memory_high: bool) -> str:
+    """``accept_order.lua``'s ARGV[10]: ``FULL`` to refuse outright, else the backlog bound.
+
+    On a single Redis the script counts the stream's unmatched entries itself, atomically with
+    its XADD, so the bound holds exactly however many orders race. Where the stream is in
+    another slot (a cluster, or the outbox path) the gateway reads the backlog fresh for every
+    order; orders in flight between that read and their XADD may pass the bound, by at most
+    the number of admissions running at that moment.
+    """
+    bound = gateway.settings.max_backlog
+    if memory_high:
+        return "FULL"
+    outbox_path = gateway.settings.redis_cluster or gateway.settings.order_outbox
+    if outbox_path and await gateway.backlog(symbol, fresh=True) >= bound:
+        return "FULL"
+    return str(bound)
 
 
 async def admit_on_account(

@@ -15,10 +15,14 @@ import orjson
 
 from services.gateway.errors import ApiError
 
-ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
-SIGNATURE = re.compile(r"^0x[0-9a-fA-F]{130}$")
-CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
-DIGITS = re.compile(r"^[0-9]{1,78}$")
+# Every pattern is applied with ``fullmatch``: ``re.match`` with ``$`` would accept a trailing
+# newline ("abc\n"), and ``[0-9]`` (not ``\d`` or ``str.isdigit``) admits ASCII digits only.
+ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+SIGNATURE = re.compile(r"0x[0-9a-fA-F]{130}")
+CLIENT_ORDER_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
+DEPOSIT_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+DIGITS = re.compile(r"[0-9]{1,78}")
+SIGNED_DIGITS = re.compile(r"-?[0-9]+")
 UINT256_LIMIT = 2**256
 MAX_BODY_BYTES = 64 * 1024
 DEFAULT_LIMIT = 100
@@ -28,26 +32,77 @@ MAX_LIMIT = 1000
 def loads(raw: bytes) -> Any:
     """JSON with integers of any size: orjson, or the standard parser when orjson met an
     integer past 64 bits (it refuses some and turns others into floats; a uint256 field may
-    carry one). NaN and Infinity are refused."""
+    carry one). NaN and Infinity, a key twice in one object, and a lone surrogate (``\\ud800``,
+    which no UTF-8 text can hold) are refused with 400 INVALID_REQUEST."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return _slow_loads(raw, exc)
-    if isinstance(body, dict) and any(type(value) is float for value in body.values()):
-        return _slow_loads(raw, None)
+    if isinstance(body, dict):
+        if any(type(value) is float for value in body.values()):
+            return _slow_loads(raw, None)
+        # Each key occurrence, at any depth, owns one ':' outside strings: as many colons in
+        # the text as distinct keys at the top means no key came twice (nor any nested key).
+        if raw.count(b":") != len(body):
+            return _slow_loads(raw, None)
     return body
 
 
 def _slow_loads(raw: bytes, first_error: Exception | None) -> Any:
+    if first_error is not None and "depth" in str(first_error):
+        # Never handed to the json module: where a dependency has raised the recursion limit
+        # (py_ecc, under eth-account, sets 100,000) its C scanner overflows the stack instead.
+        raise ApiError("INVALID_REQUEST", f"body is not valid JSON: {first_error}")
     try:
-        return json.loads(raw, parse_constant=_refuse_constant)
+        body = json.loads(raw, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as exc:
-        reason = first_error or exc
+        reason = exc if first_error is None or isinstance(exc, _Refused) else first_error
         raise ApiError("INVALID_REQUEST", f"body is not valid JSON: {reason}") from None
+    _refuse_surrogates(body)
+    return body
+
+
+class _Refused(ValueError):
+    """Valid to the standard parser, refused by this API."""
 
 
 def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+    raise _Refused(f"{name} is not JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _Refused(f"key {key!r} appears more than once in one object")
+        result[key] = value
+    return result
+
+
+def _refuse_surrogates(body: Any) -> None:
+    """400 for any string (key or value, at any depth) holding a lone UTF-16 surrogate."""
+    stack = [body]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            texts: Any = (value,)
+        elif isinstance(value, dict):
+            texts = value.keys()
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+            continue
+        else:
+            continue
+        for text in texts:
+            if not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ApiError(
+                        "INVALID_REQUEST",
+                        "body is not valid JSON: a string holds a lone UTF-16 surrogate",
+                    ) from None
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -75,7 +130,7 @@ def uint(body: Mapping[str, Any], field: str, code: str = "INVALID_REQUEST") -> 
         raise ApiError(code, f"{field} must be an integer, got a boolean")
     if isinstance(value, int):
         number = value
-    elif isinstance(value, str) and DIGITS.match(value):
+    elif isinstance(value, str) and DIGITS.fullmatch(value):
         number = int(value)
     else:
         raise ApiError(code, f"{field} must be a non-negative integer or digit string")
@@ -100,7 +155,7 @@ def boolean(body: Mapping[str, Any], field: str) -> bool:
 
 def user_id(value: str) -> str:
     """The lower-case form of an address; 400 ``INVALID_USER`` otherwise."""
-    if not ADDRESS.match(value):
+    if not ADDRESS.fullmatch(value):
         raise ApiError(
             "INVALID_USER", f"userId must be a 0x-prefixed 20-byte address, got {value!r}"
         )
@@ -109,7 +164,7 @@ def user_id(value: str) -> str:
 
 def signature(body: Mapping[str, Any]) -> str:
     value = body.get("sig")
-    if not isinstance(value, str) or not SIGNATURE.match(value):
+    if not isinstance(value, str) or not SIGNATURE.fullmatch(value):
         raise ApiError("INVALID_REQUEST", "sig must be 0x followed by 130 hex digits")
     return value
 
@@ -117,7 +172,7 @@ def signature(body: Mapping[str, Any]) -> str:
 async def read_body(request: Any) -> bytes:
     """The request body, refused with 413 once it passes 64 KiB (declared or streamed)."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    if declared is not None and _declared_too_large(declared):
         raise ApiError("BODY_TOO_LARGE", f"the body is {declared} bytes; the limit is 65536")
     chunks: list[bytes] = []
     size = 0
@@ -129,16 +184,23 @@ async def read_body(request: Any) -> bytes:
     return b"".join(chunks)
 
 
+def _declared_too_large(declared: str) -> bool:
+    """A ``Content-Length`` past the cap; one that is not ASCII digits is left to the read."""
+    digits = declared.strip()
+    return bool(DIGITS.fullmatch(digits)) and int(digits) > MAX_BODY_BYTES
+
+
 def limit(raw: str | None) -> int:
-    """``limit=N``: default 100, capped at 1000; below 1 or not a number is a 400."""
+    """``limit=N``: default 100, capped at 1000; below 1 or not an ASCII integer is a 400."""
     if raw is None:
         return DEFAULT_LIMIT
-    if not raw.lstrip("-").isdigit():
+    if not SIGNED_DIGITS.fullmatch(raw):
         raise ApiError("INVALID_REQUEST", f"limit must be an integer, got {raw!r}")
-    value = int(raw)
-    if value < 1:
-        raise ApiError("INVALID_REQUEST", f"limit must be at least 1, got {value}")
-    return min(value, MAX_LIMIT)
+    magnitude = raw.lstrip("-").lstrip("0")
+    if raw.startswith("-") or not magnitude:
+        raise ApiError("INVALID_REQUEST", f"limit must be at least 1, got {raw!r}")
+    # More digits than the cap has are past the cap (and int() refuses past 4300 digits).
+    return MAX_LIMIT if len(magnitude) > len(str(MAX_LIMIT)) else min(int(magnitude), MAX_LIMIT)
 
 
 def flag(raw: str | None, name: str) -> bool:

@@ -1,8 +1,11 @@
 """Per-IP (every request) and per-user (writes) token buckets in Redis (API.md §1, §5).
 
 A bucket refills at ``DEX_RATE_LIMIT_*`` tokens per second and holds twice that; ``0`` turns
-a limit off. Admin calls and ``/v1/health`` are never counted. A refusal is 429 RATE_LIMITED
-with ``Retry-After`` in whole seconds (rounded up).
+a limit off. ``/v1/health`` and admin calls with the right token are never counted; an admin
+call without it draws from the address's bucket (middleware.py). A write draws from the
+address's bucket before its body is read and from its user's only once its signature
+verifies (:func:`check_user`), so forged requests cannot spend another user's budget. A
+refusal is 429 RATE_LIMITED with ``Retry-After`` in whole seconds (rounded up).
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from services.gateway.errors import ApiError
 WRITE_PATHS = frozenset(
     {"/v1/orders", "/v1/orders/cancel", "/v1/orders/cancel-all", "/v1/withdrawals"}
 )
+ADMIN_PREFIX = "/v1/admin/"
 
 
 def exempt(path: str) -> bool:
-    return path == "/v1/health" or path.startswith("/v1/admin/")
+    return path == "/v1/health"
 
 
 def buckets(gateway: Gateway, ip: str | None, user: str | None) -> list[tuple[str, int]]:
@@ -40,7 +44,10 @@ async def check(gateway: Gateway, ip: str | None, user: str | None = None) -> No
     if not wanted:
         return
     results: list[Any]
-    if len(wanted) == 1 or gateway.settings.redis_cluster:
+    if len(wanted) == 1:
+        key, rate = wanted[0]
+        results = await gateway.pipelined_script("rate_limit", [key], [rate, 2 * rate])
+    elif gateway.settings.redis_cluster:
         results = [
             await gateway.scripts["rate_limit"](keys=[key], args=[rate, 2 * rate])
             for key, rate in wanted
@@ -59,3 +66,8 @@ async def check(gateway: Gateway, ip: str | None, user: str | None = None) -> No
         error = ApiError("RATE_LIMITED", f"too many requests; retry in {wait_ms} ms")
         error.headers["Retry-After"] = str(max(1, math.ceil(wait_ms / 1000)))
         raise error
+
+
+async def check_user(gateway: Gateway, user: str) -> None:
+    """Take a token from the user's bucket: call only once the request's signature verified."""
+    await check(gateway, None, user)

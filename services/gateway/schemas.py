@@ -83,10 +83,15 @@ class WithdrawBody(BaseModel):
 
 
 class DepositBody(BaseModel):
-    model_config = _example(userId=ADDRESS, asset="USDC", amount="5000000000")
+    model_config = _example(userId=ADDRESS, asset="USDC", amount="5000000000", depositId="0x5e1f:7")
     userId: str = Field(description='an address, or "fees" / "insurance"')
     asset: str
     amount: UInt
+    depositId: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._:\-]{1,128}$",
+        description="credits once only, exchange-wide: the same id again is 409 DUPLICATE",
+    )
 
 
 class OracleBody(BaseModel):

@@ -13,7 +13,7 @@ from typing import Any
 
 from common import keys, money
 from common.events import dumps, loads
-from services.gateway import accounts, funds, parsing, signed
+from services.gateway import accounts, funds, parsing, ratelimit, signed
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
 from services.gateway.orders import MEMORY_HIGH_MESSAGE
@@ -33,6 +33,7 @@ async def withdraw(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:
         raise ApiError("UNKNOWN_ASSET", f"no asset named {asset!r}")
     quanta = accounts.quanta(gateway.markets.assets[asset], amount)
     request = signed.check_ts_and_signature(gateway, "Withdraw", message, sig, user)
+    await ratelimit.check_user(gateway, user)
     if quanta >= money.LIMIT:
         # No balance reaches 2^53 quanta, so the first 422 code that applies is this one.
         raise ApiError("INSUFFICIENT_BALANCE", f"{user} lacks {amount} {asset}")

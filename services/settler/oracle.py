@@ -28,6 +28,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from common import keys, oracle_health, pubsub, risk
 from common.events import dumps
 from common.markets import Market, MarketSet
@@ -154,10 +156,22 @@ def read_body(url: str, timeout: float = FETCH_TIMEOUT_S, limit: int = MAX_BODY_
         raise SourceError(oracle_health.UNREACHABLE, f"no answer: {exc}") from exc
 
 
+def _nesting_within_bounds(body: bytes) -> None:
+    """Refuse JSON nested deeper than orjson's bound (1024) before the json module sees it:
+    a dependency (py_ecc, under eth-account) raises the recursion limit to 100,000, and the json
+    module's C scanner then overflows the C stack on deep nesting instead of raising."""
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc):
+            raise ValueError(f"nested deeper than 1024: {exc}") from exc
+
+
 def parse_document(body: bytes) -> list[Any]:
     """The ``markets`` list of a source's JSON body. Raises ``SourceError``:
     ``invalid_json``, ``invalid_shape``."""
     try:
+        _nesting_within_bounds(body)
         document = json.loads(body, parse_int=_json_int)
     except (ValueError, RecursionError) as exc:
         raise SourceError(oracle_health.INVALID_JSON, f"a body that is not JSON: {exc}") from exc

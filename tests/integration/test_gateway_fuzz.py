@@ -45,6 +45,7 @@ scalars = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=80),
     st.sampled_from(["", "0", "-1", "1e9", "0x", "BUY", "MARKET", "PERP", "GTC", "USDC"]),
+    st.sampled_from(["abc\n", "5\n", "\u00b2", "\u0663", "\uff15", "__RESERVED__", "NaN"]),
     st.sampled_from(MARKETS),
 )
 json_values = st.recursive(
@@ -91,12 +92,24 @@ def valid_body(route: str) -> dict[str, Any]:
 BODIES = {route: valid_body(route) for route in WRITE_ROUTES + ADMIN_WRITES}
 
 
+RAW_TEXTS = [
+    b'{"userId":"\\ud800"}',
+    b'{"\\udfff":1}',
+    b'{"a":1,"a":2}',
+    b'{"amount":NaN}',
+    b'{"amount":Infinity}',
+    b'{"amount":1e400}',
+    b'{"amount":' + b"9" * 5000 + b"}",
+    b'{"a":' * 3000 + b"1" + b"}" * 3000,
+]
+
+
 @st.composite
 def mangled(draw: st.DrawFn, route: str) -> Any:
     body = dict(BODIES[route])
     kind = draw(st.sampled_from(["drop", "add", "retype", "revalue", "raw", "many"]))
     if kind == "raw":
-        return draw(st.one_of(json_values, st.binary(max_size=200)))
+        return draw(st.one_of(json_values, st.binary(max_size=200), st.sampled_from(RAW_TEXTS)))
     steps = draw(st.integers(1, 4)) if kind == "many" else 1
     for _ in range(steps):
         field = draw(st.sampled_from(sorted(body)))

@@ -22,11 +22,15 @@
 -- ARGV[1] cid  ARGV[2] market  ARGV[3] reserve asset
 -- ARGV[4] amount to lock, or "ALL" for a budget of everything available (price-0 MARKET)
 -- ARGV[5] now (ms)
--- ARGV[6] command JSON with the literal placeholder "__RESERVED__" where the amount goes
+-- ARGV[6] command: a JSON object (encoded by the caller) without "reserved"; the script
+--         appends ,"reserved":<amount> before its closing brace (no text is substituted)
 -- ARGV[7] adjustment added to the available balance (0 for SPOT)
 -- ARGV[8] code when the amount is not there (INSUFFICIENT_BALANCE / INSUFFICIENT_MARGIN)
 -- ARGV[9] market refusal ("" / MARKET_HALTED / MARKET_CLOSED)
--- ARGV[10] "1" when the market stream is over its backlog bound
+-- ARGV[10] the backlog bound: with KEYS[7], the unmatched entries the stream may hold (lag +
+--          pending of the matcher's group, counted here); "FULL" refuses outright (Redis near
+--          its memory limit, or the caller's own backlog read on the outbox path)
+-- (The group is the matcher's, "matcher": common/keys.py MATCHER_GROUP.)
 -- ARGV[11] headroom: free collateral needed beyond the amount locked (0 for most orders)
 -- ARGV[12] position field "<market>:size" the order was judged on, or "" (no guard)
 -- ARGV[13] that position's size as the caller read it
@@ -78,10 +82,24 @@ if market_refusal ~= '' then return {market_refusal} end
 -- is at least 2^53 in doubles exactly when it is in integers).
 if ARGV[17] == '1' or locked + amount >= 9007199254740992 then return {'LIMIT_EXCEEDED'} end
 
-if overloaded == '1' then return {'OVERLOADED'} end
+if overloaded == 'FULL' then return {'OVERLOADED'} end
+if KEYS[7] and redis.call('EXISTS', KEYS[7]) == 1 then
+  local waiting = nil
+  for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[7])) do
+    local info = {}
+    for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
+    if info['name'] == 'matcher' then
+      -- lag is nil when Redis cannot count it (entries deleted inside the range): XLEN, which
+      -- counts matched entries not yet trimmed too, errs on the side of refusing.
+      waiting = type(info['lag']) == 'number' and info['lag'] + info['pending'] or nil
+    end
+  end
+  if waiting == nil then waiting = redis.call('XLEN', KEYS[7]) end
+  if waiting >= tonumber(overloaded) then return {'OVERLOADED'} end
+end
 
 local amount_text = string.format('%d', amount)
-local command = string.gsub(template, '__RESERVED__', amount_text, 1)
+local command = string.sub(template, 1, -2) .. ',"reserved":' .. amount_text .. '}'
 local stream_key = KEYS[7]
 if stream_key then redis.call('XADD', stream_key, '*', 'c', command) end
 redis.call('HSET', cids_key, cid, market)

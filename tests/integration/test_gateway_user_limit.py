@@ -1,0 +1,91 @@
+"""The per-user rate limit counts a write only once its signature verifies (API.md §1).
+
+Forged requests in a market maker's name must not spend his budget; the per-address limit
+still counts every request, forged or not.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import redis
+from support.gateway import ADMIN, balance, error_of, gateway_client
+from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
+
+from common import keys
+from common.eip712 import sign
+
+pytestmark = pytest.mark.integration
+
+SPOT = "BTC-USDC"
+LOCK = 30_015_000  # 0.001 BTC at 30,000.00 USDC: notional 30,000,000 + 5 bps taker fee
+
+
+def forged(alice: Trader, mallory: Trader, primary: str = "Order", **fields: Any) -> Any:
+    """A body in Alice's name signed by Mallory's key."""
+    if primary == "Order":
+        body = mallory.order(SPOT, "BUY", 3_000_000, 10)
+        message = {k: v for k, v in body.items() if k != "sig"} | {"userId": alice.address}
+    else:
+        message = {"userId": alice.address, "ts": int(time.time() * 1000), **fields}
+    return {**message, "sig": sign(mallory.key, primary, message, CHAIN_ID, VERIFYING_CONTRACT)}
+
+
+def test_forged_flood_in_alices_name_leaves_alice_her_full_rate(
+    redis_url: str, r: redis.Redis
+) -> None:
+    alice, mallory = Trader(), Trader()
+    with gateway_client(redis_url, rate_limit_user=5) as client:
+        response = client.post(
+            "/v1/admin/deposits",
+            json={"userId": alice.address, "asset": "USDC", "amount": 20 * LOCK},
+            headers=ADMIN,
+        )
+        assert response.status_code == 200
+        writes = [
+            ("/v1/orders", forged(alice, mallory)),
+            ("/v1/orders/cancel", forged(alice, mallory, "Cancel", market=SPOT, clientOrderId="x")),
+            ("/v1/orders/cancel-all", forged(alice, mallory, "CancelAll", market="")),
+            ("/v1/withdrawals", forged(alice, mallory, "Withdraw", asset="USDC", amount=1)),
+        ]
+        for _ in range(15):
+            for path, body in writes:
+                answer = client.post(path, json=body)
+                assert error_of(answer) == (401, "INVALID_SIGNATURE"), path
+        assert not r.exists(keys.rate_limit_user(alice.address.lower()))
+        # Alice's bucket is whole: her burst (twice the rate) goes through, then she is limited.
+        codes = [
+            client.post("/v1/orders", json=alice.order(SPOT, "BUY", 3_000_000, 10)).status_code
+            for _ in range(10)
+        ]
+        assert codes == [202] * 10
+        limited = client.post("/v1/orders", json=alice.order(SPOT, "BUY", 3_000_000, 10))
+        assert error_of(limited) == (429, "RATE_LIMITED")
+        assert int(limited.headers["retry-after"]) >= 1
+        assert client.get(f"/v1/accounts/{alice.address}/balances").json() == {
+            "USDC": balance(20 * LOCK, 10 * LOCK)
+        }
+
+
+def test_a_verified_cancel_or_withdrawal_counts_against_its_user(redis_url: str) -> None:
+    alice = Trader()
+    with gateway_client(redis_url, rate_limit_user=1) as client:
+        codes = []
+        for n in range(3):
+            body = forged(alice, alice, "Withdraw", asset="USDC", amount=1 + n)
+            codes.append(error_of(client.post("/v1/withdrawals", json=body)))
+        assert codes == [
+            (422, "INSUFFICIENT_BALANCE"),
+            (422, "INSUFFICIENT_BALANCE"),
+            (429, "RATE_LIMITED"),
+        ]
+
+
+def test_the_address_limit_still_counts_forged_requests(redis_url: str) -> None:
+    alice, mallory = Trader(), Trader()
+    with gateway_client(redis_url, rate_limit_ip=2, rate_limit_user=100) as client:
+        codes = [error_of(client.post("/v1/orders", json=forged(alice, mallory))) for _ in range(8)]
+        assert codes[:4] == [(401, "INVALID_SIGNATURE")] * 4
+        assert (429, "RATE_LIMITED") in codes[4:]
