@@ -185,7 +185,7 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
     script_keys = [
         keys.account_cids(user),
         keys.account_order(user, cid),
-        keys.account_orders(user),
+        keys.account_market_orders(user, market.symbol),
         keys.balances(user),
         keys.reservations(user),
         keys.outbox(user),
@@ -201,6 +201,8 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
         reserve.short_code,
         refusal,
         "1" if overloaded else "0",
+        gateway.settings.max_open_orders,
+        keys.account_open_orders(user, market.symbol),
     ]
     verdict = await admit_on_account(gateway, market.symbol, user, script_keys, script_args)
     if verdict[0] != "OK":
@@ -296,6 +298,8 @@ def refusal_error(
         return ApiError(code, f"market {symbol} is halted")
     if code == "MARKET_CLOSED":
         return ApiError(code, f"market {symbol} has expired")
+    if code == "TOO_MANY_ORDERS":
+        return ApiError(code, f"{user} already has the most open orders allowed in {symbol}")
     if code == "OVERLOADED" and memory_high:
         return ApiError(code, MEMORY_HIGH_MESSAGE)
     if code == "OVERLOADED":

@@ -3,7 +3,8 @@
 -- Refuses a clientOrderId seen before (ever), checks what the order may lock (the available
 -- balance, or for a derivative the free collateral: available + the caller's adjustment =
 -- unrealized contribution at mark − initial margin of positions), then the market's status
--- and backlog as the caller read them, in the contract's order of codes (409, 422, 503). If
+-- and backlog as the caller read them, and the account's open orders in the market, in the
+-- contract's order of codes (409, 422, 503). If
 -- all pass it locks the reservation and records the order. On a single Redis (KEYS[7] given)
 -- it also XADDs the command to the market stream, first, so that a stream that refuses the
 -- entry (or Redis refusing the first write for memory) leaves nothing applied, and reservation
@@ -14,7 +15,7 @@
 --
 -- KEYS[1] dex:{u}:cids      hash  cid -> market
 -- KEYS[2] dex:{u}:ord:<cid> hash  the accepted order
--- KEYS[3] dex:{u}:orders    zset  "<market>|<cid>" by time
+-- KEYS[3] dex:{u}:orders:<m> zset cid by time: the account's orders in the market (listing)
 -- KEYS[4] dex:{u}:bal       hash  "<asset>:t", "<asset>:l"
 -- KEYS[5] dex:{u}:res       hash  cid -> reserved amount still locked
 -- KEYS[6] dex:{u}:outbox    zset  cid by time
@@ -27,6 +28,10 @@
 -- ARGV[8] code when the amount is not there (INSUFFICIENT_BALANCE / INSUFFICIENT_MARGIN)
 -- ARGV[9] market refusal ("" / MARKET_HALTED / MARKET_CLOSED)
 -- ARGV[10] "1" when the market stream is over its backlog bound
+-- ARGV[11] DEX_MAX_OPEN_ORDERS: orders the account may have open in this market
+-- ARGV[12] dex:{u}:open:<m> zset cid by time: the account's open orders in the market (an
+--          account-slot key from common/keys.py, here so that the optional KEYS[7] stays last);
+--          the settler removes an order when it applies the order's done event
 -- Returns {"OK", command JSON, "SENT" when it is on the stream, else "OUTBOX"} or {code}.
 
 local cids_key, order_key, orders_key, bal_key, res_key, outbox_key =
@@ -50,6 +55,8 @@ else
   if amount > free then return {short_code} end
 end
 if market_refusal ~= '' then return {market_refusal} end
+local open_key = ARGV[12]
+if redis.call('ZCARD', open_key) >= tonumber(ARGV[11]) then return {'TOO_MANY_ORDERS'} end
 if overloaded == '1' then return {'OVERLOADED'} end
 
 local amount_text = string.format('%d', amount)
@@ -61,7 +68,8 @@ if amount > 0 then redis.call('HINCRBY', bal_key, asset .. ':l', amount_text) en
 redis.call('HSET', res_key, cid, amount_text)
 redis.call('HSET', order_key, 'market', market, 'asset', asset, 'reserved', amount_text,
            'acceptedAt', now, 'cmd', command)
-redis.call('ZADD', orders_key, now, market .. '|' .. cid)
+redis.call('ZADD', orders_key, now, cid)
+redis.call('ZADD', open_key, now, cid)
 if stream_key then return {'OK', command, 'SENT'} end
 redis.call('ZADD', outbox_key, now, cid)
 return {'OK', command, 'OUTBOX'}
