@@ -56,8 +56,8 @@ account, live in one slot and one Lua script may touch them together)::
       dex:{u}:fills            stream  the user's fills
       dex:{u}:waived           hash    "<market>:<eseq>" -> fee units the account could not pay
       dex:{u}:sig:<digest>     string  a used Cancel/CancelAll/Withdraw signature (TTL)
-      dex:{u}:withdrawals      stream  the account's withdrawals (field w: JSON record), the
-                                        newest ACCOUNT_WITHDRAWALS_KEPT (about; trimmed in nodes)
+      dex:{u}:withdrawals      stream  the account's newest 1000 withdrawals (field w: JSON
+                                        record; services/gateway/withdrawals.py)
       dex:{u}:wd-pending       hash    withdrawalId -> record not yet on the relayer stream
       dex:{u}:rl               hash    token bucket of the user's writes (gateway)
 

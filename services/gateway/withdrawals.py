@@ -20,8 +20,8 @@ from services.gateway.orders import MEMORY_HIGH_MESSAGE
 
 RECORD_FIELD = "w"
 ACCOUNT_WITHDRAWALS_KEPT = 1000
-"""Newest records an account's withdrawal list keeps (XADD MAXLEN ~, so a few more at times):
-the most one read returns (limit caps at 1000). Older ones stay on the relayer's stream."""
+"""Newest records an account's withdrawal list keeps (XADD MAXLEN, exact): the most one read
+returns (``limit`` caps at 1000). Older ones leave it; the relayer's stream has them all."""
 log = logging.getLogger("services.gateway")
 
 
