@@ -14,35 +14,50 @@ from common import keys
 from common.events import loads
 from common.markets import MarketSet
 
-# The matcher's order record keeps its immutable part in one field (match.lua, "Order
-# record"): ``d`` = these names' values joined by ``|`` (the order id last: it may hold ``|``);
-# the mutable part (qty, filled, status, reason, updatedTs) has fields of its own.
+# The matcher's order record (match.lua, "Order record") keeps its immutable part in four
+# fields: ``d`` and ``a``, these names' values joined by ``|``, ``u`` the userId and ``c`` the
+# clientOrderId (each value under 64 bytes, so Redis keeps the small hash as a listpack); the
+# mutable part (qty, filled, status, reason, updatedTs) has fields of its own. Records of the
+# earlier packed shape (``d`` alone: the eleven names, userId, clientOrderId, the id last: it
+# may hold ``|``) and of the flat shape (a field per name) are read as well.
 RECORD_PACKED_FIELD = "d"
-RECORD_PACKED_NAMES = (
-    "side", "type", "timeInForce", "reduceOnly", "expiresAt", "price", "ts", "aseq", "reserved",
-    "liquidation", "market", "userId", "clientOrderId",
+RECORD_PACKED_NAMES = ("side", "type", "timeInForce", "reduceOnly", "expiresAt", "price", "ts")
+RECORD_ARRIVAL_FIELD = "a"
+RECORD_ARRIVAL_NAMES = ("aseq", "reserved", "liquidation", "market")
+RECORD_USER_FIELD, RECORD_ID_FIELD = "u", "c"
+RECORD_OLD_PACKED_NAMES = (
+    *RECORD_PACKED_NAMES, *RECORD_ARRIVAL_NAMES, "userId", "clientOrderId"
+)  # fmt: skip
+_IMMUTABLE_FIELDS = (
+    RECORD_PACKED_FIELD, RECORD_ARRIVAL_FIELD, RECORD_USER_FIELD, RECORD_ID_FIELD
 )  # fmt: skip
 
 
 def record_fields(record: dict[str, str]) -> dict[str, str]:
     """The matcher's order hash as flat fields (``side``, ``price``, ``aseq``, ``status`` …),
-    whichever shape it was written in: the packed one (field ``d``) or the earlier flat one.
-    Every Python reader of ``dex:{m}:o:<user>:<cid>`` beyond a mutable field goes through
-    here (a missing field stays missing, e.g. from an HMGET that did not ask for it)."""
+    whichever shape it was written in (see above). Every Python reader of
+    ``dex:{m}:o:<user>:<cid>`` beyond a mutable field goes through here (a missing field stays
+    missing, e.g. from an HMGET that did not ask for it)."""
     packed = record.get(RECORD_PACKED_FIELD)
     if not packed:
         return record
-    flat = dict(
-        zip(RECORD_PACKED_NAMES, packed.split("|", len(RECORD_PACKED_NAMES) - 1), strict=True)
-    )
-    flat.update((k, v) for k, v in record.items() if k != RECORD_PACKED_FIELD and v is not None)
+    arrival = record.get(RECORD_ARRIVAL_FIELD)
+    if arrival:
+        flat = dict(zip(RECORD_PACKED_NAMES, packed.split("|", 6), strict=True))
+        flat.update(zip(RECORD_ARRIVAL_NAMES, arrival.split("|", 3), strict=True))
+        flat["userId"] = record.get(RECORD_USER_FIELD) or ""
+        flat["clientOrderId"] = record.get(RECORD_ID_FIELD) or ""
+    else:
+        names = RECORD_OLD_PACKED_NAMES
+        flat = dict(zip(names, packed.split("|", len(names) - 1), strict=True))
+    flat.update((k, v) for k, v in record.items() if k not in _IMMUTABLE_FIELDS and v is not None)
     return flat
 
 
 def record_hmget_fields(*fields: str) -> list[str]:
-    """What to HMGET for ``fields`` of an order record in either shape: the fields plus the
-    packed one (pass the reply, zipped with this list, to :func:`record_fields`)."""
-    return [*fields, RECORD_PACKED_FIELD]
+    """What to HMGET for ``fields`` of an order record in any shape: the fields plus the
+    packed ones (pass the reply, zipped with this list, to :func:`record_fields`)."""
+    return [*fields, *_IMMUTABLE_FIELDS]
 
 
 def order_view(record: dict[str, str]) -> dict[str, Any]:
