@@ -206,7 +206,9 @@ def main() -> None:
             while not ledger.is_settled(MARKET):
                 ledger.settle_market(market, max_batches=1_000, max_seconds=60)
             done = min(first + CHUNK // 2, pairs) * 2
-            print(f"{done} orders admitted, matched and settled, {time.monotonic() - started:.0f} s")
+            print(
+                f"{done} orders admitted, matched and settled, {time.monotonic() - started:.0f} s"
+            )
         ledger.settle_market(market)  # an idle round, as a worker's last one
         elapsed = time.monotonic() - started
         matcher.stop()

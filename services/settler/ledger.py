@@ -155,9 +155,7 @@ class Ledger:
         start of this batch), so nothing not yet applied is ever trimmed, whatever fails
         after. Whole stream nodes only (``~``): the entries since the node that holds the
         cursor stay, and so does the last entry (the auditor and the sweep read it)."""
-        (client or self.client).xtrim(
-            keys.market_events(symbol), minid=cursor, approximate=True
-        )
+        (client or self.client).xtrim(keys.market_events(symbol), minid=cursor, approximate=True)
 
     def _read_events(self, symbol: str, cursor: str) -> tuple[list[Any], str | None]:
         """Whole entries after ``cursor`` until about ``self.batch`` events (or the stream's

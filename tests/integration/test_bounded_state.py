@@ -121,7 +121,9 @@ def test_a_finished_and_settled_order_keeps_only_what_its_reads_need(
         assert listed("?open=1") == [("perp", "NEW"), ("resting", "NEW")]
         assert listed(f"?open=1&market={PERP}") == [("perp", "NEW")]
         # A (userId, clientOrderId) pair is accepted once only, ever, settled or not.
-        again = http.post("/v1/orders", json=maker.order(SPOT, "BUY", 3_000_000, 100, cid="to-fill"))
+        again = http.post(
+            "/v1/orders", json=maker.order(SPOT, "BUY", 3_000_000, 100, cid="to-fill")
+        )
         assert error_of(again) == (409, "DUPLICATE")
         cancel = signed(maker, "Cancel", market=SPOT, clientOrderId="to-fill")
         assert error_of(http.post("/v1/orders/cancel", json=cancel)) == (409, "ORDER_CLOSED")

@@ -142,7 +142,7 @@ def test_earlier_422_codes_answer_before_too_many_orders(exchange: Exchange) -> 
     maker = Trader()
     exchange.deposit(maker.address, "USDC", LIMIT * RESERVED)
     with exchange.client() as http:
-        for i in range(LIMIT):
+        for _ in range(LIMIT):
             assert post(http, maker.order(SPOT, "BUY", PRICE, QTY)).status_code == 200
         before = state(http, maker.address)
         # nothing left available: INSUFFICIENT_BALANCE is listed first and answers
