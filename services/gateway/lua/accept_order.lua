@@ -3,8 +3,7 @@
 -- Refuses a clientOrderId seen before (ever), checks what the order may lock (the available
 -- balance, or for a derivative the free collateral: available + the caller's adjustment =
 -- unrealized contribution at mark − initial margin of positions), then the market's status
--- and backlog as the caller read them, and the account's open orders in the market, in the
--- contract's order of codes (409, 422, 503). If
+-- and backlog as the caller read them, in the contract's order of codes (409, 422, 503). If
 -- all pass it locks the reservation and records the order. On a single Redis (KEYS[7] given)
 -- it also XADDs the command to the market stream, first, so that a stream that refuses the
 -- entry (or Redis refusing the first write for memory) leaves nothing applied, and reservation
@@ -28,7 +27,8 @@
 -- ARGV[8] code when the amount is not there (INSUFFICIENT_BALANCE / INSUFFICIENT_MARGIN)
 -- ARGV[9] market refusal ("" / MARKET_HALTED / MARKET_CLOSED)
 -- ARGV[10] "1" when the market stream is over its backlog bound
--- ARGV[11] DEX_MAX_OPEN_ORDERS: orders the account may have open in this market
+-- ARGV[11] DEX_MAX_OPEN_ORDERS: orders the account may have open in this market (one more is
+--          TOO_MANY_ORDERS, after the market's refusal and before the backlog)
 -- ARGV[12] dex:{u}:open:<m> zset cid by time: the account's open orders in the market (an
 --          account-slot key from common/keys.py, here so that the optional KEYS[7] stays last);
 --          the settler removes an order when it applies the order's done event
