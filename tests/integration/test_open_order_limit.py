@@ -173,9 +173,11 @@ def test_earlier_422_codes_answer_before_too_many_orders(exchange: Exchange) -> 
         }
 
 
-@pytest.fixture
-def client(redis_url: str) -> Iterator[TestClient]:
-    with gateway_client(redis_url) as running:
+@pytest.fixture(params=[False, True], ids=["stream", "outbox"])
+def client(redis_url: str, request: pytest.FixtureRequest) -> Iterator[TestClient]:
+    """The gateway admitting onto the market stream in the script, or through the outbox (the
+    Redis Cluster path, where the script gets no stream key)."""
+    with gateway_client(redis_url, order_outbox=request.param) as running:
         yield running
 
 
