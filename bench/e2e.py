@@ -346,10 +346,18 @@ def stages_ms(run: Run, client: redis.Redis) -> dict[str, Any]:
     waiting on the stream), to the trade on the WebSocket (publication, broadcaster, client).
     All clocks are this machine's; the matcher's and gateway's are in whole milliseconds."""
     cids = [cid for cid in run.trade_ts if cid in run.accepted_at]
+    # acceptedAt is the order's score in its account's listing (the accepted record is
+    # deleted once the order's end is settled)
     pipe = client.pipeline(transaction=False)
     for cid in cids:
-        pipe.hget(keys.account_order(run.taker_of[cid], cid), "acceptedAt")
-    accepted = dict(zip(cids, pipe.execute(), strict=True))
+        for market in MARKETS:
+            pipe.zscore(keys.account_market_orders(run.taker_of[cid], market), cid)
+    scores = pipe.execute()
+    per = len(MARKETS)
+    accepted = {
+        cid: next((s for s in scores[i * per : (i + 1) * per] if s is not None), None)
+        for i, cid in enumerate(cids)
+    }
     admission, queued, delivery = [], [], []
     for cid in cids:
         if accepted[cid] is None:

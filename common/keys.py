@@ -38,8 +38,16 @@ account, live in one slot and one Lua script may touch them together)::
                                         "<asset>:dep" / "<asset>:wd" lifetime deposits /
                                         withdrawals (the auditor sums them)
       dex:{u}:cids             hash    clientOrderId -> market; an id is accepted once, ever
-      dex:{u}:orders           zset    "<market>|<cid>" by acceptance time (listing)
-      dex:{u}:ord:<cid>        hash    the order as accepted: signed fields + reserved amount
+      dex:{u}:orders:<m>       zset    cid by acceptance time: the account's orders in market
+                                        m, ever (listing; the unfiltered list merges markets)
+      dex:{u}:open:<m>         zset    cid by acceptance time: the account's orders in market
+                                        m accepted and not yet finished and settled (open=1,
+                                        DEX_MAX_OPEN_ORDERS); the settler removes one when it
+                                        applies the order's done event
+      dex:{u}:ord:<cid>        hash    the order as accepted: signed fields + reserved amount;
+                                        deleted when its done event is settled
+      dex:{u}:orders           zset    "<market>|<cid>" by time: the earlier listing, no longer
+                                        written or read
       dex:{u}:res              hash    clientOrderId -> reservation still locked for it
       dex:{u}:outbox           zset    cids reserved but not yet confirmed on their market
                                         stream, by time; a sweeper re-sends old ones
@@ -52,7 +60,8 @@ account, live in one slot and one Lua script may touch them together)::
       dex:{u}:fills            stream  the user's fills
       dex:{u}:waived           hash    "<market>:<eseq>" -> fee units the account could not pay
       dex:{u}:sig:<digest>     string  a used Cancel/CancelAll/Withdraw signature (TTL)
-      dex:{u}:withdrawals      stream  the account's withdrawals (field w: JSON record)
+      dex:{u}:withdrawals      stream  the account's newest 1000 withdrawals (field w: JSON
+                                        record; services/gateway/withdrawals.py)
       dex:{u}:wd-pending       hash    withdrawalId -> record not yet on the relayer stream
       dex:{u}:rl               hash    token bucket of the user's writes (gateway)
       dex:{u}:deposits         hash    depositId -> amount, each credited once (admin deposits)
@@ -190,7 +199,19 @@ def account_cids(user: str) -> str:
 
 
 def account_orders(user: str) -> str:
+    """The earlier all-markets listing zset (no longer written; kept for old stores)."""
     return f"{_u(user)}:orders"
+
+
+def account_market_orders(user: str, market: str) -> str:
+    """Zset cid by acceptance time: every order of the account in ``market`` (listing)."""
+    return f"{_u(user)}:orders:{market}"
+
+
+def account_open_orders(user: str, market: str) -> str:
+    """Zset cid by acceptance time: the account's orders in ``market`` not yet finished and
+    settled (added at admission, removed when the settler applies the done event)."""
+    return f"{_u(user)}:open:{market}"
 
 
 def account_order(user: str, cid: str) -> str:

@@ -14,40 +14,50 @@ from common import keys
 from common.events import loads
 from common.markets import MarketSet
 
-# How many of the user's newest orders are checked for ones the matcher has not seen yet;
-# an order stays ACCEPTED only for the moment it waits in its market stream.
-ACCEPTED_WINDOW = 200
-
-
-# The matcher's order record keeps its immutable part in one field (match.lua, "Order
-# record"): ``d`` = these names' values joined by ``|`` (the order id last: it may hold ``|``);
-# the mutable part (qty, filled, status, reason, updatedTs) has fields of its own.
+# The matcher's order record (match.lua, "Order record") keeps its immutable part in four
+# fields: ``d`` and ``a``, these names' values joined by ``|``, ``u`` the userId and ``c`` the
+# clientOrderId (each value under 64 bytes, so Redis keeps the small hash as a listpack); the
+# mutable part (qty, filled, status, reason, updatedTs) has fields of its own. Records of the
+# earlier packed shape (``d`` alone: the eleven names, userId, clientOrderId, the id last: it
+# may hold ``|``) and of the flat shape (a field per name) are read as well.
 RECORD_PACKED_FIELD = "d"
-RECORD_PACKED_NAMES = (
-    "side", "type", "timeInForce", "reduceOnly", "expiresAt", "price", "ts", "aseq", "reserved",
-    "liquidation", "market", "userId", "clientOrderId",
+RECORD_PACKED_NAMES = ("side", "type", "timeInForce", "reduceOnly", "expiresAt", "price", "ts")
+RECORD_ARRIVAL_FIELD = "a"
+RECORD_ARRIVAL_NAMES = ("aseq", "reserved", "liquidation", "market")
+RECORD_USER_FIELD, RECORD_ID_FIELD = "u", "c"
+RECORD_OLD_PACKED_NAMES = (
+    *RECORD_PACKED_NAMES, *RECORD_ARRIVAL_NAMES, "userId", "clientOrderId"
+)  # fmt: skip
+_IMMUTABLE_FIELDS = (
+    RECORD_PACKED_FIELD, RECORD_ARRIVAL_FIELD, RECORD_USER_FIELD, RECORD_ID_FIELD
 )  # fmt: skip
 
 
 def record_fields(record: dict[str, str]) -> dict[str, str]:
     """The matcher's order hash as flat fields (``side``, ``price``, ``aseq``, ``status`` …),
-    whichever shape it was written in: the packed one (field ``d``) or the earlier flat one.
-    Every Python reader of ``dex:{m}:o:<user>:<cid>`` beyond a mutable field goes through
-    here (a missing field stays missing, e.g. from an HMGET that did not ask for it)."""
+    whichever shape it was written in (see above). Every Python reader of
+    ``dex:{m}:o:<user>:<cid>`` beyond a mutable field goes through here (a missing field stays
+    missing, e.g. from an HMGET that did not ask for it)."""
     packed = record.get(RECORD_PACKED_FIELD)
     if not packed:
         return record
-    flat = dict(
-        zip(RECORD_PACKED_NAMES, packed.split("|", len(RECORD_PACKED_NAMES) - 1), strict=True)
-    )
-    flat.update((k, v) for k, v in record.items() if k != RECORD_PACKED_FIELD and v is not None)
+    arrival = record.get(RECORD_ARRIVAL_FIELD)
+    if arrival:
+        flat = dict(zip(RECORD_PACKED_NAMES, packed.split("|", 6), strict=True))
+        flat.update(zip(RECORD_ARRIVAL_NAMES, arrival.split("|", 3), strict=True))
+        flat["userId"] = record.get(RECORD_USER_FIELD) or ""
+        flat["clientOrderId"] = record.get(RECORD_ID_FIELD) or ""
+    else:
+        names = RECORD_OLD_PACKED_NAMES
+        flat = dict(zip(names, packed.split("|", len(names) - 1), strict=True))
+    flat.update((k, v) for k, v in record.items() if k not in _IMMUTABLE_FIELDS and v is not None)
     return flat
 
 
 def record_hmget_fields(*fields: str) -> list[str]:
-    """What to HMGET for ``fields`` of an order record in either shape: the fields plus the
-    packed one (pass the reply, zipped with this list, to :func:`record_fields`)."""
-    return [*fields, RECORD_PACKED_FIELD]
+    """What to HMGET for ``fields`` of an order record in any shape: the fields plus the
+    packed ones (pass the reply, zipped with this list, to :func:`record_fields`)."""
+    return [*fields, *_IMMUTABLE_FIELDS]
 
 
 def order_view(record: dict[str, str]) -> dict[str, Any]:
@@ -93,54 +103,41 @@ def accepted_view(user: str, cid: str, market: str, command: dict[str, Any]) -> 
     }
 
 
-async def read_open_orders(client: Any, markets: MarketSet, user: str) -> list[dict[str, Any]]:
-    """The user's open orders (ACCEPTED, NEW, PARTIAL), newest accepted first.
+async def read_open_orders(
+    client: Any, markets: MarketSet, user: str, market: str | None = None
+) -> list[dict[str, Any]]:
+    """The user's open orders (ACCEPTED, NEW, PARTIAL), newest accepted first, of every
+    market or of ``market``.
 
-    Resting orders come from each market's open set ``dex:{m}:uo:<user>``; orders not yet
-    matched from the newest entries of ``dex:{u}:orders`` that have no market record.
+    They come from the open-order index ``dex:{u}:open:<m>`` (orders accepted and not yet
+    finished and settled, at most DEX_MAX_OPEN_ORDERS per market): each is read from its
+    market record, or from its accepted record while the matcher has not seen it. An order
+    the matcher finished but the settler has not yet released is still indexed; its record
+    says it is final and it is left out.
     """
-    symbols = list(markets.markets)
+    symbols = [market] if market else list(markets.markets)
     pipe = client.pipeline(transaction=False)
     for symbol in symbols:
-        pipe.smembers(keys.market_user_open(symbol, user))
-    pipe.zrevrange(keys.account_orders(user), 0, ACCEPTED_WINDOW - 1, withscores=True)
-    *open_sets, recent = await pipe.execute()
-
-    resting = [
-        (symbol, cid)
-        for symbol, cids in zip(symbols, open_sets, strict=True)
-        for cid in sorted(cids)
+        pipe.zrange(keys.account_open_orders(user, symbol), 0, -1, withscores=True)
+    indexed = [
+        (float(score), symbol, str(cid))
+        for symbol, members in zip(symbols, await pipe.execute(), strict=True)
+        for cid, score in members
     ]
-    recent_pairs = [(str(member).partition("|"), score) for member, score in recent]
-    resting_set = set(resting)
-    candidates = [
-        (m, cid)
-        for (m, _, cid), _ in recent_pairs
-        if (m, cid) not in resting_set and m in markets.markets
-    ]
-
+    if not indexed:
+        return []
+    indexed.sort(reverse=True)
     pipe = client.pipeline(transaction=False)
-    for symbol, cid in resting:
+    for _, symbol, cid in indexed:
         pipe.hgetall(keys.market_order(symbol, user, cid))
-    for symbol, cid in candidates:
-        pipe.exists(keys.market_order(symbol, user, cid))
         pipe.hget(keys.account_order(user, cid), "cmd")
-    if resting:
-        pipe.zmscore(keys.account_orders(user), [f"{m}|{cid}" for m, cid in resting])
-    replies = await pipe.execute() if (resting or candidates) else []
-
-    orders: list[tuple[float, dict[str, Any]]] = []
-    records = replies[: len(resting)]
-    scores = replies[-1] if resting else []
-    for record, score in zip(records, scores, strict=True):
-        if record and record.get("status") in ("NEW", "PARTIAL"):
-            orders.append((float(score or 0), order_view(record)))
-    scores_by_pair = {(m, cid): score for (m, _, cid), score in recent_pairs}
-    checks = replies[len(resting) : len(resting) + 2 * len(candidates)]
-    for index, (symbol, cid) in enumerate(candidates):
-        seen, command = checks[2 * index], checks[2 * index + 1]
-        if not seen and command:
-            view = accepted_view(user, cid, symbol, loads(command))
-            orders.append((float(scores_by_pair[(symbol, cid)]), view))
-    orders.sort(key=lambda item: item[0], reverse=True)
-    return [view for _, view in orders]
+    replies = await pipe.execute()
+    orders: list[dict[str, Any]] = []
+    for index, (_, symbol, cid) in enumerate(indexed):
+        record, command = replies[2 * index], replies[2 * index + 1]
+        if record:
+            if record.get("status") in ("NEW", "PARTIAL"):
+                orders.append(order_view(record))
+        elif command:
+            orders.append(accepted_view(user, cid, symbol, loads(command)))
+    return orders

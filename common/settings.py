@@ -44,6 +44,7 @@ class DexSettings(BaseSettings):
     rate_limit_user: int = 100
     rate_limit_ip: int = 1000
     max_backlog: int = 100_000
+    max_open_orders: int = 200  # per account and market; one more is 422 TOO_MANY_ORDERS
     order_outbox: bool = False  # single Redis: admit through the outbox as on a cluster
     memory_high_water_pct: int = 90  # writes get 503 OVERLOADED past this % of maxmemory; 0 = off
 

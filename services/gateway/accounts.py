@@ -9,13 +9,12 @@ from common.account_reads import read_account_view_async
 from common.events import loads
 from common.markets import Asset
 from common.money import OffQuantum, atomic_text, to_quanta
-from common.types import FINAL_STATUSES
+from common.order_reads import read_open_orders
 from services.gateway import orders, parsing
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
 
 FILL_FIELD = "f"
-OPEN_SCAN_CHUNK = 200
 
 
 def balance_view(total: int, locked: int, quantum: int = 1) -> dict[str, str]:
@@ -58,30 +57,29 @@ def account_id(value: str) -> str:
 async def list_orders(
     gateway: Gateway, user: str, market: str | None, open_only: bool, limit: int
 ) -> list[dict[str, Any]]:
-    """The user's orders newest first, optionally of one market and only the open ones."""
-    result: list[dict[str, Any]] = []
-    start = 0
-    while len(result) < limit:
-        members = await gateway.redis.zrevrange(
-            keys.account_orders(user), start, start + OPEN_SCAN_CHUNK - 1
-        )
-        if not members:
-            break
-        start += len(members)
-        wanted = []
-        for member in members:
-            symbol, _, cid = member.partition("|")
-            if market and symbol != market:
-                continue
-            wanted.append(cid)
-        views = await orders.read_orders(gateway, user, wanted)
-        for view in views:
-            if view is None or (open_only and view["status"] in FINAL_STATUSES):
-                continue
-            result.append(view)
-            if len(result) == limit:
-                break
-    return result
+    """The user's orders newest first, optionally of one market and only the open ones.
+
+    From indexes, never a scan of the account's history: open ones from the open-order
+    index (``read_open_orders``), the others from each market's listing
+    ``dex:{u}:orders:<m>``: the newest ``limit`` of each market read (one pipeline), merged.
+    """
+    if open_only:
+        found = await read_open_orders(gateway.redis, gateway.markets, user, market)
+        return found[:limit]
+    symbols = [market] if market else list(gateway.markets.markets)
+    pipe = gateway.redis.pipeline(transaction=False)
+    for symbol in symbols:
+        pipe.zrevrange(keys.account_market_orders(user, symbol), 0, limit - 1, withscores=True)
+    newest = sorted(
+        (
+            (float(score), symbol, str(cid))
+            for symbol, members in zip(symbols, await pipe.execute(), strict=True)
+            for cid, score in members
+        ),
+        reverse=True,
+    )[:limit]
+    views = await orders.read_orders(gateway, user, [cid for _, _, cid in newest])
+    return [view for view in views if view is not None]
 
 
 async def list_fills(

@@ -191,7 +191,7 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
         script_keys = [
             keys.account_cids(user),
             keys.account_order(user, cid),
-            keys.account_orders(user),
+            keys.account_market_orders(user, market.symbol),
             keys.balances(user),
             keys.reservations(user),
             keys.outbox(user),
@@ -209,6 +209,8 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
             backlog_rule,
             *guard_args(reserve),
             "1" if await exceeds_limit(gateway, order, reserve) else "0",
+            gateway.settings.max_open_orders,
+            keys.account_open_orders(user, market.symbol),
         ]
         verdict = await admit_on_account(gateway, market.symbol, user, script_keys, script_args)
         if verdict[0] != "RETRY":
@@ -376,6 +378,8 @@ def refusal_error(
         return ApiError(code, f"market {symbol} is halted")
     if code == "MARKET_CLOSED":
         return ApiError(code, f"market {symbol} has expired")
+    if code == "TOO_MANY_ORDERS":
+        return ApiError(code, f"{user} already has the most open orders allowed in {symbol}")
     if code == "LIMIT_EXCEEDED":
         return ApiError(
             code,

@@ -19,6 +19,9 @@ from services.gateway.errors import ApiError
 from services.gateway.orders import MEMORY_HIGH_MESSAGE
 
 RECORD_FIELD = "w"
+ACCOUNT_WITHDRAWALS_KEPT = 1000
+"""Newest records an account's withdrawal list keeps (XADD MAXLEN, exact): the most one read
+returns (``limit`` caps at 1000). Older ones leave it; the relayer's stream has them all."""
 log = logging.getLogger("services.gateway")
 
 
@@ -68,6 +71,7 @@ async def withdraw(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:
         withdrawal_id,
         encoded,
         signed.replay_ttl_ms(gateway),
+        ACCOUNT_WITHDRAWALS_KEPT,
     ]
     if gateway.settings.redis_cluster:
         await gateway.redis.sadd(keys.outbox_accounts(), user)

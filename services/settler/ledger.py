@@ -4,7 +4,9 @@ Order of writes for one run of events: every trader account's operations (each c
 idempotent by its watermark), then the fee account's credits less the fees those calls had
 to cut (each call reports its cuts, also those of events it had applied before), then the
 market's cursor. A crash anywhere only means the next run re-reads
-events whose account effects are already applied, and skips them.
+events whose account effects are already applied, and skips them. The events before the
+cursor read at the start of a batch (stored by an earlier one) are trimmed with that batch's
+cursor write: the stream holds what is not yet settled and about one batch more.
 """
 
 from __future__ import annotations
@@ -109,6 +111,8 @@ class Ledger:
         if not events or last_id is None:
             if last_id is not None:  # only empty entries: step over them
                 self.client.set(keys.market_settled(symbol), last_id)
+            elif cursor != "0-0":
+                self._trim_events(symbol, cursor)
             return 0
         terms = self._order_terms(market, events)
         per_account = settlement.plan(market, events, terms)
@@ -130,6 +134,8 @@ class Ledger:
             if holders:
                 after.sadd(keys.market_holders(symbol), *holders)
         after.set(keys.market_settled(symbol), last_id)
+        if cursor != "0-0":
+            self._trim_events(symbol, cursor, after)
         after.execute()
         publish_all(
             self.client,
@@ -143,6 +149,13 @@ class Ledger:
             ],
         )
         return len(events)
+
+    def _trim_events(self, symbol: str, cursor: str, client: Any = None) -> None:
+        """Drop the market's events before ``cursor``, a cursor already stored (read at the
+        start of this batch), so nothing not yet applied is ever trimmed, whatever fails
+        after. Whole stream nodes only (``~``): the entries since the node that holds the
+        cursor stay, and so does the last entry (the auditor and the sweep read it)."""
+        (client or self.client).xtrim(keys.market_events(symbol), minid=cursor, approximate=True)
 
     def _read_events(self, symbol: str, cursor: str) -> tuple[list[Any], str | None]:
         """Whole entries after ``cursor`` until about ``self.batch`` events (or the stream's
@@ -202,6 +215,7 @@ class Ledger:
                 keys.positions(account),
                 keys.reservation_fills(account),
                 keys.fee_waivers(account),
+                keys.account_open_orders(account, market),
             ],
             args=[market, dumps([[eseq, ops] for eseq, ops in groups])],
             client=client if client is not None else self.client,

@@ -1,8 +1,10 @@
 """Turn a market's settlement events into per-account operations (pure, exact integers).
 
 Each fill becomes operations on the buyer, the seller and the fee account; each finished
-order releases what its reservation still holds. :mod:`services.settler.ledger` applies
-them, one Lua call per account, keyed by the event's ``eseq`` so each applies once.
+order releases what its reservation still holds, leaves the account's open-order index and
+drops its accepted record (``finished``: its reads need only the matcher's record now).
+:mod:`services.settler.ledger` applies them, one Lua call per account, keyed by the event's
+``eseq`` so each applies once.
 
 SPOT: the buyer pays notional + fee and receives the base; the seller the reverse.
 PERP/FUTURE: fees come out of collateral, the position moves with an exact integer entry
@@ -49,7 +51,13 @@ def plan(
         eseq = int(event["eseq"])
         if event["k"] == "done":
             asset = reserve_asset(market, event["side"])
-            add(event["user"], eseq, ["release", asset, event["cid"]])
+            user, cid = event["user"], event["cid"]
+            add(
+                user,
+                eseq,
+                ["release", asset, cid],
+                ["finished", cid, keys.account_order(user, cid)],
+            )
         elif event["k"] == "fill":
             for account, ops in fill_ops(market, event, terms, finishing).items():
                 add(account, eseq, *ops)

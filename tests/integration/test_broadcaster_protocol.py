@@ -294,7 +294,7 @@ def _store_resting(r: redis.Redis, order: dict[str, Any], accepted_at: int) -> N
     }
     r.hset(keys.market_order(MARKET, user, cid), mapping=record)
     r.sadd(keys.market_user_open(MARKET, user), cid)
-    r.zadd(keys.account_orders(user), {f"{MARKET}|{cid}": accepted_at})
+    r.zadd(keys.account_open_orders(user, MARKET), {cid: accepted_at})
 
 
 def test_orders_snapshot_lists_open_orders_then_numbered_changes(
@@ -310,7 +310,7 @@ def test_orders_snapshot_lists_open_orders_then_numbered_changes(
         "ts": 1200, "reserved": 5, "acceptedAt": 1201,
     }  # fmt: skip
     r.hset(keys.account_order(user, "a-3"), "cmd", orjson.dumps(waiting))
-    r.zadd(keys.account_orders(user), {f"{MARKET}|a-3": 1201})
+    r.zadd(keys.account_open_orders(user, MARKET), {"a-3": 1201})
     topic = "orders:" + user.upper().replace("0X", "0x")
 
     async def scenario() -> list[dict[str, Any]]:

@@ -24,12 +24,13 @@ USERS = [f"0x{i:040x}" for i in range(1, 25)]
 
 
 def _cursor_events(client: Any, symbol: str) -> int:
-    """How many events of the market are behind its settlement cursor."""
+    """How many events of the market are behind its settlement cursor: the last eseq of the
+    cursor's entry (eseq counts from 1; the settler trims the entries before the cursor)."""
     cursor = client.get(keys.market_settled(symbol))
     if cursor is None:
         return 0
-    entries = client.xrange(keys.market_events(symbol), max=cursor)
-    return sum(len(events_of(fields)) for _, fields in entries)
+    entries = client.xrange(keys.market_events(symbol), min=cursor, max=cursor)
+    return int(events_of(entries[0][1])[-1]["eseq"]) if entries else 0
 
 
 def test_worker_killed_mid_settlement_settles_every_fill_once(redis_url: str, client: Any) -> None:

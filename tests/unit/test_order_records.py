@@ -1,4 +1,5 @@
-"""The matcher's order record in its packed shape (field ``d``) and the earlier flat one."""
+"""The matcher's order record in its compact shape (fields ``d``, ``a``, ``u``, ``c``), the
+earlier packed one (field ``d`` alone) and the earlier flat one."""
 
 from __future__ import annotations
 
@@ -15,10 +16,16 @@ PACKED = {
     "qty": "5", "filled": "2", "status": "PARTIAL", "reason": "", "updatedTs": "12",
 }  # fmt: skip
 
+COMPACT = {
+    "d": "BUY|LIMIT|GTC|1|0|3000000|11", "a": "7|99|0|BTC-USDC", "u": "0xab", "c": "c|1",
+    "qty": "5", "filled": "2", "status": "PARTIAL", "reason": "", "updatedTs": "12",
+}  # fmt: skip
 
-def test_both_shapes_give_the_same_rest_order() -> None:
+
+def test_every_shape_gives_the_same_rest_order() -> None:
     view = order_view(PACKED)
-    assert view == order_view(FLAT)
+    assert view == order_view(FLAT) == order_view(COMPACT)
+    assert record_fields(COMPACT) == record_fields(PACKED)
     assert view["clientOrderId"] == "c|1" and view["reduceOnly"] is True
     assert (view["price"], view["qty"], view["filled"], view["updatedTs"]) == (3000000, 5, 2, 12)
 

@@ -14,7 +14,7 @@
 --
 -- KEYS[1] dex:{u}:cids      hash  cid -> market
 -- KEYS[2] dex:{u}:ord:<cid> hash  the accepted order
--- KEYS[3] dex:{u}:orders    zset  "<market>|<cid>" by time
+-- KEYS[3] dex:{u}:orders:<m> zset cid by time: the account's orders in the market (listing)
 -- KEYS[4] dex:{u}:bal       hash  "<asset>:t", "<asset>:l"
 -- KEYS[5] dex:{u}:res       hash  cid -> reserved amount still locked
 -- KEYS[6] dex:{u}:outbox    zset  cid by time
@@ -40,6 +40,11 @@
 --   answers {"RETRY"} and changes nothing: the caller judges the order again.
 -- ARGV[17] "1" when the caller found the order over the limit of 2^53 quanta (notional,
 --          reservation, position value; LIMIT_EXCEEDED)
+-- ARGV[18] DEX_MAX_OPEN_ORDERS: orders the account may have open in this market (one more is
+--          TOO_MANY_ORDERS, after the market's refusal and before LIMIT_EXCEEDED)
+-- ARGV[19] dex:{u}:open:<m> zset cid by time: the account's open orders in the market (an
+--          account-slot key from common/keys.py, here so that the optional KEYS[7] stays last);
+--          the settler removes an order when it applies the order's done event
 -- Returns {"OK", command JSON, "SENT" when it is on the stream, else "OUTBOX"}, {"RETRY"} or
 -- {code}.
 
@@ -53,12 +58,12 @@ local adjustment, short_code, market_refusal, overloaded =
 local headroom = tonumber(ARGV[11] or '0')
 local position_field, open_field = ARGV[12] or '', ARGV[14] or ''
 local account_prefix = string.sub(bal_key, 1, -4)  -- 'dex:{u}:' of 'dex:{u}:bal'
-local open_key, shares_key = account_prefix .. 'oq', account_prefix .. 'oqo'
+local open_qty_key, shares_key = account_prefix .. 'oq', account_prefix .. 'oqo'
 
 if redis.call('HEXISTS', cids_key, cid) == 1 then return {'DUPLICATE'} end
 if position_field ~= '' then
   local size = redis.call('HGET', account_prefix .. 'pos', position_field) or '0'
-  local open = redis.call('HGET', open_key, open_field) or '0'
+  local open = redis.call('HGET', open_qty_key, open_field) or '0'
   if tonumber(size) ~= tonumber(ARGV[13]) or tonumber(open) ~= tonumber(ARGV[15]) then
     return {'RETRY'}
   end
@@ -76,6 +81,9 @@ else
   if amount + headroom > free then return {short_code} end
 end
 if market_refusal ~= '' then return {market_refusal} end
+
+local open_orders_key = ARGV[19]
+if redis.call('ZCARD', open_orders_key) >= tonumber(ARGV[18]) then return {'TOO_MANY_ORDERS'} end
 
 -- LIMIT_EXCEEDED (API.md §2): the caller's verdict, or a lock that would take the locked
 -- total to 2^53 quanta, where doubles stop being exact (the sum of two values below 2^53
@@ -107,9 +115,10 @@ if amount > 0 then redis.call('HINCRBY', bal_key, asset .. ':l', amount_text) en
 redis.call('HSET', res_key, cid, amount_text)
 redis.call('HSET', order_key, 'market', market, 'asset', asset, 'reserved', amount_text,
            'acceptedAt', now, 'cmd', command)
-redis.call('ZADD', orders_key, now, market .. '|' .. cid)
+redis.call('ZADD', orders_key, now, cid)
+redis.call('ZADD', open_orders_key, now, cid)
 if open_field ~= '' then
-  redis.call('HINCRBY', open_key, open_field, ARGV[16])
+  redis.call('HINCRBY', open_qty_key, open_field, ARGV[16])
   redis.call('HSET', shares_key, cid, ARGV[16] .. '|' .. open_field)
 end
 if stream_key then return {'OK', command, 'SENT'} end

@@ -15,6 +15,8 @@
 -- KEYS[4] dex:{u}:wd-pending  hash   withdrawalId -> record JSON
 -- ARGV[1] asset  ARGV[2] amount  ARGV[3] adjustment  ARGV[4] "1" for a margin asset
 -- ARGV[5] withdrawalId  ARGV[6] record JSON  ARGV[7] signature ttl (ms)
+-- ARGV[8] how many of the account's newest records KEYS[3] keeps (exactly; older ones leave
+--         the account's list: the relayer's stream dex:withdrawal-requests has every record)
 -- Returns "OK" or the refusal code.
 
 local bal_key, sig_key, list_key, pending_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -30,6 +32,6 @@ if is_margin == '1' and amount > total - locked + adjustment then return 'INSUFF
 redis.call('SET', sig_key, withdrawal_id, 'PX', ttl)
 redis.call('HINCRBY', bal_key, asset .. ':t', '-' .. ARGV[2])
 redis.call('HINCRBY', bal_key, asset .. ':wd', ARGV[2])
-redis.call('XADD', list_key, '*', 'w', record)
+redis.call('XADD', list_key, 'MAXLEN', ARGV[8], '*', 'w', record)
 redis.call('HSET', pending_key, withdrawal_id, record)
 return 'OK'

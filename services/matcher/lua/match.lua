@@ -241,27 +241,40 @@ local function emit_event(eseq_text, event_json)
   event_args[n + 2] = event_json
 end
 
--- Order record: the immutable part in one field "d" (written once; common/order_reads.py
--- decodes it for every Python reader), the mutable part in its own fields (qty, filled,
+-- Order record: the immutable part in four fields written once (common/order_reads.py
+-- decodes them for every Python reader), the mutable part in its own fields (qty, filled,
 -- status, reason, updatedTs), so HGET okey status still works. One small HSET per order
--- instead of eighteen fields (a new hash is a listpack: each field is a scan and a realloc).
--- d = side|type|timeInForce|reduceOnly|expiresAt|price|ts|aseq|reserved|liquidation|market|
---     userId|clientOrderId   (reduceOnly, liquidation: 0/1; the order id last: it may hold |)
-local D_PATTERN = '^' .. string.rep('([^|]*)|', 12) .. '(.*)$'
+-- instead of eighteen fields (a new hash is a listpack: each field is a scan and a realloc),
+-- and no value over 64 bytes, so the hash stays a listpack (hash-max-listpack-value; one
+-- longer value makes Redis keep it as a hashtable, about 2.5 times the memory):
+--   d = side|type|timeInForce|reduceOnly|expiresAt|price|ts   a = aseq|reserved|liquidation|market
+--   u = userId   c = clientOrderId   (reduceOnly, liquidation: 0/1)
+-- Records of the earlier packed shape (one field d = the eleven above|userId|clientOrderId, the
+-- id last) and of the flat one (a field per name) are read as well.
+local D_PATTERN = '^' .. string.rep('([^|]*)|', 6) .. '(.*)$'
+local D_OLD_PATTERN = '^' .. string.rep('([^|]*)|', 12) .. '(.*)$'
 local LOAD_FIELDS = {'userId', 'clientOrderId', 'side', 'type', 'timeInForce', 'reduceOnly',
   'expiresAt', 'price', 'qty', 'filled', 'status', 'reason', 'ts', 'aseq'}
 
 local function load(okey)
   local o = cache[okey]
   if o then return o end
-  local raw = redis.call('HMGET', okey, 'd', 'qty', 'filled', 'status', 'reason', 'oa')
+  local raw = redis.call('HMGET', okey, 'd', 'qty', 'filled', 'status', 'reason', 'a', 'u', 'c',
+                        'oa')
   if raw[1] then
-    local side, otype, tif, ro, exp, price, ts, aseq, _, _, _, user, cid =
-      string.match(raw[1], D_PATTERN)
+    local side, otype, tif, ro, exp, price, ts, aseq, user, cid
+    if raw[6] then
+      side, otype, tif, ro, exp, price, ts = string.match(raw[1], D_PATTERN)
+      aseq, user, cid = string.match(raw[6], '^([^|]*)|'), raw[7], raw[8]
+    else
+      local _
+      side, otype, tif, ro, exp, price, ts, aseq, _, _, _, user, cid =
+        string.match(raw[1], D_OLD_PATTERN)
+    end
     o = {side = side, type = otype, timeInForce = tif, reduceOnly = ro, expiresAt = exp,
       price = tonumber(price), ts = ts, aseq = aseq, userId = user, clientOrderId = cid,
       qty = tonumber(raw[2]), filled = tonumber(raw[3]), status = raw[4], reason = raw[5] or '',
-      oa = tonumber(raw[6] or '')}
+      oa = tonumber(raw[9] or '')}
   else
     -- a record in the earlier flat shape (written before this version)
     raw = redis.call('HMGET', okey, unpack(LOAD_FIELDS))
@@ -686,9 +699,9 @@ local function process_order(cmd)
   match_order(cmd, o)
   o.incoming = nil
   redis.call('HSET', okey, 'd', o.side .. '|' .. o.type .. '|' .. o.timeInForce .. '|' ..
-    o.reduceOnly .. '|' .. o.expiresAt .. '|' .. int(o.price) .. '|' .. o.ts .. '|' .. o.aseq ..
-    '|' .. int(tonumber(cmd.reserved) or 0) .. '|' .. (cmd.liquidation == true and '1' or '0') ..
-    '|' .. market .. '|' .. user .. '|' .. cid,
+    o.reduceOnly .. '|' .. o.expiresAt .. '|' .. int(o.price) .. '|' .. o.ts,
+    'a', o.aseq .. '|' .. int(tonumber(cmd.reserved) or 0) .. '|' ..
+    (cmd.liquidation == true and '1' or '0') .. '|' .. market, 'u', user, 'c', cid,
     'qty', int(o.qty), 'filled', int(o.filled), 'status', o.status, 'reason', o.reason,
     'updatedTs', int(now))
   if o.oa ~= nil and (o.status == 'NEW' or o.status == 'PARTIAL') then

@@ -11,6 +11,7 @@
 -- KEYS[5] dex:{u}:pos    hash  "<market>:<field>" position fields (size, entry, rpnl, funding)
 -- KEYS[6] dex:{u}:resf   hash  cid -> quantity filled so far (while the order is open)
 -- KEYS[7] dex:{u}:waived hash  "<market>:<eseq>" -> fee waived on that event (rare, kept)
+-- KEYS[8] dex:{u}:open:<market> zset cid: the account's open orders in the market
 -- The account's dex:{u}:oq and dex:{u}:oqo (each open derivative order's unfilled qty, for
 -- margin netting: common/keys.py) are named from KEYS[1]'s prefix: the same hash tag and slot.
 -- ARGV[1] market
@@ -54,6 +55,10 @@
 --                                      credited to asset's total when cash = 1 (PERP, FUTURE)
 --   ["pos", field, delta]              HINCRBY "<market>:<field>" delta
 --   ["fill", json]                     XADD the fill record to the account's fills
+--   ["finished", cid, record key]      the order is finished and its done event settled: it
+--                                      leaves the open index (KEYS[8]) and its accepted record
+--                                      dex:{u}:ord:<cid> (same slot; key from common/keys.py)
+--                                      is deleted: no read or recovery needs it any more
 -- Every value stays below 2^53; products that could pass it are split (see muldiv).
 -- Returns {events applied, eseq, waived, eseq, waived, ...}: every fee cut of this call's
 -- events, those applied now and those applied by an earlier call (so the caller can credit
@@ -61,10 +66,11 @@
 
 local bal_key, wm_key, res_key, fills_key, pos_key, resf_key, waived_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local open_key = KEYS[8]
 local market = ARGV[1]
 local batches = cjson.decode(ARGV[2])
 local account_prefix = string.sub(bal_key, 1, -4)  -- 'dex:{u}:' of 'dex:{u}:bal'
-local open_key, shares_key = account_prefix .. 'oq', account_prefix .. 'oqo'
+local open_qty_key, shares_key = account_prefix .. 'oq', account_prefix .. 'oqo'
 
 local watermark = tonumber(redis.call('HGET', wm_key, market) or '0')
 local applied = 0
@@ -86,7 +92,7 @@ local function open_qty_falls(cid, qty)
   local left, field = string.match(share, '^(%d+)|(.*)$')
   left = tonumber(left)
   local fall = qty and math.min(qty, left) or left
-  if fall > 0 then redis.call('HINCRBY', open_key, field, int(-fall)) end
+  if fall > 0 then redis.call('HINCRBY', open_qty_key, field, int(-fall)) end
   if qty == nil or left - fall <= 0 then
     redis.call('HDEL', shares_key, cid)
   else
@@ -178,6 +184,9 @@ for _, batch in ipairs(batches) do
             redis.call('HSET', res_key, cid, int(keep))
           end
         end
+      elseif kind == 'finished' then
+        redis.call('ZREM', open_key, op[2])
+        redis.call('DEL', op[3])
       elseif kind == 'position' then
         apply_position(pos_key, bal_key, market, op[2], tonumber(op[3]), tonumber(op[4]),
                        tonumber(op[5]), tonumber(op[6]))
