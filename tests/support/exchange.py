@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 from support.redis_server import free_port, wait_for
 
@@ -25,23 +26,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 ADMIN_TOKEN = "test-admin-token"
 
+# Exactly the commands of API.md §1: only environment variables change them.
 COMMANDS: dict[str, list[str]] = {
     "gateway": [sys.executable, "-m", "services.gateway"],
     "matcher": [sys.executable, "-m", "services.matcher"],
-    "settler": [
-        str(VENV_BIN / "celery"),
-        "-A",
-        "services.settler",
-        "worker",
-        "--loglevel=INFO",
-        "-Q",
-        "settle,periodic,celery",
-        "--concurrency",
-        "2",
-        "--without-gossip",
-        "--without-mingle",
-    ],
-    "beat": [str(VENV_BIN / "celery"), "-A", "services.settler", "beat", "--loglevel=INFO"],
+    "settler": [str(VENV_BIN / "celery"), "-A", "services.settler", "worker"],
+    "beat": [str(VENV_BIN / "celery"), "-A", "services.settler", "beat"],
     "broadcaster": [sys.executable, "-m", "services.broadcaster"],
 }
 
@@ -79,12 +69,11 @@ class Exchange:
     def start(self, *names: str) -> Exchange:
         for name in names or tuple(COMMANDS):
             command = list(COMMANDS[name])
-            if name == "beat":
-                command += ["-s", str(self.workdir / "celerybeat-schedule")]
             log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+            # In the temp dir, as an operator's own directory: beat keeps its schedule file there.
             self.processes[name] = subprocess.Popen(
                 command,
-                cwd=REPO_ROOT,
+                cwd=self.workdir,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -97,7 +86,7 @@ class Exchange:
         checks: dict[str, Callable[[], bool]] = {
             "gateway": lambda: _http_ok(f"{self.http}/v1/health"),
             "broadcaster": lambda: _port_open(self.broadcaster_port),
-            "settler": lambda: "ready" in self.log("settler"),
+            "settler": self._worker_connected,
         }
         for name in names:
             check = checks.get(name)
@@ -105,6 +94,15 @@ class Exchange:
                 continue
             if not wait_for(lambda c=check, n=name: self._alive(n) and c(), timeout):
                 raise RuntimeError(f"{name} did not become ready:\n{self.log(name)[-3000:]}")
+
+    def _worker_connected(self) -> bool:
+        """The worker has reached its broker (it binds its control mailbox there): at the
+        default log level it prints no "ready" line."""
+        broker = redis.Redis.from_url(self.env.get("DEX_BROKER_URL") or self.redis_url)
+        try:
+            return bool(broker.keys("_kombu.binding.*pidbox"))
+        finally:
+            broker.close()
 
     def _alive(self, name: str) -> bool:
         process = self.processes[name]
