@@ -50,6 +50,7 @@ def audit(client: Any, markets: MarketSet) -> dict[str, Any]:
             "conservation",
             "noNegativeBalance",
             "reservationsMatchOpenOrders",
+            "openQuantitiesMatchOpenOrders",
             "everyTradeSettledOnce",
             "bookNotCrossed",
             "ordersFinalOrResting",
@@ -59,6 +60,7 @@ def audit(client: Any, markets: MarketSet) -> dict[str, Any]:
     assets = _conservation(markets, books, invariants["conservation"], warnings)
     _negative_balances(books, invariants["noNegativeBalance"])
     _reservations(client, markets, books, invariants["reservationsMatchOpenOrders"])
+    _open_quantities(client, books, invariants["openQuantitiesMatchOpenOrders"])
     _settled_once(client, markets, books, invariants["everyTradeSettledOnce"])
     _books(client, markets, invariants["bookNotCrossed"], invariants["ordersFinalOrResting"])
     return {
@@ -217,6 +219,45 @@ def _reservations(
                     f"{account}: {asset} locked {value} but its open orders reserve "
                     f"{locked_by_orders.get((account, asset), 0)}"
                 )
+
+
+def _open_quantities(client: Any, books: dict[str, list[Any]], check: _Check) -> None:
+    """Margin netting's sums (dex:{u}:oq) are the unfilled qty of the account's open derivative
+    orders: each share belongs to an order that still holds its reservation and is not final,
+    and (at a quiet point) equals that order's qty − filled."""
+    accounts = list(books)
+    pipe = client.pipeline(transaction=False)
+    for account in accounts:
+        pipe.hgetall(keys.open_quantities(account))
+        pipe.hgetall(keys.open_quantity_shares(account))
+    raw = pipe.execute()
+    for i, account in enumerate(accounts):
+        sums, shares = raw[2 * i], raw[2 * i + 1]
+        reservations = books[account][1]
+        counted: dict[str, int] = defaultdict(int)
+        for cid, share in shares.items():
+            left, _, field = share.partition("|")
+            counted[field] += int(left)
+            symbol = field.rpartition(":")[0]
+            if cid not in reservations:
+                check.fail(f"{account}: order {cid} counts {left} open in {field} but is finished")
+                continue
+            state = dict(
+                zip(
+                    MATCHED_FIELDS,
+                    client.hmget(keys.market_order(symbol, account, cid), MATCHED_FIELDS),
+                    strict=True,
+                )
+            )
+            fields = record_fields(state)
+            if fields.get("status") in ("NEW", "PARTIAL"):
+                rest = int(fields["qty"]) - int(fields.get("filled") or 0)
+                if rest != int(left):
+                    check.fail(f"{account}: order {cid} counts {left} open, its rest is {rest}")
+        for field, value in sums.items():
+            if int(value) != counted.get(field, 0):
+                shares_sum = counted.get(field, 0)
+                check.fail(f"{account}: {field} open qty {value}, its orders' shares {shares_sum}")
 
 
 def _settled_once(

@@ -33,7 +33,7 @@ def account(r: redis.Redis, user: str) -> tuple[Any, ...]:
         r.hgetall(keys.balances(user)),
         r.hgetall(keys.account_cids(user)),
         r.hgetall(keys.reservations(user)),
-        r.zcard(keys.account_orders(user)),
+        r.zcard(keys.account_market_orders(user, SPOT)),
     )
 
 

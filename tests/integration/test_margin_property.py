@@ -1,7 +1,8 @@
 """Random order sequences by several accounts on a PERP market, through the real gateway (in
 process), the real match.lua and the real settler Lua on a real redis-server. After every step,
 settled: no account's free collateral at the current mark is below zero unless the mark moved
-while the account was exposed to it, and every auditor invariant holds.
+while the account was exposed to it (or stands against a position's entry: see
+``Exchange.free_collateral``), and every auditor invariant holds.
 
 Steps: LIMIT orders of every time in force (some reduce-only) priced across the band, MARKET
 orders with and without a protection price, cancels, cancel-alls, and index moves (the mark is
@@ -23,13 +24,13 @@ from support.gateway import ADMIN, gateway_client
 from support.redis_server import wait_for
 from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
 
-from common import keys
+from common import keys, money
 from common.audit import audit
 from common.eip712 import sign
 from common.markets import load_markets
-from common.risk import account_margin, parse_positions, parse_prices
+from common.risk import account_margin, initial_margin, parse_positions, parse_prices
 from common.settings import DEFAULT_MARKETS_FILE
-from services.matcher.consumer import MarketConsumer
+from services.matcher.consumer import MarketConsumer, write_market_cfg
 from services.settler.ledger import Ledger
 
 pytestmark = pytest.mark.integration
@@ -76,6 +77,7 @@ class Matcher(threading.Thread):
     def __init__(self, redis_url: str) -> None:
         super().__init__(daemon=True)
         self.client = redis.Redis.from_url(redis_url, decode_responses=True)
+        write_market_cfg(self.client, MARKETS.markets[PERP])  # as the matcher process does
         self.consumer = MarketConsumer(self.client, PERP, "property", on_events=lambda _: None)
         self.consumer.ensure_group()
         assert self.consumer.acquire()
@@ -154,11 +156,21 @@ class Exchange:
         self.settle()
 
     def free_collateral(self, user: str) -> int:
+        """Free collateral at the current mark, plus the growth of the positions' initial
+        margin from their entry notional to the mark: an order's margin is reserved at its own
+        price (API.md §6), so a short sold below the mark (or a long bought above it and
+        marked up) needs a little more margin at the mark than was reserved; that part, and
+        only that part, is the mark standing against the position's entry."""
         positions = parse_positions(self.client.hgetall(keys.positions(user)))
         market = MARKETS.markets[PERP]
         prices = {PERP: parse_prices(market, self.client.hgetall(keys.market_prices(PERP)))}
         balances = self.client.hgetall(keys.balances(user))
-        return account_margin(MARKETS, balances, positions, prices)["USDC"].free_collateral
+        free = account_margin(MARKETS, balances, positions, prices)["USDC"].free_collateral
+        for position in positions:
+            at_mark = initial_margin(market, position, prices[PERP])
+            at_entry = money.margin(abs(position.entry_notional), market.spec.initialMarginBps or 0)
+            free += max(at_mark - at_entry, 0)
+        return free
 
     def exposed(self, user: str) -> bool:
         """The account holds a position or an open order: a mark move reaches it."""
