@@ -110,15 +110,19 @@ def command(order_id: str, side: str, price: int, qty: int) -> bytes:
 class Matcher:
     """``python -m services.matcher`` for one market, with its log in a temp dir."""
 
-    def __init__(self, redis_url: str, markets_file: Path, market: str) -> None:
+    def __init__(
+        self, redis_url: str, markets_file: Path | None, market: str, **settings: str
+    ) -> None:
         self.log = Path(tempfile.mkdtemp(prefix="dex-bench-matcher-")) / "matcher.log"
         env = {
             **os.environ,
             "PYTHONPATH": str(REPO_ROOT),
             "DEX_REDIS_URL": redis_url,
-            "DEX_MARKETS_FILE": str(markets_file),
             "DEX_MATCHER_MARKETS": market,
+            **settings,
         }
+        if markets_file is not None:
+            env["DEX_MARKETS_FILE"] = str(markets_file)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "services.matcher"],

@@ -26,9 +26,7 @@ import json
 import os
 import platform
 import re
-import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -38,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 import redis  # noqa: E402
+from matcher import Matcher  # noqa: E402  (bench/matcher.py: the matcher process)
 from support.redis_server import RedisServer  # noqa: E402
 
 from common import keys, money  # noqa: E402
@@ -89,33 +88,6 @@ def breakdown(client: redis.Redis, markets: set[str]) -> dict[str, dict[str, int
 
 def used_memory(client: redis.Redis) -> int:
     return int(client.info("memory")["used_memory"])
-
-
-class Matcher:
-    def __init__(self, url: str, broker: str) -> None:
-        self.log = Path(tempfile.mkdtemp(prefix="dex-bench-memory-")) / "matcher.log"
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO),
-            "DEX_REDIS_URL": url,
-            "DEX_BROKER_URL": broker,
-            "DEX_MATCHER_MARKETS": MARKET,
-        }
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "services.matcher"],
-                cwd=REPO,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 def admit(client: redis.Redis, scripts: ScriptSet, market: Any, orders: list[tuple]) -> None:
@@ -190,7 +162,7 @@ def main() -> None:
         pipe.execute()
         scripts = ScriptSet(client, REPO / "services" / "gateway" / "lua")
         ledger = Ledger(client)
-        matcher = Matcher(server.url, broker)
+        matcher = Matcher(server.url, None, MARKET, DEX_BROKER_URL=broker)
         while not client.exists(keys.market_cfg(MARKET)):
             time.sleep(0.05)
         baseline = used_memory(client)
