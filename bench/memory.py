@@ -52,6 +52,8 @@ PIPELINE = 1_000
 SAMPLE_KEYS = 2_000  # MEMORY USAGE of at most this many keys per family
 FAMILY = re.compile(r"^dex:\{([^}]*)\}:([^:]+)(:.*)?$")
 INDEXED = hasattr(keys, "account_open_orders")  # this version's indexes (bench runs on older)
+ACCEPT_SCRIPT = REPO / "services" / "gateway" / "lua" / "accept_order.lua"
+APPENDS_RESERVED = "__RESERVED__" not in ACCEPT_SCRIPT.read_text()  # this version's ARGV layout
 
 
 def family(key: str, markets: set[str]) -> str:
@@ -103,9 +105,14 @@ def admit(client: redis.Redis, scripts: ScriptSet, market: Any, orders: list[tup
             command = {
                 "op": "order", "user": user, "cid": cid, "side": side, "type": "LIMIT",
                 "price": PRICE, "qty": 1, "tif": "GTC", "reduceOnly": False, "expiresAt": 0,
-                "ts": now, "reserved": 0, "acceptedAt": now,
+                "ts": now, "acceptedAt": now,
             }  # fmt: skip
-            template = dumps(command).replace('"reserved":0', '"reserved":__RESERVED__', 1)
+            if APPENDS_RESERVED:
+                template = dumps(command)  # the script appends "reserved"
+            else:
+                template = dumps({**command, "reserved": 0}).replace(
+                    '"reserved":0', '"reserved":__RESERVED__', 1
+                )
             listing = (
                 keys.account_market_orders(user, MARKET) if INDEXED else keys.account_orders(user)
             )
@@ -119,9 +126,16 @@ def admit(client: redis.Redis, scripts: ScriptSet, market: Any, orders: list[tup
                 keys.market_in(MARKET),
             ]
             args: list[Any] = [cid, MARKET, asset, amount, now, template, 0,
-                               "INSUFFICIENT_BALANCE", "", "0"]  # fmt: skip
-            if INDEXED:
-                args += [10**9, keys.account_open_orders(user, MARKET)]
+                               "INSUFFICIENT_BALANCE", ""]  # fmt: skip
+            if APPENDS_RESERVED:
+                # backlog bound; headroom, no margin guard (spot), not over the 2^53 limit;
+                # the open-order bound and index
+                args += [10**9, 0, "", 0, "", 0, 0, "0", 10**9]
+                args.append(keys.account_open_orders(user, MARKET))
+            elif INDEXED:
+                args += ["0", 10**9, keys.account_open_orders(user, MARKET)]
+            else:
+                args.append("0")
             scripts["accept_order"](keys=script_keys, args=args, client=pipe)
         for verdict in pipe.execute():
             if verdict[0] != "OK":
