@@ -57,8 +57,20 @@ def derivative_terms(
     is_buy = side == Side.BUY
     margin_price = index if market.product is Product.OPTION else price
     loss = money.open_loss_per_unit(is_buy, price, mark)
-    terms = OrderTerms("deriv", price, qty, 0, open_qty, margin_price, loss)
-    return replace(terms, reserved=need_exact(market, terms, qty))
+    reserved = derivative_need(market, price, qty, open_qty, margin_price, loss)
+    return OrderTerms("deriv", price, qty, reserved, open_qty, margin_price, loss)
+
+
+def derivative_need(
+    market: Market, price: int, rest: int, open_qty: int, margin_price: int, loss: int
+) -> int:
+    """The taker fee on ``rest`` at ``price``, and on ``min(rest, open_qty)`` the initial
+    margin at ``margin_price`` and the open loss of ``loss`` per unit."""
+    opening = min(rest, open_qty)
+    spec = market.spec
+    margin = money.margin(money.notional(market, margin_price, opening), spec.initialMarginBps or 0)
+    fee = money.fee(money.notional(market, price, rest), spec.takerFeeBps)
+    return fee + margin + money.notional(market, loss, opening)
 
 
 def order_terms(market: Market, side: str, command: Mapping[str, Any], reserved: int) -> OrderTerms:
@@ -98,13 +110,6 @@ def with_matched_qty(terms: OrderTerms, matched_qty: int | None) -> OrderTerms:
     return replace(terms, qty=matched_qty, open=min(terms.open, matched_qty))
 
 
-def need_exact(market: Market, terms: OrderTerms, rest: int) -> int:
-    need_now = need(market, terms, rest)
-    if need_now is None:
-        raise ValueError(f"{terms.kind} terms have no fixed need")
-    return need_now
-
-
 def need(market: Market, terms: OrderTerms, rest: int) -> int | None:
     """What the order's reservation must hold with ``rest`` unfilled (``None``: not fixed).
 
@@ -114,11 +119,9 @@ def need(market: Market, terms: OrderTerms, rest: int) -> int | None:
     amount = money.notional(market, terms.price, rest)
     taker = market.spec.takerFeeBps
     if terms.kind == "deriv":
-        opening = min(rest, terms.open)
-        margin = money.margin(
-            money.notional(market, terms.margin_price, opening), market.spec.initialMarginBps or 0
+        return derivative_need(
+            market, terms.price, rest, terms.open, terms.margin_price, terms.loss
         )
-        return money.fee(amount, taker) + margin + money.notional(market, terms.loss, opening)
     if terms.kind == "quote":
         return amount + money.fee(amount, taker)
     if terms.kind == "base":

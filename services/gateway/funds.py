@@ -136,8 +136,10 @@ async def order_reservation(
     price: int,
     qty: int,
     reduce_only: bool,
+    prices: MarketPrices | None = None,
 ) -> Reservation:
-    """What the order locks, in which asset, and how the account script must judge it."""
+    """What the order locks, in which asset, and how the account script must judge it
+    (``prices``: the market's, when the caller has read them already)."""
     if market.product is Product.SPOT:
         if side is Side.SELL:
             base = market.base.symbol
@@ -151,7 +153,8 @@ async def order_reservation(
     adjustment, raw_positions, open_quantities = await account_state(gateway, user, asset)
     if market.product is Product.OPTION and side is Side.BUY:
         return option_buy_reservation(market, price, qty, adjustment)
-    prices = await market_prices(gateway, market)
+    if prices is None:
+        prices = await market_prices(gateway, market)
     position_field = f"{market.symbol}:size"
     size = int(raw_positions.get(position_field) or 0)
     open_field = keys.open_quantity_field(market.symbol, side.value)

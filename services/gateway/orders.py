@@ -143,8 +143,10 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
     """
     order = parse_order(gateway, body)
     market = order.market
+    prices = None
     if market.price_band_bps is not None:
-        funds.check_price_band(market, order.price, await funds.market_prices(gateway, market))
+        prices = await funds.market_prices(gateway, market)
+        funds.check_price_band(market, order.price, prices)
     parsing.ts_in_window(order.ts, gateway.settings.signature_max_age_ms, int(time.time() * 1000))
     if not gateway.verifier.verify(order.primary_type, order.message, order.signature, order.user):
         raise ApiError("INVALID_SIGNATURE", "the signature does not recover to userId")
@@ -167,6 +169,7 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
             order.price,
             order.qty,
             order.reduce_only,
+            prices,
         )
         now_ms = int(time.time() * 1000)
         command: dict[str, Any] = {
