@@ -48,7 +48,7 @@ class LeasedScheduler(PersistentScheduler):
             log.warning("beat: cannot reach Redis for the lease: %s", exc)
             held = False
         if held != self._leader:
-            log.info("beat: %s the lease", "took" if held else "lost")
+            log.warning("beat: %s the lease", "took" if held else "lost")  # leadership changed
             self._leader = held
         return held
 
