@@ -168,8 +168,12 @@ async def order_reservation(
             return Reservation(
                 asset, ALL_AVAILABLE, adjustment, "INSUFFICIENT_MARGIN", 0, command, guard
             )
-        # Only reduces: the fee at the worst price the order may trade at.
-        price = worst_price(market, side, prices)
+        # Only closes: the fee at the worst price it may trade at, judged on cash alone, so
+        # an account under water can always close at the market (within the band).
+        fee = money.fee(
+            money.notional(market, worst_price(market, side, prices), qty), market.spec.takerFeeBps
+        )
+        return Reservation(asset, str(fee), 0, "INSUFFICIENT_MARGIN", 0, {"open": 0}, guard)
     terms = derivative_terms(market, side, price, qty, opening, prices.index, prices.mark)
     headroom = reducing_headroom(market, side, price, reducing, prices)
     command = {"open": opening, "mp": terms.margin_price, "loss": terms.loss}

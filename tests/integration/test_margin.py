@@ -175,3 +175,25 @@ def test_two_accounts_trading_far_from_the_mark_cannot_reach_the_insurance_fund(
     dump = post(exchange, order(dave, "SELL", 1_500_000, qty))
     assert error_of(dump) == (422, "INSUFFICIENT_MARGIN")
     assert usdc(exchange, dave.address) == before
+
+
+def test_a_market_close_without_a_price_is_accepted_for_a_thin_account(exchange: Exchange) -> None:
+    """Long 1 BTC with 85 USDC of free collateral left: a MARKET sell without a price that
+    only closes reserves the fee at the band's far edge (15,000), judged on cash alone, and
+    closes the long against the book."""
+    alice, bob = Trader(), Trader()
+    exchange.deposit(alice.address, "USDC", 3_100_000_000)
+    exchange.deposit(bob.address, "USDC", 100_000_000_000)
+    open_long(exchange, alice, 10_000, bob)
+    (health,) = get(exchange, f"/v1/accounts/{alice.address}/margin").values()
+    assert int(health["freeCollateral"]) == 3_100_000_000 - fee(MARK * 10_000) - margin(
+        MARK * 10_000
+    )
+    assert post(exchange, order(bob, "BUY", MARK, 10_000)).json()["status"] == "NEW"
+    close = alice.order(PERP, "SELL", 0, 10_000, product="PERP", type="MARKET", cid="close-now")
+    answer = post(exchange, close)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "FILLED"
+    assert wait_for(lambda: size(exchange, alice.address) == 0, 30)
+    expected = 3_100_000_000 - 2 * fee(MARK * 10_000)
+    assert wait_for(lambda: usdc(exchange, alice.address) == (expected, 0), 30)
