@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import stat
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -74,52 +73,15 @@ def test_redis_runs_with_requirepass_from_the_environment() -> None:
 
 
 def test_the_redis_command_and_healthcheck_work_on_a_real_redis(tmp_path: Path) -> None:
-    from support.redis_server import free_port, redis_command, wait_for
+    from support.redis_auth import check_password_redis
 
-    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
-        pytest.skip("redis-server and redis-cli are not installed")
     redis = load()["services"]["redis"]
-    script = unescape(redis["command"][2])
-    port = free_port()
-    # The image's arguments, with the port and directory of this test instead of /data.
-    local = ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path), "--save", ""]
-    empty = subprocess.run(
-        ["sh", "-c", script, "redis-server", *local],
-        env={**os.environ, "REDISCLI_AUTH": ""},
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=False,
+    check_password_redis(
+        ["sh", "-c", unescape(redis["command"][2]), "redis-server"],
+        ["sh", "-c", unescape(redis["healthcheck"]["test"][1])],
+        tmp_path,
+        empty_refusal="DEX_REDIS_PASSWORD is empty",
     )
-    assert empty.returncode != 0 and "DEX_REDIS_PASSWORD is empty" in empty.stderr
-    shim = tmp_path / "bin" / "redis-cli"  # the healthcheck's redis-cli, on the test port
-    shim.parent.mkdir()
-    shim.write_text(f'#!/bin/sh\nexec {shutil.which("redis-cli")} -p {port} "$@"\n')
-    shim.chmod(shim.stat().st_mode | stat.S_IXUSR)
-    env = {**os.environ, "REDISCLI_AUTH": "compose-" + tmp_path.name}
-    server = subprocess.Popen(
-        ["sh", "-c", script, "redis-server", *local],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-
-        def refuses_without_password() -> bool:
-            try:
-                return redis_command("127.0.0.1", port, "PING").startswith(b"-NOAUTH")
-            except OSError:
-                return False
-
-        assert wait_for(refuses_without_password, 10)
-        check = ["sh", "-c", unescape(redis["healthcheck"]["test"][1])]
-        path = f"{shim.parent}{os.pathsep}{os.environ['PATH']}"
-        assert subprocess.run(check, env={**env, "PATH": path}, timeout=10).returncode == 0
-        wrong = {**env, "PATH": path, "REDISCLI_AUTH": "wrong"}
-        assert subprocess.run(check, env=wrong, capture_output=True, timeout=10).returncode != 0
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def docker_compose() -> list[str]:
