@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import redis
-from support.exchange import ADMIN_TOKEN, Exchange
+from support.exchange import Exchange
 from support.gateway import error_of
 from support.redis_server import wait_for
 from support.signing import Trader
@@ -27,7 +27,6 @@ pytestmark = pytest.mark.integration
 
 PERP = "BTC-PERP"
 MARK = 3_000_000
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture
