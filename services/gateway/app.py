@@ -52,6 +52,9 @@ async def read_admin_body(request: Request) -> dict[str, Any]:
     return parsing.parse_json_object(await parsing.read_body(request))
 
 
+SHUTDOWN_STEP_S = 5.0
+
+
 def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> FastAPI:
     settings = settings or get_settings()
     gateway = Gateway.build(settings)
@@ -64,13 +67,18 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
         finally:
             if task is not None:
                 task.cancel()
+            # Each step of the shutdown is bounded: a Redis call that never answers must not
+            # keep the process (or a test's client) from stopping.
+            steps = [
+                *([task] if task is not None else []),
+                gateway.outbox_clearer.drain(),
+                gateway.batcher.close(),
+                gateway.redis.aclose(),
+                gateway.blocking.aclose(),
+            ]
+            for step in steps:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            with contextlib.suppress(Exception):
-                await gateway.outbox_clearer.drain()
-            await gateway.batcher.close()
-            await gateway.redis.aclose()
-            await gateway.blocking.aclose()
+                    await asyncio.wait_for(step, SHUTDOWN_STEP_S)
 
     app = FastAPI(
         **_no_framework_telemetry(),
