@@ -49,20 +49,8 @@ def post(exchange: Exchange, body: dict[str, Any], wait: bool = True) -> Any:
         return client.post("/v1/orders?wait=1" if wait else "/v1/orders", json=body)
 
 
-def get(exchange: Exchange, path: str) -> Any:
-    with exchange.client() as client:
-        response = client.get(path)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def usdc(exchange: Exchange, user: str) -> tuple[int, int]:
-    balance = get(exchange, f"/v1/accounts/{user}/balances").get("USDC", {})
-    return int(balance.get("total", 0)), int(balance.get("locked", 0))
-
-
 def size(exchange: Exchange, user: str) -> int:
-    positions = get(exchange, f"/v1/accounts/{user}/positions")
+    positions = exchange.get(f"/v1/accounts/{user}/positions")
     return sum(p["size"] for p in positions if p["market"] == PERP)
 
 
@@ -75,7 +63,7 @@ def open_long(exchange: Exchange, trader: Trader, qty: int, counterparty: Trader
     assert post(exchange, order(counterparty, "SELL", MARK, qty)).json()["status"] == "NEW"
     assert post(exchange, order(trader, "BUY", MARK, qty)).json()["status"] == "FILLED"
     assert wait_for(lambda: size(exchange, trader.address) == qty, 30)
-    assert wait_for(lambda: usdc(exchange, trader.address)[1] == 0, 30)
+    assert wait_for(lambda: exchange.balance(trader.address, "USDC")[1] == 0, 30)
 
 
 def test_fifty_sells_against_a_long_reserve_margin_past_the_position(exchange: Exchange) -> None:
@@ -86,19 +74,19 @@ def test_fifty_sells_against_a_long_reserve_margin_past_the_position(exchange: E
     exchange.deposit(alice.address, "USDC", 4_000_000_000)
     exchange.deposit(bob.address, "USDC", 100_000_000_000)
     open_long(exchange, alice, 10_000, bob)
-    assert usdc(exchange, alice.address) == (4_000_000_000 - fee(MARK * 10_000), 0)
+    assert exchange.balance(alice.address, "USDC") == (4_000_000_000 - fee(MARK * 10_000), 0)
     closing_fee = fee(MARK * 1_000)
     opening = margin(MARK * 1_000) + closing_fee
     answers = [post(exchange, order(alice, "SELL", MARK, 1_000), wait=False) for _ in range(50)]
     codes = [a.status_code if a.status_code == 202 else error_of(a) for a in answers]
     assert codes == [202] * 13 + [(422, "INSUFFICIENT_MARGIN")] * 37
     expected_locked = 10 * closing_fee + 3 * opening
-    assert wait_for(lambda: usdc(exchange, alice.address)[1] == expected_locked, 30)
+    assert wait_for(lambda: exchange.balance(alice.address, "USDC")[1] == expected_locked, 30)
     # Bob takes every sell: Alice ends short 0.3 BTC, with the margin that short needs.
     assert post(exchange, order(bob, "BUY", MARK, 50_000, timeInForce="IOC")).status_code == 200
     assert wait_for(lambda: size(exchange, alice.address) == -3_000, 30)
-    assert wait_for(lambda: usdc(exchange, alice.address)[1] == 0, 30)
-    (health,) = get(exchange, f"/v1/accounts/{alice.address}/margin").values()
+    assert wait_for(lambda: exchange.balance(alice.address, "USDC")[1] == 0, 30)
+    (health,) = exchange.get(f"/v1/accounts/{alice.address}/margin").values()
     assert int(health["freeCollateral"]) >= 0
     assert int(health["initialMargin"]) == margin(MARK * 3_000)
 
@@ -116,19 +104,20 @@ def test_a_resting_close_whose_position_closed_meanwhile_is_cancelled_not_filled
     open_long(exchange, alice, 10_000, bob)
     close = order(alice, "SELL", 3_100_000, 10_000, cid="close-later")
     assert post(exchange, close).json()["status"] == "NEW"
-    assert wait_for(lambda: usdc(exchange, alice.address)[1] == fee(3_100_000 * 10_000), 30)
+    closing_fee = fee(3_100_000 * 10_000)
+    assert wait_for(lambda: exchange.balance(alice.address, "USDC")[1] == closing_fee, 30)
     assert post(exchange, order(erin, "BUY", MARK, 10_000)).json()["status"] == "NEW"
     now = order(alice, "SELL", MARK, 10_000, timeInForce="IOC", reduceOnly=True)
     assert post(exchange, now).json()["status"] == "FILLED"
     assert post(exchange, order(frank, "BUY", 3_100_000, 10_000)).json()["status"] == "NEW"
-    stale = get(exchange, f"/v1/orders/{alice.address}/close-later")
+    stale = exchange.get(f"/v1/orders/{alice.address}/close-later")
     assert (stale["status"], stale["reason"], stale["filled"]) == (
         "CXL",
         "INSUFFICIENT_MARGIN",
         0,
     )
-    assert get(exchange, f"/v1/markets/{PERP}/trades")[0]["price"] == MARK
-    assert wait_for(lambda: usdc(exchange, alice.address)[1] == 0, 30)
+    assert exchange.get(f"/v1/markets/{PERP}/trades")[0]["price"] == MARK
+    assert wait_for(lambda: exchange.balance(alice.address, "USDC")[1] == 0, 30)
     assert size(exchange, alice.address) == 0
 
 
@@ -149,14 +138,15 @@ def test_two_accounts_trading_far_from_the_mark_cannot_reach_the_insurance_fund(
     assert post(exchange, order(carol, "SELL", price, qty)).json()["status"] == "NEW"
     refused = post(exchange, order(dave, "BUY", price, qty))
     assert error_of(refused) == (422, "INSUFFICIENT_MARGIN")
-    assert usdc(exchange, dave.address) == (needed - 1, 0)
+    assert exchange.balance(dave.address, "USDC") == (needed - 1, 0)
     outside = post(exchange, order(dave, "BUY", 4_500_001, qty))
     assert error_of(outside) == (400, "INVALID_PRICE")
     exchange.deposit(dave.address, "USDC", 1)
     assert post(exchange, order(dave, "BUY", price, qty)).json()["status"] == "FILLED"
     assert wait_for(lambda: size(exchange, dave.address) == qty, 30)
-    assert wait_for(lambda: usdc(exchange, dave.address) == (needed - fee(price * qty), 0), 30)
-    (health,) = get(exchange, f"/v1/accounts/{dave.address}/margin").values()
+    settled = (needed - fee(price * qty), 0)
+    assert wait_for(lambda: exchange.balance(dave.address, "USDC") == settled, 30)
+    (health,) = exchange.get(f"/v1/accounts/{dave.address}/margin").values()
     assert int(health["equity"]) == margin(price * qty)  # above maintenance at the mark
     assert int(health["equity"]) > int(health["maintenanceMargin"])
     client = redis.Redis.from_url(redis_url, decode_responses=True)
@@ -164,16 +154,16 @@ def test_two_accounts_trading_far_from_the_mark_cannot_reach_the_insurance_fund(
     taken = run_liquidation(client, markets, Ledger(client), AccountSteps(client), 0, 0)
     assert taken == []
     assert size(exchange, dave.address) == qty
-    system = get(exchange, "/v1/system/accounts")
+    system = exchange.get("/v1/system/accounts")
     assert system["insurance"]["USDC"] == "1000000000"
     assert system["insurancePositions"] == []
     # Selling it back to Carol at the band's low edge would realize 1.5 BTC-worth of loss
     # against the mark: more than Dave's free collateral, so refused, and nothing changed.
-    before = usdc(exchange, dave.address)
+    before = exchange.balance(dave.address, "USDC")
     assert post(exchange, order(carol, "BUY", 1_500_000, qty)).json()["status"] == "NEW"
     dump = post(exchange, order(dave, "SELL", 1_500_000, qty))
     assert error_of(dump) == (422, "INSUFFICIENT_MARGIN")
-    assert usdc(exchange, dave.address) == before
+    assert exchange.balance(dave.address, "USDC") == before
 
 
 def test_a_market_close_without_a_price_is_accepted_for_a_thin_account(exchange: Exchange) -> None:
@@ -184,7 +174,7 @@ def test_a_market_close_without_a_price_is_accepted_for_a_thin_account(exchange:
     exchange.deposit(alice.address, "USDC", 3_100_000_000)
     exchange.deposit(bob.address, "USDC", 100_000_000_000)
     open_long(exchange, alice, 10_000, bob)
-    (health,) = get(exchange, f"/v1/accounts/{alice.address}/margin").values()
+    (health,) = exchange.get(f"/v1/accounts/{alice.address}/margin").values()
     assert int(health["freeCollateral"]) == 3_100_000_000 - fee(MARK * 10_000) - margin(
         MARK * 10_000
     )
@@ -195,4 +185,4 @@ def test_a_market_close_without_a_price_is_accepted_for_a_thin_account(exchange:
     assert answer.json()["status"] == "FILLED"
     assert wait_for(lambda: size(exchange, alice.address) == 0, 30)
     expected = 3_100_000_000 - 2 * fee(MARK * 10_000)
-    assert wait_for(lambda: usdc(exchange, alice.address) == (expected, 0), 30)
+    assert wait_for(lambda: exchange.balance(alice.address, "USDC") == (expected, 0), 30)

@@ -49,13 +49,6 @@ def place(exchange: Exchange, body: dict[str, Any]) -> dict[str, Any]:
     return response.json()
 
 
-def get(exchange: Exchange, path: str) -> Any:
-    with exchange.client() as client:
-        response = client.get(path)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
 def admin(exchange: Exchange, path: str, body: dict[str, Any]) -> Any:
     with exchange.client() as client:
         response = client.post(path, json=body, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
@@ -63,13 +56,8 @@ def admin(exchange: Exchange, path: str, body: dict[str, Any]) -> Any:
     return response.json()
 
 
-def usdc(exchange: Exchange, user: str) -> tuple[int, int]:
-    balance = get(exchange, f"/v1/accounts/{user}/balances").get("USDC", {})
-    return int(balance.get("total", 0)), int(balance.get("locked", 0))
-
-
 def settled_to(exchange: Exchange, user: str, expected: tuple[int, int]) -> bool:
-    return wait_for(lambda: usdc(exchange, user) == expected, 30)
+    return wait_for(lambda: exchange.balance(user, "USDC") == expected, 30)
 
 
 def audit(exchange: Exchange) -> dict[str, Any]:
@@ -95,8 +83,8 @@ def test_perp_round_trip_through_the_matcher(exchange: Exchange) -> None:
         exchange.log("settler")[-3000:]
     )
     assert settled_to(exchange, b.address, (10_000_000_000 - pnl - 300_000 - 315_000, 0))
-    assert get(exchange, f"/v1/accounts/{a.address}/positions") == []
-    fills = get(exchange, f"/v1/accounts/{a.address}/fills")
+    assert exchange.get(f"/v1/accounts/{a.address}/positions") == []
+    fills = exchange.get(f"/v1/accounts/{a.address}/fills")
     assert [(f["side"], f["fee"], f["liquidity"]) for f in fills] == [
         ("SELL", "1575000", "TAKER"),
         ("BUY", "1500000", "TAKER"),
@@ -117,21 +105,20 @@ def test_liquidation_through_the_matcher_uses_the_insurance_fund(exchange: Excha
     place(exchange, c.order(PERP, "BUY", 2_610_000, 500, product="PERP"))  # absorbs half
     # The index falls to 25,000: A's equity is far below maintenance, its collateral too small.
     admin(exchange, "/v1/admin/oracle", {"market": PERP, "indexPrice": 2_500_000})
-    assert wait_for(lambda: usdc(exchange, a.address) == (0, 0), 60), exchange.log("settler")[
-        -3000:
-    ]
+    emptied = wait_for(lambda: exchange.balance(a.address, "USDC") == (0, 0), 60)
+    assert emptied, exchange.log("settler")[-3000:]
     # The liquidation sold 0.05 at 26,100 to C (above the 26,015 bankruptcy price): −195
     # USDC realized and a 0.6525 USDC taker fee; the fund took the other 0.05 at the 25,000
     # mark (−250 USDC) and paid the 47.1525 USDC the collateral fell short by.
-    fills = get(exchange, f"/v1/accounts/{a.address}/fills")
+    fills = exchange.get(f"/v1/accounts/{a.address}/fills")
     assert (fills[0]["side"], fills[0]["price"], fills[0]["qty"]) == ("SELL", 2_610_000, 500)
     assert fills[0]["fee"] == "652500"
-    assert get(exchange, f"/v1/accounts/{a.address}/positions") == []
-    system = get(exchange, "/v1/system/accounts")
+    assert exchange.get(f"/v1/accounts/{a.address}/positions") == []
+    system = exchange.get("/v1/system/accounts")
     assert system["insurance"]["USDC"] == str(1_000_000_000 - 47_152_500)
     (taken,) = system["insurancePositions"]
     assert (taken["market"], taken["size"], taken["entryNotional"]) == (PERP, 500, "1250000000")
-    positions = get(exchange, f"/v1/accounts/{c.address}/positions")
+    positions = exchange.get(f"/v1/accounts/{c.address}/positions")
     assert [(p["size"], p["entryNotional"]) for p in positions] == [(500, "1305000000")]
     report = audit(exchange)
     assert report["ok"], report["invariants"]
@@ -159,16 +146,16 @@ def test_future_and_option_expire_through_the_matcher(
         app.send_task("dex.expiry", queue="periodic")
         return wait_for(
             lambda: (
-                get(exchange, f"/v1/markets/{FUT}")["status"] == "EXPIRED"
-                and get(exchange, f"/v1/markets/{OPT}")["status"] == "EXPIRED"
-                and get(exchange, f"/v1/accounts/{a.address}/positions") == []
+                exchange.get(f"/v1/markets/{FUT}")["status"] == "EXPIRED"
+                and exchange.get(f"/v1/markets/{OPT}")["status"] == "EXPIRED"
+                and exchange.get(f"/v1/accounts/{a.address}/positions") == []
             ),
             12,
         )
 
     assert wait_for(expired, 90), exchange.log("settler")[-3000:]
     app.close()
-    order = get(exchange, f"/v1/orders/{b.address}/{resting['clientOrderId']}")
+    order = exchange.get(f"/v1/orders/{b.address}/{resting['clientOrderId']}")
     assert (order["status"], order["reason"]) == ("CXL", "MARKET_EXPIRED")
     future_pnl, option_value, premium = 1_200_000_000, 200_000_000, 100_000_000
     assert settled_to(
@@ -181,7 +168,7 @@ def test_future_and_option_expire_through_the_matcher(
         b.address,
         (10_000_000_000 - 300_000 + premium - 10_000 - future_pnl - option_value, 0),
     )
-    assert get(exchange, f"/v1/accounts/{b.address}/positions") == []
+    assert exchange.get(f"/v1/accounts/{b.address}/positions") == []
     report = audit(exchange)
     assert report["ok"], report["invariants"]
 

@@ -163,6 +163,18 @@ class Exchange:
         response.raise_for_status()
         return response.json()
 
+    def get(self, path: str) -> Any:
+        """A read that must answer 200: its JSON."""
+        with self.client() as client:
+            response = client.get(path)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def balance(self, user: str, asset: str) -> tuple[int, int]:
+        """``(total, locked)`` of ``asset`` as the REST balances read shows them."""
+        held = self.get(f"/v1/accounts/{user}/balances").get(asset, {})
+        return int(held.get("total", 0)), int(held.get("locked", 0))
+
     def __enter__(self) -> Exchange:
         return self
 
