@@ -698,15 +698,18 @@ local function process_order(cmd)
   touch(o)
   match_order(cmd, o)
   o.incoming = nil
-  redis.call('HSET', okey, 'd', o.side .. '|' .. o.type .. '|' .. o.timeInForce .. '|' ..
+  local fields = {'d', o.side .. '|' .. o.type .. '|' .. o.timeInForce .. '|' ..
     o.reduceOnly .. '|' .. o.expiresAt .. '|' .. int(o.price) .. '|' .. o.ts,
     'a', o.aseq .. '|' .. int(tonumber(cmd.reserved) or 0) .. '|' ..
     (cmd.liquidation == true and '1' or '0') .. '|' .. market, 'u', user, 'c', cid,
     'qty', int(o.qty), 'filled', int(o.filled), 'status', o.status, 'reason', o.reason,
-    'updatedTs', int(now))
+    'updatedTs', int(now)}
   if o.oa ~= nil and (o.status == 'NEW' or o.status == 'PARTIAL') then
-    redis.call('HSET', okey, 'oa', int(o.oa))
+    -- a resting derivative order keeps what it may still open (read back by load)
+    fields[#fields + 1] = 'oa'
+    fields[#fields + 1] = int(o.oa)
   end
+  redis.call('HSET', okey, unpack(fields))
   return o
 end
 
