@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any
 
+import orjson
 import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
@@ -156,7 +157,8 @@ class Exchange:
         self.settle()
 
     def free_collateral(self, user: str) -> int:
-        """Free collateral at the current mark, plus the growth of the positions' initial
+        """Free collateral at the current mark, plus the fee locked by orders that only close
+        (see below) and the growth of the positions' initial
         margin from their entry notional to the mark: an order's margin is reserved at its own
         price (API.md §6), so a short sold below the mark (or a long bought above it and
         marked up) needs a little more margin at the mark than was reserved; that part, and
@@ -170,6 +172,12 @@ class Exchange:
             at_mark = initial_margin(market, position, prices[PERP])
             at_entry = money.margin(abs(position.entry_notional), market.spec.initialMarginBps or 0)
             free += max(at_mark - at_entry, 0)
+        # A close is judged on cash alone (API.md §6: closing stays possible under water), so
+        # the fee it locks may come out of thin free collateral; it only ever lowers the risk.
+        for cid, held in self.client.hgetall(keys.reservations(user)).items():
+            command = self.client.hget(keys.account_order(user, cid), "cmd") or "{}"
+            if orjson.loads(command).get("open") == 0:
+                free += int(held)
         return free
 
     def exposed(self, user: str) -> bool:
