@@ -1,0 +1,37 @@
+"""The upper-case words of the wire, as literal types (the StrEnums of common/types.py hold
+the same values; tests/unit/test_message_declarations.py holds the two equal)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict
+
+SideName = Literal["BUY", "SELL"]
+OrderTypeName = Literal["LIMIT", "MARKET"]
+TimeInForceName = Literal["GTC", "IOC", "FOK", "POST_ONLY"]
+OrderStatusName = Literal["NEW", "PARTIAL", "FILLED", "CXL", "EXP", "REJECTED"]
+FinalStatusName = Literal["FILLED", "CXL", "EXP", "REJECTED"]
+MarketStatusName = Literal["OPEN", "HALTED", "EXPIRED"]
+LiquidityName = Literal["MAKER", "TAKER"]
+
+CancelReason = Literal["USER", "LIQUIDATION"]
+"""Why a ``cancel`` or ``cancel_all`` command removes orders (the ``done`` reason)."""
+
+DoneReason = Literal[
+    "USER",  # cancelled by its owner
+    "LIQUIDATION",  # cancelled by the liquidation engine
+    "SELF_TRADE",  # a resting order met its owner's incoming one
+    "INSUFFICIENT_MARGIN",  # may open no more than its reserved margin allows
+    "TIME_IN_FORCE",  # IOC / FOK / MARKET rest not filled
+    "EXPIRES_AT",  # its expiresAt passed
+    "MARKET_EXPIRED",  # the market expired with it on the book
+    "MARKET_HALTED",  # refused: the market is halted
+    "MARKET_CLOSED",  # refused: the market has expired
+    "REDUCE_ONLY",  # refused: it would not reduce a position
+    "POST_ONLY_WOULD_CROSS",  # refused: it would have taken liquidity
+]
+"""Why an order reached its final status (``null`` for FILLED)."""
+
+MESSAGE = ConfigDict(extra="forbid")
+"""Every declaration's pydantic config: a key not declared is an error when validated."""

@@ -1,0 +1,52 @@
+"""Settlement events on ``dex:{m}:events``: what the matcher tells the settler.
+
+One stream entry per matcher call, one field per event (name: its ``eseq``, value: the event
+JSON); :func:`common.events.codec.events_of` reads an entry. ``eseq`` counts a market's events
+contiguously from 1; a fill comes before the ``done`` of an order it finishes.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NotRequired
+
+from pydantic import with_config
+from typing_extensions import TypedDict
+
+from common.events.names import MESSAGE, DoneReason, FinalStatusName, SideName
+
+
+@with_config(MESSAGE)
+class FillEvent(TypedDict):
+    """A trade: the settler moves money between buyer, seller and the fee account."""
+
+    k: Literal["fill"]
+    eseq: int
+    tradeId: str  # "<market>:<tseq>"
+    tseq: int
+    price: int
+    qty: int
+    takerSide: SideName
+    buyer: str
+    seller: str
+    buyCid: str
+    sellCid: str
+    ts: int
+    liquidation: NotRequired[Literal[True]]  # the taker is a liquidation order
+
+
+@with_config(MESSAGE)
+class DoneEvent(TypedDict):
+    """An order reached a final status; the settler releases what it still has locked."""
+
+    k: Literal["done"]
+    eseq: int
+    user: str
+    cid: str
+    side: SideName
+    status: FinalStatusName
+    reason: DoneReason | None  # None for FILLED
+    filled: int
+    ts: int
+
+
+SettlementEvent = FillEvent | DoneEvent
