@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from common import keys
-from common.events import dumps
+from common.events import AccountPublication, dumps
 from common.lua import ScriptSet
 from services.settler.ledger import publish_all
 
@@ -67,13 +67,11 @@ class AccountSteps:
     def notify(self, users: list[str] | set[str], markets: list[str]) -> None:
         """Tell the broadcaster these accounts changed (``acct:<user>`` notices)."""
         seq = int(time.time() * 1000)  # informational (docs/architecture.md)
+        notice: AccountPublication = {"seq": seq, "data": {"markets": markets}}
         publish_all(
             self.client,
             [
-                (
-                    keys.channel(keys.account_topic(user)),
-                    dumps({"seq": seq, "data": {"markets": markets}}),
-                )
+                (keys.channel(keys.account_topic(user)), dumps(notice))
                 for user in users
                 if user not in keys.SYSTEM_ACCOUNTS
             ],

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from common import keys, risk
-from common.events import dumps, loads
+from common.events import COMMAND_FIELD, AdminCommand, dumps, loads
 from common.markets import Market, MarketSet
 from common.types import Product
 from services.settler.accounts import AccountSteps
@@ -89,7 +89,8 @@ def _wait_expired(client: Any, symbol: str, now_ms: int) -> bool:
         return True
     requested = int(client.hget(state_key, "requested") or 0)
     if not requested or now_ms - requested > RESEND_EXPIRE_MS:
-        client.xadd(keys.market_in(symbol), {"c": dumps({"op": "expire", "ts": now_ms})})
+        expire: AdminCommand = {"op": "expire", "ts": now_ms}
+        client.xadd(keys.market_in(symbol), {COMMAND_FIELD: dumps(expire)})
         client.hset(state_key, "requested", now_ms)
     deadline = time.monotonic() + WAIT_FOR_STATUS_S
     while time.monotonic() < deadline:

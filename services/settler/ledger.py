@@ -21,7 +21,7 @@ from typing import Any
 from redis.cluster import RedisCluster
 
 from common import keys, pubsub
-from common.events import dumps, events_of, loads
+from common.events import AccountPublication, SettlementEvent, dumps, events_of, loads
 from common.lua import ScriptSet
 from common.markets import Market
 from common.reservations import NO_TERMS, OrderTerms, with_matched_qty
@@ -137,16 +137,14 @@ class Ledger:
         if cursor != "0-0":
             self._trim_events(symbol, cursor, after)
         after.execute()
+        notices: list[tuple[str, AccountPublication]] = [
+            (account, {"seq": per_account[account][-1][0], "data": {"markets": [symbol]}})
+            for account in accounts
+            if account not in keys.SYSTEM_ACCOUNTS
+        ]
         publish_all(
             self.client,
-            [
-                (
-                    keys.channel(keys.account_topic(account)),
-                    dumps({"seq": per_account[account][-1][0], "data": {"markets": [symbol]}}),
-                )
-                for account in accounts
-                if account not in keys.SYSTEM_ACCOUNTS
-            ],
+            [(keys.channel(keys.account_topic(a)), dumps(notice)) for a, notice in notices],
         )
         return len(events)
 
@@ -157,14 +155,14 @@ class Ledger:
         cursor stay, and so does the last entry (the auditor and the sweep read it)."""
         (client or self.client).xtrim(keys.market_events(symbol), minid=cursor, approximate=True)
 
-    def _read_events(self, symbol: str, cursor: str) -> tuple[list[Any], str | None]:
+    def _read_events(self, symbol: str, cursor: str) -> tuple[list[SettlementEvent], str | None]:
         """Whole entries after ``cursor`` until about ``self.batch`` events (or the stream's
         end): the events and the last entry's id. An entry holds every event of one matcher
         call (common.events.events_of), so the batch limit counts events, not entries, and
         the cursor only ever stops between entries. Reads a few entries first to learn their
         size, so a stream of large entries is never read far past the batch."""
         stream = keys.market_events(symbol)
-        events: list[Any] = []
+        events: list[SettlementEvent] = []
         last_id: str | None = None
         entries_read = 0
         while len(events) < self.batch:
@@ -222,7 +220,7 @@ class Ledger:
         )
 
     def _order_terms(
-        self, market: Market, events: list[dict[str, Any]]
+        self, market: Market, events: list[SettlementEvent]
     ) -> dict[tuple[str, str], OrderTerms]:
         """The reservation terms of every order filled in ``events`` (cached; immutable)."""
         wanted: dict[tuple[str, str], str] = {}

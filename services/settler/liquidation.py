@@ -21,7 +21,7 @@ from typing import Any
 
 from common import keys, money, risk
 from common.account_reads import derivative_markets
-from common.events import dumps, loads
+from common.events import COMMAND_FIELD, CancelAllCommand, OrderCommand, dumps, loads
 from common.markets import Market, MarketSet
 from common.types import Product
 from services.settler.accounts import AccountSteps
@@ -139,22 +139,21 @@ def bankruptcy_price(
 
 def start(client: Any, markets: MarketSet, user: str, number: int, now_ms: int) -> None:
     balances, positions, prices = _account(client, markets, user)
+    cancel: CancelAllCommand = {
+        "op": "cancel_all",
+        "user": user,
+        "ts": now_ms,
+        "reason": "LIQUIDATION",
+    }
     for symbol in markets.markets:
         if client.scard(keys.market_user_open(symbol, user)):
-            client.xadd(
-                keys.market_in(symbol),
-                {
-                    "c": dumps(
-                        {"op": "cancel_all", "user": user, "ts": now_ms, "reason": "LIQUIDATION"}
-                    )
-                },
-            )
+            client.xadd(keys.market_in(symbol), {COMMAND_FIELD: dumps(cancel)})
     for position in positions:
         market = markets.markets[position.market]
         if market.product is Product.OPTION:
             continue  # no reduce path through the book for options: the fund takes them over
         price = bankruptcy_price(markets, position, balances, positions, prices)
-        command = {
+        command: OrderCommand = {
             "op": "order",
             "user": user,
             "cid": f"liq-{number}-{position.market}",
@@ -170,7 +169,7 @@ def start(client: Any, markets: MarketSet, user: str, number: int, now_ms: int) 
             "acceptedAt": now_ms,
             "liquidation": True,
         }
-        client.xadd(keys.market_in(position.market), {"c": dumps(command)})
+        client.xadd(keys.market_in(position.market), {COMMAND_FIELD: dumps(command)})
 
 
 def _orders_finished(

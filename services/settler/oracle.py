@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from common import keys, oracle_health, pubsub, risk
-from common.events import dumps
+from common.events import PriceTicker, Ticker, TickerPublication, dumps
 from common.markets import Market, MarketSet
 from common.types import Product
 from services.settler.settings import DEFAULT_ORACLE_MAX_MOVE_BPS
@@ -401,6 +401,7 @@ def run_oracle(
 def publish_ticker(client: Any, market: Market, ticker: Any = None) -> None:
     """Publish the REST ticker on ``ticker:<m>`` (``ticker``: a reader of the full ticker)."""
     symbol = market.symbol
+    data: Ticker | PriceTicker
     if ticker is not None:
         data = ticker(client, market)
     else:
@@ -411,5 +412,8 @@ def publish_ticker(client: Any, market: Market, ticker: Any = None) -> None:
             "fundingRate": int(px["fundingRate"]) if "fundingRate" in px else None,
             "nextFundingTs": int(px["nextFundingTs"]) if "nextFundingTs" in px else None,
         }
-    seq = client.hincrby(keys.market_prices(symbol), "tickerSeq", 1)
-    pubsub.publish(client, keys.ticker_topic(symbol), dumps({"seq": seq, "data": data}))
+    publication: TickerPublication = {
+        "seq": client.hincrby(keys.market_prices(symbol), "tickerSeq", 1),
+        "data": data,
+    }
+    pubsub.publish(client, keys.ticker_topic(symbol), dumps(publication))

@@ -19,14 +19,13 @@ reservation held) is cut, never taken below zero; the fee account is credited wh
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 from common import keys, money
-from common.events import dumps
+from common.events import FillEvent, FillRecord, SettlementEvent, dumps
 from common.markets import Market
 from common.reservations import NO_TERMS, OrderTerms, order_terms, reserve_asset
-from common.types import Liquidity, Product, Side
+from common.types import Product, Side
 
 __all__ = ["AccountOps", "Operation", "order_terms", "plan", "reserve_asset"]
 
@@ -36,7 +35,7 @@ AccountOps = dict[str, list[tuple[int, list[Operation]]]]
 
 def plan(
     market: Market,
-    events: list[dict[str, Any]],
+    events: Sequence[SettlementEvent],
     terms: Mapping[tuple[str, str], OrderTerms] | None = None,
 ) -> AccountOps:
     """Operations per account, grouped by event, in event order."""
@@ -64,7 +63,7 @@ def plan(
     return {account: sorted(groups.items()) for account, groups in per_account.items()}
 
 
-def finishing_orders(events: list[dict[str, Any]]) -> set[tuple[str, str]]:
+def finishing_orders(events: Sequence[SettlementEvent]) -> set[tuple[str, str]]:
     """Orders whose done event is among ``events``: their release follows in the same
     account call, so their fills need no trim (and no lookup of their terms)."""
     return {(e["user"], e["cid"]) for e in events if e["k"] == "done"}
@@ -72,7 +71,7 @@ def finishing_orders(events: list[dict[str, Any]]) -> set[tuple[str, str]]:
 
 def fill_ops(
     market: Market,
-    fill: Mapping[str, Any],
+    fill: FillEvent,
     terms: Mapping[tuple[str, str], OrderTerms],
     finishing: set[tuple[str, str]] | frozenset[tuple[str, str]] = frozenset(),
 ) -> dict[str, list[Operation]]:
@@ -145,21 +144,17 @@ def fill_ops(
 
 
 def _record(
-    market: Market, fill: Mapping[str, Any], cid: str, side: Side, fee: int, taker: bool
+    market: Market, fill: FillEvent, cid: str, side: Side, fee: int, taker: bool
 ) -> Operation:
-    return [
-        "fill",
-        dumps(
-            {
-                "tradeId": fill["tradeId"],
-                "market": market.symbol,
-                "clientOrderId": cid,
-                "side": side.value,
-                "price": int(fill["price"]),
-                "qty": int(fill["qty"]),
-                "fee": str(fee),
-                "liquidity": (Liquidity.TAKER if taker else Liquidity.MAKER).value,
-                "ts": fill["ts"],
-            }
-        ),
-    ]
+    record: FillRecord = {
+        "tradeId": fill["tradeId"],
+        "market": market.symbol,
+        "clientOrderId": cid,
+        "side": "BUY" if side is Side.BUY else "SELL",
+        "price": int(fill["price"]),
+        "qty": int(fill["qty"]),
+        "fee": str(fee),
+        "liquidity": "TAKER" if taker else "MAKER",
+        "ts": fill["ts"],
+    }
+    return ["fill", dumps(record)]
