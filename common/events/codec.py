@@ -41,7 +41,7 @@ def events_of(fields: Any) -> list[SettlementEvent]:
         if key == EVENT_BATCH_FIELD:
             events.extend(orjson.loads(value))
         else:  # "e" or an eseq
-            events.append(cast(SettlementEvent, orjson.loads(value)))
+            events.append(orjson.loads(value))
     return events
 
 
