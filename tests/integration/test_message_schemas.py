@@ -108,6 +108,10 @@ class Listener:
     def __init__(self, client: redis.Redis) -> None:
         self.pubsub = client.pubsub(ignore_subscribe_messages=True)
         self.pubsub.psubscribe(keys.channel("*"))
+        deadline = time.monotonic() + 5
+        while client.pubsub_numpat() == 0:  # subscribed before anything is published
+            assert time.monotonic() < deadline, "the pattern subscription never took hold"
+            self.pubsub.get_message(timeout=0.05)
 
     def drain(self) -> list[tuple[str, str]]:
         """(channel, payload) of each publication received, once none has come for 0.5 s."""
