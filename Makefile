@@ -51,6 +51,7 @@ lint: setup ## ruff (lint and format) + mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy common services
 
+# Every bench/*.py is an entry point; the modules they share are in bench/lib/, not run here.
 bench: setup ## run every bench/*.py (informational: a failing benchmark does not fail make)
 	@shopt -s nullglob; found=0; \
 	for f in bench/*.py; do \

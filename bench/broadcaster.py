@@ -22,254 +22,29 @@ from the connections and their subscriptions, divided by the clients). Results g
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import base64
-import contextlib
 import json
 import multiprocessing
 import os
 import platform
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import psutil
 import redis
+from lib import cli
+from lib.stats import histogram_percentile
+from lib.wsload import BUCKET_US, BUCKETS, client_process
+from support.exchange import Exchange
+from support.redis_server import RedisServer
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from common import keys
 
-from common import keys  # noqa: E402
-
-RESULTS = REPO_ROOT / "bench" / "results" / "broadcaster.json"
 MARKET = "BTC-USDC"
 TOPICS = (f"trade:{MARKET}", f"depth:{MARKET}")
-BUCKET_US = 100  # latency histogram resolution
-BUCKETS = 100_000  # up to 10 s
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise SystemExit(f"nothing listens on port {port} after {timeout} s")
-
-
-# -- clients (in their own processes) ----------------------------------------------------------
-def mask_frame(opcode: int, payload: bytes) -> bytes:
-    """A client frame (clients must mask, RFC 6455 §5.3)."""
-    key = os.urandom(4)
-    length = len(payload)
-    if length < 126:
-        header = bytes([0x80 | opcode, 0x80 | length])
-    elif length < 65536:
-        header = bytes([0x80 | opcode, 0x80 | 126]) + length.to_bytes(2, "big")
-    else:
-        header = bytes([0x80 | opcode, 0x80 | 127]) + length.to_bytes(8, "big")
-    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return header + key + masked
-
-
-class Stats:
-    def __init__(self) -> None:
-        self.histogram = [0] * BUCKETS
-        self.messages = 0
-        self.gaps = 0
-        self.connected = 0
-        self.closed: dict[str, int] = {}
-        self.measuring = False
-        self.measured_clients = 0
-        self.measured_bytes = 0
-        self.drained_clients = 0
-        self.drained_bytes = 0
-
-
-class LeanClient(asyncio.Protocol):
-    """A minimal WebSocket client: so the load generator, not the broadcaster, stays cheap."""
-
-    def __init__(self, host: str, port: int, stats: Stats, measure: bool) -> None:
-        self.host, self.port, self.stats = host, port, stats
-        # A measuring client parses every frame; the others only count the bytes they read,
-        # so the load generator's CPU goes to reading sockets, as real clients' would.
-        self.measure = measure
-        self.buffer = bytearray()
-        self.upgraded = False
-        self.transport: Any = None
-        self.last: dict[str, int] = {}
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        key = base64.b64encode(os.urandom(16)).decode()
-        transport.write(
-            (
-                f"GET /ws HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-
-    def data_received(self, data: bytes) -> None:
-        stats = self.stats
-        if self.upgraded and not self.measure:
-            if stats.measuring:
-                stats.drained_bytes += len(data)
-            return
-        if stats.measuring:
-            stats.measured_bytes += len(data)
-        buffer = self.buffer
-        buffer += data
-        if not self.upgraded:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            if not buffer.startswith(b"HTTP/1.1 101"):
-                self.finish("refused")
-                return
-            del buffer[: end + 4]
-            self.upgraded = True
-            self.stats.connected += 1
-            for topic in TOPICS:
-                self.send(1, orjson.dumps({"op": "subscribe", "topic": topic}))
-            if not self.measure:
-                return
-        offset = 0
-        size = len(buffer)
-        while size - offset >= 2:
-            opcode = buffer[offset] & 0x0F
-            length = buffer[offset + 1] & 0x7F
-            head = 2
-            if length == 126:
-                if size - offset < 4:
-                    break
-                length = int.from_bytes(buffer[offset + 2 : offset + 4], "big")
-                head = 4
-            elif length == 127:
-                if size - offset < 10:
-                    break
-                length = int.from_bytes(buffer[offset + 2 : offset + 10], "big")
-                head = 10
-            if size - offset < head + length:
-                break
-            payload = bytes(buffer[offset + head : offset + head + length])
-            offset += head + length
-            if opcode == 1:
-                now = time.time_ns()
-                message = orjson.loads(payload)
-                topic = message.get("topic")
-                seq = message.get("seq")
-                if message.get("type") == "update":
-                    previous = self.last.get(topic)
-                    if previous is not None and seq != previous + 1:
-                        stats.gaps += 1
-                    if stats.measuring:
-                        data = message["data"]
-                        sent = data[-1]["benchNs"] if isinstance(data, list) else data["benchNs"]
-                        bucket = min((now - sent) // (BUCKET_US * 1000), BUCKETS - 1)
-                        stats.histogram[bucket] += 1
-                        stats.messages += 1
-                self.last[topic] = seq
-            elif opcode == 9:
-                self.send(10, payload)
-            elif opcode == 8:
-                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
-                self.finish(str(code))
-                return
-        del buffer[:offset]
-
-    def send(self, opcode: int, payload: bytes) -> None:
-        self.transport.write(mask_frame(opcode, payload))
-
-    def finish(self, why: str) -> None:
-        if not self.done.done():
-            self.stats.closed[why] = self.stats.closed.get(why, 0) + 1
-            self.done.set_result(None)
-        self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
-            self.finish("lost")
-
-
-def client_process(
-    urls: list[str],
-    count: int,
-    measure_every: int,
-    ready: Any,
-    start: Any,
-    stop: Any,
-    results: Any,
-) -> None:
-    import uvloop
-
-    async def main() -> dict[str, Any]:
-        stats = Stats()
-        loop = asyncio.get_running_loop()
-        clients: list[LeanClient] = []
-        for index in range(count):
-            host, _, port = (
-                urls[index % len(urls)].removeprefix("ws://").partition("/")[0].partition(":")
-            )
-            measure = index % measure_every == 0
-            _, client = await loop.create_connection(
-                lambda h=host, p=int(port), m=measure: LeanClient(h, p, stats, m), host, int(port)
-            )
-            if measure:
-                stats.measured_clients += 1
-            else:
-                stats.drained_clients += 1
-            clients.append(client)
-            if index % 50 == 49:
-                await asyncio.sleep(0.05)
-        deadline = time.monotonic() + 60
-        while stats.connected < count and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(1.0)  # snapshots arrive
-        ready.set()
-        while not start.is_set():
-            await asyncio.sleep(0.01)
-        stats.measuring = True
-        while not stop.is_set():
-            await asyncio.sleep(0.05)
-        stats.measuring = False
-        for client in clients:
-            if not client.done.done():
-                client.transport.close()
-        return {
-            "histogram": stats.histogram,
-            "messages": stats.messages,
-            "gaps": stats.gaps,
-            "connected": stats.connected,
-            "closed": stats.closed,
-            "measured_clients": stats.measured_clients,
-            "measured_bytes": stats.measured_bytes,
-            "drained_clients": stats.drained_clients,
-            "drained_bytes": stats.drained_bytes,
-        }
-
-    uvloop.install()
-    results.put(asyncio.run(main()))
-
-
-# -- the publisher -----------------------------------------------------------------------------
 def publish(r: redis.Redis, rate: int, seconds: float, counters: dict[str, int]) -> dict[str, Any]:
     """``rate`` trades/s for ``seconds``, in 10 ms ticks, one depth + one trade update each;
     ``counters`` carries the depth and trade seq from one call to the next."""
@@ -320,21 +95,8 @@ def slow_disconnects(ws_url: str) -> float:
     return 0.0
 
 
-def percentile(histogram: list[int], fraction: float) -> float | None:
-    total = sum(histogram)
-    if total == 0:
-        return None
-    wanted = fraction * total
-    running = 0
-    for bucket, count in enumerate(histogram):
-        running += count
-        if running >= wanted:
-            return (bucket + 1) * BUCKET_US / 1000
-    return None
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.parser(__doc__)
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--rate", type=int, default=500, help="trades per second")
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -346,42 +108,20 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="dex-bench-broadcaster-"))
-    redis_port = free_port()
-    redis_server = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(redis_port), "--save", "",
-         "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    wait_port(redis_port)
-    redis_url = f"redis://127.0.0.1:{redis_port}/0"
-    broadcasters: list[subprocess.Popen[bytes]] = []
-    urls: list[str] = []
+    settings = {
+        "DEX_BROADCASTER_SEND_QUEUE": str(args.send_queue),
+        # The byte-counting clients do not parse frames, so they cannot answer pings.
+        "DEX_BROADCASTER_PING_INTERVAL_S": "3600",
+        # Every bench client connects from 127.0.0.1.
+        "DEX_BROADCASTER_MAX_CONNECTIONS_PER_IP": "0",
+    }
+    redis_server = RedisServer().start()
+    broadcasters = [Exchange(redis_server.url, **settings) for _ in range(args.broadcasters)]
     try:
-        for index in range(args.broadcasters):
-            port = free_port()
-            env = {
-                **os.environ,
-                "DEX_REDIS_URL": redis_url,
-                "DEX_BROADCASTER_PORT": str(port),
-                "DEX_BROADCASTER_SEND_QUEUE": str(args.send_queue),
-                # The byte-counting clients do not parse frames, so they cannot answer pings.
-                "DEX_BROADCASTER_PING_INTERVAL_S": "3600",
-                # Every bench client connects from 127.0.0.1.
-                "DEX_BROADCASTER_MAX_CONNECTIONS_PER_IP": "0",
-                "PYTHONPATH": str(REPO_ROOT),
-            }
-            log = open(workdir / f"broadcaster-{index}.log", "wb")  # noqa: SIM115
-            broadcasters.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "services.broadcaster"],
-                    cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )  # fmt: skip
-            wait_port(port)
-            urls.append(f"ws://127.0.0.1:{port}/ws")
-        procs = [psutil.Process(b.pid) for b in broadcasters]
+        for broadcaster in broadcasters:
+            broadcaster.start("broadcaster")
+        urls = [broadcaster.ws for broadcaster in broadcasters]
+        procs = [psutil.Process(b.processes["broadcaster"].pid) for b in broadcasters]
         rss_before = sum(p.memory_info().rss for p in procs)
 
         context = multiprocessing.get_context("spawn")
@@ -393,7 +133,7 @@ def main() -> None:
         workers = [
             context.Process(
                 target=client_process,
-                args=(urls, n, args.measure_every, ready[i], start, stop, results),
+                args=(urls, TOPICS, n, args.measure_every, ready[i], start, stop, results),
                 daemon=True,
             )
             for i, n in enumerate(share)
@@ -405,12 +145,13 @@ def main() -> None:
                 raise SystemExit("the clients did not connect within 120 s")
         rss_connected = sum(p.memory_info().rss for p in procs)
 
-        r = redis.Redis.from_url(redis_url)
+        r = redis.Redis.from_url(redis_server.url)
         counters = {"seq": 0, "tseq": 0}
         publish(r, args.rate, 2.0, counters)  # warm-up, not measured
         time.sleep(0.5)
         client_procs = [psutil.Process(w.pid) for w in workers if w.pid is not None]
-        redis_proc = psutil.Process(redis_server.pid)
+        assert redis_server.proc is not None
+        redis_proc = psutil.Process(redis_server.proc.pid)
         for p in [*procs, *client_procs, redis_proc]:
             p.cpu_percent(None)
         start.set()
@@ -426,14 +167,9 @@ def main() -> None:
             worker.join(timeout=30)
         slow = sum(slow_disconnects(url) for url in urls)
     finally:
-        for process in broadcasters:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in broadcasters:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=10)
-        redis_server.terminate()
-        redis_server.wait(timeout=10)
+        for broadcaster in broadcasters:
+            broadcaster.stop()
+        redis_server.stop()
 
     histogram = [sum(o["histogram"][i] for o in outcomes) for i in range(BUCKETS)]
     measured = sum(o["messages"] for o in outcomes)
@@ -467,9 +203,9 @@ def main() -> None:
         "messages_expected": expected,
         "delivered_per_s": round(delivered / published["seconds"]),
         "latency_ms": {  # measuring clients, publish to receive
-            "p50": percentile(histogram, 0.50),
-            "p99": percentile(histogram, 0.99),
-            "max": percentile(histogram, 1.0),
+            "p50": histogram_percentile(histogram, 0.50, BUCKET_US),
+            "p99": histogram_percentile(histogram, 0.99, BUCKET_US),
+            "max": histogram_percentile(histogram, 1.0, BUCKET_US),
         },
         "seq_gaps": sum(o["gaps"] for o in outcomes),
         "client_close_codes": closed,
@@ -493,8 +229,7 @@ def main() -> None:
         "seconds": round(published["seconds"], 1),
     }  # fmt: skip
     print(json.dumps(report, indent=2))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    cli.write_results("broadcaster.json", report)
 
 
 if __name__ == "__main__":

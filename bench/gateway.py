@@ -16,59 +16,26 @@ per-request access log is at WARNING; the flags put them back to measure their c
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
-import multiprocessing
 import os
 import platform
 import random
 import shutil
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import psutil
 from coincurve import PrivateKey
+from lib import cli, httpload
+from lib.traders import Trader, fund, make_traders, sign_fast, verifier
+from support.exchange import ADMIN_TOKEN, Exchange
+from support.redis_server import RedisServer
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from common.eip712 import Verifier
 
-from common.eip712 import Verifier  # noqa: E402
-
-sys.path.insert(0, str(REPO_ROOT / "bench"))
-from traders import Trader, make_traders, sign_fast  # noqa: E402
-
-RESULTS = REPO_ROOT / "bench" / "results" / "gateway.json"
-ADMIN_TOKEN = "bench-admin-token"
-CHAIN_ID = 1
-VERIFYING_CONTRACT = "0x0000000000000000000000000000000000000000"
 MARKETS = {"BTC-USDC": "SPOT", "BTC-PERP": "PERP"}
 MID = 3_000_000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
 
 
 def plan(users: list[Trader], total: int, rng: random.Random, verifier: Verifier) -> list[bytes]:
@@ -100,56 +67,12 @@ def plan(users: list[Trader], total: int, rng: random.Random, verifier: Verifier
     return bodies
 
 
-def sender(url: str, bodies: list[bytes], concurrency: int, start_at: float, out: Any) -> None:
-    """Closed loop: ``concurrency`` keep-alive connections each send their next pre-encoded
-    request when the last one is answered (the lean client of ``httpload``)."""
-    import uvloop
-    from httpload import OrderConnection
-
-    codes: dict[str, int] = {}
-
-    async def main() -> tuple[float, float]:
-        queue = list(reversed(bodies))
-
-        async def worker() -> None:
-            connection = await OrderConnection(url).open()
-            try:
-                while queue:
-                    status, payload = await connection.post(queue.pop())
-                    if status == 202:
-                        code = "ACCEPTED"
-                    else:
-                        code = orjson.loads(payload).get("error", {}).get("code", str(status))
-                    codes[code] = codes.get(code, 0) + 1
-            finally:
-                connection.close()
-
-        delay = start_at - time.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        began = time.time()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return began, time.time()
-
-    began, ended = uvloop.run(main())
-    out.put((began, ended, codes))
-
-
 def send_all(url: str, bodies: list[bytes], concurrency: int, senders: int) -> dict[str, Any]:
-    context = multiprocessing.get_context("spawn")
-    out: Any = context.Queue()
+    """Send ``bodies`` closed loop from ``senders`` processes; the seconds from the first
+    process's start to the last one's end, and the answers per code."""
     start_at = time.time() + 1.5
-    processes = []
-    for index in range(senders):
-        share = bodies[index::senders]
-        process = context.Process(
-            target=sender, args=(url, share, concurrency // senders, start_at, out)
-        )
-        process.start()
-        processes.append(process)
-    results = [out.get() for _ in processes]
-    for process in processes:
-        process.join()
+    shares = [(url, bodies[i::senders], concurrency // senders, start_at) for i in range(senders)]
+    results = httpload.in_processes(httpload.closed_loop, shares)
     began = min(r[0] for r in results)
     ended = max(r[1] for r in results)
     codes: dict[str, int] = {}
@@ -185,7 +108,7 @@ def time_verification(verifier: Verifier, samples: int = 3_000) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.parser(__doc__)
     parser.add_argument("--orders", type=int, default=20_000)
     parser.add_argument("--warmup", type=int, default=2_000)
     parser.add_argument("--users", type=int, default=200)
@@ -196,67 +119,37 @@ def main() -> None:
     parser.add_argument("--appendonly", action="store_true", help="Redis with AOF (everysec)")
     args = parser.parse_args()
 
-    verifier = Verifier(CHAIN_ID, VERIFYING_CONTRACT)
-    verify_us = time_verification(verifier)
+    signer = verifier()
+    verify_us = time_verification(signer)
     print(f"signature verification: {verify_us:.1f} µs per order (Verifier.verify)")
 
     rng = random.Random(42)
     users = make_traders(args.users, rng)
     print(f"pre-signing {args.warmup + args.orders} orders ...", flush=True)
-    bodies = plan(users, args.warmup + args.orders, rng, verifier)
+    bodies = plan(users, args.warmup + args.orders, rng, signer)
 
-    workdir = Path(tempfile.mkdtemp(prefix="dex-bench-gateway-"))
-    redis_port, gateway_port = free_port(), free_port()
-    redis_server = subprocess.Popen(
-        [
-            shutil.which("redis-server") or "redis-server", "--port", str(redis_port),
-            "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir),
-            "--appendonly", "yes" if args.appendonly else "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO_ROOT),
-        "DEX_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "DEX_GATEWAY_PORT": str(gateway_port),
-        "DEX_ADMIN_TOKEN": ADMIN_TOKEN,
+    settings = {
         "DEX_SIGNATURE_MAX_AGE_MS": str(3_600_000),
         "DEX_MAX_BACKLOG": str(10**9),
         "DEX_MAX_OPEN_ORDERS": str(10**9),  # no matcher runs: every order stays open
         "DEX_LOG_LEVEL": "INFO" if args.access_log else "WARNING",
     }
     if not args.rate_limits:
-        env |= {"DEX_RATE_LIMIT_USER": "0", "DEX_RATE_LIMIT_IP": "0"}
-    log = open(workdir / "gateway.log", "wb")  # noqa: SIM115 - closed below
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "services.gateway"],
-        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{gateway_port}"
-    try:
-        wait_http(f"{url}/v1/health")
-        with httpx.Client(base_url=url, timeout=10) as client:
-            for _, address in users:
-                for asset, amount in (("USDC", 10**15), ("BTC", 10**14)):
-                    client.post(
-                        "/v1/admin/deposits",
-                        json={"userId": address, "asset": asset, "amount": amount},
-                        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-                    ).raise_for_status()
-        send_all(url, bodies[: args.warmup], args.concurrency, args.senders)
-        process = psutil.Process(gateway.pid)
-        cpu_before = process.cpu_times()
-        result = send_all(url, bodies[args.warmup :], args.concurrency, args.senders)
-        cpu_after = process.cpu_times()
-    finally:
-        gateway.terminate()
-        gateway.wait(timeout=20)
-        log.close()
-        redis_server.terminate()
-        redis_server.wait(timeout=20)
-        shutil.rmtree(workdir, ignore_errors=True)
+        settings |= {"DEX_RATE_LIMIT_USER": "0", "DEX_RATE_LIMIT_IP": "0"}
+    appendonly = ("--appendonly", "yes" if args.appendonly else "no")
+    with RedisServer(extra_args=appendonly) as server:
+        exchange = Exchange(server.url, **settings)
+        try:
+            exchange.start("gateway")
+            fund(exchange.http, ADMIN_TOKEN, users, {"USDC": 10**15, "BTC": 10**14})
+            send_all(exchange.http, bodies[: args.warmup], args.concurrency, args.senders)
+            process = psutil.Process(exchange.processes["gateway"].pid)
+            cpu_before = process.cpu_times()
+            result = send_all(exchange.http, bodies[args.warmup :], args.concurrency, args.senders)
+            cpu_after = process.cpu_times()
+        finally:
+            exchange.stop()
+            shutil.rmtree(exchange.workdir, ignore_errors=True)
 
     accepted = result["codes"].get("ACCEPTED", 0)
     seconds = result["seconds"]
@@ -283,8 +176,7 @@ def main() -> None:
         "python": platform.python_version(),
     }
     print(json.dumps(figures, indent=2))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
+    cli.write_results("gateway.json", figures)
 
 
 if __name__ == "__main__":

@@ -22,16 +22,13 @@ Results go to bench/results/matcher.json.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -40,18 +37,14 @@ from typing import Any
 
 import orjson
 import redis
+from lib import REPO_ROOT, cli, launch
+from lib.stream import LATENCY_MARKET, MARKET, MARKETS_YAML, STREAM, command, load_stream
+from support.redis_server import RedisServer
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from common import keys
+from common.events import events_of
 
-from common import keys  # noqa: E402
-from common.events import events_of  # noqa: E402
-
-STREAM = REPO_ROOT.parent / "shared" / "data" / "bench" / "stream-200k.csv"
-RESULTS = REPO_ROOT / "bench" / "results" / "matcher.json"
 PEER_JS = REPO_ROOT / "bench" / "matcher_peer.js"
-MARKET = "BENCH-SPOT"
-LATENCY_MARKET = "LAT-SPOT"
 EXPECTED = {  # ../shared/data/README.md, for the whole stream
     "tradedQty": 537_307,
     "crossingOrders": 104_722,
@@ -64,80 +57,11 @@ EXPECTED = {  # ../shared/data/README.md, for the whole stream
     "restingBidQty": 14_096,
     "restingAskQty": 11_809,
 }
-MARKETS_YAML = """
-assets:
-  USD: {decimals: 0}
-  XYZ: {decimals: 0}
-markets:
-  BENCH-SPOT:
-    {product: SPOT, base: XYZ, quote: USD, priceScale: 0, qtyScale: 0,
-     tickSize: 1, lotSize: 1, minQty: 1, makerFeeBps: 0, takerFeeBps: 0, indexPrice: 100}
-  LAT-SPOT:
-    {product: SPOT, base: XYZ, quote: USD, priceScale: 0, qtyScale: 0,
-     tickSize: 1, lotSize: 1, minQty: 1, makerFeeBps: 0, takerFeeBps: 0, indexPrice: 100}
-"""
 CEILING_LUA = """
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 return redis.call('ZPOPMIN', KEYS[1])
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def load_stream(limit: int) -> list[tuple[str, str, int, int]]:
-    with STREAM.open() as handle:
-        rows = list(csv.DictReader(handle))[:limit]
-    return [
-        (r["id"], "BUY" if r["side"] == "B" else "SELL", int(r["price"]), int(r["qty"]))
-        for r in rows
-    ]
-
-
-def command(order_id: str, side: str, price: int, qty: int) -> bytes:
-    # one user per order: the reference figures assume no self-trade rules
-    return orjson.dumps({
-        "op": "order", "user": f"u{order_id}", "cid": order_id, "side": side, "type": "LIMIT",
-        "price": price, "qty": qty, "tif": "GTC", "reduceOnly": False, "expiresAt": 0, "ts": 1,
-        "reserved": 0, "acceptedAt": 1,
-    })  # fmt: skip
-
-
-class Matcher:
-    """``python -m services.matcher`` for one market, with its log in a temp dir."""
-
-    def __init__(
-        self, redis_url: str, markets_file: Path | None, market: str, **settings: str
-    ) -> None:
-        self.log = Path(tempfile.mkdtemp(prefix="dex-bench-matcher-")) / "matcher.log"
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO_ROOT),
-            "DEX_REDIS_URL": redis_url,
-            "DEX_MATCHER_MARKETS": market,
-            **settings,
-        }
-        if markets_file is not None:
-            env["DEX_MARKETS_FILE"] = str(markets_file)
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "services.matcher"],
-                cwd=REPO_ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 def feed(client: redis.Redis, market: str, orders: list[tuple[str, str, int, int]]) -> str:
@@ -152,12 +76,11 @@ def feed(client: redis.Redis, market: str, orders: list[tuple[str, str, int, int
 
 def throughput(client: redis.Redis, url: str, markets_file: Path, orders: list[Any]) -> dict:
     last = feed(client, MARKET, orders)
-    matcher = Matcher(url, markets_file, MARKET)
+    matcher = launch.matcher(url, MARKET, markets_file)
     state = keys.market_state(MARKET)
     try:
         while not client.hget(state, "last"):
-            if matcher.process.poll() is not None:
-                raise SystemExit(f"matcher exited:\n{matcher.log.read_text()[-3000:]}")
+            launch.ensure_running(matcher, "matcher")
             time.sleep(0.001)
         first = client.hget(state, "last")
         started = time.perf_counter()
@@ -297,7 +220,7 @@ def latency(client: redis.Redis, url: str, markets_file: Path, orders: list[Any]
 
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
-    matcher = Matcher(url, markets_file, LATENCY_MARKET)
+    matcher = launch.matcher(url, LATENCY_MARKET, markets_file)
     try:
         deadline = time.monotonic() + 30
         while not client.get(keys.market_lease(LATENCY_MARKET)) and time.monotonic() < deadline:
@@ -344,7 +267,7 @@ def latency(client: redis.Redis, url: str, markets_file: Path, orders: list[Any]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.parser(__doc__)
     parser.add_argument("--orders", type=int, default=200_000)
     parser.add_argument("--ceiling-calls", type=int, default=200_000)
     parser.add_argument("--latency-rate", type=int, default=2_000)
@@ -352,16 +275,10 @@ def main() -> None:
     parser.add_argument("--skip-peer", action="store_true")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="dex-bench-"))
-    markets_file = workdir / "markets.yaml"
+    server = RedisServer().start()
+    markets_file = server.dir / "markets.yaml"
     markets_file.write_text(MARKETS_YAML)
-    port = free_port()
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
+    url = server.url
     client = redis.Redis.from_url(url, decode_responses=True)
     report: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
@@ -369,12 +286,6 @@ def main() -> None:
         "redis": "redis-server, no persistence, loopback",
     }  # fmt: skip
     try:
-        for _ in range(200):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
         orders = load_stream(args.orders)
         print(f"matcher: {len(orders):,} orders ...", flush=True)
         report["matcher"] = throughput(client, url, markets_file, orders)
@@ -386,7 +297,7 @@ def main() -> None:
                 report["endStateExpected"] = EXPECTED
         print(f"  {report['matcher']['ordersPerSecond']:,.0f} orders/s; end state {state}")
         print(f"ceiling: {args.ceiling_calls:,} pipelined ZADD+HSET+ZPOPMIN steps ...", flush=True)
-        report["ceiling"] = ceiling(client, port, args.ceiling_calls)
+        report["ceiling"] = ceiling(client, server.port, args.ceiling_calls)
         print(f"  {report['ceiling']}")
         if args.skip_peer:
             report["peer"] = {"skipped": "--skip-peer"}
@@ -419,11 +330,8 @@ def main() -> None:
         print(json.dumps({"ratios": report["ratios"], "goals": report["goals"]}, indent=2))
     finally:
         client.close()
-        server.terminate()
-        server.wait(timeout=10)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2))
-    print(f"written {RESULTS}")
+        server.stop()
+    print(f"written {cli.write_results('matcher.json', report)}")
 
 
 if __name__ == "__main__":

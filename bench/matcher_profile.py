@@ -2,7 +2,7 @@
 
 Starts ``redis-server`` under callgrind (collecting only inside ``evalShaCommand``), feeds the
 first ``--orders`` orders of ``../shared/data/bench/stream-200k.csv`` (the bench's market and
-commands, bench/matcher.py) through the real consumer (services/matcher/consumer.py, batches of
+commands, bench/lib/stream.py) through the real consumer (services/matcher/consumer.py, batches of
 500) and collects the Lua garbage they left (in one more EVALSHA, so it counts), then reads
 the instructions retired in the script calls (callgrind_annotate) and the
 commands the scripts ran (INFO commandstats), and divides both by the orders.
@@ -15,30 +15,22 @@ Results go to bench/results/matcher_profile.json.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import redis
+from lib import cli
+from lib.stream import MARKET, MARKETS_YAML, command, load_stream
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "bench"))
-
-from matcher import MARKET, MARKETS_YAML, command, load_stream  # noqa: E402
-
-from common import keys  # noqa: E402
-from common.markets import load_markets  # noqa: E402
-from services.matcher.consumer import MarketConsumer, write_market_cfg  # noqa: E402
-
-RESULTS = REPO_ROOT / "bench" / "results" / "matcher_profile.json"
+from common import keys
+from common.markets import load_markets
+from services.matcher.consumer import MarketConsumer, write_market_cfg
 
 
 def start_redis(socket: Path, workdir: Path, valgrind: bool) -> subprocess.Popen:
@@ -67,7 +59,7 @@ def command_counts(client: redis.Redis) -> dict[str, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.parser(__doc__)
     parser.add_argument("--orders", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=500, help="orders per script call")
     parser.add_argument("--no-valgrind", action="store_true")
@@ -135,8 +127,7 @@ def main() -> None:
         result["instructions"] = instructions
         result["instructionsPerOrder"] = round(instructions / n)
         result["callgrindOut"] = str(workdir / "callgrind.out")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    cli.write_results("matcher_profile.json", result)
     print(json.dumps(result, indent=2))
 
 

@@ -21,29 +21,24 @@ sample of each family when it has many keys). Writes ``bench/results/memory.json
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import re
-import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+import redis
+from lib import REPO_ROOT, cli, launch
+from support.exchange import Exchange
+from support.redis_server import RedisServer
 
-import redis  # noqa: E402
-from matcher import Matcher  # noqa: E402  (bench/matcher.py: the matcher process)
-from support.redis_server import RedisServer  # noqa: E402
-
-from common import keys, money  # noqa: E402
-from common.events import dumps  # noqa: E402
-from common.lua import ScriptSet  # noqa: E402
-from common.markets import load_markets  # noqa: E402
-from services.settler.ledger import Ledger  # noqa: E402
+from common import keys, money
+from common.events import dumps
+from common.lua import ScriptSet
+from common.markets import load_markets
+from services.settler.ledger import Ledger
 
 MARKET = "BTC-USDC"
 PRICE = 3_000_000
@@ -52,7 +47,7 @@ PIPELINE = 1_000
 SAMPLE_KEYS = 2_000  # MEMORY USAGE of at most this many keys per family
 FAMILY = re.compile(r"^dex:\{([^}]*)\}:([^:]+)(:.*)?$")
 INDEXED = hasattr(keys, "account_open_orders")  # this version's indexes (bench runs on older)
-ACCEPT_SCRIPT = REPO / "services" / "gateway" / "lua" / "accept_order.lua"
+ACCEPT_SCRIPT = REPO_ROOT / "services" / "gateway" / "lua" / "accept_order.lua"
 APPENDS_RESERVED = "__RESERVED__" not in ACCEPT_SCRIPT.read_text()  # this version's ARGV layout
 
 
@@ -142,26 +137,25 @@ def admit(client: redis.Redis, scripts: ScriptSet, market: Any, orders: list[tup
                 raise SystemExit(f"accept_order.lua refused an order: {verdict}")
 
 
-def wait_matched(client: redis.Redis, matcher: Matcher) -> None:
+def wait_matched(client: redis.Redis, matcher: Exchange) -> None:
     last = client.xrevrange(keys.market_in(MARKET), count=1)[0][0]
     while client.hget(keys.market_state(MARKET), "last") != last:
-        if matcher.process.poll() is not None:
-            raise SystemExit(f"matcher exited:\n{matcher.log.read_text()[-3000:]}")
+        launch.ensure_running(matcher, "matcher")
         time.sleep(0.01)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.parser(__doc__)
     parser.add_argument("--orders", type=int, default=100_000)
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--out", default="memory.json")
     args = parser.parse_args()
 
-    markets = load_markets(REPO / "deploy" / "markets.yaml")
+    markets = load_markets(REPO_ROOT / "deploy" / "markets.yaml")
     market = markets.markets[MARKET]
     server = RedisServer()
     server.start()
-    matcher: Matcher | None = None
+    matcher: Exchange | None = None
     load_before = os.getloadavg()
     try:
         client = redis.Redis.from_url(server.url, decode_responses=True)
@@ -174,9 +168,9 @@ def main() -> None:
                 pipe.hincrby(keys.balances(user), keys.deposits_field(asset), 10**15)
         pipe.sadd(keys.known_accounts(), *users)
         pipe.execute()
-        scripts = ScriptSet(client, REPO / "services" / "gateway" / "lua")
+        scripts = ScriptSet(client, REPO_ROOT / "services" / "gateway" / "lua")
         ledger = Ledger(client)
-        matcher = Matcher(server.url, None, MARKET, DEX_BROKER_URL=broker)
+        matcher = launch.matcher(server.url, MARKET, DEX_BROKER_URL=broker)
         while not client.exists(keys.market_cfg(MARKET)):
             time.sleep(0.05)
         baseline = used_memory(client)
@@ -231,10 +225,7 @@ def main() -> None:
     print(json.dumps({k: v for k, v in result.items() if k != "families"}, indent=2))
     for name, figures in list(result["families"].items())[:15]:
         print(f"  {name:32} {figures['keys']:>9} keys {figures['bytes'] / 2**20:>9.1f} MiB")
-    out = REPO / "bench" / "results" / args.out
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {cli.write_results(args.out, result)}")
 
 
 if __name__ == "__main__":

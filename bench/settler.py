@@ -12,40 +12,34 @@ last event, checks the auditor, and writes ``bench/results/settler.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+import redis
+from celery import Celery
+from lib import REPO_ROOT, cli
+from support.exchange import Exchange
+from support.market_driver import bulk_fills
+from support.redis_server import RedisServer
 
-import redis  # noqa: E402
-from celery import Celery  # noqa: E402
-from support.market_driver import bulk_fills  # noqa: E402
-from support.redis_server import RedisServer  # noqa: E402
-
-from common import keys  # noqa: E402
-from common.audit import audit  # noqa: E402
-from common.markets import load_markets  # noqa: E402
+from common import keys
+from common.audit import audit
+from common.markets import load_markets
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.parser(__doc__)
     parser.add_argument("--fills", type=int, default=40_000)
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=2)
     args = parser.parse_args()
 
-    markets = load_markets(REPO / "deploy" / "markets.yaml")
+    markets = load_markets(REPO_ROOT / "deploy" / "markets.yaml")
     server = RedisServer()
     server.start()
-    worker: subprocess.Popen[bytes] | None = None
+    worker = Exchange(server.url)
     try:
         client = redis.Redis.from_url(server.url, decode_responses=True)
         users = [f"0x{i:040x}" for i in range(1, args.users + 1)]
@@ -56,28 +50,11 @@ def main() -> None:
             for symbol, market in markets.markets.items()
         }
         print(f"wrote {per_market * len(expected)} fills in {time.monotonic() - started:.1f} s")
-        log = open(Path(tempfile.mkdtemp()) / "worker.log", "wb")  # noqa: SIM115
-        env = {**os.environ, "DEX_REDIS_URL": server.url, "PYTHONPATH": str(REPO)}
-        worker = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "celery"),
-                "-A",
-                "services.settler",
-                "worker",
-                "-Q",
-                "settle",
-                "--concurrency",
-                str(args.concurrency),
-                "--without-gossip",
-                "--without-mingle",
-                "--loglevel=WARNING",
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        worker.start(
+            "settler",
+            args=["-Q", "settle", "--concurrency", str(args.concurrency), "--without-gossip",
+                  "--without-mingle", "--loglevel=WARNING"],
+        )  # fmt: skip
         app = Celery("bench", broker=server.url)
         # Wait for the worker to be up (it answers a ping) before the clock starts.
         deadline = time.monotonic() + 60
@@ -106,14 +83,10 @@ def main() -> None:
             "machine": f"{platform.machine()} {os.cpu_count()} cpus (shared)",
         }
         print(json.dumps(result, indent=2))
-        out = REPO / "bench" / "results" / "settler.json"
-        out.parent.mkdir(exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        cli.write_results("settler.json", result)
         app.close()
     finally:
-        if worker is not None:
-            worker.terminate()
-            worker.wait(timeout=20)
+        worker.stop()
         server.stop()
 
 

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +66,11 @@ class Exchange:
     def ws(self) -> str:
         return f"ws://127.0.0.1:{self.broadcaster_port}/ws"
 
-    def start(self, *names: str) -> Exchange:
+    def start(self, *names: str, args: Sequence[str] = ()) -> Exchange:
+        """Start ``names`` (all five when none) and wait until they are ready; ``args`` are
+        added to each one's command (``--concurrency 2`` for a worker, say)."""
         for name in names or tuple(COMMANDS):
-            command = list(COMMANDS[name])
+            command = [*COMMANDS[name], *args]
             log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
             # In the temp dir, as an operator's own directory: beat keeps its schedule file there.
             self.processes[name] = subprocess.Popen(

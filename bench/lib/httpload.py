@@ -1,0 +1,160 @@
+"""The HTTP load: a minimal keep-alive client, and sender processes built on it.
+
+The load generator shares the machine's cores with the exchange it measures, so every
+microsecond it spends is taken from the system under test. One connection sends a
+pre-encoded ``POST /v1/orders`` and reads the answer on plain asyncio streams: no per-request
+task, session, header object or cookie jar (what a general client like aiohttp spends).
+
+Senders run in their own processes (``in_processes``), each on its own uvloop: ``open_loop``
+releases each order at its scheduled time (an order rate), ``closed_loop`` sends the next
+order when a connection's last one is answered (as fast as the gateway answers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+
+
+class OrderConnection:
+    """One keep-alive connection to the gateway, one request at a time."""
+
+    def __init__(self, url: str) -> None:
+        self.host, port = url.removeprefix("http://").split(":")
+        self.port = int(port)
+        self._head = (
+            f"POST /v1/orders HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            "Content-Type: application/json\r\nContent-Length: "
+        ).encode()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> OrderConnection:
+        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        return self
+
+    async def post(self, body: bytes) -> tuple[int, bytes]:
+        """Send one order body; its (status, payload)."""
+        assert self._reader is not None and self._writer is not None, "open() first"
+        self._writer.write(self._head + str(len(body)).encode() + b"\r\n\r\n" + body)
+        header = await self._reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in header.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        return int(header[9:12]), await self._reader.readexactly(length)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+def error_code(payload: bytes, default: str) -> str:
+    """The ``error.code`` of a refusal's body, or ``default``."""
+    return str(orjson.loads(payload).get("error", {}).get("code", default))
+
+
+def in_processes(target: Callable[..., None], shares: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Run ``target(*share, queue)`` in one spawned process per share; what each put on
+    ``queue``, in the order they arrived."""
+    context = multiprocessing.get_context("spawn")
+    queue: Any = context.Queue()
+    processes = [context.Process(target=target, args=(*share, queue)) for share in shares]
+    for process in processes:
+        process.start()
+    results = [queue.get() for _ in processes]
+    for process in processes:
+        process.join()
+    return results
+
+
+def open_loop(
+    gateway: str,
+    bodies: list[tuple[str, bytes]],
+    rate: float,
+    start_at: float,
+    concurrency: int,
+    results: Any,
+) -> None:
+    """Send ``bodies`` (cid, body) at ``rate`` from ``start_at`` (wall clock) over
+    ``concurrency`` keep-alive connections; put (accepted cid -> scheduled time, refusals per
+    code, this process's CPU seconds) on ``results``.
+
+    Open loop: a scheduler releases each order at its time and a free connection sends it.
+    The latency clock starts at the scheduled time, so when every connection is busy the
+    order's wait counts too: a slow exchange cannot hide behind the client's queue.
+    """
+    import uvloop
+
+    accepted: dict[str, float] = {}
+    rejected: dict[str, int] = {}
+
+    async def main() -> None:
+        ready: asyncio.Queue[tuple[str, bytes, float] | None] = asyncio.Queue()
+
+        async def connection_worker() -> None:
+            connection = await OrderConnection(gateway).open()
+            try:
+                while (item := await ready.get()) is not None:
+                    cid, body, scheduled = item
+                    status, payload = await connection.post(body)
+                    if status == 202:
+                        accepted[cid] = scheduled
+                    else:
+                        code = error_code(payload, "HTTP")
+                        rejected[code] = rejected.get(code, 0) + 1
+            finally:
+                connection.close()
+
+        workers = [asyncio.create_task(connection_worker()) for _ in range(concurrency)]
+        for index, (cid, body) in enumerate(bodies):
+            scheduled = start_at + index / rate
+            delay = scheduled - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            ready.put_nowait((cid, body, scheduled))
+        for _ in workers:
+            ready.put_nowait(None)
+        await asyncio.gather(*workers)
+
+    uvloop.run(main())
+    results.put((accepted, rejected, time.process_time()))
+
+
+def closed_loop(
+    url: str, bodies: list[bytes], concurrency: int, start_at: float, results: Any
+) -> None:
+    """From ``start_at`` (wall clock), ``concurrency`` keep-alive connections each send their
+    next pre-encoded body when the last one is answered; put (began, ended, answers per code,
+    ``ACCEPTED`` for a 202) on ``results``."""
+    import uvloop
+
+    codes: dict[str, int] = {}
+
+    async def main() -> tuple[float, float]:
+        queue = list(reversed(bodies))
+
+        async def worker() -> None:
+            connection = await OrderConnection(url).open()
+            try:
+                while queue:
+                    status, payload = await connection.post(queue.pop())
+                    code = "ACCEPTED" if status == 202 else error_code(payload, str(status))
+                    codes[code] = codes.get(code, 0) + 1
+            finally:
+                connection.close()
+
+        delay = start_at - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        began = time.time()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return began, time.time()
+
+    began, ended = uvloop.run(main())
+    results.put((began, ended, codes))
