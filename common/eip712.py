@@ -1,31 +1,32 @@
-"""EIP-712 typed-data hashing and signature recovery (API.md section 4).
+"""EIP-712 signing and signature recovery for our five flat primary types (API.md section 4).
 
-Two encoders live here, on purpose:
+The encoding rules are eth-account's, the reference a client signs with: a ``Verifier`` asks it
+once, at start-up, for the domain separator and each primary type's type hash. Per message the
+verifier encodes the flat struct itself (every field is a string, a uint256 or a bool, one
+32-byte word each) and recovers the signer with coincurve (libsecp256k1), several times faster
+than eth-account's general encoder. Strings of low-cardinality fields (userId, market, side, ...)
+are hashed once and remembered, because a keccak call costs a few microseconds.
+tests/unit/test_eip712.py holds this digest equal to eth-account's on random messages.
 
-* ``Verifier`` is the hot path of the gateway: our five primary types are flat, so their type
-  hashes and the domain separator are computed once and each field is encoded directly. Strings
-  of low-cardinality fields (userId, market, side, ...) are hashed once and remembered, because a
-  keccak call through pycryptodome costs several microseconds.
-* ``encode_typed_data_digest`` (with ``encode_type``, ``encode_data``, ``hash_struct``,
-  ``domain_separator``) is a general EIP-712 encoder (nested structs, arrays, every atomic type).
-  It is slower, and exists so the public EIP-712 vectors can prove the encoding rules that the
-  fast path relies on; ``Verifier`` builds its precomputed hashes with it.
-
-``sign`` uses eth-account, the reference implementation, so tests and benches sign exactly as a
-client would. Recovery uses coincurve (libsecp256k1) directly: it accepts what eth-account's
-``Account.recover_message`` accepts (v 0/1/27/28, high or low s), except EIP-155 style
-``v >= 35``, which eth-account tolerates but no EIP-712 signer produces.
+Wire values are checked more strictly than eth-account does (it reads ``"no"`` as a true bool
+and ``"0x10"`` as a uint256): see ``_uint256_value`` and ``_enc_bool``. Recovery accepts what
+eth-account's ``Account.recover_message`` accepts (v 0/1/27/28, high or low s), except EIP-155
+style ``v >= 35``, which eth-account tolerates but no EIP-712 signer produces.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from functools import lru_cache
 from typing import Any, Final
 
+import eth_utils
 from coincurve import PublicKey
 from Crypto.Hash import keccak as _keccak
+from eth_account import Account
+
+# The helpers encode_typed_data is built on; eth-account exports no type-hash function.
+from eth_account._utils.encode_typed_data.encoding_and_hashing import hash_domain, hash_type
 
 __all__ = [
     "DOMAIN_NAME",
@@ -36,16 +37,10 @@ __all__ = [
     "SignatureError",
     "Verifier",
     "domain_for_info",
-    "domain_separator",
-    "encode_data",
-    "encode_type",
-    "encode_typed_data_digest",
-    "hash_struct",
     "keccak256",
     "recover_digest",
     "sign",
     "to_checksum_address",
-    "type_hash",
     "types_for_info",
 ]
 
@@ -110,20 +105,6 @@ _UINT256_MAX_DIGITS: Final = 78  # len(str(2**256 - 1))
 _ZERO32: Final = bytes(32)
 _ONE32: Final = (1).to_bytes(32, "big")
 _HEX40 = re.compile(r"0x[0-9a-fA-F]{40}")
-_HEXSTR = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
-_INT_TYPE = re.compile(r"(u?)int([0-9]*)")
-_BYTES_N_TYPE = re.compile(r"bytes([0-9]+)")
-_ARRAY_SUFFIX = re.compile(r"(.*)\[([0-9]*)\]")
-# eth-account's order of domain fields; used when typed data omits types.EIP712Domain.
-_STANDARD_DOMAIN_FIELDS: Final = {
-    "name": "string",
-    "version": "string",
-    "chainId": "uint256",
-    "verifyingContract": "address",
-    "salt": "bytes32",
-}
-
-TypesDict = Mapping[str, Sequence[Mapping[str, str]]]
 
 _keccak_new = _keccak.new
 
@@ -146,7 +127,7 @@ class SignatureError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------
-# Atomic value encoders shared by the fast path and the general encoder.
+# Field encoders of the fast path: string, uint256 and bool, the only types our structs use.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -211,199 +192,14 @@ def _enc_bool(value: Any) -> bytes:
     raise ValueError(f"expected a boolean, got {type(value).__name__}")
 
 
-def _address_bytes(value: Any) -> bytes:
-    if isinstance(value, str) and _HEX40.fullmatch(value):
-        return bytes.fromhex(value[2:])
-    if isinstance(value, bytes | bytearray) and len(value) == 20:
-        return bytes(value)
-    raise ValueError(f"expected an address (0x + 40 hex digits), got {value!r:.80}")
-
-
-def _enc_address(value: Any) -> bytes:
-    return bytes(12) + _address_bytes(value)
-
-
-def _bytes_value(value: Any) -> bytes:
-    if isinstance(value, bytes | bytearray):
-        return bytes(value)
-    if isinstance(value, str) and _HEXSTR.fullmatch(value):
-        return bytes.fromhex(value[2:])
-    raise ValueError(f"expected bytes or a 0x hex string, got {value!r:.80}")
-
-
-def _int_value(value: Any) -> int:
-    """General-encoder integers: int, decimal string (optionally negative) or 0x hex string."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, str) and value.isascii():
-        if re.fullmatch(r"-?[0-9]{1,80}", value):
-            return int(value)
-        if re.fullmatch(r"0x[0-9a-fA-F]{1,64}", value):
-            return int(value, 16)
-    raise ValueError(f"expected an integer, got {value!r:.80}")
-
-
-@lru_cache(maxsize=256)
-def _atomic_encoder(type_: str) -> Callable[[Any], bytes] | None:
-    """The 32-byte encoder of an atomic EIP-712 type, or None if ``type_`` is not atomic."""
+def _field_encoder(name: str, type_: str) -> Callable[[Any], bytes]:
     if type_ == "string":
-        return _enc_string
+        return _enc_string_cached if name in _CACHED_STRING_FIELDS else _enc_string
+    if type_ == "uint256":
+        return _enc_uint256
     if type_ == "bool":
         return _enc_bool
-    if type_ == "address":
-        return _enc_address
-    if type_ == "bytes":
-        return lambda v: keccak256(_bytes_value(v))
-    m = _INT_TYPE.fullmatch(type_)
-    if m:
-        bits = int(m.group(2) or "256")
-        if bits % 8 or not 8 <= bits <= 256 or m.group(2).startswith("0"):
-            return None
-        if m.group(1):
-            lo, hi = 0, 1 << bits
-        else:
-            lo, hi = -(1 << (bits - 1)), 1 << (bits - 1)
-
-        def enc_int(v: Any) -> bytes:
-            n = _int_value(v)
-            if not lo <= n < hi:
-                raise ValueError(f"{type_} out of range")
-            return (n % _UINT256_LIMIT).to_bytes(32, "big")  # two's complement for intN
-
-        return enc_int
-    m = _BYTES_N_TYPE.fullmatch(type_)
-    if m:
-        size = int(m.group(1))
-        if not 1 <= size <= 32 or m.group(1).startswith("0"):
-            return None
-
-        def enc_bytes_n(v: Any) -> bytes:
-            raw = _bytes_value(v)
-            if len(raw) > size:
-                raise ValueError(f"{type_} value is {len(raw)} bytes")
-            return raw.ljust(32, b"\x00")
-
-        return enc_bytes_n
-    return None
-
-
-# ---------------------------------------------------------------------------------------------
-# General EIP-712 encoder.
-# ---------------------------------------------------------------------------------------------
-
-
-def _base_type(type_: str) -> str:
-    """``Person[2][]`` -> ``Person``."""
-    i = type_.find("[")
-    return type_ if i < 0 else type_[:i]
-
-
-def _collect_deps(type_: str, types: TypesDict, found: list[str]) -> None:
-    base = _base_type(type_)
-    if base in found:
-        return
-    if base not in types:
-        if _atomic_encoder(base) is None:
-            raise ValueError(f"undefined EIP-712 type {base!r}")
-        return
-    found.append(base)
-    for field in types[base]:
-        _collect_deps(field["type"], types, found)
-
-
-def encode_type(primary_type: str, types: TypesDict) -> str:
-    """``Mail(Person from,...)Person(...)``: the primary type, then its dependencies sorted."""
-    found: list[str] = []
-    _collect_deps(primary_type, types, found)
-    if not found or found[0] != primary_type:
-        raise ValueError(f"{primary_type!r} is not a struct type")
-    ordered = [primary_type, *sorted(found[1:])]
-    return "".join(_encode_one_type(name, types[name]) for name in ordered)
-
-
-def _encode_one_type(name: str, fields: Sequence[Mapping[str, str]]) -> str:
-    members = ",".join(f"{field['type']} {field['name']}" for field in fields)
-    return f"{name}({members})"
-
-
-def type_hash(primary_type: str, types: TypesDict) -> bytes:
-    return keccak256(encode_type(primary_type, types).encode("utf-8"))
-
-
-def _encode_value(type_: str, value: Any, types: TypesDict) -> bytes:
-    if type_.endswith("]"):
-        m = _ARRAY_SUFFIX.fullmatch(type_)
-        if m is None:
-            raise ValueError(f"bad array type {type_!r}")
-        inner, size = m.group(1), m.group(2)
-        if not isinstance(value, list | tuple):
-            raise ValueError(f"{type_} expects an array, got {type(value).__name__}")
-        if size and len(value) != int(size):
-            raise ValueError(f"{type_} expects {size} items, got {len(value)}")
-        return keccak256(b"".join(_encode_value(inner, item, types) for item in value))
-    if type_ in types:
-        if value is None:  # signTypedData V4 (and eth-account): a missing struct is bytes32(0)
-            return _ZERO32
-        if not isinstance(value, Mapping):
-            raise ValueError(f"{type_} expects an object, got {type(value).__name__}")
-        return hash_struct(type_, value, types)
-    encoder = _atomic_encoder(type_)
-    if encoder is None:
-        raise ValueError(f"undefined EIP-712 type {type_!r}")
-    if value is None:
-        raise ValueError(f"missing value of type {type_}")
-    return encoder(value)
-
-
-def encode_data(primary_type: str, data: Mapping[str, Any], types: TypesDict) -> bytes:
-    """``typeHash || enc(field_1) || ... || enc(field_n)``."""
-    parts = [type_hash(primary_type, types)]
-    for field in types[primary_type]:
-        try:
-            parts.append(_encode_value(field["type"], data.get(field["name"]), types))
-        except ValueError as exc:
-            raise ValueError(f"{primary_type}.{field['name']}: {exc}") from exc
-    return b"".join(parts)
-
-
-def hash_struct(primary_type: str, data: Mapping[str, Any], types: TypesDict) -> bytes:
-    return keccak256(encode_data(primary_type, data, types))
-
-
-def domain_separator(domain: Mapping[str, Any], types: TypesDict | None = None) -> bytes:
-    """hashStruct of the domain; without ``types["EIP712Domain"]`` the fields are inferred from
-    the domain's keys in the standard order, as eth-account and ethers do."""
-    if types is not None and "EIP712Domain" in types:
-        return hash_struct("EIP712Domain", domain, types)
-    unknown = set(domain) - set(_STANDARD_DOMAIN_FIELDS)
-    if unknown:
-        raise ValueError(f"unknown domain fields {sorted(unknown)} without types.EIP712Domain")
-    fields = [{"name": k, "type": t} for k, t in _STANDARD_DOMAIN_FIELDS.items() if k in domain]
-    return hash_struct("EIP712Domain", domain, {**(types or {}), "EIP712Domain": fields})
-
-
-def _infer_primary_type(types: TypesDict) -> str:
-    """The one struct no other struct refers to, as eth-account infers it."""
-    names = set(types) - {"EIP712Domain"}
-    referenced = {
-        _base_type(f["type"]) for n in names for f in types[n] if _base_type(f["type"]) != n
-    }
-    roots = sorted(names - referenced)
-    if len(roots) != 1:
-        raise ValueError(f"primaryType missing and not inferable (roots: {roots})")
-    return roots[0]
-
-
-def encode_typed_data_digest(typed_data: Mapping[str, Any]) -> bytes:
-    """keccak256(0x1901 || domainSeparator || hashStruct(message)) of a full typed-data dict
-    ``{types, primaryType, domain, message}``; for primaryType EIP712Domain the message hash is
-    left out, as signTypedData V4 does."""
-    types: TypesDict = typed_data["types"]
-    primary = typed_data.get("primaryType") or _infer_primary_type(types)
-    separator = domain_separator(typed_data.get("domain") or {}, types)
-    if primary == "EIP712Domain":
-        return keccak256(b"\x19\x01" + separator)
-    return keccak256(b"\x19\x01" + separator + hash_struct(primary, typed_data["message"], types))
+    raise ValueError(f"no fast encoder for {type_}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -415,11 +211,7 @@ def to_checksum_address(address: str) -> str:
     """EIP-55 form; a mixed-case input must already be correctly checksummed (catches typos)."""
     if not isinstance(address, str) or not _HEX40.fullmatch(address):
         raise ValueError(f"not an address (0x + 40 hex digits): {address!r:.80}")
-    lower = address[2:].lower()
-    digest = keccak256(lower.encode("ascii")).hex()
-    checksummed = "0x" + "".join(
-        c.upper() if int(d, 16) >= 8 else c for c, d in zip(lower, digest, strict=False)
-    )
+    checksummed = str(eth_utils.to_checksum_address(address))
     body = address[2:]
     if body != body.lower() and body != body.upper() and address != checksummed:
         raise ValueError(f"bad EIP-55 checksum: {address}")
@@ -491,20 +283,8 @@ def _recover(sig65: bytes, digest: bytes) -> str:
 _FieldPlan = tuple[tuple[str, Callable[[Any], bytes]], ...]
 
 
-def _fast_encoder(name: str, type_: str) -> Callable[[Any], bytes]:
-    if type_ == "string":
-        return _enc_string_cached if name in _CACHED_STRING_FIELDS else _enc_string
-    if type_ == "uint256":
-        return _enc_uint256
-    if type_ == "bool":
-        return _enc_bool
-    if type_ == "address":
-        return _enc_address
-    raise ValueError(f"no fast encoder for {type_}")
-
-
 class Verifier:
-    """Fast verifier: domain separator and type hashes precomputed once.
+    """Fast verifier: domain separator and type hashes computed once, by eth-account.
 
     Messages are mappings of the wire body: extra keys (``sig``, ...) are ignored, a missing or
     ill-typed field raises ValueError (not SignatureError: it is a bad request, not a bad
@@ -517,6 +297,7 @@ class Verifier:
         "chain_id",
         "domain",
         "domain_separator",
+        "type_hashes",
         "verifying_contract",
     )
 
@@ -524,15 +305,14 @@ class Verifier:
         self.domain = domain_for_info(chain_id, verifying_contract)
         self.chain_id: int = self.domain["chainId"]
         self.verifying_contract: str = self.domain["verifyingContract"]
-        self.domain_separator = hash_struct(
-            "EIP712Domain", self.domain, {"EIP712Domain": _fields_as_dicts(EIP712_DOMAIN_FIELDS)}
-        )
+        self.domain_separator: bytes = bytes(hash_domain(self.domain))
+        self.type_hashes: dict[str, bytes] = {
+            name: bytes(hash_type(name, {name: _fields_as_dicts(fields)}))
+            for name, fields in PRIMARY_TYPES.items()
+        }
         self._prefix = b"\x19\x01" + self.domain_separator
         self._plans: dict[str, tuple[bytes, _FieldPlan]] = {
-            name: (
-                type_hash(name, {name: _fields_as_dicts(fields)}),
-                tuple((f, _fast_encoder(f, t)) for f, t in fields),
-            )
+            name: (self.type_hashes[name], tuple((f, _field_encoder(f, t)) for f, t in fields))
             for name, fields in PRIMARY_TYPES.items()
         }
 
@@ -579,11 +359,8 @@ def sign(
     """``0x`` + 130 hex, made by eth-account's ``sign_typed_data`` (the reference a client uses).
 
     The message is checked with the verifier's rules first, so nothing is signed that the
-    gateway would refuse, and uint256 strings become ints. eth-account is imported here, not at
-    module load, because the gateway only verifies and the import is slow.
+    gateway would refuse, and uint256 strings become ints.
     """
-    from eth_account import Account
-
     try:
         fields = PRIMARY_TYPES[primary_type]
     except KeyError:
@@ -593,7 +370,7 @@ def sign(
         if name not in message:
             raise ValueError(f"{primary_type}: missing field {name!r}")
         value = message[name]
-        _fast_encoder(name, type_)(value)
+        _field_encoder(name, type_)(value)
         data[name] = _uint256_value(value) if type_ == "uint256" else value
     signed = Account.sign_typed_data(
         private_key,
