@@ -86,8 +86,8 @@ end
 -- and the open loss of loss per unit (common/reservations.py derivative_need).
 local function derivative_need(price, rest, open, margin_price, loss, mult, margin_bps, fee_bps)
   local opening = math.min(rest, open)
-  return ceil_bps(price * rest * mult, fee_bps) + ceil_bps(margin_price * opening * mult, margin_bps) +
-    loss * opening * mult
+  return ceil_bps(price * rest * mult, fee_bps) +
+    ceil_bps(margin_price * opening * mult, margin_bps) + loss * opening * mult
 end
 
 -- What an open order's reservation must hold with rest unfilled, by the kind of terms it was

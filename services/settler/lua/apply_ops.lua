@@ -182,7 +182,8 @@ for _, batch in ipairs(batches) do
         local record = op[2]
         if cut_in_event > 0 then
           local fee = tonumber(string.match(record, '"fee":"(%d+)"'))
-          record = string.gsub(record, '"fee":"%d+"', '"fee":"' .. int(fee - cut_in_event) .. '"', 1)
+          local charged = '"fee":"' .. int(fee - cut_in_event) .. '"'
+          record = string.gsub(record, '"fee":"%d+"', charged, 1)
         end
         redis.call('XADD', fills_key, 'MAXLEN', '~', '10000', '*', 'f', record)
       else

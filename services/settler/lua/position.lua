@@ -4,9 +4,9 @@
 --#include money.lua
 
 -- Move a position by a signed delta at price (see apply_ops.lua "position").
-local function apply_position(pos_key, bal_key, market, asset, delta, price, mult, cash)
-  local size = tonumber(redis.call('HGET', pos_key, market .. ':size') or '0')
-  local entry = tonumber(redis.call('HGET', pos_key, market .. ':entry') or '0')
+local function apply_position(positions, balances, in_market, asset, delta, price, mult, cash)
+  local size = tonumber(redis.call('HGET', positions, in_market .. ':size') or '0')
+  local entry = tonumber(redis.call('HGET', positions, in_market .. ':entry') or '0')
   local dir = delta > 0 and 1 or -1
   local amount = math.abs(delta)
   local pnl = 0
@@ -25,11 +25,11 @@ local function apply_position(pos_key, bal_key, market, asset, delta, price, mul
     size = size + dir * amount
     entry = entry + dir * price * amount * mult
   end
-  redis.call('HSET', pos_key, market .. ':size', string.format('%d', size),
-             market .. ':entry', string.format('%d', entry))
+  redis.call('HSET', positions, in_market .. ':size', string.format('%d', size),
+             in_market .. ':entry', string.format('%d', entry))
   if pnl ~= 0 then
-    redis.call('HINCRBY', pos_key, market .. ':rpnl', string.format('%d', pnl))
-    if cash == 1 then redis.call('HINCRBY', bal_key, asset .. ':t', string.format('%d', pnl)) end
+    redis.call('HINCRBY', positions, in_market .. ':rpnl', string.format('%d', pnl))
+    if cash == 1 then redis.call('HINCRBY', balances, asset .. ':t', string.format('%d', pnl)) end
   end
 end
 
