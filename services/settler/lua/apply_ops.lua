@@ -72,11 +72,6 @@ local batches = cjson.decode(ARGV[2])
 local account_prefix = string.sub(bal_key, 1, -4)  -- 'dex:{u}:' of 'dex:{u}:bal'
 local open_qty_key, shares_key = account_prefix .. 'oq', account_prefix .. 'oqo'
 
-local watermark = tonumber(redis.call('HGET', wm_key, market) or '0')
-local applied = 0
-local waivers = {}  -- flat: eseq, amount
-local skipped = {}  -- "<market>:<eseq>" of events applied before (their cuts are looked up)
-
 local function int(n) return string.format('%d', n) end
 
 local function reserved_for(cid)
@@ -116,6 +111,10 @@ local function fee_cut(asset, amount, fee, reserved)
   return math.min(fee, amount - can)
 end
 
+local watermark = tonumber(redis.call('HGET', wm_key, market) or '0')
+local applied = 0
+local waivers = {}  -- flat: eseq, amount
+local skipped = {}  -- "<market>:<eseq>" of events applied before (their cuts are looked up)
 for _, batch in ipairs(batches) do
   local eseq = tonumber(batch[1])
   if eseq <= watermark then
