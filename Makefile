@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup redis run test lint bench clean
+.PHONY: help setup redis luacheck run test lint bench clean
 
 help: ## list the targets
 	@echo "usage: make <target>"
@@ -46,10 +46,26 @@ run: setup ## start Redis (unless DEX_REDIS_URL answers) and all five processes;
 test: setup ## run the whole test suite (extra pytest options: PYTEST_ARGS='-k foo -x')
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-lint: setup ## ruff (lint and format) + mypy
+lint: setup luacheck ## ruff (lint and format) + mypy + luacheck (every Lua script, as assembled)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy common services
+	$(BIN)/python -m common.lua_check
+
+luacheck: ## make sure luacheck (the Lua linter) is installed
+	@if command -v luacheck >/dev/null 2>&1; then \
+	  :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo ">> installing luacheck (lua-check) with apt-get"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq lua-check >/dev/null \
+	    || { echo "error: apt-get install lua-check failed" >&2; exit 1; }; \
+	else \
+	  echo "error: luacheck is not installed. Install it, then re-run make:" >&2; \
+	  echo "  Debian/Ubuntu: sudo apt-get install -y lua-check" >&2; \
+	  echo "  elsewhere:     luarocks install luacheck" >&2; \
+	  exit 1; \
+	fi
 
 # Every bench/*.py is an entry point; the modules they share are in bench/lib/, not run here.
 bench: setup ## run every bench/*.py (informational: a failing benchmark does not fail make)

@@ -25,6 +25,7 @@ if tokens < 1000 then
   redis.call('PEXPIRE', bucket, ttl)
   return math.max(1, math.ceil((1000 - tokens) / rate))
 end
-redis.call('HSET', bucket, 'tokens', string.format('%d', tokens - 1000), 'ts', string.format('%d', now))
+redis.call('HSET', bucket, 'tokens', string.format('%d', tokens - 1000),
+           'ts', string.format('%d', now))
 redis.call('PEXPIRE', bucket, ttl)
 return 0

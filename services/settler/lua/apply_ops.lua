@@ -59,7 +59,7 @@
 --                                      leaves the open index (KEYS[8]) and its accepted record
 --                                      dex:{u}:ord:<cid> (same slot; key from common/keys.py)
 --                                      is deleted: no read or recovery needs it any more
--- Every value stays below 2^53; products that could pass it are split (see muldiv).
+-- Every value stays below 2^53; the money rules are common/lua/money.lua's.
 -- Returns {events applied, eseq, waived, eseq, waived, ...}: every fee cut of this call's
 -- events, those applied now and those applied by an earlier call (so the caller can credit
 -- the fee account with what was charged even when it re-runs a batch after a crash).
@@ -72,17 +72,13 @@ local batches = cjson.decode(ARGV[2])
 local account_prefix = string.sub(bal_key, 1, -4)  -- 'dex:{u}:' of 'dex:{u}:bal'
 local open_qty_key, shares_key = account_prefix .. 'oq', account_prefix .. 'oqo'
 
-local watermark = tonumber(redis.call('HGET', wm_key, market) or '0')
-local applied = 0
-local waivers = {}  -- flat: eseq, amount
-local skipped = {}  -- "<market>:<eseq>" of events applied before (their cuts are looked up)
-
 local function int(n) return string.format('%d', n) end
 
 local function reserved_for(cid)
   return tonumber(redis.call('HGET', res_key, cid) or '0')
 end
 
+--#include money.lua
 --#include position.lua
 
 -- An open derivative order's unfilled qty falls by qty (nil: all of it, the order is done).
@@ -100,21 +96,6 @@ local function open_qty_falls(cid, qty)
   end
 end
 
-local function need(kind, rest, price, qty, mult, bps1, bps2, reserved, open, margin_price, loss)
-  local n = price * rest * mult
-  if kind == 'deriv' then
-    local opening = math.min(rest, open)
-    return ceil_bps(n, bps2) + ceil_bps(margin_price * opening * mult, bps1) +
-      loss * opening * mult
-  end
-  if kind == 'quote' then return n + ceil_bps(n, bps2) end
-  if kind == 'base' then return rest * mult end
-  if kind == 'margin' then return ceil_bps(n, bps1) + ceil_bps(n, bps2) end
-  if kind == 'fee' then return ceil_bps(n, bps2) end
-  if kind == 'prop' then return muldiv(reserved, rest, qty, true) end
-  return nil
-end
-
 -- The account's free balance of asset (total - locked; negative when it owes).
 local function free_of(asset)
   local held = redis.call('HMGET', bal_key, asset .. ':t', asset .. ':l')
@@ -130,6 +111,10 @@ local function fee_cut(asset, amount, fee, reserved)
   return math.min(fee, amount - can)
 end
 
+local watermark = tonumber(redis.call('HGET', wm_key, market) or '0')
+local applied = 0
+local waivers = {}  -- flat: eseq, amount
+local skipped = {}  -- "<market>:<eseq>" of events applied before (their cuts are looked up)
 for _, batch in ipairs(batches) do
   local eseq = tonumber(batch[1])
   if eseq <= watermark then
@@ -171,9 +156,9 @@ for _, batch in ipairs(batches) do
         local qty = tonumber(op[7])
         local rest = math.max(qty - filled, 0)
         open_qty_falls(cid, tonumber(op[4]))
-        local keep = need(op[5], rest, tonumber(op[6]), qty, tonumber(op[8]), tonumber(op[9]),
-                          tonumber(op[10]), tonumber(op[11]), tonumber(op[12] or '0'),
-                          tonumber(op[13] or '0'), tonumber(op[14] or '0'))
+        local keep = reservation_need(op[5], rest, tonumber(op[6]), qty, tonumber(op[8]),
+          tonumber(op[9]), tonumber(op[10]), tonumber(op[11]), tonumber(op[12] or '0'),
+          tonumber(op[13] or '0'), tonumber(op[14] or '0'))
         local left = reserved_for(cid)
         if keep ~= nil and left ~= keep and redis.call('HEXISTS', res_key, cid) == 1 then
           if keep > left then
@@ -196,7 +181,8 @@ for _, batch in ipairs(batches) do
         local record = op[2]
         if cut_in_event > 0 then
           local fee = tonumber(string.match(record, '"fee":"(%d+)"'))
-          record = string.gsub(record, '"fee":"%d+"', '"fee":"' .. int(fee - cut_in_event) .. '"', 1)
+          local charged = '"fee":"' .. int(fee - cut_in_event) .. '"'
+          record = string.gsub(record, '"fee":"%d+"', charged, 1)
         end
         redis.call('XADD', fills_key, 'MAXLEN', '~', '10000', '*', 'f', record)
       else

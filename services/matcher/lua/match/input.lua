@@ -1,0 +1,32 @@
+-- match/input.lua: the call's entries of the market stream (dex:{m}:in): those passed in
+-- ARGV, then those the script reads itself for its consumer; their acknowledgement.
+
+--#include state.lua
+
+-- {stream id, command JSON} of every entry to apply, in order, and the ids read here.
+local function input_entries()
+  local entries, read_ids = {}, {}
+  for i = FIRST_ENTRY_ARG, #ARGV, 2 do entries[#entries + 1] = {ARGV[i], ARGV[i + 1]} end
+  if read_count <= 0 then return entries, read_ids end
+  local got = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', read_count,
+                           'STREAMS', K_IN, '>')
+  if got and got[1] then
+    for _, entry in ipairs(got[1][2]) do
+      local fields, raw = entry[2], '{}'
+      for f = 1, #fields, 2 do if fields[f] == 'c' then raw = fields[f + 1] end end
+      entries[#entries + 1] = {entry[1], raw}
+      read_ids[#read_ids + 1] = entry[1]
+    end
+  end
+  return entries, read_ids
+end
+
+-- Acknowledge the entries read here. Everything up to the last applied id is applied (a
+-- replay skips it) and, on this path, acknowledged too (own and predecessors' pending entries
+-- are applied and acknowledged before the script reads new ones): drop it, whole stream nodes
+-- only, so the input stays short.
+local function acknowledge(read_ids)
+  if #read_ids == 0 then return end
+  redis.call('XACK', K_IN, group, unpack(read_ids))
+  redis.call('XTRIM', K_IN, 'MINID', '~', last)
+end

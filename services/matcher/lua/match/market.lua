@@ -1,0 +1,44 @@
+-- match/market.lua: the market's constants (dex:{m}:cfg) and its index and mark prices.
+
+--#include text.lua
+
+local cfg = {}
+local product, is_deriv, mult, taker_bps, im_bps, lot, band_bps
+local market_json    -- the market's symbol as a JSON string
+local trade_id_head  -- '"<market>:': a trade's id is this, its tseq and '"'
+local px = nil       -- {index, mark}, read when first needed
+
+-- Read the market's constants, once per call.
+local function load_market()
+  local raw = redis.call('HGETALL', K_CFG)
+  for i = 1, #raw, 2 do cfg[raw[i]] = raw[i + 1] end
+  product = cfg.product or 'SPOT'
+  is_deriv = product == 'PERP' or product == 'FUTURE' or product == 'OPTION'
+  local margined = product == 'PERP' or product == 'FUTURE'
+  mult = tonumber(cfg.mult or '1')
+  taker_bps = tonumber(cfg.takerFeeBps or '0')
+  im_bps = tonumber(cfg.initialMarginBps or '0')
+  lot = tonumber(cfg.lotSize or '1')
+  band_bps = margined and tonumber(cfg.priceBandBps or '0') or 0
+  market_json = q(market)
+  trade_id_head = string.sub(market_json, 1, -2) .. ':'
+end
+
+-- The market's index and mark (dex:{m}:px, read once per call when a derivative order needs
+-- them; before the oracle's first run the file's index, and an option's intrinsic value).
+local function prices()
+  if px then return px end
+  local raw = redis.call('HMGET', mprefix .. 'px', 'index', 'mark')
+  local index = tonumber(raw[1] or '') or tonumber(cfg.indexPrice or '0')
+  local mark = tonumber(raw[2] or '')
+  if mark == nil then
+    if product == 'OPTION' then
+      local strike = tonumber(cfg.strike or '0')
+      mark = cfg.optionType == 'PUT' and math.max(strike - index, 0) or math.max(index - strike, 0)
+    else
+      mark = index
+    end
+  end
+  px = {index = index, mark = mark}
+  return px
+end

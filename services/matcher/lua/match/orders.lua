@@ -1,0 +1,54 @@
+-- match/orders.lua: an order's end (final status, open set, done event), taking a resting
+-- order off the book, and replies to the command's sender.
+
+--#include records.lua
+--#include events.lua
+--#include publication.lua
+
+local function open_order(o)
+  return o and (o.status == 'NEW' or o.status == 'PARTIAL')
+end
+
+-- An order reaches a final status: record, leave the open set, done event.
+-- (A taker's record is written whole once its command is done: see match/commands.lua.)
+local function finish(o, new_status, reason)
+  o.status, o.reason = new_status, reason or ''
+  if not o.incoming then
+    save_final(o)
+    redis.call('SREM', uprefix .. o.userId, o.clientOrderId)
+  end
+  local e = next_eseq()
+  emit_event(e, '{"eseq":' .. e .. ',"k":"done","user":' .. q(o.userId) .. ',"cid":' ..
+    q(o.clientOrderId) .. ',"side":"' .. o.side .. '","status":"' .. new_status ..
+    '","reason":' .. (reason and q(reason) or 'null') .. ',"filled":' .. int(o.filled) ..
+    ',"ts":' .. now_text .. '}')
+  touch(o)
+end
+
+-- Take a resting order off the book (cancel, self-trade, expiry) with a final status.
+local function remove_resting(o, new_status, reason)
+  local is_bid = o.side == 'BUY'
+  local member = book_member(o)
+  redis.call('ZREM', is_bid and K_BIDS or K_ASKS, member)
+  if o.expiresAt ~= '0' then redis.call('ZREM', K_EXP, (is_bid and 'B' or 'S') .. member) end
+  level_add(is_bid, o.price, -(o.qty - o.filled))
+  finish(o, new_status, reason)
+end
+
+-- Remove a list of open orders one by one, in arrival order, each its own unit.
+local function remove_all(list, reason)
+  table.sort(list, function(a, b) return tonumber(a.aseq) < tonumber(b.aseq) end)
+  for _, o in ipairs(list) do
+    remove_resting(o, 'CXL', reason)
+    end_unit()
+  end
+  return #list
+end
+
+-- The command's answer onto its reply list, when it asks for one.
+local function reply(cmd, body)
+  if cmd.reply and cmd.reply ~= cjson.null and cmd.reply ~= '' then
+    redis.call('LPUSH', cmd.reply, body)
+    redis.call('EXPIRE', cmd.reply, 60)
+  end
+end

@@ -1,0 +1,96 @@
+-- match/records.lua: the order record dex:{m}:o:<user>:<cid> and the book member.
+--
+-- Order record: the immutable part in four fields written once (common/order_reads.py
+-- decodes them for every Python reader), the mutable part in its own fields (qty, filled,
+-- status, reason, updatedTs, and a resting derivative order's oa), so HGET okey status still
+-- works. One small HSET per order instead of eighteen fields (a new hash is a listpack: each
+-- field is a scan and a realloc), and no value over 64 bytes, so the hash stays a listpack
+-- (hash-max-listpack-value; one longer value makes Redis keep it as a hashtable, about 2.5
+-- times the memory):
+--   d = side|type|timeInForce|reduceOnly|expiresAt|price|ts   a = aseq|reserved|liquidation|market
+--   u = userId   c = clientOrderId   (reduceOnly, liquidation: 0/1)
+-- Records of the flat shape (a field per name, written by versions before the packed one)
+-- are read as well.
+-- In memory an order is a table of those names (price, qty, filled as numbers), its key,
+-- and oa: what a derivative order may still open (nil: no bound).
+-- Book member: "<aseq:016d>|<user>|<cid>", so one price level sorts by arrival.
+
+--#include text.lua
+
+local D_PATTERN = '^' .. string.rep('([^|]*)|', 6) .. '(.*)$'
+local FLAT_FIELDS = {'userId', 'clientOrderId', 'side', 'type', 'timeInForce', 'reduceOnly',
+  'expiresAt', 'price', 'qty', 'filled', 'status', 'reason', 'ts', 'aseq'}
+local cache = {}  -- key -> order: every order this call read or created
+
+-- The order at okey (nil if there is none), read once per call.
+local function load(okey)
+  local o = cache[okey]
+  if o then return o end
+  local raw = redis.call('HMGET', okey, 'd', 'qty', 'filled', 'status', 'reason', 'a', 'u', 'c',
+                        'oa')
+  if raw[1] then
+    local side, otype, tif, ro, exp, price, ts = string.match(raw[1], D_PATTERN)
+    o = {side = side, type = otype, timeInForce = tif, reduceOnly = ro, expiresAt = exp,
+      price = tonumber(price), ts = ts, aseq = string.match(raw[6], '^([^|]*)|'),
+      userId = raw[7], clientOrderId = raw[8], qty = tonumber(raw[2]),
+      filled = tonumber(raw[3]), status = raw[4], reason = raw[5] or '',
+      oa = tonumber(raw[9] or '')}
+  else
+    raw = redis.call('HMGET', okey, unpack(FLAT_FIELDS))
+    if not raw[1] then return nil end
+    o = {}
+    for i, name in ipairs(FLAT_FIELDS) do o[name] = raw[i] or nil end
+    o.qty, o.filled, o.price = tonumber(o.qty), tonumber(o.filled), tonumber(o.price)
+  end
+  o.key = okey
+  cache[okey] = o
+  return o
+end
+
+-- Is there an order at okey (read this call, or stored)?
+local function known(okey)
+  return cache[okey] ~= nil or redis.call('EXISTS', okey) == 1
+end
+
+-- A new order, seen this call (its record is written by save_new).
+local function remember(o)
+  cache[o.key] = o
+end
+
+-- The whole record of an order new in this call, written once its command is done.
+local function save_new(o, reserved, liquidation)
+  local fields = {'d', o.side .. '|' .. o.type .. '|' .. o.timeInForce .. '|' ..
+    o.reduceOnly .. '|' .. o.expiresAt .. '|' .. int(o.price) .. '|' .. o.ts,
+    'a', o.aseq .. '|' .. int(reserved) .. '|' .. (liquidation and '1' or '0') .. '|' .. market,
+    'u', o.userId, 'c', o.clientOrderId,
+    'qty', int(o.qty), 'filled', int(o.filled), 'status', o.status, 'reason', o.reason,
+    'updatedTs', now_text}
+  if o.oa ~= nil and (o.status == 'NEW' or o.status == 'PARTIAL') then
+    -- a resting derivative order keeps what it may still open (read back by load)
+    fields[#fields + 1] = 'oa'
+    fields[#fields + 1] = int(o.oa)
+  end
+  redis.call('HSET', o.key, unpack(fields))
+end
+
+-- A resting order filled in part.
+local function save_partial(o)
+  local fields = {'filled', int(o.filled), 'status', 'PARTIAL', 'updatedTs', now_text}
+  if o.oa ~= nil then fields[#fields + 1] = 'oa'; fields[#fields + 1] = int(o.oa) end
+  redis.call('HSET', o.key, unpack(fields))
+end
+
+-- A resting order reached its final status.
+local function save_final(o)
+  redis.call('HSET', o.key, 'status', o.status, 'reason', o.reason, 'filled', int(o.filled),
+             'qty', int(o.qty), 'updatedTs', now_text)
+end
+
+local function book_member(o)
+  return string.format('%016d', tonumber(o.aseq)) .. '|' .. o.userId .. '|' .. o.clientOrderId
+end
+
+-- The user and clientOrderId of a book member.
+local function parse_member(member)
+  return string.match(member, '^%d+|([^|]+)|(.*)$')
+end
