@@ -116,20 +116,18 @@ def need(market: Market, terms: OrderTerms, rest: int) -> int | None:
     A ``deriv`` order keeps margin and open loss for ``min(rest, open)``: the matcher lets its
     fills open at most ``open`` in all, so that much may still open whatever filled before.
     """
-    amount = money.notional(market, terms.price, rest)
-    taker = market.spec.takerFeeBps
     if terms.kind == "deriv":
         return derivative_need(
             market, terms.price, rest, terms.open, terms.margin_price, terms.loss
         )
     if terms.kind == "quote":
-        return amount + money.fee(amount, taker)
+        return money.spot_buy_reservation(market, terms.price, rest)
     if terms.kind == "base":
         return money.base_units(market, rest)
     if terms.kind == "margin":
-        return money.margin(amount, market.spec.initialMarginBps or 0) + money.fee(amount, taker)
+        return money.derivative_reservation(market, terms.price, rest)
     if terms.kind == "fee":
-        return money.fee(amount, taker)
+        return money.fee(money.notional(market, terms.price, rest), market.spec.takerFeeBps)
     if terms.kind == "prop":
         return money.ceil_div(terms.reserved * rest, terms.qty)
     return None
