@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from common import keys
-from common.events import loads
+from common.events import OrderCommand, loads
 from common.markets import MarketSet
 
 # The matcher's order record (match.lua, "Order record") keeps its immutable part in four
@@ -82,7 +82,7 @@ def order_view(record: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def accepted_view(user: str, cid: str, market: str, command: dict[str, Any]) -> dict[str, Any]:
+def accepted_view(user: str, cid: str, market: str, command: OrderCommand) -> dict[str, Any]:
     """The REST order shape of an order still waiting in its market stream."""
     return {
         "clientOrderId": cid,

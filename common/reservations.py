@@ -7,11 +7,10 @@ here, so "reservations equal what open orders need" has one meaning. Exact integ
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
 
 from common import money
+from common.events import OrderCommand
 from common.markets import Market
 from common.types import Product, Side
 
@@ -73,7 +72,7 @@ def derivative_need(
     return fee + margin + money.notional(market, loss, opening)
 
 
-def order_terms(market: Market, side: str, command: Mapping[str, Any], reserved: int) -> OrderTerms:
+def order_terms(market: Market, side: str, command: OrderCommand, reserved: int) -> OrderTerms:
     """The terms the gateway reserved this order by: written in the command for a derivative
     order (``open``, ``mp``, ``loss``), recognised from the amount otherwise."""
     price, qty = int(command.get("price", 0)), int(command.get("qty", 0))
