@@ -1,7 +1,6 @@
-"""Request and response shapes for the OpenAPI document (API.md §5), with examples.
-
-The handlers parse bodies themselves (strict field sets, integers as numbers or digit
-strings, the contract's error order), so these models only describe; they never validate.
+"""Response shapes for the OpenAPI document (API.md §5), with examples, and the error
+responses each route can give. Request bodies are declared in ``shapes``, which both parses
+them and makes their schemas.
 """
 
 from __future__ import annotations
@@ -10,9 +9,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.gateway.errors import ErrorCode
+
 ADDRESS = "0x8ba1f109551bD432803012645Ac136ddd64DBA72"
-SIG = "0x" + "ab" * 65
-UInt = int | str
 
 
 def _example(**values: Any) -> ConfigDict:
@@ -20,84 +19,13 @@ def _example(**values: Any) -> ConfigDict:
 
 
 class ErrorDetail(BaseModel):
-    code: str = Field(description="UPPER_SNAKE error code (API.md §5)")
+    code: ErrorCode = Field(description="UPPER_SNAKE error code (API.md §5)")
     message: str
 
 
 class ErrorBody(BaseModel):
     model_config = _example(error={"code": "INVALID_PRICE", "message": "price 7 is not a tick"})
     error: ErrorDetail
-
-
-class OrderBody(BaseModel):
-    """A signed ``Order`` (or ``OrderV2`` when ``timeInForce`` is present) plus ``sig``."""
-
-    model_config = _example(
-        clientOrderId="c-1", userId=ADDRESS, market="BTC-USDC", side="BUY", type="LIMIT",
-        price=3000000, qty=1000, product="SPOT", ts=1764590000000,
-        timeInForce="GTC", reduceOnly=False, expiresAt=0, sig=SIG,
-    )  # fmt: skip
-    clientOrderId: str = Field(pattern=r"^[A-Za-z0-9._:\-]{1,64}$")
-    userId: str
-    market: str
-    side: str = Field(description="BUY or SELL")
-    type: str = Field(description="LIMIT or MARKET")
-    price: UInt = Field(description="multiple of tickSize; 0 for a MARKET order")
-    qty: UInt
-    product: str = Field(description="SPOT, PERP, FUTURE or OPTION (the market's)")
-    ts: UInt = Field(description="ms since epoch, within DEX_SIGNATURE_MAX_AGE_MS")
-    timeInForce: str | None = Field(None, description="OrderV2 only: GTC, IOC, FOK, POST_ONLY")
-    reduceOnly: bool | None = Field(None, description="OrderV2 only")
-    expiresAt: UInt | None = Field(None, description="OrderV2 only: ms, 0 = never")
-    sig: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$")
-
-
-class CancelBody(BaseModel):
-    model_config = _example(
-        userId=ADDRESS, market="BTC-USDC", clientOrderId="c-1", ts=1764590000000, sig=SIG
-    )
-    userId: str
-    market: str
-    clientOrderId: str
-    ts: UInt
-    sig: str
-
-
-class CancelAllBody(BaseModel):
-    model_config = _example(userId=ADDRESS, market="", ts=1764590000000, sig=SIG)
-    userId: str
-    market: str = Field(description='"" cancels in every market')
-    ts: UInt
-    sig: str
-
-
-class WithdrawBody(BaseModel):
-    model_config = _example(
-        userId=ADDRESS, asset="USDC", amount="1000000", ts=1764590000000, sig=SIG
-    )
-    userId: str
-    asset: str
-    amount: UInt
-    ts: UInt
-    sig: str
-
-
-class DepositBody(BaseModel):
-    model_config = _example(userId=ADDRESS, asset="USDC", amount="5000000000", depositId="0x5e1f:7")
-    userId: str = Field(description='an address, or "fees" / "insurance"')
-    asset: str
-    amount: UInt
-    depositId: str | None = Field(
-        None,
-        pattern=r"^[A-Za-z0-9._:\-]{1,128}$",
-        description="credits once only, exchange-wide: the same id again is 409 DUPLICATE",
-    )
-
-
-class OracleBody(BaseModel):
-    model_config = _example(market="BTC-PERP", indexPrice=3000000)
-    market: str
-    indexPrice: UInt
 
 
 class Accepted(BaseModel):
@@ -308,17 +236,6 @@ class OracleResult(BaseModel):
 class Health(BaseModel):
     model_config = _example(status="ok")
     status: str
-
-
-def body(model: type[BaseModel]) -> dict[str, Any]:
-    """``openapi_extra`` describing a JSON request body by a model (handlers parse it)."""
-    schema = model.model_json_schema()
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": schema}},
-        }
-    }
 
 
 def errors(*statuses: int) -> dict[int | str, Any]:
