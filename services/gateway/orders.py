@@ -62,7 +62,7 @@ def parse_order(gateway: Gateway, body: dict[str, Any]) -> SignedOrder:
         user=message["userId"].lower(),
         market=gateway.markets.markets[message["market"]],
         side=Side(message["side"]),
-        type=OrderType(message["type"]),
+        type=OrderType.MARKET if message["type"] == "MARKET" else OrderType.LIMIT,
         price=message["price"],
         qty=message["qty"],
         tif=TimeInForce(message["timeInForce"]) if is_v2 else TimeInForce.GTC,

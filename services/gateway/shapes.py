@@ -122,9 +122,10 @@ _CONVERTERS: dict[Kind, Callable[[Any, str], Any]] = {
 _KIND_SCHEMAS: dict[Kind, dict[str, Any]] = {
     Kind.STRING: {"type": "string"},
     Kind.BOOL: {"type": "boolean"},
+    # A uint256: the document's model holds numbers as floats, so 2^256 - 1 is no "maximum" here.
     Kind.UINT: {
         "anyOf": [
-            {"type": "integer", "minimum": 0, "maximum": UINT256_LIMIT - 1},
+            {"type": "integer", "minimum": 0},
             {"type": "string", "pattern": f"^{DIGITS.pattern}$"},
         ]
     },
@@ -295,10 +296,11 @@ def _qty_on_lot(values: Values, markets: MarketSet) -> str | None:
 
 
 def _one_of(name: str, enum: type[Enum]) -> Check:
+    members = frozenset(enum.__members__)
     allowed = "/".join(enum.__members__)
 
     def test(values: Values, _: MarketSet) -> str | None:
-        return None if values[name] in enum.__members__ else f"{name} must be one of {allowed}"
+        return None if values[name] in members else f"{name} must be one of {allowed}"
 
     return Check(
         name, ErrorCode.INVALID_ORDER, f"one of {allowed}", test, {"enum": list(enum.__members__)}
