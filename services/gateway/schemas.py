@@ -238,20 +238,22 @@ class Health(BaseModel):
     status: str
 
 
+ERROR_NOTES = {
+    403: "missing or wrong admin token",
+    404: "or UNKNOWN_MARKET for a market named in the path",
+    429: "see Retry-After",
+}
+
+
 def errors(*statuses: int) -> dict[int | str, Any]:
-    """The error responses a route can give, all in the contract's error shape."""
-    described = {
-        400: "invalid request (see the error code)",
-        401: "INVALID_SIGNATURE",
-        403: "FORBIDDEN: missing or wrong admin token",
-        404: "NOT_FOUND or UNKNOWN_MARKET",
-        409: "DUPLICATE or ORDER_CLOSED",
-        413: "BODY_TOO_LARGE",
-        422: "INSUFFICIENT_BALANCE, INSUFFICIENT_MARGIN, MARKET_HALTED or MARKET_CLOSED",
-        429: "RATE_LIMITED (see Retry-After)",
-        503: "UNAVAILABLE or OVERLOADED",
-    }
-    return {s: {"model": ErrorBody, "description": described[s]} for s in (429, *statuses, 503)}
+    """The error responses a route can give, all in the contract's error shape, each described
+    by the codes of that status (``ErrorCode``)."""
+    described = {}
+    for status in (429, *statuses, 503):
+        codes = ", ".join(code for code in ErrorCode if code.status == status)
+        note = ERROR_NOTES.get(status)
+        described[status] = f"{codes} ({note})" if note else codes
+    return {s: {"model": ErrorBody, "description": d} for s, d in described.items()}
 
 
 def ok(model: Any, *statuses: int) -> dict[int | str, Any]:
