@@ -12,7 +12,7 @@ from common import keys
 from common.events import MAX_SAFE_INTEGER, AdminCommand, dumps
 from common.redis_client import connect
 from common.risk import mark_price
-from services.gateway import accounts, cancels, market_data, parsing
+from services.gateway import accounts, cancels, market_data, shapes
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
 
@@ -45,31 +45,14 @@ def require_admin(gateway: Gateway, authorization: str | None) -> None:
         raise ApiError("FORBIDDEN", "admin endpoints need 'Authorization: Bearer <admin token>'")
 
 
-DEPOSIT_OPTIONAL = frozenset({"depositId"})
-
-
-def parse_deposit(gateway: Gateway, body: dict[str, Any]) -> tuple[str, str, int]:
-    """``(user, asset, amount in quanta)``; the body's amount is in atomic units."""
-    parsing.require_fields(body, {"userId", "asset", "amount"}, DEPOSIT_OPTIONAL)
-    raw_user = parsing.string(body, "userId")
-    asset = parsing.string(body, "asset")
-    amount = parsing.uint(body, "amount")
-    if amount <= 0:
-        raise ApiError("INVALID_REQUEST", "amount must be a positive integer of atomic units")
-    user = accounts.account_id(raw_user)
-    if asset not in gateway.markets.assets:
-        raise ApiError("UNKNOWN_ASSET", f"no asset named {asset!r}")
-    return user, asset, accounts.quanta(gateway.markets.assets[asset], amount)
-
-
-def parse_deposit_id(body: dict[str, Any]) -> str | None:
-    """The optional ``depositId``: 1-128 of ``A-Z a-z 0-9 . _ : -`` (400 otherwise)."""
-    if "depositId" not in body:
-        return None
-    value = parsing.string(body, "depositId")
-    if not parsing.DEPOSIT_ID.fullmatch(value):
-        raise ApiError("INVALID_REQUEST", "depositId must be 1-128 of A-Z a-z 0-9 . _ : -")
-    return value
+def parse_deposit(gateway: Gateway, body: dict[str, Any]) -> tuple[str, str, int, str | None]:
+    """``(user, asset, amount in quanta, depositId or None)`` (``shapes.DEPOSIT``); the body's
+    amount is in atomic units."""
+    values = shapes.DEPOSIT.parse(body, gateway.markets)
+    asset = values["asset"]
+    user = accounts.account_id(values["userId"])
+    amount = accounts.quanta(gateway.markets.assets[asset], values["amount"])
+    return user, asset, amount, values.get("depositId")
 
 
 async def claim_deposit_id(
@@ -115,14 +98,9 @@ async def deposit(
 
 
 def parse_oracle(gateway: Gateway, body: dict[str, Any]) -> tuple[str, int]:
-    parsing.require_fields(body, {"market", "indexPrice"})
-    symbol = parsing.string(body, "market")
-    index = parsing.uint(body, "indexPrice")
-    if index <= 0 or index > MAX_SAFE_INTEGER:
-        raise ApiError("INVALID_REQUEST", f"indexPrice must be between 1 and {MAX_SAFE_INTEGER}")
-    if gateway.markets.market(symbol) is None:
-        raise ApiError("UNKNOWN_MARKET", f"no market named {symbol!r}")
-    return symbol, index
+    """``(market, index price)`` (``shapes.ORACLE``)."""
+    values = shapes.ORACLE.parse(body, gateway.markets)
+    return values["market"], values["indexPrice"]
 
 
 async def push_oracle(gateway: Gateway, symbol: str, index: int) -> dict[str, Any]:

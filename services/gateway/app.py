@@ -3,8 +3,10 @@
 A write travels: middleware (request id, 413 on a declared size) → body read with the 64 KiB
 cap → rate limits (IP + the user the body names) → strict parse in the contract's order of
 checks → signature → the account script (reserve/debit, atomically) → the market stream.
-Bodies are parsed by hand, so a bad one is a 400 in the contract's shape, never FastAPI's 422;
-the models in ``schemas`` only describe them in the OpenAPI document.
+Each body is declared once in ``shapes``, which parses it (a bad one is a 400 in the
+contract's shape, never FastAPI's 422) and gives its schema to the OpenAPI document. Every
+endpoint is defined once: a route below, or a ``middleware.FastRoute`` that the middleware
+answers and :func:`add_fast_route` registers for the document.
 """
 
 from __future__ import annotations
@@ -31,13 +33,20 @@ from services.gateway import (
     orders,
     outbox,
     parsing,
+    shapes,
     withdrawals,
     writes,
 )
 from services.gateway import schemas as s
 from services.gateway.context import Gateway
-from services.gateway.errors import ApiError, JsonResponse, error_response, install_error_handlers
-from services.gateway.middleware import GatewayMiddleware, client_ip
+from services.gateway.errors import (
+    ApiError,
+    ErrorCode,
+    JsonResponse,
+    error_response,
+    install_error_handlers,
+)
+from services.gateway.middleware import FAST_ROUTES, FastRoute, GatewayMiddleware, client_ip
 
 LIMIT_DOC = "how many (default 100, at most 1000)"
 
@@ -93,29 +102,14 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
     install_error_handlers(app)
     app.add_middleware(GatewayMiddleware, gateway=gateway)
 
-    # -- orders (first, so the hottest route matches first) --------------------------------
-    @app.post(
-        "/v1/orders",
-        status_code=202,
-        responses={
-            202: {"model": s.Accepted, "description": "accepted (with ?wait=1: the order)"},
-            200: {"model": s.Order, "description": "with ?wait=1: the matched order"},
-            **s.errors(400, 401, 409, 413, 422),
-        },
-        openapi_extra=s.body(s.OrderBody),
-    )
-    async def post_order(
-        request: Request,
-        wait: str | None = Query(None, description="1: wait up to 5 s for the matcher"),
-    ) -> Any:
-        raw = await parsing.read_body(request)
-        status, payload = await writes.place_order(gateway, raw, client_ip(request.scope), wait)
-        return JsonResponse(payload, status_code=status)
+    # -- orders (POST /v1/orders is middleware.PLACE_ORDER, answered before the framework) --
+    for fast in FAST_ROUTES.values():
+        add_fast_route(app, fast)
 
     @app.post(
         "/v1/orders/cancel",
         responses=s.ok(s.Order, 400, 401, 404, 409, 413),
-        openapi_extra=s.body(s.CancelBody),
+        openapi_extra=shapes.openapi_body(shapes.CANCEL),
     )
     async def cancel(request: Request) -> Any:
         body = await read_write_body(gateway, request)
@@ -125,7 +119,7 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
     @app.post(
         "/v1/orders/cancel-all",
         responses=s.ok(s.Cancelled, 400, 401, 409, 413),
-        openapi_extra=s.body(s.CancelAllBody),
+        openapi_extra=shapes.openapi_body(shapes.CANCEL_ALL),
     )
     async def cancel_all(request: Request) -> Any:
         body = await read_write_body(gateway, request)
@@ -140,7 +134,7 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
         user = parsing.user_id(user_id)
         order = await orders.read_order(gateway, user, client_order_id)
         if order is None:
-            raise ApiError("NOT_FOUND", f"no order {client_order_id!r} of {user}")
+            raise ApiError(ErrorCode.NOT_FOUND, f"no order {client_order_id!r} of {user}")
         return JsonResponse(order)
 
     # -- health, info, metrics ----------------------------------------------------------
@@ -149,7 +143,7 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
         try:
             await gateway.redis.ping()
         except Exception as exc:
-            return error_response("UNAVAILABLE", f"Redis does not answer: {exc}", 503)
+            return error_response(ErrorCode.UNAVAILABLE, f"Redis does not answer: {exc}")
         return {"status": "ok"}
 
     @app.get("/v1/info", responses=s.errors())
@@ -219,7 +213,7 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
         size = parsing.limit(limit)
         only_open = parsing.flag(open, "open")
         if market and gateway.markets.market(market) is None:
-            raise ApiError("UNKNOWN_MARKET", f"no market named {market!r}")
+            raise ApiError(ErrorCode.UNKNOWN_MARKET, f"no market named {market!r}")
         return await accounts.list_orders(gateway, user, market or None, only_open, size)
 
     @app.get("/v1/accounts/{user_id}/fills", responses=s.ok(list[s.Fill], 400))
@@ -231,7 +225,7 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
         user = accounts.account_id(user_id)
         size = parsing.limit(limit)
         if market and gateway.markets.market(market) is None:
-            raise ApiError("UNKNOWN_MARKET", f"no market named {market!r}")
+            raise ApiError(ErrorCode.UNKNOWN_MARKET, f"no market named {market!r}")
         return await accounts.list_fills(gateway, user, market or None, size)
 
     @app.get(
@@ -267,7 +261,7 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
     @app.post(
         "/v1/withdrawals",
         responses=s.ok(s.Withdrawal, 400, 401, 409, 413, 422),
-        openapi_extra=s.body(s.WithdrawBody),
+        openapi_extra=shapes.openapi_body(shapes.WITHDRAW),
     )
     async def withdraw(request: Request) -> Any:
         body = await read_write_body(gateway, request)
@@ -281,19 +275,18 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
     @app.post(
         "/v1/admin/deposits",
         responses=s.ok(s.Balance, 400, 403, 409, 413),
-        openapi_extra=s.body(s.DepositBody),
+        openapi_extra=shapes.openapi_body(shapes.DEPOSIT),
     )
     async def deposit(request: Request, authorization: str | None = Header(None)) -> Any:
         body = await read_admin_body(request)
-        user, asset, amount = admin.parse_deposit(gateway, body)
-        deposit_id = admin.parse_deposit_id(body)
+        user, asset, amount, deposit_id = admin.parse_deposit(gateway, body)
         admin.require_admin(gateway, authorization)
         return await admin.deposit(gateway, user, asset, amount, deposit_id)
 
     @app.post(
         "/v1/admin/oracle",
         responses=s.ok(s.OracleResult, 400, 403, 413),
-        openapi_extra=s.body(s.OracleBody),
+        openapi_extra=shapes.openapi_body(shapes.ORACLE),
     )
     async def oracle(request: Request, authorization: str | None = Header(None)) -> Any:
         body = await read_admin_body(request)
@@ -332,10 +325,11 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
 
 def create_server_app() -> Any:
     """The ASGI app uvicorn serves: the FastAPI app behind an outer copy of the gateway
-    middleware that answers ``POST /v1/orders`` before the framework's layers (every other
-    request passes straight through to the app, whose own middleware handles it)."""
+    middleware that answers the fast routes (``POST /v1/orders``) before the framework's
+    layers (every other request passes straight through to the app, whose own middleware
+    handles it)."""
     app = create_app()
-    server_app = GatewayMiddleware(app, gateway=app.state.gateway, orders_only=True)
+    server_app = GatewayMiddleware(app, gateway=app.state.gateway, fast_only=True)
     freeze_startup_heap()
     return server_app
 
@@ -375,3 +369,26 @@ def install_openapi(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def add_fast_route(app: FastAPI, route: FastRoute) -> None:
+    """Register a middleware route with the framework as well, made from its declaration: the
+    OpenAPI document describes it, and the router answers its path's other methods (405) and
+    its trailing-slash form as for any route. The middleware answers the route itself first;
+    were a request to reach the framework, the same handler would serve it."""
+
+    async def serve(request: Request) -> JsonResponse:
+        raw = await parsing.read_body(request)
+        status, payload = await route.handler(request.app.state.gateway, raw, request.scope)
+        return JsonResponse(payload, status_code=status)
+
+    app.add_api_route(
+        route.path,
+        serve,
+        methods=[route.method],
+        name=route.name,
+        status_code=route.status_code,
+        responses=route.responses,
+        openapi_extra=route.openapi_extra(),
+        response_class=JsonResponse,
+    )

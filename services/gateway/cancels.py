@@ -13,7 +13,7 @@ from typing import Any
 from common import keys
 from common.events import CancelAllCommand, CancelCommand, dumps, loads
 from common.types import FINAL_STATUSES
-from services.gateway import orders, parsing, ratelimit, signed
+from services.gateway import orders, ratelimit, shapes, signed
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
 
@@ -41,11 +41,9 @@ async def refuse_if_overloaded(gateway: Gateway, symbols: list[str]) -> None:
 
 
 async def cancel(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    message, sig = signed.parse_fields("Cancel", body)
-    user = parsing.user_id(message["userId"])
-    market = gateway.markets.market(message["market"])
-    if market is None:
-        raise ApiError("UNKNOWN_MARKET", f"no market named {message['market']!r}")
+    message, sig = shapes.CANCEL.parse_signed(body, gateway.markets)
+    user = message["userId"].lower()
+    market = gateway.markets.markets[message["market"]]
     request = signed.check_ts_and_signature(gateway, "Cancel", message, sig, user)
     await ratelimit.check_user(gateway, user)
     cid = message["clientOrderId"]
@@ -73,11 +71,9 @@ async def cancel(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[str,
 
 
 async def cancel_all(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[str, int]]:
-    message, sig = signed.parse_fields("CancelAll", body)
-    user = parsing.user_id(message["userId"])
+    message, sig = shapes.CANCEL_ALL.parse_signed(body, gateway.markets)
+    user = message["userId"].lower()
     symbol = message["market"]
-    if symbol and gateway.markets.market(symbol) is None:
-        raise ApiError("UNKNOWN_MARKET", f"no market named {symbol!r}")
     request = signed.check_ts_and_signature(gateway, "CancelAll", message, sig, user)
     await ratelimit.check_user(gateway, user)
     if await signed.signature_used(gateway, request):

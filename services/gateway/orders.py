@@ -18,13 +18,12 @@ import redis
 from redis.exceptions import NoScriptError
 
 from common import keys, money
-from common.eip712 import PRIMARY_TYPES
 from common.events import dumps
 from common.markets import Market
 from common.order_reads import accepted_view, order_view
 from common.risk import parse_prices
-from common.types import MarketStatus, OrderType, Product, Side, TimeInForce
-from services.gateway import funds, parsing, ratelimit
+from common.types import MarketStatus, OrderType, Side, TimeInForce
+from services.gateway import funds, parsing, ratelimit, shapes
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
 
@@ -32,9 +31,6 @@ log = logging.getLogger("services.gateway")
 
 WAIT_S = 5
 ADMIT_ATTEMPTS = 3  # a derivative order judged on a position that moved meanwhile is judged again
-
-ORDER_FIELDS = {name for name, _ in PRIMARY_TYPES["Order"]}
-ORDER_V2_FIELDS = {name for name, _ in PRIMARY_TYPES["OrderV2"]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,74 +51,23 @@ class SignedOrder:
 
 
 def parse_order(gateway: Gateway, body: dict[str, Any]) -> SignedOrder:
-    """Validate an order body field by field, in the contract's order of checks (the price
-    band, which needs the mark, and then ``ts`` are checked by the caller)."""
-    is_v2 = "timeInForce" in body
-    fields = ORDER_V2_FIELDS if is_v2 else ORDER_FIELDS
-    parsing.require_fields(body, fields | {"sig"})
-    message: dict[str, Any] = {}
-    for name, kind in PRIMARY_TYPES["OrderV2" if is_v2 else "Order"]:
-        if kind == "string":
-            message[name] = parsing.string(body, name)
-        elif kind == "bool":
-            message[name] = parsing.boolean(body, name)
-        else:
-            message[name] = parsing.uint(body, name)
-    sig = parsing.signature(body)
-    user = parsing.user_id(message["userId"])
-    market = gateway.markets.market(message["market"])
-    if market is None:
-        raise ApiError("UNKNOWN_MARKET", f"no market named {message['market']!r}")
-    spec = market.spec
-    order_type = OrderType.MARKET if message["type"] == "MARKET" else OrderType.LIMIT
-    price, qty = message["price"], message["qty"]
-    if price >= 2**53 or (order_type is OrderType.LIMIT and price == 0) or price % spec.tickSize:
-        raise ApiError(
-            "INVALID_PRICE",
-            f"price {price} must be a positive multiple of tickSize {spec.tickSize} below 2^53"
-            + (" (or 0 for a MARKET order)" if order_type is OrderType.MARKET else ""),
-        )
-    if qty == 0 or qty >= 2**53 or qty % spec.lotSize or qty < spec.minQty:
-        raise ApiError(
-            "INVALID_QTY",
-            f"qty {qty} must be a multiple of lotSize {spec.lotSize}, at least minQty "
-            f"{spec.minQty} and below 2^53",
-        )
-    enums = {"side": Side, "type": OrderType, "product": Product}
-    if is_v2:
-        enums["timeInForce"] = TimeInForce
-    for name, enum in enums.items():
-        if message[name] not in enum.__members__:
-            allowed = "/".join(enum.__members__)
-            raise ApiError("INVALID_ORDER", f"{name} must be one of {allowed}")
-    if not parsing.CLIENT_ORDER_ID.fullmatch(message["clientOrderId"]):
-        raise ApiError("INVALID_ORDER", "clientOrderId must be 1-64 of A-Z a-z 0-9 . _ : -")
-    if message["product"] != spec.product:
-        raise ApiError(
-            "INVALID_ORDER", f"product {message['product']} does not match {spec.product}"
-        )
-    tif = TimeInForce(message["timeInForce"]) if is_v2 else TimeInForce.GTC
-    if order_type is OrderType.MARKET and tif is TimeInForce.POST_ONLY:
-        raise ApiError("INVALID_ORDER", "a MARKET order cannot be POST_ONLY")
-    expires_at = message.get("expiresAt", 0)
-    now_ms = int(time.time() * 1000)
-    if expires_at and expires_at <= now_ms:
-        raise ApiError("INVALID_ORDER", f"expiresAt {expires_at} is already past")
-    if expires_at >= 2**53:
-        raise ApiError("INVALID_ORDER", "expiresAt must be below 2^53")
+    """Validate an order body in the contract's order of checks (``shapes.ORDER``/``ORDER_V2``;
+    the price band, which needs the mark, and then ``ts`` are checked by the caller)."""
+    primary_type, message, sig = shapes.parse_order_body(body, gateway.markets)
+    is_v2 = primary_type == "OrderV2"
     return SignedOrder(
-        primary_type="OrderV2" if is_v2 else "Order",
+        primary_type=primary_type,
         message=message,
         signature=sig,
-        user=user,
-        market=market,
+        user=message["userId"].lower(),
+        market=gateway.markets.markets[message["market"]],
         side=Side(message["side"]),
-        type=order_type,
-        price=price,
-        qty=qty,
-        tif=tif,
-        reduce_only=bool(message.get("reduceOnly", False)),
-        expires_at=expires_at,
+        type=OrderType.MARKET if message["type"] == "MARKET" else OrderType.LIMIT,
+        price=message["price"],
+        qty=message["qty"],
+        tif=TimeInForce(message["timeInForce"]) if is_v2 else TimeInForce.GTC,
+        reduce_only=message["reduceOnly"] if is_v2 else False,
+        expires_at=message["expiresAt"] if is_v2 else 0,
         ts=message["ts"],
     )
 

@@ -1,19 +1,20 @@
-"""Strict parsing of request bodies: exact field sets, integers as numbers or digit strings.
+"""Strict reading of requests: the body (64 KiB cap, JSON with integers of any size, one JSON
+object), query values (``limit``, flags), user ids in paths and the ``ts`` window.
 
-Everything here raises :class:`ApiError` with ``INVALID_REQUEST`` (or the field's own code), so
-a malformed body is a clear 400, never FastAPI's 422 and never a 500.
+Everything here raises :class:`ApiError` (``INVALID_REQUEST`` unless the value has its own
+code), so malformed input is a clear 400, never FastAPI's 422 and never a 500. The fields of
+each body are declared in ``shapes``.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
-from services.gateway.errors import ApiError
+from services.gateway.errors import ApiError, ErrorCode
 
 # Every pattern is applied with ``fullmatch``: ``re.match`` with ``$`` would accept a trailing
 # newline ("abc\n"), and ``[0-9]`` (not ``\d`` or ``str.isdigit``) admits ASCII digits only.
@@ -52,12 +53,12 @@ def _slow_loads(raw: bytes, first_error: Exception | None) -> Any:
     if first_error is not None and "depth" in str(first_error):
         # Never handed to the json module: where a dependency has raised the recursion limit
         # (py_ecc, under eth-account, sets 100,000) its C scanner overflows the stack instead.
-        raise ApiError("INVALID_REQUEST", f"body is not valid JSON: {first_error}")
+        raise ApiError(ErrorCode.INVALID_REQUEST, f"body is not valid JSON: {first_error}")
     try:
         body = json.loads(raw, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as exc:
         reason = exc if first_error is None or isinstance(exc, _Refused) else first_error
-        raise ApiError("INVALID_REQUEST", f"body is not valid JSON: {reason}") from None
+        raise ApiError(ErrorCode.INVALID_REQUEST, f"body is not valid JSON: {reason}") from None
     _refuse_surrogates(body)
     return body
 
@@ -100,7 +101,7 @@ def _refuse_surrogates(body: Any) -> None:
                     text.encode("utf-8")
                 except UnicodeEncodeError:
                     raise ApiError(
-                        "INVALID_REQUEST",
+                        ErrorCode.INVALID_REQUEST,
                         "body is not valid JSON: a string holds a lone UTF-16 surrogate",
                     ) from None
 
@@ -108,78 +109,32 @@ def _refuse_surrogates(body: Any) -> None:
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     body = loads(raw)
     if not isinstance(body, dict):
-        raise ApiError("INVALID_REQUEST", "body must be a JSON object")
+        raise ApiError(ErrorCode.INVALID_REQUEST, "body must be a JSON object")
     return body
-
-
-def require_fields(
-    body: Mapping[str, Any], required: set[str], optional: frozenset = frozenset()
-) -> None:
-    missing = sorted(required - body.keys())
-    if missing:
-        raise ApiError("INVALID_REQUEST", f"missing field(s): {', '.join(missing)}")
-    extra = sorted(body.keys() - required - optional)
-    if extra:
-        raise ApiError("INVALID_REQUEST", f"unexpected field(s): {', '.join(extra)}")
-
-
-def uint(body: Mapping[str, Any], field: str, code: str = "INVALID_REQUEST") -> int:
-    """A uint256 given as a JSON integer or a string of decimal digits."""
-    value = body[field]
-    if isinstance(value, bool):
-        raise ApiError(code, f"{field} must be an integer, got a boolean")
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, str) and DIGITS.fullmatch(value):
-        number = int(value)
-    else:
-        raise ApiError(code, f"{field} must be a non-negative integer or digit string")
-    if number < 0 or number >= UINT256_LIMIT:
-        raise ApiError(code, f"{field} is outside the uint256 range")
-    return number
-
-
-def string(body: Mapping[str, Any], field: str) -> str:
-    value = body[field]
-    if not isinstance(value, str):
-        raise ApiError("INVALID_REQUEST", f"{field} must be a string")
-    return value
-
-
-def boolean(body: Mapping[str, Any], field: str) -> bool:
-    value = body[field]
-    if not isinstance(value, bool):
-        raise ApiError("INVALID_REQUEST", f"{field} must be true or false")
-    return value
 
 
 def user_id(value: str) -> str:
     """The lower-case form of an address; 400 ``INVALID_USER`` otherwise."""
     if not ADDRESS.fullmatch(value):
         raise ApiError(
-            "INVALID_USER", f"userId must be a 0x-prefixed 20-byte address, got {value!r}"
+            ErrorCode.INVALID_USER, f"userId must be a 0x-prefixed 20-byte address, got {value!r}"
         )
     return value.lower()
-
-
-def signature(body: Mapping[str, Any]) -> str:
-    value = body.get("sig")
-    if not isinstance(value, str) or not SIGNATURE.fullmatch(value):
-        raise ApiError("INVALID_REQUEST", "sig must be 0x followed by 130 hex digits")
-    return value
 
 
 async def read_body(request: Any) -> bytes:
     """The request body, refused with 413 once it passes 64 KiB (declared or streamed)."""
     declared = request.headers.get("content-length")
     if declared is not None and _declared_too_large(declared):
-        raise ApiError("BODY_TOO_LARGE", f"the body is {declared} bytes; the limit is 65536")
+        raise ApiError(
+            ErrorCode.BODY_TOO_LARGE, f"the body is {declared} bytes; the limit is 65536"
+        )
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise ApiError("BODY_TOO_LARGE", "the body passes the limit of 65536 bytes")
+            raise ApiError(ErrorCode.BODY_TOO_LARGE, "the body passes the limit of 65536 bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -195,10 +150,10 @@ def limit(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_LIMIT
     if not SIGNED_DIGITS.fullmatch(raw):
-        raise ApiError("INVALID_REQUEST", f"limit must be an integer, got {raw!r}")
+        raise ApiError(ErrorCode.INVALID_REQUEST, f"limit must be an integer, got {raw!r}")
     magnitude = raw.lstrip("-").lstrip("0")
     if raw.startswith("-") or not magnitude:
-        raise ApiError("INVALID_REQUEST", f"limit must be at least 1, got {raw!r}")
+        raise ApiError(ErrorCode.INVALID_REQUEST, f"limit must be at least 1, got {raw!r}")
     # More digits than the cap has are past the cap (and int() refuses past 4300 digits).
     return MAX_LIMIT if len(magnitude) > len(str(MAX_LIMIT)) else min(int(magnitude), MAX_LIMIT)
 
@@ -209,13 +164,13 @@ def flag(raw: str | None, name: str) -> bool:
         return False
     if raw.lower() in ("1", "true"):
         return True
-    raise ApiError("INVALID_REQUEST", f"{name} must be 1 or 0, got {raw!r}")
+    raise ApiError(ErrorCode.INVALID_REQUEST, f"{name} must be 1 or 0, got {raw!r}")
 
 
 def ts_in_window(ts: int, max_age_ms: int, now_ms: int) -> None:
     """Refuse a signed ``ts`` further than the window from the server clock (STALE_TS)."""
     if abs(ts - now_ms) > max_age_ms:
         raise ApiError(
-            "STALE_TS",
+            ErrorCode.STALE_TS,
             f"ts {ts} is more than {max_age_ms} ms from the server clock {now_ms}",
         )

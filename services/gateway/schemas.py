@@ -1,7 +1,6 @@
-"""Request and response shapes for the OpenAPI document (API.md §5), with examples.
-
-The handlers parse bodies themselves (strict field sets, integers as numbers or digit
-strings, the contract's error order), so these models only describe; they never validate.
+"""Response shapes for the OpenAPI document (API.md §5), with examples, and the error
+responses each route can give. Request bodies are declared in ``shapes``, which both parses
+them and makes their schemas.
 """
 
 from __future__ import annotations
@@ -10,9 +9,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.gateway.errors import ErrorCode
+
 ADDRESS = "0x8ba1f109551bD432803012645Ac136ddd64DBA72"
-SIG = "0x" + "ab" * 65
-UInt = int | str
 
 
 def _example(**values: Any) -> ConfigDict:
@@ -20,84 +19,13 @@ def _example(**values: Any) -> ConfigDict:
 
 
 class ErrorDetail(BaseModel):
-    code: str = Field(description="UPPER_SNAKE error code (API.md §5)")
+    code: ErrorCode = Field(description="UPPER_SNAKE error code (API.md §5)")
     message: str
 
 
 class ErrorBody(BaseModel):
     model_config = _example(error={"code": "INVALID_PRICE", "message": "price 7 is not a tick"})
     error: ErrorDetail
-
-
-class OrderBody(BaseModel):
-    """A signed ``Order`` (or ``OrderV2`` when ``timeInForce`` is present) plus ``sig``."""
-
-    model_config = _example(
-        clientOrderId="c-1", userId=ADDRESS, market="BTC-USDC", side="BUY", type="LIMIT",
-        price=3000000, qty=1000, product="SPOT", ts=1764590000000,
-        timeInForce="GTC", reduceOnly=False, expiresAt=0, sig=SIG,
-    )  # fmt: skip
-    clientOrderId: str = Field(pattern=r"^[A-Za-z0-9._:\-]{1,64}$")
-    userId: str
-    market: str
-    side: str = Field(description="BUY or SELL")
-    type: str = Field(description="LIMIT or MARKET")
-    price: UInt = Field(description="multiple of tickSize; 0 for a MARKET order")
-    qty: UInt
-    product: str = Field(description="SPOT, PERP, FUTURE or OPTION (the market's)")
-    ts: UInt = Field(description="ms since epoch, within DEX_SIGNATURE_MAX_AGE_MS")
-    timeInForce: str | None = Field(None, description="OrderV2 only: GTC, IOC, FOK, POST_ONLY")
-    reduceOnly: bool | None = Field(None, description="OrderV2 only")
-    expiresAt: UInt | None = Field(None, description="OrderV2 only: ms, 0 = never")
-    sig: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$")
-
-
-class CancelBody(BaseModel):
-    model_config = _example(
-        userId=ADDRESS, market="BTC-USDC", clientOrderId="c-1", ts=1764590000000, sig=SIG
-    )
-    userId: str
-    market: str
-    clientOrderId: str
-    ts: UInt
-    sig: str
-
-
-class CancelAllBody(BaseModel):
-    model_config = _example(userId=ADDRESS, market="", ts=1764590000000, sig=SIG)
-    userId: str
-    market: str = Field(description='"" cancels in every market')
-    ts: UInt
-    sig: str
-
-
-class WithdrawBody(BaseModel):
-    model_config = _example(
-        userId=ADDRESS, asset="USDC", amount="1000000", ts=1764590000000, sig=SIG
-    )
-    userId: str
-    asset: str
-    amount: UInt
-    ts: UInt
-    sig: str
-
-
-class DepositBody(BaseModel):
-    model_config = _example(userId=ADDRESS, asset="USDC", amount="5000000000", depositId="0x5e1f:7")
-    userId: str = Field(description='an address, or "fees" / "insurance"')
-    asset: str
-    amount: UInt
-    depositId: str | None = Field(
-        None,
-        pattern=r"^[A-Za-z0-9._:\-]{1,128}$",
-        description="credits once only, exchange-wide: the same id again is 409 DUPLICATE",
-    )
-
-
-class OracleBody(BaseModel):
-    model_config = _example(market="BTC-PERP", indexPrice=3000000)
-    market: str
-    indexPrice: UInt
 
 
 class Accepted(BaseModel):
@@ -310,31 +238,22 @@ class Health(BaseModel):
     status: str
 
 
-def body(model: type[BaseModel]) -> dict[str, Any]:
-    """``openapi_extra`` describing a JSON request body by a model (handlers parse it)."""
-    schema = model.model_json_schema()
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": schema}},
-        }
-    }
+ERROR_NOTES = {
+    403: "missing or wrong admin token",
+    404: "or UNKNOWN_MARKET for a market named in the path",
+    429: "see Retry-After",
+}
 
 
 def errors(*statuses: int) -> dict[int | str, Any]:
-    """The error responses a route can give, all in the contract's error shape."""
-    described = {
-        400: "invalid request (see the error code)",
-        401: "INVALID_SIGNATURE",
-        403: "FORBIDDEN: missing or wrong admin token",
-        404: "NOT_FOUND or UNKNOWN_MARKET",
-        409: "DUPLICATE or ORDER_CLOSED",
-        413: "BODY_TOO_LARGE",
-        422: "INSUFFICIENT_BALANCE, INSUFFICIENT_MARGIN, MARKET_HALTED or MARKET_CLOSED",
-        429: "RATE_LIMITED (see Retry-After)",
-        503: "UNAVAILABLE or OVERLOADED",
-    }
-    return {s: {"model": ErrorBody, "description": described[s]} for s in (429, *statuses, 503)}
+    """The error responses a route can give, all in the contract's error shape, each described
+    by the codes of that status (``ErrorCode``)."""
+    described = {}
+    for status in (429, *statuses, 503):
+        codes = ", ".join(code for code in ErrorCode if code.status == status)
+        note = ERROR_NOTES.get(status)
+        described[status] = f"{codes} ({note})" if note else codes
+    return {s: {"model": ErrorBody, "description": d} for s, d in described.items()}
 
 
 def ok(model: Any, *statuses: int) -> dict[int | str, Any]:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from common import keys
-from common.eip712 import PRIMARY_TYPES
 from services.gateway import parsing
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
@@ -24,16 +23,6 @@ class SignedRequest:
     message: dict[str, Any]
     signature: str
     user: str
-
-
-def parse_fields(primary_type: str, body: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """Exact field set and types (400 INVALID_REQUEST); the caller checks values next."""
-    fields = PRIMARY_TYPES[primary_type]
-    parsing.require_fields(body, {name for name, _ in fields} | {"sig"})
-    message: dict[str, Any] = {}
-    for name, kind in fields:
-        message[name] = parsing.string(body, name) if kind == "string" else parsing.uint(body, name)
-    return message, parsing.signature(body)
 
 
 def check_ts_and_signature(

@@ -13,7 +13,7 @@ from typing import Any
 
 from common import keys, money
 from common.events import dumps, loads
-from services.gateway import accounts, funds, parsing, ratelimit, signed
+from services.gateway import accounts, funds, ratelimit, shapes, signed
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
 from services.gateway.orders import MEMORY_HIGH_MESSAGE
@@ -26,14 +26,10 @@ log = logging.getLogger("services.gateway")
 
 
 async def withdraw(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:
-    message, sig = signed.parse_fields("Withdraw", body)
+    message, sig = shapes.WITHDRAW.parse_signed(body, gateway.markets)
     amount = message["amount"]  # atomic units, as signed; the account is debited in quanta
-    if amount <= 0:
-        raise ApiError("INVALID_REQUEST", "amount must be a positive integer of atomic units")
-    user = parsing.user_id(message["userId"])
+    user = message["userId"].lower()
     asset = message["asset"]
-    if asset not in gateway.markets.assets:
-        raise ApiError("UNKNOWN_ASSET", f"no asset named {asset!r}")
     quanta = accounts.quanta(gateway.markets.assets[asset], amount)
     request = signed.check_ts_and_signature(gateway, "Withdraw", message, sig, user)
     await ratelimit.check_user(gateway, user)

@@ -1,0 +1,550 @@
+"""Request bodies, each declared once: its fields and its value checks, in the contract's order.
+
+One :class:`Shape` per body is both the parser the handlers call and the JSON schema of the
+OpenAPI document (:meth:`Shape.json_schema`), so the two cannot drift apart. A shape is read
+in three steps, the first failure answering (API.md §5):
+
+1. the field set: every required field present (else ``missing field(s): ...``), none other
+   (``unexpected field(s): ...``); an optional field may be absent;
+2. each required field's type, in declaration order (400 ``INVALID_REQUEST``): a ``string``,
+   a ``bool``, or a ``uint256`` given as a JSON integer or a string of decimal digits;
+3. the value checks, in the order listed, each with its own code (``INVALID_USER``,
+   ``UNKNOWN_MARKET``, ``INVALID_PRICE``...). An optional field is checked, type and value,
+   by its check, at its place in that list.
+
+A signed body's fields are its EIP-712 type's (``common.eip712.PRIMARY_TYPES``), in the same
+order, then ``sig``; the table here adds what the wire needs beside the type: a description,
+an example and the checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from common.eip712 import PRIMARY_TYPES
+from common.events import MAX_SAFE_INTEGER
+from common.keys import SYSTEM_ACCOUNTS
+from common.markets import MarketSet
+from common.money import OffQuantum, to_quanta
+from common.types import OrderType, Product, Side, TimeInForce
+from services.gateway.errors import ApiError, ErrorCode
+from services.gateway.parsing import (
+    ADDRESS,
+    CLIENT_ORDER_ID,
+    DEPOSIT_ID,
+    DIGITS,
+    SIGNATURE,
+    UINT256_LIMIT,
+)
+
+Values = dict[str, Any]
+Test = Callable[[Values, MarketSet], str | None]
+"""A value check: the refusal message, or None when the value passes."""
+
+
+class Kind(Enum):
+    """A field's wire type; the EIP-712 type names are the values."""
+
+    STRING = "string"
+    BOOL = "bool"
+    UINT = "uint256"
+    SIGNATURE = "signature"
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    name: str
+    kind: Kind
+    doc: str
+    example: Any
+    optional: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One value rule of one field: ``rule`` says it in words (the schema's description),
+    ``schema`` holds the JSON-schema keywords that express it where there are any."""
+
+    field: str
+    code: ErrorCode
+    rule: str
+    test: Test
+    schema: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _convert_string(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise ApiError(ErrorCode.INVALID_REQUEST, f"{name} must be a string")
+    return value
+
+
+def _convert_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ApiError(ErrorCode.INVALID_REQUEST, f"{name} must be true or false")
+    return value
+
+
+def _convert_uint(value: Any, name: str) -> int:
+    """A uint256 given as a JSON integer or a string of decimal digits."""
+    if isinstance(value, bool):
+        raise ApiError(ErrorCode.INVALID_REQUEST, f"{name} must be an integer, got a boolean")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and DIGITS.fullmatch(value):
+        number = int(value)
+    else:
+        raise ApiError(
+            ErrorCode.INVALID_REQUEST, f"{name} must be a non-negative integer or digit string"
+        )
+    if number < 0 or number >= UINT256_LIMIT:
+        raise ApiError(ErrorCode.INVALID_REQUEST, f"{name} is outside the uint256 range")
+    return number
+
+
+def _convert_signature(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not SIGNATURE.fullmatch(value):
+        raise ApiError(ErrorCode.INVALID_REQUEST, f"{name} must be 0x followed by 130 hex digits")
+    return value
+
+
+_CONVERTERS: dict[Kind, Callable[[Any, str], Any]] = {
+    Kind.STRING: _convert_string,
+    Kind.BOOL: _convert_bool,
+    Kind.UINT: _convert_uint,
+    Kind.SIGNATURE: _convert_signature,
+}
+
+_KIND_SCHEMAS: dict[Kind, dict[str, Any]] = {
+    Kind.STRING: {"type": "string"},
+    Kind.BOOL: {"type": "boolean"},
+    # A uint256: the document's model holds numbers as floats, so 2^256 - 1 is no "maximum" here.
+    Kind.UINT: {
+        "anyOf": [
+            {"type": "integer", "minimum": 0},
+            {"type": "string", "pattern": f"^{DIGITS.pattern}$"},
+        ]
+    },
+    Kind.SIGNATURE: {"type": "string", "pattern": f"^{SIGNATURE.pattern}$"},
+}
+
+
+class Shape:
+    """A request body: its fields and value checks, read as the module docstring says."""
+
+    def __init__(
+        self, title: str, doc: str, fields: Sequence[Field], checks: Sequence[Check] = ()
+    ) -> None:
+        names = [f.name for f in fields]
+        unknown = {c.field for c in checks} - set(names)
+        if len(set(names)) != len(names) or unknown:
+            raise ValueError(f"shape {title}: repeated fields, or checks of no field {unknown}")
+        self.title = title
+        self.doc = doc
+        self.fields = tuple(fields)
+        self.checks = tuple(checks)
+        self.required = frozenset(f.name for f in fields if not f.optional)
+        self.allowed = frozenset(names)
+        self.optional = tuple(f.name for f in fields if f.optional)
+        self._converters = tuple((f.name, _CONVERTERS[f.kind]) for f in fields if not f.optional)
+        self._tests = tuple((c.code, c.test) for c in checks)
+
+    def parse(self, body: Mapping[str, Any], markets: MarketSet) -> Values:
+        """The body's values (uint256 fields as ``int``); :class:`ApiError` at the first
+        failing step, in the order the module docstring gives."""
+        if body.keys() != self.required:
+            self._check_field_set(body)
+        values = {name: convert(body[name], name) for name, convert in self._converters}
+        for name in self.optional:
+            if name in body:
+                values[name] = body[name]
+        for code, test in self._tests:
+            message = test(values, markets)
+            if message is not None:
+                raise ApiError(code, message)
+        return values
+
+    def parse_signed(self, body: Mapping[str, Any], markets: MarketSet) -> tuple[Values, str]:
+        """``(signed message, sig)`` of a signed body (:func:`signed_shape`)."""
+        values = self.parse(body, markets)
+        return values, values.pop("sig")
+
+    def _check_field_set(self, body: Mapping[str, Any]) -> None:
+        missing = sorted(self.required - body.keys())
+        if missing:
+            raise ApiError(ErrorCode.INVALID_REQUEST, f"missing field(s): {', '.join(missing)}")
+        extra = sorted(body.keys() - self.allowed)
+        if extra:
+            raise ApiError(ErrorCode.INVALID_REQUEST, f"unexpected field(s): {', '.join(extra)}")
+
+    def example(self) -> dict[str, Any]:
+        return {f.name: f.example for f in self.fields}
+
+    def json_schema(self) -> dict[str, Any]:
+        """This shape as a JSON schema (the OpenAPI document's request body)."""
+        rules: dict[str, list[Check]] = {}
+        for check in self.checks:
+            rules.setdefault(check.field, []).append(check)
+        properties: dict[str, Any] = {}
+        for f in self.fields:
+            schema = dict(_KIND_SCHEMAS[f.kind])
+            words = [f.doc] if f.doc else []
+            for check in rules.get(f.name, ()):
+                schema.update(check.schema)
+                words.append(f"{check.rule} (else {check.code.status} {check.code})")
+            description = "; ".join(words)
+            if f.kind is Kind.SIGNATURE:
+                description += f" (else {ErrorCode.INVALID_REQUEST.status} INVALID_REQUEST)"
+            properties[f.name] = {**schema, "description": description}
+        return {
+            "title": self.title,
+            "description": self.doc,
+            "type": "object",
+            "properties": properties,
+            "required": [f.name for f in self.fields if not f.optional],
+            "additionalProperties": False,
+            "examples": [self.example()],
+        }
+
+
+def openapi_body(*shapes: Shape) -> dict[str, Any]:
+    """``openapi_extra`` for a route whose JSON body is one of ``shapes``."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": body_schema(*shapes)}},
+        }
+    }
+
+
+def body_schema(*shapes: Shape) -> dict[str, Any]:
+    """One shape's schema, or ``oneOf`` several (with the last one's example)."""
+    if len(shapes) == 1:
+        return shapes[0].json_schema()
+    return {
+        "oneOf": [s.json_schema() for s in shapes],
+        "examples": [shapes[-1].example()],
+    }
+
+
+# -- the checks ------------------------------------------------------------------------------
+
+
+def _address(values: Values, _: MarketSet) -> str | None:
+    value = values["userId"]
+    if ADDRESS.fullmatch(value):
+        return None
+    return f"userId must be a 0x-prefixed 20-byte address, got {value!r}"
+
+
+def _account(values: Values, markets: MarketSet) -> str | None:
+    return None if values["userId"] in SYSTEM_ACCOUNTS else _address(values, markets)
+
+
+def _market_known(values: Values, markets: MarketSet) -> str | None:
+    symbol = values["market"]
+    return None if symbol in markets.markets else f"no market named {symbol!r}"
+
+
+def _market_known_or_every(values: Values, markets: MarketSet) -> str | None:
+    return _market_known(values, markets) if values["market"] else None
+
+
+def _asset_known(values: Values, markets: MarketSet) -> str | None:
+    asset = values["asset"]
+    return None if asset in markets.assets else f"no asset named {asset!r}"
+
+
+def _positive_amount(values: Values, _: MarketSet) -> str | None:
+    if values["amount"] > 0:
+        return None
+    return "amount must be a positive integer of atomic units"
+
+
+def _whole_quanta(values: Values, markets: MarketSet) -> str | None:
+    try:
+        to_quanta(markets.assets[values["asset"]], values["amount"])
+    except OffQuantum as exc:
+        return f"amount {exc}"
+    return None
+
+
+def _price_on_tick(values: Values, markets: MarketSet) -> str | None:
+    spec = markets.markets[values["market"]].spec
+    price = values["price"]
+    is_market = values["type"] == "MARKET"
+    if price < 2**53 and (is_market or price != 0) and not price % spec.tickSize:
+        return None
+    return f"price {price} must be a positive multiple of tickSize {spec.tickSize} below 2^53" + (
+        " (or 0 for a MARKET order)" if is_market else ""
+    )
+
+
+def _qty_on_lot(values: Values, markets: MarketSet) -> str | None:
+    spec = markets.markets[values["market"]].spec
+    qty = values["qty"]
+    if 0 < qty < 2**53 and not qty % spec.lotSize and qty >= spec.minQty:
+        return None
+    return (
+        f"qty {qty} must be a multiple of lotSize {spec.lotSize}, at least minQty "
+        f"{spec.minQty} and below 2^53"
+    )
+
+
+def _one_of(name: str, enum: type[Enum]) -> Check:
+    members = frozenset(enum.__members__)
+    allowed = "/".join(enum.__members__)
+
+    def test(values: Values, _: MarketSet) -> str | None:
+        return None if values[name] in members else f"{name} must be one of {allowed}"
+
+    return Check(
+        name, ErrorCode.INVALID_ORDER, f"one of {allowed}", test, {"enum": list(enum.__members__)}
+    )
+
+
+def _client_order_id(values: Values, _: MarketSet) -> str | None:
+    if CLIENT_ORDER_ID.fullmatch(values["clientOrderId"]):
+        return None
+    return "clientOrderId must be 1-64 of A-Z a-z 0-9 . _ : -"
+
+
+def _product_matches(values: Values, markets: MarketSet) -> str | None:
+    product = markets.markets[values["market"]].spec.product
+    if values["product"] == product:
+        return None
+    return f"product {values['product']} does not match {product}"
+
+
+def _market_not_post_only(values: Values, _: MarketSet) -> str | None:
+    if values["type"] == "MARKET" and values["timeInForce"] == "POST_ONLY":
+        return "a MARKET order cannot be POST_ONLY"
+    return None
+
+
+def _expires_ahead(values: Values, _: MarketSet) -> str | None:
+    expires_at = values["expiresAt"]
+    if expires_at and expires_at <= int(time.time() * 1000):
+        return f"expiresAt {expires_at} is already past"
+    return None
+
+
+def _expires_below_2_53(values: Values, _: MarketSet) -> str | None:
+    return None if values["expiresAt"] < 2**53 else "expiresAt must be below 2^53"
+
+
+def _deposit_id(values: Values, _: MarketSet) -> str | None:
+    if "depositId" not in values:
+        return None
+    value = values["depositId"]
+    if not isinstance(value, str):
+        return "depositId must be a string"
+    if not DEPOSIT_ID.fullmatch(value):
+        return "depositId must be 1-128 of A-Z a-z 0-9 . _ : -"
+    return None
+
+
+def _index_price(values: Values, _: MarketSet) -> str | None:
+    if 0 < values["indexPrice"] <= MAX_SAFE_INTEGER:
+        return None
+    return f"indexPrice must be between 1 and {MAX_SAFE_INTEGER}"
+
+
+ADDRESS_EXAMPLE = "0x8ba1f109551bD432803012645Ac136ddd64DBA72"
+SIG_EXAMPLE = "0x" + "ab" * 65
+TS_EXAMPLE = 1764590000000
+
+USER_IS_ADDRESS = Check(
+    "userId",
+    ErrorCode.INVALID_USER,
+    "a 0x-prefixed 20-byte address, any letter case",
+    _address,
+    {"pattern": f"^{ADDRESS.pattern}$"},
+)
+MARKET_KNOWN = Check("market", ErrorCode.UNKNOWN_MARKET, "a listed market", _market_known)
+ASSET_KNOWN = Check("asset", ErrorCode.UNKNOWN_ASSET, "a listed asset", _asset_known)
+AMOUNT_POSITIVE = Check(
+    "amount", ErrorCode.INVALID_REQUEST, "positive", _positive_amount, {"minimum": 1}
+)
+AMOUNT_WHOLE_QUANTA = Check(
+    "amount", ErrorCode.INVALID_REQUEST, "a whole number of the asset's quanta", _whole_quanta
+)
+
+# What the wire says of each signed field beside its EIP-712 type: (description, example).
+SIGNED_FIELD_DOCS: dict[str, tuple[str, Any]] = {
+    "clientOrderId": ("your id for the order, once only per user", "c-1"),
+    "userId": ("the signer's address", ADDRESS_EXAMPLE),
+    "market": ("a market symbol", "BTC-USDC"),
+    "side": ("", "BUY"),
+    "type": ("", "LIMIT"),
+    "price": ("0 for a MARKET order (or a protection price)", 3000000),
+    "qty": ("", 1000),
+    "product": ("the market's product", "SPOT"),
+    "ts": ("ms since epoch, within DEX_SIGNATURE_MAX_AGE_MS of the server clock", TS_EXAMPLE),
+    "timeInForce": ("OrderV2 only (its presence makes the body an OrderV2)", "GTC"),
+    "reduceOnly": ("OrderV2 only", False),
+    "expiresAt": ("OrderV2 only: ms since epoch, 0 = never", 0),
+    "asset": ("an asset symbol", "USDC"),
+    "amount": ("atomic units of the asset", "1000000"),
+}
+SIG_FIELD = Field("sig", Kind.SIGNATURE, "the EIP-712 signature: 0x + 130 hex digits", SIG_EXAMPLE)
+
+
+def signed_shape(
+    primary_type: str,
+    doc: str,
+    checks: Sequence[Check],
+    examples: Mapping[str, Any] | None = None,
+) -> Shape:
+    """The body of a signed ``primary_type``: its EIP-712 fields in order, then ``sig``."""
+    fields = []
+    for name, kind in PRIMARY_TYPES[primary_type]:
+        description, example = SIGNED_FIELD_DOCS[name]
+        example = (examples or {}).get(name, example)
+        fields.append(Field(name, Kind(kind), description, example))
+    return Shape(f"{primary_type}Body", doc, [*fields, SIG_FIELD], checks)
+
+
+_ORDER_CHECKS = [
+    USER_IS_ADDRESS,
+    MARKET_KNOWN,
+    Check(
+        "price",
+        ErrorCode.INVALID_PRICE,
+        "a positive multiple of the market's tickSize, below 2^53 (0 only for a MARKET order)",
+        _price_on_tick,
+    ),
+    Check(
+        "qty",
+        ErrorCode.INVALID_QTY,
+        "a positive multiple of the market's lotSize, at least its minQty, below 2^53",
+        _qty_on_lot,
+    ),
+    _one_of("side", Side),
+    _one_of("type", OrderType),
+    _one_of("product", Product),
+]
+_ORDER_TAIL = [
+    Check(
+        "clientOrderId",
+        ErrorCode.INVALID_ORDER,
+        "1-64 of A-Z a-z 0-9 . _ : -",
+        _client_order_id,
+        {"pattern": f"^{CLIENT_ORDER_ID.pattern}$"},
+    ),
+    Check("product", ErrorCode.INVALID_ORDER, "the market's own product", _product_matches),
+]
+
+ORDER = signed_shape(
+    "Order",
+    "A signed Order (GTC, not reduce-only, no expiry) plus sig.",
+    [*_ORDER_CHECKS, *_ORDER_TAIL],
+)
+ORDER_V2 = signed_shape(
+    "OrderV2",
+    "A signed OrderV2 plus sig: a body that carries timeInForce is one.",
+    [
+        *_ORDER_CHECKS,
+        _one_of("timeInForce", TimeInForce),
+        *_ORDER_TAIL,
+        Check(
+            "timeInForce",
+            ErrorCode.INVALID_ORDER,
+            "not POST_ONLY for a MARKET order",
+            _market_not_post_only,
+        ),
+        Check("expiresAt", ErrorCode.INVALID_ORDER, "0 or in the future", _expires_ahead),
+        Check(
+            "expiresAt",
+            ErrorCode.INVALID_ORDER,
+            "below 2^53",
+            _expires_below_2_53,
+            {"maximum": 2**53 - 1},
+        ),
+    ],
+)
+CANCEL = signed_shape("Cancel", "A signed Cancel plus sig.", [USER_IS_ADDRESS, MARKET_KNOWN])
+CANCEL_ALL = signed_shape(
+    "CancelAll",
+    "A signed CancelAll plus sig.",
+    [
+        USER_IS_ADDRESS,
+        Check(
+            "market",
+            ErrorCode.UNKNOWN_MARKET,
+            '"" for every market, else a listed market',
+            _market_known_or_every,
+        ),
+    ],
+    {"market": ""},
+)
+WITHDRAW = signed_shape(
+    "Withdraw",
+    "A signed Withdraw plus sig.",
+    [AMOUNT_POSITIVE, USER_IS_ADDRESS, ASSET_KNOWN, AMOUNT_WHOLE_QUANTA],
+)
+DEPOSIT = Shape(
+    "DepositBody",
+    "An operator's credit to an account (admin token).",
+    [
+        Field("userId", Kind.STRING, 'an address, or "fees" / "insurance"', ADDRESS_EXAMPLE),
+        Field("asset", Kind.STRING, "an asset symbol", "USDC"),
+        Field("amount", Kind.UINT, "atomic units of the asset", "5000000000"),
+        Field(
+            "depositId",
+            Kind.STRING,
+            "optional: credits once only, exchange-wide (the same id again is 409 DUPLICATE)",
+            "0x5e1f:7",
+            optional=True,
+        ),
+    ],
+    [
+        AMOUNT_POSITIVE,
+        Check(
+            "userId",
+            ErrorCode.INVALID_USER,
+            'a 0x-prefixed 20-byte address, or "fees" or "insurance"',
+            _account,
+        ),
+        ASSET_KNOWN,
+        AMOUNT_WHOLE_QUANTA,
+        Check(
+            "depositId",
+            ErrorCode.INVALID_REQUEST,
+            "1-128 of A-Z a-z 0-9 . _ : -",
+            _deposit_id,
+            {"pattern": f"^{DEPOSIT_ID.pattern}$"},
+        ),
+    ],
+)
+ORACLE = Shape(
+    "OracleBody",
+    "An operator's index price for a market (admin token).",
+    [
+        Field("market", Kind.STRING, "a market symbol", "BTC-PERP"),
+        Field("indexPrice", Kind.UINT, "in the market's price units", 3000000),
+    ],
+    [
+        Check(
+            "indexPrice",
+            ErrorCode.INVALID_REQUEST,
+            f"between 1 and {MAX_SAFE_INTEGER}",
+            _index_price,
+            {"minimum": 1, "maximum": MAX_SAFE_INTEGER},
+        ),
+        MARKET_KNOWN,
+    ],
+)
+
+
+def parse_order_body(body: Mapping[str, Any], markets: MarketSet) -> tuple[str, Values, str]:
+    """``(primary type, signed message, sig)`` of an order body: an ``OrderV2`` when it
+    carries ``timeInForce``, else an ``Order``."""
+    is_v2 = "timeInForce" in body
+    shape = ORDER_V2 if is_v2 else ORDER
+    values, sig = shape.parse_signed(body, markets)
+    return ("OrderV2" if is_v2 else "Order"), values, sig
