@@ -1,0 +1,344 @@
+"""The gateway's one way to reach Redis: pipelined command groups, scripts, blocking reads.
+
+Everything above this module reaches Redis through a :class:`Transport`:
+
+* :meth:`Transport.execute` runs a group of commands (built with :class:`Commands`) in order and
+  answers their replies. Groups of concurrent requests are micro-batched: a single flusher
+  sends everything queued so far as one pipeline (at most ``MAX_IN_FLIGHT`` at once) and wakes
+  each caller with its own replies. A group's commands stay adjacent and in order, so "SADD
+  before the script" holds within a group. On a single plain ``redis://`` Redis the pipeline is
+  the lean RESP connection of ``lane.py``; anywhere else (TLS, a socket path, a cluster) it is a
+  redis-py pipeline. A cluster pipeline may reorder commands bound for different nodes, so
+  there a group of several commands is sent one command after another.
+* :meth:`Transport.gather` runs commands whose order does not matter (reads): one round trip,
+  per node on a cluster.
+* :meth:`Transport.send` queues commands nobody waits for (failures are logged).
+* A script (one ``lua/<name>.lua`` file) goes into a group as EVALSHA; a NOSCRIPT reply (a
+  restarted Redis) loads the script and re-sends exactly the commands that answered NOSCRIPT,
+  here and nowhere else.
+* :meth:`Transport.blpop` waits on a reply key on its own connection pool, whose read timeout
+  is longer than the wait.
+* :attr:`Transport.client` is the redis-py client, for single commands and the shared readers
+  of ``common/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeAlias
+
+from redis.exceptions import NoScriptError
+
+from common.lua import read_script
+from common.redis_client import AsyncRedis, connect_async
+from common.settings import DexSettings
+from services.gateway.lane import RespLane, lane_for
+
+log = logging.getLogger("services.gateway")
+
+LUA_DIR = Path(__file__).parent / "lua"
+BLOCKING_READ_TIMEOUT_S = 15.0
+"""The blocking client's read timeout: longer than any BLPOP the gateway waits."""
+MAX_IN_FLIGHT = 2
+"""Pipelines in flight at once: one being answered while the next fills."""
+CLOSE_STEP_S = 5.0
+"""Each step of :meth:`Transport.close` is bounded: a Redis that never answers cannot keep
+the process from stopping."""
+
+Arg: TypeAlias = str | int | float
+Reply: TypeAlias = Any
+"""A reply as redis-py gives it (text decoded; HGETALL as a dict)."""
+Convert: TypeAlias = Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """One Lua script, sent by its SHA-1 and loaded by its text on NOSCRIPT."""
+
+    name: str
+    text: str
+    sha: str
+
+    @classmethod
+    def load(cls, directory: Path, name: str) -> Script:
+        text = read_script(str(directory), name)
+        return cls(name, text, hashlib.sha1(text.encode()).hexdigest())
+
+
+def load_scripts(directory: Path = LUA_DIR) -> dict[str, Script]:
+    """Every ``<directory>/*.lua`` by file stem."""
+    return {
+        path.stem: Script.load(directory, path.stem) for path in sorted(directory.glob("*.lua"))
+    }
+
+
+class Commands:
+    """A group of commands in the order they run, with what each reply needs: the conversion
+    redis-py applies (for the lean connection, which returns RESP as it comes) and, for a
+    script, the script to load on NOSCRIPT."""
+
+    __slots__ = ("args", "converters", "scripts")
+
+    def __init__(self) -> None:
+        self.args: list[tuple[Arg, ...]] = []
+        self.converters: list[Convert | None] = []
+        self.scripts: list[Script | None] = []
+
+    def __len__(self) -> int:
+        return len(self.args)
+
+    def _add(
+        self, args: tuple[Arg, ...], convert: Convert | None = None, script: Script | None = None
+    ) -> Commands:
+        self.args.append(args)
+        self.converters.append(convert)
+        self.scripts.append(script)
+        return self
+
+    def script(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Commands:
+        return self._add(("EVALSHA", script.sha, len(keys), *keys, *args), script=script)
+
+    def sadd(self, key: str, *members: Arg) -> Commands:
+        return self._add(("SADD", key, *members))
+
+    def srem(self, key: str, *members: Arg) -> Commands:
+        return self._add(("SREM", key, *members))
+
+    def zrem(self, key: str, *members: Arg) -> Commands:
+        return self._add(("ZREM", key, *members))
+
+    def zcard(self, key: str) -> Commands:
+        return self._add(("ZCARD", key))
+
+    def zrange_by_score(self, key: str, low: Arg, high: Arg, count: int) -> Commands:
+        """Members scored ``low`` to ``high``, the first ``count`` of them."""
+        return self._add(("ZRANGEBYSCORE", key, low, high, "LIMIT", 0, count))
+
+    def zrevrange_with_scores(self, key: str, start: int, stop: int) -> Commands:
+        """A flat ``[member, score, member, score, …]`` list (scores as text)."""
+        return self._add(("ZREVRANGE", key, start, stop, "WITHSCORES"))
+
+    def zrange_with_scores(self, key: str, start: int, stop: int) -> Commands:
+        """A flat ``[member, score, member, score, …]`` list (scores as text)."""
+        return self._add(("ZRANGE", key, start, stop, "WITHSCORES"))
+
+    def xadd(self, key: str, fields: dict[str, Arg]) -> Commands:
+        flat = [part for pair in fields.items() for part in pair]
+        return self._add(("XADD", key, "*", *flat))
+
+    def hget(self, key: str, field: str) -> Commands:
+        return self._add(("HGET", key, field))
+
+    def hmget(self, key: str, fields: Sequence[str]) -> Commands:
+        return self._add(("HMGET", key, *fields))
+
+    def hgetall(self, key: str) -> Commands:
+        return self._add(("HGETALL", key), pairs_to_dict)
+
+    def hlen(self, key: str) -> Commands:
+        return self._add(("HLEN", key))
+
+    def hdel(self, key: str, *fields: str) -> Commands:
+        return self._add(("HDEL", key, *fields))
+
+    def only(self, indexes: Iterable[int]) -> Commands:
+        """The commands at ``indexes``, in order."""
+        group = Commands()
+        for index in indexes:
+            group._add(self.args[index], self.converters[index], self.scripts[index])
+        return group
+
+
+def pairs_to_dict(reply: list[Any]) -> dict[Any, Any]:
+    return dict(zip(reply[::2], reply[1::2], strict=True))
+
+
+def score_pairs(reply: list[str]) -> list[tuple[str, float]]:
+    """``[(member, score), …]`` of a flat WITHSCORES reply."""
+    return [(member, float(score)) for member, score in zip(reply[::2], reply[1::2], strict=True)]
+
+
+Wire: TypeAlias = Callable[[list[Commands]], Awaitable[list[Reply]]]
+"""Sends groups as one pipeline; every reply in order, error replies as exceptions."""
+
+
+class Batcher:
+    """Micro-batches the groups of concurrent callers into pipelines sent over ``wire``."""
+
+    def __init__(self, wire: Wire) -> None:
+        self._wire = wire
+        self._queue: list[tuple[Commands, asyncio.Future[list[Reply]]]] = []
+        self._in_flight = 0
+        self._scheduled = False
+
+    async def submit(self, group: Commands) -> list[Reply]:
+        """The replies of ``group``, error replies in place as exceptions."""
+        future: asyncio.Future[list[Reply]] = asyncio.get_running_loop().create_future()
+        self._queue.append((group, future))
+        self._schedule()
+        return await future
+
+    def send(self, group: Commands) -> None:
+        future: asyncio.Future[list[Reply]] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_log_failure)
+        self._queue.append((group, future))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._scheduled or self._in_flight >= MAX_IN_FLIGHT or not self._queue:
+            return
+        self._scheduled = True
+        asyncio.get_running_loop().call_soon(self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._scheduled = False
+        if not self._queue or self._in_flight >= MAX_IN_FLIGHT:
+            return
+        batch, self._queue = self._queue, []
+        self._in_flight += 1
+        task = asyncio.get_running_loop().create_task(self._flush(batch))
+        task.add_done_callback(self._flushed)
+
+    def _flushed(self, _: object) -> None:
+        self._in_flight -= 1
+        self._schedule()
+
+    async def _flush(self, batch: list[tuple[Commands, asyncio.Future[list[Reply]]]]) -> None:
+        try:
+            replies = await self._wire([group for group, _ in batch])
+        except Exception as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        position = 0
+        for group, future in batch:
+            mine = replies[position : position + len(group)]
+            position += len(group)
+            if not future.done():
+                future.set_result(mine)
+
+
+def _log_failure(future: asyncio.Future[list[Reply]]) -> None:
+    if future.cancelled():
+        return
+    error = future.exception()
+    if error is None:
+        error = next((r for r in future.result() if isinstance(r, Exception)), None)
+    if error is not None:
+        log.warning("a background Redis command failed: %s", error)
+
+
+def lane_wire(lane: RespLane) -> Wire:
+    async def send(groups: list[Commands]) -> list[Reply]:
+        args = [command for group in groups for command in group.args]
+        converters = [convert for group in groups for convert in group.converters]
+        replies = await lane.execute(args)
+        return [
+            convert(reply) if convert is not None and not isinstance(reply, Exception) else reply
+            for reply, convert in zip(replies, converters, strict=True)
+        ]
+
+    return send
+
+
+def client_wire(client: AsyncRedis) -> Wire:
+    """A redis-py pipeline, which converts replies itself."""
+
+    async def send(groups: list[Commands]) -> list[Reply]:
+        pipe = client.pipeline(transaction=False)
+        for group in groups:
+            for command in group.args:
+                pipe.execute_command(*command)
+        return list(await pipe.execute(raise_on_error=False))
+
+    return send
+
+
+class Transport:
+    """Redis for the gateway: one client, one blocking client, the batched pipeline, scripts."""
+
+    def __init__(
+        self,
+        client: AsyncRedis,
+        blocking: AsyncRedis,
+        cluster: bool,
+        lane: RespLane | None = None,
+        scripts: dict[str, Script] | None = None,
+    ) -> None:
+        self.client = client
+        self._blocking = blocking
+        self._cluster = cluster
+        self._lane = lane
+        self._batcher = Batcher(lane_wire(lane) if lane is not None else client_wire(client))
+        self.scripts = scripts if scripts is not None else load_scripts()
+
+    @classmethod
+    def connect(cls, settings: DexSettings) -> Transport:
+        return cls(
+            client=connect_async(settings),
+            blocking=connect_async(settings, socket_timeout=BLOCKING_READ_TIMEOUT_S),
+            cluster=settings.redis_cluster,
+            lane=lane_for(settings.redis_url, settings.redis_cluster),
+        )
+
+    async def execute(self, group: Commands) -> list[Reply]:
+        """The replies of ``group``'s commands, run in order; the first error reply raises."""
+        if self._cluster and len(group) > 1:
+            replies = []
+            for index in range(len(group)):
+                replies.extend(await self._submit(group.only([index])))
+            return replies
+        return await self._submit(group)
+
+    async def gather(self, group: Commands) -> list[Reply]:
+        """Like :meth:`execute` for commands whose order does not matter (one round trip per
+        node on a cluster)."""
+        return await self._submit(group)
+
+    def send(self, group: Commands) -> None:
+        """Queue commands whose replies nobody waits for; a failure is only logged."""
+        self._batcher.send(group)
+
+    async def script(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Reply:
+        """Run one script; its reply."""
+        (reply,) = await self.execute(Commands().script(self.scripts[name], keys, args))
+        return reply
+
+    async def blpop(self, key: str, timeout_s: float) -> tuple[str, str] | None:
+        """Wait up to ``timeout_s`` for an element pushed to ``key``: (key, element) or None."""
+        answer = await self._blocking.blpop([key], timeout=timeout_s)
+        return (str(answer[0]), str(answer[1])) if answer else None
+
+    async def _submit(self, group: Commands) -> list[Reply]:
+        if not len(group):
+            return []
+        replies = await self._batcher.submit(group)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            for script in {group.scripts[i] for i in missing}:
+                if script is not None:
+                    await self.client.script_load(script.text)
+            for index, reply in zip(
+                missing, await self._batcher.submit(group.only(missing)), strict=True
+            ):
+                replies[index] = reply
+        failure = next((reply for reply in replies if isinstance(reply, Exception)), None)
+        if failure is not None:
+            raise failure
+        return replies
+
+    async def close(self) -> None:
+        """Close every connection, each step bounded by ``CLOSE_STEP_S``."""
+        steps: list[Awaitable[None]] = [self.client.aclose(), self._blocking.aclose()]
+        if self._lane is not None:
+            steps.insert(0, self._lane.close())
+        for step in steps:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(step, CLOSE_STEP_S)
