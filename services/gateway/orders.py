@@ -186,6 +186,10 @@ async def submit_order(
             keys.balances(user),
             keys.reservations(user),
             keys.outbox(user),
+            keys.account_open_orders(user, market.symbol),
+            keys.positions(user),
+            keys.open_quantities(user),
+            keys.open_quantity_shares(user),
         ]
         script_args = [
             cid,
@@ -201,7 +205,6 @@ async def submit_order(
             *guard_args(reserve),
             "1" if await exceeds_limit(gateway, order, reserve) else "0",
             gateway.settings.max_open_orders,
-            keys.account_open_orders(user, market.symbol),
         ]
         verdict = await admit_on_account(gateway, market.symbol, user, script_keys, script_args)
         if verdict[0] != "RETRY":

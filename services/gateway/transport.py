@@ -15,7 +15,8 @@ Everything above this module reaches Redis through a :class:`Transport`:
 * :meth:`Transport.send` queues commands nobody waits for (failures are logged).
 * A script (one ``lua/<name>.lua`` file) goes into a group as EVALSHA; a NOSCRIPT reply (a
   restarted Redis) loads the script and re-sends exactly the commands that answered NOSCRIPT,
-  here and nowhere else.
+  here and nowhere else. Nothing runs twice, but a command queued after a script then runs
+  before it: put scripts last in their group.
 * :meth:`Transport.blpop` waits on a reply key on its own connection pool, whose read timeout
   is longer than the wait.
 * :attr:`Transport.client` is the redis-py client, for single commands and the shared readers
