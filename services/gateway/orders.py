@@ -148,6 +148,7 @@ async def submit_order(
 
     Returns the 202 body, or with ``wait`` a (status code, order) pair.
     """
+    # 1. The body, field by field, then the price band, ts and signature (400/401).
     order = parse_order(gateway, body)
     market = order.market
     prices = None
@@ -157,15 +158,18 @@ async def submit_order(
     parsing.ts_in_window(order.ts, gateway.settings.signature_max_age_ms, int(time.time() * 1000))
     if not gateway.verifier.verify(order.primary_type, order.message, order.signature, order.user):
         raise ApiError("INVALID_SIGNATURE", "the signature does not recover to userId")
+    # 2. The user's rate limit, now that the signature says who sends it (429).
     await ratelimit.check_user(gateway, order.user)
     user = order.user
     cid = order.message["clientOrderId"]
+    # 3. What the account script judges besides the account: market status, backlog, memory.
     refusal = market_refusal(await gateway.market_status(market))
     memory_high = await gateway.memory_high()
     backlog_rule = await backlog_argument(gateway, market.symbol, memory_high)
     reply_key = None
     if wait:
         reply_key = keys.market_reply(market.symbol, uuid.uuid4().hex)
+    # 4. The reservation, then the account script; again if the position it was judged on moved.
     for _ in range(ADMIT_ATTEMPTS):
         reserve = await funds.order_reservation(
             gateway,
@@ -214,8 +218,10 @@ async def submit_order(
     if verdict[0] != "OK":
         quantum = gateway.markets.assets[reserve.asset].quantum
         raise refusal_error(verdict[0], cid, user, reserve, market.symbol, memory_high, quantum)
+    # 5. Where the stream is in another slot, the command leaves the outbox for the stream.
     if verdict[2] != "SENT":
         await enqueue(gateway, market.symbol, user, cid, verdict[1])
+    # 6. With ?wait=1, the matcher's answer (up to WAIT_S).
     if reply_key is None:
         return {"clientOrderId": cid, "status": "ACCEPTED"}
     replied = await gateway.transport.blpop(reply_key, WAIT_S)
