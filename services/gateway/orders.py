@@ -253,7 +253,7 @@ def command_template(
     }
     if reply_key is not None:
         command["reply"] = reply_key
-    fields: dict[str, Any] = {**command, **reserve.command}
+    fields: dict[str, Any] = dict(command, **reserve.command)
     del fields["reserved"]
     return dumps(fields)
 

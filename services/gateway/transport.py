@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -79,85 +79,80 @@ def load_scripts(directory: Path = LUA_DIR) -> dict[str, Script]:
     }
 
 
-class Commands:
-    """A group of commands in the order they run, with what each reply needs: the conversion
-    redis-py applies (for the lean connection, which returns RESP as it comes) and, for a
-    script, the script to load on NOSCRIPT."""
+class Commands(list[tuple[Arg, ...]]):
+    """A group of commands in the order they run, each the tuple of its arguments; the builder
+    methods append one and return the group, so that calls chain."""
 
-    __slots__ = ("args", "converters", "scripts")
-
-    def __init__(self) -> None:
-        self.args: list[tuple[Arg, ...]] = []
-        self.converters: list[Convert | None] = []
-        self.scripts: list[Script | None] = []
-
-    def __len__(self) -> int:
-        return len(self.args)
-
-    def _add(
-        self, args: tuple[Arg, ...], convert: Convert | None = None, script: Script | None = None
-    ) -> Commands:
-        self.args.append(args)
-        self.converters.append(convert)
-        self.scripts.append(script)
-        return self
+    __slots__ = ()
 
     def script(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Commands:
-        return self._add(("EVALSHA", script.sha, len(keys), *keys, *args), script=script)
+        self.append(("EVALSHA", script.sha, len(keys), *keys, *args))
+        return self
 
     def sadd(self, key: str, *members: Arg) -> Commands:
-        return self._add(("SADD", key, *members))
+        self.append(("SADD", key, *members))
+        return self
 
     def srem(self, key: str, *members: Arg) -> Commands:
-        return self._add(("SREM", key, *members))
+        self.append(("SREM", key, *members))
+        return self
 
     def zrem(self, key: str, *members: Arg) -> Commands:
-        return self._add(("ZREM", key, *members))
+        self.append(("ZREM", key, *members))
+        return self
 
     def zcard(self, key: str) -> Commands:
-        return self._add(("ZCARD", key))
+        self.append(("ZCARD", key))
+        return self
 
     def zrange_by_score(self, key: str, low: Arg, high: Arg, count: int) -> Commands:
         """Members scored ``low`` to ``high``, the first ``count`` of them."""
-        return self._add(("ZRANGEBYSCORE", key, low, high, "LIMIT", 0, count))
+        self.append(("ZRANGEBYSCORE", key, low, high, "LIMIT", 0, count))
+        return self
 
     def zrevrange_with_scores(self, key: str, start: int, stop: int) -> Commands:
         """A flat ``[member, score, member, score, …]`` list (scores as text)."""
-        return self._add(("ZREVRANGE", key, start, stop, "WITHSCORES"))
+        self.append(("ZREVRANGE", key, start, stop, "WITHSCORES"))
+        return self
 
     def zrange_with_scores(self, key: str, start: int, stop: int) -> Commands:
         """A flat ``[member, score, member, score, …]`` list (scores as text)."""
-        return self._add(("ZRANGE", key, start, stop, "WITHSCORES"))
+        self.append(("ZRANGE", key, start, stop, "WITHSCORES"))
+        return self
 
     def xadd(self, key: str, fields: dict[str, Arg]) -> Commands:
         flat = [part for pair in fields.items() for part in pair]
-        return self._add(("XADD", key, "*", *flat))
+        self.append(("XADD", key, "*", *flat))
+        return self
 
     def hget(self, key: str, field: str) -> Commands:
-        return self._add(("HGET", key, field))
+        self.append(("HGET", key, field))
+        return self
 
     def hmget(self, key: str, fields: Sequence[str]) -> Commands:
-        return self._add(("HMGET", key, *fields))
+        self.append(("HMGET", key, *fields))
+        return self
 
     def hgetall(self, key: str) -> Commands:
-        return self._add(("HGETALL", key), pairs_to_dict)
+        self.append(("HGETALL", key))
+        return self
 
     def hlen(self, key: str) -> Commands:
-        return self._add(("HLEN", key))
+        self.append(("HLEN", key))
+        return self
 
     def hdel(self, key: str, *fields: str) -> Commands:
-        return self._add(("HDEL", key, *fields))
-
-    def only(self, indexes: Iterable[int]) -> Commands:
-        """The commands at ``indexes``, in order."""
-        group = Commands()
-        for index in indexes:
-            group._add(self.args[index], self.converters[index], self.scripts[index])
-        return group
+        self.append(("HDEL", key, *fields))
+        return self
 
 
 def pairs_to_dict(reply: list[Any]) -> dict[Any, Any]:
     return dict(zip(reply[::2], reply[1::2], strict=True))
+
+
+REPLY_CONVERSIONS: dict[str, Convert] = {"HGETALL": pairs_to_dict}
+"""What redis-py makes of a reply, by command, where that differs from RESP as it comes: the
+lean connection applies it so that both wires answer alike."""
 
 
 def score_pairs(reply: list[str]) -> list[tuple[str, float]]:
@@ -238,13 +233,13 @@ def _log_failure(future: asyncio.Future[list[Reply]]) -> None:
 
 def lane_wire(lane: RespLane) -> Wire:
     async def send(groups: list[Commands]) -> list[Reply]:
-        args = [command for group in groups for command in group.args]
-        converters = [convert for group in groups for convert in group.converters]
-        replies = await lane.execute(args)
-        return [
-            convert(reply) if convert is not None and not isinstance(reply, Exception) else reply
-            for reply, convert in zip(replies, converters, strict=True)
-        ]
+        commands = groups[0] if len(groups) == 1 else [c for group in groups for c in group]
+        replies = await lane.execute(commands)
+        for index, command in enumerate(commands):
+            convert = REPLY_CONVERSIONS.get(str(command[0]))
+            if convert is not None and not isinstance(replies[index], Exception):
+                replies[index] = convert(replies[index])
+        return replies
 
     return send
 
@@ -255,7 +250,7 @@ def client_wire(client: AsyncRedis) -> Wire:
     async def send(groups: list[Commands]) -> list[Reply]:
         pipe = client.pipeline(transaction=False)
         for group in groups:
-            for command in group.args:
+            for command in group:
                 pipe.execute_command(*command)
         return list(await pipe.execute(raise_on_error=False))
 
@@ -279,6 +274,7 @@ class Transport:
         self._lane = lane
         self._batcher = Batcher(lane_wire(lane) if lane is not None else client_wire(client))
         self.scripts = scripts if scripts is not None else load_scripts()
+        self._by_sha = {script.sha: script for script in self.scripts.values()}
 
     @classmethod
     def connect(cls, settings: DexSettings) -> Transport:
@@ -293,8 +289,8 @@ class Transport:
         """The replies of ``group``'s commands, run in order; the first error reply raises."""
         if self._cluster and len(group) > 1:
             replies = []
-            for index in range(len(group)):
-                replies.extend(await self._submit(group.only([index])))
+            for command in group:
+                replies.extend(await self._submit(Commands([command])))
             return replies
         return await self._submit(group)
 
@@ -318,17 +314,23 @@ class Transport:
         return (str(answer[0]), str(answer[1])) if answer else None
 
     async def _submit(self, group: Commands) -> list[Reply]:
-        if not len(group):
+        if not group:
             return []
         replies = await self._batcher.submit(group)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                return await self._recover(group, replies)
+        return replies
+
+    async def _recover(self, group: Commands, replies: list[Reply]) -> list[Reply]:
+        """Load the scripts that answered NOSCRIPT and send those commands again; then the
+        first error reply left raises."""
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
-            for script in {group.scripts[i] for i in missing}:
-                if script is not None:
-                    await self.client.script_load(script.text)
-            for index, reply in zip(
-                missing, await self._batcher.submit(group.only(missing)), strict=True
-            ):
+            for sha in {group[i][1] for i in missing}:
+                await self.client.script_load(self._by_sha[str(sha)].text)
+            again = await self._batcher.submit(Commands(group[i] for i in missing))
+            for index, reply in zip(missing, again, strict=True):
                 replies[index] = reply
         failure = next((reply for reply in replies if isinstance(reply, Exception)), None)
         if failure is not None:
