@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from common import keys
 from common.account_reads import read_account_view_async
@@ -13,6 +13,7 @@ from common.order_reads import read_open_orders
 from services.gateway import orders, parsing
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
+from services.gateway.transport import Commands, score_pairs
 
 FILL_FIELD = "f"
 
@@ -67,14 +68,16 @@ async def list_orders(
         found = await read_open_orders(gateway.redis, gateway.markets, user, market)
         return found[:limit]
     symbols = [market] if market else list(gateway.markets.markets)
-    pipe = gateway.redis.pipeline(transaction=False)
+    listings = Commands()
     for symbol in symbols:
-        pipe.zrevrange(keys.account_market_orders(user, symbol), 0, limit - 1, withscores=True)
+        listings.zrevrange_with_scores(keys.account_market_orders(user, symbol), 0, limit - 1)
     newest = sorted(
         (
-            (float(score), symbol, str(cid))
-            for symbol, members in zip(symbols, await pipe.execute(), strict=True)
-            for cid, score in members
+            (score, symbol, cid)
+            for symbol, members in zip(
+                symbols, await gateway.transport.gather(listings), strict=True
+            )
+            for cid, score in score_pairs(members)
         ),
         reverse=True,
     )[:limit]
@@ -89,8 +92,11 @@ async def list_fills(
     result: list[dict[str, Any]] = []
     upper = "+"
     while len(result) < limit:
-        entries = await gateway.redis.xrevrange(
-            keys.account_fills(user), max=upper, count=max(limit, 100)
+        entries = cast(
+            list[tuple[str, dict[str, str]]],
+            await gateway.redis.xrevrange(
+                keys.account_fills(user), max=upper, count=max(limit, 100)
+            ),
         )
         if not entries:
             break
@@ -120,10 +126,11 @@ async def positions_and_margin(gateway: Gateway, user: str) -> dict[str, Any]:
 
 
 async def system_accounts(gateway: Gateway) -> dict[str, Any]:
-    pipe = gateway.redis.pipeline(transaction=False)
-    pipe.hgetall(keys.balances(keys.FEES_ACCOUNT))
-    pipe.hgetall(keys.balances(keys.INSURANCE_ACCOUNT))
-    fees_raw, insurance_raw = await pipe.execute()
+    fees_raw, insurance_raw = await gateway.transport.gather(
+        Commands()
+        .hgetall(keys.balances(keys.FEES_ACCOUNT))
+        .hgetall(keys.balances(keys.INSURANCE_ACCOUNT))
+    )
     view = await positions_and_margin(gateway, keys.INSURANCE_ACCOUNT)
     return {
         "fees": _totals(gateway, fees_raw),

@@ -15,6 +15,7 @@ from common.risk import mark_price
 from services.gateway import accounts, cancels, market_data, shapes
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
+from services.gateway.transport import Commands, score_pairs
 
 
 def authorized(gateway: Gateway, authorization: str | None) -> bool:
@@ -64,8 +65,8 @@ async def claim_deposit_id(
     step then credits it unless it was credited already: a call that died after binding the
     id is completed by its retry, exactly once.
     """
-    claimed = await gateway.scripts["deposit_claim"](
-        keys=[keys.deposit_claim(deposit_id)], args=[dumps([user, asset, str(amount)])]
+    claimed = await gateway.transport.script(
+        "deposit_claim", [keys.deposit_claim(deposit_id)], [dumps([user, asset, str(amount)])]
     )
     if claimed == "OTHER":
         raise ApiError("DUPLICATE", f"depositId {deposit_id!r} was already used for a deposit")
@@ -79,9 +80,10 @@ async def deposit(
     if deposit_id is not None:
         await claim_deposit_id(gateway, deposit_id, user, asset, amount)
     try:
-        total, locked = await gateway.scripts["deposit"](
-            keys=[keys.balances(user), keys.account_deposits(user)],
-            args=[asset, amount, MAX_SAFE_INTEGER, deposit_id or ""],
+        total, locked = await gateway.transport.script(
+            "deposit",
+            [keys.balances(user), keys.account_deposits(user)],
+            [asset, amount, MAX_SAFE_INTEGER, deposit_id or ""],
         )
     except Exception as exc:
         if str(exc).startswith("DUPLICATE"):
@@ -106,12 +108,13 @@ def parse_oracle(gateway: Gateway, body: dict[str, Any]) -> tuple[str, int]:
 async def push_oracle(gateway: Gateway, symbol: str, index: int) -> dict[str, Any]:
     """Store the static and current index, then the mark = median(index, best bid, best ask)."""
     market = gateway.markets.markets[symbol]
-    pipe = gateway.redis.pipeline(transaction=False)
-    pipe.zrange(keys.book_bids(symbol), 0, 0, withscores=True)
-    pipe.zrange(keys.book_asks(symbol), 0, 0, withscores=True)
-    bids, asks = await pipe.execute()
-    best_bid = -int(bids[0][1]) if bids else None
-    best_ask = int(asks[0][1]) if asks else None
+    bids, asks = await gateway.transport.gather(
+        Commands()
+        .zrange_with_scores(keys.book_bids(symbol), 0, 0)
+        .zrange_with_scores(keys.book_asks(symbol), 0, 0)
+    )
+    best_bid = -int(score_pairs(bids)[0][1]) if bids else None
+    best_ask = int(score_pairs(asks)[0][1]) if asks else None
     mark = mark_price(market, index, best_bid, best_ask)
     await gateway.redis.hset(
         keys.market_prices(symbol), mapping={"static": index, "index": index, "mark": mark}
@@ -124,7 +127,7 @@ async def set_status(gateway: Gateway, symbol: str, op: str) -> tuple[int, dict[
     """Send ``halt``/``resume`` to the market's matcher and answer with the market."""
     market = gateway.markets.markets[symbol]
     command: AdminCommand = {"op": "halt" if op == "halt" else "resume", "ts": _now_ms()}
-    answer = await cancels.ask_matcher(gateway, symbol, dict(command))
+    answer = await cancels.ask_matcher(gateway, symbol, command)
     gateway.forget_status(symbol)
     view = await market_data.market_view(gateway, market, fresh=True)
     return (200 if answer is not None else 202), view

@@ -74,20 +74,13 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
         try:
             yield
         finally:
-            if task is not None:
-                task.cancel()
             # Each step of the shutdown is bounded: a Redis call that never answers must not
             # keep the process (or a test's client) from stopping.
-            steps = [
-                *([task] if task is not None else []),
-                gateway.outbox_clearer.drain(),
-                gateway.batcher.close(),
-                gateway.redis.aclose(),
-                gateway.blocking.aclose(),
-            ]
-            for step in steps:
+            if task is not None:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(step, SHUTDOWN_STEP_S)
+                    await asyncio.wait_for(task, SHUTDOWN_STEP_S)
+            await gateway.close()
 
     app = FastAPI(
         **_no_framework_telemetry(),

@@ -11,7 +11,14 @@ import uuid
 from typing import Any
 
 from common import keys
-from common.events import CancelAllCommand, CancelCommand, dumps, loads
+from common.events import (
+    COMMAND_FIELD,
+    AdminCommand,
+    CancelAllCommand,
+    CancelCommand,
+    dumps,
+    loads,
+)
 from common.types import FINAL_STATUSES
 from services.gateway import orders, ratelimit, shapes, signed
 from services.gateway.context import Gateway
@@ -20,12 +27,14 @@ from services.gateway.errors import ApiError
 REPLY_WAIT_S = 5
 
 
-async def ask_matcher(gateway: Gateway, symbol: str, command: dict[str, Any]) -> Any | None:
+async def ask_matcher(
+    gateway: Gateway, symbol: str, command: CancelCommand | CancelAllCommand | AdminCommand
+) -> Any | None:
     """XADD a command with a fresh reply key and wait for the matcher's answer (None: none)."""
     reply_key = keys.market_reply(symbol, uuid.uuid4().hex)
     command["reply"] = reply_key
-    await gateway.redis.xadd(keys.market_in(symbol), {"c": dumps(command)})
-    answer = await gateway.blocking.blpop([reply_key], timeout=REPLY_WAIT_S)
+    await gateway.redis.xadd(keys.market_in(symbol), {COMMAND_FIELD: dumps(command)})
+    answer = await gateway.transport.blpop(reply_key, REPLY_WAIT_S)
     if answer is None:
         return None
     return loads(answer[1])
@@ -57,7 +66,7 @@ async def cancel(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[str,
     await refuse_if_overloaded(gateway, [market.symbol])
     await signed.claim_signature(gateway, request)
     command: CancelCommand = {"op": "cancel", "user": user, "cid": cid, "ts": message["ts"]}
-    answer = await ask_matcher(gateway, market.symbol, dict(command))
+    answer = await ask_matcher(gateway, market.symbol, command)
     current = await orders.read_order(gateway, user, cid)
     assert current is not None
     if answer is None:
@@ -86,7 +95,7 @@ async def cancel_all(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[
             ask_matcher(
                 gateway,
                 name,
-                dict(CancelAllCommand(op="cancel_all", user=user, ts=message["ts"])),
+                CancelAllCommand(op="cancel_all", user=user, ts=message["ts"]),
             )
             for name in symbols
         )

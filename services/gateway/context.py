@@ -1,4 +1,6 @@
-"""What every request handler needs, built once per process."""
+"""What every request handler needs, built once per process: settings, markets, the signature
+verifier, the Redis transport, and brief caches of what every order reads (market status,
+stream backlog, prices, Redis's memory figure)."""
 
 from __future__ import annotations
 
@@ -6,114 +8,64 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from common import keys
 from common.eip712 import Verifier
-from common.lua import ScriptSet
 from common.markets import Market, MarketSet, load_markets
-from common.redis_client import connect_async
+from common.redis_client import AsyncRedis
 from common.settings import DexSettings
 from common.types import MarketStatus
-from services.gateway.batching import Batcher, run_with_script_retry
-from services.gateway.fastpack import connection_options
-from services.gateway.lane import lane_for
+from services.gateway.transport import Transport
 
-LUA_DIR = Path(__file__).parent / "lua"
 STATUS_TTL_S = 0.25
 """How long a market's status is trusted; halt/resume through this process clear it at once."""
-BLOCKING_READ_TIMEOUT_S = 15.0
 BACKLOG_TTL_S = 0.5
+"""How long a market stream's backlog figure is trusted (one XINFO GROUPS per market per TTL)."""
 MEMORY_TTL_S = 0.5
 """How long Redis's memory figure is trusted (one INFO memory per TTL)."""
 PRICES_TTL_S = 0.25
 """How long index/mark prices are trusted for an order's margin check."""
 T = TypeVar("T")
-"""How long a market stream's backlog figure is trusted (one XINFO GROUPS per market per TTL)."""
+MEMORY_HIGH_MESSAGE = "the exchange's store is near its memory limit; retry shortly"
 
 
 @dataclass
 class Gateway:
     settings: DexSettings
     markets: MarketSet
-    redis: Any
-    blocking: Any
-    """A second client for BLPOP on reply keys: its own pool, a read timeout past the wait."""
-    scripts: ScriptSet
+    transport: Transport
     verifier: Verifier
-    outbox_clearer: Any = None
-    batcher: Any = None
     _status: TtlCache[str] = field(default_factory=lambda: TtlCache(STATUS_TTL_S))
     _backlog: TtlCache[int] = field(default_factory=lambda: TtlCache(BACKLOG_TTL_S))
     _prices: TtlCache[dict[str, str]] = field(default_factory=lambda: TtlCache(PRICES_TTL_S))
     _memory: TtlCache[bool] = field(default_factory=lambda: TtlCache(MEMORY_TTL_S))
 
-    def __post_init__(self) -> None:
-        if self.batcher is None:
-            lane = lane_for(self.settings.redis_url, self.settings.redis_cluster)
-            self.batcher = Batcher(self.redis, lane)
-        if self.outbox_clearer is None:
-            from services.gateway.outbox import Clearer
-
-            self.outbox_clearer = Clearer(self.redis)
-
     @classmethod
     def build(cls, settings: DexSettings) -> Gateway:
-        fast = connection_options(settings.redis_cluster)
-        client = connect_async(settings, **fast)
         return cls(
             settings=settings,
             markets=load_markets(settings.markets_file),
-            redis=client,
-            blocking=connect_async(settings, socket_timeout=BLOCKING_READ_TIMEOUT_S, **fast),
-            scripts=ScriptSet(client, LUA_DIR),
+            transport=Transport.connect(settings),
             verifier=Verifier(settings.chain_id, settings.verifying_contract),
         )
 
-    async def pipelined_script(
-        self,
-        name: str,
-        script_keys: list[str],
-        args: list[Any],
-        before: Callable[[Any], Any] | None = None,
-    ) -> list[Any]:
-        """Run the command queued by ``before`` (if any) and then one script, in one round
-        trip, batched with other requests' commands on a single Redis.
+    @property
+    def redis(self) -> AsyncRedis:
+        """The redis-py client, for single commands and the shared readers of ``common/``."""
+        return self.transport.client
 
-        EVALSHA goes straight into the pipeline (redis-py would add a SCRIPT EXISTS round
-        trip); on NOSCRIPT — a restarted Redis — the script is loaded and the group re-sent.
-        """
-        script = self.scripts[name]
+    @property
+    def via_outbox(self) -> bool:
+        """True when an accepted order reaches its market stream through the account's outbox
+        (the stream is in another slot on a cluster; ``DEX_ORDER_OUTBOX=1`` asks for the same
+        path on a single Redis)."""
+        return self.settings.redis_cluster or self.settings.order_outbox
 
-        def queue(pipe: Any) -> None:
-            if before is not None:
-                before(pipe)
-            pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
-
-        count = 2 if before is not None else 1
-        if not self.settings.redis_cluster:
-            return await run_with_script_retry(self.batcher, script, queue, count)
-        for attempt in (1, 2):
-            pipe = self.redis.pipeline(transaction=False)
-            queue(pipe)
-            try:
-                return list(await pipe.execute())
-            except NoScriptError:
-                if attempt == 2:
-                    raise
-                await self.redis.script_load(script.script)
-        raise AssertionError("unreachable")
-
-    async def batched(self, queue: Callable[[Any], Any], count: int = 1) -> list[Any]:
-        """Commands batched with other requests' (single Redis) or sent as they are."""
-        if not self.settings.redis_cluster:
-            return await self.batcher.submit(queue, count)
-        pipe = self.redis.pipeline(transaction=False)
-        queue(pipe)
-        return list(await pipe.execute())
+    async def close(self) -> None:
+        await self.transport.close()
 
     async def market_status(self, market: Market, fresh: bool = False) -> str:
         """``OPEN``/``HALTED``/``EXPIRED`` as the matcher wrote it; EXPIRED once expiryTs passed."""
@@ -176,7 +128,7 @@ class Gateway:
         """A market's ``dex:{m}:px`` hash (index, mark, …), cached briefly."""
 
         async def load() -> dict[str, str]:
-            return dict(await self.redis.hgetall(keys.market_prices(symbol)))
+            return cast(dict[str, str], await self.redis.hgetall(keys.market_prices(symbol)))
 
         return await self._prices.get(symbol, load)
 

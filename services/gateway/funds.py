@@ -21,7 +21,6 @@ it was judged on are still those in the account (else the caller judges again).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from common import keys, money
 from common.markets import Market, MarketSet
@@ -34,7 +33,9 @@ from common.risk import (
     parse_prices,
 )
 from common.types import OrderType, Product, Side
+from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
+from services.gateway.transport import Commands
 
 ALL_AVAILABLE = "ALL"
 
@@ -71,17 +72,14 @@ def margin_assets(markets: MarketSet) -> set[str]:
 
 
 async def account_state(
-    gateway: Any, user: str, asset: str
+    gateway: Gateway, user: str, asset: str
 ) -> tuple[int, dict[str, str], dict[str, str]]:
     """Σ over open positions margined in ``asset`` of (contribution at mark − initial margin),
     the raw position hash and the open-quantity hash. Prices come from a brief cache."""
-    markets: MarketSet = gateway.markets
-
-    def queue(pipe: Any) -> None:
-        pipe.hgetall(keys.positions(user))
-        pipe.hgetall(keys.open_quantities(user))
-
-    raw_positions, open_quantities = await gateway.batched(queue, 2)
+    markets = gateway.markets
+    raw_positions, open_quantities = await gateway.transport.execute(
+        Commands().hgetall(keys.positions(user)).hgetall(keys.open_quantities(user))
+    )
     positions = [
         p
         for p in parse_positions(raw_positions)
@@ -96,13 +94,13 @@ async def account_state(
     return adjustment, raw_positions, open_quantities
 
 
-async def adjustment_for(gateway: Any, user: str, asset: str) -> tuple[int, dict[str, str]]:
+async def adjustment_for(gateway: Gateway, user: str, asset: str) -> tuple[int, dict[str, str]]:
     """The adjustment of :func:`account_state` and the raw position hash."""
     adjustment, raw_positions, _ = await account_state(gateway, user, asset)
     return adjustment, raw_positions
 
 
-async def market_prices(gateway: Any, market: Market) -> MarketPrices:
+async def market_prices(gateway: Gateway, market: Market) -> MarketPrices:
     return parse_prices(market, await gateway.prices(market.symbol))
 
 
@@ -128,7 +126,7 @@ def reducible_qty(size: int, side: Side, others_open: int) -> int:
 
 
 async def order_reservation(
-    gateway: Any,
+    gateway: Gateway,
     user: str,
     market: Market,
     side: Side,

@@ -14,6 +14,7 @@ from common.markets import Market
 from common.types import MarketStatus
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
+from services.gateway.transport import Commands
 
 FALLBACK_INTERVALS = ("1m", "5m", "15m", "1h", "4h", "1d")
 
@@ -32,10 +33,10 @@ async def market_view(gateway: Gateway, market: Market, fresh: bool = False) -> 
 
 
 async def list_markets(gateway: Gateway) -> list[dict[str, Any]]:
-    pipe = gateway.redis.pipeline(transaction=False)
+    reads = Commands()
     for symbol in gateway.markets.markets:
-        pipe.hget(keys.market_state(symbol), "status")
-    statuses = await pipe.execute()
+        reads.hget(keys.market_state(symbol), "status")
+    statuses = await gateway.transport.gather(reads)
     result = []
     for market, raw in zip(gateway.markets.markets.values(), statuses, strict=True):
         status = raw or MarketStatus.OPEN.value

@@ -1,8 +1,11 @@
 """Order admission: parse, validate against the market, verify, reserve, enqueue.
 
 The checks run in the contract's order (API.md §5) so the first failing one answers, and a
-refused order changes nothing. Admission is two per-slot steps joined by an outbox: the
-account script reserves and records, then the command goes on the market stream.
+refused order changes nothing. Admission is one account-slot script (accept_order.lua) that
+reserves and records the order. Where the market stream shares the account's Redis the same
+script puts the command on the stream; where it does not (Redis Cluster) the command waits in
+the account's outbox until the gateway XADDs it, or the sweeper (outbox.py) does if the
+gateway died in between.
 """
 
 from __future__ import annotations
@@ -15,17 +18,17 @@ from typing import Any
 
 import orjson
 import redis
-from redis.exceptions import NoScriptError
 
 from common import keys, money
-from common.events import dumps
+from common.events import COMMAND_FIELD, OrderCommand, dumps
 from common.markets import Market
 from common.order_reads import accepted_view, order_view
 from common.risk import parse_prices
 from common.types import MarketStatus, OrderType, Side, TimeInForce
 from services.gateway import funds, parsing, ratelimit, shapes
-from services.gateway.context import Gateway
+from services.gateway.context import MEMORY_HIGH_MESSAGE, Gateway
 from services.gateway.errors import ApiError
+from services.gateway.transport import Commands
 
 log = logging.getLogger("services.gateway")
 
@@ -81,11 +84,16 @@ def market_refusal(status: str) -> str:
     return ""
 
 
-async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = False) -> Any:
-    """Admit an order: verify, reserve + record + outbox (one script), XADD, clear the outbox.
+async def submit_order(
+    gateway: Gateway, body: dict[str, Any], wait: bool = False
+) -> dict[str, Any] | tuple[int, dict[str, Any] | None]:
+    """Admit an order: verify, then the account script (reserve + record, and on a single
+    Redis the XADD to the market stream), then where the stream is in another slot the XADD
+    and the outbox entry's removal.
 
     Returns the 202 body, or with ``wait`` a (status code, order) pair.
     """
+    # 1. The body, field by field, then the price band, ts and signature (400/401).
     order = parse_order(gateway, body)
     market = order.market
     prices = None
@@ -95,15 +103,18 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
     parsing.ts_in_window(order.ts, gateway.settings.signature_max_age_ms, int(time.time() * 1000))
     if not gateway.verifier.verify(order.primary_type, order.message, order.signature, order.user):
         raise ApiError("INVALID_SIGNATURE", "the signature does not recover to userId")
+    # 2. The user's rate limit, now that the signature says who sends it (429).
     await ratelimit.check_user(gateway, order.user)
     user = order.user
     cid = order.message["clientOrderId"]
+    # 3. What the account script judges besides the account: market status, backlog, memory.
     refusal = market_refusal(await gateway.market_status(market))
     memory_high = await gateway.memory_high()
     backlog_rule = await backlog_argument(gateway, market.symbol, memory_high)
     reply_key = None
     if wait:
         reply_key = keys.market_reply(market.symbol, uuid.uuid4().hex)
+    # 4. The reservation, then the account script; again if the position it was judged on moved.
     for _ in range(ADMIT_ATTEMPTS):
         reserve = await funds.order_reservation(
             gateway,
@@ -117,25 +128,6 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
             prices,
         )
         now_ms = int(time.time() * 1000)
-        command: dict[str, Any] = {
-            "op": "order",
-            "user": user,
-            "cid": cid,
-            "side": order.side.value,
-            "type": order.type.value,
-            "price": order.price,
-            "qty": order.qty,
-            "tif": order.tif.value,
-            "reduceOnly": order.reduce_only,
-            "expiresAt": order.expires_at,
-            "ts": order.ts,
-            **reserve.command,
-            "acceptedAt": now_ms,
-        }
-        if reply_key is not None:
-            command["reply"] = reply_key
-        # The script appends "reserved" to this encoded object; no text of it is replaced.
-        template = dumps(command)
         script_keys = [
             keys.account_cids(user),
             keys.account_order(user, cid),
@@ -143,6 +135,10 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
             keys.balances(user),
             keys.reservations(user),
             keys.outbox(user),
+            keys.account_open_orders(user, market.symbol),
+            keys.positions(user),
+            keys.open_quantities(user),
+            keys.open_quantity_shares(user),
         ]
         script_args = [
             cid,
@@ -150,7 +146,7 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
             reserve.asset,
             reserve.amount,
             now_ms,
-            template,
+            command_template(order, reserve, now_ms, reply_key),
             reserve.adjustment,
             reserve.short_code,
             refusal,
@@ -158,7 +154,6 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
             *guard_args(reserve),
             "1" if await exceeds_limit(gateway, order, reserve) else "0",
             gateway.settings.max_open_orders,
-            keys.account_open_orders(user, market.symbol),
         ]
         verdict = await admit_on_account(gateway, market.symbol, user, script_keys, script_args)
         if verdict[0] != "RETRY":
@@ -168,13 +163,44 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool = Fals
     if verdict[0] != "OK":
         quantum = gateway.markets.assets[reserve.asset].quantum
         raise refusal_error(verdict[0], cid, user, reserve, market.symbol, memory_high, quantum)
+    # 5. Where the stream is in another slot, the command leaves the outbox for the stream.
     if verdict[2] != "SENT":
         await enqueue(gateway, market.symbol, user, cid, verdict[1])
+    # 6. With ?wait=1, the matcher's answer (up to WAIT_S).
     if reply_key is None:
         return {"clientOrderId": cid, "status": "ACCEPTED"}
-    replied = await gateway.blocking.blpop([reply_key], timeout=WAIT_S)
+    replied = await gateway.transport.blpop(reply_key, WAIT_S)
     current = await read_order(gateway, user, cid)
     return (200 if replied else 202), current
+
+
+def command_template(
+    order: SignedOrder, reserve: funds.Reservation, now_ms: int, reply_key: str | None
+) -> str:
+    """The order's command for the matcher as JSON text without ``reserved``: the account
+    script appends that field (the amount it locked) before the closing brace, so no text of
+    the encoded object is replaced. A derivative order carries the reservation's ``open``,
+    ``mp`` and ``loss`` besides."""
+    command: OrderCommand = {
+        "op": "order",
+        "user": order.user,
+        "cid": order.message["clientOrderId"],
+        "side": order.side.value,
+        "type": order.type.value,
+        "price": order.price,
+        "qty": order.qty,
+        "tif": order.tif.value,
+        "reduceOnly": order.reduce_only,
+        "expiresAt": order.expires_at,
+        "ts": order.ts,
+        "reserved": 0,
+        "acceptedAt": now_ms,
+    }
+    if reply_key is not None:
+        command["reply"] = reply_key
+    fields: dict[str, Any] = dict(command, **reserve.command)
+    del fields["reserved"]
+    return dumps(fields)
 
 
 def guard_args(reserve: funds.Reservation) -> list[Any]:
@@ -213,8 +239,8 @@ async def exceeds_limit(gateway: Gateway, order: SignedOrder, reserve: funds.Res
     if reserve.guard is not None:
         held = reserve.guard.position_size  # as the account script will check it
     else:
-        (raw_size,) = await gateway.batched(
-            lambda pipe: pipe.hget(keys.positions(order.user), f"{market.symbol}:size")
+        (raw_size,) = await gateway.transport.execute(
+            Commands().hget(keys.positions(order.user), f"{market.symbol}:size")
         )
         held = int(raw_size or 0)
     size = held + (order.qty if order.side is Side.BUY else -order.qty)
@@ -233,8 +259,7 @@ async def backlog_argument(gateway: Gateway, symbol: str, memory_high: bool) -> 
     bound = gateway.settings.max_backlog
     if memory_high:
         return "FULL"
-    outbox_path = gateway.settings.redis_cluster or gateway.settings.order_outbox
-    if outbox_path and await gateway.backlog(symbol, fresh=True) >= bound:
+    if gateway.via_outbox and await gateway.backlog(symbol, fresh=True) >= bound:
         return "FULL"
     return str(bound)
 
@@ -242,32 +267,28 @@ async def backlog_argument(gateway: Gateway, symbol: str, memory_high: bool) -> 
 async def admit_on_account(
     gateway: Gateway, symbol: str, user: str, script_keys: list[str], script_args: list[Any]
 ) -> list[Any]:
-    """Run ``accept_order.lua``: on a single Redis it also puts the command on the market
-    stream (one atomic step, no outbox); on a cluster, or with ``DEX_ORDER_OUTBOX=1``, it
-    records the command in the account's outbox for :func:`enqueue` to deliver.
+    """Run ``accept_order.lua``. Where the market stream shares the account's Redis (a single
+    Redis) the script also puts the command on the stream, as its first write: one atomic
+    step, no outbox. Where it does not (a cluster; ``DEX_ORDER_OUTBOX=1`` on a single Redis)
+    the account first joins the sweeper's registry, and the script records the command in the
+    account's outbox for :func:`enqueue` to deliver.
     """
-    if gateway.settings.redis_cluster:
+    script = gateway.transport.scripts["accept_order"]
+    group = Commands()
+    if gateway.via_outbox:
         # The account joins the sweeper's registry before its outbox can hold anything.
-        await gateway.redis.sadd(keys.outbox_accounts(), user)
-        return list(await gateway.scripts["accept_order"](keys=script_keys, args=script_args))
-    if gateway.settings.order_outbox:
-        _, verdict = await gateway.pipelined_script(
-            "accept_order",
-            script_keys,
-            script_args,
-            before=lambda pipe: pipe.sadd(keys.outbox_accounts(), user),
-        )
-        return list(verdict)
+        group.sadd(keys.outbox_accounts(), user)
+        group.script(script, script_keys, script_args)
+    else:
+        group.script(script, [*script_keys, keys.market_in(symbol)], script_args)
     try:
-        (verdict,) = await gateway.pipelined_script(
-            "accept_order", [*script_keys, keys.market_in(symbol)], script_args
-        )
+        replies = await gateway.transport.execute(group)
     except redis.ResponseError as exc:
-        if isinstance(exc, redis.exceptions.OutOfMemoryError | NoScriptError):
+        if gateway.via_outbox or isinstance(exc, redis.exceptions.OutOfMemoryError):
             raise
         # The XADD is the script's first write: a refusal there leaves nothing applied.
         raise ApiError("UNAVAILABLE", f"market {symbol}'s stream refused the order: {exc}") from exc
-    return list(verdict)
+    return list(replies[-1])
 
 
 async def enqueue(gateway: Gateway, symbol: str, user: str, cid: str, command: str) -> None:
@@ -277,18 +298,14 @@ async def enqueue(gateway: Gateway, symbol: str, user: str, cid: str, command: s
     command a second time, which the matcher ignores.
     """
     try:
-        await gateway.batched(lambda pipe: pipe.xadd(keys.market_in(symbol), {"c": command}))
+        await gateway.transport.execute(
+            Commands().xadd(keys.market_in(symbol), {COMMAND_FIELD: command})
+        )
     except Exception:
         # The order is reserved and recorded; the outbox sweeper delivers it.
         log_outbox_failure(symbol, user, cid)
         return
-    if gateway.settings.redis_cluster:
-        gateway.outbox_clearer.clear(user, cid)
-    else:
-        gateway.batcher.send(lambda pipe: pipe.zrem(keys.outbox(user), cid), 1)
-
-
-MEMORY_HIGH_MESSAGE = "the exchange's store is near its memory limit; retry shortly"
+    gateway.transport.send(Commands().zrem(keys.outbox(user), cid))
 
 
 def log_outbox_failure(symbol: str, user: str, cid: str) -> None:
@@ -350,13 +367,13 @@ async def read_orders(gateway: Gateway, user: str, cids: list[str]) -> list[dict
     """Several orders of one user in two pipelined round trips (None for an unknown id)."""
     if not cids:
         return []
-    markets = await gateway.redis.hmget(keys.account_cids(user), cids)
-    pipe = gateway.redis.pipeline(transaction=False)
+    (markets,) = await gateway.transport.execute(Commands().hmget(keys.account_cids(user), cids))
+    reads = Commands()
     for cid, market in zip(cids, markets, strict=True):
         if market is not None:
-            pipe.hgetall(keys.market_order(market, user, cid))
-            pipe.hget(keys.account_order(user, cid), "cmd")
-    raw = await pipe.execute()
+            reads.hgetall(keys.market_order(market, user, cid))
+            reads.hget(keys.account_order(user, cid), "cmd")
+    raw = await gateway.transport.gather(reads) if len(reads) else []
     result: list[dict[str, Any] | None] = []
     position = 0
     for cid, market in zip(cids, markets, strict=True):

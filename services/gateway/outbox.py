@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import cast
 
 from common import keys
-from common.events import loads
+from common.events import COMMAND_FIELD, loads
 from services.gateway.context import Gateway
+from services.gateway.transport import Commands
 from services.gateway.withdrawals import RECORD_FIELD
 
 log = logging.getLogger("services.gateway.outbox")
@@ -30,19 +31,19 @@ async def sweep_once(gateway: Gateway, min_age_ms: int = MIN_AGE_MS) -> int:
 
     One pipelined probe per page of accounts; only accounts with something to do cost more.
     """
-    client = gateway.redis
     sent = 0
     older_than_ms = int(time.time() * 1000) - min_age_ms
     cursor = 0
     while True:
-        cursor, users = await client.sscan(keys.outbox_accounts(), cursor=cursor, count=500)
+        cursor, found = await gateway.redis.sscan(keys.outbox_accounts(), cursor=cursor, count=500)
+        users = cast(list[str], found)
         if users:
-            pipe = client.pipeline(transaction=False)
+            probes = Commands()
             for user in users:
-                pipe.zrangebyscore(keys.outbox(user), "-inf", older_than_ms, start=0, num=500)
-                pipe.zcard(keys.outbox(user))
-                pipe.hlen(keys.withdrawals_pending(user))
-            probe = await pipe.execute()
+                probes.zrange_by_score(keys.outbox(user), "-inf", older_than_ms, 500)
+                probes.zcard(keys.outbox(user))
+                probes.hlen(keys.withdrawals_pending(user))
+            probe = await gateway.transport.gather(probes)
             idle = []
             for index, user in enumerate(users):
                 stale, waiting, pending = probe[3 * index : 3 * index + 3]
@@ -62,9 +63,11 @@ async def _resend_orders(gateway: Gateway, user: str, cids: list[str]) -> int:
     client = gateway.redis
     sent = 0
     for cid in cids:
-        market, command = await client.hmget(keys.account_order(user, cid), ["market", "cmd"])
+        market, command = cast(
+            list[str | None], await client.hmget(keys.account_order(user, cid), ["market", "cmd"])
+        )
         if market is not None and command is not None:
-            await client.xadd(keys.market_in(market), {"c": command})
+            await client.xadd(keys.market_in(market), {COMMAND_FIELD: command})
             log.warning("outbox: re-sent order %s of %s to %s", cid, user, market)
             sent += 1
         await client.zrem(keys.outbox(user), cid)
@@ -74,7 +77,7 @@ async def _resend_orders(gateway: Gateway, user: str, cids: list[str]) -> int:
 async def _resend_withdrawals(gateway: Gateway, user: str, older_than_ms: int) -> int:
     client = gateway.redis
     sent = 0
-    pending: dict[str, str] = await client.hgetall(keys.withdrawals_pending(user))
+    pending = cast(dict[str, str], await client.hgetall(keys.withdrawals_pending(user)))
     for withdrawal_id, record_text in pending.items():
         if int(loads(record_text).get("ts", 0)) > older_than_ms:
             continue
@@ -88,16 +91,15 @@ async def _resend_withdrawals(gateway: Gateway, user: str, older_than_ms: int) -
 async def _forget_if_idle(gateway: Gateway, users: list[str]) -> None:
     """Drop accounts from the registry when nothing of theirs waits, re-adding any that an
     admission slipped into meanwhile (admission registers the account before it reserves)."""
-    client = gateway.redis
-    await client.srem(keys.outbox_accounts(), *users)
-    pipe = client.pipeline(transaction=False)
+    await gateway.redis.srem(keys.outbox_accounts(), *users)
+    counts = Commands()
     for user in users:
-        pipe.zcard(keys.outbox(user))
-        pipe.hlen(keys.withdrawals_pending(user))
-    counts = await pipe.execute()
-    back = [u for i, u in enumerate(users) if counts[2 * i] or counts[2 * i + 1]]
+        counts.zcard(keys.outbox(user))
+        counts.hlen(keys.withdrawals_pending(user))
+    waiting = await gateway.transport.gather(counts)
+    back = [u for i, u in enumerate(users) if waiting[2 * i] or waiting[2 * i + 1]]
     if back:
-        await client.sadd(keys.outbox_accounts(), *back)
+        await gateway.redis.sadd(keys.outbox_accounts(), *back)
 
 
 async def run_sweeper(gateway: Gateway, interval_s: float = INTERVAL_S) -> None:
@@ -112,37 +114,5 @@ async def run_sweeper(gateway: Gateway, interval_s: float = INTERVAL_S) -> None:
         await asyncio.sleep(interval_s)
 
 
-class Clearer:
-    """Removes delivered outbox entries in batches, one pipelined round trip per batch."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self._pending: list[tuple[str, str]] = []
-        self._flushing: asyncio.Task[None] | None = None
-
-    def clear(self, user: str, cid: str) -> None:
-        self._pending.append((user, cid))
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.get_running_loop().create_task(self._flush())
-
-    async def _flush(self) -> None:
-        await asyncio.sleep(0)  # let the requests of this loop turn join the batch
-        while self._pending:
-            batch, self._pending = self._pending, []
-            pipe = self._client.pipeline(transaction=False)
-            for user, cid in batch:
-                pipe.zrem(keys.outbox(user), cid)
-            try:
-                await pipe.execute()
-            except Exception as exc:
-                log.warning(
-                    "outbox: %d entries not cleared (the sweeper will): %s", len(batch), exc
-                )
-
-    async def drain(self) -> None:
-        if self._flushing is not None:
-            await self._flushing
-
-
-def start(gateway: Gateway) -> Any:
+def start(gateway: Gateway) -> asyncio.Task[None]:
     return asyncio.get_running_loop().create_task(run_sweeper(gateway), name="outbox-sweeper")

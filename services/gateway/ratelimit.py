@@ -11,11 +11,11 @@ refusal is 429 RATE_LIMITED with ``Retry-After`` in whole seconds (rounded up).
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from common import keys
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
+from services.gateway.transport import Commands
 
 WRITE_PATHS = frozenset(
     {"/v1/orders", "/v1/orders/cancel", "/v1/orders/cancel-all", "/v1/withdrawals"}
@@ -43,24 +43,11 @@ async def check(gateway: Gateway, ip: str | None, user: str | None = None) -> No
     wanted = buckets(gateway, ip, user)
     if not wanted:
         return
-    results: list[Any]
-    if len(wanted) == 1:
-        key, rate = wanted[0]
-        results = await gateway.pipelined_script("rate_limit", [key], [rate, 2 * rate])
-    elif gateway.settings.redis_cluster:
-        results = [
-            await gateway.scripts["rate_limit"](keys=[key], args=[rate, 2 * rate])
-            for key, rate in wanted
-        ]
-    else:
-        script = gateway.scripts["rate_limit"]
-        first_key, first_rate = wanted[0]
-        results = await gateway.pipelined_script(
-            "rate_limit",
-            [wanted[1][0]],
-            [wanted[1][1], 2 * wanted[1][1]],
-            before=lambda pipe: pipe.evalsha(script.sha, 1, first_key, first_rate, 2 * first_rate),
-        )
+    script = gateway.transport.scripts["rate_limit"]
+    group = Commands()
+    for key, rate in wanted:
+        group.script(script, [key], [rate, 2 * rate])
+    results = await gateway.transport.execute(group)
     wait_ms = max(int(r) for r in results)
     if wait_ms > 0:
         error = ApiError("RATE_LIMITED", f"too many requests; retry in {wait_ms} ms")

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from common import keys, money
 from common.events import dumps, loads
 from services.gateway import accounts, funds, ratelimit, shapes, signed
-from services.gateway.context import Gateway
+from services.gateway.context import MEMORY_HIGH_MESSAGE, Gateway
 from services.gateway.errors import ApiError
-from services.gateway.orders import MEMORY_HIGH_MESSAGE
+from services.gateway.transport import Commands
 
 RECORD_FIELD = "w"
 ACCOUNT_WITHDRAWALS_KEPT = 1000
@@ -69,16 +69,12 @@ async def withdraw(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:
         signed.replay_ttl_ms(gateway),
         ACCOUNT_WITHDRAWALS_KEPT,
     ]
-    if gateway.settings.redis_cluster:
-        await gateway.redis.sadd(keys.outbox_accounts(), user)
-        verdict = await gateway.scripts["withdraw"](keys=script_keys, args=args)
-    else:
-        _, verdict = await gateway.pipelined_script(
-            "withdraw",
-            script_keys,
-            args,
-            before=lambda pipe: pipe.sadd(keys.outbox_accounts(), user),
-        )
+    # The account joins the sweeper's registry before its pending hash can hold anything.
+    _, verdict = await gateway.transport.execute(
+        Commands()
+        .sadd(keys.outbox_accounts(), user)
+        .script(gateway.transport.scripts["withdraw"], script_keys, args)
+    )
     if verdict == "DUPLICATE":
         raise ApiError("DUPLICATE", "this Withdraw signature was already used")
     if verdict in ("INSUFFICIENT_BALANCE", "INSUFFICIENT_MARGIN"):
@@ -103,7 +99,10 @@ async def hand_to_relayer(gateway: Gateway, user: str, withdrawal_id: str, recor
 
 async def list_withdrawals(gateway: Gateway, user: str, limit: int) -> list[dict[str, Any]]:
     """The account's withdrawals, newest first."""
-    entries = await gateway.redis.xrevrange(keys.account_withdrawals(user), count=limit)
+    entries = cast(
+        list[tuple[str, dict[str, str]]],
+        await gateway.redis.xrevrange(keys.account_withdrawals(user), count=limit),
+    )
     result = []
     for _, fields in entries:
         record = loads(fields[RECORD_FIELD])

@@ -246,16 +246,15 @@ def test_a_retry_after_a_failure_between_the_two_steps_credits_exactly_once(
     client: TestClient, r: redis.Redis
 ) -> None:
     gateway = client.app.state.gateway  # type: ignore[attr-defined]
-    real = gateway.scripts["deposit"]
+    real = gateway.transport.script
     failures = [redis.ConnectionError("the connection dropped before the credit")]
 
-    class DropsOnce:
-        async def __call__(self, *args: Any, **kwargs: Any) -> Any:
-            if failures:
-                raise failures.pop()
-            return await real(*args, **kwargs)
+    async def drops_once(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "deposit" and failures:
+            raise failures.pop()
+        return await real(name, *args, **kwargs)
 
-    gateway.scripts._scripts["deposit"] = DropsOnce()
+    gateway.transport.script = drops_once
     alice, bob = Trader().address, Trader().address
     assert error_of(post_deposit(client, alice, 700, "chain:tx:42")) == (503, "UNAVAILABLE")
     assert client.get(f"/v1/accounts/{alice}/balances").json() == {}

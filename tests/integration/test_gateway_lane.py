@@ -10,7 +10,8 @@ import redis
 from redis.exceptions import NoScriptError, ResponseError
 from support.redis_server import RedisServer
 
-from services.gateway.lane import Recorder, lane_for
+from services.gateway.lane import lane_for
+from services.gateway.transport import REPLY_CONVERSIONS, Commands
 
 pytestmark = pytest.mark.integration
 
@@ -42,9 +43,9 @@ def test_batches_answer_in_order_with_redis_py_errors_and_the_selected_db(
 
 
 def test_recorder_converts_like_redis_py() -> None:
-    recorder = Recorder().hgetall("h").xadd("s", {"c": "x", "d": 1})
-    assert recorder.commands == [("HGETALL", "h"), ("XADD", "s", "*", "c", "x", "d", 1)]
-    convert = recorder.converters[0]
+    recorder = Commands().hgetall("h").xadd("s", {"c": "x", "d": 1})
+    assert recorder == [("HGETALL", "h"), ("XADD", "s", "*", "c", "x", "d", 1)]
+    convert = REPLY_CONVERSIONS["HGETALL"]
     assert convert(["a", "1", "b", "2"]) == {"a": "1", "b": "2"}
 
 

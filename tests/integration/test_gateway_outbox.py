@@ -95,8 +95,7 @@ def test_sweeper_leaves_fresh_entries_alone_and_forgets_idle_accounts(
             stale = await outbox.sweep_once(gateway)
             return fresh, stale
         finally:
-            await gateway.redis.aclose()
-            await gateway.blocking.aclose()
+            await gateway.close()
 
     fresh, stale = asyncio.run(scenario())
     assert (fresh, stale) == (1, 1)  # the old withdrawal first, then the order once stale
@@ -120,8 +119,7 @@ async def _sweep(redis_url: str) -> None:
     try:
         await outbox.sweep_once(gateway)
     finally:
-        await gateway.redis.aclose()
-        await gateway.blocking.aclose()
+        await gateway.close()
 
 
 def test_direct_admission_refused_by_the_stream_applies_nothing(

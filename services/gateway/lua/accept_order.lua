@@ -4,7 +4,7 @@
 -- balance, or for a derivative the free collateral: available + the caller's adjustment =
 -- unrealized contribution at mark − initial margin of positions), then the market's status
 -- and backlog as the caller read them, in the contract's order of codes (409, 422, 503). If
--- all pass it locks the reservation and records the order. On a single Redis (KEYS[7] given)
+-- all pass it locks the reservation and records the order. On a single Redis (KEYS[11] given)
 -- it also XADDs the command to the market stream, first, so that a stream that refuses the
 -- entry (or Redis refusing the first write for memory) leaves nothing applied, and reservation
 -- and order exist together or not at all. On a cluster the stream lives in another slot: the
@@ -18,7 +18,12 @@
 -- KEYS[4] dex:{u}:bal       hash  "<asset>:t", "<asset>:l"
 -- KEYS[5] dex:{u}:res       hash  cid -> reserved amount still locked
 -- KEYS[6] dex:{u}:outbox    zset  cid by time
--- KEYS[7] dex:{m}:in        stream the market's commands (single Redis only; optional)
+-- KEYS[7] dex:{u}:open:<m>  zset  cid by time: the account's open orders in the market (the
+--                                 settler removes an order when it applies its done event)
+-- KEYS[8] dex:{u}:pos       hash  "<market>:size" -> signed position size (read: the guard)
+-- KEYS[9] dex:{u}:oq        hash  "<market>:<side>" -> unfilled qty of open derivative orders
+-- KEYS[10] dex:{u}:oqo      hash  cid -> "<qty>|<market>:<side>": the order's share of KEYS[9]
+-- KEYS[11] dex:{m}:in       stream the market's commands (single Redis only; optional)
 -- ARGV[1] cid  ARGV[2] market  ARGV[3] reserve asset
 -- ARGV[4] amount to lock, or "ALL" for a budget of everything available (price-0 MARKET)
 -- ARGV[5] now (ms)
@@ -27,7 +32,7 @@
 -- ARGV[7] adjustment added to the available balance (0 for SPOT)
 -- ARGV[8] code when the amount is not there (INSUFFICIENT_BALANCE / INSUFFICIENT_MARGIN)
 -- ARGV[9] market refusal ("" / MARKET_HALTED / MARKET_CLOSED)
--- ARGV[10] the backlog bound: with KEYS[7], the unmatched entries the stream may hold (lag +
+-- ARGV[10] the backlog bound: with KEYS[11], the unmatched entries the stream may hold (lag +
 --          pending of the matcher's group, counted here); "FULL" refuses outright (Redis near
 --          its memory limit, or the caller's own backlog read on the outbox path)
 -- (The group is the matcher's, "matcher": common/keys.py MATCHER_GROUP.)
@@ -42,14 +47,13 @@
 --          reservation, position value; LIMIT_EXCEEDED)
 -- ARGV[18] DEX_MAX_OPEN_ORDERS: orders the account may have open in this market (one more is
 --          TOO_MANY_ORDERS, after the market's refusal and before LIMIT_EXCEEDED)
--- ARGV[19] dex:{u}:open:<m> zset cid by time: the account's open orders in the market (an
---          account-slot key from common/keys.py, here so that the optional KEYS[7] stays last);
---          the settler removes an order when it applies the order's done event
 -- Returns {"OK", command JSON, "SENT" when it is on the stream, else "OUTBOX"}, {"RETRY"} or
 -- {code}.
 
 local cids_key, order_key, orders_key, bal_key, res_key, outbox_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local open_orders_key, positions_key, open_qty_key, shares_key, stream_key =
+  KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 local cid, market, asset, wanted, now, template =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local adjustment, short_code, market_refusal, overloaded =
@@ -57,12 +61,10 @@ local adjustment, short_code, market_refusal, overloaded =
 
 local headroom = tonumber(ARGV[11] or '0')
 local position_field, open_field = ARGV[12] or '', ARGV[14] or ''
-local account_prefix = string.sub(bal_key, 1, -4)  -- 'dex:{u}:' of 'dex:{u}:bal'
-local open_qty_key, shares_key = account_prefix .. 'oq', account_prefix .. 'oqo'
 
 if redis.call('HEXISTS', cids_key, cid) == 1 then return {'DUPLICATE'} end
 if position_field ~= '' then
-  local size = redis.call('HGET', account_prefix .. 'pos', position_field) or '0'
+  local size = redis.call('HGET', positions_key, position_field) or '0'
   local open = redis.call('HGET', open_qty_key, open_field) or '0'
   if tonumber(size) ~= tonumber(ARGV[13]) or tonumber(open) ~= tonumber(ARGV[15]) then
     return {'RETRY'}
@@ -82,7 +84,6 @@ else
 end
 if market_refusal ~= '' then return {market_refusal} end
 
-local open_orders_key = ARGV[19]
 if redis.call('ZCARD', open_orders_key) >= tonumber(ARGV[18]) then return {'TOO_MANY_ORDERS'} end
 
 -- LIMIT_EXCEEDED (API.md §2): the caller's verdict, or a lock that would take the locked
@@ -91,9 +92,9 @@ if redis.call('ZCARD', open_orders_key) >= tonumber(ARGV[18]) then return {'TOO_
 if ARGV[17] == '1' or locked + amount >= 9007199254740992 then return {'LIMIT_EXCEEDED'} end
 
 if overloaded == 'FULL' then return {'OVERLOADED'} end
-if KEYS[7] and redis.call('EXISTS', KEYS[7]) == 1 then
+if stream_key and redis.call('EXISTS', stream_key) == 1 then
   local waiting = nil
-  for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[7])) do
+  for _, group in ipairs(redis.call('XINFO', 'GROUPS', stream_key)) do
     local info = {}
     for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
     if info['name'] == 'matcher' then
@@ -102,13 +103,12 @@ if KEYS[7] and redis.call('EXISTS', KEYS[7]) == 1 then
       waiting = type(info['lag']) == 'number' and info['lag'] + info['pending'] or nil
     end
   end
-  if waiting == nil then waiting = redis.call('XLEN', KEYS[7]) end
+  if waiting == nil then waiting = redis.call('XLEN', stream_key) end
   if waiting >= tonumber(overloaded) then return {'OVERLOADED'} end
 end
 
 local amount_text = string.format('%d', amount)
 local command = string.sub(template, 1, -2) .. ',"reserved":' .. amount_text .. '}'
-local stream_key = KEYS[7]
 if stream_key then redis.call('XADD', stream_key, '*', 'c', command) end
 redis.call('HSET', cids_key, cid, market)
 if amount > 0 then redis.call('HINCRBY', bal_key, asset .. ':l', amount_text) end
