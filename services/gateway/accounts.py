@@ -12,7 +12,7 @@ from common.money import OffQuantum, atomic_text, to_quanta
 from common.order_reads import read_open_orders
 from services.gateway import orders, parsing
 from services.gateway.context import Gateway
-from services.gateway.errors import ApiError
+from services.gateway.errors import ApiError, ErrorCode
 from services.gateway.transport import Commands, score_pairs
 
 FILL_FIELD = "f"
@@ -45,7 +45,7 @@ def quanta(asset: Asset, amount: int) -> int:
     try:
         return to_quanta(asset, amount)
     except OffQuantum as exc:
-        raise ApiError("INVALID_REQUEST", f"amount {exc}") from None
+        raise ApiError(ErrorCode.INVALID_REQUEST, f"amount {exc}") from None
 
 
 def account_id(value: str) -> str:

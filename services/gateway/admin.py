@@ -14,7 +14,7 @@ from common.redis_client import connect
 from common.risk import mark_price
 from services.gateway import accounts, cancels, market_data, shapes
 from services.gateway.context import Gateway
-from services.gateway.errors import ApiError
+from services.gateway.errors import ApiError, ErrorCode
 from services.gateway.transport import Commands, score_pairs
 
 
@@ -43,7 +43,9 @@ def authorized(gateway: Gateway, authorization: str | None) -> bool:
 def require_admin(gateway: Gateway, authorization: str | None) -> None:
     """403 FORBIDDEN unless the call carries the admin token (see :func:`authorized`)."""
     if not authorized(gateway, authorization):
-        raise ApiError("FORBIDDEN", "admin endpoints need 'Authorization: Bearer <admin token>'")
+        raise ApiError(
+            ErrorCode.FORBIDDEN, "admin endpoints need 'Authorization: Bearer <admin token>'"
+        )
 
 
 def parse_deposit(gateway: Gateway, body: dict[str, Any]) -> tuple[str, str, int, str | None]:
@@ -69,7 +71,9 @@ async def claim_deposit_id(
         "deposit_claim", [keys.deposit_claim(deposit_id)], [dumps([user, asset, str(amount)])]
     )
     if claimed == "OTHER":
-        raise ApiError("DUPLICATE", f"depositId {deposit_id!r} was already used for a deposit")
+        raise ApiError(
+            ErrorCode.DUPLICATE, f"depositId {deposit_id!r} was already used for a deposit"
+        )
 
 
 async def deposit(
@@ -87,10 +91,12 @@ async def deposit(
         )
     except Exception as exc:
         if str(exc).startswith("DUPLICATE"):
-            raise ApiError("DUPLICATE", f"depositId {deposit_id!r} was already credited") from None
+            raise ApiError(
+                ErrorCode.DUPLICATE, f"depositId {deposit_id!r} was already credited"
+            ) from None
         if "BALANCE_CEILING" in str(exc):
             raise ApiError(
-                "LIMIT_EXCEEDED",
+                ErrorCode.LIMIT_EXCEEDED,
                 f"the deposit would take {user}'s {asset} balance to 2^53 quanta "
                 f"({2**53 * quantum} atomic units) or more",
             ) from None
@@ -137,7 +143,9 @@ async def audit(gateway: Gateway) -> Any:
     try:
         from common.audit import audit as run_audit
     except ImportError:
-        raise ApiError("UNAVAILABLE", "the auditor is not available in this build") from None
+        raise ApiError(
+            ErrorCode.UNAVAILABLE, "the auditor is not available in this build"
+        ) from None
     client = connect(gateway.settings)
     try:
         return await asyncio.to_thread(run_audit, client, gateway.markets)

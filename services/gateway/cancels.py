@@ -22,7 +22,7 @@ from common.events import (
 from common.types import FINAL_STATUSES
 from services.gateway import orders, ratelimit, shapes, signed
 from services.gateway.context import Gateway
-from services.gateway.errors import ApiError
+from services.gateway.errors import ApiError, ErrorCode
 
 REPLY_WAIT_S = 5
 
@@ -45,7 +45,8 @@ async def refuse_if_overloaded(gateway: Gateway, symbols: list[str]) -> None:
     for symbol in symbols:
         if await gateway.backlog(symbol) >= gateway.settings.max_backlog:
             raise ApiError(
-                "OVERLOADED", f"market {symbol} has too many unmatched commands; retry shortly"
+                ErrorCode.OVERLOADED,
+                f"market {symbol} has too many unmatched commands; retry shortly",
             )
 
 
@@ -58,11 +59,11 @@ async def cancel(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[str,
     cid = message["clientOrderId"]
     order = await orders.read_order(gateway, user, cid)
     if order is None or order["market"] != market.symbol:
-        raise ApiError("NOT_FOUND", f"no order {cid!r} of {user} in {market.symbol}")
+        raise ApiError(ErrorCode.NOT_FOUND, f"no order {cid!r} of {user} in {market.symbol}")
     if await signed.signature_used(gateway, request):
-        raise ApiError("DUPLICATE", "this Cancel signature was already used")
+        raise ApiError(ErrorCode.DUPLICATE, "this Cancel signature was already used")
     if order["status"] in FINAL_STATUSES:
-        raise ApiError("ORDER_CLOSED", f"order {cid!r} is already {order['status']}")
+        raise ApiError(ErrorCode.ORDER_CLOSED, f"order {cid!r} is already {order['status']}")
     await refuse_if_overloaded(gateway, [market.symbol])
     await signed.claim_signature(gateway, request)
     command: CancelCommand = {"op": "cancel", "user": user, "cid": cid, "ts": message["ts"]}
@@ -73,9 +74,9 @@ async def cancel(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[str,
         return 202, current
     result = answer.get("result")
     if result == "CLOSED":
-        raise ApiError("ORDER_CLOSED", f"order {cid!r} finished before the cancel arrived")
+        raise ApiError(ErrorCode.ORDER_CLOSED, f"order {cid!r} finished before the cancel arrived")
     if result == "UNKNOWN":
-        raise ApiError("NOT_FOUND", f"the matcher of {market.symbol} does not know {cid!r}")
+        raise ApiError(ErrorCode.NOT_FOUND, f"the matcher of {market.symbol} does not know {cid!r}")
     return 200, current
 
 
@@ -86,7 +87,7 @@ async def cancel_all(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[
     request = signed.check_ts_and_signature(gateway, "CancelAll", message, sig, user)
     await ratelimit.check_user(gateway, user)
     if await signed.signature_used(gateway, request):
-        raise ApiError("DUPLICATE", "this CancelAll signature was already used")
+        raise ApiError(ErrorCode.DUPLICATE, "this CancelAll signature was already used")
     symbols = [symbol] if symbol else list(gateway.markets.markets)
     await refuse_if_overloaded(gateway, symbols)
     await signed.claim_signature(gateway, request)

@@ -62,14 +62,11 @@ class ErrorCode(StrEnum):
 class ApiError(Exception):
     """A refusal with a contract code; the status follows from the code unless given (a
     market named in the path answers ``UNKNOWN_MARKET`` with 404).
-
-    A plain string is still taken and looked up (``KeyError`` for one that is no code) until
-    every caller passes an :class:`ErrorCode`.
     """
 
-    def __init__(self, code: ErrorCode | str, message: str, status: int | None = None) -> None:
+    def __init__(self, code: ErrorCode, message: str, status: int | None = None) -> None:
         super().__init__(message)
-        self.code = code if isinstance(code, ErrorCode) else ErrorCode[code]
+        self.code = code
         self.message = message
         self.status = status or self.code.status
         self.headers: dict[str, str] = {}

@@ -34,7 +34,7 @@ from common.risk import (
 )
 from common.types import OrderType, Product, Side
 from services.gateway.context import Gateway
-from services.gateway.errors import ApiError
+from services.gateway.errors import ApiError, ErrorCode
 from services.gateway.transport import Commands
 
 ALL_AVAILABLE = "ALL"
@@ -112,7 +112,7 @@ def check_price_band(market: Market, price: int, prices: MarketPrices) -> None:
     low, high = money.price_band(prices.mark, band)
     if not low <= price <= high:
         raise ApiError(
-            "INVALID_PRICE",
+            ErrorCode.INVALID_PRICE,
             f"price {price} is more than {band} bps from {market.symbol}'s mark {prices.mark}: "
             f"it must be between {low} and {high}",
         )

@@ -13,7 +13,7 @@ from common.book_reads import read_trades as _read_trades
 from common.markets import Market
 from common.types import MarketStatus
 from services.gateway.context import Gateway
-from services.gateway.errors import ApiError
+from services.gateway.errors import ApiError, ErrorCode
 from services.gateway.transport import Commands
 
 FALLBACK_INTERVALS = ("1m", "5m", "15m", "1h", "4h", "1d")
@@ -23,7 +23,7 @@ def require_market(gateway: Gateway, symbol: str) -> Market:
     """The market named in a path; 404 UNKNOWN_MARKET otherwise."""
     market = gateway.markets.market(symbol)
     if market is None:
-        raise ApiError("UNKNOWN_MARKET", f"no market named {symbol!r}", status=404)
+        raise ApiError(ErrorCode.UNKNOWN_MARKET, f"no market named {symbol!r}", status=404)
     return market
 
 
@@ -67,7 +67,9 @@ def _market_reads() -> Any:
     try:
         market_reads = importlib.import_module("common.market_reads")
     except ImportError:
-        raise ApiError("UNAVAILABLE", "market statistics are not available in this build") from None
+        raise ApiError(
+            ErrorCode.UNAVAILABLE, "market statistics are not available in this build"
+        ) from None
     return market_reads
 
 
@@ -86,7 +88,7 @@ async def read_ticker(gateway: Gateway, market: Market) -> Any:
 async def read_candles(gateway: Gateway, symbol: str, interval: str, limit: int) -> Any:
     if interval not in intervals():
         raise ApiError(
-            "INVALID_REQUEST",
+            ErrorCode.INVALID_REQUEST,
             f"interval must be one of {', '.join(intervals())}, got {interval!r}",
         )
     return await _maybe_await(_market_reads().read_candles(gateway.redis, symbol, interval, limit))

@@ -27,7 +27,7 @@ from common.risk import parse_prices
 from common.types import MarketStatus, OrderType, Side, TimeInForce
 from services.gateway import funds, parsing, ratelimit, shapes
 from services.gateway.context import MEMORY_HIGH_MESSAGE, Gateway
-from services.gateway.errors import ApiError
+from services.gateway.errors import ApiError, ErrorCode
 from services.gateway.transport import Commands
 
 log = logging.getLogger("services.gateway")
@@ -102,7 +102,7 @@ async def submit_order(
         funds.check_price_band(market, order.price, prices)
     parsing.ts_in_window(order.ts, gateway.settings.signature_max_age_ms, int(time.time() * 1000))
     if not gateway.verifier.verify(order.primary_type, order.message, order.signature, order.user):
-        raise ApiError("INVALID_SIGNATURE", "the signature does not recover to userId")
+        raise ApiError(ErrorCode.INVALID_SIGNATURE, "the signature does not recover to userId")
     # 2. The user's rate limit, now that the signature says who sends it (429).
     await ratelimit.check_user(gateway, order.user)
     user = order.user
@@ -159,7 +159,9 @@ async def submit_order(
         if verdict[0] != "RETRY":
             break
     else:
-        raise ApiError("UNAVAILABLE", f"{user}'s position in {market.symbol} kept changing; retry")
+        raise ApiError(
+            ErrorCode.UNAVAILABLE, f"{user}'s position in {market.symbol} kept changing; retry"
+        )
     if verdict[0] != "OK":
         quantum = gateway.markets.assets[reserve.asset].quantum
         raise refusal_error(verdict[0], cid, user, reserve, market.symbol, memory_high, quantum)
@@ -287,7 +289,9 @@ async def admit_on_account(
         if gateway.via_outbox or isinstance(exc, redis.exceptions.OutOfMemoryError):
             raise
         # The XADD is the script's first write: a refusal there leaves nothing applied.
-        raise ApiError("UNAVAILABLE", f"market {symbol}'s stream refused the order: {exc}") from exc
+        raise ApiError(
+            ErrorCode.UNAVAILABLE, f"market {symbol}'s stream refused the order: {exc}"
+        ) from exc
     return list(replies[-1])
 
 
@@ -328,7 +332,7 @@ def refusal_error(
     quantum: int = 1,
 ) -> ApiError:
     if code == "DUPLICATE":
-        return ApiError("DUPLICATE", f"clientOrderId {cid!r} was already used by {user}")
+        return ApiError(ErrorCode.DUPLICATE, f"clientOrderId {cid!r} was already used by {user}")
     if code in ("INSUFFICIENT_BALANCE", "INSUFFICIENT_MARGIN"):
         what = (
             "everything available"
@@ -337,25 +341,29 @@ def refusal_error(
         )
         kind = "balance" if code == "INSUFFICIENT_BALANCE" else "free collateral"
         return ApiError(
-            code, f"the order needs {what} {reserve.asset} of {kind}, which {user} lacks"
+            ErrorCode[code], f"the order needs {what} {reserve.asset} of {kind}, which {user} lacks"
         )
     if code == "MARKET_HALTED":
-        return ApiError(code, f"market {symbol} is halted")
+        return ApiError(ErrorCode[code], f"market {symbol} is halted")
     if code == "MARKET_CLOSED":
-        return ApiError(code, f"market {symbol} has expired")
+        return ApiError(ErrorCode[code], f"market {symbol} has expired")
     if code == "TOO_MANY_ORDERS":
-        return ApiError(code, f"{user} already has the most open orders allowed in {symbol}")
+        return ApiError(
+            ErrorCode[code], f"{user} already has the most open orders allowed in {symbol}"
+        )
     if code == "LIMIT_EXCEEDED":
         return ApiError(
-            code,
+            ErrorCode[code],
             "the order would take its notional, its reservation, the position's value or "
             f"{user}'s locked {reserve.asset} to 2^53 quanta or more",
         )
     if code == "OVERLOADED" and memory_high:
-        return ApiError(code, MEMORY_HIGH_MESSAGE)
+        return ApiError(ErrorCode[code], MEMORY_HIGH_MESSAGE)
     if code == "OVERLOADED":
-        return ApiError(code, f"market {symbol} has too many unmatched commands; retry shortly")
-    return ApiError("UNAVAILABLE", f"the account script answered {code!r}")
+        return ApiError(
+            ErrorCode[code], f"market {symbol} has too many unmatched commands; retry shortly"
+        )
+    return ApiError(ErrorCode.UNAVAILABLE, f"the account script answered {code!r}")
 
 
 async def read_order(gateway: Gateway, user: str, cid: str) -> dict[str, Any] | None:

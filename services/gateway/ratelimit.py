@@ -14,7 +14,7 @@ import math
 
 from common import keys
 from services.gateway.context import Gateway
-from services.gateway.errors import ApiError
+from services.gateway.errors import ApiError, ErrorCode
 from services.gateway.transport import Commands
 
 WRITE_PATHS = frozenset(
@@ -50,7 +50,7 @@ async def check(gateway: Gateway, ip: str | None, user: str | None = None) -> No
     results = await gateway.transport.execute(group)
     wait_ms = max(int(r) for r in results)
     if wait_ms > 0:
-        error = ApiError("RATE_LIMITED", f"too many requests; retry in {wait_ms} ms")
+        error = ApiError(ErrorCode.RATE_LIMITED, f"too many requests; retry in {wait_ms} ms")
         error.headers["Retry-After"] = str(max(1, math.ceil(wait_ms / 1000)))
         raise error
 

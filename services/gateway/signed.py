@@ -14,7 +14,7 @@ from typing import Any
 from common import keys
 from services.gateway import parsing
 from services.gateway.context import Gateway
-from services.gateway.errors import ApiError
+from services.gateway.errors import ApiError, ErrorCode
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +33,7 @@ def check_ts_and_signature(
         message["ts"], gateway.settings.signature_max_age_ms, int(time.time() * 1000)
     )
     if not gateway.verifier.verify(primary_type, message, sig, user):
-        raise ApiError("INVALID_SIGNATURE", "the signature does not recover to userId")
+        raise ApiError(ErrorCode.INVALID_SIGNATURE, "the signature does not recover to userId")
     return SignedRequest(primary_type, message, sig, user)
 
 
@@ -57,4 +57,6 @@ async def claim_signature(gateway: Gateway, request: SignedRequest) -> None:
     key = keys.used_signature(request.user, digest_hex(gateway, request))
     claimed = await gateway.redis.set(key, "1", nx=True, px=replay_ttl_ms(gateway))
     if not claimed:
-        raise ApiError("DUPLICATE", f"this {request.primary_type} signature was already used")
+        raise ApiError(
+            ErrorCode.DUPLICATE, f"this {request.primary_type} signature was already used"
+        )

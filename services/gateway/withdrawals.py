@@ -15,7 +15,7 @@ from common import keys, money
 from common.events import dumps, loads
 from services.gateway import accounts, funds, ratelimit, shapes, signed
 from services.gateway.context import MEMORY_HIGH_MESSAGE, Gateway
-from services.gateway.errors import ApiError
+from services.gateway.errors import ApiError, ErrorCode
 from services.gateway.transport import Commands
 
 RECORD_FIELD = "w"
@@ -35,9 +35,9 @@ async def withdraw(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:
     await ratelimit.check_user(gateway, user)
     if quanta >= money.LIMIT:
         # No balance reaches 2^53 quanta, so the first 422 code that applies is this one.
-        raise ApiError("INSUFFICIENT_BALANCE", f"{user} lacks {amount} {asset}")
+        raise ApiError(ErrorCode.INSUFFICIENT_BALANCE, f"{user} lacks {amount} {asset}")
     if await gateway.memory_high():
-        raise ApiError("OVERLOADED", MEMORY_HIGH_MESSAGE)
+        raise ApiError(ErrorCode.OVERLOADED, MEMORY_HIGH_MESSAGE)
     digest = signed.digest_hex(gateway, request)
     withdrawal_id = "w-" + digest[:32]
     is_margin = asset in funds.margin_assets(gateway.markets)
@@ -76,10 +76,10 @@ async def withdraw(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:
         .script(gateway.transport.scripts["withdraw"], script_keys, args)
     )
     if verdict == "DUPLICATE":
-        raise ApiError("DUPLICATE", "this Withdraw signature was already used")
+        raise ApiError(ErrorCode.DUPLICATE, "this Withdraw signature was already used")
     if verdict in ("INSUFFICIENT_BALANCE", "INSUFFICIENT_MARGIN"):
         kind = "available balance" if verdict == "INSUFFICIENT_BALANCE" else "free collateral"
-        raise ApiError(verdict, f"{user} lacks {amount} {asset} of {kind}")
+        raise ApiError(ErrorCode[verdict], f"{user} lacks {amount} {asset} of {kind}")
     await hand_to_relayer(gateway, user, withdrawal_id, encoded)
     return {k: record[k] for k in ("withdrawalId", "userId", "asset", "amount", "status")}
 

@@ -155,9 +155,3 @@ def test_every_error_code_is_its_wire_string_and_carries_its_status() -> None:
 def test_an_api_error_takes_its_status_from_its_code() -> None:
     assert ApiError(ErrorCode.STALE_TS, "late").status == 400
     assert ApiError(ErrorCode.UNKNOWN_MARKET, "path", status=404).status == 404
-
-
-def test_a_plain_string_code_is_still_taken_until_every_caller_is_converted() -> None:
-    assert ApiError("DUPLICATE", "again").code is ErrorCode.DUPLICATE
-    with pytest.raises(KeyError):
-        ApiError("NO_SUCH_CODE", "typo")
