@@ -49,6 +49,7 @@ FAMILY = re.compile(r"^dex:\{([^}]*)\}:([^:]+)(:.*)?$")
 INDEXED = hasattr(keys, "account_open_orders")  # this version's indexes (bench runs on older)
 ACCEPT_SCRIPT = REPO_ROOT / "services" / "gateway" / "lua" / "accept_order.lua"
 APPENDS_RESERVED = "__RESERVED__" not in ACCEPT_SCRIPT.read_text()  # this version's ARGV layout
+KEYED_ACCOUNT = "KEYS[10]" in ACCEPT_SCRIPT.read_text()  # every account key in KEYS, stream last
 
 
 def family(key: str, markets: set[str]) -> str:
@@ -118,15 +119,23 @@ def admit(client: redis.Redis, scripts: ScriptSet, market: Any, orders: list[tup
                 keys.balances(user),
                 keys.reservations(user),
                 keys.outbox(user),
-                keys.market_in(MARKET),
             ]
+            if KEYED_ACCOUNT:
+                script_keys += [
+                    keys.account_open_orders(user, MARKET),
+                    keys.positions(user),
+                    keys.open_quantities(user),
+                    keys.open_quantity_shares(user),
+                ]
+            script_keys.append(keys.market_in(MARKET))
             args: list[Any] = [cid, MARKET, asset, amount, now, template, 0,
                                "INSUFFICIENT_BALANCE", ""]  # fmt: skip
             if APPENDS_RESERVED:
                 # backlog bound; headroom, no margin guard (spot), not over the 2^53 limit;
                 # the open-order bound and index
                 args += [10**9, 0, "", 0, "", 0, 0, "0", 10**9]
-                args.append(keys.account_open_orders(user, MARKET))
+                if not KEYED_ACCOUNT:
+                    args.append(keys.account_open_orders(user, MARKET))
             elif INDEXED:
                 args += ["0", 10**9, keys.account_open_orders(user, MARKET)]
             else:
