@@ -214,6 +214,8 @@ class Ledger:
                 keys.reservation_fills(account),
                 keys.fee_waivers(account),
                 keys.account_open_orders(account, market),
+                keys.open_quantities(account),
+                keys.open_quantity_shares(account),
             ],
             args=[market, dumps([[eseq, ops] for eseq, ops in groups])],
             client=client if client is not None else self.client,

@@ -12,8 +12,8 @@
 -- KEYS[6] dex:{u}:resf   hash  cid -> quantity filled so far (while the order is open)
 -- KEYS[7] dex:{u}:waived hash  "<market>:<eseq>" -> fee waived on that event (rare, kept)
 -- KEYS[8] dex:{u}:open:<market> zset cid: the account's open orders in the market
--- The account's dex:{u}:oq and dex:{u}:oqo (each open derivative order's unfilled qty, for
--- margin netting: common/keys.py) are named from KEYS[1]'s prefix: the same hash tag and slot.
+-- KEYS[9] dex:{u}:oq     hash  "<market>:<side>" -> unfilled qty of open derivative orders
+-- KEYS[10] dex:{u}:oqo   hash  cid -> "<qty>|<market>:<side>": each order's share of KEYS[9]
 -- ARGV[1] market
 -- ARGV[2] JSON list of [eseq, [op, ...]] in ascending eseq; every amount is a decimal string.
 --   ["credit", asset, amount]          total += amount
@@ -66,11 +66,9 @@
 
 local bal_key, wm_key, res_key, fills_key, pos_key, resf_key, waived_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local open_key = KEYS[8]
+local open_key, open_qty_key, shares_key = KEYS[8], KEYS[9], KEYS[10]
 local market = ARGV[1]
 local batches = cjson.decode(ARGV[2])
-local account_prefix = string.sub(bal_key, 1, -4)  -- 'dex:{u}:' of 'dex:{u}:bal'
-local open_qty_key, shares_key = account_prefix .. 'oq', account_prefix .. 'oqo'
 
 local function int(n) return string.format('%d', n) end
 
