@@ -174,7 +174,10 @@ class Broadcaster:
         while True:
             timeout = None if connection.subscriptions else idle
             try:
-                message = await asyncio.wait_for(connection.websocket.receive(), timeout)
+                # Not asyncio.wait_for, which on Python 3.11 can swallow the cancellation that
+                # ends this connection when a message arrives at the same moment.
+                async with asyncio.timeout(timeout):
+                    message = await connection.websocket.receive()
             except TimeoutError:
                 self.metrics.idle_disconnects.inc()
                 connection.close(1000, f"idle: no subscription and no message for {idle:g} s")

@@ -116,7 +116,10 @@ class Hub:
                 self._waiting.setdefault(channel, deque()).append(waiter)
             self._commands.put("subscribe", topic)
         sinks.add(sink)
-        await asyncio.wait_for(asyncio.shield(self._ready[topic]), SUBSCRIBE_TIMEOUT_S)
+        # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that comes as the
+        # subscription is settled (a reset does both), and the cancelled client would hang on.
+        async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):
+            await asyncio.shield(self._ready[topic])
 
     def remove(self, topic: str, sink: Sink) -> None:
         sinks = self.sinks.get(topic)

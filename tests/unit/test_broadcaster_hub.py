@@ -126,3 +126,22 @@ def test_a_loss_settles_waiting_adds_and_resets_everyone() -> None:
 
     asyncio.run(scenario())
     assert resets == [True]
+
+
+def test_an_add_cancelled_as_a_loss_settles_it_ends_cancelled() -> None:
+    # A reset settles waiting adds and closes every client in one step: the client's handler is
+    # then cancelled while its add is already settled, and must stop rather than carry on.
+    async def scenario() -> bool:
+        backend = RecordingBackend()
+        hub = Hub()
+        await hub.start(backend)
+        add = asyncio.create_task(hub.add("orders:u", Sink()))
+        await settle()
+        hub.on_lost()
+        await asyncio.sleep(0)
+        add.cancel()
+        await asyncio.wait([add])
+        await hub.stop()
+        return add.cancelled()
+
+    assert asyncio.run(scenario())
