@@ -171,7 +171,9 @@ class Broadcaster:
     async def _receive_loop(self, connection: Connection) -> None:
         idle = self.settings.broadcaster_idle_timeout_s
         loop = asyncio.get_running_loop()
-        while True:
+        # A connection asked to close reads no more, even if the cancellation that should end
+        # this loop was lost in a library's wait below (asyncio.wait_for on Python 3.11).
+        while connection.close_code is None:
             timeout = None if connection.subscriptions else idle
             try:
                 # Not asyncio.wait_for, which on Python 3.11 can swallow the cancellation that
