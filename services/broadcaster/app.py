@@ -2,8 +2,9 @@
 
 Wiring, in the order a message travels:
 
-1. ``Hub``: the process's one Redis pub/sub connection; decodes each publication once
-   (``ShardedHub`` on a Redis Cluster with sharded pub/sub: one connection per node).
+1. ``Hub`` over a pub/sub backend: ``ClassicBackend`` (one connection) or, on a Redis Cluster
+   with sharded pub/sub, ``ShardedBackend`` (one connection per node); the hub decodes each
+   publication once and hands it to the feeds of its topic.
 2. ``Registry`` / feeds: one feed per canonical topic holds the subscriptions and turns a
    publication into server messages (snapshot first, then updates without gap or duplicate).
 3. ``Connection``: each client's bounded queue and sender task; too slow means 1013.
@@ -34,6 +35,9 @@ from common.heap import freeze_startup_heap
 from common.markets import load_markets
 from common.redis_client import connect_async
 from common.settings import DexSettings
+from services.broadcaster.backends.base import Backend
+from services.broadcaster.backends.classic import ClassicBackend
+from services.broadcaster.backends.sharded import ShardedBackend
 from services.broadcaster.connection import (
     GOING_AWAY,
     INTERNAL_ERROR,
@@ -42,13 +46,12 @@ from services.broadcaster.connection import (
     SERVICE_RESTART,
     Connection,
     Flusher,
+    Subscription,
 )
-from services.broadcaster.feeds import Subscription
 from services.broadcaster.hub import Hub
 from services.broadcaster.metrics import Metrics
 from services.broadcaster.registry import MarkWatcher, Registry
 from services.broadcaster.settings import BroadcasterSettings, broadcaster_settings
-from services.broadcaster.shardhub import ShardedHub
 from services.broadcaster.topics import MAX_TOPIC_LENGTH, TopicError, parse_topic
 
 log = logging.getLogger(__name__)
@@ -66,11 +69,7 @@ class Broadcaster:
         self.markets = load_markets(settings.markets_file)
         self.client = connect_async(settings)
         self.metrics = Metrics()
-        self.hub: Hub | ShardedHub = Hub(
-            self.client,
-            on_reset=self.resync_everyone,
-            on_message=self.metrics.count_publication,
-        )
+        self.hub = Hub(on_reset=self.resync_everyone, on_message=self.metrics.count_publication)
         interval_ms = settings.broadcaster_flush_interval_ms
         self.flusher = Flusher(self.metrics, None if interval_ms is None else interval_ms / 1000)
         self.registry = Registry(self.client, self.hub, self.markets, self.metrics, self.flusher)
@@ -81,16 +80,13 @@ class Broadcaster:
 
     async def start(self) -> None:
         await _wait_for_redis(self.client)
+        backend: Backend
         if await pubsub.sharded_async(self.client):
             # A cluster of Redis >= 7: shard channels, SSUBSCRIBEd on their owning nodes.
-            self.hub = ShardedHub(
-                self.client,
-                list(self.markets.markets),
-                on_reset=self.resync_everyone,
-                on_message=self.metrics.count_publication,
-            )
-            self.registry.hub = self.hub
-        await self.hub.start()
+            backend = ShardedBackend(self.client, list(self.markets.markets))
+        else:
+            backend = ClassicBackend(self.client)
+        await self.hub.start(backend)
         self._background.append(asyncio.create_task(self.mark_watcher.run()))
 
     async def stop(self) -> None:
@@ -175,10 +171,15 @@ class Broadcaster:
     async def _receive_loop(self, connection: Connection) -> None:
         idle = self.settings.broadcaster_idle_timeout_s
         loop = asyncio.get_running_loop()
-        while True:
+        # A connection asked to close reads no more, even if the cancellation that should end
+        # this loop was lost in a library's wait below (asyncio.wait_for on Python 3.11).
+        while connection.close_code is None:
             timeout = None if connection.subscriptions else idle
             try:
-                message = await asyncio.wait_for(connection.websocket.receive(), timeout)
+                # Not asyncio.wait_for, which on Python 3.11 can swallow the cancellation that
+                # ends this connection when a message arrives at the same moment.
+                async with asyncio.timeout(timeout):
+                    message = await connection.websocket.receive()
             except TimeoutError:
                 self.metrics.idle_disconnects.inc()
                 connection.close(1000, f"idle: no subscription and no message for {idle:g} s")

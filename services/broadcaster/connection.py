@@ -1,5 +1,8 @@
 """One WebSocket client: its subscriptions and its bounded outgoing queue.
 
+A :class:`Subscription` is one topic of one connection, named as the client spelled it; the
+feeds (services/broadcaster/feeds.py) fill it.
+
 Everything a client receives goes through :meth:`Connection.push_frame`, which never blocks:
 the frame joins the client's queue. With uvicorn's frame sink (services/broadcaster/wire.py)
 the process's :class:`Flusher` writes each client's queued frames in one call, soon after they
@@ -13,16 +16,14 @@ import asyncio
 import math
 from array import array
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from starlette.websockets import WebSocket
 
 from services.broadcaster.metrics import Metrics
+from services.broadcaster.topics import Topic
 from services.broadcaster.wire import FrameSink, frame_text, sink_of, text_frame
-
-if TYPE_CHECKING:
-    from services.broadcaster.feeds import Subscription
 
 TRY_AGAIN_LATER = 1013
 GOING_AWAY = 1001
@@ -204,3 +205,30 @@ class Connection:
                 continue
             await send(frame_text(queue.popleft()))
             sent.inc()
+
+
+class Subscription:
+    """One topic of one connection, named as the client spelled it."""
+
+    def __init__(self, connection: Connection, spelled: str, topic: Topic) -> None:
+        self.connection = connection
+        self.spelled = spelled
+        self.topic = topic
+        self.live = False
+        self.removed = False
+        self.seq = 0  # last seq sent to the client
+        self.held: list[Any] = []  # publications that arrived while the snapshot was taken
+        self._head = '{"topic":' + orjson.dumps(spelled).decode() + ',"type":'
+
+    def message(self, kind: str, seq: int, data_json: str) -> str:
+        return f'{self._head}"{kind}","seq":{seq},"data":{data_json}}}'
+
+    def send(self, kind: str, seq: int, data_json: str) -> None:
+        self.seq = seq
+        self.connection.push(self.message(kind, seq, data_json))
+
+    def hold(self, payload: Any) -> None:
+        if len(self.held) >= self.connection.queue_limit:
+            self.connection.too_slow("updates piled up while the snapshot was taken")
+            return
+        self.held.append(payload)

@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 
 from common.events import depth_updates
-from services.broadcaster.connection import Connection
-from services.broadcaster.shardhub import AnyHub
+from services.broadcaster.connection import Connection, Flusher, Subscription
+from services.broadcaster.hub import Hub
 from services.broadcaster.topics import Topic
 from services.broadcaster.wire import text_frame
 
@@ -38,39 +38,12 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-class Subscription:
-    """One topic of one connection, named as the client spelled it."""
-
-    def __init__(self, connection: Connection, spelled: str, topic: Topic) -> None:
-        self.connection = connection
-        self.spelled = spelled
-        self.topic = topic
-        self.live = False
-        self.removed = False
-        self.seq = 0  # last seq sent to the client
-        self.held: list[Any] = []  # publications that arrived while the snapshot was taken
-        self._head = '{"topic":' + _dumps(spelled) + ',"type":'
-
-    def message(self, kind: str, seq: int, data_json: str) -> str:
-        return f'{self._head}"{kind}","seq":{seq},"data":{data_json}}}'
-
-    def send(self, kind: str, seq: int, data_json: str) -> None:
-        self.seq = seq
-        self.connection.push(self.message(kind, seq, data_json))
-
-    def hold(self, payload: Any) -> None:
-        if len(self.held) >= self.connection.queue_limit:
-            self.connection.too_slow("updates piled up while the snapshot was taken")
-            return
-        self.held.append(payload)
-
-
 class Feed:
     """What all feeds share: members, the hub channels they need, and their lifetime."""
 
     reader: Reader  # the snapshot (or state) reader
 
-    def __init__(self, topic: Topic, hub: AnyHub, channels: list[str]) -> None:
+    def __init__(self, topic: Topic, hub: Hub, channels: list[str]) -> None:
         self.topic = topic
         self.hub = hub
         self.channels = channels
@@ -112,12 +85,12 @@ class SeqFeed(Feed):
     catches up with it.
     """
 
-    def __init__(self, topic: Topic, hub: AnyHub, reader: Reader, flusher: Any) -> None:
+    def __init__(self, topic: Topic, hub: Hub, reader: Reader, flusher: Flusher) -> None:
         super().__init__(topic, hub, [topic.canonical])
         self.reader = reader
         self.flusher = flusher
         self.last_seq = 0
-        self.groups: dict[str, dict[Any, Subscription]] = {}  # spelled -> connection -> sub
+        self.groups: dict[str, dict[Connection, Subscription]] = {}  # spelled -> connection -> sub
         self.ahead: set[Subscription] = set()
         self.pending: set[Subscription] = set()  # taking their snapshot
         self._appenders: dict[str, list[Callable[[bytes], None]]] = {}  # spelled -> queue.append
@@ -197,7 +170,7 @@ class SeqFeed(Feed):
 class EventFeed(Feed):
     """``orders:``: every published order change, numbered per subscription."""
 
-    def __init__(self, topic: Topic, hub: AnyHub, reader: Reader) -> None:
+    def __init__(self, topic: Topic, hub: Hub, reader: Reader) -> None:
         super().__init__(topic, hub, [topic.canonical])
         self.reader = reader
 
@@ -243,7 +216,7 @@ class StateFeed(Feed):
     def __init__(
         self,
         topic: Topic,
-        hub: AnyHub,
+        hub: Hub,
         channels: list[str],
         reader: Reader,
         min_interval_s: float = 0.0,
@@ -326,7 +299,7 @@ class StateFeed(Feed):
 class TickerFeed(StateFeed):
     """``ticker:<m>``: re-read on the oracle's ticker publications and on trades."""
 
-    def __init__(self, topic: Topic, hub: AnyHub, reader: Reader, min_interval_s: float) -> None:
+    def __init__(self, topic: Topic, hub: Hub, reader: Reader, min_interval_s: float) -> None:
         channels = [topic.canonical, f"trade:{topic.name}"]
         super().__init__(
             topic, hub, channels, reader, min_interval_s=min_interval_s, on_state=self._mark
@@ -340,9 +313,7 @@ class PnlFeed(StateFeed):
     """``pnl:<user>``: re-read on the user's ``acct:`` notices and on a mark change of a
     market the user holds (every ticker publication is checked, only those re-read)."""
 
-    def __init__(
-        self, topic: Topic, hub: AnyHub, ticker_markets: list[str], reader: Reader
-    ) -> None:
+    def __init__(self, topic: Topic, hub: Hub, ticker_markets: list[str], reader: Reader) -> None:
         channels = [f"acct:{topic.name}"] + [f"ticker:{m}" for m in ticker_markets]
         super().__init__(topic, hub, channels, reader, on_state=self._remember_marks)
         self.marks: dict[str, Any] = {}  # held market -> mark the last state was computed at

@@ -1,16 +1,15 @@
-"""One Redis pub/sub connection per process, fanned out to in-process sinks.
+"""The process's Redis pub/sub, fanned out to in-process sinks, over one backend.
 
-A channel is subscribed when its first sink arrives and dropped with its last. ``add``
-returns only once Redis has confirmed the SUBSCRIBE, so a snapshot read after it can miss no
-publication. Subscribe and unsubscribe commands go out in the order they were asked for,
-through one writer task, so a quick unsubscribe + subscribe never leaves a channel dropped.
+A topic is subscribed when its first sink arrives and dropped with its last. ``add`` returns
+only once Redis has confirmed every channel of the topic, so a snapshot read after it can miss
+no publication. Subscribe and unsubscribe commands go out in the order they were asked for,
+through one writer task, so a quick unsubscribe + subscribe never leaves a topic dropped.
+When publications may have been lost (the backend says so: a reconnect, a slot that moved),
+``on_reset`` is called: everyone must resync.
 
-Classic PUBLISH/SUBSCRIBE on ``dex:ch:<topic>``: the hub of a single Redis, and of a Redis
-Cluster whose servers have no sharded pub/sub (before 7.0), where a classic publication reaches
-every node, so the one connection (on whichever node the client picks) hears every channel. On
-a cluster of Redis >= 7 the publishers SPUBLISH on hash-tagged shard channels instead and the
-broadcaster uses :class:`services.broadcaster.shardhub.ShardedHub` (one connection per node,
-SSUBSCRIBE on each channel's owner) with the same contract (common/pubsub.py decides).
+Which pub/sub carries the channels is the backend's business (services/broadcaster/backends):
+classic ``dex:ch:<topic>`` channels on one connection, or shard channels on the nodes of a
+Redis Cluster >= 7; the hub works the same over both.
 """
 
 from __future__ import annotations
@@ -20,15 +19,15 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from common import keys
 from common.events import loads
+from services.broadcaster.backends.base import Backend
 
 log = logging.getLogger(__name__)
 
 SUBSCRIBE_TIMEOUT_S = 10.0
-KEEPALIVE_TOPIC = "_"
 
 
 class Sink(Protocol):
@@ -36,15 +35,70 @@ class Sink(Protocol):
         """Handle one decoded publication of ``topic`` (never blocks)."""
 
 
-class TopicSinks:
-    """What both hubs keep per topic: its sinks, the future of its live subscription, and the
-    ordered queue of subscribe / unsubscribe commands for the writer task."""
+@dataclass
+class _Waiter:
+    """``add`` of one topic, waiting for the confirmation of each of its channels."""
+
+    future: asyncio.Future[None]
+    remaining: int
+
+
+class _Commands:
+    """Subscribe / unsubscribe commands in the order they were asked for."""
 
     def __init__(self) -> None:
-        self.sinks: dict[str, set[Sink]] = {}
-        self._ready: dict[str, asyncio.Future[None]] = {}
-        self._commands: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._pending: deque[tuple[str, str]] = deque()
+        self._arrived = asyncio.Event()
 
+    def put(self, action: str, topic: str) -> None:
+        self._pending.append((action, topic))
+        self._arrived.set()
+
+    async def next_batch(self) -> tuple[str, list[str]]:
+        """The next command's action and topics, with what queued up meanwhile behind it
+        while the action stays the same (sent as one command)."""
+        pending = self._pending
+        while not pending:
+            self._arrived.clear()
+            await self._arrived.wait()
+        action, topic = pending.popleft()
+        batch = [topic]
+        while pending and pending[0][0] == action:
+            batch.append(pending.popleft()[1])
+        return action, batch
+
+
+class Hub:
+    """Sinks per topic over a :class:`Backend`, chosen when the hub starts."""
+
+    def __init__(
+        self,
+        on_reset: Callable[[], None] | None = None,
+        on_message: Callable[[str], None] | None = None,
+    ) -> None:
+        self.on_reset = on_reset
+        self.on_message = on_message
+        self.sinks: dict[str, set[Sink]] = {}
+        self._ready: dict[str, asyncio.Future[None]] = {}  # topic -> its subscription is live
+        self._commands = _Commands()
+        self._waiting: dict[str, deque[_Waiter]] = {}  # channel -> adds waiting for it
+        self._backend: Backend | None = None
+        self._writer_task: asyncio.Task[None] | None = None
+
+    async def start(self, backend: Backend) -> None:
+        self._backend = backend
+        await backend.connect(self)
+        self._writer_task = asyncio.create_task(self._writer(backend), name="hub-writer")
+
+    async def stop(self) -> None:
+        if self._writer_task is not None:
+            self._writer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer_task
+        if self._backend is not None:
+            await self._backend.disconnect()
+
+    # -- sinks ---------------------------------------------------------------------------
     def subscribed(self, topic: str) -> bool:
         return topic in self.sinks
 
@@ -55,14 +109,17 @@ class TopicSinks:
             sinks = self.sinks[topic] = set()
             ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._ready[topic] = ready
-            self._expect_confirmation(topic, ready)
-            self._commands.put_nowait(("subscribe", topic))
+            # Confirmations come back in command order per channel: each add waits for its own.
+            channels = self._started().channels(topic)
+            waiter = _Waiter(ready, len(channels))
+            for channel in channels:
+                self._waiting.setdefault(channel, deque()).append(waiter)
+            self._commands.put("subscribe", topic)
         sinks.add(sink)
-        await asyncio.wait_for(asyncio.shield(self._ready[topic]), SUBSCRIBE_TIMEOUT_S)
-
-    def _expect_confirmation(self, topic: str, ready: asyncio.Future[None]) -> None:
-        """Arrange for ``ready`` to be resolved when Redis confirms ``topic``'s subscription."""
-        raise NotImplementedError
+        # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that comes as the
+        # subscription is settled (a reset does both), and the cancelled client would hang on.
+        async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):
+            await asyncio.shield(self._ready[topic])
 
     def remove(self, topic: str, sink: Sink) -> None:
         sinks = self.sinks.get(topic)
@@ -72,155 +129,79 @@ class TopicSinks:
         if not sinks:
             del self.sinks[topic]
             del self._ready[topic]
-            self._commands.put_nowait(("unsubscribe", topic))
+            self._commands.put("unsubscribe", topic)
 
-    async def _next_batch(self) -> tuple[str, list[str]]:
-        """The next command's action and topics, with what queued up meanwhile behind it
-        while the action stays the same (sent as one command)."""
-        action, topic = await self._commands.get()
-        batch = [topic]
-        while not self._commands.empty():
-            next_action, next_topic = self._commands._queue[0]  # type: ignore[attr-defined]
-            if next_action != action:
-                break
-            self._commands.get_nowait()
-            batch.append(next_topic)
-        return action, batch
+    def _started(self) -> Backend:
+        if self._backend is None:
+            raise RuntimeError("the hub has no backend yet: call start(backend) first")
+        return self._backend
 
-
-class Hub(TopicSinks):
-    def __init__(
-        self,
-        client: Any,
-        on_reset: Callable[[], None] | None = None,
-        on_message: Callable[[str], None] | None = None,
-    ) -> None:
-        super().__init__()
-        self.client = client
-        self.on_message = on_message
-        self.pubsub = client.pubsub()
-        self.on_reset = on_reset
-        self._confirmations: dict[str, deque[asyncio.Future[None]]] = {}
-        self._tasks: list[asyncio.Task[None]] = []
-        self._prefix = keys.channel("")
-        self._watching_reconnects = False
-
-    async def start(self) -> None:
-        # A standing subscription keeps the connection open before any client arrives.
-        await self.pubsub.subscribe(keys.channel(KEEPALIVE_TOPIC))
-        # redis-py reconnects (and re-subscribes) by itself, possibly inside a read that then
-        # succeeds: a connect callback is the one sure sign that publications may be lost.
-        connection = getattr(self.pubsub, "connection", None)
-        if connection is not None:
-            connection.register_connect_callback(self._reconnected)
-            self._watching_reconnects = True
-        self._tasks = [
-            asyncio.create_task(self._pump(), name="hub-pump"),
-            asyncio.create_task(self._writer(), name="hub-writer"),
-        ]
-
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        with contextlib.suppress(Exception):
-            await self.pubsub.aclose()
-
-    def _expect_confirmation(self, topic: str, ready: asyncio.Future[None]) -> None:
-        # one SUBSCRIBE confirmation per channel, in command order
-        self._confirmations.setdefault(topic, deque()).append(ready)
-
-    async def _writer(self) -> None:
+    # -- commands ------------------------------------------------------------------------
+    async def _writer(self, backend: Backend) -> None:
         while True:
-            action, batch = await self._next_batch()
-            channels = [self._prefix + t for t in batch]
+            action, batch = await self._commands.next_batch()
+            channels = [c for topic in batch for c in backend.channels(topic)]
             try:
                 if action == "subscribe":
-                    await self.pubsub.subscribe(*channels)
+                    await backend.subscribe(channels)
                 else:
-                    await self.pubsub.unsubscribe(*channels)
+                    await backend.unsubscribe(channels)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.exception("broadcaster: %s %s failed", action, channels)
                 if action == "subscribe":
-                    for t in batch:
-                        self._fail_confirmation(t, exc)
+                    for channel in channels:
+                        self._fail(channel, exc)
 
-    def _fail_confirmation(self, topic: str, exc: Exception) -> None:
-        waiting = self._confirmations.get(topic)
+    def _fail(self, channel: str, exc: Exception) -> None:
+        waiting = self._waiting.get(channel)
         if waiting:
-            future = waiting.popleft()
-            if not future.done():
-                future.set_exception(exc)
-
-    def _confirm(self, topic: str) -> None:
-        waiting = self._confirmations.get(topic)
-        if waiting:
-            future = waiting.popleft()
-            if not future.done():
-                future.set_result(None)
+            waiter = waiting.popleft()
             if not waiting:
-                del self._confirmations[topic]
+                del self._waiting[channel]
+            if not waiter.future.done():
+                waiter.future.set_exception(exc)
 
-    async def _pump(self) -> None:
-        prefix_length = len(self._prefix)
-        failed = False
-        while True:
+    # -- what the backend reports (services.broadcaster.backends.base.Listener) ----------
+    def on_subscribed(self, channel: str) -> None:
+        waiting = self._waiting.get(channel)
+        if waiting:
+            waiter = waiting.popleft()
+            if not waiting:
+                del self._waiting[channel]
+            waiter.remaining -= 1
+            if waiter.remaining <= 0 and not waiter.future.done():
+                waiter.future.set_result(None)
+
+    def on_published(self, channel: str, data: Any) -> None:
+        topic = self._started().topic(channel)
+        if self.on_message is not None:
+            self.on_message(topic)
+        sinks = self.sinks.get(topic)
+        if not sinks:
+            return
+        try:
+            payload = loads(data)
+        except ValueError:
+            log.error("broadcaster: %s carried non-JSON %r", channel, data)
+            return
+        for sink in list(sinks):
             try:
-                message = await self.pubsub.get_message(timeout=1.0)
-            except asyncio.CancelledError:
-                raise
+                sink.on_publication(topic, payload)
             except Exception:
-                if not failed:
-                    log.exception("broadcaster: pub/sub read failed; reconnecting")
-                failed = True
-                await asyncio.sleep(0.5)
-                continue
-            if failed:
-                failed = False
-                if not self._watching_reconnects:
-                    self._reset()
-            if message is None:
-                continue
-            kind = message.get("type")
-            channel = message.get("channel")
-            if not isinstance(channel, str):
-                continue
-            topic = channel[prefix_length:]
-            if kind == "message":
-                if self.on_message is not None:
-                    self.on_message(topic)
-                sinks = self.sinks.get(topic)
-                if not sinks:
-                    continue
-                try:
-                    payload = loads(message["data"])
-                except ValueError:
-                    log.error("broadcaster: %s carried non-JSON %r", channel, message["data"])
-                    continue
-                for sink in list(sinks):
-                    try:
-                        sink.on_publication(topic, payload)
-                    except Exception:
-                        log.exception("broadcaster: relaying %s failed", channel)
-            elif kind == "subscribe":
-                self._confirm(topic)
+                log.exception("broadcaster: relaying %s failed", channel)
 
-    def _reconnected(self, _connection: Any) -> None:
-        asyncio.get_running_loop().call_soon(self._reset)
+    def on_lost(self) -> None:
+        """Publications may be missing, so everyone must resync.
 
-    def _reset(self) -> None:
-        """The connection was lost: publications may be missing, so everyone must resync.
-
-        redis-py re-subscribes every channel on reconnect; pending confirmations are settled.
+        The backend's connections re-subscribe by themselves; pending confirmations are
+        settled.
         """
-        for waiting in self._confirmations.values():
-            for future in waiting:
-                if not future.done():
-                    future.set_result(None)
-        self._confirmations.clear()
+        for waiting in self._waiting.values():
+            for waiter in waiting:
+                if not waiter.future.done():
+                    waiter.future.set_result(None)
+        self._waiting.clear()
         if self.on_reset is not None:
             self.on_reset()

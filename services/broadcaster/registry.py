@@ -18,6 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from common import keys
 from common.markets import MarketSet
 from services.broadcaster import snapshots
+from services.broadcaster.connection import Flusher, Subscription
 from services.broadcaster.feeds import (
     EventFeed,
     Feed,
@@ -25,11 +26,10 @@ from services.broadcaster.feeds import (
     Reader,
     SeqFeed,
     StateFeed,
-    Subscription,
     TickerFeed,
 )
+from services.broadcaster.hub import Hub
 from services.broadcaster.metrics import Metrics
-from services.broadcaster.shardhub import AnyHub
 from services.broadcaster.topics import Kind, Topic
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ MARK_POLL_S = 1.0
 
 class Registry:
     def __init__(
-        self, client: Any, hub: AnyHub, markets: MarketSet, metrics: Metrics, flusher: Any
+        self, client: Any, hub: Hub, markets: MarketSet, metrics: Metrics, flusher: Flusher
     ) -> None:
         self.client = client
         self.hub = hub

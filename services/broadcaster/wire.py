@@ -8,6 +8,11 @@ writes a client's queued frames to its socket in one call. Everything else — h
 incoming messages, pings, the close handshake — stays uvicorn's. Without the extension (another
 server, a test client) :class:`~services.broadcaster.connection.Connection` falls back to plain
 ASGI sends.
+
+ASGI has no way to hand the application a socket, so this module is the one place that leans
+on uvicorn's protocol internals: :class:`FrameProtocol` overrides ``handle_connect`` and
+``resume_writing`` and reads ``scope``, ``writable``, ``close_sent`` and ``transport``.
+pyproject.toml bounds uvicorn's version for that reason.
 """
 
 from __future__ import annotations

@@ -142,7 +142,7 @@ def test_every_client_authenticates_on_a_single_redis(servers: dict[str, Any], w
 
 
 def test_every_client_authenticates_on_a_redis_cluster(servers: dict[str, Any]) -> None:
-    from services.broadcaster.shardhub import _NODE_OPTIONS
+    from services.broadcaster.backends.sharded import _NODE_OPTIONS
 
     settings = DexSettings(redis_url=servers["cluster"], redis_cluster=True)
     client = connect(settings)

@@ -1,0 +1,1 @@
+"""The hub's pub/sub backends: classic and sharded (see base.py)."""
