@@ -46,10 +46,11 @@ run: setup ## start Redis (unless DEX_REDIS_URL answers) and all five processes;
 test: setup ## run the whole test suite (extra pytest options: PYTEST_ARGS='-k foo -x')
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-lint: setup luacheck ## ruff (lint and format) + mypy + luacheck (every Lua script, as assembled)
+lint: setup luacheck ## ruff (lint and format) + mypy + import rules (.importlinter) + luacheck (every Lua script, as assembled)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy common services
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m common.lua_check
 
 luacheck: ## make sure luacheck (the Lua linter) is installed
