@@ -17,21 +17,26 @@ help: ## list the targets
 
 setup: redis $(STAMP) ## install redis-server if missing (root + apt-get) and the project into .venv
 
-redis: ## make sure redis-server and redis-cli are installed
-	@if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then \
+# $(call apt_install,commands,Debian package,other ways to install it): make sure every command
+# is on PATH, installing the package with apt-get when root on Debian/Ubuntu, else explain.
+define apt_install
+	@if command -v $(1) >/dev/null 2>&1; then \
 	  :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  echo ">> installing redis-server with apt-get"; \
+	  echo ">> installing $(2) with apt-get"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null \
-	    || { echo "error: apt-get install redis-server failed" >&2; exit 1; }; \
+	  apt-get update -qq && apt-get install -y -qq $(2) >/dev/null \
+	    || { echo "error: apt-get install $(2) failed" >&2; exit 1; }; \
 	else \
-	  echo "error: redis-server (with redis-cli) is not installed. Install it, then re-run make:" >&2; \
-	  echo "  Debian/Ubuntu: sudo apt-get install -y redis-server" >&2; \
-	  echo "  Fedora/RHEL:   sudo dnf install -y redis" >&2; \
-	  echo "  macOS:         brew install redis" >&2; \
+	  echo "error: $(1) not installed. Install it, then re-run make:" >&2; \
+	  echo "  Debian/Ubuntu: sudo apt-get install -y $(2)" >&2; \
+	  printf '%b\n' "$(3)" >&2; \
 	  exit 1; \
 	fi
+endef
+
+redis: ## make sure redis-server and redis-cli are installed
+	$(call apt_install,redis-server redis-cli,redis-server,  Fedora/RHEL:   sudo dnf install -y redis\n  macOS:         brew install redis)
 
 # Re-installs only when pyproject.toml changes (or .venv is gone).
 $(STAMP): pyproject.toml
@@ -54,19 +59,7 @@ lint: setup luacheck ## ruff (lint and format) + mypy + import rules (.importlin
 	$(BIN)/python -m common.lua_check
 
 luacheck: ## make sure luacheck (the Lua linter) is installed
-	@if command -v luacheck >/dev/null 2>&1; then \
-	  :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  echo ">> installing luacheck (lua-check) with apt-get"; \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -qq && apt-get install -y -qq lua-check >/dev/null \
-	    || { echo "error: apt-get install lua-check failed" >&2; exit 1; }; \
-	else \
-	  echo "error: luacheck is not installed. Install it, then re-run make:" >&2; \
-	  echo "  Debian/Ubuntu: sudo apt-get install -y lua-check" >&2; \
-	  echo "  elsewhere:     luarocks install luacheck" >&2; \
-	  exit 1; \
-	fi
+	$(call apt_install,luacheck,lua-check,  elsewhere:     luarocks install luacheck)
 
 # Every bench/*.py is an entry point; the modules they share are in bench/lib/, not run here.
 bench: setup ## run every bench/*.py (informational: a failing benchmark does not fail make)
