@@ -20,7 +20,8 @@ setup: redis $(STAMP) ## install redis-server if missing (root + apt-get) and th
 # $(call apt_install,commands,Debian package,other ways to install it): make sure every command
 # is on PATH, installing the package with apt-get when root on Debian/Ubuntu, else explain.
 define apt_install
-	@if command -v $(1) >/dev/null 2>&1; then \
+	@missing=; for c in $(1); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	if [ -z "$$missing" ]; then \
 	  :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  echo ">> installing $(2) with apt-get"; \
@@ -28,7 +29,7 @@ define apt_install
 	  apt-get update -qq && apt-get install -y -qq $(2) >/dev/null \
 	    || { echo "error: apt-get install $(2) failed" >&2; exit 1; }; \
 	else \
-	  echo "error: $(1) not installed. Install it, then re-run make:" >&2; \
+	  echo "error:$$missing not installed. Install $(2), then re-run make:" >&2; \
 	  echo "  Debian/Ubuntu: sudo apt-get install -y $(2)" >&2; \
 	  printf '%b\n' "$(3)" >&2; \
 	  exit 1; \
