@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from common import keys
-from common.events import TRADE_FIELD, loads
+from common.events import TRADE_FIELD, Trade, loads
 
 
 async def read_depth(client: Any, market: str, limit: int) -> dict[str, Any]:
@@ -24,7 +24,7 @@ async def read_depth(client: Any, market: str, limit: int) -> dict[str, Any]:
     }
 
 
-async def read_trades(client: Any, market: str, limit: int) -> list[dict[str, Any]]:
+async def read_trades(client: Any, market: str, limit: int) -> list[Trade]:
     """The newest ``limit`` trades, newest first, in the REST trade shape."""
     entries = await client.xrevrange(keys.market_trades(market), count=limit)
     return [loads(fields[TRADE_FIELD]) for _, fields in entries]

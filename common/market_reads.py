@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from common import keys
+from common.events import Ticker
 from common.markets import Market
 from common.money import to_atomic
 from common.risk import mark_price
@@ -47,7 +48,7 @@ def ticker_view(
     px: Mapping[str, str],
     best_bid: int | None,
     best_ask: int | None,
-) -> dict[str, Any]:
+) -> Ticker:
     """The REST ticker (API.md §5) from the stats hash, the prices hash and the best prices.
 
     ``stats`` may carry ``openInterest`` (the reader adds it from the positions mirror).
@@ -90,7 +91,7 @@ def _best(entries: list[Any], negate: bool) -> int | None:
     return -score if negate else score
 
 
-def _ticker_from(market: Market, replies: list[Any]) -> dict[str, Any]:
+def _ticker_from(market: Market, replies: list[Any]) -> Ticker:
     stats, px, bids, asks, sizes = replies
     stats = dict(stats)
     stats["openInterest"] = str(open_interest(sizes))
@@ -105,7 +106,7 @@ def _queue_ticker_reads(pipe: Any, symbol: str) -> None:
     pipe.hvals(keys.market_positions(symbol))
 
 
-async def read_ticker(client: Any, market: Market) -> dict[str, Any]:
+async def read_ticker(client: Any, market: Market) -> Ticker:
     """The REST ticker, read in one round trip (asyncio client; all keys in the market slot)."""
     async with client.pipeline(transaction=False) as pipe:
         _queue_ticker_reads(pipe, market.symbol)
@@ -113,7 +114,7 @@ async def read_ticker(client: Any, market: Market) -> dict[str, Any]:
     return _ticker_from(market, replies)
 
 
-def read_ticker_sync(client: Any, market: Market) -> dict[str, Any]:
+def read_ticker_sync(client: Any, market: Market) -> Ticker:
     """:func:`read_ticker` for a synchronous client (settler tasks)."""
     with client.pipeline(transaction=False) as pipe:
         _queue_ticker_reads(pipe, market.symbol)

@@ -10,6 +10,7 @@ from typing import Any
 from common import keys
 from common.book_reads import read_depth as _read_depth
 from common.book_reads import read_trades as _read_trades
+from common.events import Trade
 from common.markets import Market
 from common.types import MarketStatus
 from services.gateway.context import Gateway
@@ -55,7 +56,7 @@ async def read_depth(gateway: Gateway, market: str, limit: int) -> dict[str, Any
     return await _read_depth(gateway.redis, market, limit)
 
 
-async def read_trades(gateway: Gateway, market: str, limit: int) -> list[dict[str, Any]]:
+async def read_trades(gateway: Gateway, market: str, limit: int) -> list[Trade]:
     return await _read_trades(gateway.redis, market, limit)
 
 
