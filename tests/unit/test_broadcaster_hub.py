@@ -11,6 +11,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
 from services.broadcaster.backends.base import Backend, Listener
 from services.broadcaster.backends.classic import ClassicBackend
 from services.broadcaster.hub import Hub
@@ -227,14 +229,19 @@ class StandInRedis:
         if channel in self.server_channels:
             self._write({"type": "message", "channel": channel, "data": data})
 
-    def reconnect(self) -> None:
+    def reconnect(self, resend: bool = False) -> None:
         """The connection is lost and made again: what was in flight is gone, and the client
-        re-subscribes what its books hold before anything else, as redis-py does."""
+        re-subscribes what its books hold before anything else, as redis-py does; with
+        ``resend``, the commands in flight failed to be written and redis-py sends them again
+        on the new connection after the re-subscription."""
+        lost = list(self.inbound)
         self.inbound.clear()
         self.replies.clear()
         self.server_channels.clear()
         if self.client_channels:
             self.inbound.append(["SUBSCRIBE", *sorted(self.client_channels)])
+        if resend:
+            self.inbound.extend(lost)
         for callback in self.callbacks:
             callback(self)
 
@@ -243,12 +250,17 @@ class StandInRedis:
         self.written.set()
 
 
-def test_a_reconnects_own_resubscription_does_not_confirm_a_later_subscribe() -> None:
+@pytest.mark.parametrize("in_flight", [False, True], ids=["subscribed", "subscribe-resent"])
+def test_a_reconnects_own_resubscription_does_not_confirm_a_later_subscribe(
+    in_flight: bool,
+) -> None:
     # The race of a lost connection: redis-py re-subscribes the topic of a client that is
-    # being reset; the hub unsubscribes it as that client leaves, and subscribes it again for
-    # the client that comes back. Redis may answer the re-subscription after the new client's
-    # add began: that reply is no confirmation of the hub's subscribe, which may still sit
-    # behind the unsubscribe. Whenever the add has returned, a publication must arrive.
+    # being reset (and, if its subscribe was in flight, sends that again); the hub
+    # unsubscribes it as that client leaves, and subscribes it again for the client that comes
+    # back. Redis may answer the re-subscription (or the resent subscribe) after the new
+    # client's add began: that reply is no confirmation of the hub's subscribe, which may
+    # still sit behind the unsubscribe. Whenever the add has returned, a publication must
+    # arrive.
     channel = "dex:ch:depth:X"
 
     async def scenario() -> tuple[list[int], list[int]]:
@@ -258,13 +270,15 @@ def test_a_reconnects_own_resubscription_does_not_confirm_a_later_subscribe() ->
         gone, back = Sink(), Sink()
 
         first = asyncio.create_task(hub.add("depth:X", gone))
-        while not first.done():
+        await settle(20)
+        while not in_flight and not first.done():
             while redis.inbound:
                 redis.step()
             await settle()
         hub.on_reset = lambda: hub.remove("depth:X", gone)
-        redis.reconnect()
+        redis.reconnect(resend=in_flight)
         await settle(20)  # the reset: the client leaves, the hub unsubscribes
+        assert first.done()
         add = asyncio.create_task(hub.add("depth:X", back))
         await settle(20)
         # Redis takes one command at a time; a publication may come in between any two.
