@@ -103,8 +103,8 @@ class Hub:
         """Register ``sink`` for ``topic``; return once the topic's subscription is live."""
         sinks = self.sinks.get(topic)
         if sinks is None:
+            self._started()  # before start() no writer would ever send the subscribe
             sinks = self.sinks[topic] = set()
-            self._started()
             ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._ready[topic] = ready
             # The subscribe command carries its future: a later add after a remove waits on
