@@ -1,10 +1,12 @@
 """The process's Redis pub/sub, fanned out to in-process sinks, over one backend.
 
 A topic is subscribed when its first sink arrives and dropped with its last. ``add`` returns
-only once Redis has confirmed every channel of the topic, so a snapshot read after it can miss
-no publication. Subscribe and unsubscribe commands go out in the order they were asked for,
-through one writer task, so a quick unsubscribe + subscribe never leaves a topic dropped.
-When publications may have been lost (the backend says so: a reconnect, a slot that moved),
+only once Redis has taken the hub's own subscribe of every channel of the topic (the backend
+confirms each subscribe command with a reply only that command can cause, see
+backends/base.py ``Reader``), so a snapshot read after it can miss no publication. Subscribe
+and unsubscribe commands go out in the order they were asked for, through one writer task, so
+a quick unsubscribe + subscribe never leaves a topic dropped. When publications may have been
+lost (the backend says so: a reconnect, a slot that moved), waiting adds are settled and
 ``on_reset`` is called: everyone must resync.
 
 Which pub/sub carries the channels is the backend's business (services/broadcaster/backends):
@@ -16,10 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from common.events import loads
@@ -35,36 +37,32 @@ class Sink(Protocol):
         """Handle one decoded publication of ``topic`` (never blocks)."""
 
 
-@dataclass
-class _Waiter:
-    """``add`` of one topic, waiting for the confirmation of each of its channels."""
-
-    future: asyncio.Future[None]
-    remaining: int
+# A command: its action, its topic and, for a subscribe, the future its adds wait on.
+_Command = tuple[str, str, "asyncio.Future[None] | None"]
 
 
 class _Commands:
     """Subscribe / unsubscribe commands in the order they were asked for."""
 
     def __init__(self) -> None:
-        self._pending: deque[tuple[str, str]] = deque()
+        self._pending: deque[_Command] = deque()
         self._arrived = asyncio.Event()
 
-    def put(self, action: str, topic: str) -> None:
-        self._pending.append((action, topic))
+    def put(self, action: str, topic: str, ready: asyncio.Future[None] | None = None) -> None:
+        self._pending.append((action, topic, ready))
         self._arrived.set()
 
-    async def next_batch(self) -> tuple[str, list[str]]:
-        """The next command's action and topics, with what queued up meanwhile behind it
-        while the action stays the same (sent as one command)."""
+    async def next_batch(self) -> tuple[str, list[_Command]]:
+        """The next command's action, with what queued up meanwhile behind it while the action
+        stays the same (sent as one command)."""
         pending = self._pending
         while not pending:
             self._arrived.clear()
             await self._arrived.wait()
-        action, topic = pending.popleft()
-        batch = [topic]
+        batch = [pending.popleft()]
+        action = batch[0][0]
         while pending and pending[0][0] == action:
-            batch.append(pending.popleft()[1])
+            batch.append(pending.popleft())
         return action, batch
 
 
@@ -81,7 +79,6 @@ class Hub:
         self.sinks: dict[str, set[Sink]] = {}
         self._ready: dict[str, asyncio.Future[None]] = {}  # topic -> its subscription is live
         self._commands = _Commands()
-        self._waiting: dict[str, deque[_Waiter]] = {}  # channel -> adds waiting for it
         self._backend: Backend | None = None
         self._writer_task: asyncio.Task[None] | None = None
 
@@ -106,15 +103,13 @@ class Hub:
         """Register ``sink`` for ``topic``; return once the topic's subscription is live."""
         sinks = self.sinks.get(topic)
         if sinks is None:
+            self._started()  # before start() no writer would ever send the subscribe
             sinks = self.sinks[topic] = set()
             ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._ready[topic] = ready
-            # Confirmations come back in command order per channel: each add waits for its own.
-            channels = self._started().channels(topic)
-            waiter = _Waiter(ready, len(channels))
-            for channel in channels:
-                self._waiting.setdefault(channel, deque()).append(waiter)
-            self._commands.put("subscribe", topic)
+            # The subscribe command carries its future: a later add after a remove waits on
+            # a command of its own, behind the unsubscribe.
+            self._commands.put("subscribe", topic, ready)
         sinks.add(sink)
         # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that comes as the
         # subscription is settled (a reset does both), and the cancelled client would hang on.
@@ -140,39 +135,23 @@ class Hub:
     async def _writer(self, backend: Backend) -> None:
         while True:
             action, batch = await self._commands.next_batch()
-            channels = [c for topic in batch for c in backend.channels(topic)]
+            channels = [c for _, topic, _ in batch for c in backend.channels(topic)]
+            readies = [ready for _, _, ready in batch if ready is not None]
             try:
                 if action == "subscribe":
-                    await backend.subscribe(channels)
+                    confirmed = asyncio.ensure_future(await backend.subscribe(channels))
+                    confirmed.add_done_callback(functools.partial(_settle, readies))
                 else:
                     await backend.unsubscribe(channels)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.exception("broadcaster: %s %s failed", action, channels)
-                if action == "subscribe":
-                    for channel in channels:
-                        self._fail(channel, exc)
-
-    def _fail(self, channel: str, exc: Exception) -> None:
-        waiting = self._waiting.get(channel)
-        if waiting:
-            waiter = waiting.popleft()
-            if not waiting:
-                del self._waiting[channel]
-            if not waiter.future.done():
-                waiter.future.set_exception(exc)
+                for ready in readies:
+                    if not ready.done():
+                        ready.set_exception(exc)
 
     # -- what the backend reports (services.broadcaster.backends.base.Listener) ----------
-    def on_subscribed(self, channel: str) -> None:
-        waiting = self._waiting.get(channel)
-        if waiting:
-            waiter = waiting.popleft()
-            if not waiting:
-                del self._waiting[channel]
-            waiter.remaining -= 1
-            if waiter.remaining <= 0 and not waiter.future.done():
-                waiter.future.set_result(None)
 
     def on_published(self, channel: str, data: Any) -> None:
         topic = self._started().topic(channel)
@@ -195,13 +174,16 @@ class Hub:
     def on_lost(self) -> None:
         """Publications may be missing, so everyone must resync.
 
-        The backend's connections re-subscribe by themselves; pending confirmations are
-        settled.
+        The backend's connections re-subscribe by themselves; waiting adds are settled (their
+        clients are reset with everyone else).
         """
-        for waiting in self._waiting.values():
-            for waiter in waiting:
-                if not waiter.future.done():
-                    waiter.future.set_result(None)
-        self._waiting.clear()
+        _settle(list(self._ready.values()))
         if self.on_reset is not None:
             self.on_reset()
+
+
+def _settle(readies: list[asyncio.Future[None]], _confirmed: object = None) -> None:
+    """Let the adds waiting on ``readies`` return (once confirmed, or when a loss resets them)."""
+    for ready in readies:
+        if not ready.done():
+            ready.set_result(None)

@@ -1,10 +1,10 @@
 """The hub's view of Redis pub/sub: a small interface, and the reader both backends share.
 
-A :class:`Backend` subscribes and unsubscribes channels and tells the :class:`Listener` that
-connected it (the hub, services/broadcaster/hub.py) of each publication, each confirmed
-subscription and each moment publications may have been lost. Everything else (sinks per
-topic, the order of commands, waiting for confirmations, decoding, fan-out, reset) is the
-hub's, written once for both backends:
+A :class:`Backend` subscribes and unsubscribes channels, hands back for each subscribe what
+Redis will confirm it by, and tells the :class:`Listener` that connected it (the hub,
+services/broadcaster/hub.py) of each publication and each moment publications may have been
+lost. Everything else (sinks per topic, the order of commands, decoding, fan-out, reset) is
+the hub's, written once for both backends:
 
 - :mod:`~services.broadcaster.backends.classic`: PUBLISH / SUBSCRIBE on ``dex:ch:<topic>``,
   one connection (a single Redis, or a Redis Cluster without sharded pub/sub).
@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, Protocol
 
 from redis.asyncio.client import PubSub
@@ -38,9 +39,6 @@ class Listener(Protocol):
 
     def on_published(self, channel: str, data: Any) -> None:
         """One publication on ``channel``, undecoded."""
-
-    def on_subscribed(self, channel: str) -> None:
-        """Redis confirmed the subscription of ``channel`` (in command order per channel)."""
 
     def on_lost(self) -> None:
         """Publications may have been lost (a reconnect, a slot that moved)."""
@@ -66,8 +64,9 @@ class Backend(ABC):
         """Stop reading and close every connection."""
 
     @abstractmethod
-    async def subscribe(self, channels: list[str]) -> None:
-        """Send the subscription of ``channels``; each is confirmed through the listener."""
+    async def subscribe(self, channels: list[str]) -> Awaitable[object]:
+        """Send the subscription of ``channels``; return what is done once Redis has taken
+        them, or once a connection that carries them was lost (the listener hears that)."""
 
     @abstractmethod
     async def unsubscribe(self, channels: list[str]) -> None:
@@ -75,15 +74,14 @@ class Backend(ABC):
 
 
 class Replies(NamedTuple):
-    """The ``type`` of a publication and of the two confirmations in one flavour."""
+    """The ``type`` of a publication and of an unsubscribe confirmation in one flavour."""
 
     message: str
-    subscribe: str
     unsubscribe: str
 
 
-CLASSIC = Replies("message", "subscribe", "unsubscribe")
-SHARDED = Replies("smessage", "ssubscribe", "sunsubscribe")
+CLASSIC = Replies("message", "unsubscribe")
+SHARDED = Replies("smessage", "sunsubscribe")
 
 
 class Reader:
@@ -93,6 +91,15 @@ class Reader:
     succeeds: a connect callback on the connection is the one sure sign that publications may
     be lost. Where there is no connection to watch, a read that succeeds after failing is.
     ``on_unsubscribed`` gets each unsubscribe confirmation (none: they are ignored).
+
+    A subscribe is confirmed by :meth:`confirmation`: a PING with a token of its own, sent
+    after the subscribe on the same connection. Its reply proves Redis has taken every command
+    sent before it on that connection. Subscribe replies cannot: redis-py's re-subscription
+    after a reconnect sends some nobody asked for, and a command it re-sends after a failed
+    write answers on the new connection too, so counting them would confirm a later subscribe
+    that Redis has not taken yet (an unsubscribe may still lie between). A token is never
+    reused; the ones outstanding when the connection is replaced are settled, as their replies
+    are lost (and the listener hears ``on_lost``).
     """
 
     def __init__(
@@ -108,6 +115,8 @@ class Reader:
         self.replies = replies
         self.listener = listener
         self.on_unsubscribed = on_unsubscribed
+        self._tokens = itertools.count(1)
+        self._confirming: dict[str, asyncio.Future[None]] = {}  # PING token -> its waiter
         connection: AbstractConnection | None = pubsub.connection
         self._watching = connection is not None
         if connection is not None:
@@ -120,6 +129,20 @@ class Reader:
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
+        self._settle()
+
+    async def confirmation(self) -> asyncio.Future[None]:
+        """Send a PING after what was sent so far; the future is done when it comes back (or
+        when the connection is replaced before)."""
+        token = f"hub-confirm-{next(self._tokens)}"
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._confirming[token] = future
+        try:
+            await self.pubsub.ping(token)
+        except BaseException:
+            self._confirming.pop(token, None)
+            raise
+        return future
 
     async def _read(self) -> None:
         pubsub, listener, replies = self.pubsub, self.listener, self.replies
@@ -138,19 +161,36 @@ class Reader:
             if failed:
                 failed = False
                 if not self._watching:
+                    self._settle()
                     listener.on_lost()
             if message is None:
                 continue
             kind = message.get("type")
+            if kind == "pong":
+                self._confirmed(message.get("data"))
+                continue
             channel = message.get("channel")
             if not isinstance(channel, str):
                 continue
             if kind == replies.message:
                 listener.on_published(channel, message["data"])
-            elif kind == replies.subscribe:
-                listener.on_subscribed(channel)
             elif kind == replies.unsubscribe and self.on_unsubscribed is not None:
                 self.on_unsubscribed(channel)
 
+    def _confirmed(self, token: Any) -> None:
+        if isinstance(token, bytes):
+            token = token.decode(errors="replace")
+        future = self._confirming.pop(token, None) if isinstance(token, str) else None
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def _settle(self) -> None:
+        """Settle every confirmation outstanding: its PING's reply will not come."""
+        confirming, self._confirming = self._confirming, {}
+        for future in confirming.values():
+            if not future.done():
+                future.set_result(None)
+
     def _reconnected(self, _connection: Any) -> None:
+        self._settle()
         asyncio.get_running_loop().call_soon(self.listener.on_lost)

@@ -8,6 +8,7 @@ whichever node the client picks) hears every channel.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable
 from typing import Any
 
 from common import keys
@@ -44,8 +45,11 @@ class ClassicBackend(Backend):
         with contextlib.suppress(Exception):
             await self.pubsub.aclose()
 
-    async def subscribe(self, channels: list[str]) -> None:
+    async def subscribe(self, channels: list[str]) -> Awaitable[object]:
         await self.pubsub.subscribe(*channels)
+        if self._reader is None:
+            raise RuntimeError("the classic pub/sub backend subscribes only once connected")
+        return await self._reader.confirmation()
 
     async def unsubscribe(self, channels: list[str]) -> None:
         await self.pubsub.unsubscribe(*channels)

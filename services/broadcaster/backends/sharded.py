@@ -4,8 +4,8 @@ A topic maps to one shard channel (keys.shard_channels), or for ``orders:<user>`
 market (the matcher publishes it from each market's slot). A shard publication is delivered
 only by the node that owns the channel's slot, so the backend keeps one plain pub/sub
 connection per node, found through the cluster client's slot map, and SSUBSCRIBEs each
-channel on its owner, one command per slot (Redis refuses an SSUBSCRIBE across slots). One
-connection carries a given channel, so its confirmations come back in command order.
+channel on its owner, one command per slot (Redis refuses an SSUBSCRIBE across slots), then
+a PING on each connection it used: their replies confirm the subscribe (base.Reader).
 
 A ``sunsubscribe`` nobody asked for means the slot moved to another node: publications may
 be lost, so the listener hears ``on_lost`` (as on a reconnect of any node's connection).
@@ -13,10 +13,11 @@ be lost, so the listener hears ``on_lost`` (as on a reconnect of any node's conn
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,8 +116,10 @@ class ShardedBackend(Backend):
             with contextlib.suppress(Exception):
                 await link.client.aclose()
 
-    async def subscribe(self, channels: list[str]) -> None:
-        """SSUBSCRIBE ``channels``, each on the node that owns its slot."""
+    async def subscribe(self, channels: list[str]) -> Awaitable[object]:
+        """SSUBSCRIBE ``channels``, each on the node that owns its slot, then confirm them
+        with a PING on each node's connection."""
+        readers: list[Reader] = []
         for link, group in self._by_slot(channels, self._link_for):
             await link.pubsub.ssubscribe(*group)
             for channel in group:
@@ -125,6 +128,9 @@ class ShardedBackend(Backend):
                 link.reader = Reader(
                     link.pubsub, link.name, SHARDED, self._started(), self._unsubscribed
                 )
+            if link.reader not in readers:
+                readers.append(link.reader)
+        return asyncio.gather(*[await reader.confirmation() for reader in readers])
 
     async def unsubscribe(self, channels: list[str]) -> None:
         """SUNSUBSCRIBE ``channels``, each on the node that carried it when subscribed."""
