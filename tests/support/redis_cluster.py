@@ -31,7 +31,7 @@ class RedisCluster:
         if server is None or cli is None:
             raise RedisServerUnavailable("redis-server and redis-cli are needed for a cluster")
         for _ in range(self.masters):
-            port = _free_port_with_bus()
+            port = _free_port_with_bus(taken={p + bus for p in self.ports for bus in (0, 10_000)})
             node_dir = self.dir / str(port)
             node_dir.mkdir()
             self.ports.append(port)
@@ -101,11 +101,14 @@ class RedisCluster:
         self.stop()
 
 
-def _free_port_with_bus() -> int:
-    """A free port whose cluster bus port (port + 10000) is valid and free too."""
+def _free_port_with_bus(taken: set[int]) -> int:
+    """A free port whose cluster bus port (port + 10000) is valid and free too, neither of them
+    in ``taken``: the ports of the nodes started just before, which may not be bound yet, so
+    the system could hand one of them out again."""
     for _ in range(200):
         port = free_port()
-        if port + 10_000 <= 65_535 and _bindable(port + 10_000):
+        bus = port + 10_000
+        if bus <= 65_535 and not {port, bus} & taken and _bindable(bus):
             return port
     raise RuntimeError("no free port pair for a cluster node")
 
