@@ -1,4 +1,4 @@
-"""EIP-712 signing and signature recovery for our five flat primary types (API.md section 4).
+"""EIP-712 signing and signature recovery for our flat primary types (API.md section 4).
 
 The encoding rules are eth-account's, the reference a client signs with: a ``Verifier`` asks it
 once, at start-up, for the domain separator and each primary type's type hash. Per message the
@@ -92,6 +92,24 @@ PRIMARY_TYPES: dict[str, list[tuple[str, str]]] = {
         ("ts", "uint256"),
     ],
 }
+
+# Agent keys (API.md: "Agent keys"): the owner approves another address to sign for the
+# account within a scope, a market list ("" = every market; types are flat, so a comma-
+# separated string) and an expiry (ms since epoch, 0 = never); RevokeAgent withdraws that.
+PRIMARY_TYPES["ApproveAgent"] = [
+    ("userId", "string"),
+    ("agent", "string"),
+    ("name", "string"),
+    ("scope", "string"),
+    ("markets", "string"),
+    ("expiresAt", "uint256"),
+    ("ts", "uint256"),
+]
+PRIMARY_TYPES["RevokeAgent"] = [
+    ("userId", "string"),
+    ("agent", "string"),
+    ("ts", "uint256"),
+]
 
 # Fields whose values repeat across requests (a user's id, a market, an enum); their string
 # hashes are worth remembering. clientOrderId is unique per order, so caching it would only churn.

@@ -60,6 +60,8 @@ account, live in one slot and one Lua script may touch them together)::
       dex:{u}:fills            stream  the user's fills
       dex:{u}:waived           hash    "<market>:<eseq>" -> fee units the account could not pay
       dex:{u}:sig:<digest>     string  a used Cancel/CancelAll/Withdraw signature (TTL)
+      dex:{u}:agents           hash    agent address -> JSON {name, scope, markets,
+                                        expiresAt, approvedAt}: the account's agent keys
       dex:{u}:withdrawals      stream  the account's newest 1000 withdrawals (field w: JSON
                                         record; services/gateway/withdrawals.py)
       dex:{u}:wd-pending       hash    withdrawalId -> record not yet on the relayer stream
@@ -258,6 +260,11 @@ def account_fills(user: str) -> str:
 
 def used_signature(user: str, digest_hex: str) -> str:
     return f"{_u(user)}:sig:{digest_hex}"
+
+
+def account_agents(user: str) -> str:
+    """The account's approved agent keys (ApproveAgent / RevokeAgent)."""
+    return f"{_u(user)}:agents"
 
 
 # -- balance hash fields ----------------------------------------------------------------

@@ -25,6 +25,7 @@ RECORD_PACKED_NAMES = ("side", "type", "timeInForce", "reduceOnly", "expiresAt",
 RECORD_ARRIVAL_FIELD = "a"
 RECORD_ARRIVAL_NAMES = ("aseq", "reserved", "liquidation", "market")
 RECORD_USER_FIELD, RECORD_ID_FIELD = "u", "c"
+RECORD_AGENT_FIELD = "g"  # the agent key that signed the order, only when one did
 RECORD_OLD_PACKED_NAMES = (
     *RECORD_PACKED_NAMES, *RECORD_ARRIVAL_NAMES, "userId", "clientOrderId"
 )  # fmt: skip
@@ -63,7 +64,7 @@ def record_hmget_fields(*fields: str) -> list[str]:
 def order_view(record: dict[str, str]) -> dict[str, Any]:
     """The REST order shape from the matcher's order hash (either shape)."""
     record = record_fields(record)
-    return {
+    view: dict[str, Any] = {
         "clientOrderId": record["clientOrderId"],
         "userId": record["userId"],
         "market": record["market"],
@@ -80,11 +81,14 @@ def order_view(record: dict[str, str]) -> dict[str, Any]:
         "ts": int(record["ts"]),
         "updatedTs": int(record["updatedTs"]),
     }
+    if record.get(RECORD_AGENT_FIELD):
+        view["agent"] = record[RECORD_AGENT_FIELD]
+    return view
 
 
 def accepted_view(user: str, cid: str, market: str, command: OrderCommand) -> dict[str, Any]:
     """The REST order shape of an order still waiting in its market stream."""
-    return {
+    view: dict[str, Any] = {
         "clientOrderId": cid,
         "userId": user,
         "market": market,
@@ -101,6 +105,9 @@ def accepted_view(user: str, cid: str, market: str, command: OrderCommand) -> di
         "ts": command["ts"],
         "updatedTs": command["acceptedAt"],
     }
+    if "agent" in command:
+        view["agent"] = command["agent"]
+    return view
 
 
 async def read_open_orders(

@@ -44,6 +44,7 @@ class OrderCommand(TypedDict):
     loss: NotRequired[int]  # derivatives: the open loss against the mark it reserved
     liquidation: NotRequired[bool]  # placed by the liquidation engine, not a user
     reply: NotRequired[str]  # dex:{m}:reply:<rid>: an OrderReply when done
+    agent: NotRequired[str]  # the approved agent key that signed it (absent: the owner)
 
 
 @with_config(MESSAGE)

@@ -27,6 +27,7 @@ from common.settings import DexSettings, get_settings
 from services.gateway import (
     accounts,
     admin,
+    agents,
     cancels,
     market_data,
     metrics,
@@ -259,6 +260,29 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
     async def withdraw(request: Request) -> Any:
         body = await read_write_body(gateway, request)
         return await withdrawals.withdraw(gateway, body)
+
+    # -- agent keys -----------------------------------------------------------------------
+    @app.post(
+        "/v1/accounts/agents",
+        responses=s.ok(s.Agent, 400, 401, 403, 409, 413, 422),
+        openapi_extra=shapes.openapi_body(shapes.APPROVE_AGENT),
+    )
+    async def approve_agent(request: Request) -> Any:
+        body = await read_write_body(gateway, request)
+        return await agents.approve(gateway, body)
+
+    @app.post(
+        "/v1/accounts/agents/revoke",
+        responses=s.ok(s.AgentRevoked, 400, 401, 403, 404, 409, 413),
+        openapi_extra=shapes.openapi_body(shapes.REVOKE_AGENT),
+    )
+    async def revoke_agent(request: Request) -> Any:
+        body = await read_write_body(gateway, request)
+        return await agents.revoke(gateway, body)
+
+    @app.get("/v1/accounts/{user_id}/agents", responses=s.ok(list[s.Agent], 400))
+    async def list_agents(user_id: str) -> Any:
+        return await agents.list_agents(gateway, parsing.user_id(user_id))
 
     @app.get("/v1/system/accounts", responses=s.ok(s.SystemAccounts))
     async def system_accounts() -> Any:

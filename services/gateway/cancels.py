@@ -54,7 +54,9 @@ async def cancel(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[str,
     message, sig = shapes.CANCEL.parse_signed(body, gateway.markets)
     user = message["userId"].lower()
     market = gateway.markets.markets[message["market"]]
-    request = signed.check_ts_and_signature(gateway, "Cancel", message, sig, user)
+    request = await signed.check_ts_and_signature(
+        gateway, "Cancel", message, sig, user, market.symbol
+    )
     await ratelimit.check_user(gateway, user)
     cid = message["clientOrderId"]
     order = await orders.read_order(gateway, user, cid)
@@ -84,7 +86,9 @@ async def cancel_all(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[
     message, sig = shapes.CANCEL_ALL.parse_signed(body, gateway.markets)
     user = message["userId"].lower()
     symbol = message["market"]
-    request = signed.check_ts_and_signature(gateway, "CancelAll", message, sig, user)
+    request = await signed.check_ts_and_signature(
+        gateway, "CancelAll", message, sig, user, symbol or None
+    )
     await ratelimit.check_user(gateway, user)
     if await signed.signature_used(gateway, request):
         raise ApiError(ErrorCode.DUPLICATE, "this CancelAll signature was already used")

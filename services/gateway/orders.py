@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -25,7 +25,7 @@ from common.markets import Market
 from common.order_reads import accepted_view, order_view
 from common.risk import parse_prices
 from common.types import MarketStatus, OrderType, Side, TimeInForce
-from services.gateway import funds, parsing, ratelimit, shapes
+from services.gateway import funds, ratelimit, shapes, signed
 from services.gateway.context import MEMORY_HIGH_MESSAGE, Gateway
 from services.gateway.errors import ApiError, ErrorCode
 from services.gateway.transport import Commands
@@ -51,6 +51,7 @@ class SignedOrder:
     reduce_only: bool
     expires_at: int
     ts: int
+    agent: str | None = None  # the approved agent that signed it, None for the owner
 
 
 def parse_order(gateway: Gateway, body: dict[str, Any]) -> SignedOrder:
@@ -100,9 +101,11 @@ async def submit_order(
     if market.price_band_bps is not None:
         prices = await funds.market_prices(gateway, market)
         funds.check_price_band(market, order.price, prices)
-    parsing.ts_in_window(order.ts, gateway.settings.signature_max_age_ms, int(time.time() * 1000))
-    if not gateway.verifier.verify(order.primary_type, order.message, order.signature, order.user):
-        raise ApiError(ErrorCode.INVALID_SIGNATURE, "the signature does not recover to userId")
+    agent = await signed.authorize(
+        gateway, order.primary_type, order.message, order.signature, order.user, market.symbol
+    )
+    if agent is not None:
+        order = replace(order, agent=agent)
     # 2. The user's rate limit, now that the signature says who sends it (429).
     await ratelimit.check_user(gateway, order.user)
     user = order.user
@@ -200,6 +203,8 @@ def command_template(
     }
     if reply_key is not None:
         command["reply"] = reply_key
+    if order.agent is not None:
+        command["agent"] = order.agent
     fields: dict[str, Any] = dict(command, **reserve.command)
     del fields["reserved"]
     return dumps(fields)

@@ -56,6 +56,9 @@ class Order(BaseModel):
     reason: str | None
     ts: int
     updatedTs: int
+    agent: str | None = Field(
+        None, description="only on an order an agent key signed: that key's address"
+    )
 
 
 class Cancelled(BaseModel):
@@ -259,3 +262,22 @@ def errors(*statuses: int) -> dict[int | str, Any]:
 def ok(model: Any, *statuses: int) -> dict[int | str, Any]:
     """A 200 described by ``model`` plus the route's error responses."""
     return {200: {"model": model, "description": "success"}, **errors(*statuses)}
+
+
+class Agent(BaseModel):
+    model_config = _example(
+        agent="0x2546bcd3c84621e976d8185a91a922ae77ecec30", name="bot-1", scope="TRADE",
+        markets="BTC-USDC", expiresAt=0, approvedAt=1764590000012,
+    )  # fmt: skip
+    agent: str
+    name: str
+    scope: str = Field(description="TRADE or CANCEL_ONLY")
+    markets: str = Field(description='"" for every market, else markets joined by ","')
+    expiresAt: int = Field(description="ms since epoch, 0 = never")
+    approvedAt: int
+
+
+class AgentRevoked(BaseModel):
+    model_config = _example(agent="0x2546bcd3c84621e976d8185a91a922ae77ecec30", revoked=True)
+    agent: str
+    revoked: bool

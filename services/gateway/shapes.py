@@ -387,7 +387,7 @@ SIGNED_FIELD_DOCS: dict[str, tuple[str, Any]] = {
     "ts": ("ms since epoch, within DEX_SIGNATURE_MAX_AGE_MS of the server clock", TS_EXAMPLE),
     "timeInForce": ("OrderV2 only (its presence makes the body an OrderV2)", "GTC"),
     "reduceOnly": ("OrderV2 only", False),
-    "expiresAt": ("OrderV2 only: ms since epoch, 0 = never", 0),
+    "expiresAt": ("OrderV2 and ApproveAgent only: ms since epoch, 0 = never", 0),
     "asset": ("an asset symbol", "USDC"),
     "amount": ("atomic units of the asset", "1000000"),
 }
@@ -548,3 +548,106 @@ def parse_order_body(body: Mapping[str, Any], markets: MarketSet) -> tuple[str, 
     shape = ORDER_V2 if is_v2 else ORDER
     values, sig = shape.parse_signed(body, markets)
     return ("OrderV2" if is_v2 else "Order"), values, sig
+
+
+# -- agent keys (API.md "Agent keys") ---------------------------------------------------------
+
+AGENT_SCOPES = ("TRADE", "CANCEL_ONLY")
+AGENT_NAME_MAX = 32
+AGENT_MARKETS_MAX = 16
+AGENT_EXAMPLE = "0x2546BcD3c84621e976D8185a91A922aE77ECEc30"
+
+SIGNED_FIELD_DOCS.update(
+    {
+        "agent": ("the agent key's address (not userId)", AGENT_EXAMPLE),
+        "name": (f"a label for the key, 0-{AGENT_NAME_MAX} printable ASCII characters", "bot-1"),
+        "scope": ("TRADE (orders and cancels) or CANCEL_ONLY", "TRADE"),
+        "markets": (
+            f'"" for every market, else up to {AGENT_MARKETS_MAX} listed markets joined by ","',
+            "BTC-USDC,ETH-USDC",
+        ),
+    }
+)
+
+
+def _agent_address(values: Values, _: MarketSet) -> str | None:
+    agent = values["agent"]
+    if not ADDRESS.fullmatch(agent):
+        return f"agent must be a 0x-prefixed 20-byte address, got {agent[:80]!r}"
+    if agent.lower() == values["userId"].lower():
+        return "agent must be another address than userId"
+    return None
+
+
+def _agent_name(values: Values, _: MarketSet) -> str | None:
+    name = values["name"]
+    if len(name) <= AGENT_NAME_MAX and name.isascii() and (name.isprintable()):
+        return None
+    return f"name must be 0-{AGENT_NAME_MAX} printable ASCII characters"
+
+
+def _agent_scope(values: Values, _: MarketSet) -> str | None:
+    scope = values["scope"]
+    return None if scope in AGENT_SCOPES else f"scope must be one of {'/'.join(AGENT_SCOPES)}"
+
+
+def _agent_markets(values: Values, markets: MarketSet) -> str | None:
+    text = values["markets"]
+    if not text:
+        return None
+    names = text.split(",")
+    if len(names) > AGENT_MARKETS_MAX or len(set(names)) != len(names):
+        return f"markets must name at most {AGENT_MARKETS_MAX} markets, each once"
+    unknown = [name for name in names if name not in markets.markets]
+    return f"no market named {unknown[0][:80]!r}" if unknown else None
+
+
+AGENT_IS_ADDRESS = Check(
+    "agent",
+    ErrorCode.INVALID_REQUEST,
+    "a 0x-prefixed 20-byte address other than userId",
+    _agent_address,
+    {"pattern": f"^{ADDRESS.pattern}$"},
+)
+APPROVE_AGENT = signed_shape(
+    "ApproveAgent",
+    "A signed ApproveAgent plus sig: the owner lets an agent key sign orders and cancels.",
+    [
+        USER_IS_ADDRESS,
+        AGENT_IS_ADDRESS,
+        Check(
+            "name",
+            ErrorCode.INVALID_REQUEST,
+            f"0-{AGENT_NAME_MAX} printable ASCII characters",
+            _agent_name,
+            {"maxLength": AGENT_NAME_MAX},
+        ),
+        Check(
+            "scope",
+            ErrorCode.INVALID_REQUEST,
+            "TRADE or CANCEL_ONLY",
+            _agent_scope,
+            {"enum": list(AGENT_SCOPES)},
+        ),
+        Check(
+            "markets",
+            ErrorCode.UNKNOWN_MARKET,
+            '"" or listed markets joined by ","',
+            _agent_markets,
+        ),
+        Check("expiresAt", ErrorCode.INVALID_REQUEST, "0 or in the future", _expires_ahead),
+        Check(
+            "expiresAt",
+            ErrorCode.INVALID_REQUEST,
+            "below 2^53",
+            _expires_below_2_53,
+            {"maximum": 2**53 - 1},
+        ),
+    ],
+    {"expiresAt": 1767225600000},
+)
+REVOKE_AGENT = signed_shape(
+    "RevokeAgent",
+    "A signed RevokeAgent plus sig: the owner withdraws an agent key's approval.",
+    [USER_IS_ADDRESS, AGENT_IS_ADDRESS],
+)

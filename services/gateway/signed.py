@@ -11,7 +11,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from common import keys
+from common.eip712 import SignatureError
+from common.events import loads
 from services.gateway import parsing
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError, ErrorCode
@@ -23,18 +27,21 @@ class SignedRequest:
     message: dict[str, Any]
     signature: str
     user: str
+    agent: str | None = None
 
 
-def check_ts_and_signature(
-    gateway: Gateway, primary_type: str, message: dict[str, Any], sig: str, user: str
+async def check_ts_and_signature(
+    gateway: Gateway,
+    primary_type: str,
+    message: dict[str, Any],
+    sig: str,
+    user: str,
+    market: str | None = None,
 ) -> SignedRequest:
-    """STALE_TS (400), then INVALID_SIGNATURE (401)."""
-    parsing.ts_in_window(
-        message["ts"], gateway.settings.signature_max_age_ms, int(time.time() * 1000)
-    )
-    if not gateway.verifier.verify(primary_type, message, sig, user):
-        raise ApiError(ErrorCode.INVALID_SIGNATURE, "the signature does not recover to userId")
-    return SignedRequest(primary_type, message, sig, user)
+    """STALE_TS (400), then INVALID_SIGNATURE (401), then an agent's FORBIDDEN (403): see
+    :func:`authorize`."""
+    agent = await authorize(gateway, primary_type, message, sig, user, market)
+    return SignedRequest(primary_type, message, sig, user, agent)
 
 
 def digest_hex(gateway: Gateway, request: SignedRequest) -> str:
@@ -60,3 +67,92 @@ async def claim_signature(gateway: Gateway, request: SignedRequest) -> None:
         raise ApiError(
             ErrorCode.DUPLICATE, f"this {request.primary_type} signature was already used"
         )
+
+
+# -- agent keys (API.md "Agent keys") ---------------------------------------------------------
+
+TRADE = "TRADE"
+
+
+def check_ts(gateway: Gateway, message: dict[str, Any]) -> None:
+    """400 STALE_TS unless ``ts`` is within the window of the server clock."""
+    parsing.ts_in_window(
+        message["ts"], gateway.settings.signature_max_age_ms, int(time.time() * 1000)
+    )
+
+
+def recover_signer(gateway: Gateway, primary_type: str, message: dict[str, Any], sig: str) -> str:
+    """The lower-case address that signed ``message``; 401 INVALID_SIGNATURE if none does."""
+    try:
+        return gateway.verifier.recover(primary_type, message, sig)
+    except SignatureError as exc:
+        raise ApiError(ErrorCode.INVALID_SIGNATURE, f"the signature is not valid: {exc}") from None
+
+
+async def read_agent(gateway: Gateway, user: str, agent: str) -> dict[str, Any] | None:
+    """``agent``'s record under ``user`` (read fresh: a revocation holds from the next request)."""
+    raw = await gateway.redis.hget(keys.account_agents(user), agent)
+    return None if raw is None else dict(loads(raw))
+
+
+async def authorize(
+    gateway: Gateway,
+    primary_type: str,
+    message: dict[str, Any],
+    sig: str,
+    user: str,
+    market: str | None,
+) -> str | None:
+    """Check ``ts`` (400 STALE_TS) and who signed: None for the owner, else the approved agent's
+    address, for an order (``Order``/``OrderV2``) or a cancel only. 401 INVALID_SIGNATURE names
+    the recovered address when it is neither the owner nor an agent of it (or the agent's
+    approval has expired); 403 FORBIDDEN when an agent acts beyond its scope or markets
+    (``market`` None: every market)."""
+    check_ts(gateway, message)
+    signer = recover_signer(gateway, primary_type, message, sig)
+    if signer == user:
+        return None
+    record = await read_agent(gateway, user, signer)
+    if record is None:
+        raise ApiError(
+            ErrorCode.INVALID_SIGNATURE,
+            f"the signature recovers {signer}, which is neither {user} nor an approved agent of it",
+        )
+    expires_at = int(record.get("expiresAt", 0))
+    if expires_at and expires_at <= int(time.time() * 1000):
+        raise ApiError(
+            ErrorCode.INVALID_SIGNATURE,
+            f"the signature recovers {signer}, whose approval as an agent of {user} expired at "
+            f"{expires_at}",
+        )
+    if primary_type not in ("Order", "OrderV2", "Cancel", "CancelAll"):
+        raise ApiError(
+            ErrorCode.FORBIDDEN,
+            f"{signer} is an agent of {user}: an agent cannot sign a {primary_type}",
+        )
+    if primary_type.startswith("Order") and record.get("scope") != TRADE:
+        raise ApiError(
+            ErrorCode.FORBIDDEN,
+            f"{signer} is a {record.get('scope')} agent of {user}: it cannot place orders",
+        )
+    allowed = [m for m in str(record.get("markets", "")).split(",") if m]
+    if allowed and (market is None or market not in allowed):
+        where = f"market {market}" if market else "every market"
+        raise ApiError(
+            ErrorCode.FORBIDDEN,
+            f"{signer} is an agent of {user} for {','.join(allowed)} only, not {where}",
+        )
+    return signer
+
+
+def agent_record(message: dict[str, Any], now_ms: int) -> bytes:
+    """The stored record of an ApproveAgent."""
+    return orjson.dumps(
+        {
+            "name": message["name"],
+            "scope": message["scope"],
+            "markets": message["markets"],
+            "expiresAt": message["expiresAt"],
+            "approvedAt": now_ms,
+        }
+    )

@@ -31,7 +31,7 @@ async def withdraw(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:
     user = message["userId"].lower()
     asset = message["asset"]
     quanta = accounts.quanta(gateway.markets.assets[asset], amount)
-    request = signed.check_ts_and_signature(gateway, "Withdraw", message, sig, user)
+    request = await signed.check_ts_and_signature(gateway, "Withdraw", message, sig, user)
     await ratelimit.check_user(gateway, user)
     if quanta >= money.LIMIT:
         # No balance reaches 2^53 quanta, so the first 422 code that applies is this one.

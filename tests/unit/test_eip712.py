@@ -171,6 +171,10 @@ def _base_message(primary_type: str, user: str) -> dict[str, Any]:
         "expiresAt": 0,
         "asset": "USDC",
         "amount": "250000000",
+        "agent": "0x2546bcd3c84621e976d8185a91a922ae77ecec30",
+        "name": "bot-1",
+        "scope": "TRADE",
+        "markets": "BTC-USD,ETH-USD",
     }
     return {name: values[name] for name, _ in PRIMARY_TYPES[primary_type]}
 
@@ -628,6 +632,9 @@ _API_ENCODE_TYPES = {
     "Cancel": "Cancel(string userId,string market,string clientOrderId,uint256 ts)",
     "CancelAll": "CancelAll(string userId,string market,uint256 ts)",
     "Withdraw": "Withdraw(string userId,string asset,uint256 amount,uint256 ts)",
+    "ApproveAgent": "ApproveAgent(string userId,string agent,string name,string scope,"
+    "string markets,uint256 expiresAt,uint256 ts)",
+    "RevokeAgent": "RevokeAgent(string userId,string agent,uint256 ts)",
 }
 
 

@@ -27,6 +27,8 @@ BODIES = {
     ("/v1/withdrawals", "post"): (shapes.WITHDRAW,),
     ("/v1/admin/deposits", "post"): (shapes.DEPOSIT,),
     ("/v1/admin/oracle", "post"): (shapes.ORACLE,),
+    ("/v1/accounts/agents", "post"): (shapes.APPROVE_AGENT,),
+    ("/v1/accounts/agents/revoke", "post"): (shapes.REVOKE_AGENT,),
 }
 
 

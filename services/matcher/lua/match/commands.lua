@@ -36,7 +36,7 @@ local function process_order(cmd)
   touch(o)
   match_order(cmd, o)
   o.incoming = nil
-  save_new(o, tonumber(cmd.reserved) or 0, cmd.liquidation == true)
+  save_new(o, tonumber(cmd.reserved) or 0, cmd.liquidation == true, cmd.agent)
   return o
 end
 

@@ -9,6 +9,7 @@
 -- times the memory):
 --   d = side|type|timeInForce|reduceOnly|expiresAt|price|ts   a = aseq|reserved|liquidation|market
 --   u = userId   c = clientOrderId   (reduceOnly, liquidation: 0/1)
+--   g = the agent key that signed the order (only when one did)
 -- Records of the flat shape (a field per name, written by versions before the packed one)
 -- are read as well.
 -- In memory an order is a table of those names (price, qty, filled as numbers), its key,
@@ -58,13 +59,14 @@ local function remember(o)
 end
 
 -- The whole record of an order new in this call, written once its command is done.
-local function save_new(o, reserved, liquidation)
+local function save_new(o, reserved, liquidation, agent)
   local fields = {'d', o.side .. '|' .. o.type .. '|' .. o.timeInForce .. '|' ..
     o.reduceOnly .. '|' .. o.expiresAt .. '|' .. int(o.price) .. '|' .. o.ts,
     'a', o.aseq .. '|' .. int(reserved) .. '|' .. (liquidation and '1' or '0') .. '|' .. market,
     'u', o.userId, 'c', o.clientOrderId,
     'qty', int(o.qty), 'filled', int(o.filled), 'status', o.status, 'reason', o.reason,
     'updatedTs', now_text}
+  if type(agent) == 'string' then fields[#fields + 1] = 'g'; fields[#fields + 1] = agent end
   if o.oa ~= nil and (o.status == 'NEW' or o.status == 'PARTIAL') then
     -- a resting derivative order keeps what it may still open (read back by load)
     fields[#fields + 1] = 'oa'
