@@ -15,7 +15,7 @@ topic              publisher                  declaration
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NotRequired
 
 from pydantic import with_config
 from typing_extensions import TypedDict
@@ -85,6 +85,7 @@ class OrderUpdate(TypedDict):
     reason: DoneReason | None
     ts: int
     updatedTs: int
+    agent: NotRequired[str]  # the agent key that signed the order (absent: the owner)
 
 
 @with_config(MESSAGE)

@@ -13,13 +13,17 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from support.exchange import Exchange
 from support.gateway import ADMIN, error_of, gateway_client
 from support.redis_server import wait_for
 from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
 
+from common import keys
 from common.eip712 import sign
+from common.events import OrderPublication
+from common.events.schema import validate
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +109,7 @@ def refusal(response: httpx.Response) -> tuple[int, str, str]:
 
 
 def test_an_agent_trades_for_the_owner_to_the_unit_and_the_order_names_it(
-    exchange: Exchange,
+    exchange: Exchange, r: redis.Redis
 ) -> None:
     owner, agent, bob = Trader(), Trader(), Trader()
     exchange.deposit(owner.address, "USDC", 5_000_000_000)
@@ -118,8 +122,17 @@ def test_an_agent_trades_for_the_owner_to_the_unit_and_the_order_names_it(
         (agent.address.lower(), "TRADE", SPOT)
     ]
     # An agent's resting order reserves the owner's funds, to the unit.
+    listener = r.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(keys.channel(keys.orders_topic(owner.address.lower())))
     resting = order(agent, owner, cid="rest")
     assert post(exchange, "/v1/orders?wait=1", resting).json()["status"] == "NEW"
+    deadline, published = time.monotonic() + 10, None
+    while published is None and time.monotonic() < deadline:
+        published = listener.get_message(timeout=1)  # None too for the subscribe's answer
+    listener.close()
+    assert published is not None
+    update = validate(OrderPublication, published["data"])["data"]
+    assert (update["clientOrderId"], update["agent"]) == ("rest", agent.address.lower())
     assert exchange.balance(owner.address, "USDC") == (5_000_000_000, NOTIONAL + TAKER_FEE)
     assert exchange.get(f"/v1/accounts/{agent.address}/balances") == {}
     shown = exchange.get(f"/v1/orders/{owner.address}/rest")

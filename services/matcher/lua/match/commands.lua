@@ -32,11 +32,12 @@ local function process_order(cmd)
   if is_deriv then
     if cmd.reduceOnly == true then o.oa = 0 else o.oa = tonumber(cmd.open) end
   end
+  if type(cmd.agent) == 'string' then o.agent = cmd.agent end
   remember(o)
   touch(o)
   match_order(cmd, o)
   o.incoming = nil
-  save_new(o, tonumber(cmd.reserved) or 0, cmd.liquidation == true, cmd.agent)
+  save_new(o, tonumber(cmd.reserved) or 0, cmd.liquidation == true)
   return o
 end
 

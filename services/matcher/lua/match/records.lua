@@ -13,7 +13,7 @@
 -- Records of the flat shape (a field per name, written by versions before the packed one)
 -- are read as well.
 -- In memory an order is a table of those names (price, qty, filled as numbers), its key,
--- and oa: what a derivative order may still open (nil: no bound).
+-- oa: what a derivative order may still open (nil: no bound), and agent (g; nil: none).
 -- Book member: "<aseq:016d>|<user>|<cid>", so one price level sorts by arrival.
 
 --#include text.lua
@@ -28,14 +28,14 @@ local function load(okey)
   local o = cache[okey]
   if o then return o end
   local raw = redis.call('HMGET', okey, 'd', 'qty', 'filled', 'status', 'reason', 'a', 'u', 'c',
-                        'oa')
+                        'oa', 'g')
   if raw[1] then
     local side, otype, tif, ro, exp, price, ts = string.match(raw[1], D_PATTERN)
     o = {side = side, type = otype, timeInForce = tif, reduceOnly = ro, expiresAt = exp,
       price = tonumber(price), ts = ts, aseq = string.match(raw[6], '^([^|]*)|'),
       userId = raw[7], clientOrderId = raw[8], qty = tonumber(raw[2]),
       filled = tonumber(raw[3]), status = raw[4], reason = raw[5] or '',
-      oa = tonumber(raw[9] or '')}
+      oa = tonumber(raw[9] or ''), agent = raw[10] or nil}
   else
     raw = redis.call('HMGET', okey, unpack(FLAT_FIELDS))
     if not raw[1] then return nil end
@@ -59,14 +59,14 @@ local function remember(o)
 end
 
 -- The whole record of an order new in this call, written once its command is done.
-local function save_new(o, reserved, liquidation, agent)
+local function save_new(o, reserved, liquidation)
   local fields = {'d', o.side .. '|' .. o.type .. '|' .. o.timeInForce .. '|' ..
     o.reduceOnly .. '|' .. o.expiresAt .. '|' .. int(o.price) .. '|' .. o.ts,
     'a', o.aseq .. '|' .. int(reserved) .. '|' .. (liquidation and '1' or '0') .. '|' .. market,
     'u', o.userId, 'c', o.clientOrderId,
     'qty', int(o.qty), 'filled', int(o.filled), 'status', o.status, 'reason', o.reason,
     'updatedTs', now_text}
-  if type(agent) == 'string' then fields[#fields + 1] = 'g'; fields[#fields + 1] = agent end
+  if o.agent then fields[#fields + 1] = 'g'; fields[#fields + 1] = o.agent end
   if o.oa ~= nil and (o.status == 'NEW' or o.status == 'PARTIAL') then
     -- a resting derivative order keeps what it may still open (read back by load)
     fields[#fields + 1] = 'oa'
