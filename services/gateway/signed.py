@@ -19,6 +19,7 @@ from common.events import loads
 from services.gateway import parsing
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError, ErrorCode
+from services.gateway.transport import Commands
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +92,7 @@ def recover_signer(gateway: Gateway, primary_type: str, message: dict[str, Any],
 
 async def read_agent(gateway: Gateway, user: str, agent: str) -> dict[str, Any] | None:
     """``agent``'s record under ``user`` (read fresh: a revocation holds from the next request)."""
-    raw = await gateway.redis.hget(keys.account_agents(user), agent)
+    (raw,) = await gateway.transport.execute(Commands().hget(keys.account_agents(user), agent))
     return None if raw is None else dict(loads(raw))
 
 
