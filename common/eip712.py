@@ -91,6 +91,14 @@ PRIMARY_TYPES: dict[str, list[tuple[str, str]]] = {
         ("amount", "uint256"),
         ("ts", "uint256"),
     ],
+    # The dead-man's switch: cancel the account's orders in market ("" = all) unless renewed
+    # before deadline (ms since epoch; 0 turns the switch off).
+    "ScheduleCancel": [
+        ("userId", "string"),
+        ("market", "string"),
+        ("deadline", "uint256"),
+        ("ts", "uint256"),
+    ],
 }
 
 # Fields whose values repeat across requests (a user's id, a market, an enum); their string

@@ -171,6 +171,7 @@ def _base_message(primary_type: str, user: str) -> dict[str, Any]:
         "expiresAt": 0,
         "asset": "USDC",
         "amount": "250000000",
+        "deadline": 1732540060000,
     }
     return {name: values[name] for name, _ in PRIMARY_TYPES[primary_type]}
 
@@ -628,6 +629,7 @@ _API_ENCODE_TYPES = {
     "Cancel": "Cancel(string userId,string market,string clientOrderId,uint256 ts)",
     "CancelAll": "CancelAll(string userId,string market,uint256 ts)",
     "Withdraw": "Withdraw(string userId,string asset,uint256 amount,uint256 ts)",
+    "ScheduleCancel": "ScheduleCancel(string userId,string market,uint256 deadline,uint256 ts)",
 }
 
 
