@@ -10,11 +10,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 from support.exchange import Exchange
 from support.redis_server import wait_for
 from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
 
+from common import keys
 from common.eip712 import sign
+from common.lua import read_script
+from services.gateway.transport import LUA_DIR
 
 pytestmark = pytest.mark.integration
 
@@ -167,3 +171,17 @@ def test_forged_replayed_foreign_and_malformed_switches_are_refused(exchange: Ex
         {"userId": victim.address.lower(), "market": "", "deadline": ahead}
     ]
     assert exchange.get(f"/v1/orders/schedule-cancel/{attacker.address}") == []
+
+
+def test_a_fired_switch_is_removed_only_if_no_renewal_came_in_between(redis_url: str) -> None:
+    """The firer's second step: a renewal that landed after the cancel_all was sent keeps the
+    switch; a firer that died before this step leaves it armed, so the next round fires again."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    clear = client.register_script(read_script(str(LUA_DIR), "deadman_clear"))
+    switches, member = keys.deadman_switches(), keys.deadman_member("0xabc", "")
+    client.zadd(switches, {member: 2_000})
+    assert clear(keys=[switches], args=[member, 1_000]) == 0  # renewed from 1000 to 2000
+    assert client.zscore(switches, member) == 2_000
+    assert clear(keys=[switches], args=[member, 2_000]) == 1
+    assert clear(keys=[switches], args=[member, 2_000]) == 0  # a second firer: nothing to do
+    assert client.zcard(switches) == 0
