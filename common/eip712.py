@@ -91,25 +91,32 @@ PRIMARY_TYPES: dict[str, list[tuple[str, str]]] = {
         ("amount", "uint256"),
         ("ts", "uint256"),
     ],
+    # Agent keys (docs/api.md "Agent keys"): the owner approves another address to sign for
+    # the account within a scope, a market list ("" = every market; types are flat, so a
+    # comma-separated string) and an expiry (ms since epoch, 0 = never); RevokeAgent ends that.
+    "ApproveAgent": [
+        ("userId", "string"),
+        ("agent", "string"),
+        ("name", "string"),
+        ("scope", "string"),
+        ("markets", "string"),
+        ("expiresAt", "uint256"),
+        ("ts", "uint256"),
+    ],
+    "RevokeAgent": [
+        ("userId", "string"),
+        ("agent", "string"),
+        ("ts", "uint256"),
+    ],
+    # The dead-man's switch: cancel the account's orders in market ("" = all) unless renewed
+    # before deadline (ms since epoch; 0 turns the switch off).
+    "ScheduleCancel": [
+        ("userId", "string"),
+        ("market", "string"),
+        ("deadline", "uint256"),
+        ("ts", "uint256"),
+    ],
 }
-
-# Agent keys (API.md: "Agent keys"): the owner approves another address to sign for the
-# account within a scope, a market list ("" = every market; types are flat, so a comma-
-# separated string) and an expiry (ms since epoch, 0 = never); RevokeAgent withdraws that.
-PRIMARY_TYPES["ApproveAgent"] = [
-    ("userId", "string"),
-    ("agent", "string"),
-    ("name", "string"),
-    ("scope", "string"),
-    ("markets", "string"),
-    ("expiresAt", "uint256"),
-    ("ts", "uint256"),
-]
-PRIMARY_TYPES["RevokeAgent"] = [
-    ("userId", "string"),
-    ("agent", "string"),
-    ("ts", "uint256"),
-]
 
 # Fields whose values repeat across requests (a user's id, a market, an enum); their string
 # hashes are worth remembering. clientOrderId is unique per order, so caching it would only churn.

@@ -73,6 +73,8 @@ account, live in one slot and one Lua script may touch them together)::
                                         a record may appear twice with the same withdrawalId
       dex:rl:ip:{<ip>}         hash    token bucket of one client address
       dex:dep:{<depositId>}    string  [userId, asset, amount] a depositId is bound to, ever
+      dex:deadman              zset    "<userId>|<market>" ("" = every market) by deadline
+                                        ms: the dead-man's switches the gateways fire
 
     Settler globals
       dex:oracle:health        hash    the HTTP oracle source's counters and failure streak
@@ -471,3 +473,14 @@ def shard_channels(topic: str, markets: list[str]) -> list[str]:
 def shard_channel_topic(channel: str) -> str:
     """The topic a shard channel carries (what follows ``dex:ch:{<tag>}:``)."""
     return channel.partition("}:")[2]
+
+
+def deadman_switches() -> str:
+    """Zset ``"<userId>|<market>"`` -> deadline ms of every armed dead-man's switch (one key,
+    one slot: arming, listing and firing never touch an account's or a market's slot)."""
+    return f"{PREFIX}:deadman"
+
+
+def deadman_member(user: str, market: str) -> str:
+    """The member of :func:`deadman_switches` for ``user``'s switch on ``market`` ("" = all)."""
+    return f"{user}|{market}"

@@ -29,6 +29,7 @@ from services.gateway import (
     admin,
     agents,
     cancels,
+    deadman,
     market_data,
     metrics,
     orders,
@@ -72,9 +73,14 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         task = outbox.start(gateway) if sweeper else None
+        firer = deadman.start(gateway) if sweeper else None
         try:
             yield
         finally:
+            if firer is not None:
+                firer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(firer, SHUTDOWN_STEP_S)
             # Each step of the shutdown is bounded: a Redis call that never answers must not
             # keep the process (or a test's client) from stopping.
             if task is not None:
@@ -119,6 +125,22 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
         body = await read_write_body(gateway, request)
         status, result = await cancels.cancel_all(gateway, body)
         return JsonResponse(result, status_code=status)
+
+    @app.post(
+        "/v1/orders/schedule-cancel",
+        responses=s.ok(s.DeadmanSwitch, 400, 401, 409, 413),
+        openapi_extra=shapes.openapi_body(shapes.SCHEDULE_CANCEL),
+    )
+    async def schedule_cancel(request: Request) -> Any:
+        body = await read_write_body(gateway, request)
+        return JsonResponse(await deadman.schedule(gateway, body))
+
+    @app.get(
+        "/v1/orders/schedule-cancel/{user_id}",
+        responses=s.ok(list[s.DeadmanSwitch], 400),
+    )
+    async def schedule_cancel_list(user_id: str) -> Any:
+        return JsonResponse(await deadman.switches(gateway, parsing.user_id(user_id)))
 
     @app.get(
         "/v1/orders/{user_id}/{client_order_id}",

@@ -19,6 +19,7 @@ from services.gateway.transport import Commands
 
 WRITE_PATHS = frozenset(
     {"/v1/orders", "/v1/orders/cancel", "/v1/orders/cancel-all", "/v1/withdrawals"}
+    | {"/v1/orders/schedule-cancel"}
 )
 ADMIN_PREFIX = "/v1/admin/"
 

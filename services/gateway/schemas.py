@@ -66,6 +66,15 @@ class Cancelled(BaseModel):
     cancelled: int
 
 
+class DeadmanSwitch(BaseModel):
+    model_config = _example(
+        userId="0x8ba1f109551bd432803012645ac136ddd64dba72", market="", deadline=1764590060000
+    )
+    userId: str
+    market: str
+    deadline: int
+
+
 class Balance(BaseModel):
     model_config = _example(total="5000000000", available="3998500000", locked="1001500000")
     total: str

@@ -390,6 +390,7 @@ SIGNED_FIELD_DOCS: dict[str, tuple[str, Any]] = {
     "expiresAt": ("OrderV2 and ApproveAgent only: ms since epoch, 0 = never", 0),
     "asset": ("an asset symbol", "USDC"),
     "amount": ("atomic units of the asset", "1000000"),
+    "deadline": ("ScheduleCancel only: ms since epoch, 0 = switch off", TS_EXAMPLE + 60_000),
 }
 SIG_FIELD = Field("sig", Kind.SIGNATURE, "the EIP-712 signature: 0x + 130 hex digits", SIG_EXAMPLE)
 
@@ -538,6 +539,47 @@ ORACLE = Shape(
         ),
         MARKET_KNOWN,
     ],
+)
+
+
+MAX_DEADLINE_AHEAD_MS = 24 * 3600 * 1000
+
+
+def _deadline_ahead(values: Values, _: MarketSet) -> str | None:
+    deadline = values["deadline"]
+    if deadline and deadline <= int(time.time() * 1000):
+        return f"deadline {deadline} is already past (0 turns the switch off)"
+    return None
+
+
+def _deadline_near(values: Values, _: MarketSet) -> str | None:
+    limit = int(time.time() * 1000) + MAX_DEADLINE_AHEAD_MS
+    if values["deadline"] > limit:
+        return f"deadline {values['deadline']} is more than 24 h ahead (at most {limit})"
+    return None
+
+
+SCHEDULE_CANCEL = signed_shape(
+    "ScheduleCancel",
+    "A signed ScheduleCancel plus sig: the dead-man's switch.",
+    [
+        USER_IS_ADDRESS,
+        Check(
+            "market",
+            ErrorCode.UNKNOWN_MARKET,
+            '"" for every market, else a listed market',
+            _market_known_or_every,
+        ),
+        Check("deadline", ErrorCode.INVALID_REQUEST, "0 or in the future", _deadline_ahead),
+        Check(
+            "deadline",
+            ErrorCode.INVALID_REQUEST,
+            "at most 24 h ahead",
+            _deadline_near,
+            {"maximum": 2**53 - 1},
+        ),
+    ],
+    {"market": ""},
 )
 
 

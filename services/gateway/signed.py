@@ -105,10 +105,10 @@ async def authorize(
     market: str | None,
 ) -> str | None:
     """Check ``ts`` (400 STALE_TS) and who signed: None for the owner, else the approved agent's
-    address, for an order (``Order``/``OrderV2``) or a cancel only. 401 INVALID_SIGNATURE names
-    the recovered address when it is neither the owner nor an agent of it (or the agent's
-    approval has expired); 403 FORBIDDEN when an agent acts beyond its scope or markets
-    (``market`` None: every market)."""
+    address, for an order (``Order``/``OrderV2``), a cancel or a dead-man's switch only.
+    401 INVALID_SIGNATURE names the recovered address when it is neither the owner nor an agent
+    of it (or the agent's approval has expired); 403 FORBIDDEN when an agent acts beyond its
+    scope or markets (``market`` None: every market)."""
     check_ts(gateway, message)
     signer = recover_signer(gateway, primary_type, message, sig)
     if signer == user:
@@ -126,7 +126,7 @@ async def authorize(
             f"the signature recovers {signer}, whose approval as an agent of {user} expired at "
             f"{expires_at}",
         )
-    if primary_type not in ("Order", "OrderV2", "Cancel", "CancelAll"):
+    if primary_type not in ("Order", "OrderV2", "Cancel", "CancelAll", "ScheduleCancel"):
         raise ApiError(
             ErrorCode.FORBIDDEN,
             f"{signer} is an agent of {user}: an agent cannot sign a {primary_type}",

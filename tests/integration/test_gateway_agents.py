@@ -317,3 +317,23 @@ def test_info_publishes_the_agent_types(client: TestClient) -> None:
         "userId", "agent", "name", "scope", "markets", "expiresAt", "ts"
     ]  # fmt: skip
     assert [f["name"] for f in types["RevokeAgent"]] == ["userId", "agent", "ts"]
+
+
+def test_an_agent_of_any_scope_arms_the_owners_dead_mans_switch_within_its_markets(
+    client: TestClient,
+) -> None:
+    owner, agent = Trader(), Trader()
+    body = approval(owner, agent, scope="CANCEL_ONLY", markets=SPOT)
+    assert client.post("/v1/accounts/agents", json=body).status_code == 200
+    deadline = now_ms() + 60_000
+    armed = signed(agent, "ScheduleCancel", owner, market=SPOT, deadline=deadline)
+    response = client.post("/v1/orders/schedule-cancel", json=armed)
+    assert response.status_code == 200, response.text
+    assert response.json()["deadline"] == deadline
+    everywhere = signed(agent, "ScheduleCancel", owner, market="", deadline=deadline)
+    assert error_of(client.post("/v1/orders/schedule-cancel", json=everywhere)) == (
+        403,
+        "FORBIDDEN",
+    )
+    switches = client.get(f"/v1/orders/schedule-cancel/{owner.address}").json()
+    assert [(s["market"], s["deadline"]) for s in switches] == [(SPOT, deadline)]

@@ -213,7 +213,7 @@ def cancel(
 
 
 def cancel_all(
-    user: str, reason: typing.Literal["USER", "LIQUIDATION"] = "USER"
+    user: str, reason: typing.Literal["USER", "LIQUIDATION", "DEADMAN"] = "USER"
 ) -> CancelAllCommand:
     return {"op": "cancel_all", "user": user, "ts": now_ms(), "reason": reason}
 
@@ -242,6 +242,8 @@ def spot_scenario(m: Matcher) -> None:
     # two orders removed by one cancel_all: two depth seqs in one call (a batch)
     m.run(order(A, "a4", "SELL", PRICE + 10, 1), order(A, "a5", "SELL", PRICE + 20, 1))
     m.run(cancel_all(A), reply=True)
+    m.run(order(A, "a7", "SELL", PRICE + 40, 1))
+    m.run(cancel_all(A, "DEADMAN"))  # as the gateway's dead-man's switch sends it
     m.run(order(A, "a6", "SELL", PRICE + 30, 1, expires_at=now_ms() + 300))
     time.sleep(0.4)
     m.consumer.tick()  # a6 expires on the book

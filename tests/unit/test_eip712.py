@@ -175,6 +175,7 @@ def _base_message(primary_type: str, user: str) -> dict[str, Any]:
         "name": "bot-1",
         "scope": "TRADE",
         "markets": "BTC-USD,ETH-USD",
+        "deadline": 1732540060000,
     }
     return {name: values[name] for name, _ in PRIMARY_TYPES[primary_type]}
 
@@ -635,6 +636,7 @@ _API_ENCODE_TYPES = {
     "ApproveAgent": "ApproveAgent(string userId,string agent,string name,string scope,"
     "string markets,uint256 expiresAt,uint256 ts)",
     "RevokeAgent": "RevokeAgent(string userId,string agent,uint256 ts)",
+    "ScheduleCancel": "ScheduleCancel(string userId,string market,uint256 deadline,uint256 ts)",
 }
 
 

@@ -25,6 +25,7 @@ BODIES = {
     ("/v1/orders/cancel", "post"): (shapes.CANCEL,),
     ("/v1/orders/cancel-all", "post"): (shapes.CANCEL_ALL,),
     ("/v1/withdrawals", "post"): (shapes.WITHDRAW,),
+    ("/v1/orders/schedule-cancel", "post"): (shapes.SCHEDULE_CANCEL,),
     ("/v1/admin/deposits", "post"): (shapes.DEPOSIT,),
     ("/v1/admin/oracle", "post"): (shapes.ORACLE,),
     ("/v1/accounts/agents", "post"): (shapes.APPROVE_AGENT,),
