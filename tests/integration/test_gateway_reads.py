@@ -47,6 +47,9 @@ def test_health_info_and_markets(client: TestClient, r: redis.Redis) -> None:
         "Cancel",
         "CancelAll",
         "Withdraw",
+        "ApproveAgent",
+        "RevokeAgent",
+        "ScheduleCancel",
     }
     assert info["assets"] == {
         "USDC": {"decimals": 6, "quantum": 1},
