@@ -326,11 +326,19 @@ def _market_not_post_only(values: Values, _: MarketSet) -> str | None:
     return None
 
 
-def _expires_ahead(values: Values, _: MarketSet) -> str | None:
-    expires_at = values["expiresAt"]
-    if expires_at and expires_at <= int(time.time() * 1000):
-        return f"expiresAt {expires_at} is already past"
-    return None
+def _zero_or_ahead(field: str, note: str = "") -> Test:
+    """A time in ms that must be 0 or still ahead of the server clock."""
+
+    def test(values: Values, _: MarketSet) -> str | None:
+        value = values[field]
+        if value and value <= int(time.time() * 1000):
+            return f"{field} {value} is already past{note}"
+        return None
+
+    return test
+
+
+_expires_ahead = _zero_or_ahead("expiresAt")
 
 
 def _expires_below_2_53(values: Values, _: MarketSet) -> str | None:
@@ -545,11 +553,7 @@ ORACLE = Shape(
 MAX_DEADLINE_AHEAD_MS = 24 * 3600 * 1000
 
 
-def _deadline_ahead(values: Values, _: MarketSet) -> str | None:
-    deadline = values["deadline"]
-    if deadline and deadline <= int(time.time() * 1000):
-        return f"deadline {deadline} is already past (0 turns the switch off)"
-    return None
+_deadline_ahead = _zero_or_ahead("deadline", " (0 turns the switch off)")
 
 
 def _deadline_near(values: Values, _: MarketSet) -> str | None:
