@@ -476,18 +476,17 @@ ORDER_V2 = signed_shape(
         ),
     ],
 )
+MARKET_KNOWN_OR_EVERY = Check(
+    "market", ErrorCode.UNKNOWN_MARKET, '"" for every market, else a listed market',
+    _market_known_or_every,
+)  # fmt: skip
 CANCEL = signed_shape("Cancel", "A signed Cancel plus sig.", [USER_IS_ADDRESS, MARKET_KNOWN])
 CANCEL_ALL = signed_shape(
     "CancelAll",
     "A signed CancelAll plus sig.",
     [
         USER_IS_ADDRESS,
-        Check(
-            "market",
-            ErrorCode.UNKNOWN_MARKET,
-            '"" for every market, else a listed market',
-            _market_known_or_every,
-        ),
+        MARKET_KNOWN_OR_EVERY,
     ],
     {"market": ""},
 )
@@ -568,12 +567,7 @@ SCHEDULE_CANCEL = signed_shape(
     "A signed ScheduleCancel plus sig: the dead-man's switch.",
     [
         USER_IS_ADDRESS,
-        Check(
-            "market",
-            ErrorCode.UNKNOWN_MARKET,
-            '"" for every market, else a listed market',
-            _market_known_or_every,
-        ),
+        MARKET_KNOWN_OR_EVERY,
         Check("deadline", ErrorCode.INVALID_REQUEST, "0 or in the future", _deadline_ahead),
         Check(
             "deadline",
