@@ -20,6 +20,7 @@ from services.gateway.transport import Commands
 WRITE_PATHS = frozenset(
     {"/v1/orders", "/v1/orders/cancel", "/v1/orders/cancel-all", "/v1/withdrawals"}
     | {"/v1/orders/schedule-cancel"}
+    | {"/v1/orders/cancel-replace"}
 )
 ADMIN_PREFIX = "/v1/admin/"
 
