@@ -31,7 +31,8 @@ async def cancel_replace(gateway: Gateway, body: dict[str, Any]) -> tuple[int, d
 
     200 ``{"cancelled": <old order>, "order": <new order>}`` when the old order was cancelled
     (the new one then went its own way: resting, filled, expired or rejected by its own
-    checks); 202 with the same shape when the matcher has not answered yet. When the old order
+    checks); 202 with both as they stand when the matcher has not answered yet (``cancelled``
+    null if the signer has no such order). When the old order
     was not open, the new one is REJECTED (REPLACE_FAILED) and the answer is 404 NOT_FOUND
     (no such order of the signer in the market) or 409 ORDER_CLOSED (it had already finished).
     Anything refused before the matcher (400, 401, 403, 409 DUPLICATE for a used
@@ -54,5 +55,4 @@ async def cancel_replace(gateway: Gateway, body: dict[str, Any]) -> tuple[int, d
         raise ApiError(
             ErrorCode.ORDER_CLOSED, f"order {old_cid!r} was already {old['status']}, {outcome}"
         )
-    assert old is not None
     return status, {"cancelled": old, "order": new}

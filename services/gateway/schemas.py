@@ -69,7 +69,7 @@ class Cancelled(BaseModel):
 class CancelReplaced(BaseModel):
     """A cancel-replace's answer: the order cancelled and the order placed in its stead."""
 
-    cancelled: Order
+    cancelled: Order | None = Field(description="null only in a 202, for an unknown order")
     order: Order
 
 
