@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -367,3 +368,54 @@ def test_a_replace_that_crosses_cancels_first_then_trades(exchange: Exchange) ->
     assert response.json()["cancelled"]["reason"] == "REPLACED"
     assert response.json()["order"]["status"] == "FILLED"
     assert order(exchange, buyer, "x-bid")["status"] == "FILLED"
+
+
+def test_two_replaces_racing_for_one_order_place_exactly_one(exchange: Exchange) -> None:
+    trader = funded(exchange)
+    rest(exchange, trader, "race-old")
+    bodies = [replace_body(trader, "race-old", f"race-{n}", price=PRICE - 20 - n) for n in range(4)]
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        responses = list(pool.map(lambda body: replace(exchange, body), bodies))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200, 409, 409, 409], [r.text for r in responses]
+    winner = next(r.json()["order"] for r in responses if r.status_code == 200)
+    for n in range(4):
+        placed = order(exchange, trader, f"race-{n}")
+        if placed["clientOrderId"] == winner["clientOrderId"]:
+            assert placed["status"] == "NEW"
+        else:
+            assert (placed["status"], placed["reason"]) == ("REJECTED", "REPLACE_FAILED")
+    assert order(exchange, trader, "race-old")["reason"] == "REPLACED"
+    assert settled_to(exchange, trader, (DEPOSIT, lock(winner["price"])))
+
+
+def test_a_replacement_may_itself_be_replaced(exchange: Exchange) -> None:
+    trader = funded(exchange)
+    rest(exchange, trader, "chain-0")
+    for n in (1, 2, 3):
+        body = replace_body(trader, f"chain-{n - 1}", f"chain-{n}", price=PRICE - 30 - n)
+        assert replace(exchange, body).status_code == 200
+    states = [(order(exchange, trader, f"chain-{n}")["status"]) for n in range(4)]
+    assert states == ["CXL", "CXL", "CXL", "NEW"]
+    assert settled_to(exchange, trader, (DEPOSIT, lock(PRICE - 33)))
+
+
+def test_a_derivative_replace_moves_margin_and_open_quantity_to_the_unit(
+    exchange: Exchange, r: redis.Redis
+) -> None:
+    trader = funded(exchange)
+    perp = load_markets(DEFAULT_MARKETS_FILE).markets[PERP]
+    first = trader.order(PERP, "SELL", PRICE + 100, 10, cid="d-old", product="PERP")
+    assert post(exchange, "/v1/orders?wait=1", first).json()["status"] == "NEW"
+    body = replace_body(
+        trader, "d-old", "d-new", side="SELL", market=PERP, price=PRICE + 109, qty=30
+    )
+    response = replace(exchange, body)
+    assert response.status_code == 200, response.text
+    assert response.json()["cancelled"]["reason"] == "REPLACED"
+    margin = money.derivative_reservation(perp, PRICE + 109, 30)
+    assert settled_to(exchange, trader, (DEPOSIT, margin))
+    user = trader.address.lower()
+    assert r.hgetall(keys.reservations(user)) == {"d-new": str(margin)}
+    assert r.hget(keys.open_quantities(user), f"{PERP}:SELL") == "30"
+    assert r.hgetall(keys.open_quantity_shares(user)) == {"d-new": f"30|{PERP}:SELL"}

@@ -172,3 +172,23 @@ def test_switches_flooded_by_one_address_are_429_and_arm_nothing(redis_url: str)
         if response.status_code == 200
     }
     assert armed_members == expected
+
+
+def test_cancel_replaces_flooded_by_one_user_are_429_and_place_nothing(redis_url: str) -> None:
+    """An unfunded user: the admitted ones are refused by the account script (422), past the
+    limiter; the rest never reach it. No order is recorded either way."""
+    trader = Trader()
+    with gateway_client(redis_url, rate_limit_user=RATE) as client:
+        order = {
+            "market": "BTC-USDC", "side": "BUY", "type": "LIMIT", "price": 3_000_000,
+            "qty": 1_000, "product": "SPOT", "timeInForce": "GTC", "reduceOnly": False,
+            "expiresAt": 0, "cancelClientOrderId": "f-old",
+        }  # fmt: skip
+        bodies = [
+            signed(trader, "CancelReplace", clientOrderId=f"f-{n}", **order) for n in range(FLOOD)
+        ]
+        responses = flood(client, "/v1/orders/cancel-replace", bodies)
+        admitted_then_limited(responses, admitted=422)
+        r = redis.Redis.from_url(redis_url, decode_responses=True)
+        assert r.hlen(keys.account_cids(trader.address.lower())) == 0
+        r.close()
