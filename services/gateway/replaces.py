@@ -32,9 +32,9 @@ async def cancel_replace(gateway: Gateway, body: dict[str, Any]) -> tuple[int, d
     200 ``{"cancelled": <old order>, "order": <new order>}`` when the old order was cancelled
     (the new one then went its own way: resting, filled, expired or rejected by its own
     checks); 202 with both as they stand when the matcher has not answered yet (``cancelled``
-    null if the signer has no such order). When the old order
-    was not open, the new one is REJECTED (REPLACE_FAILED) and the answer is 404 NOT_FOUND
-    (no such order of the signer in the market) or 409 ORDER_CLOSED (it had already finished).
+    null if the signer has no such order in the market). When the old order was not open,
+    the new one is REJECTED (REPLACE_FAILED) and the answer is 404 NOT_FOUND (no such order
+    of the signer in the market) or 409 ORDER_CLOSED (it had already finished).
     Anything refused before the matcher (400, 401, 403, 409 DUPLICATE for a used
     clientOrderId, 422, 429, 503) changes nothing, as for an order.
     """
@@ -46,9 +46,11 @@ async def cancel_replace(gateway: Gateway, body: dict[str, Any]) -> tuple[int, d
     user, market, cid = new["userId"], new["market"], new["clientOrderId"]
     old_cid = body["cancelClientOrderId"]
     old = await orders.read_order(gateway, user, old_cid)
+    if old is not None and old["market"] != market:
+        old = None  # an order of another market is not the one the matcher looked for
     if new["status"] == "REJECTED" and new["reason"] == FAILED:
         outcome = f"so order {cid!r} was REJECTED ({FAILED}) and its reservation released"
-        if old is None or old["market"] != market:
+        if old is None:
             raise ApiError(
                 ErrorCode.NOT_FOUND, f"no order {old_cid!r} of {user} in {market}, {outcome}"
             )
