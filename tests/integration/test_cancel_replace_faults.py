@@ -103,3 +103,24 @@ def test_a_failed_replace_is_released_to_the_unit_after_the_settler_is_killed(
     assert exchange.balance(trader.address, "USDC") == (DEPOSIT, lock())
     exchange.start("settler")
     assert wait_for(lambda: exchange.balance(trader.address, "USDC") == (DEPOSIT, 0), 30)
+
+
+def test_a_replace_on_the_outbox_path_is_applied_as_on_the_direct_one(redis_url: str) -> None:
+    """DEX_ORDER_OUTBOX=1 (the Redis Cluster path on a single Redis): the command goes through
+    the account's outbox, then the stream; the matcher's verdict is the same."""
+    with Exchange(redis_url, DEX_ORDER_OUTBOX="1") as exchange:
+        exchange.start("gateway", "matcher", "settler")
+        trader = Trader()
+        exchange.deposit(trader.address, "USDC", DEPOSIT)
+        rest(exchange, trader, "ob-old")
+        with exchange.client() as http:
+            ok = http.post(
+                "/v1/orders/cancel-replace", json=replace_body(trader, "ob-old", "ob-new")
+            )
+            failed = http.post(
+                "/v1/orders/cancel-replace", json=replace_body(trader, "ob-old", "ob-x")
+            )
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["cancelled"]["reason"] == "REPLACED"
+        assert failed.json()["error"]["code"] == "ORDER_CLOSED", failed.text
+        assert wait_for(lambda: exchange.balance(trader.address, "USDC") == (DEPOSIT, lock()), 30)
