@@ -192,3 +192,30 @@ def test_cancel_replaces_flooded_by_one_user_are_429_and_place_nothing(redis_url
         r = redis.Redis.from_url(redis_url, decode_responses=True)
         assert r.hlen(keys.account_cids(trader.address.lower())) == 0
         r.close()
+
+
+def test_approvals_flooded_by_one_user_are_429_and_approve_nothing(redis_url: str) -> None:
+    owner = Trader()
+    agents = [Trader() for _ in range(FLOOD)]
+    with gateway_client(redis_url, rate_limit_user=RATE) as client:
+        responses = flood(client, "/v1/accounts/agents", [approval(owner, a) for a in agents])
+        admitted_then_limited(responses)
+        approved = [a for a, r in zip(agents, responses, strict=True) if r.status_code == 200]
+        assert agents_of(client, owner) == lowered(approved)
+
+
+def test_revocations_flooded_by_one_address_are_429_and_revoke_nothing(redis_url: str) -> None:
+    pairs = [(Trader(), Trader()) for _ in range(FLOOD)]
+    with gateway_client(redis_url) as client:
+        for owner, agent in pairs:
+            assert (
+                client.post("/v1/accounts/agents", json=approval(owner, agent)).status_code == 200
+            )
+    with gateway_client(redis_url, rate_limit_ip=RATE) as client:
+        bodies = [revocation(owner, agent) for owner, agent in pairs]
+        responses = flood(client, "/v1/accounts/agents/revoke", bodies)
+        admitted_then_limited(responses)
+    with gateway_client(redis_url) as reader:
+        for (owner, agent), response in zip(pairs, responses, strict=True):
+            expected = [] if response.status_code == 200 else [agent.address.lower()]
+            assert agents_of(reader, owner) == expected
