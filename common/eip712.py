@@ -116,6 +116,15 @@ PRIMARY_TYPES: dict[str, list[tuple[str, str]]] = {
         ("deadline", "uint256"),
         ("ts", "uint256"),
     ],
+    # Cancel-replace: an OrderV2 placed only if the same user's order cancelClientOrderId (in
+    # the same market) was open and is cancelled first.
+    "CancelReplace": [
+        *_ORDER_FIELDS,
+        ("timeInForce", "string"),
+        ("reduceOnly", "bool"),
+        ("expiresAt", "uint256"),
+        ("cancelClientOrderId", "string"),
+    ],
 }
 
 # Fields whose values repeat across requests (a user's id, a market, an enum); their string

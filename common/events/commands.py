@@ -45,6 +45,7 @@ class OrderCommand(TypedDict):
     liquidation: NotRequired[bool]  # placed by the liquidation engine, not a user
     reply: NotRequired[str]  # dex:{m}:reply:<rid>: an OrderReply when done
     agent: NotRequired[str]  # the approved agent key that signed it (absent: the owner)
+    replaces: NotRequired[str]  # cancel-replace: the cid of the user's order to cancel first
 
 
 @with_config(MESSAGE)

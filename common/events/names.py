@@ -31,6 +31,8 @@ DoneReason = Literal[
     "MARKET_CLOSED",  # refused: the market has expired
     "REDUCE_ONLY",  # refused: it would not reduce a position
     "POST_ONLY_WOULD_CROSS",  # refused: it would have taken liquidity
+    "REPLACED",  # cancelled by its owner's cancel-replace, whose new order follows it
+    "REPLACE_FAILED",  # refused: the order its cancel-replace names was not open to cancel
 ]
 """Why an order reached its final status (``null`` for FILLED)."""
 

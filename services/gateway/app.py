@@ -35,6 +35,7 @@ from services.gateway import (
     orders,
     outbox,
     parsing,
+    replaces,
     shapes,
     withdrawals,
     writes,
@@ -124,6 +125,16 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
     async def cancel_all(request: Request) -> Any:
         body = await read_write_body(gateway, request)
         status, result = await cancels.cancel_all(gateway, body)
+        return JsonResponse(result, status_code=status)
+
+    @app.post(
+        "/v1/orders/cancel-replace",
+        responses=s.ok(s.CancelReplaced, 400, 401, 403, 404, 409, 413, 422, 429, 503),
+        openapi_extra=shapes.openapi_body(shapes.CANCEL_REPLACE),
+    )
+    async def cancel_replace(request: Request) -> Any:
+        body = await read_write_body(gateway, request)
+        status, result = await replaces.cancel_replace(gateway, body)
         return JsonResponse(result, status_code=status)
 
     @app.post(

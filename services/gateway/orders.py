@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -52,13 +53,21 @@ class SignedOrder:
     expires_at: int
     ts: int
     agent: str | None = None  # the approved agent that signed it, None for the owner
+    replaces: str | None = None  # a CancelReplace's cancelClientOrderId (replaces.py)
 
 
 def parse_order(gateway: Gateway, body: dict[str, Any]) -> SignedOrder:
     """Validate an order body in the contract's order of checks (``shapes.ORDER``/``ORDER_V2``;
     the price band, which needs the mark, and then ``ts`` are checked by the caller)."""
-    primary_type, message, sig = shapes.parse_order_body(body, gateway.markets)
-    is_v2 = primary_type == "OrderV2"
+    return signed_order(gateway, *shapes.parse_order_body(body, gateway.markets))
+
+
+def signed_order(
+    gateway: Gateway, primary_type: str, message: dict[str, Any], sig: str
+) -> SignedOrder:
+    """The order of a parsed signed body: an ``Order``, or an ``OrderV2`` or ``CancelReplace``
+    (which carry timeInForce, reduceOnly and expiresAt)."""
+    is_v2 = primary_type != "Order"
     return SignedOrder(
         primary_type=primary_type,
         message=message,
@@ -73,6 +82,7 @@ def parse_order(gateway: Gateway, body: dict[str, Any]) -> SignedOrder:
         reduce_only=message["reduceOnly"] if is_v2 else False,
         expires_at=message["expiresAt"] if is_v2 else 0,
         ts=message["ts"],
+        replaces=message.get("cancelClientOrderId"),
     )
 
 
@@ -86,16 +96,19 @@ def market_refusal(status: str) -> str:
 
 
 async def submit_order(
-    gateway: Gateway, body: dict[str, Any], wait: bool = False
+    gateway: Gateway,
+    body: dict[str, Any],
+    wait: bool = False,
+    parse: Callable[[Gateway, dict[str, Any]], SignedOrder] = parse_order,
 ) -> dict[str, Any] | tuple[int, dict[str, Any] | None]:
     """Admit an order: verify, then the account script (reserve + record, and on a single
     Redis the XADD to the market stream), then where the stream is in another slot the XADD
-    and the outbox entry's removal.
+    and the outbox entry's removal. ``parse`` reads the body (a CancelReplace's: replaces.py).
 
     Returns the 202 body, or with ``wait`` a (status code, order) pair.
     """
     # 1. The body, field by field, then the price band, ts and signature (400/401).
-    order = parse_order(gateway, body)
+    order = parse(gateway, body)
     market = order.market
     prices = None
     if market.price_band_bps is not None:
@@ -205,6 +218,8 @@ def command_template(
         command["reply"] = reply_key
     if order.agent is not None:
         command["agent"] = order.agent
+    if order.replaces is not None:
+        command["replaces"] = order.replaces
     fields: dict[str, Any] = dict(command, **reserve.command)
     del fields["reserved"]
     return dumps(fields)

@@ -20,6 +20,8 @@ from services.gateway.transport import Commands
 WRITE_PATHS = frozenset(
     {"/v1/orders", "/v1/orders/cancel", "/v1/orders/cancel-all", "/v1/withdrawals"}
     | {"/v1/orders/schedule-cancel"}
+    | {"/v1/orders/cancel-replace"}
+    | {"/v1/accounts/agents", "/v1/accounts/agents/revoke"}
 )
 ADMIN_PREFIX = "/v1/admin/"
 

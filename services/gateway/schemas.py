@@ -66,6 +66,13 @@ class Cancelled(BaseModel):
     cancelled: int
 
 
+class CancelReplaced(BaseModel):
+    """A cancel-replace's answer: the order cancelled and the order placed in its stead."""
+
+    cancelled: Order | None = Field(description="null only in a 202, for an unknown order")
+    order: Order
+
+
 class DeadmanSwitch(BaseModel):
     model_config = _example(
         userId="0x8ba1f109551bd432803012645ac136ddd64dba72", market="", deadline=1764590060000

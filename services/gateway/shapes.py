@@ -691,3 +691,36 @@ REVOKE_AGENT = signed_shape(
     "A signed RevokeAgent plus sig: the owner withdraws an agent key's approval.",
     [USER_IS_ADDRESS, AGENT_IS_ADDRESS],
 )
+
+
+# -- cancel-replace (docs/api.md "Cancel-replace") -------------------------------------------
+
+SIGNED_FIELD_DOCS["cancelClientOrderId"] = (
+    "CancelReplace only: the clientOrderId of your open order in the same market to cancel",
+    "c-0",
+)
+
+
+def _cancel_client_order_id(values: Values, _: MarketSet) -> str | None:
+    old = values["cancelClientOrderId"]
+    if not CLIENT_ORDER_ID.fullmatch(old):
+        return "cancelClientOrderId must be 1-64 of A-Z a-z 0-9 . _ : -"
+    if old == values["clientOrderId"]:
+        return "cancelClientOrderId must name another order than clientOrderId"
+    return None
+
+
+CANCEL_REPLACE = signed_shape(
+    "CancelReplace",
+    "A signed CancelReplace plus sig: an OrderV2 placed only if cancelClientOrderId is cancelled.",
+    [
+        *ORDER_V2.checks,
+        Check(
+            "cancelClientOrderId",
+            ErrorCode.INVALID_ORDER,
+            "1-64 of A-Z a-z 0-9 . _ : -, not clientOrderId",
+            _cancel_client_order_id,
+            {"pattern": f"^{CLIENT_ORDER_ID.pattern}$"},
+        ),
+    ],
+)

@@ -126,12 +126,13 @@ async def authorize(
             f"the signature recovers {signer}, whose approval as an agent of {user} expired at "
             f"{expires_at}",
         )
-    if primary_type not in ("Order", "OrderV2", "Cancel", "CancelAll", "ScheduleCancel"):
+    places = primary_type in ("Order", "OrderV2", "CancelReplace")
+    if not places and primary_type not in ("Cancel", "CancelAll", "ScheduleCancel"):
         raise ApiError(
             ErrorCode.FORBIDDEN,
             f"{signer} is an agent of {user}: an agent cannot sign a {primary_type}",
         )
-    if primary_type.startswith("Order") and record.get("scope") != TRADE:
+    if places and record.get("scope") != TRADE:
         raise ApiError(
             ErrorCode.FORBIDDEN,
             f"{signer} is a {record.get('scope')} agent of {user}: it cannot place orders",

@@ -185,3 +185,68 @@ def test_a_fired_switch_is_removed_only_if_no_renewal_came_in_between(redis_url:
     assert clear(keys=[switches], args=[member, 2_000]) == 1
     assert clear(keys=[switches], args=[member, 2_000]) == 0  # a second firer: nothing to do
     assert client.zcard(switches) == 0
+
+
+def test_switch_due_while_the_matcher_is_killed_fires_and_cancels_when_it_returns(
+    exchange: Exchange,
+) -> None:
+    """The firer sends its cancel_all to the market stream whether or not a matcher reads it:
+    the switch is gone at its deadline, the command waits, and the restarted matcher applies
+    it (reservations released to the unit)."""
+    trader = funded(exchange)
+    rest(exchange, trader, SPOT, "mk1")
+    rest(exchange, trader, SPOT, "mk2")
+    deadline = now_ms() + 1_000
+    schedule(exchange, trader, deadline, market=SPOT)
+    exchange.kill("matcher")
+    assert wait_for(lambda: exchange.get(f"/v1/orders/schedule-cancel/{trader.address}") == [], 5)
+    assert now_ms() - deadline < FIRE_WITHIN_MS + 500
+    client = redis.Redis.from_url(exchange.redis_url, decode_responses=True)
+    waiting = [
+        fields["c"]
+        for _, fields in client.xrange(keys.market_in(SPOT))
+        if '"op":"cancel_all"' in fields["c"] and trader.address.lower() in fields["c"]
+    ]
+    client.close()
+    assert len(waiting) == 1 and '"reason":"DEADMAN"' in waiting[0]
+    assert order(exchange, trader, "mk1")["status"] == "NEW"  # nobody matched it yet
+    exchange.start("matcher")
+    assert wait_for(
+        lambda: all(cancelled_by_switch(exchange, trader, c) for c in ("mk1", "mk2")), 15
+    )
+    assert wait_for(lambda: exchange.balance(trader.address, "USDC") == (DEPOSIT, 0), 30)
+
+
+def test_switch_due_while_the_settler_is_killed_is_released_to_the_unit_after_it_restarts(
+    exchange: Exchange,
+) -> None:
+    trader = funded(exchange)
+    rest(exchange, trader, SPOT, "st1")
+    rest(exchange, trader, PERP, "st2")
+    assert wait_for(lambda: exchange.balance(trader.address, "USDC")[1] > 0, 10)
+    exchange.kill("settler")
+    locked = exchange.balance(trader.address, "USDC")
+    schedule(exchange, trader, now_ms() + 800)
+    assert wait_for(
+        lambda: all(cancelled_by_switch(exchange, trader, c) for c in ("st1", "st2")), 5
+    )
+    time.sleep(0.5)
+    assert exchange.balance(trader.address, "USDC") == locked  # no settler: still locked
+    exchange.start("settler")
+    assert wait_for(lambda: exchange.balance(trader.address, "USDC") == (DEPOSIT, 0), 30)
+
+
+def test_switch_fires_from_another_gateway_when_the_one_it_was_armed_on_is_killed(
+    exchange: Exchange,
+) -> None:
+    trader = funded(exchange)
+    rest(exchange, trader, SPOT, "g1")
+    with Exchange(exchange.redis_url) as other:
+        other.start("gateway")
+        deadline = now_ms() + 1_200
+        schedule(exchange, trader, deadline)
+        exchange.kill("gateway")
+        assert wait_for(lambda: cancelled_by_switch(other, trader, "g1"), 5)
+        assert now_ms() - deadline < FIRE_WITHIN_MS + 500
+        assert wait_for(lambda: other.balance(trader.address, "USDC") == (DEPOSIT, 0), 30)
+        assert other.get(f"/v1/orders/schedule-cancel/{trader.address}") == []

@@ -74,3 +74,31 @@ def test_a_tampered_ethers_order_is_refused(redis_url: str) -> None:
         response = client.post("/v1/orders", json=tampered)
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "INVALID_SIGNATURE"
+
+
+def test_an_ethers_signed_cancel_replace_is_accepted(redis_url: str) -> None:
+    markets = list(load_markets(DEFAULT_MARKETS_FILE).markets)
+    with (
+        gateway_client(redis_url, signature_max_age_ms=WIDE_WINDOW_MS) as client,
+        ReplyingMatcher(redis_url, markets) as matcher,
+    ):
+        replaces = vectors("CancelReplace")
+        assert len(replaces) == 2
+        for vector in replaces:
+            response = client.post(
+                "/v1/admin/deposits",
+                json={"userId": vector["address"], "asset": "USDC", "amount": 10**10},
+                headers=ADMIN,
+            )
+            assert response.status_code == 200
+            old = next(
+                v
+                for v in vectors("Order")
+                if v["message"]["clientOrderId"] == vector["message"]["cancelClientOrderId"]
+            )
+            assert client.post("/v1/orders", json=body(old)).status_code == 202
+            response = client.post("/v1/orders/cancel-replace", json=body(vector))
+            assert response.status_code == 200, response.text
+            assert response.json()["order"]["clientOrderId"] == vector["message"]["clientOrderId"]
+        sent = [c for c in matcher.seen if "replaces" in c]
+        assert [c["replaces"] for c in sent] == ["ethers-0-limit", "ethers-1-limit"]

@@ -206,6 +206,12 @@ def opening(command: OrderCommand, qty: int) -> OrderCommand:
     return command
 
 
+def replacing(command: OrderCommand, old: str) -> OrderCommand:
+    """A cancel-replace's new order: placed only if ``old`` is cancelled first."""
+    command["replaces"] = old
+    return command
+
+
 def cancel(
     user: str, cid: str, reason: typing.Literal["USER", "LIQUIDATION"] = "USER"
 ) -> CancelCommand:
@@ -242,6 +248,11 @@ def spot_scenario(m: Matcher) -> None:
     # two orders removed by one cancel_all: two depth seqs in one call (a batch)
     m.run(order(A, "a4", "SELL", PRICE + 10, 1), order(A, "a5", "SELL", PRICE + 20, 1))
     m.run(cancel_all(A), reply=True)
+    # a cancel-replace: a8 cancelled (REPLACED) and a9 rests; again, a8 is closed: the new
+    # order is refused (REPLACE_FAILED)
+    m.run(order(A, "a8", "SELL", PRICE + 50, 1))
+    m.run(replacing(order(A, "a9", "SELL", PRICE + 60, 1), "a8"), reply=True)
+    m.run(replacing(order(A, "a10", "SELL", PRICE + 60, 1), "a8"), reply=True)
     m.run(order(A, "a7", "SELL", PRICE + 40, 1))
     m.run(cancel_all(A, "DEADMAN"))  # as the gateway's dead-man's switch sends it
     m.run(order(A, "a6", "SELL", PRICE + 30, 1, expires_at=now_ms() + 300))

@@ -176,6 +176,7 @@ def _base_message(primary_type: str, user: str) -> dict[str, Any]:
         "scope": "TRADE",
         "markets": "BTC-USD,ETH-USD",
         "deadline": 1732540060000,
+        "cancelClientOrderId": "cid-0",
     }
     return {name: values[name] for name, _ in PRIMARY_TYPES[primary_type]}
 
@@ -637,6 +638,9 @@ _API_ENCODE_TYPES = {
     "string markets,uint256 expiresAt,uint256 ts)",
     "RevokeAgent": "RevokeAgent(string userId,string agent,uint256 ts)",
     "ScheduleCancel": "ScheduleCancel(string userId,string market,uint256 deadline,uint256 ts)",
+    "CancelReplace": "CancelReplace(string clientOrderId,string userId,string market,string side,"
+    "string type,uint256 price,uint256 qty,string product,uint256 ts,string timeInForce,"
+    "bool reduceOnly,uint256 expiresAt,string cancelClientOrderId)",
 }
 
 

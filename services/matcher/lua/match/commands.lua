@@ -8,6 +8,7 @@
 --#include records.lua
 --#include orders.lua
 --#include matching.lua
+--#include replace.lua
 
 -- A new order: matched, then its record written whole. Nothing when the order is known (the
 -- gateway's outbox may send it twice): the reply gives its status. Returns the order, or
@@ -35,7 +36,13 @@ local function process_order(cmd)
   if type(cmd.agent) == 'string' then o.agent = cmd.agent end
   remember(o)
   touch(o)
-  match_order(cmd, o)
+  -- a cancel-replace: placed only if the order it replaces was cancelled (match/replace.lua)
+  if type(cmd.replaces) == 'string' then o.replaced = cancel_replaced(cmd) end
+  if o.replaced == nil or o.replaced == 'CANCELLED' then
+    match_order(cmd, o)
+  else
+    finish(o, 'REJECTED', 'REPLACE_FAILED')
+  end
   o.incoming = nil
   save_new(o, tonumber(cmd.reserved) or 0, cmd.liquidation == true)
   return o
