@@ -1,0 +1,182 @@
+"""The WebSocket order entry's protocol against the real gateway app on a real Redis: the
+envelope (400 with the id echoed, or null), 413, ping, the bound on requests in flight, the
+bound on connections per address, the address's rate limit shared with REST, and the flood
+that closes a connection. The matcher's side is played by ``ReplyingMatcher``; the answers'
+equality with REST through the real processes is in test_ws_entry.py."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+from support.gateway import ADMIN, ReplyingMatcher, gateway_client
+from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
+
+from common import keys
+from common.eip712 import sign
+from services.gateway import wsentry
+
+pytestmark = pytest.mark.integration
+
+SPOT = "BTC-USDC"
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[TestClient]:
+    with gateway_client(redis_url) as running:
+        yield running
+
+
+def cancel_all_body(trader: Trader, ts: int) -> dict[str, Any]:
+    message = {"userId": trader.address, "market": SPOT, "ts": ts}
+    return {**message, "sig": sign(trader.key, "CancelAll", message, CHAIN_ID, VERIFYING_CONTRACT)}
+
+
+def error(answer: dict[str, Any]) -> tuple[Any, int, str]:
+    return answer["id"], answer["status"], answer["body"]["error"]["code"]
+
+
+def test_malformed_messages_are_answered_400_with_the_id_when_there_is_one(
+    client: TestClient,
+) -> None:
+    cases: list[tuple[str, Any]] = [
+        ("not json", None),
+        ("[1, 2]", None),
+        ('{"op": "order", "body": {}}', None),  # no id
+        ('{"id": true, "op": "order", "body": {}}', None),  # an id must be a string or integer
+        ('{"id": {"a": 1}, "op": "order", "body": {}}', None),
+        ('{"id": ' + str(2**53) + ', "op": "order", "body": {}}', None),
+        ('{"id": "' + "x" * 129 + '", "op": "order", "body": {}}', None),
+        ('{"id": 7, "op": "withdraw", "body": {}}', 7),  # not an entry op
+        ('{"id": 8, "body": {}}', 8),  # no op
+        ('{"id": "b", "op": "order", "body": [1]}', "b"),
+        ('{"id": "c", "op": "order"}', "c"),
+        ('{"id": "w", "op": "order", "body": {}, "wait": 1}', "w"),
+        ('{"id": "s", "op": "session", "cancelOnDisconnect": "yes"}', "s"),
+        ('{"id": "d", "id": "e", "op": "order", "body": {}}', None),  # a key twice
+        ('{"id": "n", "op": "order", "body": {"qty": NaN}}', None),
+    ]
+    with client.websocket_connect("/v1/ws") as ws:
+        for text, echoed in cases:
+            ws.send_text(text)
+            assert error(ws.receive_json()) == (echoed, 400, "INVALID_REQUEST"), text
+        # The connection is still open and answers the next message.
+        ws.send_json({"op": "ping", "id": "p"})
+        assert ws.receive_json() == {"op": "pong", "id": "p"}
+
+
+def test_an_empty_order_body_meets_the_rest_checks(client: TestClient) -> None:
+    with client.websocket_connect("/v1/ws") as ws:
+        ws.send_json({"id": 1, "op": "order", "body": {}})
+        answer = ws.receive_json()
+    rest = client.post("/v1/orders", json={})
+    assert (answer["status"], answer["body"]) == (rest.status_code, rest.json())
+
+
+def test_a_message_over_64_kib_is_413_and_one_over_the_frame_cap_closes(
+    client: TestClient,
+) -> None:
+    with client.websocket_connect("/v1/ws") as ws:
+        padding = "x" * (wsentry.MAX_MESSAGE_BYTES + 1)
+        ws.send_text(orjson.dumps({"id": 1, "op": "order", "body": {"pad": padding}}).decode())
+        assert error(ws.receive_json()) == (None, 413, "BODY_TOO_LARGE")
+        ws.send_json({"op": "ping"})
+        assert ws.receive_json() == {"op": "pong"}
+
+
+def test_one_request_past_the_in_flight_bound_is_refused_at_once(
+    client: TestClient, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The matcher never answers, so each cancel_all waits its 5 s: the bound is full."""
+    monkeypatch.setattr(wsentry, "MAX_IN_FLIGHT", 4)
+    trader = Trader()
+    now = int(time.time() * 1000)
+    with ReplyingMatcher(redis_url, [SPOT], answer=False), client.websocket_connect("/v1/ws") as ws:
+        started = time.monotonic()
+        for n in range(5):
+            ws.send_json({"id": n, "op": "cancel_all", "body": cancel_all_body(trader, now + n)})
+        first = ws.receive_json()
+        assert time.monotonic() - started < 2
+        assert error(first) == (4, 429, "RATE_LIMITED")
+        assert "4 requests already in flight" in first["body"]["error"]["message"]
+        rest = [ws.receive_json() for _ in range(4)]
+    assert sorted(a["id"] for a in rest) == [0, 1, 2, 3]
+    assert {(a["status"], orjson.dumps(a["body"])) for a in rest} == {(202, b'{"cancelled":0}')}
+
+
+def test_connections_past_the_bound_per_address_are_closed_with_1008(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(wsentry, "MAX_CONNECTIONS_PER_ADDRESS", 2)
+    with client.websocket_connect("/v1/ws") as one, client.websocket_connect("/v1/ws") as two:
+        with (
+            client.websocket_connect("/v1/ws") as third,
+            pytest.raises(WebSocketDisconnect) as closed,
+        ):
+            third.receive_json()
+        assert closed.value.code == 1008
+        assert "at most 2" in closed.value.reason
+        for ws in (one, two):
+            ws.send_json({"op": "ping"})
+            assert ws.receive_json() == {"op": "pong"}
+    # Closed connections give their places back.
+    with client.websocket_connect("/v1/ws") as again:
+        again.send_json({"op": "ping"})
+        assert again.receive_json() == {"op": "pong"}
+
+
+def test_the_address_budget_is_shared_with_rest_and_a_flood_is_closed(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(wsentry, "MAX_REFUSALS_IN_A_ROW", 5)
+    with gateway_client(redis_url, rate_limit_ip=1) as client:
+        # The bucket holds 2: REST spends both, the entry's first message meets an empty one.
+        for _ in range(2):
+            assert client.post("/v1/orders", json={}).status_code == 400
+        rest = client.post("/v1/orders", json={})
+        with client.websocket_connect("/v1/ws") as ws:
+            ws.send_json({"id": "r", "op": "order", "body": {}})
+            answer = ws.receive_json()
+            assert (answer["status"], answer["body"]["error"]["code"]) == (429, "RATE_LIMITED")
+            assert (rest.status_code, rest.json()["error"]["code"]) == (429, "RATE_LIMITED")
+            assert answer["headers"] == {"Retry-After": rest.headers["Retry-After"]}
+            for n in range(4):
+                ws.send_json({"id": n, "op": "order", "body": {}})
+                assert ws.receive_json()["status"] == 429
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+        assert closed.value.code == 1008
+
+
+def test_a_session_holds_only_accounts_with_an_accepted_request(
+    client: TestClient, redis_url: str, r: Any
+) -> None:
+    """A forged request names the victim but is refused: the session never holds the victim."""
+    victim, attacker = Trader(), Trader()
+    for trader in (victim, attacker):
+        client.post(
+            "/v1/admin/deposits",
+            json={"userId": trader.address, "asset": "USDC", "amount": 10**9},
+            headers=ADMIN,
+        )
+    forged = attacker.order(SPOT, "BUY", 1_000, 10)
+    forged["userId"] = victim.address
+    with ReplyingMatcher(redis_url, [SPOT]), client.websocket_connect("/v1/ws") as ws:
+        ws.send_json({"id": 1, "op": "session", "cancelOnDisconnect": True})
+        assert ws.receive_json() == {
+            "id": 1,
+            "status": 200,
+            "body": {"cancelOnDisconnect": True},
+        }
+        ws.send_json({"id": 2, "op": "order", "body": forged})
+        assert error(ws.receive_json()) == (2, 401, "INVALID_SIGNATURE")
+        ws.send_json({"id": 3, "op": "order", "body": attacker.order(SPOT, "BUY", 1_000, 10)})
+        assert ws.receive_json()["status"] == 202
+        (session,) = r.zrange(keys.entry_sessions(), 0, -1)
+        held = r.smembers(keys.entry_session(session))
+        assert held == {f"{attacker.address.lower()}|{SPOT}"}
