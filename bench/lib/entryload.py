@@ -1,0 +1,77 @@
+"""A lean client of the gateway's WebSocket order entry (``/v1/ws``), the twin of
+``httpload.OrderConnection``: the upgrade by hand, masked text frames out (``wsload.mask_frame``),
+server frames read on plain asyncio streams, server pings answered. One request at a time, so
+each answer's latency is its own."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+
+import orjson
+
+from lib.wsload import mask_frame
+
+TEXT, CLOSE, PING, PONG = 0x1, 0x8, 0x9, 0xA
+
+
+class EntrySocket:
+    """One entry connection; :meth:`order` sends one order and returns its answer."""
+
+    def __init__(self, url: str) -> None:
+        self.host, port = url.removeprefix("http://").split(":")
+        self.port = int(port)
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._next_id = 0
+
+    async def open(self) -> EntrySocket:
+        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self._writer.write(
+            (
+                f"GET /v1/ws HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise RuntimeError(f"the entry refused the upgrade: {head[:200]!r}")
+        return self
+
+    async def order(self, body: bytes, wait: bool = False) -> tuple[int, bytes]:
+        """Send one pre-encoded order body; the answer's (status, body as JSON)."""
+        assert self._writer is not None, "open() first"
+        self._next_id += 1
+        envelope = b'{"id":%d,"op":"order","wait":%s,"body":%s}' % (
+            self._next_id,
+            b"true" if wait else b"false",
+            body,
+        )
+        self._writer.write(mask_frame(TEXT, envelope))
+        answer = orjson.loads(await self._text())
+        return int(answer["status"]), orjson.dumps(answer["body"])
+
+    async def _text(self) -> bytes:
+        assert self._reader is not None and self._writer is not None
+        while True:
+            first, second = await self._reader.readexactly(2)
+            length = second & 0x7F
+            if length == 126:
+                length = int.from_bytes(await self._reader.readexactly(2), "big")
+            elif length == 127:
+                length = int.from_bytes(await self._reader.readexactly(8), "big")
+            payload = await self._reader.readexactly(length)
+            opcode = first & 0x0F
+            if opcode == TEXT:
+                return payload
+            if opcode == PING:
+                self._writer.write(mask_frame(PONG, payload))
+            elif opcode == CLOSE:
+                raise ConnectionError(f"the entry closed the connection: {payload[2:]!r}")
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
