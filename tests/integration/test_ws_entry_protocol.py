@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 from support.gateway import ADMIN, ReplyingMatcher, gateway_client
+from support.redis_server import wait_for
 from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
 
 from common import keys
@@ -35,6 +36,15 @@ def client(redis_url: str) -> Iterator[TestClient]:
 def cancel_all_body(trader: Trader, ts: int) -> dict[str, Any]:
     message = {"userId": trader.address, "market": SPOT, "ts": ts}
     return {**message, "sig": sign(trader.key, "CancelAll", message, CHAIN_ID, VERIFYING_CONTRACT)}
+
+
+def disconnect_cancels(matcher: ReplyingMatcher) -> list[str]:
+    """The users of the cancel_all commands with reason DISCONNECT the matcher received."""
+    return [
+        c["user"]
+        for c in matcher.seen
+        if c["op"] == "cancel_all" and c.get("reason") == "DISCONNECT"
+    ]
 
 
 def error(answer: dict[str, Any]) -> tuple[Any, int, str]:
@@ -166,7 +176,8 @@ def test_a_session_holds_only_accounts_with_an_accepted_request(
         )
     forged = attacker.order(SPOT, "BUY", 1_000, 10)
     forged["userId"] = victim.address
-    with ReplyingMatcher(redis_url, [SPOT]), client.websocket_connect("/v1/ws") as ws:
+    matcher = ReplyingMatcher(redis_url, [SPOT])
+    with matcher, client.websocket_connect("/v1/ws") as ws:
         ws.send_json({"id": 1, "op": "session", "cancelOnDisconnect": True})
         assert ws.receive_json() == {
             "id": 1,
@@ -180,3 +191,38 @@ def test_a_session_holds_only_accounts_with_an_accepted_request(
         (session,) = r.zrange(keys.entry_sessions(), 0, -1)
         held = r.smembers(keys.entry_session(session))
         assert held == {f"{attacker.address.lower()}|{SPOT}"}
+        ws.close()
+        # Closed: the attacker's own orders are cancelled, never the victim's.
+        assert wait_for(lambda: disconnect_cancels(matcher) == [attacker.address.lower()], 5)
+        time.sleep(0.5)
+        assert disconnect_cancels(matcher) == [attacker.address.lower()]
+
+
+def test_a_session_that_lapsed_closes_its_connection_with_4001(
+    client: TestClient, redis_url: str, r: Any
+) -> None:
+    """Another gateway fired the session (its renewals stopped): the client must not go on
+    believing it is covered."""
+    trader = Trader()
+    client.post(
+        "/v1/admin/deposits",
+        json={"userId": trader.address, "asset": "USDC", "amount": 10**9},
+        headers=ADMIN,
+    )
+    matcher = ReplyingMatcher(redis_url, [SPOT])
+    with matcher, client.websocket_connect("/v1/ws") as ws:
+        ws.send_json({"id": 1, "op": "order", "body": trader.order(SPOT, "BUY", 1_000, 10)})
+        assert ws.receive_json()["status"] == 202
+        ws.send_json({"id": 2, "op": "session", "cancelOnDisconnect": True})
+        assert ws.receive_json()["status"] == 200
+        (session,) = r.zrange(keys.entry_sessions(), 0, -1)
+        # Accounts accepted before the flag was turned on are held too.
+        assert r.smembers(keys.entry_session(session)) == {f"{trader.address.lower()}|{SPOT}"}
+        r.zadd(keys.entry_sessions(), {session: 1})  # its deadline long past
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert wait_for(lambda: disconnect_cancels(matcher) == [trader.address.lower()], 5)
+    assert closed.value.code == wsentry.SESSION_LAPSED
+    assert "lapsed" in closed.value.reason
+    assert r.zcard(keys.entry_sessions()) == 0
+    assert r.keys(keys.entry_session("*")) == []
