@@ -226,3 +226,74 @@ def test_a_session_that_lapsed_closes_its_connection_with_4001(
     assert "lapsed" in closed.value.reason
     assert r.zcard(keys.entry_sessions()) == 0
     assert r.keys(keys.entry_session("*")) == []
+
+
+def ws_order_text(body_text: str, request_id: int = 1) -> str:
+    return f'{{"id": {request_id}, "op": "order", "body": {body_text}}}'
+
+
+def test_odd_bodies_are_read_over_websocket_as_rest_reads_them(client: TestClient) -> None:
+    """The envelope is read by REST's reader: integers past 64 bits, floats, digit strings, a
+    key twice inside the body, colons inside strings, lone surrogates."""
+    trader = Trader()
+    client.post(
+        "/v1/admin/deposits",
+        json={"userId": trader.address, "asset": "USDC", "amount": 10**9},
+        headers=ADMIN,
+    )
+    signed = orjson.dumps(trader.order(SPOT, "BUY", 1_000, 10, cid="a:b:c")).decode()
+    # (body text, whether the message is read at all: a body the reader refuses as JSON
+    # leaves the whole message unread, so its answer has id null)
+    refused = [
+        (signed.replace('"qty":10', '"qty":' + str(2**70)), True),
+        (signed.replace('"qty":10', '"qty":10.0'), True),
+        (signed.replace('"qty":10', '"qty":1e1'), True),
+        (signed.replace('"qty":10', '"qty":10,"qty":10'), False),
+        (signed.replace('"side":"BUY"', '"side":"\\ud800"'), False),
+        (signed.replace('"market":"BTC-USDC"', '"market":{"a":1}'), True),
+        (signed.replace('"price":1000', '"price":-0'), True),
+    ]
+    with client.websocket_connect("/v1/ws") as ws:
+        for n, (text, read) in enumerate(refused):
+            ws.send_text(ws_order_text(text, n))
+            answer = ws.receive_json()
+            rest = client.post("/v1/orders", content=text)
+            assert rest.status_code >= 400, text
+            assert (answer["id"], answer["status"], answer["body"]) == (
+                n if read else None,
+                rest.status_code,
+                rest.json(),
+            ), text
+        # A digit string for an integer signs as the integer: accepted (clientOrderId with
+        # colons), then the same order is a 409 on either road.
+        accepted = signed.replace('"qty":10', '"qty":"10"')
+        ws.send_text(ws_order_text(accepted, 100))
+        assert ws.receive_json()["status"] == 202
+        rest = client.post("/v1/orders", content=signed)
+        ws.send_text(ws_order_text(signed, 101))
+        answer = ws.receive_json()
+    assert (answer["status"], answer["body"]) == (rest.status_code, rest.json())
+    assert answer["body"]["error"]["code"] == "DUPLICATE"
+
+
+def test_the_users_budget_is_shared_with_rest(redis_url: str) -> None:
+    trader = Trader()
+    with gateway_client(redis_url, rate_limit_user=1) as client:
+        client.post(
+            "/v1/admin/deposits",
+            json={"userId": trader.address, "asset": "USDC", "amount": 10**9},
+            headers=ADMIN,
+        )
+        # The bucket holds 2: REST spends both on accepted orders.
+        for _ in range(2):
+            assert (
+                client.post("/v1/orders", json=trader.order(SPOT, "BUY", 1_000, 1)).status_code
+                == 202
+            )
+        rest = client.post("/v1/orders", json=trader.order(SPOT, "BUY", 1_000, 1))
+        with client.websocket_connect("/v1/ws") as ws:
+            ws.send_json({"id": "u", "op": "order", "body": trader.order(SPOT, "BUY", 1_000, 1)})
+            answer = ws.receive_json()
+    assert (rest.status_code, rest.json()["error"]["code"]) == (429, "RATE_LIMITED")
+    assert (answer["status"], answer["body"]["error"]["code"]) == (429, "RATE_LIMITED")
+    assert answer["headers"] == {"Retry-After": rest.headers["Retry-After"]}
