@@ -263,6 +263,7 @@ class EntryConnection:
         self.send_lock = asyncio.Lock()
         self.refusals = 0
         self.closed = False
+        self.closing: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         try:
@@ -374,21 +375,30 @@ class EntryConnection:
         return 200, {"cancelOnDisconnect": self.session is not None}
 
     async def join(self, members: list[str]) -> None:
+        """Hold the accounts of an accepted request. Never raises: the request was accepted
+        whatever happens here, and its answer says so. A session that cannot take them (it
+        lapsed, or Redis failed) ends its connection, which cancels them (:meth:`end`)."""
         fresh = [m for m in members if m not in self.accepted]
         if not fresh:
             return
         async with self.session_lock:
             self.accepted.update(fresh)
-            if self.session is not None and not await sessions.join(
-                self.gateway, self.session, fresh
-            ):
+            if self.session is None:
+                return
+            try:
+                joined = await sessions.join(self.gateway, self.session, fresh)
+            except Exception as exc:
+                log.warning("session %s could not hold %s: %s", self.session, fresh, exc)
+                joined = False
+            if not joined:
                 self.lapsed()
 
     def lapsed(self) -> None:
-        """The session lapsed while its connection stood (renewals failed for ``LEASE_MS``):
-        some gateway has cancelled its orders; the client must know, so the connection ends."""
+        """The session lapsed while its connection stood (renewals failed for ``LEASE_MS``) or
+        could not hold an account: the client must not believe it is covered, so the
+        connection ends, and its end cancels every account it held."""
         log.warning("cancel-on-disconnect session %s lapsed; closing its connection", self.session)
-        asyncio.get_running_loop().create_task(
+        self.closing = asyncio.get_running_loop().create_task(
             self.close(
                 SESSION_LAPSED,
                 "the cancel-on-disconnect session lapsed and its orders were cancelled; reconnect",

@@ -297,3 +297,33 @@ def test_the_users_budget_is_shared_with_rest(redis_url: str) -> None:
     assert (rest.status_code, rest.json()["error"]["code"]) == (429, "RATE_LIMITED")
     assert (answer["status"], answer["body"]["error"]["code"]) == (429, "RATE_LIMITED")
     assert answer["headers"] == {"Retry-After": rest.headers["Retry-After"]}
+
+
+def test_an_account_a_lapsed_session_cannot_hold_is_still_answered_and_then_cancelled(
+    client: TestClient, redis_url: str, r: Any
+) -> None:
+    """The session was fired and removed by another gateway before this order's account could
+    join: the order's answer stands, the connection closes (4001), and its end cancels it."""
+    first, second = Trader(), Trader()
+    for trader in (first, second):
+        client.post(
+            "/v1/admin/deposits",
+            json={"userId": trader.address, "asset": "USDC", "amount": 10**9},
+            headers=ADMIN,
+        )
+    matcher = ReplyingMatcher(redis_url, [SPOT])
+    with matcher:
+        with client.websocket_connect("/v1/ws") as ws:
+            ws.send_json({"id": 1, "op": "session", "cancelOnDisconnect": True})
+            assert ws.receive_json()["status"] == 200
+            ws.send_json({"id": 2, "op": "order", "body": first.order(SPOT, "BUY", 1_000, 10)})
+            assert ws.receive_json()["status"] == 202
+            (session,) = r.zrange(keys.entry_sessions(), 0, -1)
+            r.delete(keys.entry_sessions(), keys.entry_session(session))
+            ws.send_json({"id": 3, "op": "order", "body": second.order(SPOT, "BUY", 1_000, 10)})
+            assert ws.receive_json()["status"] == 202
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+            assert closed.value.code == wsentry.SESSION_LAPSED
+        everyone = sorted(t.address.lower() for t in (first, second))
+        assert wait_for(lambda: sorted(disconnect_cancels(matcher)) == everyone, 5)
