@@ -35,12 +35,22 @@ import orjson
 import redis
 from starlette.websockets import WebSocket
 
-from services.gateway import cancels, deadman, metrics, parsing, ratelimit, sessions, writes
+from services.gateway import (
+    cancels,
+    deadman,
+    logs,
+    metrics,
+    parsing,
+    ratelimit,
+    sessions,
+    writes,
+)
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError, ErrorCode
 from services.gateway.middleware import client_ip
 
 log = logging.getLogger("services.gateway.wsentry")
+access_log = logging.getLogger("services.gateway.access")
 
 PATH = "/v1/ws"
 MAX_MESSAGE_BYTES = parsing.MAX_BODY_BYTES
@@ -330,7 +340,20 @@ class EntryConnection:
             if request_id is None:
                 request_id = _strict_id(raw)
             status, body, headers = failure(exc)
-        metrics.observe_request("WS", f"{PATH} {op}", status, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        metrics.observe_request("WS", f"{PATH} {op}", status, elapsed)
+        if access_log.isEnabledFor(logging.INFO):
+            logs.access(
+                {
+                    "request_id": request_id,
+                    "method": "WS",
+                    "route": f"{PATH} {op}",
+                    "path": PATH,
+                    "status": status,
+                    "ms": round(elapsed * 1000, 3),
+                    "client": self.address,
+                }
+            )
         await self.answer(request_id, status, body, headers)
 
     async def answer(

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import websockets
 from support.exchange import Exchange
 from support.redis_server import wait_for
 from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
@@ -279,3 +280,17 @@ def test_a_session_fires_from_another_gateway_when_its_own_is_killed(
     assert wait_for(lambda: exchange.balance(trader.address, "USDC") == (DEPOSIT, 0), 30)
     assert r.zcard(keys.entry_sessions()) == 0
     assert r.keys(keys.entry_session("*")) == []
+
+
+def test_a_frame_past_the_frame_cap_closes_the_connection_with_1009(exchange: Exchange) -> None:
+    async def scenario() -> Any:
+        client = await WsClient.connect(ws_url(exchange), max_size=None)
+        await client.send({"id": 1, "op": "order", "body": {"pad": "x" * (2 * 1024 * 1024)}})
+        try:
+            await client.receive(10)
+        except websockets.ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else None
+        return "still open"
+
+    assert asyncio.run(scenario()) == 1009
+    assert wait_for(lambda: httpx.get(f"{exchange.http}/v1/health").status_code == 200, 5)
