@@ -20,7 +20,9 @@ from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
 
 from common import keys
 from common.eip712 import sign
+from common.lua import read_script
 from services.gateway import wsentry
+from services.gateway.transport import LUA_DIR
 
 pytestmark = pytest.mark.integration
 
@@ -327,3 +329,27 @@ def test_an_account_a_lapsed_session_cannot_hold_is_still_answered_and_then_canc
             assert closed.value.code == wsentry.SESSION_LAPSED
         everyone = sorted(t.address.lower() for t in (first, second))
         assert wait_for(lambda: sorted(disconnect_cancels(matcher)) == everyone, 5)
+
+
+def test_session_scripts_never_lose_a_renewal_nor_revive_a_fired_session(r: Any) -> None:
+    """session_clear.lua after a firer's cancels: a renewal that landed in between keeps the
+    session, a firer killed before it leaves the session to the next round (which clears it
+    once); session_join.lua adds nothing to a session that is gone."""
+    clear = r.register_script(read_script(str(LUA_DIR), "session_clear"))
+    join = r.register_script(read_script(str(LUA_DIR), "session_join"))
+    sessions_key, members_key = keys.entry_sessions(), keys.entry_session("s1")
+    both = [sessions_key, members_key]
+    r.zadd(sessions_key, {"s1": 2_000})
+    assert join(keys=both, args=["s1", "0xabc|BTC-USDC", "0xabc|"]) == 1
+    assert clear(keys=both, args=["s1", 1_000]) == 0  # renewed from 1000 to 2000: kept
+    assert r.zscore(sessions_key, "s1") == 2_000
+    assert r.scard(members_key) == 2
+    assert clear(keys=both, args=["s1", 2_000]) == 1
+    assert clear(keys=both, args=["s1", 2_000]) == 0  # a second firer: nothing to do
+    assert join(keys=both, args=["s1", "0xdef|BTC-USDC"]) == 0  # gone: not stood up again
+    assert (r.zcard(sessions_key), r.exists(members_key)) == (0, 0)
+    # Its own gateway closing it removes it whatever its deadline.
+    r.zadd(sessions_key, {"s1": 5_000})
+    assert join(keys=both, args=["s1", "0xabc|"]) == 1
+    assert clear(keys=both, args=["s1", ""]) == 1
+    assert (r.zcard(sessions_key), r.exists(members_key)) == (0, 0)
