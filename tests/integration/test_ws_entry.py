@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -294,3 +295,23 @@ def test_a_frame_past_the_frame_cap_closes_the_connection_with_1009(exchange: Ex
 
     assert asyncio.run(scenario()) == 1009
     assert wait_for(lambda: httpx.get(f"{exchange.http}/v1/health").status_code == 200, 5)
+
+
+def test_a_gateway_stopped_gracefully_cancels_its_sessions_at_once(
+    exchange: Exchange, redis_url: str
+) -> None:
+    trader = funded(exchange)
+    with Exchange(redis_url) as other:
+        other.start("gateway")
+
+        async def scenario() -> WsClient:
+            return await open_session_with_orders(ws_url(other), trader, ["t1"])
+
+        client = asyncio.run(scenario())  # held (its socket open) until the gateway has stopped
+        stopped_at = time.monotonic()
+        other.kill("gateway", signal.SIGTERM)  # waits for the process to exit
+        assert wait_for(lambda: cancelled_on_disconnect(exchange, trader, "t1"), 5)
+        # Well before the 3 s lease: the stopping gateway sent the cancels itself.
+        assert time.monotonic() - stopped_at < 2.5
+        del client
+    assert wait_for(lambda: exchange.balance(trader.address, "USDC") == (DEPOSIT, 0), 30)
