@@ -6,12 +6,12 @@ Its modules form layers; each imports only layers below it (never the module tha
    Redis, command groups, scripts and the one place that reloads a script on NOSCRIPT.
 2. ``context.py`` — :class:`~services.gateway.context.Gateway`, the typed dependencies every
    handler gets (settings, markets, verifier, transport) and brief caches of market status,
-   backlog, prices and Redis's memory figure.
+   backlog, prices and Redis's memory figure. Above it ``sessions``: the WebSocket entry's
+   cancel-on-disconnect sessions, renewed by the entry and fired by the dead-man's switch loop
+   when their gateway is gone.
 3. Domain — ``funds``, ``ratelimit``, ``signed``, ``orders`` (admission), ``cancels``,
    ``withdrawals``, ``accounts``, ``market_data``, ``admin``, ``agents``, ``deadman`` (the
    dead-man's switch and the loop that fires it): the work, in the contract's order of checks.
-   Below them ``sessions``: the WebSocket entry's cancel-on-disconnect sessions, which that
-   loop also fires when their gateway is gone.
    ``errors.ApiError`` and the body checks of ``parsing`` sit beside the transport.
 4. ``outbox.py`` — the sweeper that delivers what an admission reserved but never sent.
 5. HTTP — ``writes`` (the shared path of signed writes), ``middleware``, ``deps``, ``app``
