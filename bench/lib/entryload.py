@@ -1,7 +1,8 @@
 """A lean client of the gateway's WebSocket order entry (``/v1/ws``), the twin of
 ``httpload.OrderConnection``: the upgrade by hand, masked text frames out,
-server frames read on plain asyncio streams, server pings answered. One request at a time, so
-each answer's latency is its own."""
+server frames read on plain asyncio streams, server pings answered. ``order`` sends one
+request and waits for its answer; ``send_order`` and ``answer`` keep many in flight on the one
+connection, matched by id."""
 
 from __future__ import annotations
 
@@ -57,6 +58,12 @@ class EntrySocket:
 
     async def order(self, body: bytes, wait: bool = False) -> tuple[int, bytes]:
         """Send one pre-encoded order body; the answer's (status, body as JSON)."""
+        self.send_order(body, wait)
+        answer = orjson.loads(await self._text())
+        return int(answer["status"]), orjson.dumps(answer["body"])
+
+    def send_order(self, body: bytes, wait: bool = False) -> int:
+        """Send one pre-encoded order body without waiting; its request id."""
         assert self._writer is not None, "open() first"
         self._next_id += 1
         envelope = b'{"id":%d,"op":"order","wait":%s,"body":%s}' % (
@@ -65,8 +72,12 @@ class EntrySocket:
             body,
         )
         self._writer.write(mask_frame(TEXT, envelope))
+        return self._next_id
+
+    async def answer(self) -> tuple[int, int]:
+        """The next answer, in the order the gateway sends them: (request id, status)."""
         answer = orjson.loads(await self._text())
-        return int(answer["status"]), orjson.dumps(answer["body"])
+        return int(answer["id"]), int(answer["status"])
 
     async def _text(self) -> bytes:
         assert self._reader is not None and self._writer is not None
