@@ -75,6 +75,11 @@ account, live in one slot and one Lua script may touch them together)::
       dex:dep:{<depositId>}    string  [userId, asset, amount] a depositId is bound to, ever
       dex:deadman              zset    "<userId>|<market>" ("" = every market) by deadline
                                         ms: the dead-man's switches the gateways fire
+      dex:{wsentry}:sessions   zset    WebSocket entry session id by deadline ms: the
+                                        cancel-on-disconnect sessions, renewed by the gateway
+                                        holding the connection, fired by any when they lapse
+      dex:{wsentry}:session:<id> set   "<userId>|<market>" ("" = every market) a session
+                                        cancels when it ends
 
     Settler globals
       dex:oracle:health        hash    the HTTP oracle source's counters and failure streak
@@ -484,3 +489,15 @@ def deadman_switches() -> str:
 def deadman_member(user: str, market: str) -> str:
     """The member of :func:`deadman_switches` for ``user``'s switch on ``market`` ("" = all)."""
     return f"{user}|{market}"
+
+
+def entry_sessions() -> str:
+    """Zset session id -> deadline ms of every cancel-on-disconnect WebSocket entry session
+    (renewed by the gateway holding the connection; any gateway fires a lapsed one)."""
+    return f"{PREFIX}:{{wsentry}}:sessions"
+
+
+def entry_session(session: str) -> str:
+    """Set of ``"<userId>|<market>"`` (:func:`deadman_member`) a session cancels when it ends;
+    same slot as :func:`entry_sessions`."""
+    return f"{PREFIX}:{{wsentry}}:session:{session}"

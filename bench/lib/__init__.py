@@ -10,6 +10,7 @@ place the benchmarks touch it. Nothing outside ``bench/`` imports this package.
 - ``traders``: deterministic keys, fast signing, funding over HTTP;
 - ``httpload``: the lean HTTP client and the sender processes (open and closed loop);
 - ``wsload``: lean WebSocket clients in their own processes (latency, gaps, bytes);
+- ``entryload``: a lean client of the gateway's WebSocket order entry (``/v1/ws``);
 - ``stream``: the ``stream-200k`` order stream and its one-market configuration;
 - ``launch``: the matcher process for one market (on ``support.exchange.Exchange``);
 - ``system``: the whole exchange under ``deploy/run.sh``, or one already running;

@@ -15,13 +15,14 @@ FinalStatusName = Literal["FILLED", "CXL", "EXP", "REJECTED"]
 MarketStatusName = Literal["OPEN", "HALTED", "EXPIRED"]
 LiquidityName = Literal["MAKER", "TAKER"]
 
-CancelReason = Literal["USER", "LIQUIDATION", "DEADMAN"]
+CancelReason = Literal["USER", "LIQUIDATION", "DEADMAN", "DISCONNECT"]
 """Why a ``cancel`` or ``cancel_all`` command removes orders (the ``done`` reason)."""
 
 DoneReason = Literal[
     "USER",  # cancelled by its owner
     "LIQUIDATION",  # cancelled by the liquidation engine
     "DEADMAN",  # cancelled by its owner's dead-man's switch (ScheduleCancel) at its deadline
+    "DISCONNECT",  # its owner's cancel-on-disconnect WebSocket entry session ended
     "SELF_TRADE",  # a resting order met its owner's incoming one
     "INSUFFICIENT_MARGIN",  # may open no more than its reserved margin allows
     "TIME_IN_FORCE",  # IOC / FOK / MARKET rest not filled

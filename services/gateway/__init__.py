@@ -6,7 +6,9 @@ Its modules form layers; each imports only layers below it (never the module tha
    Redis, command groups, scripts and the one place that reloads a script on NOSCRIPT.
 2. ``context.py`` — :class:`~services.gateway.context.Gateway`, the typed dependencies every
    handler gets (settings, markets, verifier, transport) and brief caches of market status,
-   backlog, prices and Redis's memory figure.
+   backlog, prices and Redis's memory figure. Above it ``sessions``: the WebSocket entry's
+   cancel-on-disconnect sessions, renewed by the entry and fired by the dead-man's switch loop
+   when their gateway is gone.
 3. Domain — ``funds``, ``ratelimit``, ``signed``, ``orders`` (admission), ``cancels``,
    ``withdrawals``, ``accounts``, ``market_data``, ``admin``, ``agents``, ``deadman`` (the
    dead-man's switch and the loop that fires it): the work, in the contract's order of checks.
@@ -14,5 +16,6 @@ Its modules form layers; each imports only layers below it (never the module tha
    ``errors.ApiError`` and the body checks of ``parsing`` sit beside the transport.
 4. ``outbox.py`` — the sweeper that delivers what an admission reserved but never sent.
 5. HTTP — ``writes`` (the shared path of signed writes), ``middleware``, ``deps``, ``app``
-   (routes and lifespan), with ``schemas``, ``metrics`` and ``logs``.
+   (routes and lifespan), with ``schemas``, ``metrics`` and ``logs``; ``wsentry`` (the
+   WebSocket order entry, ``GET /v1/ws``: the same writes, each op one line of ``OPS``).
 """

@@ -7,7 +7,7 @@ import os
 import uvicorn
 
 from common.settings import get_settings
-from services.gateway import logs
+from services.gateway import logs, wsentry
 
 
 def main() -> None:
@@ -24,6 +24,10 @@ def main() -> None:
         access_log=False,  # the gateway writes its own JSON line per request
         log_config=None,
         log_level=level.lower(),
+        # The WebSocket order entry: a frame past this closes the connection (1009); one past
+        # the 64 KiB body cap but within it is answered 413 (wsentry.py).
+        ws_max_size=wsentry.MAX_FRAME_BYTES,
+        ws_per_message_deflate=False,
     )
 
 

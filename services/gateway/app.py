@@ -39,6 +39,7 @@ from services.gateway import (
     shapes,
     withdrawals,
     writes,
+    wsentry,
 )
 from services.gateway import schemas as s
 from services.gateway.context import Gateway
@@ -70,14 +71,17 @@ SHUTDOWN_STEP_S = 5.0
 def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> FastAPI:
     settings = settings or get_settings()
     gateway = Gateway.build(settings)
+    entry = wsentry.Entry(gateway)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         task = outbox.start(gateway) if sweeper else None
         firer = deadman.start(gateway) if sweeper else None
+        renewer = entry.start()
         try:
             yield
         finally:
+            renewer.cancel()
             if firer is not None:
                 firer.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -163,6 +167,9 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
         if order is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"no order {client_order_id!r} of {user}")
         return JsonResponse(order)
+
+    # -- WebSocket order entry (wsentry.py): the writes above, one message each ------------
+    app.add_api_websocket_route(wsentry.PATH, entry.serve)
 
     # -- health, info, metrics ----------------------------------------------------------
     @app.get("/v1/health", responses=s.ok(s.Health))

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 from common import keys
 from common.events import COMMAND_FIELD, CancelAllCommand, dumps
-from services.gateway import ratelimit, shapes, signed
+from services.gateway import ratelimit, sessions, shapes, signed
 from services.gateway.context import Gateway
 from services.gateway.transport import Commands
 
@@ -91,10 +91,12 @@ async def fire_due(gateway: Gateway, now_ms: int | None = None) -> int:
 
 
 async def run_firer(gateway: Gateway, interval_s: float = INTERVAL_S) -> None:
-    """Fire due switches forever; a failed round (Redis away) is logged and retried."""
+    """Fire due switches and lapsed cancel-on-disconnect sessions (sessions.py) forever; a
+    failed round (Redis away) is logged and retried."""
     while True:
         try:
             await fire_due(gateway)
+            await sessions.fire_lapsed(gateway)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -1,9 +1,9 @@
 """The common path of signed writes: the address's rate limit, then the JSON object, then the
 work (which draws from the user's rate limit once the signature verifies).
 
-Shared by the FastAPI routes and the middleware's fast path for ``POST /v1/orders`` (the
+Shared by the FastAPI routes, the middleware's fast path for ``POST /v1/orders`` (the
 hottest route skips the framework's routing and dependency machinery; same code, same
-answers).
+answers) and the WebSocket order entry (wsentry.py).
 """
 
 from __future__ import annotations
@@ -30,7 +30,18 @@ async def place_order(
     """Admit one order body; (status, JSON payload), counting accepted and rejected orders."""
     try:
         body = await admit(gateway, raw, ip)
-        result = await orders.submit_order(gateway, body, wait=parsing.flag(wait, "wait"))
+        waits = parsing.flag(wait, "wait")
+    except ApiError as exc:
+        metrics.order_rejected(exc.code)
+        raise
+    return await submit_order(gateway, body, waits)
+
+
+async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool) -> tuple[int, Any]:
+    """One parsed order body (REST and WebSocket entry alike): (status, JSON payload),
+    counting accepted and rejected orders."""
+    try:
+        result = await orders.submit_order(gateway, body, wait=wait)
     except ApiError as exc:
         metrics.order_rejected(exc.code)
         raise

@@ -219,7 +219,7 @@ def cancel(
 
 
 def cancel_all(
-    user: str, reason: typing.Literal["USER", "LIQUIDATION", "DEADMAN"] = "USER"
+    user: str, reason: typing.Literal["USER", "LIQUIDATION", "DEADMAN", "DISCONNECT"] = "USER"
 ) -> CancelAllCommand:
     return {"op": "cancel_all", "user": user, "ts": now_ms(), "reason": reason}
 
@@ -255,6 +255,8 @@ def spot_scenario(m: Matcher) -> None:
     m.run(replacing(order(A, "a10", "SELL", PRICE + 60, 1), "a8"), reply=True)
     m.run(order(A, "a7", "SELL", PRICE + 40, 1))
     m.run(cancel_all(A, "DEADMAN"))  # as the gateway's dead-man's switch sends it
+    m.run(order(A, "a8", "SELL", PRICE + 50, 1))
+    m.run(cancel_all(A, "DISCONNECT"))  # as a cancel-on-disconnect WebSocket session sends it
     m.run(order(A, "a6", "SELL", PRICE + 30, 1, expires_at=now_ms() + 300))
     time.sleep(0.4)
     m.consumer.tick()  # a6 expires on the book
