@@ -50,6 +50,7 @@ def test_health_info_and_markets(client: TestClient, r: redis.Redis) -> None:
         "ApproveAgent",
         "RevokeAgent",
         "ScheduleCancel",
+        "Amend",
     }
     assert info["assets"] == {
         "USDC": {"decimals": 6, "quantum": 1},
