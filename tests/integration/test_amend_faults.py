@@ -141,7 +141,7 @@ def test_a_replayed_matcher_batch_amends_once(client: redis.Redis, markets: Mark
                 reserved=0,
                 aid="x",
                 ts=2,
-            ),  # fmt: skip
+            ),
         ],
         1,
     ):
