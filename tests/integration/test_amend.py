@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import redis
 from support.exchange import ADMIN_TOKEN, Exchange
@@ -138,8 +139,20 @@ def test_amend_down_keeps_priority_and_releases_the_surplus(exchange: Exchange) 
     a, b, c = funded(exchange), funded(exchange), funded(exchange)
     place(exchange, a, "SELL", P, 10, "a1")
     place(exchange, b, "SELL", P, 10, "b1")
+    listener = redis.Redis.from_url(exchange.redis_url, decode_responses=True).pubsub()
+    listener.subscribe(keys.channel(keys.orders_topic(a.address.lower())))
     after = amend(exchange, amend_body(a, "a1", P, 5))
     assert (after["qty"], after["filled"], after["status"]) == (5, 0, "NEW")
+    published = [
+        orjson.loads(m["data"])["data"]
+        for m in iter(lambda: listener.get_message(timeout=1.0), None)
+        if m["type"] == "message"
+    ]
+    assert [(u["clientOrderId"], u["qty"], u.get("amended")) for u in published] == [
+        ("a1", 5, True)
+    ]
+    listener.close()
+    assert exchange.get(f"/v1/markets/{SPOT}/depth")["asks"] == [[P, 15]]
     assert settled(exchange, a, "BTC", base(5))
     place(exchange, c, "BUY", P, 5, "c1")  # the taker meets a1 first: it kept its place
     assert order(exchange, a, "a1")["status"] == "FILLED"

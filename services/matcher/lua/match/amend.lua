@@ -51,12 +51,13 @@ local function amend_refusal(cmd, o)
   return nil
 end
 
--- The order record after an amend that moved it: price (d), aseq (a) and the mutable fields.
+-- The order record after an amend that moved it: price (d), aseq (a) and the mutable fields,
+-- in the packed shape (a record of the flat shape gets its packed fields here).
 local function save_amended(o)
-  local a = redis.call('HGET', o.key, 'a') or ''
+  local tail = string.match(redis.call('HGET', o.key, 'a') or '', '^[^|]*(|.*)$')
   local fields = {'d', o.side .. '|' .. o.type .. '|' .. o.timeInForce .. '|' .. o.reduceOnly ..
     '|' .. o.expiresAt .. '|' .. int(o.price) .. '|' .. o.ts,
-    'a', o.aseq .. string.match(a, '^[^|]*(.*)$'),
+    'a', o.aseq .. (tail or '|0|0|' .. market), 'u', o.userId, 'c', o.clientOrderId,
     'qty', int(o.qty), 'filled', int(o.filled), 'status', o.status, 'reason', o.reason,
     'updatedTs', now_text}
   local open = o.status == 'NEW' or o.status == 'PARTIAL'
