@@ -234,8 +234,10 @@ def test_a_fill_that_overtakes_the_amend_in_the_stream_refuses_it(
     assert all(check["ok"] for check in audit_ok(exchange).values())
 
 
-def test_perp_reservation_follows_amends_to_the_unit(exchange: Exchange, redis_url: str) -> None:
-    trader = funded(exchange)
+def test_perp_reservation_follows_amends_and_fills_to_the_unit(
+    exchange: Exchange, redis_url: str
+) -> None:
+    trader, other = funded(exchange), funded(exchange)
     user = trader.address.lower()
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     place(exchange, trader, "BUY", P, 10, "p1", market=PERP)
@@ -243,15 +245,22 @@ def test_perp_reservation_follows_amends_to_the_unit(exchange: Exchange, redis_u
     amend(exchange, amend_body(trader, "p1", P, 20, market=PERP))
     assert exchange.balance(trader.address, "USDC") == (USDC, perp_need(20))
     assert wait_for(lambda: client.hget(keys.open_quantities(user), f"{PERP}:BUY") == "20", 10)
-    amend(exchange, amend_body(trader, "p1", P, 5, market=PERP))
-    assert settled(exchange, trader, "USDC", perp_need(5))
-    assert client.hget(keys.open_quantities(user), f"{PERP}:BUY") == "5"
+    place(exchange, other, "SELL", P, 5, "q1", market=PERP)  # p1 fills 5 as the maker
+    maker_fee = money.fee(money.notional(MARKETS.markets[PERP], P, 5), 1)
+    assert settled(exchange, trader, "USDC", perp_need(15))
+    assert exchange.balance(trader.address, "USDC") == (USDC - maker_fee, perp_need(15))
+    assert client.hget(keys.open_quantities(user), f"{PERP}:BUY") == "15"
+    after = amend(exchange, amend_body(trader, "p1", P, 8, expected=5, market=PERP))
+    assert (after["qty"], after["filled"], after["status"]) == (8, 5, "PARTIAL")
+    assert settled(exchange, trader, "USDC", perp_need(3))
+    assert client.hget(keys.open_quantities(user), f"{PERP}:BUY") == "3"
     assert all(check["ok"] for check in audit_ok(exchange).values())
     cancel = {"userId": trader.address, "market": PERP, "clientOrderId": "p1", "ts": now_ms()}
     cancel["sig"] = sign(trader.key, "Cancel", cancel, CHAIN_ID, VERIFYING_CONTRACT)
     assert post(exchange, "/v1/orders/cancel", cancel).status_code == 200
     assert settled(exchange, trader, "USDC", 0)
-    assert exchange.balance(trader.address, "USDC") == (USDC, 0)
+    assert exchange.balance(trader.address, "USDC") == (USDC - maker_fee, 0)
+    assert client.hget(keys.open_quantities(user), f"{PERP}:BUY") in (None, "0")
 
 
 def test_post_only_amended_to_cross_is_refused_unchanged(exchange: Exchange) -> None:

@@ -187,3 +187,40 @@ def test_a_settler_rerun_applies_the_amend_once(client: redis.Redis, markets: Ma
     client.delete(keys.market_settled(SPOT))  # the cursor never moved
     assert Ledger(client).settle_market(spot) == 3
     assert {k: client.dump(k) for k in client.keys("dex:{0xaa}*")} == after
+
+
+def test_a_ledger_that_missed_an_amend_reads_the_new_terms(
+    client: redis.Redis, markets: MarketSet
+) -> None:
+    """Two workers take turns on a market: the one that cached an order's terms before another
+    settled its amend reads them again, so the next fill leaves what the new terms need."""
+    spot = markets.markets[SPOT]
+    drive = MarketDriver(client, spot)
+    drive.deposit("0xaa", "BTC", BTC)
+    drive.deposit("0xbb", "USDC", 10**12)
+    drive.order("0xaa", "a1", "SELL", P, 10)
+    drive.order("0xbb", "b1", "BUY", P, 2)
+    drive.fill(("0xbb", "b1"), ("0xaa", "a1"), P, 2)
+    first, second = Ledger(client), Ledger(client)
+    assert first.settle_market(spot) == 2  # first caches a1's terms (qty 10)
+    assert client.hget(keys.reservations("0xaa"), "a1") == str(money.base_units(spot, 8))
+    record = keys.account_order("0xaa", "a1")
+    new_order = {**orjson.loads(client.hget(record, "cmd")), "qty": 20}
+    new_order["reserved"] = money.base_units(spot, 20)
+    client.hset(keys.reservations("0xaa"), "a1", money.base_units(spot, 18))
+    client.hset(keys.balances("0xaa"), keys.locked_field("BTC"), money.base_units(spot, 18))
+    client.hset(record, mapping={"pa": 1, "amd:y": orjson.dumps(new_order).decode()})
+    client.hset(keys.market_order(SPOT, "0xaa", "a1"), "qty", 20)
+    drive.event(
+        {"k": "amend", "user": "0xaa", "cid": "a1", "side": "SELL", "accepted": True,
+         "result": "AMENDED", "aid": "y", "price": P, "qty": 20,
+         "reserved": money.base_units(spot, 20), "ts": now_ms()}
+    )  # fmt: skip
+    assert second.settle_market(spot) == 1
+    drive.order("0xbb", "b2", "BUY", P, 3)
+    drive.fill(("0xbb", "b2"), ("0xaa", "a1"), P, 3)
+    assert first.settle_market(spot) == 2
+    assert client.hget(keys.reservations("0xaa"), "a1") == str(money.base_units(spot, 15))
+    assert client.hget(keys.balances("0xaa"), keys.locked_field("BTC")) == str(
+        money.base_units(spot, 15)
+    )
