@@ -311,3 +311,21 @@ def test_agents_replays_forgeries_and_other_users_orders(exchange: Exchange) -> 
     assert settled(exchange, owner, "BTC", base(8))
     assert exchange.balance(stranger.address, "BTC") == (BTC, base(10))
     assert all(check["ok"] for check in audit_ok(exchange).values())
+
+
+def test_amend_on_the_outbox_path_of_a_cluster(redis_url: str) -> None:
+    """DEX_ORDER_OUTBOX=1: the stream is treated as another slot, as on Redis Cluster: the
+    account script raises the reservation, then the gateway XADDs the amend."""
+    with Exchange(redis_url, DEX_ORDER_OUTBOX="1") as exchange:
+        exchange.start("gateway", "matcher", "settler")
+        a, c = funded(exchange), funded(exchange)
+        place(exchange, a, "BUY", P, 10, "o1")
+        after = amend(exchange, amend_body(a, "o1", P + 10, 12))
+        assert (after["price"], after["qty"], after["status"]) == (P + 10, 12, "NEW")
+        assert settled(exchange, a, "USDC", quote_need(P + 10, 12))
+        place(exchange, c, "SELL", P + 10, 12, "o2")
+        assert order(exchange, a, "o1")["status"] == "FILLED"
+        assert settled(exchange, a, "USDC", 0)
+        notional = money.notional(MARKETS.markets[SPOT], P + 10, 12)
+        maker_fee = money.fee(notional, 1)
+        assert exchange.balance(a.address, "USDC") == (USDC - notional - maker_fee, 0)
