@@ -1,9 +1,9 @@
 """Signed amends: a resting LIMIT order's new price and total qty, its clientOrderId kept.
 
 Two steps, so that every door shares them: :func:`verify_amend` parses the body and checks who
-signed it; :func:`admit_amend` admits an amend already verified (a signed batch verifies one
-signature for all its items and calls it per item). :func:`amend` is both, for the REST route
-and WebSocket order entry.
+signed it; :func:`admit_amend` admits an amend already verified. :func:`amend` is both, for the
+REST route and WebSocket order entry. A signed batch verifies one signature for all its items:
+:func:`verify_batch_item` checks an item's fields, then :func:`admit_amend` admits it.
 
 The reservation rule (docs/api.md "Amend"): while an amend is in flight the order's
 reservation never holds less than either version of the order needs. ``amend_order.lua`` (the
@@ -60,12 +60,29 @@ async def verify_amend(gateway: Gateway, body: dict[str, Any]) -> VerifiedAmend:
     STALE_TS, INVALID_SIGNATURE (401) and an agent's FORBIDDEN (403)."""
     message, sig = shapes.AMEND.parse_signed(body, gateway.markets)
     user = message["userId"].lower()
-    market = gateway.markets.markets[message["market"]]
-    if market.price_band_bps is not None:
-        funds.check_price_band(market, message["price"], await funds.market_prices(gateway, market))
+    market = await banded_market(gateway, message)
     agent = await signed.authorize(gateway, "Amend", message, sig, user, market.symbol)
     digest = gateway.verifier.digest("Amend", message).hex()
     return VerifiedAmend(message, user, market, digest, agent)
+
+
+async def verify_batch_item(
+    gateway: Gateway, item: dict[str, Any], agent: str | None = None
+) -> VerifiedAmend:
+    """An amend carried by a request whose one signature the caller has verified (a signed
+    batch): its fields checked as an Amend body's (``shapes.AMEND_ITEM``, 400s in the same
+    order) and the price band. Its replays are the caller's to refuse (``digest`` None)."""
+    message = shapes.AMEND_ITEM.parse(item, gateway.markets)
+    market = await banded_market(gateway, message)
+    return VerifiedAmend(message, message["userId"].lower(), market, None, agent)
+
+
+async def banded_market(gateway: Gateway, message: dict[str, Any]) -> Market:
+    """The amend's market, once its new price is within the price band (400 INVALID_PRICE)."""
+    market = gateway.markets.markets[message["market"]]
+    if market.price_band_bps is not None:
+        funds.check_price_band(market, message["price"], await funds.market_prices(gateway, market))
+    return market
 
 
 async def admit_amend(gateway: Gateway, amend: VerifiedAmend) -> tuple[int, dict[str, Any]]:

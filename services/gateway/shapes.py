@@ -760,3 +760,9 @@ AMEND = signed_shape(
         ),
     ],
 )
+AMEND_ITEM = Shape(
+    "AmendItem",
+    "An Amend's fields where one signature stands for several (a signed batch): no sig.",
+    [f for f in AMEND.fields if f.name != "sig"],
+    AMEND.checks,
+)

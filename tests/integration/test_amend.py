@@ -16,6 +16,7 @@ import orjson
 import pytest
 import redis
 from support.exchange import ADMIN_TOKEN, Exchange
+from support.gateway import ADMIN, ReplyingMatcher, gateway_client
 from support.redis_server import wait_for
 from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
 
@@ -24,6 +25,8 @@ from common.eip712 import sign
 from common.markets import load_markets
 from common.reservations import derivative_need
 from common.settings import DEFAULT_MARKETS_FILE
+from services.gateway import amends
+from services.gateway.errors import ApiError
 
 pytestmark = pytest.mark.integration
 
@@ -329,3 +332,36 @@ def test_amend_on_the_outbox_path_of_a_cluster(redis_url: str) -> None:
         notional = money.notional(MARKETS.markets[SPOT], P + 10, 12)
         maker_fee = money.fee(notional, 1)
         assert exchange.balance(a.address, "USDC") == (USDC - notional - maker_fee, 0)
+
+
+def test_a_batch_item_is_admitted_on_the_batch_signature(redis_url: str) -> None:
+    """verify_batch_item + admit_amend, as a signed batch calls them: the item's fields are
+    checked as an Amend's, no signature of its own is asked for, and each admission is one."""
+    trader = Trader()
+    with gateway_client(redis_url) as client, ReplyingMatcher(redis_url, [SPOT]):
+        gateway = client.app.state.gateway  # type: ignore[attr-defined]
+        deposit = {"userId": trader.address, "asset": "BTC", "amount": BTC}
+        assert client.post("/v1/admin/deposits", json=deposit, headers=ADMIN).status_code == 200
+        body = trader.order(SPOT, "SELL", P, 10, cid="i1")
+        assert client.post("/v1/orders", json=body).status_code == 202
+        item = {"userId": trader.address, "market": SPOT, "clientOrderId": "i1", "price": P,
+                "qty": 12, "expectedFilled": -1, "ts": now_ms()}  # fmt: skip
+        portal = client.portal  # type: ignore[attr-defined]
+        verified = portal.call(amends.verify_batch_item, gateway, item)
+        assert verified.digest is None
+        status, after = portal.call(amends.admit_amend, gateway, verified)
+        assert (status, after["qty"]) == (200, 12)
+        status, after = portal.call(amends.admit_amend, gateway, verified)  # a second item
+        assert (status, after["qty"]) == (200, 12)
+        with pytest.raises(ApiError) as refusal:
+            portal.call(amends.verify_batch_item, gateway, {**item, "qty": 0})
+        assert refusal.value.code == "INVALID_QTY"
+        with pytest.raises(ApiError) as refusal:
+            portal.call(amends.verify_batch_item, gateway, {**item, "sig": "0x"})
+        assert refusal.value.code == "INVALID_REQUEST"
+        assert exchange_locked(redis_url, trader) == money.base_units(MARKETS.markets[SPOT], 12)
+
+
+def exchange_locked(redis_url: str, trader: Trader) -> int:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    return int(client.hget(keys.balances(trader.address.lower()), "BTC:l") or 0)
