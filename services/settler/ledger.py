@@ -123,10 +123,6 @@ class Ledger:
             self._terms.pop(symbol, None)
         terms = self._order_terms(market, events)
         per_account = settlement.plan(market, events, terms)
-        cache = self._terms.setdefault(symbol, OrderedDict())
-        for event in events:
-            if event["k"] == "amend" and event["accepted"]:
-                cache[(event["user"], event["cid"])] = settlement.amended_terms(market, event)
         fee_groups = per_account.get(keys.FEES_ACCOUNT)
         traders = [(a, g) for a, g in per_account.items() if a != keys.FEES_ACCOUNT]
         replies = self._apply_all(symbol, traders)
@@ -148,6 +144,11 @@ class Ledger:
         if cursor != "0-0":
             self._trim_events(symbol, cursor, after)
         after.execute()
+        # Settled: the amends the book took are the terms of their orders from now on.
+        cache = self._terms.setdefault(symbol, OrderedDict())
+        for event in events:
+            if event["k"] == "amend" and event["accepted"]:
+                cache[(event["user"], event["cid"])] = settlement.amended_terms(market, event)
         self._settled_to[symbol] = last_id
         notices: list[tuple[str, AccountPublication]] = [
             (account, {"seq": per_account[account][-1][0], "data": {"markets": [symbol]}})
