@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -365,3 +366,26 @@ def test_a_batch_item_is_admitted_on_the_batch_signature(redis_url: str) -> None
 def exchange_locked(redis_url: str, trader: Trader) -> int:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     return int(client.hget(keys.balances(trader.address.lower()), "BTC:l") or 0)
+
+
+def test_many_amends_at_once_end_with_the_last_ones_terms(
+    exchange: Exchange, redis_url: str
+) -> None:
+    """Twelve amends of one order in flight together: each holds the reservation at least at
+    its own version's need while pending; once all are settled it is exactly what the order's
+    final terms need, and nothing is left pending."""
+    trader = funded(exchange)
+    place(exchange, trader, "BUY", P, 10, "m1")
+    bodies = [amend_body(trader, "m1", P - 10 * i, 5 + i) for i in range(12)]
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(lambda b: post(exchange, "/v1/orders/amend", b), bodies))
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    final = order(exchange, trader, "m1")
+    assert final["status"] == "NEW"
+    assert (final["price"], final["qty"]) in {(P - 10 * i, 5 + i) for i in range(12)}
+    assert settled(exchange, trader, "USDC", quote_need(final["price"], final["qty"]))
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    record = client.hgetall(keys.account_order(trader.address.lower(), "m1"))
+    assert record["pa"] == "0" and not [f for f in record if f.startswith("amd:")]
+    assert orjson.loads(record["cmd"])["qty"] == final["qty"]
+    assert all(check["ok"] for check in audit_ok(exchange).values())
