@@ -174,7 +174,7 @@ def _reservations(
             lookups.append((account, cid, amount))
     pipe = client.pipeline(transaction=False)
     for account, cid, _ in lookups:
-        pipe.hmget(keys.account_order(account, cid), "market", "asset", "reserved", "cmd")
+        pipe.hmget(keys.account_order(account, cid), "market", "asset", "reserved", "cmd", "pa")
     records = pipe.execute()
     pipe = client.pipeline(transaction=False)
     for (account, cid, _), (symbol, *_rest) in zip(lookups, records, strict=True):
@@ -185,7 +185,7 @@ def _reservations(
     ]
     locked_by_orders: dict[tuple[str, str], int] = defaultdict(int)
     for (account, cid, amount), record, state in zip(lookups, records, matched, strict=True):
-        symbol, asset, reserved, command = record
+        symbol, asset, reserved, command, pending = record
         held = int(amount)
         if symbol is None or asset is None:
             check.fail(f"{account}: reservation {held} for unknown order {cid}")
@@ -194,7 +194,7 @@ def _reservations(
         market = markets.market(symbol)
         status, filled, side, matched_qty = state
         if market is None or status is None:
-            if reserved is not None and held != int(reserved):
+            if reserved is not None and held != int(reserved) and not int(pending or 0):
                 check.fail(f"{account}: order {cid} not yet matched holds {held}, not {reserved}")
             continue
         if status in FINAL_STATUSES:
@@ -209,7 +209,16 @@ def _reservations(
             else NO_TERMS
         )
         expected = need(market, terms, terms.qty - int(filled or 0))
-        if expected is not None and expected != held:
+        if expected is None:
+            continue
+        if int(pending or 0) > 0:
+            # an amend in flight: at least what either version needs (docs/api.md "Amend")
+            if held < expected:
+                check.fail(
+                    f"{account}: order {cid} with an amend pending reserves {held}, "
+                    f"less than its rest needs ({expected})"
+                )
+        elif expected != held:
             check.fail(f"{account}: open order {cid} reserves {held}, its rest needs {expected}")
     for account, (balances, _, _, _) in books.items():
         for field, value in balances.items():

@@ -125,6 +125,17 @@ PRIMARY_TYPES: dict[str, list[tuple[str, str]]] = {
         ("expiresAt", "uint256"),
         ("cancelClientOrderId", "string"),
     ],
+    # Amend a resting order (docs/api.md "Amend"): its new limit price and new total qty
+    # (filled part included); expectedFilled -1 = no guard, else the filled qty it must have.
+    "Amend": [
+        ("userId", "string"),
+        ("market", "string"),
+        ("clientOrderId", "string"),
+        ("price", "uint256"),
+        ("qty", "uint256"),
+        ("expectedFilled", "int256"),
+        ("ts", "uint256"),
+    ],
 }
 
 # Fields whose values repeat across requests (a user's id, a market, an enum); their string
@@ -161,7 +172,7 @@ class SignatureError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------
-# Field encoders of the fast path: string, uint256 and bool, the only types our structs use.
+# Field encoders of the fast path: string, uint256, int256 and bool, the types our structs use.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -190,6 +201,25 @@ def _enc_uint256(value: Any) -> bytes:
     if type(value) is int and 0 <= value < _UINT256_LIMIT:  # the common case, kept cheap
         return value.to_bytes(32, "big")
     return _uint256_value(value).to_bytes(32, "big")
+
+
+_INT256_HALF: Final = 1 << 255
+
+
+def _enc_int256(value: Any) -> bytes:
+    """A signed int256, two's complement: a JSON integer or an optionally signed decimal
+    string (the same strictness as uint256 otherwise)."""
+    if isinstance(value, str) and value.startswith("-"):
+        n = -_uint256_value(value[1:])
+    elif isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        n = _uint256_value(value) if isinstance(value, str) or value >= 0 else int(value)
+    else:
+        raise ValueError(
+            f"int256 must be an integer or a decimal string, got {type(value).__name__}"
+        )
+    if not -_INT256_HALF <= n < _INT256_HALF:
+        raise ValueError("int256 out of range")
+    return (n % _UINT256_LIMIT).to_bytes(32, "big")
 
 
 def _enc_string(value: Any) -> bytes:
@@ -233,6 +263,8 @@ def _field_encoder(name: str, type_: str) -> Callable[[Any], bytes]:
         return _enc_uint256
     if type_ == "bool":
         return _enc_bool
+    if type_ == "int256":
+        return _enc_int256
     raise ValueError(f"no fast encoder for {type_}")
 
 

@@ -45,7 +45,9 @@ account, live in one slot and one Lua script may touch them together)::
                                         DEX_MAX_OPEN_ORDERS); the settler removes one when it
                                         applies the order's done event
       dex:{u}:ord:<cid>        hash    the order as accepted: signed fields + reserved amount;
-                                        deleted when its done event is settled
+                                        deleted when its done event is settled; while an amend
+                                        is in flight also "pa" (amends pending) and
+                                        "amd:<aid>" (its new command; docs/api.md "Amend")
       dex:{u}:orders           zset    "<market>|<cid>" by time: the earlier listing, no longer
                                         written or read
       dex:{u}:res              hash    clientOrderId -> reservation still locked for it

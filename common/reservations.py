@@ -130,3 +130,15 @@ def need(market: Market, terms: OrderTerms, rest: int) -> int | None:
     if terms.kind == "prop":
         return money.ceil_div(terms.reserved * rest, terms.qty)
     return None
+
+
+def full_reservation(market: Market, side: str, command: OrderCommand) -> int:
+    """What a LIMIT order of these terms reserves for its whole qty: the ``reserved`` an
+    amended order's command carries, so that :func:`order_terms` recognises its terms."""
+    price, qty = int(command["price"]), int(command["qty"])
+    if market.product is not Product.SPOT and "open" in command:
+        loss, open_qty = int(command["loss"]), int(command["open"])
+        return derivative_need(market, price, qty, open_qty, int(command["mp"]), loss)
+    if market.product is Product.SPOT and side == Side.SELL:
+        return money.base_units(market, qty)
+    return money.spot_buy_reservation(market, price, qty)

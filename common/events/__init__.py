@@ -33,6 +33,9 @@ from common.events.codec import (
 from common.events.commands import (
     AdminCommand,
     AdminReply,
+    AmendCommand,
+    AmendReply,
+    AmendResult,
     CancelAllCommand,
     CancelAllReply,
     CancelCommand,
@@ -61,7 +64,7 @@ from common.events.publications import (
     topic_message,
 )
 from common.events.records import Candle, FillRecord, Trade
-from common.events.settlement import DoneEvent, FillEvent, SettlementEvent
+from common.events.settlement import AmendEvent, DoneEvent, FillEvent, SettlementEvent
 
 __all__ = [
     "COMMAND_FIELD",
@@ -75,6 +78,10 @@ __all__ = [
     "AccountPublication",
     "AdminCommand",
     "AdminReply",
+    "AmendCommand",
+    "AmendEvent",
+    "AmendReply",
+    "AmendResult",
     "CancelAllCommand",
     "CancelAllReply",
     "CancelCommand",

@@ -74,7 +74,30 @@ class AdminCommand(TypedDict):
     reply: NotRequired[str]  # an AdminReply
 
 
-Command = OrderCommand | CancelCommand | CancelAllCommand | AdminCommand
+@with_config(MESSAGE)
+class AmendCommand(TypedDict):
+    """Amend a resting order (docs/api.md "Amend"): the gateway has raised its reservation to
+    cover both versions; the matcher applies or refuses it and says so in an ``amend``
+    settlement event, which carries these terms to the settler."""
+
+    op: Literal["amend"]
+    user: str
+    cid: str
+    side: SideName  # the order's, as accepted (the event names it even if the book does not)
+    price: int  # the new limit price
+    qty: int  # the new total quantity, filled part included
+    expectedFilled: int  # -1: no guard; else refused unless the order has filled exactly this
+    reserved: int  # what the new terms reserve for the whole new qty (the accepted record's
+    # "reserved" once the amend is settled)
+    aid: str  # the amend's id: the accepted record holds its new command under "amd:<aid>"
+    ts: int  # the signed ts
+    open: NotRequired[int]  # derivatives: the most the order may open from now on
+    mp: NotRequired[int]  # derivatives: the price its margin is reserved at
+    loss: NotRequired[int]  # derivatives: the open loss per unit it reserved
+    reply: NotRequired[str]  # an AmendReply
+
+
+Command = OrderCommand | CancelCommand | CancelAllCommand | AdminCommand | AmendCommand
 
 
 @with_config(MESSAGE)
@@ -97,4 +120,22 @@ class AdminReply(TypedDict):
     status: MarketStatusName  # after the command
 
 
-Reply = OrderReply | CancelReply | CancelAllReply | AdminReply
+AmendResult = Literal[
+    "AMENDED",
+    "UNKNOWN",  # the book has no such order
+    "CLOSED",  # the order is no longer open
+    "MARKET_HALTED",
+    "FILLED_CHANGED",  # expectedFilled is not what the order has filled
+    "QTY_NOT_ABOVE_FILLED",  # the new qty is at or below what the order has filled
+    "POST_ONLY_WOULD_CROSS",  # a POST_ONLY order's new price would take liquidity
+]
+
+
+@with_config(MESSAGE)
+class AmendReply(TypedDict):
+    amend: AmendResult
+    status: NotRequired[OrderStatusName]  # AMENDED: the order's status after the amend
+    filled: NotRequired[int]  # what the order has filled (absent: UNKNOWN)
+
+
+Reply = OrderReply | CancelReply | CancelAllReply | AdminReply | AmendReply

@@ -15,7 +15,7 @@ topic              publisher                  declaration
 
 from __future__ import annotations
 
-from typing import Any, NotRequired
+from typing import Any, Literal, NotRequired
 
 from pydantic import with_config
 from typing_extensions import TypedDict
@@ -86,6 +86,7 @@ class OrderUpdate(TypedDict):
     ts: int
     updatedTs: int
     agent: NotRequired[str]  # the agent key that signed the order (absent: the owner)
+    amended: NotRequired[Literal[True]]  # this update is an amend's (docs/api.md "Amend")
 
 
 @with_config(MESSAGE)

@@ -2,7 +2,8 @@
 
 One stream entry per matcher call, one field per event (name: its ``eseq``, value: the event
 JSON); :func:`common.events.codec.events_of` reads an entry. ``eseq`` counts a market's events
-contiguously from 1; a fill comes before the ``done`` of an order it finishes.
+contiguously from 1; a fill comes before the ``done`` of an order it finishes, and an
+``amend`` before the fills it causes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Literal, NotRequired
 from pydantic import with_config
 from typing_extensions import TypedDict
 
+from common.events.commands import AmendResult
 from common.events.names import MESSAGE, DoneReason, FinalStatusName, SideName
 
 
@@ -49,4 +51,27 @@ class DoneEvent(TypedDict):
     ts: int
 
 
-SettlementEvent = FillEvent | DoneEvent
+@with_config(MESSAGE)
+class AmendEvent(TypedDict):
+    """An amend reached the book, taken (``accepted``) or refused (``result`` says why). The
+    settler ends the amend's hold on the reservation and, when taken, makes the new terms the
+    order's: they come before any fill the amend causes."""
+
+    k: Literal["amend"]
+    eseq: int
+    user: str
+    cid: str
+    side: SideName
+    accepted: bool
+    result: AmendResult
+    aid: str
+    price: int
+    qty: int
+    reserved: int
+    open: NotRequired[int]  # derivatives: the AmendCommand's open, mp and loss
+    mp: NotRequired[int]
+    loss: NotRequired[int]
+    ts: int
+
+
+SettlementEvent = FillEvent | DoneEvent | AmendEvent

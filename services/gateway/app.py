@@ -28,6 +28,7 @@ from services.gateway import (
     accounts,
     admin,
     agents,
+    amends,
     cancels,
     deadman,
     market_data,
@@ -140,6 +141,16 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
         body = await read_write_body(gateway, request)
         status, result = await replaces.cancel_replace(gateway, body)
         return JsonResponse(result, status_code=status)
+
+    @app.post(
+        "/v1/orders/amend",
+        responses=s.ok(s.Order, 400, 401, 403, 404, 409, 413, 422, 503),
+        openapi_extra=shapes.openapi_body(shapes.AMEND),
+    )
+    async def amend(request: Request) -> Any:
+        body = await read_write_body(gateway, request)
+        status, order = await amends.amend(gateway, body)
+        return JsonResponse(order, status_code=status)
 
     @app.post(
         "/v1/orders/schedule-cancel",

@@ -57,6 +57,10 @@ class ErrorCode(StrEnum):
     UNAVAILABLE = "UNAVAILABLE", 503
     OVERLOADED = "OVERLOADED", 503
     INTERNAL = "INTERNAL", 500
+    # Amend (docs/api.md "Amend"): what the book found, each answered after ORDER_CLOSED.
+    FILLED_CHANGED = "FILLED_CHANGED", 409
+    QTY_NOT_ABOVE_FILLED = "QTY_NOT_ABOVE_FILLED", 409
+    POST_ONLY_WOULD_CROSS = "POST_ONLY_WOULD_CROSS", 409
 
 
 class ApiError(Exception):

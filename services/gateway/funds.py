@@ -135,9 +135,11 @@ async def order_reservation(
     qty: int,
     reduce_only: bool,
     prices: MarketPrices | None = None,
+    own_open: int = 0,
 ) -> Reservation:
     """What the order locks, in which asset, and how the account script must judge it
-    (``prices``: the market's, when the caller has read them already)."""
+    (``prices``: the market's, when the caller has read them already; ``own_open``: the
+    order's own share of its side's open quantity, when an amend judges an open order)."""
     if market.product is Product.SPOT:
         if side is Side.SELL:
             base = market.base.symbol
@@ -156,8 +158,9 @@ async def order_reservation(
     position_field = f"{market.symbol}:size"
     size = int(raw_positions.get(position_field) or 0)
     open_field = keys.open_quantity_field(market.symbol, side.value)
-    others_open = int(open_quantities.get(open_field) or 0)
-    guard = Guard(position_field, size, open_field, others_open, qty)
+    side_open = int(open_quantities.get(open_field) or 0)
+    others_open = max(side_open - own_open, 0)
+    guard = Guard(position_field, size, open_field, side_open, qty)
     reducing = qty if reduce_only else min(qty, reducible_qty(size, side, others_open))
     opening = qty - reducing
     if price == 0:

@@ -54,6 +54,7 @@ class Kind(Enum):
     BOOL = "bool"
     UINT = "uint256"
     SIGNATURE = "signature"
+    INT = "int256"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,19 @@ def _convert_uint(value: Any, name: str) -> int:
     return number
 
 
+def _convert_int(value: Any, name: str) -> int:
+    """An int256 given as a JSON integer or a decimal string with an optional minus sign."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and DIGITS.fullmatch(value.removeprefix("-")):
+        number = int(value)
+    else:
+        raise ApiError(ErrorCode.INVALID_REQUEST, f"{name} must be an integer or digit string")
+    if not -(UINT256_LIMIT >> 1) <= number < UINT256_LIMIT >> 1:
+        raise ApiError(ErrorCode.INVALID_REQUEST, f"{name} is outside the int256 range")
+    return number
+
+
 def _convert_signature(value: Any, name: str) -> str:
     if not isinstance(value, str) or not SIGNATURE.fullmatch(value):
         raise ApiError(ErrorCode.INVALID_REQUEST, f"{name} must be 0x followed by 130 hex digits")
@@ -117,6 +131,7 @@ _CONVERTERS: dict[Kind, Callable[[Any, str], Any]] = {
     Kind.BOOL: _convert_bool,
     Kind.UINT: _convert_uint,
     Kind.SIGNATURE: _convert_signature,
+    Kind.INT: _convert_int,
 }
 
 _KIND_SCHEMAS: dict[Kind, dict[str, Any]] = {
@@ -130,6 +145,9 @@ _KIND_SCHEMAS: dict[Kind, dict[str, Any]] = {
         ]
     },
     Kind.SIGNATURE: {"type": "string", "pattern": f"^{SIGNATURE.pattern}$"},
+    Kind.INT: {
+        "anyOf": [{"type": "integer"}, {"type": "string", "pattern": f"^-?{DIGITS.pattern}$"}]
+    },
 }
 
 
@@ -399,6 +417,7 @@ SIGNED_FIELD_DOCS: dict[str, tuple[str, Any]] = {
     "asset": ("an asset symbol", "USDC"),
     "amount": ("atomic units of the asset", "1000000"),
     "deadline": ("ScheduleCancel only: ms since epoch, 0 = switch off", TS_EXAMPLE + 60_000),
+    "expectedFilled": ("Amend only: -1 = no guard, else the qty the order must have filled", -1),
 }
 SIG_FIELD = Field("sig", Kind.SIGNATURE, "the EIP-712 signature: 0x + 130 hex digits", SIG_EXAMPLE)
 
@@ -723,4 +742,60 @@ CANCEL_REPLACE = signed_shape(
             {"pattern": f"^{CLIENT_ORDER_ID.pattern}$"},
         ),
     ],
+)
+
+
+def _amend_price_on_tick(values: Values, markets: MarketSet) -> str | None:
+    spec = markets.markets[values["market"]].spec
+    price = values["price"]
+    if 0 < price < 2**53 and not price % spec.tickSize:
+        return None
+    return f"price {price} must be a positive multiple of tickSize {spec.tickSize} below 2^53"
+
+
+def _expected_filled(values: Values, _: MarketSet) -> str | None:
+    if -1 <= values["expectedFilled"] < 2**53:
+        return None
+    return f"expectedFilled {values['expectedFilled']} must be -1 (no guard) or 0 to 2^53 - 1"
+
+
+AMEND = signed_shape(
+    "Amend",
+    "A signed Amend plus sig: a resting LIMIT order's new price and new total qty.",
+    [
+        USER_IS_ADDRESS,
+        MARKET_KNOWN,
+        Check(
+            "price",
+            ErrorCode.INVALID_PRICE,
+            "a positive multiple of the market's tickSize, below 2^53",
+            _amend_price_on_tick,
+        ),
+        Check(
+            "qty",
+            ErrorCode.INVALID_QTY,
+            "a positive multiple of the market's lotSize, at least its minQty, below 2^53",
+            _qty_on_lot,
+        ),
+        Check(
+            "expectedFilled",
+            ErrorCode.INVALID_QTY,
+            "-1, or 0 to 2^53 - 1",
+            _expected_filled,
+            {"minimum": -1},
+        ),
+        Check(
+            "clientOrderId",
+            ErrorCode.INVALID_ORDER,
+            "1-64 of A-Z a-z 0-9 . _ : -",
+            _client_order_id,
+            {"pattern": f"^{CLIENT_ORDER_ID.pattern}$"},
+        ),
+    ],
+)
+AMEND_ITEM = Shape(
+    "AmendItem",
+    "An Amend's fields where one signature stands for several (a signed batch): no sig.",
+    [f for f in AMEND.fields if f.name != "sig"],
+    AMEND.checks,
 )

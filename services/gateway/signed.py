@@ -105,7 +105,8 @@ async def authorize(
     market: str | None,
 ) -> str | None:
     """Check ``ts`` (400 STALE_TS) and who signed: None for the owner, else the approved agent's
-    address, for an order (``Order``/``OrderV2``), a cancel or a dead-man's switch only.
+    address, for an order (``Order``/``OrderV2``), an amend, a cancel or a dead-man's switch
+    only (an order or an amend: a TRADE agent's).
     401 INVALID_SIGNATURE names the recovered address when it is neither the owner nor an agent
     of it (or the agent's approval has expired); 403 FORBIDDEN when an agent acts beyond its
     scope or markets (``market`` None: every market)."""
@@ -126,7 +127,7 @@ async def authorize(
             f"the signature recovers {signer}, whose approval as an agent of {user} expired at "
             f"{expires_at}",
         )
-    places = primary_type in ("Order", "OrderV2", "CancelReplace")
+    places = primary_type in ("Order", "OrderV2", "CancelReplace", "Amend")
     if not places and primary_type not in ("Cancel", "CancelAll", "ScheduleCancel"):
         raise ApiError(
             ErrorCode.FORBIDDEN,
@@ -135,7 +136,7 @@ async def authorize(
     if places and record.get("scope") != TRADE:
         raise ApiError(
             ErrorCode.FORBIDDEN,
-            f"{signer} is a {record.get('scope')} agent of {user}: it cannot place orders",
+            f"{signer} is a {record.get('scope')} agent of {user}: it cannot place or amend orders",
         )
     allowed = [m for m in str(record.get("markets", "")).split(",") if m]
     if allowed and (market is None or market not in allowed):

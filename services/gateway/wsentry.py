@@ -36,6 +36,7 @@ import redis
 from starlette.websockets import WebSocket
 
 from services.gateway import (
+    amends,
     cancels,
     deadman,
     logs,
@@ -95,6 +96,10 @@ async def _cancel_all(gateway: Gateway, body: dict[str, Any], _: bool) -> tuple[
     return await cancels.cancel_all(gateway, body)
 
 
+async def _amend(gateway: Gateway, body: dict[str, Any], _: bool) -> tuple[int, Any]:
+    return await amends.amend(gateway, body)
+
+
 async def _cancel_replace(gateway: Gateway, body: dict[str, Any], _: bool) -> tuple[int, Any]:
     return await replaces.cancel_replace(gateway, body)
 
@@ -107,6 +112,7 @@ OPS: dict[str, EntryOp] = {
     "order": EntryOp(_order),  # POST /v1/orders (wait: ?wait=1)
     "cancel": EntryOp(_cancel),  # POST /v1/orders/cancel
     "cancel_all": EntryOp(_cancel_all),  # POST /v1/orders/cancel-all
+    "amend": EntryOp(_amend),  # POST /v1/orders/amend
     "cancel_replace": EntryOp(_cancel_replace),  # POST /v1/orders/cancel-replace
     "schedule_cancel": EntryOp(_schedule_cancel),  # POST /v1/orders/schedule-cancel
 }

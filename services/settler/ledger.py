@@ -50,7 +50,8 @@ class Ledger:
         self.batch = batch
         self.cluster = isinstance(client, RedisCluster)
         self.scripts = ScriptSet(client, LUA_DIR)
-        self._terms: OrderedDict[tuple[str, str], OrderTerms] = OrderedDict()
+        self._terms: dict[str, OrderedDict[tuple[str, str], OrderTerms]] = {}
+        self._settled_to: dict[str, str] = {}  # market -> where this ledger's last batch ended
 
     def settle_market(
         self, market: Market, max_batches: int = 100, max_seconds: float = HOLD_S
@@ -111,9 +112,15 @@ class Ledger:
         if not events or last_id is None:
             if last_id is not None:  # only empty entries: step over them
                 self.client.set(keys.market_settled(symbol), last_id)
+                if self._settled_to.get(symbol) == cursor:
+                    self._settled_to[symbol] = last_id
             elif cursor != "0-0":
                 self._trim_events(symbol, cursor)
             return 0
+        if self._settled_to.get(symbol) != cursor:
+            # Another worker settled events in between: an amend among them may have changed
+            # an order's terms, so this market's cached terms are read afresh.
+            self._terms.pop(symbol, None)
         terms = self._order_terms(market, events)
         per_account = settlement.plan(market, events, terms)
         fee_groups = per_account.get(keys.FEES_ACCOUNT)
@@ -137,6 +144,12 @@ class Ledger:
         if cursor != "0-0":
             self._trim_events(symbol, cursor, after)
         after.execute()
+        # Settled: the amends the book took are the terms of their orders from now on.
+        cache = self._terms.setdefault(symbol, OrderedDict())
+        for event in events:
+            if event["k"] == "amend" and event["accepted"]:
+                cache[(event["user"], event["cid"])] = settlement.amended_terms(market, event)
+        self._settled_to[symbol] = last_id
         notices: list[tuple[str, AccountPublication]] = [
             (account, {"seq": per_account[account][-1][0], "data": {"markets": [symbol]}})
             for account in accounts
@@ -224,21 +237,28 @@ class Ledger:
     def _order_terms(
         self, market: Market, events: list[SettlementEvent]
     ) -> dict[tuple[str, str], OrderTerms]:
-        """The reservation terms of every order filled in ``events`` (cached; immutable)."""
+        """The reservation terms of every order filled or amended in ``events``, as they stand
+        at the batch's start (cached per market: only an amend changes them, and the amends
+        this ledger settles update the cache; see _settle_batch for those it did not)."""
+        cache = self._terms.setdefault(market.symbol, OrderedDict())
         wanted: dict[tuple[str, str], str] = {}
         needed: set[tuple[str, str]] = set()
         finishing = settlement.finishing_orders(events)
         for event in events:
-            if event["k"] != "fill":
+            if event["k"] == "fill":
+                sides = [
+                    (event["buyer"], event["buyCid"], "BUY"),
+                    (event["seller"], event["sellCid"], "SELL"),
+                ]
+            elif event["k"] == "amend":
+                sides = [(event["user"], event["cid"], event["side"])]
+            else:
                 continue
-            for user, cid, side in (
-                (event["buyer"], event["buyCid"], "BUY"),
-                (event["seller"], event["sellCid"], "SELL"),
-            ):
+            for user, cid, side in sides:
                 if (user, cid) in finishing:
                     continue
                 needed.add((user, cid))
-                if (user, cid) not in self._terms:
+                if (user, cid) not in cache:
                     wanted[(user, cid)] = side
         if wanted:
             pipe = self.client.pipeline(transaction=False)
@@ -257,10 +277,10 @@ class Ledger:
                         ),
                         int(matched_qty) if matched_qty else None,
                     )
-                self._terms[(user, cid)] = found
-        result = {pair: self._terms[pair] for pair in needed}
-        while len(self._terms) > TERMS_CACHE:
-            self._terms.popitem(last=False)
+                cache[(user, cid)] = found
+        result = {pair: cache[pair] for pair in needed}
+        while len(cache) > TERMS_CACHE:
+            cache.popitem(last=False)
         return result
 
     def unsettled_markets(self, markets: list[Market]) -> list[Market]:

@@ -11,7 +11,9 @@ PERP/FUTURE: fees come out of collateral, the position moves with an exact integ
 notional and any realized PnL is credited in the Lua step (it depends on the position there).
 OPTION: the premium moves as cash like a spot price, the position size and entry are tracked
 for display, and no PnL moves as cash until expiry.
-After each leg the order's reservation becomes what its unfilled rest needs (``trim``).
+After each leg the order's reservation becomes what its unfilled rest needs (``trim``), but
+never less while an amend of the order is pending (docs/api.md "Amend"); an ``amend`` event
+ends its hold and, when the book took it, gives the order its new terms.
 A fee a side cannot pay in full (per-fill rounding can need a few units more than the
 reservation held) is cut, never taken below zero; the fee account is credited what was paid.
 """
@@ -20,14 +22,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from common import keys, money
-from common.events import FillEvent, FillRecord, SettlementEvent, dumps
+from common.events import AmendEvent, FillEvent, FillRecord, SettlementEvent, dumps
 from common.markets import Market
 from common.reservations import NO_TERMS, OrderTerms, order_terms, reserve_asset
 from common.types import Product, Side
 
-__all__ = ["AccountOps", "Operation", "order_terms", "plan", "reserve_asset"]
+__all__ = ["AccountOps", "Operation", "amended_terms", "order_terms", "plan", "reserve_asset"]
 
 Operation = list[str]
 AccountOps = dict[str, list[tuple[int, list[Operation]]]]
@@ -38,8 +41,9 @@ def plan(
     events: Sequence[SettlementEvent],
     terms: Mapping[tuple[str, str], OrderTerms] | None = None,
 ) -> AccountOps:
-    """Operations per account, grouped by event, in event order."""
-    terms = terms or {}
+    """Operations per account, grouped by event, in event order. An amend the book took
+    makes its new terms the order's for the events after it."""
+    terms = dict(terms or {})
     finishing = finishing_orders(events)
     per_account: dict[str, dict[int, list[Operation]]] = defaultdict(dict)
 
@@ -60,7 +64,54 @@ def plan(
         elif event["k"] == "fill":
             for account, ops in fill_ops(market, event, terms, finishing).items():
                 add(account, eseq, *ops)
+        elif event["k"] == "amend":
+            key = (event["user"], event["cid"])
+            if event["accepted"]:
+                terms[key] = amended_terms(market, event)
+            add(event["user"], eseq, amend_op(market, event, terms.get(key, NO_TERMS)))
     return {account: sorted(groups.items()) for account, groups in per_account.items()}
+
+
+def amended_terms(market: Market, event: AmendEvent) -> OrderTerms:
+    """The terms an amend the book took gives its order (as its new command says them)."""
+    fields = ("price", "qty", "open", "mp", "loss")
+    command: Any = {"type": "LIMIT", **{k: v for k, v in event.items() if k in fields}}
+    return order_terms(market, event["side"], command, int(event["reserved"]))
+
+
+def amend_op(market: Market, event: AmendEvent, order: OrderTerms) -> Operation:
+    """The amend's operation: the pending count falls, the new command becomes the order's
+    when the book took it, and with nothing pending the reservation becomes what ``order``
+    (the terms in force after the amend) needs for the rest."""
+    user, cid = event["user"], event["cid"]
+    return [
+        "amend",
+        reserve_asset(market, event["side"]),
+        cid,
+        keys.account_order(user, cid),
+        event["aid"],
+        "1" if event["accepted"] else "0",
+        *_terms_args(market, order),
+    ]
+
+
+def _terms_args(market: Market, order: OrderTerms) -> list[str]:
+    """An order's terms as apply_ops.lua's trim and amend read them: kind, price, qty, mult,
+    bps1, bps2, reserved, open, margin price, loss."""
+    spec = market.spec
+    mult = market.base_multiplier if order.kind == "base" else market.notional_multiplier
+    return [
+        order.kind,
+        str(order.price),
+        str(order.qty),
+        str(mult),
+        str(spec.initialMarginBps or 0),
+        str(spec.takerFeeBps),
+        str(order.reserved),
+        str(order.open),
+        str(order.margin_price),
+        str(order.loss),
+    ]
 
 
 def finishing_orders(events: Sequence[SettlementEvent]) -> set[tuple[str, str]]:
@@ -116,23 +167,14 @@ def fill_ops(
         if (user, cid) in finishing:
             continue
         order = terms.get((user, cid), NO_TERMS)
-        mult = market.base_multiplier if order.kind == "base" else market.notional_multiplier
         ops[user].append(
             [
                 "trim",
                 reserve_asset(market, side),
                 cid,
                 str(qty),
-                order.kind,
-                str(order.price),
-                str(order.qty),
-                str(mult),
-                str(spec.initialMarginBps or 0),
-                str(spec.takerFeeBps),
-                str(order.reserved),
-                str(order.open),
-                str(order.margin_price),
-                str(order.loss),
+                *_terms_args(market, order),
+                keys.account_order(user, cid),
             ]
         )
     ops[buyer].append(_record(market, fill, buy_cid, Side.BUY, buyer_fee, buyer_is_taker))

@@ -102,3 +102,32 @@ def test_an_ethers_signed_cancel_replace_is_accepted(redis_url: str) -> None:
             assert response.json()["order"]["clientOrderId"] == vector["message"]["clientOrderId"]
         sent = [c for c in matcher.seen if "replaces" in c]
         assert [c["replaces"] for c in sent] == ["ethers-0-limit", "ethers-1-limit"]
+
+
+def test_ethers_signed_amends_are_verified(redis_url: str) -> None:
+    """An Amend (int256 expectedFilled: -1, and a guard that finds 0 filled, not 250)."""
+    markets = list(load_markets(DEFAULT_MARKETS_FILE).markets)
+    with (
+        gateway_client(redis_url, signature_max_age_ms=WIDE_WINDOW_MS) as client,
+        ReplyingMatcher(redis_url, markets),
+    ):
+        for vector in vectors("Order"):
+            response = client.post(
+                "/v1/admin/deposits",
+                json={"userId": vector["address"], "asset": "USDC", "amount": 10**10},
+                headers=ADMIN,
+            )
+            assert response.status_code == 200
+            assert client.post("/v1/orders", json=body(vector)).status_code == 202
+        unguarded, guarded = vectors("Amend")
+        response = client.post("/v1/orders/amend", json=body(unguarded))
+        assert response.status_code == 200, response.text
+        assert (response.json()["price"], response.json()["qty"]) == (3000100, 500)
+        response = client.post("/v1/orders/amend", json=body(guarded))
+        assert (response.status_code, response.json()["error"]["code"]) == (409, "FILLED_CHANGED")
+        tampered = {**body(unguarded), "expectedFilled": 0}
+        response = client.post("/v1/orders/amend", json=tampered)
+        assert (response.status_code, response.json()["error"]["code"]) == (
+            401,
+            "INVALID_SIGNATURE",
+        )

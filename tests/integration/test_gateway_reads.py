@@ -51,6 +51,7 @@ def test_health_info_and_markets(client: TestClient, r: redis.Redis) -> None:
         "RevokeAgent",
         "ScheduleCancel",
         "CancelReplace",
+        "Amend",
     }
     assert info["assets"] == {
         "USDC": {"decimals": 6, "quantum": 1},

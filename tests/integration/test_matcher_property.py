@@ -1,7 +1,8 @@
-"""Random command streams through the real match.lua on a real redis-server, compared with the
-plain-Python reference book: every trade, every order's status, reason and fill, every reply,
-the positions mirror, the depth seq, and the final book order by order. The book must never be
-crossed after a call. DEX_FULL_TESTS=1 runs ten times as many examples."""
+"""Random command streams (orders, cancels, amends, cancel-alls, halts) through the real
+match.lua on a real redis-server, compared with the plain-Python reference book: every trade,
+every order's status, reason and fill, every reply, the positions mirror, the depth seq, and
+the final book order by order. The book must never be crossed after a call. DEX_FULL_TESTS=1
+runs ten times as many examples."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ START = 1_800_000_000_000
 def scenarios(draw: Any) -> list[tuple[int, list[dict[str, Any]]]]:
     now = START
     cids: list[tuple[str, str]] = []
+    sides: list[str] = []
     batches: list[tuple[int, list[dict[str, Any]]]] = []
     rid = 0
     for _ in range(draw(st.integers(1, 40))):
@@ -40,12 +42,15 @@ def scenarios(draw: Any) -> list[tuple[int, list[dict[str, Any]]]]:
         for _ in range(draw(st.integers(1, 8))):
             rid += 1
             reply = keys.market_reply(MARKET, str(rid))
-            kind = draw(st.sampled_from(["order"] * 16 + ["cancel"] * 3 + ["all", "admin"]))
+            kind = draw(
+                st.sampled_from(["order"] * 16 + ["cancel"] * 3 + ["amend"] * 4 + ["all", "admin"])
+            )
             user = draw(st.sampled_from(USERS))
             if kind == "order":
                 cid = f"c{len(cids)}"
                 cids.append((user, cid))
                 side = draw(st.sampled_from(["BUY", "SELL"]))
+                sides.append(side)
                 otype = draw(st.sampled_from(["LIMIT"] * 4 + ["MARKET"]))
                 if otype == "LIMIT":
                     price = draw(st.integers(98, 102))
@@ -70,6 +75,19 @@ def scenarios(draw: Any) -> list[tuple[int, list[dict[str, Any]]]]:
                 commands.append(
                     {"op": "cancel", "user": owner, "cid": cid, "ts": now, "reply": reply}
                 )
+            elif kind == "amend" and cids:
+                # mostly one of the latest orders: those are the likeliest to be still open
+                which = max(0, len(cids) - 1 - draw(st.integers(0, 3)))
+                (owner, cid), side = cids[which], sides[which]
+                opening = draw(st.sampled_from([None, 0, 2, 8]))
+                extra = {} if opening is None else {"open": opening, "mp": 100, "loss": 0}
+                commands.append({
+                    **extra,
+                    "op": "amend", "user": owner, "cid": cid, "side": side,
+                    "price": draw(st.integers(98, 102)), "qty": draw(st.integers(1, 10)),
+                    "expectedFilled": draw(st.sampled_from([-1, -1, -1, 0, 1, 2])),
+                    "reserved": 0, "aid": f"a{rid}", "ts": now, "reply": reply,
+                })  # fmt: skip
             elif kind == "all":
                 commands.append({"op": "cancel_all", "user": user, "ts": now, "reply": reply})
             elif kind == "admin":

@@ -32,6 +32,8 @@ from common.events import (
     TRADE_FIELD,
     AccountPublication,
     AdminCommand,
+    AmendCommand,
+    AmendResult,
     CancelAllCommand,
     CancelCommand,
     Candle,
@@ -224,6 +226,25 @@ def cancel_all(
     return {"op": "cancel_all", "user": user, "ts": now_ms(), "reason": reason}
 
 
+def amend(
+    user: str,
+    cid: str,
+    side: typing.Literal["BUY", "SELL"],
+    price: int,
+    qty: int,
+    expected_filled: int = -1,
+    opens: int | None = None,
+) -> AmendCommand:
+    command: AmendCommand = {
+        "op": "amend", "user": user, "cid": cid, "side": side, "price": price, "qty": qty,
+        "expectedFilled": expected_filled, "reserved": 0, "aid": uuid.uuid4().hex,
+        "ts": now_ms(),
+    }  # fmt: skip
+    if opens is not None:
+        command |= {"open": opens, "mp": price, "loss": 0}
+    return command
+
+
 def admin(op: typing.Literal["halt", "resume", "expire"]) -> AdminCommand:
     return {"op": op, "ts": now_ms()}
 
@@ -255,14 +276,30 @@ def spot_scenario(m: Matcher) -> None:
     m.run(replacing(order(A, "a10", "SELL", PRICE + 60, 1), "a8"), reply=True)
     m.run(order(A, "a7", "SELL", PRICE + 40, 1))
     m.run(cancel_all(A, "DEADMAN"))  # as the gateway's dead-man's switch sends it
-    m.run(order(A, "a8", "SELL", PRICE + 50, 1))
+    m.run(order(A, "a11", "SELL", PRICE + 50, 1))
     m.run(cancel_all(A, "DISCONNECT"))  # as a cancel-on-disconnect WebSocket session sends it
     m.run(order(A, "a6", "SELL", PRICE + 30, 1, expires_at=now_ms() + 300))
     time.sleep(0.4)
     m.consumer.tick()  # a6 expires on the book
+    # amends: in place, moved (re-entering and trading as a taker), and each refusal
+    m.run(order(A, "m1", "SELL", PRICE + 50, 10), order(A, "m2", "SELL", PRICE + 60, 10))
+    m.run(order(B, "m3", "BUY", PRICE + 50, 2))  # m1 PARTIAL 2
+    m.run(
+        amend(A, "m1", "SELL", PRICE + 50, 8),  # in place
+        amend(A, "m2", "SELL", PRICE + 55, 12),  # moved: rests at the new price
+        amend(A, "m1", "SELL", PRICE + 50, 9, expected_filled=0),  # FILLED_CHANGED
+        amend(A, "m1", "SELL", PRICE + 50, 2),  # QTY_NOT_ABOVE_FILLED
+        amend(A, "nope", "SELL", PRICE, 5),  # UNKNOWN
+        amend(B, "m3", "BUY", PRICE + 50, 5),  # CLOSED
+        reply=True,
+    )
+    m.run(order(B, "m4", "BUY", PRICE + 40, 1, tif="POST_ONLY"))
+    m.run(amend(B, "m4", "BUY", PRICE + 50, 1), reply=True)  # POST_ONLY_WOULD_CROSS
     m.run(admin("halt"), reply=True)
     m.run(order(B, "b7", "BUY", PRICE, 1))  # halted: rejected
+    m.run(amend(A, "m1", "SELL", PRICE + 50, 7), reply=True)  # MARKET_HALTED
     m.run(admin("resume"), reply=True)
+    m.run(cancel_all(A), cancel_all(B))
 
 
 def perp_scenario(m: Matcher) -> None:
@@ -284,6 +321,9 @@ def perp_scenario(m: Matcher) -> None:
         opening(order(C, "p8", "BUY", PRICE - 60, 1), 1),
     )
     m.run(cancel_all(C, "LIQUIDATION"))
+    m.run(amend(A, "p1", "SELL", PRICE, 12, opens=2))  # p1 FILLED: CLOSED
+    m.run(opening(order(A, "p11", "SELL", PRICE + 500, 2), 2))
+    m.run(amend(A, "p11", "SELL", PRICE + 400, 3, opens=3), reply=True)
     m.run(opening(order(A, "p9", "BUY", PRICE - 70, 1), 1))
     m.run(admin("expire"), reply=True)  # p9 cancelled: the market expired
     m.run(opening(order(A, "p10", "BUY", PRICE, 1), 1))  # closed: rejected
@@ -304,7 +344,9 @@ def test_everything_match_lua_emits_matches_its_declaration(
         for _, fields in client.xrange(keys.market_events(m.symbol)):
             for text in fields.values():
                 event = seen.check(SettlementEvent, text)
-                if event["k"] == "done":
+                if event["k"] == "amend":
+                    seen.note("AmendEvent", "result", event["result"])
+                elif event["k"] == "done":
                     seen.note("DoneEvent", "status", event["status"])
                     seen.note("DoneEvent", "reason", event["reason"])
                 elif event.get("liquidation"):
@@ -330,6 +372,8 @@ def test_everything_match_lua_emits_matches_its_declaration(
     seen.assert_values_seen("OrderUpdate", "status", OrderStatusName)
     seen.assert_values_seen("Reply", "result", typing.Literal["CANCELLED", "CLOSED", "UNKNOWN"])
     seen.assert_values_seen("Reply", "status", typing.Literal["OPEN", "HALTED", "EXPIRED"])
+    seen.assert_values_seen("Reply", "amend", AmendResult)
+    seen.assert_values_seen("AmendEvent", "result", AmendResult)
     assert {DepthPublication, TradePublication, OrderPublication} == {
         TOPIC_MESSAGES[k] for k in MATCHER_TOPICS
     }

@@ -133,6 +133,14 @@ class ReplyingMatcher:
                 )
             c.delete(open_key)
             result = {"cancelled": len(cids)}
+        elif op == "amend":
+            key = keys.market_order(market, command["user"], command["cid"])
+            status = c.hget(key, "status")
+            if status in ("NEW", "PARTIAL"):
+                c.hset(key, mapping={"price": command["price"], "qty": command["qty"]})
+                result = {"amend": "AMENDED", "status": status, "filled": 0}
+            else:
+                result = {"amend": "UNKNOWN" if status is None else "CLOSED"}
         else:
             c.hset(keys.market_state(market), "status", "HALTED" if op == "halt" else "OPEN")
             result = {"status": c.hget(keys.market_state(market), "status")}

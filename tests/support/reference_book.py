@@ -155,6 +155,8 @@ class ReferenceBook:
                 self.replies.append(self._cancel(command))
             elif op == "cancel_all":
                 self.replies.append(self._cancel_all(command))
+            elif op == "amend":
+                self.replies.append(self._amend(now, command))
             else:
                 self.replies.append(self._admin(op))
 
@@ -196,9 +198,6 @@ class ReferenceBook:
             if no_limit:
                 return True
             return price <= limit if is_buy else price >= limit
-
-        def position(user: str) -> int:
-            return self.positions.get(user, 0)
 
         opposite = self.asks if is_buy else self.bids
         budget: int | None = None
@@ -243,7 +242,33 @@ class ReferenceBook:
             if need > 0:
                 order.status, order.reason = "EXP", "TIME_IN_FORCE"
                 return order.status
-        remaining = order.qty
+        remaining, margin_stop, took = self._take(order, order.qty, crosses, budget)
+        changed = changed or took
+        if remaining == 0:
+            order.status = "FILLED"
+        elif margin_stop:
+            order.status, order.reason = "CXL", "INSUFFICIENT_MARGIN"
+        elif is_market or order.tif in ("IOC", "FOK"):
+            order.status, order.reason = "EXP", "TIME_IN_FORCE"
+        elif 0 < order.expires_at <= now:
+            order.status, order.reason = "EXP", "EXPIRES_AT"
+        else:
+            order.status = "PARTIAL" if order.filled else "NEW"
+            self._insert(order)
+            changed = True
+        if changed:
+            self.seq += 1
+        return order.status
+
+    def _take(
+        self, order: RefOrder, qty: int, crosses: Any, budget: int | None
+    ) -> tuple[int, bool, bool]:
+        """The order takes crossing makers, best first, up to ``qty``: what is left, whether
+        it stopped because it may open no more, and whether the book changed."""
+        is_buy = order.side == "BUY"
+        opposite = self.asks if is_buy else self.bids
+        remaining = qty
+        changed = False
         margin_stop = False
         while remaining > 0 and opposite and crosses(opposite[0].price):
             maker = opposite[0]
@@ -251,7 +276,7 @@ class ReferenceBook:
                 self._remove(maker, "CXL", "SELF_TRADE")
                 changed = True
                 continue
-            tpos, mpos = position(order.user), position(maker.user)
+            tpos, mpos = self.positions.get(order.user, 0), self.positions.get(maker.user, 0)
             fill = self._cap(order.allowance, is_buy, min(remaining, maker.left), tpos)
             if fill == 0:
                 margin_stop = True
@@ -290,21 +315,57 @@ class ReferenceBook:
                 maker.reason = None
             else:
                 maker.status = "PARTIAL"
+        return remaining, margin_stop, changed
+
+    def _amend(self, now: int, c: dict[str, Any]) -> str:
+        """Amend (docs/api.md "Amend"): refused and unchanged, or the qty lowered in place
+        (same price: the order keeps its place), or the order re-enters with a fresh arrival
+        at the new price and qty, trading first if it crosses."""
+        order = self.orders.get((c["user"], c["cid"]))
+        price, qty = int(c["price"]), int(c["qty"])
+        expected = int(c.get("expectedFilled", -1))
+        if order is None:
+            return "UNKNOWN"
+        if not order.is_open:
+            return "CLOSED"
+        if self.status != "OPEN":
+            return "MARKET_HALTED"
+        if expected >= 0 and expected != order.filled:
+            return "FILLED_CHANGED"
+        if qty <= order.filled:
+            return "QTY_NOT_ABOVE_FILLED"
+        is_buy = order.side == "BUY"
+        opposite = self.asks if is_buy else self.bids
+
+        def crosses(maker_price: int) -> bool:
+            return maker_price <= price if is_buy else maker_price >= price
+
+        moved = price != order.price
+        if order.tif == "POST_ONLY" and moved and opposite and crosses(opposite[0].price):
+            return "POST_ONLY_WOULD_CROSS"
+        allowance = order.allowance
+        if self.is_derivative:
+            allowance = 0 if order.reduce_only else c.get("open")
+        if price == order.price and qty <= order.qty:
+            if qty < order.qty:
+                self.seq += 1
+            order.qty, order.allowance = qty, allowance
+            return "AMENDED"
+        self._side_list(order.side).remove(order)
+        self.aseq += 1
+        order.aseq, order.price, order.qty, order.allowance = self.aseq, price, qty, allowance
+        remaining, margin_stop, _ = self._take(order, qty - order.filled, crosses, None)
         if remaining == 0:
             order.status = "FILLED"
         elif margin_stop:
             order.status, order.reason = "CXL", "INSUFFICIENT_MARGIN"
-        elif is_market or order.tif in ("IOC", "FOK"):
-            order.status, order.reason = "EXP", "TIME_IN_FORCE"
         elif 0 < order.expires_at <= now:
             order.status, order.reason = "EXP", "EXPIRES_AT"
         else:
             order.status = "PARTIAL" if order.filled else "NEW"
             self._insert(order)
-            changed = True
-        if changed:
-            self.seq += 1
-        return order.status
+        self.seq += 1
+        return "AMENDED"
 
     def _cancel(self, c: dict[str, Any]) -> str:
         order = self.orders.get((c["user"], c["cid"]))

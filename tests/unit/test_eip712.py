@@ -53,7 +53,7 @@ def _fields(primary_type: str) -> list[dict[str, str]]:
 
 
 def _as_ref_int(type_: str, value: Any) -> Any:
-    return int(value) if type_ == "uint256" else value
+    return int(value) if type_ in ("uint256", "int256") else value
 
 
 def _ref_signable(primary_type: str, message: dict[str, Any], chain_id: int, contract: str) -> Any:
@@ -133,7 +133,10 @@ def _random_message(rng: random.Random, primary_type: str, user: str) -> dict[st
             msg[name] = str(n) if rng.random() < 0.4 else n
         elif type_ == "bool":
             msg[name] = rng.random() < 0.5
-        else:  # pragma: no cover - our types only use the three above
+        elif type_ == "int256":
+            n = _random_uint(rng) % 2**255 * rng.choice([1, -1])
+            msg[name] = str(n) if rng.random() < 0.4 else n
+        else:  # pragma: no cover - our types only use the four above
             raise AssertionError(type_)
     return msg
 
@@ -152,6 +155,9 @@ def _tampered_values(type_: str, value: Any) -> list[Any]:
         return [n + 1 if n < 2**256 - 1 else n - 1, str(n ^ 1)]
     if type_ == "bool":
         return [not value]
+    if type_ == "int256":
+        n = int(value)
+        return [n + 1, -n - 1, str(n - 1)]
     raise AssertionError(type_)
 
 
@@ -177,6 +183,7 @@ def _base_message(primary_type: str, user: str) -> dict[str, Any]:
         "markets": "BTC-USD,ETH-USD",
         "deadline": 1732540060000,
         "cancelClientOrderId": "cid-0",
+        "expectedFilled": -1,
     }
     return {name: values[name] for name, _ in PRIMARY_TYPES[primary_type]}
 
@@ -337,7 +344,13 @@ def test_random_messages_match_eth_account(primary_type: str) -> None:
 
 _text = st.text(max_size=80)
 _uint = st.integers(min_value=0, max_value=2**256 - 1)
-_FIELD_STRATEGY = {"string": _text, "uint256": _uint | _uint.map(str), "bool": st.booleans()}
+_int = st.integers(min_value=-(2**255), max_value=2**255 - 1)
+_FIELD_STRATEGY = {
+    "string": _text,
+    "uint256": _uint | _uint.map(str),
+    "bool": st.booleans(),
+    "int256": _int | _int.map(str),
+}
 
 
 @pytest.mark.parametrize("primary_type", list(PRIMARY_TYPES))
@@ -375,7 +388,7 @@ def test_start_up_hashes_equal_eth_account(chain_id: int, contract: str) -> None
 
 
 _uint_wire = _uint | _uint.map(str) | _uint.map(lambda n: str(n).zfill(78))
-_WIRE_STRATEGY = {"string": _text, "uint256": _uint_wire, "bool": st.booleans()}
+_WIRE_STRATEGY = {"string": _text, "uint256": _uint_wire, "bool": st.booleans(), "int256": _int}
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -394,7 +407,7 @@ def test_random_domain_and_message_digest_matches_eth_account(data: st.DataObjec
         for name, type_ in PRIMARY_TYPES[primary_type]
     }
     values = {
-        name: int(msg[name]) if type_ == "uint256" else msg[name]
+        name: int(msg[name]) if type_ in ("uint256", "int256") else msg[name]
         for name, type_ in PRIMARY_TYPES[primary_type]
     }
     want = _ref_digest(_ref_signable(primary_type, values, chain_id, contract))
@@ -641,6 +654,8 @@ _API_ENCODE_TYPES = {
     "CancelReplace": "CancelReplace(string clientOrderId,string userId,string market,string side,"
     "string type,uint256 price,uint256 qty,string product,uint256 ts,string timeInForce,"
     "bool reduceOnly,uint256 expiresAt,string cancelClientOrderId)",
+    "Amend": "Amend(string userId,string market,string clientOrderId,uint256 price,uint256 qty,"
+    "int256 expectedFilled,uint256 ts)",
 }
 
 

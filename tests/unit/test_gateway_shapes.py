@@ -31,6 +31,7 @@ BODIES = {
     ("/v1/accounts/agents", "post"): (shapes.APPROVE_AGENT,),
     ("/v1/accounts/agents/revoke", "post"): (shapes.REVOKE_AGENT,),
     ("/v1/orders/cancel-replace", "post"): (shapes.CANCEL_REPLACE,),
+    ("/v1/orders/amend", "post"): (shapes.AMEND,),
 }
 
 
@@ -144,7 +145,8 @@ def test_every_error_code_is_its_wire_string_and_carries_its_status() -> None:
         401: {"INVALID_SIGNATURE"},
         403: {"FORBIDDEN"},
         404: {"NOT_FOUND"},
-        409: {"DUPLICATE", "ORDER_CLOSED"},
+        409: {"DUPLICATE", "ORDER_CLOSED", "FILLED_CHANGED", "QTY_NOT_ABOVE_FILLED",
+              "POST_ONLY_WOULD_CROSS"},
         422: {"INSUFFICIENT_BALANCE", "INSUFFICIENT_MARGIN", "MARKET_HALTED", "MARKET_CLOSED",
               "TOO_MANY_ORDERS", "LIMIT_EXCEEDED"},
         500: {"INTERNAL"},

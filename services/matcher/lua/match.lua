@@ -8,10 +8,11 @@
 -- is never applied twice either (the gateway's outbox may re-send it).
 --
 -- Commands (field "op"): order (LIMIT/MARKET; GTC, IOC, FOK, POST_ONLY; reduceOnly;
--- expiresAt; self-trade prevention cancels the resting order), cancel, cancel_all, halt,
--- resume, expire. Outputs, all in this call: order records, the open-order sets, trades,
--- settlement events, positions mirror (derivatives), depth seq (+1 per command or expiry that
--- changed the book; cancel_all and expire: +1 per order removed), level totals, market
+-- expiresAt; self-trade prevention cancels the resting order), cancel, cancel_all, amend
+-- (match/amend.lua), halt, resume, expire. Outputs, all in this call: order records, the
+-- open-order sets, trades, settlement events, positions mirror (derivatives), depth seq (+1
+-- per command or expiry that changed the book; cancel_all and expire: +1 per order
+-- removed), level totals, market
 -- statistics and candles, PUBLISH on depth: (per call, in chunks of about 7 KB: a single
 -- seq's message, or with several seqs {"seq": last, "batch": [{"seq", "data"} per seq, in
 -- order]}), orders: (one per changed order) and trade: (every trade of the call, in order, in

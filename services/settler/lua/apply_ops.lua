@@ -30,9 +30,11 @@
 --   ["release", asset, cid]            locked -= the cid's reservation; the reservation ends,
 --                                      and so does the order's unfilled qty in dex:{u}:oq
 --   ["trim", asset, cid, fillqty, kind, price, qty, mult, bps1, bps2, reserved, open,
---    margin price, loss]
+--    margin price, loss, record key]
 --                                      the order filled fillqty more; its reservation becomes
---                                      what its unfilled rest needs: the surplus is released;
+--                                      what its unfilled rest needs (never less while an amend
+--                                      of it is pending: field "pa" of its accepted record
+--                                      dex:{u}:ord:<cid>, same slot): the surplus is released;
 --                                      a shortfall (fees round up per fill, so a fill can use
 --                                      more than its share) is locked from the available
 --                                      balance, as far as it goes:
@@ -55,6 +57,16 @@
 --                                      credited to asset's total when cash = 1 (PERP, FUTURE)
 --   ["pos", field, delta]              HINCRBY "<market>:<field>" delta
 --   ["fill", json]                     XADD the fill record to the account's fills
+--   ["amend", asset, cid, record key, aid, accepted, kind, price, qty, mult, bps1, bps2,
+--    reserved, open, margin price, loss]
+--                                      an amend reached the book (docs/api.md "Amend"): one
+--                                      pending amend fewer ("pa"); when accepted, the command
+--                                      the gateway left under "amd:<aid>" becomes the order's
+--                                      "cmd" (and "reserved" the given one), and a derivative
+--                                      order's share of dex:{u}:oq becomes qty − filled; with
+--                                      none pending the reservation becomes what the terms
+--                                      given (those in force) need for qty − filled, as trim
+--                                      sets it. Nothing when the record is gone (settled done).
 --   ["finished", cid, record key]      the order is finished and its done event settled: it
 --                                      leaves the open index (KEYS[8]) and its accepted record
 --                                      dex:{u}:ord:<cid> (same slot; key from common/keys.py)
@@ -98,6 +110,31 @@ end
 local function free_of(asset)
   local held = redis.call('HMGET', bal_key, asset .. ':t', asset .. ':l')
   return tonumber(held[1] or '0') - tonumber(held[2] or '0')
+end
+
+-- An open derivative order's unfilled qty becomes rest (an amend changed its qty).
+local function open_qty_becomes(cid, rest)
+  local share = redis.call('HGET', shares_key, cid)
+  if not share then return end
+  local left, field = string.match(share, '^(%d+)|(.*)$')
+  local delta = rest - tonumber(left)
+  if delta ~= 0 then redis.call('HINCRBY', open_qty_key, field, int(delta)) end
+  redis.call('HSET', shares_key, cid, int(rest) .. '|' .. field)
+end
+
+-- The order's reservation becomes keep (nil: unchanged): the surplus is released; a shortfall
+-- is locked from the available balance as far as it goes.
+local function settle_reservation(asset, cid, keep)
+  local left = reserved_for(cid)
+  if keep ~= nil and left ~= keep and redis.call('HEXISTS', res_key, cid) == 1 then
+    if keep > left then
+      keep = left + math.max(math.min(keep - left, free_of(asset)), 0)
+    end
+    if keep ~= left then
+      redis.call('HINCRBY', bal_key, asset .. ':l', int(keep - left))
+      redis.call('HSET', res_key, cid, int(keep))
+    end
+  end
 end
 
 -- What the fee of a spend must be cut by so that the account can pay it: the reservation and
@@ -157,14 +194,26 @@ for _, batch in ipairs(batches) do
         local keep = reservation_need(op[5], rest, tonumber(op[6]), qty, tonumber(op[8]),
           tonumber(op[9]), tonumber(op[10]), tonumber(op[11]), tonumber(op[12] or '0'),
           tonumber(op[13] or '0'), tonumber(op[14] or '0'))
-        local left = reserved_for(cid)
-        if keep ~= nil and left ~= keep and redis.call('HEXISTS', res_key, cid) == 1 then
-          if keep > left then
-            keep = left + math.max(math.min(keep - left, free_of(asset)), 0)
+        local pending = op[15] and tonumber(redis.call('HGET', op[15], 'pa') or '0') or 0
+        if keep ~= nil and pending > 0 then keep = math.max(keep, reserved_for(cid)) end
+        settle_reservation(asset, cid, keep)
+      elseif kind == 'amend' then
+        local asset, cid, record, aid = op[2], op[3], op[4], op[5]
+        if redis.call('EXISTS', record) == 1 then
+          local pending = redis.call('HINCRBY', record, 'pa', -1)
+          if pending < 0 then redis.call('HSET', record, 'pa', 0); pending = 0 end
+          local command = redis.call('HGET', record, 'amd:' .. aid)
+          redis.call('HDEL', record, 'amd:' .. aid)
+          local qty = tonumber(op[9])
+          local rest = math.max(qty - tonumber(redis.call('HGET', resf_key, cid) or '0'), 0)
+          if op[6] == '1' and command then
+            redis.call('HSET', record, 'cmd', command, 'reserved', op[13])
+            open_qty_becomes(cid, rest)
           end
-          if keep ~= left then
-            redis.call('HINCRBY', bal_key, asset .. ':l', int(keep - left))
-            redis.call('HSET', res_key, cid, int(keep))
+          if pending == 0 then
+            settle_reservation(asset, cid, reservation_need(op[7], rest, tonumber(op[8]), qty,
+              tonumber(op[10]), tonumber(op[11]), tonumber(op[12]), tonumber(op[13]),
+              tonumber(op[14]), tonumber(op[15]), tonumber(op[16])))
           end
         end
       elseif kind == 'finished' then

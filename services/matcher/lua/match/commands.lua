@@ -1,7 +1,8 @@
 -- match/commands.lua: the market's commands, each applied once and answered.
 --
--- order (a new order, matched: match/matching.lua), cancel, cancel_all, and the market's
--- status: halt, resume, expire (every resting order is cancelled). Each command is one unit
+-- order (a new order, matched: match/matching.lua), cancel, cancel_all, amend (match/amend.lua),
+-- and the market's status: halt, resume, expire (every resting order is cancelled). Each
+-- command is one unit
 -- (match/publication.lua end_unit); cancel_all and expire make one unit per order removed.
 
 --#include state.lua
@@ -9,6 +10,7 @@
 --#include orders.lua
 --#include matching.lua
 --#include replace.lua
+--#include amend.lua
 
 -- A new order: matched, then its record written whole. Nothing when the order is known (the
 -- gateway's outbox may send it twice): the reply gives its status. Returns the order, or
@@ -95,6 +97,11 @@ local function apply_command(cmd)
     process_cancel(cmd)
   elseif op == 'cancel_all' then
     process_cancel_all(cmd)
+  elseif op == 'amend' then
+    local o = process_amend(cmd)
+    end_unit()
+    if o then o.amended = nil end
+    return
   elseif op == 'halt' or op == 'resume' or op == 'expire' then
     process_admin(cmd)
   end

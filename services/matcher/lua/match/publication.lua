@@ -27,7 +27,8 @@ local function order_publication(o)
     (o.reduceOnly == '1' and 'true' or 'false') .. ',"expiresAt":' .. o.expiresAt ..
     ',"price":' .. int(o.price) .. ',"qty":' .. int(o.qty) .. ',"filled":' .. int(o.filled) ..
     ',"status":"' .. o.status .. '","reason":' .. reason .. ',"ts":' .. o.ts ..
-    ',"updatedTs":' .. now_text .. (o.agent and (',"agent":' .. q(o.agent)) or '') .. '}}'
+    ',"updatedTs":' .. now_text .. (o.agent and (',"agent":' .. q(o.agent)) or '') ..
+    (o.amended and ',"amended":true' or '') .. '}}'
 end
 
 -- End of one unit: its depth seq and message (if the book changed), its order publications.
