@@ -8,7 +8,8 @@ Its modules form layers; each imports only layers below it (never the module tha
    handler gets (settings, markets, verifier, transport) and brief caches of market status,
    backlog, prices and Redis's memory figure.
 3. Domain — ``funds``, ``ratelimit``, ``signed``, ``orders`` (admission), ``cancels``,
-   ``withdrawals``, ``accounts``, ``market_data``, ``admin``, ``agents``, ``deadman`` (the
+   ``withdrawals``, ``accounts``, ``market_data``, ``admin``, ``agents``, ``batches`` (signed
+   batches), ``deadman`` (the
    dead-man's switch and the loop that fires it): the work, in the contract's order of checks.
    ``errors.ApiError`` and the body checks of ``parsing`` sit beside the transport.
 4. ``outbox.py`` — the sweeper that delivers what an admission reserved but never sent.

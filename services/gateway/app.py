@@ -28,6 +28,7 @@ from services.gateway import (
     accounts,
     admin,
     agents,
+    batches,
     cancels,
     deadman,
     market_data,
@@ -124,6 +125,16 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
     async def cancel_all(request: Request) -> Any:
         body = await read_write_body(gateway, request)
         status, result = await cancels.cancel_all(gateway, body)
+        return JsonResponse(result, status_code=status)
+
+    @app.post(
+        "/v1/orders/batch",
+        responses=s.ok(s.BatchResult, 400, 401, 403, 404, 409, 413, 422),
+        openapi_extra=shapes.openapi_body(shapes.BATCH),
+    )
+    async def batch(request: Request) -> Any:
+        body = await read_write_body(gateway, request)
+        status, result = await batches.submit_batch(gateway, body)
         return JsonResponse(result, status_code=status)
 
     @app.post(

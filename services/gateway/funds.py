@@ -135,9 +135,12 @@ async def order_reservation(
     qty: int,
     reduce_only: bool,
     prices: MarketPrices | None = None,
+    open_ahead: int = 0,
 ) -> Reservation:
     """What the order locks, in which asset, and how the account script must judge it
-    (``prices``: the market's, when the caller has read them already)."""
+    (``prices``: the market's, when the caller has read them already; ``open_ahead``: the
+    unfilled qty of orders on the same market and side that the same account script admits
+    before this one, as a signed batch's earlier actions, counted as open already)."""
     if market.product is Product.SPOT:
         if side is Side.SELL:
             base = market.base.symbol
@@ -156,7 +159,7 @@ async def order_reservation(
     position_field = f"{market.symbol}:size"
     size = int(raw_positions.get(position_field) or 0)
     open_field = keys.open_quantity_field(market.symbol, side.value)
-    others_open = int(open_quantities.get(open_field) or 0)
+    others_open = int(open_quantities.get(open_field) or 0) + open_ahead
     guard = Guard(position_field, size, open_field, others_open, qty)
     reducing = qty if reduce_only else min(qty, reducible_qty(size, side, others_open))
     opening = qty - reducing

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from common.eip712 import PRIMARY_TYPES
+from common.eip712 import NESTED_TYPES, PRIMARY_TYPES
 from common.events import MAX_SAFE_INTEGER
 from common.keys import SYSTEM_ACCOUNTS
 from common.markets import MarketSet
@@ -54,6 +54,8 @@ class Kind(Enum):
     BOOL = "bool"
     UINT = "uint256"
     SIGNATURE = "signature"
+    INT = "int256"
+    ACTIONS = "BatchAction[]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +114,27 @@ def _convert_signature(value: Any, name: str) -> str:
     return value
 
 
+def _convert_int(value: Any, name: str) -> int:
+    """An int256 given as a JSON integer or a string of decimal digits with an optional -."""
+    if isinstance(value, bool):
+        raise ApiError(ErrorCode.INVALID_REQUEST, f"{name} must be an integer, got a boolean")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and DIGITS.fullmatch(value.removeprefix("-")):
+        number = int(value)
+    else:
+        raise ApiError(ErrorCode.INVALID_REQUEST, f"{name} must be an integer or digit string")
+    if not -(UINT256_LIMIT // 2) <= number < UINT256_LIMIT // 2:
+        raise ApiError(ErrorCode.INVALID_REQUEST, f"{name} is outside the int256 range")
+    return number
+
+
 _CONVERTERS: dict[Kind, Callable[[Any, str], Any]] = {
     Kind.STRING: _convert_string,
     Kind.BOOL: _convert_bool,
     Kind.UINT: _convert_uint,
     Kind.SIGNATURE: _convert_signature,
+    Kind.INT: _convert_int,
 }
 
 _KIND_SCHEMAS: dict[Kind, dict[str, Any]] = {
@@ -130,6 +148,9 @@ _KIND_SCHEMAS: dict[Kind, dict[str, Any]] = {
         ]
     },
     Kind.SIGNATURE: {"type": "string", "pattern": f"^{SIGNATURE.pattern}$"},
+    Kind.INT: {
+        "anyOf": [{"type": "integer"}, {"type": "string", "pattern": f"^-?{DIGITS.pattern}$"}]
+    },
 }
 
 
@@ -691,3 +712,121 @@ REVOKE_AGENT = signed_shape(
     "A signed RevokeAgent plus sig: the owner withdraws an agent key's approval.",
     [USER_IS_ADDRESS, AGENT_IS_ADDRESS],
 )
+
+
+# -- signed batches (docs/api.md "Signed batches") --------------------------------------------
+
+BATCH_MAX_ACTIONS = 50
+BATCH_KINDS = ("PLACE", "CANCEL", "AMEND")
+
+# What the wire says of a Batch's and a BatchAction's fields, where it differs from
+# SIGNED_FIELD_DOCS: (description, example).
+BATCH_FIELD_DOCS: dict[str, tuple[str, Any]] = {
+    "atomic": ("true: every action is applied or none; false: each answers for itself", False),
+    "actions": (f"1-{BATCH_MAX_ACTIONS} actions, applied in this order", None),
+    "kind": ('PLACE, CANCEL or AMEND; the fields a kind does not use are 0, "" or false', "PLACE"),
+    "clientOrderId": ("the order placed, cancelled or amended", "c-1"),
+    "side": ("PLACE only", "BUY"),
+    "type": ("PLACE only", "LIMIT"),
+    "price": ("PLACE and AMEND (the new price)", 3000000),
+    "qty": ("PLACE and AMEND (the new total qty)", 1000),
+    "timeInForce": ("PLACE only", "GTC"),
+    "reduceOnly": ("PLACE only", False),
+    "expiresAt": ("PLACE only: ms since epoch, 0 = never", 0),
+    "expectedFilled": ("AMEND only: the filled qty it expects, -1 = any; else 0", 0),
+}
+
+
+def _nested_shape(name: str, doc: str, checks: Sequence[Check] = (), signed: bool = False) -> Shape:
+    fields = []
+    for field_name, kind in NESTED_TYPES[name]:
+        description, example = BATCH_FIELD_DOCS.get(field_name) or SIGNED_FIELD_DOCS[field_name]
+        fields.append(Field(field_name, Kind(kind), description, example))
+    if signed:
+        return Shape(f"{name}Body", doc, [*fields, SIG_FIELD], checks)
+    return Shape(name, doc, fields, checks)
+
+
+BATCH_ACTION = _nested_shape("BatchAction", "One action of a signed Batch.")
+
+
+def _convert_actions(value: Any, name: str) -> list[Values]:
+    """The actions array: 1-50 objects, each with BatchAction's fields and types (a type error
+    anywhere is the whole batch's 400: the signature covers every action)."""
+    if not isinstance(value, list) or not 1 <= len(value) <= BATCH_MAX_ACTIONS:
+        raise ApiError(
+            ErrorCode.INVALID_REQUEST, f"{name} must be an array of 1-{BATCH_MAX_ACTIONS} actions"
+        )
+    actions = []
+    for index, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise ApiError(ErrorCode.INVALID_REQUEST, f"{name}[{index}] must be an object")
+        try:
+            actions.append(BATCH_ACTION.parse(item, _NO_MARKETS))
+        except ApiError as exc:
+            raise ApiError(exc.code, f"{name}[{index}]: {exc.message}") from None
+    return actions
+
+
+_NO_MARKETS = MarketSet(markets={}, assets={})
+_CONVERTERS[Kind.ACTIONS] = _convert_actions
+_KIND_SCHEMAS[Kind.ACTIONS] = {
+    "type": "array",
+    "minItems": 1,
+    "maxItems": BATCH_MAX_ACTIONS,
+    "items": BATCH_ACTION.json_schema(),
+}
+
+BATCH_FIELD_DOCS["actions"] = (BATCH_FIELD_DOCS["actions"][0], [BATCH_ACTION.example()])
+BATCH = _nested_shape(
+    "Batch",
+    "A signed Batch plus sig: up to 50 places, cancels and amends of one account.",
+    [USER_IS_ADDRESS],
+    signed=True,
+)
+
+BATCH_PLACE = Shape(
+    "BatchPlace",
+    "A batch's PLACE action read as the OrderV2 it stands for (the batch's userId and ts, the "
+    "market's product), checked as a single OrderV2 is.",
+    [f for f in ORDER_V2.fields if f.name != "sig"],
+    ORDER_V2.checks,
+)
+
+_CANCEL_UNUSED = {
+    "side": "",
+    "type": "",
+    "price": 0,
+    "qty": 0,
+    "timeInForce": "",
+    "reduceOnly": False,
+    "expiresAt": 0,
+    "expectedFilled": 0,
+}
+
+
+def _unused_blank(unused: Mapping[str, Any], kind: str) -> Test:
+    def test(values: Values, _: MarketSet) -> str | None:
+        wrong = [name for name, blank in unused.items() if values[name] != blank]
+        if wrong:
+            return f'a {kind} action leaves {", ".join(wrong)} at 0, "" or false'
+        return None
+
+    return test
+
+
+BATCH_CANCEL = Shape(
+    "BatchCancel",
+    "A batch's CANCEL action, checked as a single Cancel is (the batch's userId and ts).",
+    BATCH_ACTION.fields,
+    [
+        MARKET_KNOWN,
+        Check(
+            "side",
+            ErrorCode.INVALID_REQUEST,
+            "the fields a CANCEL does not use are blank",
+            _unused_blank(_CANCEL_UNUSED, "CANCEL"),
+        ),
+    ],
+)
+PLACE_UNUSED = _unused_blank({"expectedFilled": 0}, "PLACE")

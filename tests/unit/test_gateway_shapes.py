@@ -30,6 +30,7 @@ BODIES = {
     ("/v1/admin/oracle", "post"): (shapes.ORACLE,),
     ("/v1/accounts/agents", "post"): (shapes.APPROVE_AGENT,),
     ("/v1/accounts/agents/revoke", "post"): (shapes.REVOKE_AGENT,),
+    ("/v1/orders/batch", "post"): (shapes.BATCH,),
 }
 
 
