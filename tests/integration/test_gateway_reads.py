@@ -50,6 +50,8 @@ def test_health_info_and_markets(client: TestClient, r: redis.Redis) -> None:
         "ApproveAgent",
         "RevokeAgent",
         "ScheduleCancel",
+        "Batch",
+        "BatchAction",
     }
     assert info["assets"] == {
         "USDC": {"decimals": 6, "quantum": 1},
