@@ -188,23 +188,37 @@ async def admit(
             market = gateway.markets.markets[symbol]
             refusal = orders.market_refusal(await gateway.market_status(market))
             rules[symbol] = refusal, await orders.backlog_argument(gateway, symbol, memory_high)
+    pending = live
     for _ in range(orders.ADMIT_ATTEMPTS):
-        await prepare(gateway, user, ts, live, rules)
-        verdict = await run_script(gateway, user, atomic, live)
-        if verdict[0] != "RETRY":
-            break
-    else:
+        await prepare(gateway, user, ts, pending, rules)
+        verdict = await run_script(gateway, user, atomic, pending)
+        if verdict[0] == "RETRY":
+            continue
+        if verdict[0] == "FAIL":
+            item = pending[int(verdict[1]) - 1]
+            item.error = script_refusal(gateway, user, item, verdict[2], memory_high)
+            return item
+        again, sent, commands = [], [], []
+        for item, answer in zip(pending, verdict[1], strict=True):
+            if answer[0] == "OK":
+                sent.append(item)
+                commands.append(answer[1])
+            elif answer[0] == "RETRY":
+                again.append(item)
+            else:
+                item.error = script_refusal(gateway, user, item, answer[0], memory_high)
+        if gateway.via_outbox and sent:
+            await send(gateway, user, sent, commands)
+        pending = again
+        if not pending:
+            return None
+    if atomic:
         raise ApiError(ErrorCode.UNAVAILABLE, f"{user}'s positions kept changing; retry")
-    if verdict[0] == "FAIL":
-        item = live[int(verdict[1]) - 1]
-        item.error = script_refusal(gateway, user, item, verdict[2], memory_high)
-        return item
-    for item, answer in zip(live, verdict[1], strict=True):
-        if answer[0] != "OK":
-            item.error = script_refusal(gateway, user, item, answer[0], memory_high)
-    if gateway.via_outbox:
-        accepted = [answer[1] for answer in verdict[1] if answer[0] == "OK"]
-        await send(gateway, user, [i for i in live if i.error is None], accepted)
+    for item in pending:
+        item.error = ApiError(
+            ErrorCode.UNAVAILABLE,
+            f"{user}'s position in {item.action['market']} kept changing; retry",
+        )
     return None
 
 
@@ -212,8 +226,11 @@ async def prepare(
     gateway: Gateway, user: str, ts: int, items: list[Item], rules: dict[str, tuple[str, str]]
 ) -> None:
     """Each PLACE's reservation and script values (a derivative order counts the qty of the
-    batch's places before it on its market and side as open), each CANCEL's command."""
+    batch's places before it on its market and side as open), each CANCEL's command. The
+    account's positions and open quantities are read once for all (one round trip per margin
+    asset), so the script finds them as they were judged unless a fill moved them meanwhile."""
     open_ahead: dict[tuple[str, str], int] = {}
+    states: dict[str, tuple[int, dict[str, str], dict[str, str]]] = {}
     for item in items:
         symbol, cid = item.action["market"], item.action["clientOrderId"]
         item.script_keys = (
@@ -228,8 +245,21 @@ async def prepare(
             continue
         side_key = (symbol, order.side.value)
         refusal, backlog_rule = rules[symbol]
+        state = None
+        if order.market.product.is_derivative:
+            asset = order.market.quote.symbol
+            if asset not in states:
+                states[asset] = await funds.account_state(gateway, user, asset)
+            state = states[asset]
         reserve, _, args = await orders.order_admission(
-            gateway, order, item.prices, refusal, backlog_rule, None, open_ahead.get(side_key, 0)
+            gateway,
+            order,
+            item.prices,
+            refusal,
+            backlog_rule,
+            None,
+            open_ahead.get(side_key, 0),
+            state,
         )
         if order.market.product.is_derivative:
             open_ahead[side_key] = open_ahead.get(side_key, 0) + order.qty

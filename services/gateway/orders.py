@@ -158,10 +158,10 @@ async def order_admission(
     backlog_rule: str,
     reply_key: str | None = None,
     open_ahead: int = 0,
+    state: tuple[int, dict[str, str], dict[str, str]] | None = None,
 ) -> tuple[funds.Reservation, list[str], list[Any]]:
     """The order's reservation, and ``accept_order.lua``'s KEYS[1..10] and ARGV for it
-    (``open_ahead``: qty of the account's orders on this market and side admitted before it
-    in the same script, see :func:`funds.order_reservation`)."""
+    (``open_ahead`` and ``state`` as :func:`funds.order_reservation` takes them)."""
     user, market = order.user, order.market
     cid = order.message["clientOrderId"]
     reserve = await funds.order_reservation(
@@ -175,6 +175,7 @@ async def order_admission(
         order.reduce_only,
         prices,
         open_ahead,
+        state,
     )
     now_ms = int(time.time() * 1000)
     script_keys = [

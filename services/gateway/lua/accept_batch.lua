@@ -20,8 +20,8 @@
 -- ARGV[3] keys per action (3 on the outbox path, 4 with the stream)
 -- then per action 19 values: kind (PLACE / CANCEL), then accept_order.lua's ARGV[1..18]
 --   (a CANCEL gives only [1] cid, [2] market and [6] its command; the rest are "")
--- Returns {"OK", {code} or {"OK", command} per action}, {"FAIL", position, code} or
--- {"RETRY"}.
+-- Returns {"OK", {code}, {"RETRY"} or {"OK", command} per action}, {"FAIL", position, code}
+-- or {"RETRY"}.
 
 --#include admission/order.lua
 
@@ -43,7 +43,7 @@ for i = 1, count do
   }
 end
 
-local recorded, results, ahead = {}, {}, {}
+local recorded, results, ahead, deferred = {}, {}, {}, {}
 
 local function undo_all()
   for j = #recorded, 1, -1 do
@@ -53,16 +53,19 @@ local function undo_all()
 end
 
 for i, action in ipairs(actions) do
-  local stream = action.k.stream or ''
+  local stream, market = action.k.stream or '', action.args[2]
   local verdict
-  if action.kind == 'CANCEL' then
+  if deferred[market] then
+    verdict = {'RETRY'}
+  elseif action.kind == 'CANCEL' then
     verdict = {'OK', action.args[6]}
   else
     verdict = judge_order(action.k, action.args, ahead[stream] or 0)
-    if verdict[1] == 'RETRY' then
+    if verdict[1] == 'RETRY' and atomic then
       undo_all()
       return {'RETRY'}
     end
+    if verdict[1] == 'RETRY' then deferred[market] = true end
     if verdict[1] == 'OK' then
       record_order(action.k, action.args, verdict)
       action.verdict = verdict
