@@ -43,7 +43,12 @@ for i = 1, count do
   }
 end
 
-local recorded, results, ahead, deferred = {}, {}, {}, {}
+local recorded, results, ahead, deferred, waiting = {}, {}, {}, {}, {}
+
+local function waiting_of(stream)
+  if waiting[stream] == nil then waiting[stream] = stream_waiting(stream) end  -- false: none
+  return waiting[stream]
+end
 
 local function undo_all()
   for j = #recorded, 1, -1 do
@@ -60,7 +65,7 @@ for i, action in ipairs(actions) do
   elseif action.kind == 'CANCEL' then
     verdict = {'OK', action.args[6]}
   else
-    verdict = judge_order(action.k, action.args, ahead[stream] or 0)
+    verdict = judge_order(action.k, action.args, ahead[stream] or 0, waiting_of)
     if verdict[1] == 'RETRY' and atomic then
       undo_all()
       return {'RETRY'}

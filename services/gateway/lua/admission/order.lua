@@ -18,8 +18,28 @@
 --    outbox, open_orders, positions, open_qty, shares, stream (nil on the outbox path).
 -- a: accept_order.lua's ARGV[1..18], in that order (see there).
 -- ahead: commands this script will add to the stream before this one (0 for one order).
+-- waiting_of: stream_waiting, or a caller's copy that remembers each stream's count (a batch
+--   reads each stream once: nothing else runs on the stream while the script does).
 
-local function judge_order(k, a, ahead)
+-- The unmatched entries of a market stream: lag + pending of the matcher's group (common/keys.py
+-- MATCHER_GROUP), or false for a stream that does not exist yet (no bound applies to it).
+local function stream_waiting(stream)
+  if redis.call('EXISTS', stream) == 0 then return false end
+  local waiting = nil
+  for _, group in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local info = {}
+    for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
+    if info['name'] == 'matcher' then
+      -- lag is nil when Redis cannot count it (entries deleted inside the range): XLEN,
+      -- which counts matched entries not yet trimmed too, errs on the side of refusing.
+      waiting = type(info['lag']) == 'number' and info['lag'] + info['pending'] or nil
+    end
+  end
+  if waiting == nil then waiting = redis.call('XLEN', stream) end
+  return waiting
+end
+
+local function judge_order(k, a, ahead, waiting_of)
   local cid, asset, wanted, template = a[1], a[3], a[4], a[6]
   local adjustment, short_code, market_refusal, overloaded =
     tonumber(a[7]), a[8], a[9], a[10]
@@ -57,20 +77,8 @@ local function judge_order(k, a, ahead)
   if a[17] == '1' or locked + amount >= 9007199254740992 then return {'LIMIT_EXCEEDED'} end
 
   if overloaded == 'FULL' then return {'OVERLOADED'} end
-  if k.stream and redis.call('EXISTS', k.stream) == 1 then
-    local waiting = nil
-    for _, group in ipairs(redis.call('XINFO', 'GROUPS', k.stream)) do
-      local info = {}
-      for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
-      if info['name'] == 'matcher' then
-        -- lag is nil when Redis cannot count it (entries deleted inside the range): XLEN,
-        -- which counts matched entries not yet trimmed too, errs on the side of refusing.
-        waiting = type(info['lag']) == 'number' and info['lag'] + info['pending'] or nil
-      end
-    end
-    if waiting == nil then waiting = redis.call('XLEN', k.stream) end
-    if waiting + ahead >= tonumber(overloaded) then return {'OVERLOADED'} end
-  end
+  local waiting = k.stream and (waiting_of or stream_waiting)(k.stream)
+  if waiting and waiting + ahead >= tonumber(overloaded) then return {'OVERLOADED'} end
 
   local amount_text = string.format('%d', amount)
   local command = string.sub(template, 1, -2) .. ',"reserved":' .. amount_text .. '}'
