@@ -14,10 +14,11 @@ import redis
 from fastapi.testclient import TestClient
 from support.gateway import ADMIN, error_of, gateway_client
 from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
-from test_batch import ETH, SPOT, batch, cancel, place
+from test_batch import BUY_LOCK, ETH, SPOT, batch, cancel, place, stream_cids
 
 from common import keys
 from common.eip712 import sign
+from services.gateway import funds
 
 pytestmark = pytest.mark.integration
 
@@ -216,3 +217,94 @@ def test_an_info_read_publishes_the_batch_types(client: TestClient) -> None:
     assert types["BatchAction"][-1] == {"name": "expectedFilled", "type": "int256"}
     message = {"userId": "0x" + "11" * 20, "atomic": False, "actions": [place("a")], "ts": 1}
     assert sign(Trader().key, "Batch", message, CHAIN_ID, VERIFYING_CONTRACT)
+
+
+def stale_positions(monkeypatch: pytest.MonkeyPatch, times: int) -> list[int]:
+    """Make the gateway judge the next ``times`` batches' derivative places on a position one
+    lot off the account's (as when a fill lands between the read and the account script);
+    the list counts the reads."""
+    real = funds.account_state
+    reads: list[int] = []
+
+    async def account_state(gateway: Any, user: str, asset: str) -> Any:
+        adjustment, positions, open_quantities = await real(gateway, user, asset)
+        reads.append(1)
+        if len(reads) <= times:
+            positions = {**positions, f"{PERP}:size": str(int(positions[f"{PERP}:size"]) - 1)}
+        return adjustment, positions, open_quantities
+
+    monkeypatch.setattr(funds, "account_state", account_state)
+    return reads
+
+
+def with_long(client: TestClient, r: redis.Redis) -> tuple[Trader, str]:
+    trader = Trader()
+    user = trader.address.lower()
+    r.hset(keys.positions(user), mapping={f"{PERP}:size": 1_000, f"{PERP}:entry": 3_000_000_000})
+    deposit(client, user, "USDC", 10_000_000_000)
+    return trader, user
+
+
+MIXED = [
+    place("s0", market=PERP, side="SELL", price=3_000_000, qty=500),
+    place("x"),
+    place("s1", market=PERP, side="SELL", price=3_000_000, qty=500),
+    place("y"),
+]
+
+
+def test_a_moved_position_defers_its_market_and_keeps_its_order(
+    client: TestClient, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not atomic: the perp place judged on a stale position is judged again, with the later
+    place of its market, after the other market's places went out; the stream keeps the order."""
+    trader, user = with_long(client, r)
+    reads = stale_positions(monkeypatch, times=1)
+    answer = client.post("/v1/orders/batch", json=batch(trader, MIXED)).json()
+    assert [x["status"] for x in answer["results"]] == [202, 202, 202, 202]
+    assert len(reads) == 2
+    assert [c for _, c in stream_cids(r, PERP)] == ["s0", "s1"]
+    assert [c for _, c in stream_cids(r, SPOT)] == ["x", "y"]
+    assert r.hgetall(keys.reservations(user)) == {
+        "s0": "750000",
+        "s1": "750000",
+        "x": str(BUY_LOCK),
+        "y": str(BUY_LOCK),
+    }
+    assert r.hget(keys.open_quantities(user), f"{PERP}:SELL") == "1000"
+
+
+def test_a_position_that_keeps_moving_is_503_for_its_actions_alone(
+    client: TestClient, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trader, user = with_long(client, r)
+    stale_positions(monkeypatch, times=99)
+    answer = client.post("/v1/orders/batch", json=batch(trader, MIXED)).json()
+    assert [(x["status"], x.get("error", {}).get("code")) for x in answer["results"]] == [
+        (503, "UNAVAILABLE"),
+        (202, None),
+        (503, "UNAVAILABLE"),
+        (202, None),
+    ]
+    assert stream_cids(r, PERP) == []
+    assert r.hget(keys.open_quantities(user), f"{PERP}:SELL") is None
+    # Atomic: the whole batch is judged again, and at last refused whole.
+    before = {k: r.dump(k) for k in r.scan_iter(f"dex:{{{user}}}:*") if "rl" not in k}
+    fresh = [{**a, "clientOrderId": a["clientOrderId"] + "-2"} for a in MIXED]
+    response = client.post("/v1/orders/batch", json=batch(trader, fresh, atomic=True))
+    assert error_of(response) == (503, "UNAVAILABLE")
+    after = {k: r.dump(k) for k in r.scan_iter(f"dex:{{{user}}}:*") if "rl" not in k}
+    assert after.keys() == before.keys()
+    assert r.xlen(keys.market_in(SPOT)) == 2 and r.xlen(keys.market_in(PERP)) == 0
+
+
+def test_an_atomic_batch_on_a_moved_position_is_judged_again_whole(
+    client: TestClient, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trader, _ = with_long(client, r)
+    reads = stale_positions(monkeypatch, times=1)
+    response = client.post("/v1/orders/batch", json=batch(trader, MIXED, atomic=True))
+    assert [x["status"] for x in response.json()["results"]] == [202] * 4
+    assert len(reads) == 2
+    assert [c for _, c in stream_cids(r, PERP)] == ["s0", "s1"]
+    assert [c for _, c in stream_cids(r, SPOT)] == ["x", "y"]
