@@ -28,7 +28,6 @@ from services.gateway import (
     accounts,
     admin,
     agents,
-    batches,
     cancels,
     deadman,
     market_data,
@@ -134,7 +133,7 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
     )
     async def batch(request: Request) -> Any:
         body = await read_write_body(gateway, request)
-        status, result = await batches.submit_batch(gateway, body)
+        status, result = await writes.place_batch(gateway, body)
         return JsonResponse(result, status_code=status)
 
     @app.post(

@@ -36,10 +36,6 @@ from services.gateway.transport import Commands
 
 log = logging.getLogger("services.gateway")
 
-ACCOUNT_KEYS = 7
-"""accept_batch.lua's account-wide keys, before each action's own."""
-
-
 @dataclass(slots=True)
 class Item:
     """One action on its way: its refusal once it has one, else what the script needs."""
