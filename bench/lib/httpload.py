@@ -155,7 +155,15 @@ def _open_loop(
             try:
                 while (item := await ready.get()) is not None:
                     key, body, scheduled = item
-                    status, payload = await connection.post(body)
+                    try:
+                        status, payload = await connection.post(body)
+                    except (asyncio.IncompleteReadError, ConnectionError):
+                        # The server closed a connection left idle past its keep-alive (a
+                        # batch rate leaves each connection seconds between requests): the
+                        # request never reached it, so it goes again on a new one.
+                        connection.close()
+                        connection = await OrderConnection(gateway, path).open()
+                        status, payload = await connection.post(body)
                     answered(key, status, payload, scheduled)
             finally:
                 connection.close()
