@@ -36,6 +36,7 @@ from services.gateway.transport import Commands
 
 log = logging.getLogger("services.gateway")
 
+
 @dataclass(slots=True)
 class Item:
     """One action on its way: its refusal once it has one, else what the script needs."""
