@@ -308,3 +308,29 @@ def test_an_atomic_batch_on_a_moved_position_is_judged_again_whole(
     assert len(reads) == 2
     assert [c for _, c in stream_cids(r, PERP)] == ["s0", "s1"]
     assert [c for _, c in stream_cids(r, SPOT)] == ["x", "y"]
+
+
+def test_actions_across_markets_answer_by_their_own_market(
+    client: TestClient, r: redis.Redis
+) -> None:
+    """One market halted: its place answers 422 MARKET_HALTED, after the balance (as a single
+    order's checks run), while the other market's places go through; atomic, nothing does."""
+    trader = Trader()
+    user = trader.address.lower()
+    deposit(client, user, "USDC", 10_000_000_000)
+    r.hset(keys.market_state(ETH), "status", "HALTED")
+    actions = [place("a"), place("b", market=ETH), place("c", market=ETH, qty=10**9), place("d")]
+    results = client.post("/v1/orders/batch", json=batch(trader, actions)).json()["results"]
+    assert [(x["status"], x.get("error", {}).get("code")) for x in results] == [
+        (202, None),
+        (422, "MARKET_HALTED"),
+        (422, "INSUFFICIENT_BALANCE"),
+        (202, None),
+    ]
+    assert [c for _, c in stream_cids(r, SPOT)] == ["a", "d"]
+    assert r.xlen(keys.market_in(ETH)) == 0
+    fresh = [{**a, "clientOrderId": a["clientOrderId"] + "-2"} for a in actions[:2]]
+    response = client.post("/v1/orders/batch", json=batch(trader, fresh, atomic=True))
+    assert error_of(response) == (422, "MARKET_HALTED")
+    assert response.json()["error"]["index"] == 1
+    assert r.hget(keys.balances(user), "USDC:l") == str(2 * BUY_LOCK)
