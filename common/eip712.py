@@ -152,7 +152,6 @@ _CACHED_STRING_FIELDS: Final = frozenset(
 
 SECP256K1_N: Final = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 _UINT256_LIMIT: Final = 1 << 256
-_INT256_LIMIT: Final = 1 << 255
 _UINT256_MAX_DIGITS: Final = 78  # len(str(2**256 - 1))
 _ZERO32: Final = bytes(32)
 _ONE32: Final = (1).to_bytes(32, "big")
@@ -179,7 +178,7 @@ class SignatureError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------
-# Field encoders of the fast path: string, uint256 and bool, the only types our structs use.
+# Field encoders of the fast path: string, uint256, int256 and bool, the types our structs use.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -210,25 +209,23 @@ def _enc_uint256(value: Any) -> bytes:
     return _uint256_value(value).to_bytes(32, "big")
 
 
+_INT256_HALF: Final = 1 << 255
+
+
 def _enc_int256(value: Any) -> bytes:
-    """An int256 as a JSON integer or a decimal string with an optional ``-``, in two's
-    complement."""
-    if type(value) is int:
-        n = value
-    elif (
-        isinstance(value, str)
-        and value.removeprefix("-").isascii()
-        and (
-            0 < len(value.removeprefix("-")) <= _UINT256_MAX_DIGITS
-            and value.removeprefix("-").isdigit()
-        )
-    ):
-        n = int(value)
+    """A signed int256, two's complement: a JSON integer or an optionally signed decimal
+    string (the same strictness as uint256 otherwise)."""
+    if isinstance(value, str) and value.startswith("-"):
+        n = -_uint256_value(value[1:])
+    elif isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        n = _uint256_value(value) if isinstance(value, str) or value >= 0 else int(value)
     else:
-        raise ValueError(f"int256 must be an integer or a decimal string, got {value!r:.80}")
-    if not -_INT256_LIMIT <= n < _INT256_LIMIT:
+        raise ValueError(
+            f"int256 must be an integer or a decimal string, got {type(value).__name__}"
+        )
+    if not -_INT256_HALF <= n < _INT256_HALF:
         raise ValueError("int256 out of range")
-    return n.to_bytes(32, "big", signed=True)
+    return (n % _UINT256_LIMIT).to_bytes(32, "big")
 
 
 def _enc_string(value: Any) -> bytes:

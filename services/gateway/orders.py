@@ -57,15 +57,15 @@ class SignedOrder:
 def parse_order(gateway: Gateway, body: dict[str, Any]) -> SignedOrder:
     """Validate an order body in the contract's order of checks (``shapes.ORDER``/``ORDER_V2``;
     the price band, which needs the mark, and then ``ts`` are checked by the caller)."""
-    primary_type, message, sig = shapes.parse_order_body(body, gateway.markets)
-    return signed_order(gateway, primary_type, message, sig)
+    return signed_order(gateway, *shapes.parse_order_body(body, gateway.markets))
 
 
 def signed_order(
     gateway: Gateway, primary_type: str, message: dict[str, Any], sig: str
 ) -> SignedOrder:
-    """The order an ``Order``/``OrderV2`` message (its values checked) stands for."""
-    is_v2 = primary_type == "OrderV2"
+    """The order of a parsed signed body: an ``Order``, or an ``OrderV2`` or ``CancelReplace``
+    (which carry timeInForce, reduceOnly and expiresAt)."""
+    is_v2 = primary_type != "Order"
     return SignedOrder(
         primary_type=primary_type,
         message=message,

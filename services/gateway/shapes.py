@@ -108,25 +108,23 @@ def _convert_uint(value: Any, name: str) -> int:
     return number
 
 
-def _convert_signature(value: Any, name: str) -> str:
-    if not isinstance(value, str) or not SIGNATURE.fullmatch(value):
-        raise ApiError(ErrorCode.INVALID_REQUEST, f"{name} must be 0x followed by 130 hex digits")
-    return value
-
-
 def _convert_int(value: Any, name: str) -> int:
-    """An int256 given as a JSON integer or a string of decimal digits with an optional -."""
-    if isinstance(value, bool):
-        raise ApiError(ErrorCode.INVALID_REQUEST, f"{name} must be an integer, got a boolean")
-    if isinstance(value, int):
+    """An int256 given as a JSON integer or a decimal string with an optional minus sign."""
+    if isinstance(value, int) and not isinstance(value, bool):
         number = value
     elif isinstance(value, str) and DIGITS.fullmatch(value.removeprefix("-")):
         number = int(value)
     else:
         raise ApiError(ErrorCode.INVALID_REQUEST, f"{name} must be an integer or digit string")
-    if not -(UINT256_LIMIT // 2) <= number < UINT256_LIMIT // 2:
+    if not -(UINT256_LIMIT >> 1) <= number < UINT256_LIMIT >> 1:
         raise ApiError(ErrorCode.INVALID_REQUEST, f"{name} is outside the int256 range")
     return number
+
+
+def _convert_signature(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not SIGNATURE.fullmatch(value):
+        raise ApiError(ErrorCode.INVALID_REQUEST, f"{name} must be 0x followed by 130 hex digits")
+    return value
 
 
 _CONVERTERS: dict[Kind, Callable[[Any, str], Any]] = {
