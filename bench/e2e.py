@@ -10,12 +10,18 @@ markets, sends them at a fixed rate, and reports:
   its fill being settled into the balances (sampled);
 * CPU and memory per process, and Redis's own CPU.
 
+``--batch 50`` sends the same orders as signed batches of 50 actions (``POST
+/v1/orders/batch``, each batch one trader's, not atomic, its ``ts`` at its planned send time)
+instead of one request each; every figure stays per order, and ``cpu_us_per_order`` sums the
+CPU time of every exchange process and Redis (and, beside it, the load generator's).
+
 ``--max`` steps the rate up (×1.5 from 500/s, then ``--refine`` bisection steps) and reports the
 highest rate held for ``--seconds`` without the matcher's or the settler's backlog growing, and
 the highest held with p99 send→trade ≤ 50 ms. Results go to ``bench/results/e2e.json``.
 
     .venv/bin/python bench/e2e.py --rate 2000 --seconds 60
     .venv/bin/python bench/e2e.py --max --seconds 60
+    .venv/bin/python bench/e2e.py --batch 50 --rate 6000 --seconds 30
 
 The launcher, load, watcher, meter and rate search are in ``bench/lib`` (its docstring).
 """
@@ -62,15 +68,18 @@ def plan_orders(
     verifier: Verifier,
     rate: float,
     markets: dict[str, str],
+    batch: int = 0,
 ) -> list[PlannedOrder]:
     """Limit orders around a fixed mid, about half of them crossing, across the markets.
     Each is signed with ``ts`` at its planned send time, as a client signing just before it
-    sends would (a run longer than the signature window would otherwise turn STALE_TS)."""
+    sends would (a run longer than the signature window would otherwise turn STALE_TS).
+    With ``batch``, each run of ``batch`` orders is one trader's and left unsigned
+    (:func:`plan_batches` signs them together)."""
     planned = []
     now = int(time.time() * 1000)
     names = list(markets)
     for index in range(total):
-        trader = traders[index % len(traders)]
+        trader = traders[(index // batch if batch else index) % len(traders)]
         market = names[index % len(names)]
         side = rng.choice(("BUY", "SELL"))
         offset = rng.randint(-2, 2)
@@ -87,9 +96,46 @@ def plan_orders(
             "product": markets[market],
             "ts": now + int(index * 1000 / rate),
         }
-        message["sig"] = sign_fast(verifier, trader.key, "Order", message)
+        if not batch:
+            message["sig"] = sign_fast(verifier, trader.key, "Order", message)
         planned.append(PlannedOrder(message, market, trader.address.lower(), cid))
     return planned
+
+
+def plan_batches(
+    orders: list[PlannedOrder], traders: list[Trader], size: int, verifier: Verifier
+) -> list[tuple[list[str], bytes]]:
+    """Each run of ``size`` planned orders (one trader's) as one signed, non-atomic Batch of
+    PLACE actions, with the first order's ``ts``: (the orders' cids, the encoded body)."""
+    keys_by_user = {t.address.lower(): t.key for t in traders}
+    batches = []
+    for start in range(0, len(orders), size):
+        group = orders[start : start + size]
+        first = group[0].body
+        message: dict[str, Any] = {
+            "userId": first["userId"],
+            "atomic": False,
+            "actions": [
+                {
+                    "kind": "PLACE",
+                    "market": o.body["market"],
+                    "clientOrderId": o.cid,
+                    "side": o.body["side"],
+                    "type": "LIMIT",
+                    "price": o.body["price"],
+                    "qty": o.body["qty"],
+                    "timeInForce": "GTC",
+                    "reduceOnly": False,
+                    "expiresAt": 0,
+                    "expectedFilled": 0,
+                }
+                for o in group
+            ],
+            "ts": first["ts"],
+        }
+        message["sig"] = sign_fast(verifier, keys_by_user[group[0].user], "Batch", message)
+        batches.append(([o.cid for o in group], orjson.dumps(message)))
+    return batches
 
 
 def send_orders(
@@ -99,20 +145,37 @@ def send_orders(
     run: watch.Run,
     concurrency: int,
     senders: int,
+    batches: list[tuple[list[str], bytes]] | None = None,
 ) -> float:
-    """Split the orders over ``senders`` processes that send in step; return the elapsed time."""
+    """Split the orders (or their ``batches``) over ``senders`` processes that send in step;
+    return the elapsed time."""
     start_at = time.time() + 1.0
-    shares = [
-        (
-            system.gateway,
-            [(o.cid, orjson.dumps(o.body)) for o in orders[index::senders]],
-            rate / senders,
-            start_at,
-            concurrency // senders,
-        )
-        for index in range(senders)
-    ]
-    for accepted, rejected, cpu_seconds in httpload.in_processes(httpload.open_loop, shares):
+    if batches is not None:
+        per_batch = len(orders) / max(len(batches), 1)
+        batch_shares = [
+            (
+                system.gateway,
+                batches[index::senders],
+                rate / per_batch / senders,
+                start_at,
+                concurrency // senders,
+            )
+            for index in range(senders)
+        ]
+        outcomes = httpload.in_processes(httpload.open_loop_batches, batch_shares)
+    else:
+        shares = [
+            (
+                system.gateway,
+                [(o.cid, orjson.dumps(o.body)) for o in orders[index::senders]],
+                rate / senders,
+                start_at,
+                concurrency // senders,
+            )
+            for index in range(senders)
+        ]
+        outcomes = httpload.in_processes(httpload.open_loop, shares)
+    for accepted, rejected, cpu_seconds in outcomes:
         run.load_generator_cpu_s += cpu_seconds
         run.accepted_at.update(accepted)
         for code, count in rejected.items():
@@ -129,13 +192,17 @@ async def run_at(
     seed: int,
     concurrency: int,
     senders: int,
+    batch: int = 0,
 ) -> dict[str, Any]:
-    """Fund, pre-sign and send ``rate`` orders/s for ``seconds``; the run's figures."""
+    """Fund, pre-sign and send ``rate`` orders/s for ``seconds`` (in signed batches of
+    ``batch`` when given); the run's figures."""
     rng = random.Random(seed)
     traders = make_traders(users, rng)
     amounts = {"USDC": 10**15, "BTC": 10**13}
     await asyncio.to_thread(fund, system.gateway, ADMIN_TOKEN, traders, amounts)
-    orders = plan_orders(traders, int(rate * seconds), rng, verifier(), rate, markets)
+    signer = verifier()
+    orders = plan_orders(traders, int(rate * seconds), rng, signer, rate, markets, batch)
+    batches = plan_batches(orders, traders, batch, signer) if batch else None
     names = list(markets)
     store = redis.Redis.from_url(system.redis_url, decode_responses=True)
     meter = ProcessMeter(store, system.process.pid if system.process else None)
@@ -154,13 +221,19 @@ async def run_at(
             await asyncio.sleep(1)
 
     sampler = asyncio.create_task(sample_memory())
-    elapsed = await asyncio.to_thread(send_orders, system, orders, rate, run, concurrency, senders)
+    elapsed = await asyncio.to_thread(
+        send_orders, system, orders, rate, run, concurrency, senders, batches
+    )
     backlog_end_of_send = watch.backlog(store, names)
     await asyncio.sleep(2)  # let the tail of trades and settlements arrive
     stop.set()
     await asyncio.gather(watcher, sampler, return_exceptions=True)
     events1 = watch.events_written(store, names)
+    processes = meter.report()
+    accepted = max(len(run.accepted_at), 1)
+    exchange_cpu_s = sum(p.get("cpu_s", 0.0) for p in processes.values())
     return {
+        "batch": batch or None,
         "target_rate": rate,
         "seconds": round(elapsed, 2),
         "orders_sent": len(orders),
@@ -173,7 +246,11 @@ async def run_at(
         "accept_to_settled_ms": summary(watch.latencies_ms(run, run.settled_at)),
         "backlog_start": backlog0,
         "backlog_end_of_send": backlog_end_of_send,
-        "processes": meter.report(),
+        "processes": processes,
+        "cpu_us_per_order": round(exchange_cpu_s / accepted * 1e6, 1),
+        "cpu_us_per_order_with_load_generator": round(
+            (exchange_cpu_s + run.load_generator_cpu_s) / accepted * 1e6, 1
+        ),
         "redis_commands": meter.redis_commands(len(run.accepted_at)),
         "load_generator_cpu_percent": round(100 * run.load_generator_cpu_s / elapsed, 1),
     }
@@ -187,6 +264,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=128)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--senders", type=int, default=2, help="client processes sending orders")
+    parser.add_argument(
+        "--batch", type=int, default=0, help="send signed batches of this many orders (1-50)"
+    )
     parser.add_argument("--max", action="store_true", help="find the highest rate held")
     parser.add_argument(
         "--refine", type=int, default=2, help="--max: bisection steps after the first miss"
@@ -221,6 +301,7 @@ def main() -> None:
                 args.seed,
                 args.concurrency,
                 args.senders,
+                args.batch,
             )
         )
         runs.append(result)
@@ -242,7 +323,7 @@ def main() -> None:
         "runs": runs,
         **outcome,
     }
-    path = cli.write_results("e2e.json", report)
+    path = cli.write_results("e2e-batch.json" if args.batch else "e2e.json", report)
     print(json.dumps(outcome), f"-> {path.relative_to(REPO_ROOT)}")
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "DOMAIN_NAME",
     "DOMAIN_VERSION",
     "EIP712_DOMAIN_FIELDS",
+    "NESTED_TYPES",
     "PRIMARY_TYPES",
     "SECP256K1_N",
     "SignatureError",
@@ -138,10 +139,35 @@ PRIMARY_TYPES: dict[str, list[tuple[str, str]]] = {
     ],
 }
 
+# Primary types that hold an array of one member struct (one level of nesting), each followed
+# by that struct: a signed batch (docs/api.md "Signed batches") is one signature over up to 50
+# actions. kind PLACE, CANCEL or AMEND; the fields an action's kind does not use are 0 or "".
+NESTED_TYPES: dict[str, list[tuple[str, str]]] = {
+    "Batch": [
+        ("userId", "string"),
+        ("atomic", "bool"),
+        ("actions", "BatchAction[]"),
+        ("ts", "uint256"),
+    ],
+    "BatchAction": [
+        ("kind", "string"),
+        ("market", "string"),
+        ("clientOrderId", "string"),
+        ("side", "string"),
+        ("type", "string"),
+        ("price", "uint256"),
+        ("qty", "uint256"),
+        ("timeInForce", "string"),
+        ("reduceOnly", "bool"),
+        ("expiresAt", "uint256"),
+        ("expectedFilled", "int256"),
+    ],
+}
+
 # Fields whose values repeat across requests (a user's id, a market, an enum); their string
 # hashes are worth remembering. clientOrderId is unique per order, so caching it would only churn.
 _CACHED_STRING_FIELDS: Final = frozenset(
-    {"userId", "market", "side", "type", "product", "timeInForce", "asset"}
+    {"userId", "market", "side", "type", "product", "timeInForce", "asset", "kind"}
 )
 
 SECP256K1_N: Final = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -292,7 +318,17 @@ def types_for_info() -> dict[str, list[dict[str, str]]]:
     """A fresh copy, so a caller may mutate it (e.g. serialise) without touching ours."""
     out = {"EIP712Domain": _fields_as_dicts(EIP712_DOMAIN_FIELDS)}
     out.update({name: _fields_as_dicts(fields) for name, fields in PRIMARY_TYPES.items()})
+    out.update({name: _fields_as_dicts(fields) for name, fields in NESTED_TYPES.items()})
     return out
+
+
+def _nested_types(primary_type: str) -> dict[str, list[dict[str, str]]]:
+    """A nested primary type and the member struct its array holds, as eth-account takes them."""
+    names = [primary_type]
+    for _, type_ in NESTED_TYPES[primary_type]:
+        if type_.endswith("[]"):
+            names.append(type_[:-2])
+    return {name: _fields_as_dicts(NESTED_TYPES[name]) for name in names}
 
 
 def domain_for_info(chain_id: int, verifying_contract: str) -> dict[str, Any]:
@@ -381,13 +417,32 @@ class Verifier:
             name: (self.type_hashes[name], tuple((f, _field_encoder(f, t)) for f, t in fields))
             for name, fields in PRIMARY_TYPES.items()
         }
+        for name in NESTED_TYPES:
+            self.type_hashes[name] = bytes(hash_type(name, _nested_types(name)))
+        for name, fields in NESTED_TYPES.items():
+            plan = tuple((f, self._nested_encoder(f, t)) for f, t in fields)
+            self._plans[name] = (self.type_hashes[name], plan)
 
-    def digest(self, primary_type: str, message: Mapping[str, Any]) -> bytes:
-        """keccak256(0x1901 || domainSeparator || hashStruct(message))."""
+    def _nested_encoder(self, name: str, type_: str) -> Callable[[Any], bytes]:
+        """A flat field's encoder, or for ``Member[]`` the keccak of its items' hashStructs."""
+        if not type_.endswith("[]"):
+            return _field_encoder(name, type_)
+        member = type_[:-2]
+
+        def encode(items: Any) -> bytes:
+            if not isinstance(items, list):
+                raise ValueError(f"expected an array of {member}, got {type(items).__name__}")
+            return keccak256(b"".join(self._hash_struct(member, item) for item in items))
+
+        return encode
+
+    def _hash_struct(self, primary_type: str, message: Mapping[str, Any]) -> bytes:
         try:
             th, plan = self._plans[primary_type]
         except KeyError:
             raise ValueError(f"unknown primary type {primary_type!r}") from None
+        if not isinstance(message, Mapping):
+            raise ValueError(f"{primary_type} must be an object, got {type(message).__name__}")
         parts = [th]
         name = ""
         try:
@@ -397,7 +452,11 @@ class Verifier:
             raise ValueError(f"{primary_type}: missing field {name!r}") from None
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{primary_type}.{name}: {exc}") from None
-        return keccak256(self._prefix + keccak256(b"".join(parts)))
+        return keccak256(b"".join(parts))
+
+    def digest(self, primary_type: str, message: Mapping[str, Any]) -> bytes:
+        """keccak256(0x1901 || domainSeparator || hashStruct(message))."""
+        return keccak256(self._prefix + self._hash_struct(primary_type, message))
 
     def recover(self, primary_type: str, message: Mapping[str, Any], signature: str) -> str:
         """Lowercase 0x address of the signer; SignatureError for a malformed signature."""
@@ -427,21 +486,35 @@ def sign(
     The message is checked with the verifier's rules first, so nothing is signed that the
     gateway would refuse, and uint256 strings become ints.
     """
-    try:
-        fields = PRIMARY_TYPES[primary_type]
-    except KeyError:
-        raise ValueError(f"unknown primary type {primary_type!r}") from None
-    data: dict[str, Any] = {}
-    for name, type_ in fields:
-        if name not in message:
-            raise ValueError(f"{primary_type}: missing field {name!r}")
-        value = message[name]
-        _field_encoder(name, type_)(value)
-        data[name] = _uint256_value(value) if type_ == "uint256" else value
+    if primary_type in NESTED_TYPES:
+        types = _nested_types(primary_type)
+        data = _signable(primary_type, NESTED_TYPES, message)
+    elif primary_type in PRIMARY_TYPES:
+        types = {primary_type: _fields_as_dicts(PRIMARY_TYPES[primary_type])}
+        data = _signable(primary_type, PRIMARY_TYPES, message)
+    else:
+        raise ValueError(f"unknown primary type {primary_type!r}")
     signed = Account.sign_typed_data(
         private_key,
         domain_data=domain_for_info(chain_id, verifying_contract),
-        message_types={primary_type: _fields_as_dicts(fields)},
+        message_types=types,
         message_data=data,
     )
     return "0x" + bytes(signed.signature).hex()
+
+
+def _signable(
+    primary_type: str, table: Mapping[str, list[tuple[str, str]]], message: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``message`` checked by the verifier's rules, numbers as ints, arrays item by item."""
+    data: dict[str, Any] = {}
+    for name, type_ in table[primary_type]:
+        if name not in message:
+            raise ValueError(f"{primary_type}: missing field {name!r}")
+        value = message[name]
+        if type_.endswith("[]"):
+            data[name] = [_signable(type_[:-2], table, item) for item in value]
+            continue
+        _field_encoder(name, type_)(value)
+        data[name] = int(value) if type_ in ("uint256", "int256") else value
+    return data

@@ -6,8 +6,9 @@ pre-encoded ``POST /v1/orders`` and reads the answer on plain asyncio streams: n
 task, session, header object or cookie jar (what a general client like aiohttp spends).
 
 Senders run in their own processes (``in_processes``), each on its own uvloop: ``open_loop``
-releases each order at its scheduled time (an order rate), ``closed_loop`` sends the next
-order when a connection's last one is answered (as fast as the gateway answers).
+releases each order at its scheduled time (an order rate), ``open_loop_batches`` does the same
+with signed batches (``POST /v1/orders/batch``), ``closed_loop`` sends the next order when a
+connection's last one is answered (as fast as the gateway answers).
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ import orjson
 class OrderConnection:
     """One keep-alive connection to the gateway, one request at a time."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, path: str = "/v1/orders") -> None:
         self.host, port = url.removeprefix("http://").split(":")
         self.port = int(port)
         self._head = (
-            f"POST /v1/orders HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
             "Content-Type: application/json\r\nContent-Length: "
         ).encode()
         self._reader: asyncio.StreamReader | None = None
@@ -89,41 +90,96 @@ def open_loop(
     The latency clock starts at the scheduled time, so when every connection is busy the
     order's wait counts too: a slow exchange cannot hide behind the client's queue.
     """
-    import uvloop
-
     accepted: dict[str, float] = {}
     rejected: dict[str, int] = {}
 
+    def answered(cid: str, status: int, payload: bytes, scheduled: float) -> None:
+        if status == 202:
+            accepted[cid] = scheduled
+        else:
+            code = error_code(payload, "HTTP")
+            rejected[code] = rejected.get(code, 0) + 1
+
+    _open_loop(gateway, "/v1/orders", bodies, rate, start_at, concurrency, answered)
+    results.put((accepted, rejected, time.process_time()))
+
+
+def open_loop_batches(
+    gateway: str,
+    batches: list[tuple[list[str], bytes]],
+    rate: float,
+    start_at: float,
+    concurrency: int,
+    results: Any,
+) -> None:
+    """:func:`open_loop` for signed batches: ``batches`` are (cids of its actions, body),
+    released at ``rate`` batches/s; every action's order counts as accepted at its batch's
+    scheduled time when its result is 202."""
+    accepted: dict[str, float] = {}
+    rejected: dict[str, int] = {}
+
+    def answered(cids: list[str], status: int, payload: bytes, scheduled: float) -> None:
+        if status != 200:
+            code = error_code(payload, "HTTP")
+            rejected[code] = rejected.get(code, 0) + len(cids)
+            return
+        for cid, result in zip(cids, orjson.loads(payload)["results"], strict=True):
+            if result["status"] == 202:
+                accepted[cid] = scheduled
+            else:
+                code = str(result.get("error", {}).get("code", result["status"]))
+                rejected[code] = rejected.get(code, 0) + 1
+
+    _open_loop(gateway, "/v1/orders/batch", batches, rate, start_at, concurrency, answered)
+    results.put((accepted, rejected, time.process_time()))
+
+
+def _open_loop(
+    gateway: str,
+    path: str,
+    items: Sequence[tuple[Any, bytes]],
+    rate: float,
+    start_at: float,
+    concurrency: int,
+    answered: Callable[[Any, int, bytes, float], None],
+) -> None:
+    """Release each (key, body) of ``items`` at its time; ``answered(key, status, payload,
+    scheduled)`` for each answer."""
+    import uvloop
+
     async def main() -> None:
-        ready: asyncio.Queue[tuple[str, bytes, float] | None] = asyncio.Queue()
+        ready: asyncio.Queue[tuple[Any, bytes, float] | None] = asyncio.Queue()
 
         async def connection_worker() -> None:
-            connection = await OrderConnection(gateway).open()
+            connection = await OrderConnection(gateway, path).open()
             try:
                 while (item := await ready.get()) is not None:
-                    cid, body, scheduled = item
-                    status, payload = await connection.post(body)
-                    if status == 202:
-                        accepted[cid] = scheduled
-                    else:
-                        code = error_code(payload, "HTTP")
-                        rejected[code] = rejected.get(code, 0) + 1
+                    key, body, scheduled = item
+                    try:
+                        status, payload = await connection.post(body)
+                    except (asyncio.IncompleteReadError, ConnectionError):
+                        # The server closed a connection left idle past its keep-alive (a
+                        # batch rate leaves each connection seconds between requests): the
+                        # request never reached it, so it goes again on a new one.
+                        connection.close()
+                        connection = await OrderConnection(gateway, path).open()
+                        status, payload = await connection.post(body)
+                    answered(key, status, payload, scheduled)
             finally:
                 connection.close()
 
         workers = [asyncio.create_task(connection_worker()) for _ in range(concurrency)]
-        for index, (cid, body) in enumerate(bodies):
+        for index, (key, body) in enumerate(items):
             scheduled = start_at + index / rate
             delay = scheduled - time.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            ready.put_nowait((cid, body, scheduled))
+            ready.put_nowait((key, body, scheduled))
         for _ in workers:
             ready.put_nowait(None)
         await asyncio.gather(*workers)
 
     uvloop.run(main())
-    results.put((accepted, rejected, time.process_time()))
 
 
 def closed_loop(

@@ -112,12 +112,15 @@ class ProcessMeter:
         result: dict[str, Any] = {
             name: {
                 "cpu_percent": round(100 * (cpu1[name] - self.cpu0.get(name, 0)) / wall, 1),
+                "cpu_s": round(cpu1[name] - self.cpu0.get(name, 0), 3),
                 "rss_mb_peak": round(self.rss_peak.get(name, 0) / 2**20, 1),
             }
             for name in cpu1
         }
+        redis_cpu = self._redis_cpu() - self.redis0
         result["redis"] = {
-            "cpu_percent": round(100 * (self._redis_cpu() - self.redis0) / wall, 1),
+            "cpu_percent": round(100 * redis_cpu / wall, 1),
+            "cpu_s": round(redis_cpu, 3),
             "used_memory_mb": round(self.client.info("memory")["used_memory"] / 2**20, 1),
         }
         return result

@@ -153,6 +153,16 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
         return JsonResponse(order, status_code=status)
 
     @app.post(
+        "/v1/orders/batch",
+        responses=s.ok(s.BatchResult, 400, 401, 403, 404, 409, 413, 422),
+        openapi_extra=shapes.openapi_body(shapes.BATCH),
+    )
+    async def batch(request: Request) -> Any:
+        body = await read_write_body(gateway, request)
+        status, result = await writes.place_batch(gateway, body)
+        return JsonResponse(result, status_code=status)
+
+    @app.post(
         "/v1/orders/schedule-cancel",
         responses=s.ok(s.DeadmanSwitch, 400, 401, 409, 413),
         openapi_extra=shapes.openapi_body(shapes.SCHEDULE_CANCEL),

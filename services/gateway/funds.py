@@ -136,10 +136,16 @@ async def order_reservation(
     reduce_only: bool,
     prices: MarketPrices | None = None,
     own_open: int = 0,
+    open_ahead: int = 0,
+    state: tuple[int, dict[str, str], dict[str, str]] | None = None,
 ) -> Reservation:
     """What the order locks, in which asset, and how the account script must judge it
     (``prices``: the market's, when the caller has read them already; ``own_open``: the
-    order's own share of its side's open quantity, when an amend judges an open order)."""
+    order's own share of its side's open quantity, when an amend judges an open order;
+    ``open_ahead``: the unfilled qty of orders on the same market and side that the same
+    account script admits before this one, as a signed batch's earlier actions, counted as
+    open already; ``state``: :func:`account_state` of the order's margin asset, when the
+    caller has read it already)."""
     if market.product is Product.SPOT:
         if side is Side.SELL:
             base = market.base.symbol
@@ -150,7 +156,9 @@ async def order_reservation(
         amount = money.spot_buy_reservation(market, price, qty)
         return Reservation(quote, str(amount), 0, "INSUFFICIENT_BALANCE")
     asset = market.quote.symbol
-    adjustment, raw_positions, open_quantities = await account_state(gateway, user, asset)
+    if state is None:
+        state = await account_state(gateway, user, asset)
+    adjustment, raw_positions, open_quantities = state
     if market.product is Product.OPTION and side is Side.BUY:
         return option_buy_reservation(market, price, qty, adjustment)
     if prices is None:
@@ -158,7 +166,7 @@ async def order_reservation(
     position_field = f"{market.symbol}:size"
     size = int(raw_positions.get(position_field) or 0)
     open_field = keys.open_quantity_field(market.symbol, side.value)
-    side_open = int(open_quantities.get(open_field) or 0)
+    side_open = int(open_quantities.get(open_field) or 0) + open_ahead
     others_open = max(side_open - own_open, 0)
     guard = Guard(position_field, size, open_field, side_open, qty)
     reducing = qty if reduce_only else min(qty, reducible_qty(size, side, others_open))

@@ -24,7 +24,7 @@ from common import keys, money
 from common.events import COMMAND_FIELD, OrderCommand, dumps
 from common.markets import Market
 from common.order_reads import accepted_view, order_view
-from common.risk import parse_prices
+from common.risk import MarketPrices, parse_prices
 from common.types import MarketStatus, OrderType, Side, TimeInForce
 from services.gateway import funds, ratelimit, shapes, signed
 from services.gateway.context import MEMORY_HIGH_MESSAGE, Gateway
@@ -132,45 +132,9 @@ async def submit_order(
         reply_key = keys.market_reply(market.symbol, uuid.uuid4().hex)
     # 4. The reservation, then the account script; again if the position it was judged on moved.
     for _ in range(ADMIT_ATTEMPTS):
-        reserve = await funds.order_reservation(
-            gateway,
-            user,
-            market,
-            order.side,
-            order.type,
-            order.price,
-            order.qty,
-            order.reduce_only,
-            prices,
+        reserve, script_keys, script_args = await order_admission(
+            gateway, order, prices, refusal, backlog_rule, reply_key
         )
-        now_ms = int(time.time() * 1000)
-        script_keys = [
-            keys.account_cids(user),
-            keys.account_order(user, cid),
-            keys.account_market_orders(user, market.symbol),
-            keys.balances(user),
-            keys.reservations(user),
-            keys.outbox(user),
-            keys.account_open_orders(user, market.symbol),
-            keys.positions(user),
-            keys.open_quantities(user),
-            keys.open_quantity_shares(user),
-        ]
-        script_args = [
-            cid,
-            market.symbol,
-            reserve.asset,
-            reserve.amount,
-            now_ms,
-            command_template(order, reserve, now_ms, reply_key),
-            reserve.adjustment,
-            reserve.short_code,
-            refusal,
-            backlog_rule,
-            *guard_args(reserve),
-            "1" if await exceeds_limit(gateway, order, reserve) else "0",
-            gateway.settings.max_open_orders,
-        ]
         verdict = await admit_on_account(gateway, market.symbol, user, script_keys, script_args)
         if verdict[0] != "RETRY":
             break
@@ -190,6 +154,64 @@ async def submit_order(
     replied = await gateway.transport.blpop(reply_key, WAIT_S)
     current = await read_order(gateway, user, cid)
     return (200 if replied else 202), current
+
+
+async def order_admission(
+    gateway: Gateway,
+    order: SignedOrder,
+    prices: MarketPrices | None,
+    refusal: str,
+    backlog_rule: str,
+    reply_key: str | None = None,
+    open_ahead: int = 0,
+    state: tuple[int, dict[str, str], dict[str, str]] | None = None,
+) -> tuple[funds.Reservation, list[str], list[Any]]:
+    """The order's reservation, and ``accept_order.lua``'s KEYS[1..10] and ARGV for it
+    (``open_ahead`` and ``state`` as :func:`funds.order_reservation` takes them)."""
+    user, market = order.user, order.market
+    cid = order.message["clientOrderId"]
+    reserve = await funds.order_reservation(
+        gateway,
+        user,
+        market,
+        order.side,
+        order.type,
+        order.price,
+        order.qty,
+        order.reduce_only,
+        prices,
+        open_ahead=open_ahead,
+        state=state,
+    )
+    now_ms = int(time.time() * 1000)
+    script_keys = [
+        keys.account_cids(user),
+        keys.account_order(user, cid),
+        keys.account_market_orders(user, market.symbol),
+        keys.balances(user),
+        keys.reservations(user),
+        keys.outbox(user),
+        keys.account_open_orders(user, market.symbol),
+        keys.positions(user),
+        keys.open_quantities(user),
+        keys.open_quantity_shares(user),
+    ]
+    script_args = [
+        cid,
+        market.symbol,
+        reserve.asset,
+        reserve.amount,
+        now_ms,
+        command_template(order, reserve, now_ms, reply_key),
+        reserve.adjustment,
+        reserve.short_code,
+        refusal,
+        backlog_rule,
+        *guard_args(reserve),
+        "1" if await exceeds_limit(gateway, order, reserve) else "0",
+        gateway.settings.max_open_orders,
+    ]
+    return reserve, script_keys, script_args
 
 
 def command_template(

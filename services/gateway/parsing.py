@@ -40,13 +40,40 @@ def loads(raw: bytes) -> Any:
     except orjson.JSONDecodeError as exc:
         return _slow_loads(raw, exc)
     if isinstance(body, dict):
-        if any(type(value) is float for value in body.values()):
-            return _slow_loads(raw, None)
         # Each key occurrence, at any depth, owns one ':' outside strings: as many colons in
-        # the text as distinct keys at the top means no key came twice (nor any nested key).
-        if raw.count(b":") != len(body):
+        # the text as distinct keys in every object means no key came twice at any depth.
+        try:
+            keys = _keys_if_no_float(body)
+        except RecursionError:
+            keys = None
+        if keys is None or raw.count(b":") != keys:
             return _slow_loads(raw, None)
     return body
+
+
+def _keys_if_no_float(value: Any) -> int | None:
+    """The keys of every object in ``value``, or None if it holds a float anywhere."""
+    if type(value) is dict:
+        count = len(value)
+        for item in value.values():
+            if type(item) is dict or type(item) is list:
+                inner = _keys_if_no_float(item)
+                if inner is None:
+                    return None
+                count += inner
+            elif type(item) is float:
+                return None
+        return count
+    count = 0
+    for item in value:
+        if type(item) is dict or type(item) is list:
+            inner = _keys_if_no_float(item)
+            if inner is None:
+                return None
+            count += inner
+        elif type(item) is float:
+            return None
+    return count
 
 
 def _slow_loads(raw: bytes, first_error: Exception | None) -> Any:

@@ -22,6 +22,7 @@ WRITE_PATHS = frozenset(
     | {"/v1/orders/schedule-cancel"}
     | {"/v1/orders/cancel-replace"}
     | {"/v1/accounts/agents", "/v1/accounts/agents/revoke"}
+    | {"/v1/orders/batch"}
 )
 ADMIN_PREFIX = "/v1/admin/"
 
@@ -41,15 +42,19 @@ def buckets(gateway: Gateway, ip: str | None, user: str | None) -> list[tuple[st
     return result
 
 
-async def check(gateway: Gateway, ip: str | None, user: str | None = None) -> None:
-    """Take a token from each bucket (one round trip); 429 if any is empty."""
+async def check(gateway: Gateway, ip: str | None, user: str | None = None, cost: int = 1) -> None:
+    """Take a token from each bucket (one round trip), ``cost`` tokens from the user's; 429 if
+    any has too few."""
     wanted = buckets(gateway, ip, user)
     if not wanted:
         return
     script = gateway.transport.scripts["rate_limit"]
     group = Commands()
     for key, rate in wanted:
-        group.script(script, [key], [rate, 2 * rate])
+        args: list[int] = [rate, 2 * rate]
+        if user is not None and key == keys.rate_limit_user(user) and cost != 1:
+            args.append(cost)
+        group.script(script, [key], args)
     results = await gateway.transport.execute(group)
     wait_ms = max(int(r) for r in results)
     if wait_ms > 0:
@@ -58,6 +63,7 @@ async def check(gateway: Gateway, ip: str | None, user: str | None = None) -> No
         raise error
 
 
-async def check_user(gateway: Gateway, user: str) -> None:
-    """Take a token from the user's bucket: call only once the request's signature verified."""
-    await check(gateway, None, user)
+async def check_user(gateway: Gateway, user: str, cost: int = 1) -> None:
+    """Take a token (``cost`` tokens: a batch's actions) from the user's bucket: call only once
+    the request's signature verified."""
+    await check(gateway, None, user, cost)

@@ -297,3 +297,23 @@ class AgentRevoked(BaseModel):
     model_config = _example(agent="0x2546bcd3c84621e976d8185a91a922ae77ecec30", revoked=True)
     agent: str
     revoked: bool
+
+
+class BatchItemResult(BaseModel):
+    status: int = Field(description="the HTTP status the action's single request would answer")
+    order: dict[str, Any] | None = Field(
+        None, description="a PLACE's {clientOrderId, status: ACCEPTED}, a CANCEL's order"
+    )
+    error: ErrorDetail | None = Field(None, description="the action's refusal")
+
+
+class BatchResult(BaseModel):
+    model_config = _example(
+        atomic=False,
+        results=[
+            {"status": 202, "order": {"clientOrderId": "c-1", "status": "ACCEPTED"}},
+            {"status": 422, "error": {"code": "INSUFFICIENT_BALANCE", "message": "..."}},
+        ],
+    )
+    atomic: bool
+    results: list[BatchItemResult] = Field(description="one per action, in the batch's order")

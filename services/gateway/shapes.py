@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from common.eip712 import PRIMARY_TYPES
+from common.eip712 import NESTED_TYPES, PRIMARY_TYPES
 from common.events import MAX_SAFE_INTEGER
 from common.keys import SYSTEM_ACCOUNTS
 from common.markets import MarketSet
@@ -55,6 +55,7 @@ class Kind(Enum):
     UINT = "uint256"
     SIGNATURE = "signature"
     INT = "int256"
+    ACTIONS = "BatchAction[]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -799,3 +800,121 @@ AMEND_ITEM = Shape(
     [f for f in AMEND.fields if f.name != "sig"],
     AMEND.checks,
 )
+
+
+# -- signed batches (docs/api.md "Signed batches") --------------------------------------------
+
+BATCH_MAX_ACTIONS = 50
+BATCH_KINDS = ("PLACE", "CANCEL", "AMEND")
+
+# What the wire says of a Batch's and a BatchAction's fields, where it differs from
+# SIGNED_FIELD_DOCS: (description, example).
+BATCH_FIELD_DOCS: dict[str, tuple[str, Any]] = {
+    "atomic": ("true: every action is applied or none; false: each answers for itself", False),
+    "actions": (f"1-{BATCH_MAX_ACTIONS} actions, applied in this order", None),
+    "kind": ('PLACE, CANCEL or AMEND; the fields a kind does not use are 0, "" or false', "PLACE"),
+    "clientOrderId": ("the order placed, cancelled or amended", "c-1"),
+    "side": ("PLACE only", "BUY"),
+    "type": ("PLACE only", "LIMIT"),
+    "price": ("PLACE and AMEND (the new price)", 3000000),
+    "qty": ("PLACE and AMEND (the new total qty)", 1000),
+    "timeInForce": ("PLACE only", "GTC"),
+    "reduceOnly": ("PLACE only", False),
+    "expiresAt": ("PLACE only: ms since epoch, 0 = never", 0),
+    "expectedFilled": ("AMEND only: the filled qty it expects, -1 = any; else 0", 0),
+}
+
+
+def _nested_shape(name: str, doc: str, checks: Sequence[Check] = (), signed: bool = False) -> Shape:
+    fields = []
+    for field_name, kind in NESTED_TYPES[name]:
+        description, example = BATCH_FIELD_DOCS.get(field_name) or SIGNED_FIELD_DOCS[field_name]
+        fields.append(Field(field_name, Kind(kind), description, example))
+    if signed:
+        return Shape(f"{name}Body", doc, [*fields, SIG_FIELD], checks)
+    return Shape(name, doc, fields, checks)
+
+
+BATCH_ACTION = _nested_shape("BatchAction", "One action of a signed Batch.")
+
+
+def _convert_actions(value: Any, name: str) -> list[Values]:
+    """The actions array: 1-50 objects, each with BatchAction's fields and types (a type error
+    anywhere is the whole batch's 400: the signature covers every action)."""
+    if not isinstance(value, list) or not 1 <= len(value) <= BATCH_MAX_ACTIONS:
+        raise ApiError(
+            ErrorCode.INVALID_REQUEST, f"{name} must be an array of 1-{BATCH_MAX_ACTIONS} actions"
+        )
+    actions = []
+    for index, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise ApiError(ErrorCode.INVALID_REQUEST, f"{name}[{index}] must be an object")
+        try:
+            actions.append(BATCH_ACTION.parse(item, _NO_MARKETS))
+        except ApiError as exc:
+            raise ApiError(exc.code, f"{name}[{index}]: {exc.message}") from None
+    return actions
+
+
+_NO_MARKETS = MarketSet(markets={}, assets={})
+_CONVERTERS[Kind.ACTIONS] = _convert_actions
+_KIND_SCHEMAS[Kind.ACTIONS] = {
+    "type": "array",
+    "minItems": 1,
+    "maxItems": BATCH_MAX_ACTIONS,
+    "items": BATCH_ACTION.json_schema(),
+}
+
+BATCH_FIELD_DOCS["actions"] = (BATCH_FIELD_DOCS["actions"][0], [BATCH_ACTION.example()])
+BATCH = _nested_shape(
+    "Batch",
+    "A signed Batch plus sig: up to 50 places, cancels and amends of one account.",
+    [USER_IS_ADDRESS],
+    signed=True,
+)
+
+BATCH_PLACE = Shape(
+    "BatchPlace",
+    "A batch's PLACE action read as the OrderV2 it stands for (the batch's userId and ts, the "
+    "market's product), checked as a single OrderV2 is.",
+    [f for f in ORDER_V2.fields if f.name != "sig"],
+    ORDER_V2.checks,
+)
+
+_CANCEL_UNUSED = {
+    "side": "",
+    "type": "",
+    "price": 0,
+    "qty": 0,
+    "timeInForce": "",
+    "reduceOnly": False,
+    "expiresAt": 0,
+    "expectedFilled": 0,
+}
+
+
+def _unused_blank(unused: Mapping[str, Any], kind: str) -> Test:
+    def test(values: Values, _: MarketSet) -> str | None:
+        wrong = [name for name, blank in unused.items() if values[name] != blank]
+        if wrong:
+            return f'a {kind} action leaves {", ".join(wrong)} at 0, "" or false'
+        return None
+
+    return test
+
+
+BATCH_CANCEL = Shape(
+    "BatchCancel",
+    "A batch's CANCEL action, checked as a single Cancel is (the batch's userId and ts).",
+    BATCH_ACTION.fields,
+    [
+        MARKET_KNOWN,
+        Check(
+            "side",
+            ErrorCode.INVALID_REQUEST,
+            "the fields a CANCEL does not use are blank",
+            _unused_blank(_CANCEL_UNUSED, "CANCEL"),
+        ),
+    ],
+)
+PLACE_UNUSED = _unused_blank({"expectedFilled": 0}, "PLACE")

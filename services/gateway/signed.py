@@ -105,11 +105,54 @@ async def authorize(
     market: str | None,
 ) -> str | None:
     """Check ``ts`` (400 STALE_TS) and who signed: None for the owner, else the approved agent's
-    address, for an order (``Order``/``OrderV2``), an amend, a cancel or a dead-man's switch
-    only (an order or an amend: a TRADE agent's).
+    address, for an order (``Order``/``OrderV2``/``CancelReplace``), an amend, a cancel or a
+    dead-man's switch only (an order or an amend: a TRADE agent's).
     401 INVALID_SIGNATURE names the recovered address when it is neither the owner nor an agent
     of it (or the agent's approval has expired); 403 FORBIDDEN when an agent acts beyond its
     scope or markets (``market`` None: every market)."""
+    found = await agent_signer(gateway, primary_type, message, sig, user)
+    if found is None:
+        return None
+    signer, record = found
+    places = primary_type in ("Order", "OrderV2", "CancelReplace", "Amend")
+    if not places and primary_type not in ("Cancel", "CancelAll", "ScheduleCancel"):
+        raise ApiError(
+            ErrorCode.FORBIDDEN,
+            f"{signer} is an agent of {user}: an agent cannot sign a {primary_type}",
+        )
+    if places:
+        check_trade_scope(signer, record, user)
+    check_agent_markets(signer, record, user, market)
+    return signer
+
+
+async def authorize_batch(
+    gateway: Gateway,
+    message: dict[str, Any],
+    sig: str,
+    user: str,
+    markets: list[str],
+    places: bool,
+) -> str | None:
+    """:func:`authorize` for a signed Batch: an agent signs one if its scope is TRADE, or
+    CANCEL_ONLY for a batch of cancels only (``places`` False), and only if every market of
+    ``markets`` (those the actions name) is among its own."""
+    found = await agent_signer(gateway, "Batch", message, sig, user)
+    if found is None:
+        return None
+    signer, record = found
+    if places:
+        check_trade_scope(signer, record, user)
+    for market in markets:
+        check_agent_markets(signer, record, user, market)
+    return signer
+
+
+async def agent_signer(
+    gateway: Gateway, primary_type: str, message: dict[str, Any], sig: str, user: str
+) -> tuple[str, dict[str, Any]] | None:
+    """STALE_TS (400), then who signed: None for the owner, else the agent and its record;
+    401 INVALID_SIGNATURE when it is neither, or the agent's approval has expired."""
     check_ts(gateway, message)
     signer = recover_signer(gateway, primary_type, message, sig)
     if signer == user:
@@ -127,17 +170,20 @@ async def authorize(
             f"the signature recovers {signer}, whose approval as an agent of {user} expired at "
             f"{expires_at}",
         )
-    places = primary_type in ("Order", "OrderV2", "CancelReplace", "Amend")
-    if not places and primary_type not in ("Cancel", "CancelAll", "ScheduleCancel"):
-        raise ApiError(
-            ErrorCode.FORBIDDEN,
-            f"{signer} is an agent of {user}: an agent cannot sign a {primary_type}",
-        )
-    if places and record.get("scope") != TRADE:
+    return signer, record
+
+
+def check_trade_scope(signer: str, record: dict[str, Any], user: str) -> None:
+    """403 FORBIDDEN unless the agent may place orders (scope TRADE)."""
+    if record.get("scope") != TRADE:
         raise ApiError(
             ErrorCode.FORBIDDEN,
             f"{signer} is a {record.get('scope')} agent of {user}: it cannot place or amend orders",
         )
+
+
+def check_agent_markets(signer: str, record: dict[str, Any], user: str, market: str | None) -> None:
+    """403 FORBIDDEN when the agent's markets leave out ``market`` (None: every market)."""
     allowed = [m for m in str(record.get("markets", "")).split(",") if m]
     if allowed and (market is None or market not in allowed):
         where = f"market {market}" if market else "every market"
@@ -145,7 +191,6 @@ async def authorize(
             ErrorCode.FORBIDDEN,
             f"{signer} is an agent of {user} for {','.join(allowed)} only, not {where}",
         )
-    return signer
 
 
 def agent_record(message: dict[str, Any], now_ms: int) -> bytes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.gateway import metrics, orders, parsing, ratelimit
+from services.gateway import batches, metrics, orders, parsing, ratelimit
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
 
@@ -49,3 +49,20 @@ async def submit_order(gateway: Gateway, body: dict[str, Any], wait: bool) -> tu
     if isinstance(result, tuple):
         return result
     return 202, result
+
+
+async def place_batch(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Admit a signed batch; count each action accepted or refused as a single order is."""
+    try:
+        status, answer = await batches.submit_batch(gateway, body)
+    except ApiError as exc:
+        metrics.order_rejected(exc.code)
+        raise
+    for result in answer.get("results", ()):
+        if result["status"] == 202:
+            metrics.order_accepted()
+        else:
+            metrics.order_rejected(result["error"]["code"])
+    if "error" in answer:
+        metrics.order_rejected(answer["error"]["code"])
+    return status, answer

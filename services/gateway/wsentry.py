@@ -75,6 +75,13 @@ def _user_in_market(body: dict[str, Any]) -> list[str]:
     return [sessions.member(str(body["userId"]).lower(), str(body.get("market", "")))]
 
 
+def _batch_accounts(body: dict[str, Any]) -> list[str]:
+    """A signed Batch's account, in each market its actions name."""
+    user = str(body["userId"]).lower()
+    markets = {str(action.get("market", "")) for action in body["actions"]}
+    return [sessions.member(user, market) for market in sorted(markets)]
+
+
 @dataclass(frozen=True, slots=True)
 class EntryOp:
     """One op of the entry: the coroutine the REST route calls, and which accounts (in which
@@ -100,6 +107,10 @@ async def _amend(gateway: Gateway, body: dict[str, Any], _: bool) -> tuple[int, 
     return await amends.amend(gateway, body)
 
 
+async def _batch(gateway: Gateway, body: dict[str, Any], _: bool) -> tuple[int, Any]:
+    return await writes.place_batch(gateway, body)
+
+
 async def _cancel_replace(gateway: Gateway, body: dict[str, Any], _: bool) -> tuple[int, Any]:
     return await replaces.cancel_replace(gateway, body)
 
@@ -113,6 +124,7 @@ OPS: dict[str, EntryOp] = {
     "cancel": EntryOp(_cancel),  # POST /v1/orders/cancel
     "cancel_all": EntryOp(_cancel_all),  # POST /v1/orders/cancel-all
     "amend": EntryOp(_amend),  # POST /v1/orders/amend
+    "batch": EntryOp(_batch, _batch_accounts),  # POST /v1/orders/batch
     "cancel_replace": EntryOp(_cancel_replace),  # POST /v1/orders/cancel-replace
     "schedule_cancel": EntryOp(_schedule_cancel),  # POST /v1/orders/schedule-cancel
 }

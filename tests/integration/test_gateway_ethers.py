@@ -67,6 +67,36 @@ def test_ethers_signed_orders_cancels_and_withdrawals_are_accepted(redis_url: st
             assert response.json() == {"cancelled": 2}
 
 
+def test_ethers_signed_batches_are_accepted(redis_url: str) -> None:
+    """A Batch holds an array of BatchAction structs (and an int256, -1 in an AMEND): ethers
+    signs it as the gateway verifies it."""
+    markets = list(load_markets(DEFAULT_MARKETS_FILE).markets)
+    with (
+        gateway_client(redis_url, signature_max_age_ms=WIDE_WINDOW_MS) as client,
+        ReplyingMatcher(redis_url, markets),
+    ):
+        batches = vectors("Batch")
+        assert [v["message"]["atomic"] for v in batches] == [True, False]
+        for vector in batches:
+            for asset, amount in (("USDC", 10**10), ("BTC", 10**8)):
+                response = client.post(
+                    "/v1/admin/deposits",
+                    json={"userId": vector["address"], "asset": asset, "amount": amount},
+                    headers=ADMIN,
+                )
+                assert response.status_code == 200
+        answers = []
+        for vector in batches:
+            response = client.post("/v1/orders/batch", json=body(vector))
+            assert response.status_code == 200, (vector["message"], response.text)
+            answers.append([r["status"] for r in response.json()["results"]])
+        # the second one's CANCEL names no order; its AMEND waits for amends to be wired in
+        assert answers == [[202, 202], [202, 404, 400]]
+        tampered = {**body(batches[0]), "actions": batches[0]["message"]["actions"][:1]}
+        response = client.post("/v1/orders/batch", json=tampered)
+        assert response.status_code == 401
+
+
 def test_a_tampered_ethers_order_is_refused(redis_url: str) -> None:
     with gateway_client(redis_url, signature_max_age_ms=WIDE_WINDOW_MS) as client:
         vector = vectors("OrderV2")[0]

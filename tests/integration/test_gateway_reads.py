@@ -52,6 +52,8 @@ def test_health_info_and_markets(client: TestClient, r: redis.Redis) -> None:
         "ScheduleCancel",
         "CancelReplace",
         "Amend",
+        "Batch",
+        "BatchAction",
     }
     assert info["assets"] == {
         "USDC": {"decimals": 6, "quantum": 1},

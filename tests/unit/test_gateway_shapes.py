@@ -32,6 +32,7 @@ BODIES = {
     ("/v1/accounts/agents/revoke", "post"): (shapes.REVOKE_AGENT,),
     ("/v1/orders/cancel-replace", "post"): (shapes.CANCEL_REPLACE,),
     ("/v1/orders/amend", "post"): (shapes.AMEND,),
+    ("/v1/orders/batch", "post"): (shapes.BATCH,),
 }
 
 

@@ -1,4 +1,5 @@
--- accept_order.lua: admit one signed order on its account, atomically.
+-- accept_order.lua: admit one signed order on its account, atomically (the rules are in
+-- admission/order.lua, shared with accept_batch.lua).
 --
 -- Refuses a clientOrderId seen before (ever), checks what the order may lock (the available
 -- balance, or for a derivative the free collateral: available + the caller's adjustment =
@@ -50,77 +51,15 @@
 -- Returns {"OK", command JSON, "SENT" when it is on the stream, else "OUTBOX"}, {"RETRY"} or
 -- {code}.
 
-local cids_key, order_key, orders_key, bal_key, res_key, outbox_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local open_orders_key, positions_key, open_qty_key, shares_key, stream_key =
-  KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
-local cid, market, asset, wanted, now, template =
-  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local adjustment, short_code, market_refusal, overloaded =
-  tonumber(ARGV[7]), ARGV[8], ARGV[9], ARGV[10]
+--#include admission/order.lua
 
-local headroom = tonumber(ARGV[11] or '0')
-local position_field, open_field = ARGV[12] or '', ARGV[14] or ''
-
-if redis.call('HEXISTS', cids_key, cid) == 1 then return {'DUPLICATE'} end
-if position_field ~= '' then
-  local size = redis.call('HGET', positions_key, position_field) or '0'
-  local open = redis.call('HGET', open_qty_key, open_field) or '0'
-  if tonumber(size) ~= tonumber(ARGV[13]) or tonumber(open) ~= tonumber(ARGV[15]) then
-    return {'RETRY'}
-  end
-end
-
-local held = redis.call('HMGET', bal_key, asset .. ':t', asset .. ':l')
-local total, locked = tonumber(held[1] or '0'), tonumber(held[2] or '0')
-local free = total - locked + adjustment
-local amount
-if wanted == 'ALL' then
-  amount = free
-  if amount <= 0 then return {short_code} end
-else
-  amount = tonumber(wanted)
-  if amount + headroom > free then return {short_code} end
-end
-if market_refusal ~= '' then return {market_refusal} end
-
-if redis.call('ZCARD', open_orders_key) >= tonumber(ARGV[18]) then return {'TOO_MANY_ORDERS'} end
-
--- LIMIT_EXCEEDED (API.md §2): the caller's verdict, or a lock that would take the locked
--- total to 2^53 quanta, where doubles stop being exact (the sum of two values below 2^53
--- is at least 2^53 in doubles exactly when it is in integers).
-if ARGV[17] == '1' or locked + amount >= 9007199254740992 then return {'LIMIT_EXCEEDED'} end
-
-if overloaded == 'FULL' then return {'OVERLOADED'} end
-if stream_key and redis.call('EXISTS', stream_key) == 1 then
-  local waiting = nil
-  for _, group in ipairs(redis.call('XINFO', 'GROUPS', stream_key)) do
-    local info = {}
-    for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
-    if info['name'] == 'matcher' then
-      -- lag is nil when Redis cannot count it (entries deleted inside the range): XLEN, which
-      -- counts matched entries not yet trimmed too, errs on the side of refusing.
-      waiting = type(info['lag']) == 'number' and info['lag'] + info['pending'] or nil
-    end
-  end
-  if waiting == nil then waiting = redis.call('XLEN', stream_key) end
-  if waiting >= tonumber(overloaded) then return {'OVERLOADED'} end
-end
-
-local amount_text = string.format('%d', amount)
-local command = string.sub(template, 1, -2) .. ',"reserved":' .. amount_text .. '}'
-if stream_key then redis.call('XADD', stream_key, '*', 'c', command) end
-redis.call('HSET', cids_key, cid, market)
-if amount > 0 then redis.call('HINCRBY', bal_key, asset .. ':l', amount_text) end
-redis.call('HSET', res_key, cid, amount_text)
-redis.call('HSET', order_key, 'market', market, 'asset', asset, 'reserved', amount_text,
-           'acceptedAt', now, 'cmd', command)
-redis.call('ZADD', orders_key, now, cid)
-redis.call('ZADD', open_orders_key, now, cid)
-if open_field ~= '' then
-  redis.call('HINCRBY', open_qty_key, open_field, ARGV[16])
-  redis.call('HSET', shares_key, cid, ARGV[16] .. '|' .. open_field)
-end
-if stream_key then return {'OK', command, 'SENT'} end
-redis.call('ZADD', outbox_key, now, cid)
-return {'OK', command, 'OUTBOX'}
+local k = {
+  cids = KEYS[1], order = KEYS[2], orders = KEYS[3], bal = KEYS[4], res = KEYS[5],
+  outbox = KEYS[6], open_orders = KEYS[7], positions = KEYS[8], open_qty = KEYS[9],
+  shares = KEYS[10], stream = KEYS[11],
+}
+local verdict = judge_order(k, ARGV, 0)
+if verdict[1] ~= 'OK' then return verdict end
+if k.stream then redis.call('XADD', k.stream, '*', 'c', verdict[2]) end
+record_order(k, ARGV, verdict)
+return {'OK', verdict[2], k.stream and 'SENT' or 'OUTBOX'}
