@@ -17,22 +17,10 @@ from typing import Any
 
 import orjson
 
+from lib.entryload import mask_frame
+
 BUCKET_US = 100  # latency histogram resolution
 BUCKETS = 100_000  # up to 10 s
-
-
-def mask_frame(opcode: int, payload: bytes) -> bytes:
-    """A client frame (clients must mask, RFC 6455 §5.3)."""
-    key = os.urandom(4)
-    length = len(payload)
-    if length < 126:
-        header = bytes([0x80 | opcode, 0x80 | length])
-    elif length < 65536:
-        header = bytes([0x80 | opcode, 0x80 | 126]) + length.to_bytes(2, "big")
-    else:
-        header = bytes([0x80 | opcode, 0x80 | 127]) + length.to_bytes(8, "big")
-    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return header + key + masked
 
 
 class Stats:

@@ -53,19 +53,9 @@ def loads(raw: bytes) -> Any:
 
 def _keys_if_no_float(value: Any) -> int | None:
     """The keys of every object in ``value``, or None if it holds a float anywhere."""
-    if type(value) is dict:
-        count = len(value)
-        for item in value.values():
-            if type(item) is dict or type(item) is list:
-                inner = _keys_if_no_float(item)
-                if inner is None:
-                    return None
-                count += inner
-            elif type(item) is float:
-                return None
-        return count
-    count = 0
-    for item in value:
+    is_object = type(value) is dict
+    count = len(value) if is_object else 0
+    for item in value.values() if is_object else value:
         if type(item) is dict or type(item) is list:
             inner = _keys_if_no_float(item)
             if inner is None:
