@@ -96,25 +96,13 @@ local function process_amend(cmd)
     redis.call('HSET', o.key, unpack(fields))
   else
     -- off its level, then in again as an incoming order with a fresh arrival
-    local member = book_member(o)
-    redis.call('ZREM', is_buy and K_BIDS or K_ASKS, member)
-    if o.expiresAt ~= '0' then redis.call('ZREM', K_EXP, (is_buy and 'B' or 'S') .. member) end
-    level_add(is_buy, o.price, -(o.qty - o.filled))
+    take_off_book(o)
     aseq = aseq + 1
     o.aseq, o.price, o.qty, o.oa = int(aseq), price, qty, allowance
     o.incoming = true
     local remaining, margin_stop = take_book(o, is_buy and K_ASKS or K_BIDS, is_buy, price,
       false, qty - o.filled, nil, false)
-    local expires_at = tonumber(o.expiresAt)
-    if remaining == 0 then
-      finish(o, 'FILLED', nil)
-    elseif margin_stop then
-      finish(o, 'CXL', 'INSUFFICIENT_MARGIN')
-    elseif expires_at > 0 and expires_at <= now then
-      finish(o, 'EXP', 'EXPIRES_AT')
-    else
-      rest(o, is_buy, remaining, expires_at)
-    end
+    after_taking(o, is_buy, remaining, margin_stop, false)
     o.incoming = nil
     save_amended(o)
   end

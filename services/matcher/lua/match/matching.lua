@@ -202,6 +202,23 @@ local function rest(o, is_buy, remaining, expires_at)
   o.status = o.filled > 0 and 'PARTIAL' or 'NEW'
 end
 
+-- A taker that has taken what it could: FILLED, cut short by its margin, ended by its time
+-- in force (ends_now: IOC, FOK, MARKET) or by its expiry, or resting with the rest.
+local function after_taking(o, is_buy, remaining, margin_stop, ends_now)
+  local expires_at = tonumber(o.expiresAt)
+  if remaining == 0 then
+    finish(o, 'FILLED', nil)
+  elseif margin_stop then
+    finish(o, 'CXL', 'INSUFFICIENT_MARGIN')
+  elseif ends_now then
+    finish(o, 'EXP', 'TIME_IN_FORCE')
+  elseif expires_at > 0 and expires_at <= now then
+    finish(o, 'EXP', 'EXPIRES_AT')
+  else
+    rest(o, is_buy, remaining, expires_at)
+  end
+end
+
 -- Match an incoming order: refused, or it trades, then rests or ends.
 local function match_order(cmd, o)
   local is_buy = o.side == 'BUY'
@@ -233,16 +250,5 @@ local function match_order(cmd, o)
   end
   local remaining, margin_stop = take_book(o, book, is_buy, limit, no_limit, qty, budget,
     cmd.liquidation == true)
-  local expires_at = tonumber(o.expiresAt)
-  if remaining == 0 then
-    finish(o, 'FILLED', nil)
-  elseif margin_stop then
-    finish(o, 'CXL', 'INSUFFICIENT_MARGIN')
-  elseif is_market or tif == 'IOC' or tif == 'FOK' then
-    finish(o, 'EXP', 'TIME_IN_FORCE')
-  elseif expires_at > 0 and expires_at <= now then
-    finish(o, 'EXP', 'EXPIRES_AT')
-  else
-    rest(o, is_buy, remaining, expires_at)
-  end
+  after_taking(o, is_buy, remaining, margin_stop, is_market or tif == 'IOC' or tif == 'FOK')
 end

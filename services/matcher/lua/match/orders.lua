@@ -25,13 +25,18 @@ local function finish(o, new_status, reason)
   touch(o)
 end
 
--- Take a resting order off the book (cancel, self-trade, expiry) with a final status.
-local function remove_resting(o, new_status, reason)
+-- Take a resting order off its level: the book, the expiry index, the level's total.
+local function take_off_book(o)
   local is_bid = o.side == 'BUY'
   local member = book_member(o)
   redis.call('ZREM', is_bid and K_BIDS or K_ASKS, member)
   if o.expiresAt ~= '0' then redis.call('ZREM', K_EXP, (is_bid and 'B' or 'S') .. member) end
   level_add(is_bid, o.price, -(o.qty - o.filled))
+end
+
+-- Take a resting order off the book (cancel, self-trade, expiry) with a final status.
+local function remove_resting(o, new_status, reason)
+  take_off_book(o)
   finish(o, new_status, reason)
 end
 
