@@ -3,7 +3,9 @@
 Two steps, so that every door shares them: :func:`verify_amend` parses the body and checks who
 signed it; :func:`admit_amend` admits an amend already verified. :func:`amend` is both, for the
 REST route and WebSocket order entry. A signed batch verifies one signature for all its items:
-:func:`verify_batch_item` checks an item's fields, then :func:`admit_amend` admits it.
+:func:`verify_batch_item` checks an item's fields, :func:`check_amend` the checks before the
+account, and :func:`amend_terms` gives the values the account script (``admission/amend.lua``,
+which ``amend_order.lua`` and the batch's ``accept_batch.lua`` both run) needs.
 
 The reservation rule (docs/api.md "Amend"): while an amend is in flight the order's
 reservation never holds less than either version of the order needs. ``amend_order.lua`` (the

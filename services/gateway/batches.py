@@ -6,11 +6,14 @@ the signature covers them all), ``ts`` and the signature once (400, 401; an agen
 markets, 403), the user's rate limit (one token per action, 429), the signature's single use
 (409). Then each action is judged by the checks of its single request, in their order: a PLACE
 as an ``OrderV2`` (:data:`shapes.BATCH_PLACE`, the price band, then the account script's
-rules), a CANCEL as a ``Cancel``. Every PLACE is admitted by ``accept_batch.lua``, one script
-in the account's slot that runs the single order's Lua (``admission/order.lua``) per action,
-with the reservation computed by :func:`orders.order_admission`; the same script puts every
-accepted command on its market stream in the batch's order (a single Redis), or leaves the
-PLACE commands in the account's outbox for the gateway (or, if it dies, the sweeper) to send.
+rules), a CANCEL as a ``Cancel``, an AMEND as an ``Amend`` (:func:`amends.verify_batch_item`,
+:func:`amends.check_amend`, then the account script's rules). Every PLACE and AMEND is
+admitted by ``accept_batch.lua``, one script in the account's slot that runs the single
+order's Lua (``admission/order.lua``) or the single amend's (``admission/amend.lua``) per
+action, with the reservation computed by :func:`orders.order_admission` or
+:func:`amends.amend_terms`; the same script puts every accepted command on its market stream
+in the batch's order (a single Redis), or leaves the PLACE commands in the account's outbox
+for the gateway (or, if it dies, the sweeper) to send, the gateway sending the rest.
 
 Atomic: the first refused action refuses the batch, which then changes nothing (the script
 undoes what the actions before it wrote) and answers with that action's status and code, its
