@@ -20,7 +20,7 @@ import redis
 from support.exchange import Exchange
 from support.redis_server import wait_for
 from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
-from test_amend import audit_ok
+from test_amend import audit_ok, perp_need
 from test_batch import (
     BLANK,
     BUY_LOCK,
@@ -46,6 +46,8 @@ pytestmark = pytest.mark.integration
 
 MARKETS = load_markets(DEFAULT_MARKETS_FILE)
 ETH_PRICE = 300_000
+PERP, P = "BTC-PERP", 3_000_000  # the PERP's index, so its mark
+USDC = 10**12
 
 
 def amend(
@@ -345,4 +347,69 @@ def test_amends_in_a_batch_on_the_outbox_path(redis_url: str, r: redis.Redis) ->
         assert wait_for(lambda: exchange.balance(user, "USDC") == (10_000_000_000, locked), 30)
         assert wait_for(lambda: r.zcard(keys.outbox(user)) == 0, 30)
         assert order(exchange, trader, "a")["qty"] == QTY // 2
+        audit_clean(exchange)
+
+
+def test_perp_places_and_amends_in_one_batch_net_their_margin_to_the_unit(
+    exchange: Exchange, r: redis.Redis
+) -> None:
+    """An AMEND after a PLACE on the same market and side counts that PLACE as open, as it
+    would if sent after it (the account script's guard finds what it was judged on)."""
+    trader = Trader()
+    user = trader.address.lower()
+    exchange.deposit(user, "USDC", USDC)
+    body = trader.order(PERP, "BUY", P, 10, cid="p0", product="PERP")
+    assert post(exchange, body, "/v1/orders?wait=1").json()["status"] == "NEW"
+    actions = [
+        place("p1", market=PERP, price=P, qty=10),
+        amend("p0", P, 20, market=PERP),
+        amend("p1", P, 15, expected=0, market=PERP),
+    ]
+    assert statuses(post(exchange, batch(trader, actions, atomic=True))) == [(202, None)] * 3
+    assert wait_for(lambda: order(exchange, trader, "p1")["qty"] == 15, 30)
+    assert wait_for(
+        lambda: exchange.balance(user, "USDC") == (USDC, perp_need(20) + perp_need(15)), 30
+    )
+    assert wait_for(lambda: r.hget(keys.open_quantities(user), f"{PERP}:BUY") == "35", 30)
+    actions = [place("p2", market=PERP, price=P, qty=5), amend("p0", P, 5, market=PERP)]
+    assert statuses(post(exchange, batch(trader, actions))) == [(202, None)] * 2
+    locked = perp_need(5) + perp_need(15) + perp_need(5)
+    assert wait_for(lambda: exchange.balance(user, "USDC") == (USDC, locked), 30)
+    assert wait_for(lambda: r.hget(keys.open_quantities(user), f"{PERP}:BUY") == "25", 30)
+    audit_clean(exchange)
+
+
+def test_a_batch_amend_lost_with_its_gateway_only_over_reserves_until_the_order_ends(
+    redis_url: str, r: redis.Redis
+) -> None:
+    """The outbox path: the script raised the reservation, the stream refused the XADD (a
+    string where it should be) and the gateway is SIGKILLed. The order keeps its terms; the
+    raise stays (the auditor accepts it while the amend is pending) until the order ends."""
+    with Exchange(redis_url, DEX_ORDER_OUTBOX="1") as exchange:
+        exchange.start("gateway", "settler")
+        trader = Trader()
+        user = trader.address.lower()
+        exchange.deposit(user, "USDC", 10_000_000_000)
+        response = post(exchange, trader.order(SPOT, "BUY", PRICE, QTY, cid="old"), "/v1/orders")
+        assert response.status_code == 202, response.text
+        assert wait_for(lambda: r.zcard(keys.outbox(user)) == 0, 30)
+        stream = keys.market_in(SPOT)
+        r.rename(stream, "parked-stream")
+        r.set(stream, "not a stream")
+        response = post(exchange, batch(trader, [amend("old", PRICE, 2 * QTY)]))
+        assert statuses(response) == [(202, None)]
+        exchange.kill("gateway")
+        assert r.hget(keys.balances(user), "USDC:l") == str(need(PRICE, 2 * QTY))
+        r.delete(stream)
+        r.rename("parked-stream", stream)
+        exchange.start("matcher", "gateway")
+        assert wait_for(lambda: r.hget(keys.market_order(SPOT, user, "old"), "status") == "NEW", 60)
+        assert [op for op, _ in stream_cids(r, SPOT)] == ["order"]
+        assert order(exchange, trader, "old")["qty"] == QTY
+        assert r.hget(keys.account_order(user, "old"), "pa") == "1"
+        assert exchange.balance(user, "USDC") == (10_000_000_000, need(PRICE, 2 * QTY))
+        audit_clean(exchange)
+        assert statuses(post(exchange, batch(trader, [cancel("old")]))) == [(202, None)]
+        assert wait_for(lambda: exchange.balance(user, "USDC") == (10_000_000_000, 0), 30)
+        assert r.hgetall(keys.reservations(user)) == {}
         audit_clean(exchange)
