@@ -15,10 +15,14 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 import redis
 from support.exchange import Exchange
-from support.redis_server import wait_for
+from support.gateway import ADMIN, error_of, gateway_client
+from support.gateway import balance as cluster_balance
+from support.redis_cluster import RedisCluster
+from support.redis_server import RedisServerUnavailable, wait_for
 from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
 from test_amend import audit_ok, perp_need
 from test_batch import (
@@ -40,7 +44,8 @@ from test_batch import (
 from common import keys, money
 from common.eip712 import sign
 from common.markets import load_markets
-from common.settings import DEFAULT_MARKETS_FILE
+from common.redis_client import connect
+from common.settings import DEFAULT_MARKETS_FILE, DexSettings
 
 pytestmark = pytest.mark.integration
 
@@ -413,3 +418,50 @@ def test_a_batch_amend_lost_with_its_gateway_only_over_reserves_until_the_order_
         assert wait_for(lambda: exchange.balance(user, "USDC") == (10_000_000_000, 0), 30)
         assert r.hgetall(keys.reservations(user)) == {}
         audit_clean(exchange)
+
+
+def test_batch_amends_on_a_redis_cluster() -> None:
+    """On a real three-master cluster every key the AMEND's account code touches is in the
+    account's slot; its command goes out after the PLACE it amends; an atomic refusal at an
+    AMEND leaves its raise undone."""
+    cluster = RedisCluster()
+    try:
+        cluster.start()
+    except RedisServerUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        with gateway_client(cluster.url, redis_cluster=True) as client:
+            trader = Trader()
+            user = trader.address.lower()
+            response = client.post(
+                "/v1/admin/deposits",
+                json={"userId": user, "asset": "USDC", "amount": 7_000_000_000},
+                headers=ADMIN,
+            )
+            assert response.status_code == 200, response.text
+            actions = [place("a"), amend("a", PRICE, QTY // 2), amend("nope", PRICE, QTY)]
+            results = client.post("/v1/orders/batch", json=batch(trader, actions)).json()
+            assert [x["status"] for x in results["results"]] == [202, 202, 404]
+            raised = batch(trader, [amend("a", PRICE, 2 * QTY), place("b")], atomic=True)
+            assert error_of(client.post("/v1/orders/batch", json=raised)) == (
+                422,
+                "INSUFFICIENT_BALANCE",
+            )
+            assert client.get(f"/v1/accounts/{user}/balances").json() == {
+                "USDC": cluster_balance(7_000_000_000, BUY_LOCK)
+            }
+            direct = connect(DexSettings(redis_url=cluster.url, redis_cluster=True))
+            try:
+                spot = [
+                    (command["op"], command["cid"])
+                    for command in (
+                        orjson.loads(f["c"]) for _, f in direct.xrange(keys.market_in(SPOT))
+                    )
+                ]
+                assert spot == [("order", "a"), ("amend", "a")]
+                assert direct.hget(keys.account_order(user, "a"), "pa") == "1"
+                assert wait_for(lambda: direct.zcard(keys.outbox(user)) == 0, 20)
+            finally:
+                direct.close()
+    finally:
+        cluster.stop()
