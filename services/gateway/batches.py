@@ -22,8 +22,10 @@ index named. Otherwise each action answers for itself, in order.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -282,6 +284,7 @@ async def prepare(
     asset), so the script finds them as they were judged unless a fill moved them meanwhile."""
     open_ahead: dict[tuple[str, str], int] = {}
     states: dict[str, tuple[int, dict[str, str], dict[str, str]]] = {}
+    amending: list[Coroutine[Any, Any, None]] = []  # each AMEND's record read, all at once
     for item in items:
         symbol, cid = item.action["market"], item.action["clientOrderId"]
         item.script_keys = (
@@ -290,7 +293,7 @@ async def prepare(
             keys.account_open_orders(user, symbol),
         )
         if item.amend is not None:
-            await prepare_amend(gateway, user, item, items, open_ahead, states)
+            amending.append(await prepare_amend(gateway, user, item, items, open_ahead, states))
             continue
         order = item.order
         if order is None:
@@ -319,6 +322,7 @@ async def prepare(
             open_ahead[side_key] = open_ahead.get(side_key, 0) + order.qty
         item.reserve = reserve
         item.script_args = ("PLACE", *args)
+    await asyncio.gather(*amending)
 
 
 async def prepare_amend(
@@ -328,10 +332,11 @@ async def prepare_amend(
     items: list[Item],
     open_ahead: dict[tuple[str, str], int],
     states: dict[str, tuple[int, dict[str, str], dict[str, str]]],
-) -> None:
-    """An AMEND's reservation and ``amend_order.lua``'s values, for accept_batch.lua; its
-    command asks for no reply (the batch does not wait for the matcher). ``items``: the
-    actions of this run of the script."""
+) -> Coroutine[Any, Any, None]:
+    """What judges an AMEND for accept_batch.lua, to be awaited with the others: it sets its
+    reservation and ``amend_order.lua``'s values, its command asking for no reply (the batch
+    does not wait for the matcher), or its error. ``items``: the actions of this run of the
+    script; what depends on the actions before it (``open_ahead``) is fixed now."""
     amend, view = item.amend, item.view
     assert amend is not None and view is not None
     market, state = amend.market, None
@@ -350,15 +355,19 @@ async def prepare_amend(
     else:
         side = str(view["side"])
     ahead = open_ahead.get((market.symbol, side), 0)
-    try:
-        terms = await amends.amend_terms(
-            gateway, amend, uuid.uuid4().hex, None, ahead, state, record
-        )
-    except ApiError as exc:
-        item.error = exc
-        return
-    item.reserve = terms.reservation
-    item.script_args = ("AMEND", *terms.args, "", "", "", "")
+
+    async def judge() -> None:
+        try:
+            terms = await amends.amend_terms(
+                gateway, amend, uuid.uuid4().hex, None, ahead, state, record
+            )
+        except ApiError as exc:
+            item.error = exc
+            return
+        item.reserve = terms.reservation
+        item.script_args = ("AMEND", *terms.args, "", "", "", "")
+
+    return judge()
 
 
 async def run_script(gateway: Gateway, user: str, atomic: bool, items: list[Item]) -> list[Any]:
