@@ -465,3 +465,47 @@ def test_batch_amends_on_a_redis_cluster() -> None:
                 direct.close()
     finally:
         cluster.stop()
+
+
+def test_amends_of_others_orders_twice_after_a_cancel_and_too_large(
+    exchange: Exchange, r: redis.Redis
+) -> None:
+    """Another account's order is not found under one's own signature; two AMENDs of one order
+    end with the last one's terms; an AMEND after a CANCEL of the same order is refused by the
+    book, releasing all; an amended notional of 2^53 quanta is 422 LIMIT_EXCEEDED."""
+    trader, stranger = Trader(), Trader()
+    user = trader.address.lower()
+    exchange.deposit(user, "USDC", 10_000_000_000)
+    exchange.deposit(stranger.address, "USDC", 10_000_000_000)
+    rest(exchange, trader, "o1", PRICE - 1)
+    rest(exchange, trader, "o2", PRICE - 2)
+    mine = settled_state(r, user)
+    response = post(exchange, batch(stranger, [amend("o1", PRICE - 1, QTY // 2)]))
+    assert statuses(response) == [(404, "NOT_FOUND")]
+    assert account_state(r, user) == mine
+    huge = batch(trader, [amend("o1", PRICE - 1, QTY // 2), amend("o2", PRICE, 2**52)], atomic=True)
+    response = post(exchange, huge)
+    assert (response.status_code, response.json()["error"]["code"]) == (422, "LIMIT_EXCEEDED")
+    assert response.json()["error"]["index"] == 1
+    assert account_state(r, user) == mine
+    actions = [
+        amend("o1", PRICE - 1, QTY // 2),
+        amend("o1", PRICE - 3, QTY // 4),  # the last word: a new price, a smaller qty
+        cancel("o2"),
+        amend("o2", PRICE - 2, QTY // 2),  # passes here, then finds the order cancelled
+    ]
+    assert statuses(post(exchange, batch(trader, actions))) == [(202, None)] * 4
+    assert stream_cids(r, SPOT)[2:] == [
+        ("amend", "o1"),
+        ("amend", "o1"),
+        ("cancel", "o2"),
+        ("amend", "o2"),
+    ]
+    assert wait_for(lambda: order(exchange, trader, "o2")["status"] == "CXL", 30)
+    locked = need(PRICE - 3, QTY // 4)
+    assert wait_for(lambda: exchange.balance(user, "USDC") == (10_000_000_000, locked), 30)
+    final = order(exchange, trader, "o1")
+    assert (final["price"], final["qty"], final["status"]) == (PRICE - 3, QTY // 4, "NEW")
+    assert wait_for(lambda: r.hget(keys.account_order(user, "o1"), "pa") == "0", 30)
+    assert r.hgetall(keys.reservations(user)) == {"o1": str(locked)}
+    audit_clean(exchange)
