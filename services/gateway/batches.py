@@ -199,8 +199,9 @@ async def check_amend(
         for p in before
         if p.order is not None and p.error is None and p.action["clientOrderId"] == cid
     ]
-    view = None
-    if placed:
+    # An order accepted before the batch is the one amended (a PLACE of its id is DUPLICATE).
+    view = await orders.read_order(gateway, amend.user, cid)
+    if view is None and placed:
         item.placed = placed[-1]
         order = item.placed.order
         assert order is not None
@@ -212,7 +213,7 @@ async def check_amend(
             "filled": 0,
         }
     view = await amends.check_amend(gateway, amend, view)
-    item.view = {"clientOrderId": cid, "status": "ACCEPTED"} if placed else view
+    item.view = {"clientOrderId": cid, "status": "ACCEPTED"} if item.placed else view
     item.amend = amend
 
 

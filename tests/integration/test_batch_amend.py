@@ -291,8 +291,15 @@ def test_an_amend_of_a_place_of_the_same_batch_that_was_refused_is_not_found(
     assert wait_for(lambda: order(exchange, trader, "a")["qty"] == QTY // 2, 30)
     locked = need(PRICE, QTY // 2)
     assert wait_for(lambda: exchange.balance(user, "USDC") == (4_000_000_000, locked), 30)
+    # A PLACE of an id already accepted is DUPLICATE; the AMEND after it amends that order.
+    response = post(exchange, batch(trader, [place("a", side="SELL"), amend("a", PRICE, QTY // 4)]))
+    assert statuses(response) == [(409, "DUPLICATE"), (202, None)]
+    assert response.json()["results"][1]["order"]["qty"] == QTY // 2
+    assert wait_for(lambda: order(exchange, trader, "a")["qty"] == QTY // 4, 30)
+    locked = need(PRICE, QTY // 4)
+    assert wait_for(lambda: exchange.balance(user, "USDC") == (4_000_000_000, locked), 30)
     # Atomic: the AMEND of a PLACE refused by the script refuses the batch, at the PLACE.
-    exchange.deposit(user, "USDC", 3_000_000_000)
+    exchange.deposit(user, "USDC", 2_500_000_000)
     before = settled_state(r, user)
     body = batch(trader, [place("e"), place("f"), amend("f", PRICE, QTY // 2)], atomic=True)
     response = post(exchange, body)
