@@ -3,7 +3,9 @@
 Two steps, so that every door shares them: :func:`verify_amend` parses the body and checks who
 signed it; :func:`admit_amend` admits an amend already verified. :func:`amend` is both, for the
 REST route and WebSocket order entry. A signed batch verifies one signature for all its items:
-:func:`verify_batch_item` checks an item's fields, then :func:`admit_amend` admits it.
+:func:`verify_batch_item` checks an item's fields, :func:`check_amend` the checks before the
+account, and :func:`amend_terms` gives the values the account script (``admission/amend.lua``,
+which ``amend_order.lua`` and the batch's ``accept_batch.lua`` both run) needs.
 
 The reservation rule (docs/api.md "Amend"): while an amend is in flight the order's
 reservation never holds less than either version of the order needs. ``amend_order.lua`` (the
@@ -86,31 +88,14 @@ async def banded_market(gateway: Gateway, message: dict[str, Any]) -> Market:
 
 
 async def admit_amend(gateway: Gateway, amend: VerifiedAmend) -> tuple[int, dict[str, Any]]:
-    """Admit a verified amend, in the documented order of checks: 429, 404 NOT_FOUND (no such
-    order of the user in the market), 409 DUPLICATE, ORDER_CLOSED, 400 INVALID_ORDER (not a
-    LIMIT order), 409 FILLED_CHANGED, QTY_NOT_ABOVE_FILLED (as last known here), 422 the
-    market's refusal, 503 OVERLOADED, then the account script (409 DUPLICATE / ORDER_CLOSED,
-    422 INSUFFICIENT_*, LIMIT_EXCEEDED), then the matcher's verdict."""
+    """Admit a verified amend, in the documented order of checks: 429, then
+    :func:`check_amend`'s, then the account script (409 DUPLICATE / ORDER_CLOSED, 422
+    INSUFFICIENT_*, LIMIT_EXCEEDED), then the matcher's verdict."""
     user, market, message = amend.user, amend.market, amend.message
-    cid, qty = message["clientOrderId"], message["qty"]
-    expected = message["expectedFilled"]
+    cid = message["clientOrderId"]
     await ratelimit.check_user(gateway, user)
-    order = await orders.read_order(gateway, user, cid)
-    if order is None or order["market"] != market.symbol:
-        raise ApiError(ErrorCode.NOT_FOUND, f"no order {cid!r} of {user} in {market.symbol}")
+    await check_amend(gateway, amend)
     sig_key = keys.used_signature(user, amend.digest or f"amend:{uuid.uuid4().hex}")
-    if amend.digest and await gateway.redis.exists(sig_key):
-        raise ApiError(ErrorCode.DUPLICATE, "this Amend signature was already used")
-    if order["status"] in FINAL_STATUSES:
-        raise ApiError(ErrorCode.ORDER_CLOSED, f"order {cid!r} is already {order['status']}")
-    if order["type"] != OrderType.LIMIT:
-        raise ApiError(ErrorCode.INVALID_ORDER, f"order {cid!r} is a MARKET order: only LIMIT")
-    filled = int(order.get("filled") or 0)
-    check_filled(cid, expected, qty, filled)
-    refusal = orders.market_refusal(await gateway.market_status(market))
-    if refusal:
-        raise ApiError(ErrorCode[refusal], f"market {market.symbol} takes no amends now")
-    await cancels.refuse_if_overloaded(gateway, [market.symbol])
     aid = uuid.uuid4().hex
     reply_key = keys.market_reply(market.symbol, aid)
     command = await reserve(gateway, amend, sig_key, aid, reply_key)
@@ -133,6 +118,36 @@ async def admit_amend(gateway: Gateway, amend: VerifiedAmend) -> tuple[int, dict
     verdict = orjson.loads(answer[1])
     raise_refusal(cid, market.symbol, verdict)
     return 200, current
+
+
+async def check_amend(
+    gateway: Gateway, amend: VerifiedAmend, order: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The amend's checks before its account script, in their order: 404 NOT_FOUND (no such
+    order of the user in the market), 409 DUPLICATE (when the amend has its own signature),
+    ORDER_CLOSED, 400 INVALID_ORDER (not a LIMIT order), 409 FILLED_CHANGED,
+    QTY_NOT_ABOVE_FILLED (as last known here), 422 the market's refusal, 503 OVERLOADED.
+    Returns the order as read, or as the caller gave it (``order``: one a signed batch places
+    before amending it, not yet recorded). (The user's rate limit is the caller's: a single
+    amend takes a token first, a batch one per action.)"""
+    user, market, message = amend.user, amend.market, amend.message
+    cid, qty = message["clientOrderId"], message["qty"]
+    if order is None:
+        order = await orders.read_order(gateway, user, cid)
+    if order is None or order["market"] != market.symbol:
+        raise ApiError(ErrorCode.NOT_FOUND, f"no order {cid!r} of {user} in {market.symbol}")
+    if amend.digest and await gateway.redis.exists(keys.used_signature(user, amend.digest)):
+        raise ApiError(ErrorCode.DUPLICATE, "this Amend signature was already used")
+    if order["status"] in FINAL_STATUSES:
+        raise ApiError(ErrorCode.ORDER_CLOSED, f"order {cid!r} is already {order['status']}")
+    if order["type"] != OrderType.LIMIT:
+        raise ApiError(ErrorCode.INVALID_ORDER, f"order {cid!r} is a MARKET order: only LIMIT")
+    check_filled(cid, message["expectedFilled"], qty, int(order.get("filled") or 0))
+    refusal = orders.market_refusal(await gateway.market_status(market))
+    if refusal:
+        raise ApiError(ErrorCode[refusal], f"market {market.symbol} takes no amends now")
+    await cancels.refuse_if_overloaded(gateway, [market.symbol])
+    return order
 
 
 def check_filled(cid: str, expected: int, qty: int, filled: int) -> None:
@@ -177,65 +192,117 @@ def raise_refusal(cid: str, symbol: str, verdict: dict[str, Any]) -> None:
     raise ApiError(ErrorCode.UNAVAILABLE, f"the matcher answered {verdict!r}")
 
 
-async def reserve(
-    gateway: Gateway, amend: VerifiedAmend, sig_key: str, aid: str, reply_key: str
-) -> str:
-    """Run ``amend_order.lua`` (again when the position it was judged on moved): the raised
-    reservation, the pending amend, and on a single Redis the command on the stream. Returns
-    the amend command's JSON."""
+@dataclass(frozen=True, slots=True)
+class AmendTerms:
+    """What an amend's account script needs: its reservation, the amend command (JSON) for the
+    stream, and ``amend_order.lua``'s ARGV[1..14] (admission/amend.lua's ``a``)."""
+
+    reservation: funds.Reservation
+    command: str
+    args: list[Any]
+
+
+async def amend_terms(
+    gateway: Gateway,
+    amend: VerifiedAmend,
+    aid: str,
+    reply_key: str | None,
+    open_ahead: int = 0,
+    state: tuple[int, dict[str, str], dict[str, str]] | None = None,
+    record: tuple[str, str | None, str | None] | None = None,
+) -> AmendTerms:
+    """The raised reservation and the commands of an amend, on the order's accepted record as
+    read now (``reply_key`` None: the command asks for no reply; ``open_ahead`` and ``state``
+    as :func:`funds.order_reservation` takes them; ``record``: the accepted command, settled
+    qty and open-quantity share the same script will have recorded before the amend runs, for
+    an order a signed batch places first)."""
     user, market, message = amend.user, amend.market, amend.message
     cid, price, qty = message["clientOrderId"], message["price"], message["qty"]
-    for _ in range(ADMIT_ATTEMPTS):
+    if record is None:
         raw_command, settled, share = await gateway.transport.execute(
             Commands()
             .hget(keys.account_order(user, cid), "cmd")
             .hget(keys.reservation_fills(user), cid)
             .hget(keys.open_quantity_shares(user), cid)
         )
-        if raw_command is None:
-            raise ApiError(ErrorCode.ORDER_CLOSED, f"order {cid!r} has finished")
-        accepted = orjson.loads(raw_command)
-        side = Side(accepted["side"])
-        rest = qty - int(settled or 0)
-        if rest <= 0:
-            check_filled(cid, -1, qty, int(settled or 0))
-        own_open = int(str(share).partition("|")[0]) if share else 0
-        reservation = await funds.order_reservation(
-            gateway,
-            user,
-            market,
-            side,
-            OrderType.LIMIT,
-            price,
-            rest,
-            bool(accepted.get("reduceOnly")),
-            own_open=own_open,
+    else:
+        raw_command, settled, share = record
+    if raw_command is None:
+        raise ApiError(ErrorCode.ORDER_CLOSED, f"order {cid!r} has finished")
+    accepted = orjson.loads(raw_command)
+    side = Side(accepted["side"])
+    rest = qty - int(settled or 0)
+    if rest <= 0:
+        check_filled(cid, -1, qty, int(settled or 0))
+    own_open = int(str(share).partition("|")[0]) if share else 0
+    reservation = await funds.order_reservation(
+        gateway,
+        user,
+        market,
+        side,
+        OrderType.LIMIT,
+        price,
+        rest,
+        bool(accepted.get("reduceOnly")),
+        own_open=own_open,
+        open_ahead=open_ahead,
+        state=state,
+    )
+    new_order = {k: v for k, v in accepted.items() if k != "reply"}
+    new_order.update(price=price, qty=qty, **reservation.command)
+    new_order["reserved"] = full_reservation(market, side.value, new_order)  # type: ignore[arg-type]
+    if not money.within_limit(money.notional(market, price, qty)) or not money.within_limit(
+        new_order["reserved"]
+    ):
+        raise ApiError(
+            ErrorCode.LIMIT_EXCEEDED, "the amended order's notional would reach 2^53 quanta"
         )
-        new_order = {k: v for k, v in accepted.items() if k != "reply"}
-        new_order.update(price=price, qty=qty, **reservation.command)
-        new_order["reserved"] = full_reservation(market, side.value, new_order)  # type: ignore[arg-type]
-        if not money.within_limit(money.notional(market, price, qty)) or not money.within_limit(
-            new_order["reserved"]
-        ):
-            raise ApiError(
-                ErrorCode.LIMIT_EXCEEDED, "the amended order's notional would reach 2^53 quanta"
-            )
-        command: AmendCommand = {
-            "op": "amend",
-            "user": user,
-            "cid": cid,
-            "side": side.value,
-            "price": price,
-            "qty": qty,
-            "expectedFilled": message["expectedFilled"],
-            "reserved": new_order["reserved"],
-            "aid": aid,
-            "ts": message["ts"],
-            "reply": reply_key,
-        }
-        command.update(reservation.command)  # type: ignore[typeddict-item]
-        command_text = dumps(command)
-        guard = reservation.guard
+    command: AmendCommand = {
+        "op": "amend",
+        "user": user,
+        "cid": cid,
+        "side": side.value,
+        "price": price,
+        "qty": qty,
+        "expectedFilled": message["expectedFilled"],
+        "reserved": new_order["reserved"],
+        "aid": aid,
+        "ts": message["ts"],
+    }
+    if reply_key is not None:
+        command["reply"] = reply_key
+    command.update(reservation.command)  # type: ignore[typeddict-item]
+    command_text = dumps(command)
+    guard = reservation.guard
+    args = [
+        cid,
+        reservation.asset,
+        reservation.amount,
+        reservation.adjustment,
+        reservation.short_code,
+        reservation.headroom,
+        guard.position_field if guard else "",
+        guard.position_size if guard else 0,
+        guard.open_field if guard else "",
+        guard.open_qty if guard else 0,
+        signed.replay_ttl_ms(gateway),
+        aid,
+        dumps(new_order),
+        command_text,
+    ]
+    return AmendTerms(reservation, command_text, args)
+
+
+async def reserve(
+    gateway: Gateway, amend: VerifiedAmend, sig_key: str, aid: str, reply_key: str
+) -> str:
+    """Run ``amend_order.lua`` (again when the position it was judged on moved): the raised
+    reservation, the pending amend, and on a single Redis the command on the stream. Returns
+    the amend command's JSON."""
+    user, market = amend.user, amend.market
+    cid = amend.message["clientOrderId"]
+    for _ in range(ADMIT_ATTEMPTS):
+        terms = await amend_terms(gateway, amend, aid, reply_key)
         script_keys = [
             keys.account_order(user, cid),
             keys.account_open_orders(user, market.symbol),
@@ -247,27 +314,11 @@ async def reserve(
         ]
         if not gateway.via_outbox:
             script_keys.append(keys.market_in(market.symbol))
-        args = [
-            cid,
-            reservation.asset,
-            reservation.amount,
-            reservation.adjustment,
-            reservation.short_code,
-            reservation.headroom,
-            guard.position_field if guard else "",
-            guard.position_size if guard else 0,
-            guard.open_field if guard else "",
-            guard.open_qty if guard else 0,
-            signed.replay_ttl_ms(gateway),
-            aid,
-            dumps(new_order),
-            command_text,
-        ]
-        verdict = await gateway.transport.script("amend_order", script_keys, args)
+        verdict = await gateway.transport.script("amend_order", script_keys, terms.args)
         if verdict[0] == "OK":
-            return command_text
+            return terms.command
         if verdict[0] != "RETRY":
-            raise script_refusal(str(verdict[0]), cid, user, reservation, market)
+            raise script_refusal(str(verdict[0]), cid, user, terms.reservation, market)
     raise ApiError(
         ErrorCode.UNAVAILABLE, f"{user}'s position in {market.symbol} kept changing; retry"
     )

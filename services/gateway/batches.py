@@ -6,11 +6,14 @@ the signature covers them all), ``ts`` and the signature once (400, 401; an agen
 markets, 403), the user's rate limit (one token per action, 429), the signature's single use
 (409). Then each action is judged by the checks of its single request, in their order: a PLACE
 as an ``OrderV2`` (:data:`shapes.BATCH_PLACE`, the price band, then the account script's
-rules), a CANCEL as a ``Cancel``. Every PLACE is admitted by ``accept_batch.lua``, one script
-in the account's slot that runs the single order's Lua (``admission/order.lua``) per action,
-with the reservation computed by :func:`orders.order_admission`; the same script puts every
-accepted command on its market stream in the batch's order (a single Redis), or leaves the
-PLACE commands in the account's outbox for the gateway (or, if it dies, the sweeper) to send.
+rules), a CANCEL as a ``Cancel``, an AMEND as an ``Amend`` (:func:`amends.verify_batch_item`,
+:func:`amends.check_amend`, then the account script's rules). Every PLACE and AMEND is
+admitted by ``accept_batch.lua``, one script in the account's slot that runs the single
+order's Lua (``admission/order.lua``) or the single amend's (``admission/amend.lua``) per
+action, with the reservation computed by :func:`orders.order_admission` or
+:func:`amends.amend_terms`; the same script puts every accepted command on its market stream
+in the batch's order (a single Redis), or leaves the PLACE commands in the account's outbox
+for the gateway (or, if it dies, the sweeper) to send, the gateway sending the rest.
 
 Atomic: the first refused action refuses the batch, which then changes nothing (the script
 undoes what the actions before it wrote) and answers with that action's status and code, its
@@ -19,7 +22,10 @@ index named. Otherwise each action answers for itself, in order.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -29,7 +35,7 @@ from common import keys
 from common.events import COMMAND_FIELD, CancelCommand, dumps
 from common.risk import MarketPrices
 from common.types import FINAL_STATUSES, Product
-from services.gateway import funds, orders, ratelimit, shapes, signed
+from services.gateway import amends, funds, orders, ratelimit, shapes, signed
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError, ErrorCode
 from services.gateway.transport import Commands
@@ -47,7 +53,9 @@ class Item:
     order: orders.SignedOrder | None = None
     prices: MarketPrices | None = None
     reserve: funds.Reservation | None = None
-    cancel_view: dict[str, Any] | None = None
+    amend: amends.VerifiedAmend | None = None
+    placed: Item | None = None  # the PLACE of this batch an AMEND amends
+    view: dict[str, Any] | None = None
     script_keys: tuple[str, str, str] = ("", "", "")
     script_args: tuple[Any, ...] = ()
 
@@ -75,7 +83,7 @@ async def submit_batch(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dic
         items = [Item(index, action) for index, action in enumerate(actions)]
         # 5. Each action's own checks before the account, in its single request's order.
         for item in items:
-            await check_action(gateway, message, agent, item)
+            await check_action(gateway, message, agent, item, items[: item.index])
             if item.error is not None and atomic:
                 return refused(item)
         # 6. The reservations and the account script; 7. the commands onto the streams.
@@ -92,7 +100,7 @@ async def submit_batch(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dic
 
 
 async def check_action(
-    gateway: Gateway, batch: dict[str, Any], agent: str | None, item: Item
+    gateway: Gateway, batch: dict[str, Any], agent: str | None, item: Item, before: list[Item]
 ) -> None:
     """Judge one action by its single request's checks up to the account; set its error."""
     try:
@@ -102,7 +110,7 @@ async def check_action(
         elif kind == "CANCEL":
             await check_cancel(gateway, batch["userId"].lower(), item)
         elif kind == "AMEND":
-            check_amend(gateway, batch, item)
+            await check_amend(gateway, batch, agent, item, before)
         else:
             raise ApiError(
                 ErrorCode.INVALID_REQUEST,
@@ -159,14 +167,54 @@ async def check_cancel(gateway: Gateway, user: str, item: Item) -> None:
         raise ApiError(
             ErrorCode.OVERLOADED, f"market {symbol} has too many unmatched commands; retry shortly"
         )
-    item.cancel_view = order
+    item.view = order
 
 
-def check_amend(gateway: Gateway, batch: dict[str, Any], item: Item) -> None:
-    """PENDING: an AMEND action becomes the amend module's "admit a verified amend" call (the
-    batch's userId and ts, the action's market, clientOrderId, price, qty and expectedFilled)
-    once that module is in; until then it is refused on its own."""
-    raise ApiError(ErrorCode.INVALID_REQUEST, "amend items are not supported yet")
+async def check_amend(
+    gateway: Gateway, batch: dict[str, Any], agent: str | None, item: Item, before: list[Item]
+) -> None:
+    """An AMEND is the Amend of the batch's user and ts: the fields it does not use blank,
+    then the Amend's own checks in their order (the batch's signature stands for its own and
+    the batch took its rate-limit token): its fields and the price band (``verify_batch_item``),
+    then those before the account (404, 409, 400, 422, 503: ``check_amend``). An order a PLACE
+    earlier in the batch places (that passed its own checks) is amended as it will be once
+    that PLACE is recorded: a new order, nothing filled."""
+    action = item.action
+    unused = shapes.AMEND_UNUSED(action, gateway.markets)
+    if unused is not None:
+        raise ApiError(ErrorCode.INVALID_REQUEST, unused)
+    message = {
+        "userId": batch["userId"],
+        "market": action["market"],
+        "clientOrderId": action["clientOrderId"],
+        "price": action["price"],
+        "qty": action["qty"],
+        "expectedFilled": action["expectedFilled"],
+        "ts": batch["ts"],
+    }
+    amend = await amends.verify_batch_item(gateway, message, agent)
+    cid = action["clientOrderId"]
+    placed = [
+        p
+        for p in before
+        if p.order is not None and p.error is None and p.action["clientOrderId"] == cid
+    ]
+    # An order accepted before the batch is the one amended (a PLACE of its id is DUPLICATE).
+    view = await orders.read_order(gateway, amend.user, cid)
+    if view is None and placed:
+        item.placed = placed[-1]
+        order = item.placed.order
+        assert order is not None
+        view = {
+            "clientOrderId": cid,
+            "market": order.market.symbol,
+            "status": "ACCEPTED",
+            "type": order.type.value,
+            "filled": 0,
+        }
+    view = await amends.check_amend(gateway, amend, view)
+    item.view = {"clientOrderId": cid, "status": "ACCEPTED"} if item.placed else view
+    item.amend = amend
 
 
 async def admit(
@@ -188,6 +236,13 @@ async def admit(
     pending = live
     for _ in range(orders.ADMIT_ATTEMPTS):
         await prepare(gateway, user, ts, pending, rules)
+        # An AMEND may be refused on the order's record as read now (it finished meanwhile).
+        late = [item for item in pending if item.error is not None]
+        if late and atomic:
+            return late[0]
+        pending = [item for item in pending if item.error is None]
+        if not pending:
+            return None
         verdict = await run_script(gateway, user, atomic, pending)
         if verdict[0] == "RETRY":
             continue
@@ -223,11 +278,14 @@ async def prepare(
     gateway: Gateway, user: str, ts: int, items: list[Item], rules: dict[str, tuple[str, str]]
 ) -> None:
     """Each PLACE's reservation and script values (a derivative order counts the qty of the
-    batch's places before it on its market and side as open), each CANCEL's command. The
+    batch's places before it on its market and side as open), each AMEND's (the same count,
+    and the order's record as read now: an error there is the action's), each CANCEL's
+    command. The
     account's positions and open quantities are read once for all (one round trip per margin
     asset), so the script finds them as they were judged unless a fill moved them meanwhile."""
     open_ahead: dict[tuple[str, str], int] = {}
     states: dict[str, tuple[int, dict[str, str], dict[str, str]]] = {}
+    amending: list[Coroutine[Any, Any, None]] = []  # each AMEND's record read, all at once
     for item in items:
         symbol, cid = item.action["market"], item.action["clientOrderId"]
         item.script_keys = (
@@ -235,6 +293,9 @@ async def prepare(
             keys.account_market_orders(user, symbol),
             keys.account_open_orders(user, symbol),
         )
+        if item.amend is not None:
+            amending.append(await prepare_amend(gateway, user, item, items, open_ahead, states))
+            continue
         order = item.order
         if order is None:
             command: CancelCommand = {"op": "cancel", "user": user, "cid": cid, "ts": ts}
@@ -262,6 +323,52 @@ async def prepare(
             open_ahead[side_key] = open_ahead.get(side_key, 0) + order.qty
         item.reserve = reserve
         item.script_args = ("PLACE", *args)
+    await asyncio.gather(*amending)
+
+
+async def prepare_amend(
+    gateway: Gateway,
+    user: str,
+    item: Item,
+    items: list[Item],
+    open_ahead: dict[tuple[str, str], int],
+    states: dict[str, tuple[int, dict[str, str], dict[str, str]]],
+) -> Coroutine[Any, Any, None]:
+    """What judges an AMEND for accept_batch.lua, to be awaited with the others: it sets its
+    reservation and ``amend_order.lua``'s values, its command asking for no reply (the batch
+    does not wait for the matcher), or its error. ``items``: the actions of this run of the
+    script; what depends on the actions before it (``open_ahead``) is fixed now."""
+    amend, view = item.amend, item.view
+    assert amend is not None and view is not None
+    market, state = amend.market, None
+    if market.product.is_derivative:
+        asset = market.quote.symbol
+        if asset not in states:
+            states[asset] = await funds.account_state(gateway, user, asset)
+        state = states[asset]
+    record, place = None, item.placed
+    if place is not None and place.order is not None:
+        side = place.order.side.value
+        if place in items:
+            # Its PLACE runs in this same script, before it: the record it will have written.
+            shared = str(place.order.qty) if market.product.is_derivative else None
+            record = (str(place.script_args[6]), None, shared)
+    else:
+        side = str(view["side"])
+    ahead = open_ahead.get((market.symbol, side), 0)
+
+    async def judge() -> None:
+        try:
+            terms = await amends.amend_terms(
+                gateway, amend, uuid.uuid4().hex, None, ahead, state, record
+            )
+        except ApiError as exc:
+            item.error = exc
+            return
+        item.reserve = terms.reservation
+        item.script_args = ("AMEND", *terms.args, "", "", "", "")
+
+    return judge()
 
 
 async def run_script(gateway: Gateway, user: str, atomic: bool, items: list[Item]) -> list[Any]:
@@ -299,8 +406,9 @@ async def run_script(gateway: Gateway, user: str, atomic: bool, items: list[Item
 async def send(gateway: Gateway, user: str, items: list[Item], commands: list[str]) -> None:
     """The outbox path: XADD the accepted commands in the batch's order (one pipeline), then
     clear the PLACEs' outbox entries in the background. Were the gateway to die in between,
-    the sweeper sends the PLACEs (the matcher ignores one it has); a CANCEL is lost with the
-    gateway, as a single cancel's XADD would be, and the order stays open."""
+    the sweeper sends the PLACEs (the matcher ignores one it has); a CANCEL or an AMEND is
+    lost with the gateway, as a single one's XADD would be: the order stays open on its old
+    terms, an AMEND's raise held as an over-reservation until the order ends."""
     group = Commands()
     for item, command in zip(items, commands, strict=True):
         group.xadd(keys.market_in(item.action["market"]), {COMMAND_FIELD: command})
@@ -322,9 +430,18 @@ async def send(gateway: Gateway, user: str, items: list[Item], commands: list[st
 def script_refusal(
     gateway: Gateway, user: str, item: Item, code: str, memory_high: bool
 ) -> ApiError:
-    """The single order's refusal for the script's ``code``."""
-    assert item.order is not None and item.reserve is not None
+    """The single order's (or amend's) refusal for the script's ``code``."""
+    assert item.reserve is not None
     reserve = item.reserve
+    if item.amend is not None:
+        cid = item.action["clientOrderId"]
+        if code == "ORDER_CLOSED" and item.placed is not None and item.placed.error is not None:
+            return ApiError(
+                ErrorCode.NOT_FOUND,
+                f"no order {cid!r} of {user}: its PLACE (action {item.placed.index}) was refused",
+            )
+        return amends.script_refusal(code, cid, user, reserve, item.amend.market)
+    assert item.order is not None
     quantum = gateway.markets.assets[reserve.asset].quantum
     cid = item.action["clientOrderId"]
     symbol = item.order.market.symbol
@@ -350,4 +467,4 @@ def result(item: Item) -> dict[str, Any]:
     if item.order is not None:
         cid = item.action["clientOrderId"]
         return {"status": 202, "order": {"clientOrderId": cid, "status": "ACCEPTED"}}
-    return {"status": 202, "order": item.cancel_view}
+    return {"status": 202, "order": item.view}

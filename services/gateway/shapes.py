@@ -918,3 +918,6 @@ BATCH_CANCEL = Shape(
     ],
 )
 PLACE_UNUSED = _unused_blank({"expectedFilled": 0}, "PLACE")
+AMEND_UNUSED = _unused_blank(
+    {"side": "", "type": "", "timeInForce": "", "reduceOnly": False, "expiresAt": 0}, "AMEND"
+)

@@ -136,13 +136,11 @@ def test_a_cancel_action_leaves_the_fields_it_does_not_use_blank(
     ]
     assert "qty" in results[0]["error"]["message"]
     amend = {**place("a"), "kind": "AMEND", "side": "", "type": "", "timeInForce": ""}
-    results = client.post("/v1/orders/batch", json=batch(trader, [amend])).json()["results"]
-    assert results == [
-        {
-            "status": 400,
-            "error": {"code": "INVALID_REQUEST", "message": "amend items are not supported yet"},
-        }
+    results = client.post("/v1/orders/batch", json=batch(trader, [{**amend, "expiresAt": 5}]))
+    assert [(x["status"], x["error"]["code"]) for x in results.json()["results"]] == [
+        (400, "INVALID_REQUEST")
     ]
+    assert "expiresAt" in results.json()["results"][0]["error"]["message"]
     assert r.xlen(keys.market_in(SPOT)) == 1
 
 

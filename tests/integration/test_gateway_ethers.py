@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from support.gateway import ADMIN, ReplyingMatcher, gateway_client
+from support.redis_server import wait_for
 
 from common.markets import load_markets
 from common.settings import DEFAULT_MARKETS_FILE
@@ -69,11 +70,11 @@ def test_ethers_signed_orders_cancels_and_withdrawals_are_accepted(redis_url: st
 
 def test_ethers_signed_batches_are_accepted(redis_url: str) -> None:
     """A Batch holds an array of BatchAction structs (and an int256, -1 in an AMEND): ethers
-    signs it as the gateway verifies it."""
+    signs it as the gateway verifies it, and its AMEND is applied after the PLACE before it."""
     markets = list(load_markets(DEFAULT_MARKETS_FILE).markets)
     with (
         gateway_client(redis_url, signature_max_age_ms=WIDE_WINDOW_MS) as client,
-        ReplyingMatcher(redis_url, markets),
+        ReplyingMatcher(redis_url, markets) as matcher,
     ):
         batches = vectors("Batch")
         assert [v["message"]["atomic"] for v in batches] == [True, False]
@@ -90,8 +91,21 @@ def test_ethers_signed_batches_are_accepted(redis_url: str) -> None:
             response = client.post("/v1/orders/batch", json=body(vector))
             assert response.status_code == 200, (vector["message"], response.text)
             answers.append([r["status"] for r in response.json()["results"]])
-        # the second one's CANCEL names no order; its AMEND waits for amends to be wired in
-        assert answers == [[202, 202], [202, 404, 400]]
+        # the second one's CANCEL names no order; its AMEND amends the order its PLACE placed
+        assert answers == [[202, 202], [202, 404, 202]]
+        amended = batches[1]["message"]["actions"][2]
+        assert wait_for(lambda: any(c["op"] == "amend" for c in matcher.seen), 10)
+        command = next(c for c in matcher.seen if c["op"] == "amend")
+        assert (command["cid"], command["price"], command["qty"], command["expectedFilled"]) == (
+            amended["clientOrderId"],
+            amended["price"],
+            amended["qty"],
+            -1,
+        )
+        assert [c["op"] for c in matcher.seen if c["cid"] == amended["clientOrderId"]] == [
+            "order",
+            "amend",
+        ]
         tampered = {**body(batches[0]), "actions": batches[0]["message"]["actions"][:1]}
         response = client.post("/v1/orders/batch", json=tampered)
         assert response.status_code == 401

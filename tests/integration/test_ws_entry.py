@@ -174,6 +174,30 @@ async def _every_op_answers_the_same(exchange: Exchange) -> None:
     await both(
         "amend", "/v1/orders/amend", amending("r2b", 4, 2), amending("w2b", 4, 2), "r2b", "w2b"
     )
+
+    # batch: each road places one order and lowers its amended one again in one signed batch
+    # (200: 202 each, the AMEND of no order 404); then atomic, refused at that AMEND (404)
+    def batched(cid: str, amended: str, atomic: bool = False) -> dict[str, Any]:
+        blank = {"side": "", "type": "", "timeInForce": "", "reduceOnly": False, "expiresAt": 0}
+        actions = [
+            {"kind": "PLACE", "market": SPOT, "clientOrderId": cid, "side": "BUY",
+             "type": "LIMIT", "price": 1_000, "qty": 10, "timeInForce": "GTC",
+             "reduceOnly": False, "expiresAt": 0, "expectedFilled": 0},
+            {"kind": "AMEND", "market": SPOT, "clientOrderId": amended, **blank,
+             "price": 1_000, "qty": 2, "expectedFilled": 0},
+            {"kind": "AMEND", "market": SPOT, "clientOrderId": "nope", **blank,
+             "price": 1_000, "qty": 2, "expectedFilled": -1},
+        ]  # fmt: skip
+        return signed(trader, "Batch", atomic=atomic, actions=actions)
+
+    await both(
+        "batch", "/v1/orders/batch", batched("rb1", "r2b"), batched("wb1", "w2b"),
+        "rb1", "wb1", "r2b", "w2b",
+    )  # fmt: skip
+    await both(
+        "batch", "/v1/orders/batch", batched("rb2", "r2b", True), batched("wb2", "w2b", True),
+        "rb2", "wb2", "r2b", "w2b",
+    )  # fmt: skip
     # schedule_cancel: arm, the same body again (409), disarm
     deadline = now_ms() + 60_000
     arm_rest = signed(trader, "ScheduleCancel", market=SPOT, deadline=deadline)
@@ -219,13 +243,13 @@ async def _every_op_answers_the_same(exchange: Exchange) -> None:
         ("schedule_cancel", 200),
         ("schedule_cancel", 409),
         ("schedule_cancel", 400),
+        ("batch", 200),
+        ("batch", 404),
     }, seen
     # Every order went through the one admission: each accepted one has its record.
     assert order(exchange, trader, "w2")["status"] == "CXL"
-    assert (order(exchange, trader, "w2b")["status"], order(exchange, trader, "w2b")["qty"]) == (
-        "NEW",
-        3,
-    )
+    assert wait_for(lambda: order(exchange, trader, "w2b")["qty"] == 2, 10)
+    assert order(exchange, trader, "w2b")["status"] == "NEW"
     assert order(exchange, trader, "w1")["status"] == "CXL"
 
 

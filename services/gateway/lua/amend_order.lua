@@ -1,4 +1,5 @@
--- amend_order.lua: admit one signed amend on its account, atomically (docs/api.md "Amend").
+-- amend_order.lua: admit one signed amend on its account, atomically (docs/api.md "Amend"; the
+-- rules are in admission/amend.lua, shared with accept_batch.lua).
 --
 -- While an amend is in flight the order's reservation never holds less than either version
 -- of the order needs: this script raises it to max(what it holds, what the new terms need
@@ -36,40 +37,14 @@
 -- Returns {"OK", reservation after, amount locked now}, {"RETRY"} or {code}: DUPLICATE,
 -- ORDER_CLOSED, the short code, LIMIT_EXCEEDED.
 
-local order_key, open_key, bal_key, res_key, positions_key, open_qty_key, sig_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local stream_key = KEYS[8]
-local cid, asset, need, adjustment, short_code =
-  ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
-local headroom, position_field, open_field = tonumber(ARGV[6]), ARGV[7], ARGV[9]
-local replay_ms, aid, new_order, command = ARGV[11], ARGV[12], ARGV[13], ARGV[14]
+--#include admission/amend.lua
 
-if redis.call('EXISTS', sig_key) == 1 then return {'DUPLICATE'} end
-if redis.call('ZSCORE', open_key, cid) == false or redis.call('EXISTS', order_key) == 0 then
-  return {'ORDER_CLOSED'}
-end
-if position_field ~= '' then
-  local size = redis.call('HGET', positions_key, position_field) or '0'
-  local open = redis.call('HGET', open_qty_key, open_field) or '0'
-  if tonumber(size) ~= tonumber(ARGV[8]) or tonumber(open) ~= tonumber(ARGV[10]) then
-    return {'RETRY'}
-  end
-end
-
-local held = tonumber(redis.call('HGET', res_key, cid) or '0')
-local raise = math.max(need - held, 0)
-local balance = redis.call('HMGET', bal_key, asset .. ':t', asset .. ':l')
-local total, locked = tonumber(balance[1] or '0'), tonumber(balance[2] or '0')
-if raise > 0 and raise + headroom > total - locked + adjustment then return {short_code} end
--- LIMIT_EXCEEDED (API.md §2): a locked total of 2^53 quanta or more
-if locked + raise >= 9007199254740992 then return {'LIMIT_EXCEEDED'} end
-
-if stream_key then redis.call('XADD', stream_key, '*', 'c', command) end
-redis.call('SET', sig_key, '1', 'PX', replay_ms)
-if raise > 0 then
-  redis.call('HINCRBY', bal_key, asset .. ':l', string.format('%d', raise))
-  redis.call('HSET', res_key, cid, string.format('%d', held + raise))
-end
-redis.call('HINCRBY', order_key, 'pa', 1)
-redis.call('HSET', order_key, 'amd:' .. aid, new_order)
-return {'OK', string.format('%d', held + raise), string.format('%d', raise)}
+local k = {
+  order = KEYS[1], open_orders = KEYS[2], bal = KEYS[3], res = KEYS[4], positions = KEYS[5],
+  open_qty = KEYS[6], sig = KEYS[7], stream = KEYS[8],
+}
+local verdict = judge_amend(k, ARGV)
+if verdict[1] ~= 'OK' then return verdict end
+if k.stream then redis.call('XADD', k.stream, '*', 'c', ARGV[14]) end
+record_amend(k, ARGV, verdict)
+return {'OK', verdict[2], verdict[3]}
