@@ -897,7 +897,7 @@ def _unused_blank(unused: Mapping[str, Any], kind: str) -> Test:
     def test(values: Values, _: MarketSet) -> str | None:
         wrong = [name for name, blank in unused.items() if values[name] != blank]
         if wrong:
-            return f'a {kind} action leaves {", ".join(wrong)} at 0, "" or false'
+            return f'{kind} actions leave {", ".join(wrong)} at 0, "" or false'
         return None
 
     return test
