@@ -35,7 +35,7 @@ from common import keys
 from common.events import COMMAND_FIELD, CancelCommand, dumps
 from common.risk import MarketPrices
 from common.types import FINAL_STATUSES, Product
-from services.gateway import amends, funds, orders, ratelimit, shapes, signed
+from services.gateway import amends, cancels, funds, orders, ratelimit, shapes, signed
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError, ErrorCode
 from services.gateway.transport import Commands
@@ -163,10 +163,7 @@ async def check_cancel(gateway: Gateway, user: str, item: Item) -> None:
         raise ApiError(ErrorCode.NOT_FOUND, f"no order {cid!r} of {user} in {symbol}")
     if order["status"] in FINAL_STATUSES:
         raise ApiError(ErrorCode.ORDER_CLOSED, f"order {cid!r} is already {order['status']}")
-    if await gateway.backlog(symbol) >= gateway.settings.max_backlog:
-        raise ApiError(
-            ErrorCode.OVERLOADED, f"market {symbol} has too many unmatched commands; retry shortly"
-        )
+    await cancels.refuse_if_overloaded(gateway, [symbol])
     item.view = order
 
 

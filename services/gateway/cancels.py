@@ -44,10 +44,7 @@ async def refuse_if_overloaded(gateway: Gateway, symbols: list[str]) -> None:
     """503 OVERLOADED when a market stream already holds as many unmatched commands as allowed."""
     for symbol in symbols:
         if await gateway.backlog(symbol) >= gateway.settings.max_backlog:
-            raise ApiError(
-                ErrorCode.OVERLOADED,
-                f"market {symbol} has too many unmatched commands; retry shortly",
-            )
+            raise orders.overloaded(symbol)
 
 
 async def cancel(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:

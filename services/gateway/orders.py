@@ -402,10 +402,15 @@ def refusal_error(
     if code == "OVERLOADED" and memory_high:
         return ApiError(ErrorCode[code], MEMORY_HIGH_MESSAGE)
     if code == "OVERLOADED":
-        return ApiError(
-            ErrorCode[code], f"market {symbol} has too many unmatched commands; retry shortly"
-        )
+        return overloaded(symbol)
     return ApiError(ErrorCode.UNAVAILABLE, f"the account script answered {code!r}")
+
+
+def overloaded(symbol: str) -> ApiError:
+    """503 OVERLOADED: the market's stream holds as many unmatched commands as allowed."""
+    return ApiError(
+        ErrorCode.OVERLOADED, f"market {symbol} has too many unmatched commands; retry shortly"
+    )
 
 
 async def read_order(gateway: Gateway, user: str, cid: str) -> dict[str, Any] | None:
