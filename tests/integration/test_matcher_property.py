@@ -1,4 +1,5 @@
-"""Random command streams (orders, cancels, amends, cancel-alls, halts) through the real
+"""Random command streams (orders, cancels, amends, cancel-alls, halts and the market states
+of docs/api.md "Market states") through the real
 match.lua on a real redis-server, compared with the plain-Python reference book: every trade,
 every order's status, reason and fill, every reply, the positions mirror, the depth seq, and
 the final book order by order. The book must never be crossed after a call. DEX_FULL_TESTS=1
@@ -43,7 +44,9 @@ def scenarios(draw: Any) -> list[tuple[int, list[dict[str, Any]]]]:
             rid += 1
             reply = keys.market_reply(MARKET, str(rid))
             kind = draw(
-                st.sampled_from(["order"] * 16 + ["cancel"] * 3 + ["amend"] * 4 + ["all", "admin"])
+                st.sampled_from(
+                    ["order"] * 16 + ["cancel"] * 3 + ["amend"] * 4 + ["all"] + ["admin"] * 2
+                )
             )
             user = draw(st.sampled_from(USERS))
             if kind == "order":
@@ -91,8 +94,16 @@ def scenarios(draw: Any) -> list[tuple[int, list[dict[str, Any]]]]:
             elif kind == "all":
                 commands.append({"op": "cancel_all", "user": user, "ts": now, "reply": reply})
             elif kind == "admin":
-                op = draw(st.sampled_from(["halt", "resume", "resume"]))
-                commands.append({"op": op, "ts": now, "reply": reply})
+                op = draw(st.sampled_from(["halt", "resume", "resume", "status", "status"]))
+                command = {"op": op, "ts": now, "reply": reply}
+                if op == "status":
+                    # every settable status (REDUCE_ONLY is ignored on SPOT), and one that
+                    # is not (changes nothing)
+                    command["status"] = draw(st.sampled_from(
+                        ["OPEN", "HALTED", "CANCEL_ONLY", "POST_ONLY", "POST_ONLY",
+                         "REDUCE_ONLY", "REDUCE_ONLY", "EXPIRED"]
+                    ))  # fmt: skip
+                commands.append(command)
         batches.append((now, commands))
     if draw(st.integers(0, 9)) == 0:
         now += 1
