@@ -400,9 +400,9 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
     async def market_status(
         market: str, request: Request, authorization: str | None = Header(None)
     ) -> Any:
+        new_status = admin.parse_status(gateway, await read_admin_body(request))
         admin.require_admin(gateway, authorization)
         market_data.require_market(gateway, market)
-        new_status = admin.parse_status(gateway, await read_admin_body(request))
         status, view = await admin.set_status(gateway, market, "status", new_status)
         return JsonResponse(view, status_code=status)
 

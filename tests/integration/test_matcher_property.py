@@ -79,8 +79,11 @@ def scenarios(draw: Any) -> list[tuple[int, list[dict[str, Any]]]]:
                     {"op": "cancel", "user": owner, "cid": cid, "ts": now, "reply": reply}
                 )
             elif kind == "amend" and cids:
-                # mostly one of the latest orders: those are the likeliest to be still open
+                # mostly one of the latest orders: those are the likeliest to be still open;
+                # else any (while a market state refuses new orders, the latest are closed)
                 which = max(0, len(cids) - 1 - draw(st.integers(0, 3)))
+                if draw(st.integers(0, 3)) == 0:
+                    which = draw(st.integers(0, len(cids) - 1))
                 (owner, cid), side = cids[which], sides[which]
                 opening = draw(st.sampled_from([None, 0, 2, 8]))
                 extra = {} if opening is None else {"open": opening, "mp": 100, "loss": 0}
