@@ -262,6 +262,20 @@ def test_post_only_takes_only_orders_that_rest(exchange: Exchange) -> None:
         ),
     )
     assert batch_errors(batched) == [(422, "MARKET_POST_ONLY"), (202, None)]
+    atomic = post(
+        exchange,
+        "/v1/orders/batch",
+        batch_body(
+            taker,
+            batch_place("b4", "BUY", P - 70, QTY, timeInForce="POST_ONLY"),
+            batch_place("b5", "BUY", P - 80, QTY),
+            atomic=True,
+        ),
+    )
+    assert code(atomic) == (422, "MARKET_POST_ONLY")
+    assert atomic.json()["error"]["index"] == 1
+    with exchange.client() as client:
+        assert client.get(f"/v1/orders/{taker.address}/b4").status_code == 404
     replaced = post(exchange, "/v1/orders/cancel-replace", replace_body(taker, "b2", "b3", P, 5))
     assert code(replaced) == (422, "MARKET_POST_ONLY")
 
