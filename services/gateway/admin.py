@@ -149,7 +149,7 @@ async def set_status(
         raise ApiError(
             ErrorCode.INVALID_REQUEST, f"{symbol} is a spot market: it has no REDUCE_ONLY status"
         )
-    if op == "status" and await gateway.market_status(market, fresh=True) == "EXPIRED":
+    if op == "status" and await gateway.market_status(market, fresh=True) == MarketStatus.EXPIRED:
         raise ApiError(ErrorCode.MARKET_CLOSED, f"market {symbol} has expired")
     command: AdminCommand
     if op == "status":

@@ -155,8 +155,10 @@ def amend_refusal(status: str, price: int, qty: int, order: dict[str, Any]) -> s
     states"; match/amend.lua judges the same): HALTED and EXPIRED none, CANCEL_ONLY none,
     REDUCE_ONLY only a qty not above the order's at its price. (POST_ONLY: the book judges
     whether the new price would cross, POST_ONLY_WOULD_CROSS.)"""
-    if status in (MarketStatus.HALTED, MarketStatus.EXPIRED):
-        return "MARKET_HALTED" if status == MarketStatus.HALTED else "MARKET_CLOSED"
+    if status == MarketStatus.HALTED:
+        return "MARKET_HALTED"
+    if status == MarketStatus.EXPIRED:
+        return "MARKET_CLOSED"
     if status == MarketStatus.CANCEL_ONLY:
         return "MARKET_CANCEL_ONLY"
     if status == MarketStatus.REDUCE_ONLY and (
