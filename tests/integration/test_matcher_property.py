@@ -242,3 +242,31 @@ def test_replaying_a_batch_changes_nothing(client: redis.Redis) -> None:
     after = {k: client.dump(k) for k in client.keys("*") if k != keys.market_state(MARKET)}
     assert after == {k: v for k, v in snapshot.items() if k != keys.market_state(MARKET)}
     assert client.hget(keys.market_state(MARKET), "last") == "6-1"
+
+
+def test_replaying_a_status_change_changes_nothing(client: redis.Redis) -> None:
+    """A status command and the order it refuses, applied twice: the second call is skipped
+    whole (no second ticker publication, tickerSeq unmoved); the same status sent again under
+    a new stream id finds the market in it and changes nothing."""
+    client.hset(keys.market_cfg(MARKET), mapping={"product": "PERP", "mult": "1"})
+    scripts = ScriptSet(client, LUA_DIR)
+    status = {"op": "status", "status": "REDUCE_ONLY", "ts": 1}
+    order = {
+        "op": "order", "user": "0xaa", "cid": "a1", "side": "SELL", "type": "LIMIT",
+        "price": 100, "qty": 5, "tif": "GTC", "reduceOnly": False, "expiresAt": 0, "ts": 1,
+        "reserved": 0, "open": 5,
+    }  # fmt: skip
+    args = match_args(MARKET, START, "")
+    args.extend(("5-1", orjson.dumps(status).decode(), "5-2", orjson.dumps(order).decode()))
+    assert scripts["match"](keys=match_keys(MARKET), args=args)[:2] == [2, 1]
+    assert client.hget(keys.market_state(MARKET), "status") == "REDUCE_ONLY"
+    record = client.hgetall(keys.market_order(MARKET, "0xaa", "a1"))
+    assert (record["status"], record["reason"]) == ("REJECTED", "MARKET_REDUCE_ONLY")
+    assert client.hget(keys.market_prices(MARKET), "tickerSeq") == "1"
+    snapshot = {k: client.dump(k) for k in client.keys("*")}
+    assert scripts["match"](keys=match_keys(MARKET), args=args)[:2] == [0, 0]
+    again = [*match_args(MARKET, START, ""), "6-1", orjson.dumps(status).decode()]
+    assert scripts["match"](keys=match_keys(MARKET), args=again)[:2] == [1, 0]
+    after = {k: client.dump(k) for k in client.keys("*") if k != keys.market_state(MARKET)}
+    assert after == {k: v for k, v in snapshot.items() if k != keys.market_state(MARKET)}
+    assert client.hget(keys.market_state(MARKET), "status") == "REDUCE_ONLY"
