@@ -9,13 +9,15 @@ the newest N buckets are read directly. Index, mark and funding come from ``dex:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from common import keys
 from common.events import Ticker
+from common.events.names import MarketStatusName
 from common.markets import Market
 from common.money import to_atomic
 from common.risk import mark_price
@@ -48,6 +50,7 @@ def ticker_view(
     px: Mapping[str, str],
     best_bid: int | None,
     best_ask: int | None,
+    status: str = "OPEN",
 ) -> Ticker:
     """The REST ticker (API.md §5) from the stats hash, the prices hash and the best prices.
 
@@ -81,6 +84,7 @@ def ticker_view(
         "fundingRate": _int_or_none(px.get("fundingRate")),
         "nextFundingTs": _int_or_none(px.get("nextFundingTs")),
         "openInterest": int(stats.get("openInterest") or 0) if derivative else None,
+        "status": cast(MarketStatusName, status),
     }
 
 
@@ -91,11 +95,22 @@ def _best(entries: list[Any], negate: bool) -> int | None:
     return -score if negate else score
 
 
+def market_status(market: Market, stored: str | None, now_ms: float) -> str:
+    """The market's status as the matcher wrote it (OPEN before its first call), EXPIRED once
+    its expiryTs passed unless HALTED (docs/api.md "Market states")."""
+    status = stored or "OPEN"
+    expiry = market.spec.expiryTs
+    if status != "HALTED" and expiry is not None and expiry <= now_ms:
+        return "EXPIRED"
+    return status
+
+
 def _ticker_from(market: Market, replies: list[Any]) -> Ticker:
-    stats, px, bids, asks, sizes = replies
+    stats, px, bids, asks, sizes, stored = replies
     stats = dict(stats)
     stats["openInterest"] = str(open_interest(sizes))
-    return ticker_view(market, stats, px, _best(bids, True), _best(asks, False))
+    status = market_status(market, stored, time.time() * 1000)
+    return ticker_view(market, stats, px, _best(bids, True), _best(asks, False), status)
 
 
 def _queue_ticker_reads(pipe: Any, symbol: str) -> None:
@@ -104,6 +119,7 @@ def _queue_ticker_reads(pipe: Any, symbol: str) -> None:
     pipe.zrange(keys.book_bids(symbol), 0, 0, withscores=True)
     pipe.zrange(keys.book_asks(symbol), 0, 0, withscores=True)
     pipe.hvals(keys.market_positions(symbol))
+    pipe.hget(keys.market_state(symbol), "status")
 
 
 async def read_ticker(client: Any, market: Market) -> Ticker:

@@ -56,6 +56,9 @@ class MarketStatus(StrEnum):
     OPEN = "OPEN"
     HALTED = "HALTED"
     EXPIRED = "EXPIRED"
+    CANCEL_ONLY = "CANCEL_ONLY"
+    POST_ONLY = "POST_ONLY"
+    REDUCE_ONLY = "REDUCE_ONLY"
 
 
 class OptionType(StrEnum):

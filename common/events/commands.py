@@ -69,8 +69,9 @@ class CancelAllCommand(TypedDict):
 
 @with_config(MESSAGE)
 class AdminCommand(TypedDict):
-    op: Literal["halt", "resume", "expire"]
+    op: Literal["halt", "resume", "status", "expire"]
     ts: int
+    status: NotRequired[MarketStatusName]  # "status": the one to set (docs/api.md "Market states")
     reply: NotRequired[str]  # an AdminReply
 
 
@@ -125,6 +126,8 @@ AmendResult = Literal[
     "UNKNOWN",  # the book has no such order
     "CLOSED",  # the order is no longer open
     "MARKET_HALTED",
+    "MARKET_CANCEL_ONLY",  # the market takes only cancels
+    "MARKET_REDUCE_ONLY",  # the market takes only a lower qty at the same price
     "FILLED_CHANGED",  # expectedFilled is not what the order has filled
     "QTY_NOT_ABOVE_FILLED",  # the new qty is at or below what the order has filled
     "POST_ONLY_WOULD_CROSS",  # a POST_ONLY order's new price would take liquidity

@@ -12,7 +12,7 @@ OrderTypeName = Literal["LIMIT", "MARKET"]
 TimeInForceName = Literal["GTC", "IOC", "FOK", "POST_ONLY"]
 OrderStatusName = Literal["NEW", "PARTIAL", "FILLED", "CXL", "EXP", "REJECTED"]
 FinalStatusName = Literal["FILLED", "CXL", "EXP", "REJECTED"]
-MarketStatusName = Literal["OPEN", "HALTED", "EXPIRED"]
+MarketStatusName = Literal["OPEN", "HALTED", "EXPIRED", "CANCEL_ONLY", "POST_ONLY", "REDUCE_ONLY"]
 LiquidityName = Literal["MAKER", "TAKER"]
 
 CancelReason = Literal["USER", "LIQUIDATION", "DEADMAN", "DISCONNECT"]
@@ -34,6 +34,9 @@ DoneReason = Literal[
     "POST_ONLY_WOULD_CROSS",  # refused: it would have taken liquidity
     "REPLACED",  # cancelled by its owner's cancel-replace, whose new order follows it
     "REPLACE_FAILED",  # refused: the order its cancel-replace names was not open to cancel
+    "MARKET_CANCEL_ONLY",  # refused: the market takes only cancels
+    "MARKET_POST_ONLY",  # refused: the market takes only POST_ONLY limit orders
+    "MARKET_REDUCE_ONLY",  # refused: the market takes only reduce-only orders
 ]
 """Why an order reached its final status (``null`` for FILLED)."""
 

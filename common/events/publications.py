@@ -6,7 +6,7 @@ topic              publisher                  declaration
 ``depth:<m>``      matcher, once per call     :data:`DepthPublication` (an update or a batch)
 ``trade:<m>``      matcher, once per call     :class:`TradePublication`
 ``orders:<u>``     matcher, per changed order :class:`OrderPublication`
-``ticker:<m>``     settler's oracle           :class:`TickerPublication`
+``ticker:<m>``     settler's oracle, matcher  :class:`TickerPublication`
 ``acct:<u>``       settler, per account moved :class:`AccountPublication`
 =================  =========================  ==================================================
 
@@ -23,6 +23,7 @@ from typing_extensions import TypedDict
 from common.events.names import (
     MESSAGE,
     DoneReason,
+    MarketStatusName,
     OrderStatusName,
     OrderTypeName,
     SideName,
@@ -112,6 +113,7 @@ class Ticker(TypedDict):
     fundingRate: int | None
     nextFundingTs: int | None
     openInterest: int | None  # None for SPOT
+    status: MarketStatusName  # docs/api.md "Market states"
 
 
 @with_config(MESSAGE)
@@ -125,9 +127,17 @@ class PriceTicker(TypedDict):
 
 
 @with_config(MESSAGE)
+class StatusTicker(TypedDict):
+    """The market's new status alone: what the matcher publishes when it changes (the
+    broadcaster reads the whole ticker again on it)."""
+
+    status: MarketStatusName
+
+
+@with_config(MESSAGE)
 class TickerPublication(TypedDict):
     seq: int  # per market (dex:{m}:px tickerSeq)
-    data: Ticker | PriceTicker
+    data: Ticker | PriceTicker | StatusTicker
 
 
 @with_config(MESSAGE)

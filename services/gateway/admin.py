@@ -1,4 +1,5 @@
-"""Operator endpoints: deposits, oracle pushes, halt/resume, audit (bearer token only)."""
+"""Operator endpoints: deposits, oracle pushes, market status (halt/resume), audit (bearer
+token only)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import asyncio
 import hashlib
 import hmac
 import time
-from typing import Any
+from typing import Any, cast
 
 from common import keys
 from common.events import MAX_SAFE_INTEGER, AdminCommand, dumps
+from common.events.names import MarketStatusName
 from common.redis_client import connect
 from common.risk import mark_price
+from common.types import MarketStatus
 from services.gateway import accounts, cancels, market_data, shapes
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError, ErrorCode
@@ -129,10 +132,30 @@ async def push_oracle(gateway: Gateway, symbol: str, index: int) -> dict[str, An
     return {"market": symbol, "indexPrice": index, "markPrice": mark}
 
 
-async def set_status(gateway: Gateway, symbol: str, op: str) -> tuple[int, dict[str, Any]]:
-    """Send ``halt``/``resume`` to the market's matcher and answer with the market."""
+def parse_status(gateway: Gateway, body: dict[str, Any]) -> str:
+    """The status to set (``shapes.MARKET_STATUS``; 400 INVALID_REQUEST otherwise)."""
+    return str(shapes.MARKET_STATUS.parse(body, gateway.markets)["status"])
+
+
+async def set_status(
+    gateway: Gateway, symbol: str, op: str, status: str = ""
+) -> tuple[int, dict[str, Any]]:
+    """Send ``halt``/``resume``, or ``status`` with the status to set, to the market's matcher
+    (through its stream, so the change is ordered with the orders) and answer with the market.
+    ``status``: REDUCE_ONLY on a spot market is 400 INVALID_REQUEST, an expired market 422
+    MARKET_CLOSED (EXPIRED is final; halt/resume of it answer the market unchanged)."""
     market = gateway.markets.markets[symbol]
-    command: AdminCommand = {"op": "halt" if op == "halt" else "resume", "ts": _now_ms()}
+    if status == MarketStatus.REDUCE_ONLY and not market.product.is_derivative:
+        raise ApiError(
+            ErrorCode.INVALID_REQUEST, f"{symbol} is a spot market: it has no REDUCE_ONLY status"
+        )
+    if op == "status" and await gateway.market_status(market, fresh=True) == MarketStatus.EXPIRED:
+        raise ApiError(ErrorCode.MARKET_CLOSED, f"market {symbol} has expired")
+    command: AdminCommand
+    if op == "status":
+        command = {"op": "status", "status": cast(MarketStatusName, status), "ts": _now_ms()}
+    else:
+        command = {"op": "halt" if op == "halt" else "resume", "ts": _now_ms()}
     answer = await cancels.ask_matcher(gateway, symbol, command)
     gateway.forget_status(symbol)
     view = await market_data.market_view(gateway, market, fresh=True)

@@ -28,7 +28,7 @@ from common import keys, money
 from common.events import COMMAND_FIELD, AmendCommand, dumps
 from common.markets import Market
 from common.reservations import full_reservation
-from common.types import FINAL_STATUSES, OrderType, Side
+from common.types import FINAL_STATUSES, MarketStatus, OrderType, Side
 from services.gateway import cancels, funds, orders, ratelimit, shapes, signed
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError, ErrorCode
@@ -143,11 +143,37 @@ async def check_amend(
     if order["type"] != OrderType.LIMIT:
         raise ApiError(ErrorCode.INVALID_ORDER, f"order {cid!r} is a MARKET order: only LIMIT")
     check_filled(cid, message["expectedFilled"], qty, int(order.get("filled") or 0))
-    refusal = orders.market_refusal(await gateway.market_status(market))
+    refusal = amend_refusal(await gateway.market_status(market), message["price"], qty, order)
     if refusal:
-        raise ApiError(ErrorCode[refusal], f"market {market.symbol} takes no amends now")
+        raise ApiError(ErrorCode[refusal], amend_status_message(refusal, market.symbol))
     await cancels.refuse_if_overloaded(gateway, [market.symbol])
     return order
+
+
+def amend_refusal(status: str, price: int, qty: int, order: dict[str, Any]) -> str:
+    """The 422 code for an amend the market's status refuses, or "" (docs/api.md "Market
+    states"; match/amend.lua judges the same): HALTED and EXPIRED none, CANCEL_ONLY none,
+    REDUCE_ONLY only a qty not above the order's at its price. (POST_ONLY: the book judges
+    whether the new price would cross, POST_ONLY_WOULD_CROSS.)"""
+    if status == MarketStatus.HALTED:
+        return "MARKET_HALTED"
+    if status == MarketStatus.EXPIRED:
+        return "MARKET_CLOSED"
+    if status == MarketStatus.CANCEL_ONLY:
+        return "MARKET_CANCEL_ONLY"
+    if status == MarketStatus.REDUCE_ONLY and (
+        price != int(order["price"]) or qty > int(order["qty"])
+    ):
+        return "MARKET_REDUCE_ONLY"
+    return ""
+
+
+def amend_status_message(code: str, symbol: str) -> str:
+    if code == "MARKET_REDUCE_ONLY":
+        return f"market {symbol} takes only amends that lower the qty at the same price now"
+    if code == "MARKET_CANCEL_ONLY":
+        return f"market {symbol} takes only cancels now"
+    return f"market {symbol} takes no amends now"
 
 
 def check_filled(cid: str, expected: int, qty: int, filled: int) -> None:
@@ -175,6 +201,8 @@ def raise_refusal(cid: str, symbol: str, verdict: dict[str, Any]) -> None:
         raise ApiError(ErrorCode.ORDER_CLOSED, f"order {cid!r} finished before the amend arrived")
     if result == "MARKET_HALTED":
         raise ApiError(ErrorCode.MARKET_HALTED, f"market {symbol} is halted")
+    if result in ("MARKET_CANCEL_ONLY", "MARKET_REDUCE_ONLY"):
+        raise ApiError(ErrorCode[result], amend_status_message(result, symbol))
     if result == "FILLED_CHANGED":
         raise ApiError(
             ErrorCode.FILLED_CHANGED, f"order {cid!r} has filled {filled}, not expectedFilled"

@@ -392,6 +392,20 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
         status, view = await admin.set_status(gateway, market, "resume")
         return JsonResponse(view, status_code=status)
 
+    @app.post(
+        "/v1/admin/markets/{market}/status",
+        responses=s.ok(s.MarketView, 400, 403, 404, 413, 422),
+        openapi_extra=shapes.openapi_body(shapes.MARKET_STATUS),
+    )
+    async def market_status(
+        market: str, request: Request, authorization: str | None = Header(None)
+    ) -> Any:
+        new_status = admin.parse_status(gateway, await read_admin_body(request))
+        admin.require_admin(gateway, authorization)
+        market_data.require_market(gateway, market)
+        status, view = await admin.set_status(gateway, market, "status", new_status)
+        return JsonResponse(view, status_code=status)
+
     @app.get("/v1/admin/audit", responses=s.errors(403))
     async def audit(authorization: str | None = Header(None)) -> Any:
         admin.require_admin(gateway, authorization)

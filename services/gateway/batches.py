@@ -207,6 +207,8 @@ async def check_amend(
             "market": order.market.symbol,
             "status": "ACCEPTED",
             "type": order.type.value,
+            "price": order.price,
+            "qty": order.qty,
             "filled": 0,
         }
     view = await amends.check_amend(gateway, amend, view)
@@ -228,8 +230,8 @@ async def admit(
         symbol = item.action["market"]
         if symbol not in rules:
             market = gateway.markets.markets[symbol]
-            refusal = orders.market_refusal(await gateway.market_status(market))
-            rules[symbol] = refusal, await orders.backlog_argument(gateway, symbol, memory_high)
+            status = await gateway.market_status(market)
+            rules[symbol] = status, await orders.backlog_argument(gateway, symbol, memory_high)
     pending = live
     for _ in range(orders.ADMIT_ATTEMPTS):
         await prepare(gateway, user, ts, pending, rules)
@@ -299,7 +301,8 @@ async def prepare(
             item.script_args = ("CANCEL", cid, symbol, "", "", "", dumps(command), *[""] * 12)
             continue
         side_key = (symbol, order.side.value)
-        refusal, backlog_rule = rules[symbol]
+        status, backlog_rule = rules[symbol]
+        refusal = orders.market_refusal(status, order)
         state = None
         if order.market.product.is_derivative:
             asset = order.market.quote.symbol

@@ -68,7 +68,8 @@ class Gateway:
         await self.transport.close()
 
     async def market_status(self, market: Market, fresh: bool = False) -> str:
-        """``OPEN``/``HALTED``/``EXPIRED`` as the matcher wrote it; EXPIRED once expiryTs passed."""
+        """The status as the matcher wrote it (docs/api.md "Market states"); EXPIRED once
+        expiryTs passed (unless HALTED)."""
         symbol = market.symbol
 
         async def load() -> str:
@@ -78,7 +79,7 @@ class Gateway:
             self._status.forget(symbol)
         status = await self._status.get(symbol, load)
         expiry = market.spec.expiryTs
-        if status == MarketStatus.OPEN and expiry is not None and expiry <= time.time() * 1000:
+        if status != MarketStatus.HALTED and expiry is not None and expiry <= time.time() * 1000:
             return MarketStatus.EXPIRED.value
         return status
 

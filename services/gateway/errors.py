@@ -61,6 +61,11 @@ class ErrorCode(StrEnum):
     FILLED_CHANGED = "FILLED_CHANGED", 409
     QTY_NOT_ABOVE_FILLED = "QTY_NOT_ABOVE_FILLED", 409
     POST_ONLY_WOULD_CROSS = "POST_ONLY_WOULD_CROSS", 409
+    # Market states (docs/api.md "Market states"): what the market's status refuses, each
+    # answered where MARKET_HALTED is.
+    MARKET_CANCEL_ONLY = "MARKET_CANCEL_ONLY", 422
+    MARKET_POST_ONLY = "MARKET_POST_ONLY", 422
+    MARKET_REDUCE_ONLY = "MARKET_REDUCE_ONLY", 422
 
 
 class ApiError(Exception):

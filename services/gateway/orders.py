@@ -86,12 +86,21 @@ def signed_order(
     )
 
 
-def market_refusal(status: str) -> str:
-    """The 422 code for a market that takes no orders, or "" when it is open."""
+def market_refusal(status: str, order: SignedOrder) -> str:
+    """The 422 code for an order the market's status refuses, or "" when it takes it
+    (docs/api.md "Market states"; match/matching.lua status_refusal judges the same)."""
     if status == MarketStatus.HALTED:
         return "MARKET_HALTED"
     if status == MarketStatus.EXPIRED:
         return "MARKET_CLOSED"
+    if status == MarketStatus.CANCEL_ONLY:
+        return "MARKET_CANCEL_ONLY"
+    if status == MarketStatus.POST_ONLY and not (
+        order.tif == TimeInForce.POST_ONLY and order.type == OrderType.LIMIT
+    ):
+        return "MARKET_POST_ONLY"
+    if status == MarketStatus.REDUCE_ONLY and not order.reduce_only:
+        return "MARKET_REDUCE_ONLY"
     return ""
 
 
@@ -124,7 +133,7 @@ async def submit_order(
     user = order.user
     cid = order.message["clientOrderId"]
     # 3. What the account script judges besides the account: market status, backlog, memory.
-    refusal = market_refusal(await gateway.market_status(market))
+    refusal = market_refusal(await gateway.market_status(market), order)
     memory_high = await gateway.memory_high()
     backlog_rule = await backlog_argument(gateway, market.symbol, memory_high)
     reply_key = None
@@ -389,6 +398,12 @@ def refusal_error(
         return ApiError(ErrorCode[code], f"market {symbol} is halted")
     if code == "MARKET_CLOSED":
         return ApiError(ErrorCode[code], f"market {symbol} has expired")
+    if code == "MARKET_CANCEL_ONLY":
+        return ApiError(ErrorCode[code], f"market {symbol} takes only cancels now")
+    if code == "MARKET_POST_ONLY":
+        return ApiError(ErrorCode[code], f"market {symbol} takes only POST_ONLY limit orders now")
+    if code == "MARKET_REDUCE_ONLY":
+        return ApiError(ErrorCode[code], f"market {symbol} takes only reduceOnly orders now")
     if code == "TOO_MANY_ORDERS":
         return ApiError(
             ErrorCode[code], f"{user} already has the most open orders allowed in {symbol}"

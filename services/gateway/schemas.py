@@ -168,6 +168,7 @@ class Ticker(BaseModel):
         last=3000000, bestBid=2999900, bestAsk=3000000, open24h=2950000, high24h=3010000,
         low24h=2940000, volume24h=12000, quoteVolume24h="36000000000", indexPrice=3000000,
         markPrice=3000000, fundingRate=None, nextFundingTs=None, openInterest=None,
+        status="OPEN",
     )  # fmt: skip
     last: int | None
     bestBid: int | None
@@ -182,6 +183,7 @@ class Ticker(BaseModel):
     fundingRate: int | str | None
     nextFundingTs: int | None
     openInterest: int | str | None
+    status: str = Field(description='the market\'s status (docs/api.md "Market states")')
 
 
 class Candle(BaseModel):
@@ -209,7 +211,10 @@ class MarketView(BaseModel):
         },
     )  # fmt: skip
     symbol: str
-    status: str = Field(description="OPEN, HALTED or EXPIRED")
+    status: str = Field(
+        description="OPEN, HALTED, EXPIRED, CANCEL_ONLY, POST_ONLY or REDUCE_ONLY "
+        '(docs/api.md "Market states")'
+    )
 
 
 class Withdrawal(BaseModel):

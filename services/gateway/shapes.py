@@ -568,6 +568,30 @@ ORACLE = Shape(
     ],
 )
 
+SETTABLE_STATUSES = ("OPEN", "HALTED", "CANCEL_ONLY", "POST_ONLY", "REDUCE_ONLY")
+
+
+def _settable_status(values: Values, _: MarketSet) -> str | None:
+    if values["status"] in SETTABLE_STATUSES:
+        return None
+    return f"status must be one of {'/'.join(SETTABLE_STATUSES)}"
+
+
+MARKET_STATUS = Shape(
+    "MarketStatusBody",
+    'The status an operator sets on a market (admin token; docs/api.md "Market states").',
+    [Field("status", Kind.STRING, "the market's new status", "CANCEL_ONLY")],
+    [
+        Check(
+            "status",
+            ErrorCode.INVALID_REQUEST,
+            f"one of {'/'.join(SETTABLE_STATUSES)}",
+            _settable_status,
+            {"enum": list(SETTABLE_STATUSES)},
+        ),
+    ],
+)
+
 
 MAX_DEADLINE_AHEAD_MS = 24 * 3600 * 1000
 

@@ -1,4 +1,5 @@
-"""Random command streams (orders, cancels, amends, cancel-alls, halts) through the real
+"""Random command streams (orders, cancels, amends, cancel-alls, halts and the market states
+of docs/api.md "Market states") through the real
 match.lua on a real redis-server, compared with the plain-Python reference book: every trade,
 every order's status, reason and fill, every reply, the positions mirror, the depth seq, and
 the final book order by order. The book must never be crossed after a call. DEX_FULL_TESTS=1
@@ -43,7 +44,9 @@ def scenarios(draw: Any) -> list[tuple[int, list[dict[str, Any]]]]:
             rid += 1
             reply = keys.market_reply(MARKET, str(rid))
             kind = draw(
-                st.sampled_from(["order"] * 16 + ["cancel"] * 3 + ["amend"] * 4 + ["all", "admin"])
+                st.sampled_from(
+                    ["order"] * 16 + ["cancel"] * 3 + ["amend"] * 4 + ["all"] + ["admin"] * 2
+                )
             )
             user = draw(st.sampled_from(USERS))
             if kind == "order":
@@ -76,8 +79,11 @@ def scenarios(draw: Any) -> list[tuple[int, list[dict[str, Any]]]]:
                     {"op": "cancel", "user": owner, "cid": cid, "ts": now, "reply": reply}
                 )
             elif kind == "amend" and cids:
-                # mostly one of the latest orders: those are the likeliest to be still open
+                # mostly one of the latest orders: those are the likeliest to be still open;
+                # else any (while a market state refuses new orders, the latest are closed)
                 which = max(0, len(cids) - 1 - draw(st.integers(0, 3)))
+                if draw(st.integers(0, 3)) == 0:
+                    which = draw(st.integers(0, len(cids) - 1))
                 (owner, cid), side = cids[which], sides[which]
                 opening = draw(st.sampled_from([None, 0, 2, 8]))
                 extra = {} if opening is None else {"open": opening, "mp": 100, "loss": 0}
@@ -91,8 +97,16 @@ def scenarios(draw: Any) -> list[tuple[int, list[dict[str, Any]]]]:
             elif kind == "all":
                 commands.append({"op": "cancel_all", "user": user, "ts": now, "reply": reply})
             elif kind == "admin":
-                op = draw(st.sampled_from(["halt", "resume", "resume"]))
-                commands.append({"op": op, "ts": now, "reply": reply})
+                op = draw(st.sampled_from(["halt", "resume", "resume", "status", "status"]))
+                command = {"op": op, "ts": now, "reply": reply}
+                if op == "status":
+                    # every settable status (REDUCE_ONLY is ignored on SPOT), and one that
+                    # is not (changes nothing)
+                    command["status"] = draw(st.sampled_from(
+                        ["OPEN", "HALTED", "CANCEL_ONLY", "POST_ONLY", "POST_ONLY",
+                         "REDUCE_ONLY", "REDUCE_ONLY", "EXPIRED"]
+                    ))  # fmt: skip
+                commands.append(command)
         batches.append((now, commands))
     if draw(st.integers(0, 9)) == 0:
         now += 1
@@ -228,3 +242,31 @@ def test_replaying_a_batch_changes_nothing(client: redis.Redis) -> None:
     after = {k: client.dump(k) for k in client.keys("*") if k != keys.market_state(MARKET)}
     assert after == {k: v for k, v in snapshot.items() if k != keys.market_state(MARKET)}
     assert client.hget(keys.market_state(MARKET), "last") == "6-1"
+
+
+def test_replaying_a_status_change_changes_nothing(client: redis.Redis) -> None:
+    """A status command and the order it refuses, applied twice: the second call is skipped
+    whole (no second ticker publication, tickerSeq unmoved); the same status sent again under
+    a new stream id finds the market in it and changes nothing."""
+    client.hset(keys.market_cfg(MARKET), mapping={"product": "PERP", "mult": "1"})
+    scripts = ScriptSet(client, LUA_DIR)
+    status = {"op": "status", "status": "REDUCE_ONLY", "ts": 1}
+    order = {
+        "op": "order", "user": "0xaa", "cid": "a1", "side": "SELL", "type": "LIMIT",
+        "price": 100, "qty": 5, "tif": "GTC", "reduceOnly": False, "expiresAt": 0, "ts": 1,
+        "reserved": 0, "open": 5,
+    }  # fmt: skip
+    args = match_args(MARKET, START, "")
+    args.extend(("5-1", orjson.dumps(status).decode(), "5-2", orjson.dumps(order).decode()))
+    assert scripts["match"](keys=match_keys(MARKET), args=args)[:2] == [2, 1]
+    assert client.hget(keys.market_state(MARKET), "status") == "REDUCE_ONLY"
+    record = client.hgetall(keys.market_order(MARKET, "0xaa", "a1"))
+    assert (record["status"], record["reason"]) == ("REJECTED", "MARKET_REDUCE_ONLY")
+    assert client.hget(keys.market_prices(MARKET), "tickerSeq") == "1"
+    snapshot = {k: client.dump(k) for k in client.keys("*")}
+    assert scripts["match"](keys=match_keys(MARKET), args=args)[:2] == [0, 0]
+    again = [*match_args(MARKET, START, ""), "6-1", orjson.dumps(status).decode()]
+    assert scripts["match"](keys=match_keys(MARKET), args=again)[:2] == [1, 0]
+    after = {k: client.dump(k) for k in client.keys("*") if k != keys.market_state(MARKET)}
+    assert after == {k: v for k, v in snapshot.items() if k != keys.market_state(MARKET)}
+    assert client.hget(keys.market_state(MARKET), "status") == "REDUCE_ONLY"

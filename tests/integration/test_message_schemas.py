@@ -45,6 +45,7 @@ from common.events import (
     PriceTicker,
     Reply,
     SettlementEvent,
+    StatusTicker,
     Ticker,
     TickerPublication,
     Trade,
@@ -52,7 +53,7 @@ from common.events import (
     dumps,
     topic_message,
 )
-from common.events.names import DoneReason, FinalStatusName, OrderStatusName
+from common.events.names import DoneReason, FinalStatusName, MarketStatusName, OrderStatusName
 from common.events.schema import members, validate, which
 from common.market_reads import INTERVALS, read_ticker_sync
 from common.markets import MarketSet, load_markets
@@ -140,11 +141,11 @@ def check_publications(seen: Seen, messages: list[tuple[str, str]], kinds: tuple
         topic = channel[len(prefix) :]
         assert topic.partition(":")[0] in kinds, f"unexpected publication on {channel}: {payload}"
         publication = seen.check(topic_message(topic), payload)
-        if isinstance(publication.get("data"), dict) and "status" in publication["data"]:
+        if topic.startswith("orders:"):
             seen.note("OrderUpdate", "status", publication["data"]["status"])
             seen.note("OrderUpdate", "reason", publication["data"]["reason"])
         if topic.startswith("ticker:"):
-            seen.check(Ticker | PriceTicker, dumps(publication["data"]))
+            seen.check(Ticker | PriceTicker | StatusTicker, dumps(publication["data"]))
 
 
 # -- the matcher ----------------------------------------------------------------------------
@@ -249,6 +250,10 @@ def admin(op: typing.Literal["halt", "resume", "expire"]) -> AdminCommand:
     return {"op": op, "ts": now_ms()}
 
 
+def set_status(status: MarketStatusName) -> AdminCommand:
+    return {"op": "status", "status": status, "ts": now_ms()}
+
+
 def spot_scenario(m: Matcher) -> None:
     m.run(order(A, "a1", "SELL", PRICE, 100), reply=True)  # rests: NEW
     m.run(order(B, "b1", "BUY", PRICE, 40), reply=True)  # fills: a1 PARTIAL, b1 FILLED
@@ -299,6 +304,13 @@ def spot_scenario(m: Matcher) -> None:
     m.run(order(B, "b7", "BUY", PRICE, 1))  # halted: rejected
     m.run(amend(A, "m1", "SELL", PRICE + 50, 7), reply=True)  # MARKET_HALTED
     m.run(admin("resume"), reply=True)
+    # the market states: each refuses what it must, its status published on ticker:
+    m.run(set_status("CANCEL_ONLY"), reply=True)
+    m.run(order(B, "b8", "BUY", PRICE, 1))  # MARKET_CANCEL_ONLY
+    m.run(amend(A, "m1", "SELL", PRICE + 50, 7), reply=True)  # MARKET_CANCEL_ONLY
+    m.run(set_status("POST_ONLY"), reply=True)
+    m.run(order(B, "b9", "BUY", PRICE, 1))  # MARKET_POST_ONLY
+    m.run(set_status("OPEN"), reply=True)
     m.run(cancel_all(A), cancel_all(B))
 
 
@@ -324,6 +336,10 @@ def perp_scenario(m: Matcher) -> None:
     m.run(amend(A, "p1", "SELL", PRICE, 12, opens=2))  # p1 FILLED: CLOSED
     m.run(opening(order(A, "p11", "SELL", PRICE + 500, 2), 2))
     m.run(amend(A, "p11", "SELL", PRICE + 400, 3, opens=3), reply=True)
+    m.run(set_status("REDUCE_ONLY"), reply=True)
+    m.run(opening(order(C, "p12", "BUY", PRICE - 80, 1), 1))  # MARKET_REDUCE_ONLY
+    m.run(amend(A, "p11", "SELL", PRICE + 300, 3, opens=3), reply=True)  # MARKET_REDUCE_ONLY
+    m.run(set_status("OPEN"))
     m.run(opening(order(A, "p9", "BUY", PRICE - 70, 1), 1))
     m.run(admin("expire"), reply=True)  # p9 cancelled: the market expired
     m.run(opening(order(A, "p10", "BUY", PRICE, 1), 1))  # closed: rejected
@@ -361,17 +377,22 @@ def test_everything_match_lua_emits_matches_its_declaration(
                 reply = seen.check(Reply, text)
                 for field, value in reply.items():
                     seen.note("Reply", field, value)
-    check_publications(seen, listener.drain(), MATCHER_TOPICS)
+    check_publications(seen, listener.drain(), (*MATCHER_TOPICS, "ticker"))
 
     seen.assert_all_seen(
-        SettlementEvent, Trade, Candle, Reply, *(TOPIC_MESSAGES[k] for k in MATCHER_TOPICS)
+        SettlementEvent,
+        Trade,
+        Candle,
+        Reply,
+        StatusTicker,
+        *(TOPIC_MESSAGES[k] for k in MATCHER_TOPICS),
     )
     assert ("FillEvent", "liquidation") in seen.values, "no liquidation fill was emitted"
     seen.assert_values_seen("DoneEvent", "status", FinalStatusName)
     seen.assert_values_seen("DoneEvent", "reason", DoneReason)
     seen.assert_values_seen("OrderUpdate", "status", OrderStatusName)
     seen.assert_values_seen("Reply", "result", typing.Literal["CANCELLED", "CLOSED", "UNKNOWN"])
-    seen.assert_values_seen("Reply", "status", typing.Literal["OPEN", "HALTED", "EXPIRED"])
+    seen.assert_values_seen("Reply", "status", MarketStatusName)
     seen.assert_values_seen("Reply", "amend", AmendResult)
     seen.assert_values_seen("AmendEvent", "result", AmendResult)
     assert {DepthPublication, TradePublication, OrderPublication} == {

@@ -158,7 +158,23 @@ class ReferenceBook:
             elif op == "amend":
                 self.replies.append(self._amend(now, command))
             else:
-                self.replies.append(self._admin(op))
+                self.replies.append(self._admin(op, command.get("status")))
+
+    def _status_refusal(self, order: RefOrder, liquidation: bool) -> str | None:
+        """What the market's status refuses of an incoming order (docs/api.md "Market
+        states"), or None."""
+        if self.status == "OPEN":
+            return None
+        if self.status == "HALTED":
+            return "MARKET_HALTED"
+        if self.status == "CANCEL_ONLY":
+            return "MARKET_CANCEL_ONLY"
+        if self.status == "POST_ONLY":
+            ok = order.tif == "POST_ONLY" and order.type != "MARKET"
+            return None if ok else "MARKET_POST_ONLY"
+        if self.status == "REDUCE_ONLY":
+            return None if order.reduce_only or liquidation else "MARKET_REDUCE_ONLY"
+        return "MARKET_CLOSED"
 
     def _order(self, now: int, c: dict[str, Any]) -> str:
         key = (c["user"], c["cid"])
@@ -174,9 +190,9 @@ class ReferenceBook:
         if self.is_derivative:
             order.allowance = 0 if order.reduce_only else c.get("open")
         self.orders[key] = order
-        if self.status != "OPEN":
-            order.status = "REJECTED"
-            order.reason = "MARKET_HALTED" if self.status == "HALTED" else "MARKET_CLOSED"
+        refusal = self._status_refusal(order, bool(c.get("liquidation")))
+        if refusal:
+            order.status, order.reason = "REJECTED", refusal
             return order.status
         if order.reduce_only:
             pos = self.positions.get(order.user, 0)
@@ -328,12 +344,16 @@ class ReferenceBook:
             return "UNKNOWN"
         if not order.is_open:
             return "CLOSED"
-        if self.status != "OPEN":
+        if self.status == "CANCEL_ONLY":
+            return "MARKET_CANCEL_ONLY"
+        if self.status not in ("OPEN", "POST_ONLY", "REDUCE_ONLY"):
             return "MARKET_HALTED"
         if expected >= 0 and expected != order.filled:
             return "FILLED_CHANGED"
         if qty <= order.filled:
             return "QTY_NOT_ABOVE_FILLED"
+        if self.status == "REDUCE_ONLY" and (price != order.price or qty > order.qty):
+            return "MARKET_REDUCE_ONLY"
         is_buy = order.side == "BUY"
         opposite = self.asks if is_buy else self.bids
 
@@ -341,7 +361,8 @@ class ReferenceBook:
             return maker_price <= price if is_buy else maker_price >= price
 
         moved = price != order.price
-        if order.tif == "POST_ONLY" and moved and opposite and crosses(opposite[0].price):
+        post_only = order.tif == "POST_ONLY" or self.status == "POST_ONLY"
+        if post_only and moved and opposite and crosses(opposite[0].price):
             return "POST_ONLY_WOULD_CROSS"
         allowance = order.allowance
         if self.is_derivative:
@@ -386,12 +407,20 @@ class ReferenceBook:
             self.seq += 1
         return len(mine)
 
-    def _admin(self, op: str) -> str:
-        if op == "halt" and self.status == "OPEN":
+    def _admin(self, op: str, status: str | None = None) -> str:
+        """halt, resume, status (docs/api.md "Market states"), expire; EXPIRED is final."""
+        settable = {"OPEN", "HALTED", "CANCEL_ONLY", "POST_ONLY"}
+        if self.is_derivative:
+            settable.add("REDUCE_ONLY")
+        if self.status == "EXPIRED":
+            pass
+        elif op == "halt":
             self.status = "HALTED"
-        elif op == "resume" and self.status == "HALTED":
+        elif op == "resume":
             self.status = "OPEN"
-        elif op == "expire" and self.status != "EXPIRED":
+        elif op == "status" and status in settable:
+            self.status = status
+        elif op == "expire":
             self.status = "EXPIRED"
             for order in sorted(self.bids + self.asks, key=lambda o: o.aseq):
                 self._remove(order, "CXL", "MARKET_EXPIRED")

@@ -33,6 +33,7 @@ BODIES = {
     ("/v1/orders/cancel-replace", "post"): (shapes.CANCEL_REPLACE,),
     ("/v1/orders/amend", "post"): (shapes.AMEND,),
     ("/v1/orders/batch", "post"): (shapes.BATCH,),
+    ("/v1/admin/markets/{market}/status", "post"): (shapes.MARKET_STATUS,),
 }
 
 
@@ -149,7 +150,8 @@ def test_every_error_code_is_its_wire_string_and_carries_its_status() -> None:
         409: {"DUPLICATE", "ORDER_CLOSED", "FILLED_CHANGED", "QTY_NOT_ABOVE_FILLED",
               "POST_ONLY_WOULD_CROSS"},
         422: {"INSUFFICIENT_BALANCE", "INSUFFICIENT_MARGIN", "MARKET_HALTED", "MARKET_CLOSED",
-              "TOO_MANY_ORDERS", "LIMIT_EXCEEDED"},
+              "TOO_MANY_ORDERS", "LIMIT_EXCEEDED", "MARKET_CANCEL_ONLY", "MARKET_POST_ONLY",
+              "MARKET_REDUCE_ONLY"},
         500: {"INTERNAL"},
         503: {"UNAVAILABLE", "OVERLOADED"},
     }  # fmt: skip

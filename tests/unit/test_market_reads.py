@@ -39,7 +39,7 @@ def test_nothing_traded_is_null_and_mark_comes_from_the_file_index() -> None:
         "last": None, "bestBid": None, "bestAsk": None, "open24h": None, "high24h": None,
         "low24h": None, "volume24h": None, "quoteVolume24h": None, "indexPrice": 3_000_000,
         "markPrice": 3_000_000, "fundingRate": None, "nextFundingTs": None,
-        "openInterest": None,
+        "openInterest": None, "status": "OPEN",
     }  # fmt: skip
 
 
@@ -62,6 +62,7 @@ def test_traded_window_and_prices_hash() -> None:
         "last": 101, "bestBid": 100, "bestAsk": 102, "open24h": 99, "high24h": 103,
         "low24h": 98, "volume24h": 40, "quoteVolume24h": 4010, "indexPrice": 100,
         "markPrice": 102, "fundingRate": -25, "nextFundingTs": 3_600_000, "openInterest": 7,
+        "status": "OPEN",
     }  # fmt: skip
 
 

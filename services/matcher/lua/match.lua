@@ -9,13 +9,15 @@
 --
 -- Commands (field "op"): order (LIMIT/MARKET; GTC, IOC, FOK, POST_ONLY; reduceOnly;
 -- expiresAt; self-trade prevention cancels the resting order), cancel, cancel_all, amend
--- (match/amend.lua), halt, resume, expire. Outputs, all in this call: order records, the
+-- (match/amend.lua), halt, resume, status (OPEN/HALTED/CANCEL_ONLY/POST_ONLY/REDUCE_ONLY,
+-- docs/api.md "Market states"), expire. Outputs, all in this call: order records, the
 -- open-order sets, trades, settlement events, positions mirror (derivatives), depth seq (+1
 -- per command or expiry that changed the book; cancel_all and expire: +1 per order
 -- removed), level totals, market
 -- statistics and candles, PUBLISH on depth: (per call, in chunks of about 7 KB: a single
 -- seq's message, or with several seqs {"seq": last, "batch": [{"seq", "data"} per seq, in
--- order]}), orders: (one per changed order) and trade: (every trade of the call, in order, in
+-- order]}), orders: (one per changed order), ticker: (a status change, its seq from
+-- dex:{m}:px tickerSeq) and trade: (every trade of the call, in order, in
 -- chunks of about 7 KB, seq = the last one's of each), replies.
 --
 -- KEYS[1]  dex:{m}:state    hash   status, seq, tseq, eseq, aseq, last
@@ -31,7 +33,8 @@
 -- KEYS[11] dex:{m}:exp      zset   expiresAt -> "<B|S><book member>"
 -- KEYS[12] dex:{m}:lease    string the token of the matcher that owns the market
 -- KEYS[13] dex:{m}:in       stream the market's commands
--- Order records dex:{m}:o:<user>:<cid>, open sets dex:{m}:uo:<user>, candles
+-- Order records dex:{m}:o:<user>:<cid>, the prices hash dex:{m}:px (tickerSeq), open sets
+-- dex:{m}:uo:<user>, candles
 -- dex:{m}:candles:<iv> / dex:{m}:cidx:<iv> and reply lists dex:{m}:reply:<rid> are derived
 -- from the prefixes in ARGV and the commands (same hash tag, so the same slot).
 -- ARGV[1]  market symbol

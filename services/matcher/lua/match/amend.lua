@@ -1,10 +1,12 @@
 -- match/amend.lua: amend a resting order, its clientOrderId kept (docs/api.md "Amend").
 --
 -- Refused, nothing changed: no such order (UNKNOWN), an order no longer open (CLOSED), a
--- halted market (MARKET_HALTED), an expectedFilled (>= 0) that is not what
--- the order has filled (FILLED_CHANGED), a new qty at or below what it has filled
--- (QTY_NOT_ABOVE_FILLED), a POST_ONLY order whose new price would cross
--- (POST_ONLY_WOULD_CROSS). Same price and a lower qty: the qty falls in place and the order
+-- halted market (MARKET_HALTED), a CANCEL_ONLY one (MARKET_CANCEL_ONLY), an expectedFilled
+-- (>= 0) that is not what the order has filled (FILLED_CHANGED), a new qty at or below what
+-- it has filled (QTY_NOT_ABOVE_FILLED), in a REDUCE_ONLY market anything but a qty not above
+-- the order's at its price (MARKET_REDUCE_ONLY), a POST_ONLY order (any order in a POST_ONLY
+-- market) whose new price would cross (POST_ONLY_WOULD_CROSS). Same price and a lower qty:
+-- the qty falls in place and the order
 -- keeps its place in the queue (book member, aseq). Any other amend takes the order off its
 -- level; it comes back as an incoming order with a fresh aseq at the new price and qty,
 -- trades as a taker if it crosses, then rests (or ends). A derivative order may open what the
@@ -37,12 +39,20 @@ local function amend_refusal(cmd, o)
   if o == nil then return 'UNKNOWN' end
   if not open_order(o) then return 'CLOSED' end
   -- (an expired market has no open order: its expiry cancelled them all)
-  if status ~= 'OPEN' then return 'MARKET_HALTED' end
+  if status == 'CANCEL_ONLY' then return 'MARKET_CANCEL_ONLY' end
+  if status ~= 'OPEN' and status ~= 'POST_ONLY' and status ~= 'REDUCE_ONLY' then
+    return 'MARKET_HALTED'
+  end
   local expected = tonumber(cmd.expectedFilled) or -1
   if expected >= 0 and expected ~= o.filled then return 'FILLED_CHANGED' end
-  if tonumber(cmd.qty) <= o.filled then return 'QTY_NOT_ABOVE_FILLED' end
-  local price = tonumber(cmd.price)
-  if o.timeInForce == 'POST_ONLY' and price ~= o.price then
+  local qty, price = tonumber(cmd.qty), tonumber(cmd.price)
+  if qty <= o.filled then return 'QTY_NOT_ABOVE_FILLED' end
+  -- REDUCE_ONLY: only a lower qty at the same price (in place; it can open nothing new)
+  if status == 'REDUCE_ONLY' and (price ~= o.price or qty > o.qty) then
+    return 'MARKET_REDUCE_ONLY'
+  end
+  -- POST_ONLY: every order's new price is judged as a POST_ONLY order's
+  if (o.timeInForce == 'POST_ONLY' or status == 'POST_ONLY') and price ~= o.price then
     local is_buy = o.side == 'BUY'
     if would_cross(is_buy and K_ASKS or K_BIDS, is_buy, price, false) then
       return 'POST_ONLY_WOULD_CROSS'

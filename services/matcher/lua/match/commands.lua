@@ -1,7 +1,8 @@
 -- match/commands.lua: the market's commands, each applied once and answered.
 --
 -- order (a new order, matched: match/matching.lua), cancel, cancel_all, amend (match/amend.lua),
--- and the market's status: halt, resume, expire (every resting order is cancelled). Each
+-- and the market's status: halt, resume, status (docs/api.md "Market states"), expire (every
+-- resting order is cancelled). Each
 -- command is one unit
 -- (match/publication.lua end_unit); cancel_all and expire make one unit per order removed.
 
@@ -68,13 +69,33 @@ local function process_cancel_all(cmd)
   reply(cmd, '{"cancelled":' .. int(n) .. '}')
 end
 
+-- The statuses the "status" command sets (REDUCE_ONLY on a derivative market only).
+local SETTABLE = {OPEN = true, HALTED = true, CANCEL_ONLY = true, POST_ONLY = true,
+  REDUCE_ONLY = true}
+
+-- A new status, published on ticker: (its seq is the oracle's ticker seq, dex:{m}:px).
+local function change_status(new_status)
+  if new_status == status then return end
+  set_status(new_status)
+  local tseq_px = redis.call('HINCRBY', mprefix .. 'px', 'tickerSeq', 1)
+  redis.call(publish, chprefix .. 'ticker:' .. market,
+    '{"seq":' .. int(tseq_px) .. ',"data":{"status":"' .. new_status .. '"}}')
+end
+
 local function process_admin(cmd)
-  if cmd.op == 'halt' and status == 'OPEN' then
-    set_status('HALTED')
-  elseif cmd.op == 'resume' and status == 'HALTED' then
-    set_status('OPEN')
-  elseif cmd.op == 'expire' and status ~= 'EXPIRED' then
-    set_status('EXPIRED')
+  if status == 'EXPIRED' then
+    reply(cmd, '{"status":"' .. status .. '"}')
+    return
+  end
+  if cmd.op == 'halt' then
+    change_status('HALTED')
+  elseif cmd.op == 'resume' then
+    change_status('OPEN')
+  elseif cmd.op == 'status' then
+    local target = cmd.status
+    if SETTABLE[target] and (target ~= 'REDUCE_ONLY' or is_deriv) then change_status(target) end
+  elseif cmd.op == 'expire' then
+    change_status('EXPIRED')
     local list = {}
     for _, book in ipairs({K_BIDS, K_ASKS}) do
       for _, member in ipairs(redis.call('ZRANGE', book, 0, -1)) do
@@ -102,7 +123,7 @@ local function apply_command(cmd)
     end_unit()
     if o then o.amended = nil end
     return
-  elseif op == 'halt' or op == 'resume' or op == 'expire' then
+  elseif op == 'halt' or op == 'resume' or op == 'status' or op == 'expire' then
     process_admin(cmd)
   end
   end_unit()

@@ -219,11 +219,30 @@ local function after_taking(o, is_buy, remaining, margin_stop, ends_now)
   end
 end
 
+-- Why the market's status refuses an incoming order (docs/api.md "Market states"), or nil:
+-- HALTED and CANCEL_ONLY take none, POST_ONLY only POST_ONLY limit orders, REDUCE_ONLY only
+-- reduce-only orders (and the liquidation engine's), EXPIRED none.
+local function status_refusal(cmd, o)
+  if status == 'OPEN' then return nil end
+  if status == 'HALTED' then return 'MARKET_HALTED' end
+  if status == 'CANCEL_ONLY' then return 'MARKET_CANCEL_ONLY' end
+  if status == 'POST_ONLY' then
+    if o.timeInForce == 'POST_ONLY' and o.type ~= 'MARKET' then return nil end
+    return 'MARKET_POST_ONLY'
+  end
+  if status == 'REDUCE_ONLY' then
+    if o.reduceOnly == '1' or cmd.liquidation == true then return nil end
+    return 'MARKET_REDUCE_ONLY'
+  end
+  return 'MARKET_CLOSED'
+end
+
 -- Match an incoming order: refused, or it trades, then rests or ends.
 local function match_order(cmd, o)
   local is_buy = o.side == 'BUY'
-  if status ~= 'OPEN' then
-    finish(o, 'REJECTED', status == 'HALTED' and 'MARKET_HALTED' or 'MARKET_CLOSED')
+  local refusal = status_refusal(cmd, o)
+  if refusal then
+    finish(o, 'REJECTED', refusal)
     return
   end
   if o.reduceOnly == '1' and not fits_reduce_only(o, is_buy) then
