@@ -8,6 +8,7 @@ test."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,10 @@ import yaml
 from support.exchange import ADMIN_TOKEN, Exchange
 from support.redis_server import wait_for
 from support.reference_book import ReferenceBook
-from support.signing import Trader
+from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
 
 from common import money
+from common.eip712 import sign
 from common.markets import load_markets
 from common.settings import DEFAULT_MARKETS_FILE
 
@@ -156,3 +158,61 @@ def test_a_fok_that_would_reach_its_own_maker_changes_nothing(
     reply = place(exchange, me, market_name, "BUY", QTY, "m-fok2", "FOK")
     assert reply["status"] == "FILLED"
     assert order(exchange, me, "m-ask") == ("NEW", None, 0)
+
+
+def order_v3(trader: Trader, market: str, side: str, qty: int, cid: str, stp: str) -> Any:
+    message = {
+        "clientOrderId": cid, "userId": trader.address, "market": market, "side": side,
+        "type": "LIMIT", "price": P, "qty": qty, "product": "SPOT",
+        "ts": int(time.time() * 1000), "timeInForce": "GTC", "reduceOnly": False,
+        "expiresAt": 0, "selfTradePrevention": stp,
+    }  # fmt: skip
+    return {**message, "sig": sign(trader.key, "OrderV3", message, CHAIN_ID, VERIFYING_CONTRACT)}
+
+
+@pytest.mark.parametrize(
+    ("stp", "ask", "bid"),
+    [
+        ("EXPIRE_TAKER", ("NEW", None, 0), ("CXL", "SELF_TRADE", QTY)),
+        ("EXPIRE_BOTH", ("CXL", "SELF_TRADE", 0), ("CXL", "SELF_TRADE", QTY)),
+        ("", ("CXL", "SELF_TRADE", 0), ("PARTIAL", None, QTY)),  # the market's EXPIRE_MAKER
+    ],
+)
+def test_an_order_v3_brings_its_own_mode(
+    exchange: Exchange, stp: str, ask: tuple[Any, ...], bid: tuple[Any, ...]
+) -> None:
+    """On BTC-USDC (EXPIRE_MAKER) a signed OrderV3's selfTradePrevention rules its matching."""
+    market = load_markets(Path(exchange.env["DEX_MARKETS_FILE"])).markets["BTC-USDC"]
+    other, me = funded(exchange), funded(exchange)
+    place(exchange, other, "BTC-USDC", "SELL", QTY, "o-ask", "GTC")
+    place(exchange, me, "BTC-USDC", "SELL", QTY, "m-ask", "GTC")
+    with exchange.client() as client:
+        response = client.post(
+            "/v1/orders?wait=1", json=order_v3(me, "BTC-USDC", "BUY", 2 * QTY, "m-bid", stp)
+        )
+    assert response.status_code == 200, response.text
+    assert order(exchange, other, "o-ask") == ("FILLED", None, QTY)
+    assert order(exchange, me, "m-ask") == ask
+    assert order(exchange, me, "m-bid") == bid
+    notional = money.notional(market, P, QTY)
+    taker_fee = money.fee(notional, market.spec.takerFeeBps)
+    delivered = money.base_units(market, QTY)
+    quote_locked = money.spot_buy_reservation(market, P, QTY) if bid[0] == "PARTIAL" else 0
+    base_locked = delivered if ask[0] == "NEW" else 0
+    assert settles_to(exchange, me, "USDC", (USDC - notional - taker_fee, quote_locked))
+    assert settles_to(exchange, me, "BTC", (BTC + delivered, base_locked))
+
+
+@pytest.mark.parametrize("stp", ["DECREMENT", "expire_taker", " EXPIRE_TAKER", "X" * 10_000])
+def test_an_order_v3_with_an_unknown_mode_is_refused_and_changes_nothing(
+    exchange: Exchange, stp: str
+) -> None:
+    me = funded(exchange)
+    with exchange.client() as client:
+        response = client.post("/v1/orders", json=order_v3(me, "BTC-USDC", "BUY", QTY, "x", stp))
+    assert response.status_code in (400, 413), response.text
+    if response.status_code == 400:
+        assert response.json()["error"]["code"] == "INVALID_ORDER"
+    assert exchange.balance(me.address, "USDC") == (USDC, 0)
+    with exchange.client() as client:
+        assert client.get(f"/v1/orders/{me.address}/x").status_code == 404
