@@ -8,6 +8,7 @@ test."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from support.exchange import ADMIN_TOKEN, Exchange
 from support.redis_server import wait_for
 from support.reference_book import ReferenceBook
 from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
+from support.ws import WsClient
 
 from common import money
 from common.eip712 import sign
@@ -158,6 +160,11 @@ def test_a_fok_that_would_reach_its_own_maker_changes_nothing(
     reply = place(exchange, me, market_name, "BUY", QTY, "m-fok2", "FOK")
     assert reply["status"] == "FILLED"
     assert order(exchange, me, "m-ask") == ("NEW", None, 0)
+    notional = money.notional(market, P, QTY)
+    taker_fee = money.fee(notional, market.spec.takerFeeBps)
+    assert settles_to(exchange, me, "USDC", (USDC - notional - taker_fee, 0))
+    assert settles_to(exchange, me, "BTC", (BTC + delivered, delivered))
+    assert settles_to(exchange, other, "BTC", (BTC - delivered, delivered))
 
 
 def order_v3(trader: Trader, market: str, side: str, qty: int, cid: str, stp: str) -> Any:
@@ -201,6 +208,7 @@ def test_an_order_v3_brings_its_own_mode(
     base_locked = delivered if ask[0] == "NEW" else 0
     assert settles_to(exchange, me, "USDC", (USDC - notional - taker_fee, quote_locked))
     assert settles_to(exchange, me, "BTC", (BTC + delivered, base_locked))
+    assert settles_to(exchange, other, "BTC", (BTC - delivered, 0))
 
 
 @pytest.mark.parametrize("stp", ["DECREMENT", "expire_taker", " EXPIRE_TAKER", "X" * 10_000])
@@ -216,3 +224,32 @@ def test_an_order_v3_with_an_unknown_mode_is_refused_and_changes_nothing(
     assert exchange.balance(me.address, "USDC") == (USDC, 0)
     with exchange.client() as client:
         assert client.get(f"/v1/orders/{me.address}/x").status_code == 404
+
+
+def test_an_order_v3_over_the_websocket(exchange: Exchange) -> None:
+    """A WebSocket order reads an OrderV3 as POST /v1/orders does."""
+    other, me = funded(exchange), funded(exchange)
+    place(exchange, other, "BTC-USDC", "SELL", QTY, "o-ask", "GTC")
+    place(exchange, me, "BTC-USDC", "SELL", QTY, "m-ask", "GTC")
+
+    async def ask(body: dict[str, Any]) -> tuple[int, Any]:
+        async with await WsClient.connect(f"ws://127.0.0.1:{exchange.gateway_port}/v1/ws") as ws:
+            await ws.send({"id": 1, "op": "order", "body": body, "wait": True})
+            answer = await ws.next(lambda m: m.get("id") == 1, 15)
+            return answer["status"], answer["body"]
+
+    status, _ = asyncio.run(ask(order_v3(me, "BTC-USDC", "BUY", 2 * QTY, "m-bid", "EXPIRE_BOTH")))
+    assert status in (200, 202)
+    assert wait_for(lambda: order(exchange, me, "m-bid")[0] == "CXL", 15)
+    assert order(exchange, me, "m-bid") == ("CXL", "SELF_TRADE", QTY)
+    assert order(exchange, me, "m-ask") == ("CXL", "SELF_TRADE", 0)
+    assert order(exchange, other, "o-ask") == ("FILLED", None, QTY)
+    market = load_markets(Path(exchange.env["DEX_MARKETS_FILE"])).markets["BTC-USDC"]
+    notional = money.notional(market, P, QTY)
+    taker_fee = money.fee(notional, market.spec.takerFeeBps)
+    maker_fee = money.fee(notional, market.spec.makerFeeBps)
+    delivered = money.base_units(market, QTY)
+    assert settles_to(exchange, me, "USDC", (USDC - notional - taker_fee, 0))
+    assert settles_to(exchange, me, "BTC", (BTC + delivered, 0))
+    assert settles_to(exchange, other, "USDC", (USDC + notional - maker_fee, 0))
+    assert settles_to(exchange, other, "BTC", (BTC - delivered, 0))
