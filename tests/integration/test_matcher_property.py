@@ -1,5 +1,6 @@
 """Random command streams (orders, cancels, amends, cancel-alls, halts and the market states
-of docs/api.md "Market states") through the real
+of docs/api.md "Market states"; the market's and each order's self-trade prevention mode,
+docs/api.md "Self-trade prevention") through the real
 match.lua on a real redis-server, compared with the plain-Python reference book: every trade,
 every order's status, reason and fill, every reply, the positions mirror, the depth seq, and
 the final book order by order. The book must never be crossed after a call. DEX_FULL_TESTS=1
