@@ -137,6 +137,15 @@ PRIMARY_TYPES: dict[str, list[tuple[str, str]]] = {
         ("expectedFilled", "int256"),
         ("ts", "uint256"),
     ],
+    # An OrderV2 with its own self-trade prevention mode (docs/api.md "Self-trade
+    # prevention"): EXPIRE_MAKER, EXPIRE_TAKER, EXPIRE_BOTH, or "" for the market's.
+    "OrderV3": [
+        *_ORDER_FIELDS,
+        ("timeInForce", "string"),
+        ("reduceOnly", "bool"),
+        ("expiresAt", "uint256"),
+        ("selfTradePrevention", "string"),
+    ],
 }
 
 # Primary types that hold an array of one member struct (one level of nesting), each followed

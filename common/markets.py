@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from common.types import OptionType, Product
+from common.types import OptionType, Product, SelfTradePrevention
 
 SYMBOL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 BELOW_2_53 = 2**53
@@ -60,6 +60,7 @@ class MarketSpec(BaseModel):
     optionType: OptionType | None = None
     strike: StrictInt | None = Field(default=None, gt=0, lt=BELOW_2_53)
     priceBandBps: StrictInt | None = Field(default=None, gt=0, le=10_000)
+    selfTradePrevention: SelfTradePrevention = SelfTradePrevention.EXPIRE_MAKER
 
 
 @dataclass(frozen=True, slots=True)

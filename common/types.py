@@ -52,6 +52,15 @@ FINAL_STATUSES = frozenset(
 )
 
 
+class SelfTradePrevention(StrEnum):
+    """What an incoming order does on meeting its own user's resting order (docs/api.md
+    "Self-trade prevention")."""
+
+    EXPIRE_MAKER = "EXPIRE_MAKER"
+    EXPIRE_TAKER = "EXPIRE_TAKER"
+    EXPIRE_BOTH = "EXPIRE_BOTH"
+
+
 class MarketStatus(StrEnum):
     OPEN = "OPEN"
     HALTED = "HALTED"

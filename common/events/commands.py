@@ -46,6 +46,7 @@ class OrderCommand(TypedDict):
     reply: NotRequired[str]  # dex:{m}:reply:<rid>: an OrderReply when done
     agent: NotRequired[str]  # the approved agent key that signed it (absent: the owner)
     replaces: NotRequired[str]  # cancel-replace: the cid of the user's order to cancel first
+    stp: NotRequired[str]  # an OrderV3's self-trade prevention mode (absent: the market's)
 
 
 @with_config(MESSAGE)

@@ -54,6 +54,7 @@ class SignedOrder:
     ts: int
     agent: str | None = None  # the approved agent that signed it, None for the owner
     replaces: str | None = None  # a CancelReplace's cancelClientOrderId (replaces.py)
+    stp: str = ""  # an OrderV3's self-trade prevention mode ("": the market's)
 
 
 def parse_order(gateway: Gateway, body: dict[str, Any]) -> SignedOrder:
@@ -83,6 +84,7 @@ def signed_order(
         expires_at=message["expiresAt"] if is_v2 else 0,
         ts=message["ts"],
         replaces=message.get("cancelClientOrderId"),
+        stp=message.get("selfTradePrevention", ""),
     )
 
 
@@ -251,6 +253,8 @@ def command_template(
         command["agent"] = order.agent
     if order.replaces is not None:
         command["replaces"] = order.replaces
+    if order.stp:
+        command["stp"] = order.stp
     fields: dict[str, Any] = dict(command, **reserve.command)
     del fields["reserved"]
     return dumps(fields)

@@ -31,7 +31,7 @@ from common.events import MAX_SAFE_INTEGER
 from common.keys import SYSTEM_ACCOUNTS
 from common.markets import MarketSet
 from common.money import OffQuantum, to_quanta
-from common.types import OrderType, Product, Side, TimeInForce
+from common.types import OrderType, Product, SelfTradePrevention, Side, TimeInForce
 from services.gateway.errors import ApiError, ErrorCode
 from services.gateway.parsing import (
     ADDRESS,
@@ -326,6 +326,13 @@ def _one_of(name: str, enum: type[Enum]) -> Check:
     )
 
 
+def _stp_mode(values: Values, _: MarketSet) -> str | None:
+    mode = values["selfTradePrevention"]
+    if mode == "" or mode in SelfTradePrevention.__members__:
+        return None
+    return 'selfTradePrevention must be "" or one of ' + "/".join(SelfTradePrevention)
+
+
 def _client_order_id(values: Values, _: MarketSet) -> str | None:
     if CLIENT_ORDER_ID.fullmatch(values["clientOrderId"]):
         return None
@@ -419,6 +426,11 @@ SIGNED_FIELD_DOCS: dict[str, tuple[str, Any]] = {
     "amount": ("atomic units of the asset", "1000000"),
     "deadline": ("ScheduleCancel only: ms since epoch, 0 = switch off", TS_EXAMPLE + 60_000),
     "expectedFilled": ("Amend only: -1 = no guard, else the qty the order must have filled", -1),
+    "selfTradePrevention": (
+        "OrderV3 only (its presence makes the body an OrderV3): EXPIRE_MAKER, EXPIRE_TAKER, "
+        'EXPIRE_BOTH, or "" for the market\'s mode',
+        "EXPIRE_TAKER",
+    ),
 }
 SIG_FIELD = Field("sig", Kind.SIGNATURE, "the EIP-712 signature: 0x + 130 hex digits", SIG_EXAMPLE)
 
@@ -493,6 +505,21 @@ ORDER_V2 = signed_shape(
             "below 2^53",
             _expires_below_2_53,
             {"maximum": 2**53 - 1},
+        ),
+    ],
+)
+ORDER_V3 = signed_shape(
+    "OrderV3",
+    "A signed OrderV3 plus sig: an OrderV2 with its own self-trade prevention mode; a body "
+    "that carries selfTradePrevention is one.",
+    [
+        *ORDER_V2.checks,
+        Check(
+            "selfTradePrevention",
+            ErrorCode.INVALID_ORDER,
+            '"", EXPIRE_MAKER, EXPIRE_TAKER or EXPIRE_BOTH',
+            _stp_mode,
+            {"enum": ["", *SelfTradePrevention.__members__]},
         ),
     ],
 )
@@ -628,6 +655,9 @@ SCHEDULE_CANCEL = signed_shape(
 def parse_order_body(body: Mapping[str, Any], markets: MarketSet) -> tuple[str, Values, str]:
     """``(primary type, signed message, sig)`` of an order body: an ``OrderV2`` when it
     carries ``timeInForce``, else an ``Order``."""
+    if "selfTradePrevention" in body:
+        values, sig = ORDER_V3.parse_signed(body, markets)
+        return "OrderV3", values, sig
     is_v2 = "timeInForce" in body
     shape = ORDER_V2 if is_v2 else ORDER
     values, sig = shape.parse_signed(body, markets)

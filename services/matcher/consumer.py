@@ -53,6 +53,7 @@ def market_cfg_fields(market: Market) -> dict[str, str]:
         "lotSize": str(spec.lotSize),
         "indexPrice": str(spec.indexPrice),
         "priceBandBps": str(market.price_band_bps or 0),
+        "selfTradePrevention": str(spec.selfTradePrevention.value),
         "strike": str(spec.strike or 0),
         "optionType": str(spec.optionType.value if spec.optionType else ""),
     }

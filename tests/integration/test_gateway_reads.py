@@ -54,6 +54,7 @@ def test_health_info_and_markets(client: TestClient, r: redis.Redis) -> None:
         "Amend",
         "Batch",
         "BatchAction",
+        "OrderV3",
     }
     assert info["assets"] == {
         "USDC": {"decimals": 6, "quantum": 1},

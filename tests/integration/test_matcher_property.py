@@ -1,5 +1,6 @@
 """Random command streams (orders, cancels, amends, cancel-alls, halts and the market states
-of docs/api.md "Market states") through the real
+of docs/api.md "Market states"; the market's and each order's self-trade prevention mode,
+docs/api.md "Self-trade prevention") through the real
 match.lua on a real redis-server, compared with the plain-Python reference book: every trade,
 every order's status, reason and fill, every reply, the positions mirror, the depth seq, and
 the final book order by order. The book must never be crossed after a call. DEX_FULL_TESTS=1
@@ -28,6 +29,7 @@ USERS = ["0xaa", "0xbb", "0xcc"]
 FULL = os.environ.get("DEX_FULL_TESTS") == "1"
 EXAMPLES = 1000 if FULL else 100
 START = 1_800_000_000_000
+STP_MODES = ["EXPIRE_MAKER", "EXPIRE_TAKER", "EXPIRE_BOTH"]
 
 
 @st.composite
@@ -64,6 +66,10 @@ def scenarios(draw: Any) -> list[tuple[int, list[dict[str, Any]]]]:
                 # what the order may open (the gateway's margin netting); absent: no bound
                 opening = draw(st.sampled_from([None, None, 0, 1, 3, 8]))
                 extra = {} if opening is None else {"open": opening}
+                # the order's own self-trade prevention mode, mostly none (the market's)
+                stp = draw(st.sampled_from([None, None, *STP_MODES, "NOT_A_MODE"]))
+                if stp is not None:
+                    extra["stp"] = stp
                 commands.append({
                     **extra,
                     "op": "order", "user": user, "cid": cid, "side": side, "type": otype,
@@ -121,13 +127,15 @@ def _reply_value(client: redis.Redis, command: dict[str, Any]) -> Any:
     return next(iter(value.values()))
 
 
-def run_and_compare(client: redis.Redis, product: str, batches: list[Any]) -> int:
+def run_and_compare(
+    client: redis.Redis, product: str, batches: list[Any], stp: str = "EXPIRE_MAKER"
+) -> int:
     client.flushall()
     client.hset(
         keys.market_cfg(MARKET),
         mapping={"product": product, "mult": "1", "takerFeeBps": "5",
                  "initialMarginBps": "1000", "lotSize": "1", "indexPrice": "100",
-                 "priceBandBps": "150"},
+                 "priceBandBps": "150", "selfTradePrevention": stp},
     )  # fmt: skip
     scripts = ScriptSet(client, LUA_DIR)
     reference = ReferenceBook(
@@ -137,6 +145,7 @@ def run_and_compare(client: redis.Redis, product: str, batches: list[Any]) -> in
         mark=100,
         index=100,
         band_bps=150,
+        stp=stp,
     )
     stream_seq = 0
     applied_total = 0
@@ -205,9 +214,9 @@ def run_and_compare(client: redis.Redis, product: str, batches: list[Any]) -> in
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(batches=scenarios())
-def test_perp_matches_the_reference_book(client: redis.Redis, batches: Any) -> None:
-    run_and_compare(client, "PERP", batches)
+@given(batches=scenarios(), stp=st.sampled_from(STP_MODES))
+def test_perp_matches_the_reference_book(client: redis.Redis, batches: Any, stp: str) -> None:
+    run_and_compare(client, "PERP", batches, stp)
 
 
 @settings(
@@ -215,9 +224,9 @@ def test_perp_matches_the_reference_book(client: redis.Redis, batches: Any) -> N
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(batches=scenarios())
-def test_spot_matches_the_reference_book(client: redis.Redis, batches: Any) -> None:
-    run_and_compare(client, "SPOT", batches)
+@given(batches=scenarios(), stp=st.sampled_from(STP_MODES))
+def test_spot_matches_the_reference_book(client: redis.Redis, batches: Any, stp: str) -> None:
+    run_and_compare(client, "SPOT", batches, stp)
 
 
 def test_replaying_a_batch_changes_nothing(client: redis.Redis) -> None:

@@ -65,6 +65,7 @@ class ReferenceBook:
     index: int = 0
     band_bps: int = 0  # PERP/FUTURE: a MARKET order without a price trades within this of mark
     status: str = "OPEN"
+    stp: str = "EXPIRE_MAKER"  # the market's self-trade prevention mode
     seq: int = 0
     aseq: int = 0
     bids: list[RefOrder] = field(default_factory=list)  # best first, then arrival
@@ -140,6 +141,12 @@ class ReferenceBook:
         if allowance is None:
             return None
         return allowance - max(fill - self._reducible(is_buy, position), 0)
+
+    STP_MODES = ("EXPIRE_MAKER", "EXPIRE_TAKER", "EXPIRE_BOTH")
+
+    def _stp_mode(self, wanted: Any) -> str:
+        """The order's own mode when it names one, else the market's."""
+        return wanted if wanted in self.STP_MODES else self.stp
 
     # -- one call of match.lua ----------------------------------------------------------
     def batch(self, now: int, commands: list[dict[str, Any]]) -> None:
@@ -227,6 +234,7 @@ class ReferenceBook:
         if post_only and opposite and crosses(opposite[0].price):
             order.status, order.reason = "REJECTED", "POST_ONLY_WOULD_CROSS"
             return order.status
+        mode = "EXPIRE_MAKER" if c.get("liquidation") else self._stp_mode(c.get("stp"))
         if order.tif == "FOK":
             need, left_budget = order.qty, budget
             simulated = dict(self.positions)
@@ -236,6 +244,8 @@ class ReferenceBook:
                 if not crosses(maker.price) or need == 0:
                     break
                 if maker.user == order.user:
+                    if mode != "EXPIRE_MAKER":
+                        break  # the taker would end here: nothing beyond counts
                     continue
                 fill = min(need, maker.left)
                 tpos, mpos = simulated.get(order.user, 0), simulated.get(maker.user, 0)
@@ -258,12 +268,16 @@ class ReferenceBook:
             if need > 0:
                 order.status, order.reason = "EXP", "TIME_IN_FORCE"
                 return order.status
-        remaining, margin_stop, took = self._take(order, order.qty, crosses, budget)
+        remaining, margin_stop, took, self_stop = self._take(
+            order, order.qty, crosses, budget, mode
+        )
         changed = changed or took
         if remaining == 0:
             order.status = "FILLED"
         elif margin_stop:
             order.status, order.reason = "CXL", "INSUFFICIENT_MARGIN"
+        elif self_stop:
+            order.status, order.reason = "CXL", "SELF_TRADE"
         elif is_market or order.tif in ("IOC", "FOK"):
             order.status, order.reason = "EXP", "TIME_IN_FORCE"
         elif 0 < order.expires_at <= now:
@@ -277,10 +291,11 @@ class ReferenceBook:
         return order.status
 
     def _take(
-        self, order: RefOrder, qty: int, crosses: Any, budget: int | None
-    ) -> tuple[int, bool, bool]:
+        self, order: RefOrder, qty: int, crosses: Any, budget: int | None, mode: str
+    ) -> tuple[int, bool, bool, bool]:
         """The order takes crossing makers, best first, up to ``qty``: what is left, whether
-        it stopped because it may open no more, and whether the book changed."""
+        it stopped because it may open no more, whether the book changed, and whether it
+        stopped at its own maker (self-trade prevention ``mode`` EXPIRE_TAKER/EXPIRE_BOTH)."""
         is_buy = order.side == "BUY"
         opposite = self.asks if is_buy else self.bids
         remaining = qty
@@ -289,8 +304,11 @@ class ReferenceBook:
         while remaining > 0 and opposite and crosses(opposite[0].price):
             maker = opposite[0]
             if maker.user == order.user:
-                self._remove(maker, "CXL", "SELF_TRADE")
-                changed = True
+                if mode != "EXPIRE_TAKER":
+                    self._remove(maker, "CXL", "SELF_TRADE")
+                    changed = True
+                if mode != "EXPIRE_MAKER":
+                    return remaining, False, changed, True
                 continue
             tpos, mpos = self.positions.get(order.user, 0), self.positions.get(maker.user, 0)
             fill = self._cap(order.allowance, is_buy, min(remaining, maker.left), tpos)
@@ -331,7 +349,7 @@ class ReferenceBook:
                 maker.reason = None
             else:
                 maker.status = "PARTIAL"
-        return remaining, margin_stop, changed
+        return remaining, margin_stop, changed, False
 
     def _amend(self, now: int, c: dict[str, Any]) -> str:
         """Amend (docs/api.md "Amend"): refused and unchanged, or the qty lowered in place
@@ -375,11 +393,16 @@ class ReferenceBook:
         self._side_list(order.side).remove(order)
         self.aseq += 1
         order.aseq, order.price, order.qty, order.allowance = self.aseq, price, qty, allowance
-        remaining, margin_stop, _ = self._take(order, qty - order.filled, crosses, None)
+        # an amend meets its own makers by the market's mode (the order record keeps none)
+        remaining, margin_stop, _, self_stop = self._take(
+            order, qty - order.filled, crosses, None, self.stp
+        )
         if remaining == 0:
             order.status = "FILLED"
         elif margin_stop:
             order.status, order.reason = "CXL", "INSUFFICIENT_MARGIN"
+        elif self_stop:
+            order.status, order.reason = "CXL", "SELF_TRADE"
         elif 0 < order.expires_at <= now:
             order.status, order.reason = "EXP", "EXPIRES_AT"
         else:

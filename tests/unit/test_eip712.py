@@ -185,6 +185,7 @@ def _base_message(primary_type: str, user: str) -> dict[str, Any]:
         "deadline": 1732540060000,
         "cancelClientOrderId": "cid-0",
         "expectedFilled": -1,
+        "selfTradePrevention": "EXPIRE_TAKER",
     }
     return {name: values[name] for name, _ in PRIMARY_TYPES[primary_type]}
 
@@ -657,6 +658,9 @@ _API_ENCODE_TYPES = {
     "bool reduceOnly,uint256 expiresAt,string cancelClientOrderId)",
     "Amend": "Amend(string userId,string market,string clientOrderId,uint256 price,uint256 qty,"
     "int256 expectedFilled,uint256 ts)",
+    "OrderV3": "OrderV3(string clientOrderId,string userId,string market,string side,"
+    "string type,uint256 price,uint256 qty,string product,uint256 ts,string timeInForce,"
+    "bool reduceOnly,uint256 expiresAt,string selfTradePrevention)",
     "Batch": "Batch(string userId,bool atomic,BatchAction[] actions,uint256 ts)BatchAction("
     "string kind,string market,string clientOrderId,string side,string type,uint256 price,"
     "uint256 qty,string timeInForce,bool reduceOnly,uint256 expiresAt,int256 expectedFilled)",

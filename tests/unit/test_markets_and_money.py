@@ -13,6 +13,7 @@ from common import keys, money
 from common.markets import MarketsFileError, load_markets, parse_markets
 from common.settings import DEFAULT_MARKETS_FILE
 from common.types import Product
+from services.matcher.consumer import market_cfg_fields
 
 GOOD: dict[str, Any] = {
     "assets": {"USDC": {"decimals": 6}, "BTC": {"decimals": 8}},
@@ -47,6 +48,8 @@ def test_shipped_file_has_one_market_of_each_product() -> None:
         ({"tickSize": "1"}, "market BTC-USDC: field tickSize"),
         ({"colour": "red"}, "market BTC-USDC: field colour"),
         ({"minQty": 3, "lotSize": 2}, "market BTC-USDC: field minQty"),
+        ({"selfTradePrevention": "DECREMENT"}, "market BTC-USDC: field selfTradePrevention"),
+        ({"selfTradePrevention": "expire_taker"}, "market BTC-USDC: field selfTradePrevention"),
     ],
 )
 def test_bad_market_is_refused_naming_market_and_field(
@@ -54,6 +57,18 @@ def test_bad_market_is_refused_naming_market_and_field(
 ) -> None:
     with pytest.raises(MarketsFileError, match=expected):
         parse_markets(with_market(**changes))
+
+
+def test_self_trade_prevention_defaults_to_expire_maker_and_reaches_the_matcher() -> None:
+    """The market's mode (docs/api.md "Self-trade prevention"): EXPIRE_MAKER unless the file
+    says otherwise, shown with the market's fields and written to the matcher's cfg."""
+    default = parse_markets(GOOD).markets["BTC-USDC"]
+    assert default.public()["selfTradePrevention"] == "EXPIRE_MAKER"
+    assert market_cfg_fields(default)["selfTradePrevention"] == "EXPIRE_MAKER"
+    for mode in ("EXPIRE_MAKER", "EXPIRE_TAKER", "EXPIRE_BOTH"):
+        market = parse_markets(with_market(selfTradePrevention=mode)).markets["BTC-USDC"]
+        assert market.public()["selfTradePrevention"] == mode
+        assert market_cfg_fields(market)["selfTradePrevention"] == mode
 
 
 def test_unreadable_file_is_refused_with_its_path(tmp_path: Any) -> None:

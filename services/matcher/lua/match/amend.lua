@@ -110,9 +110,9 @@ local function process_amend(cmd)
     aseq = aseq + 1
     o.aseq, o.price, o.qty, o.oa = int(aseq), price, qty, allowance
     o.incoming = true
-    local remaining, margin_stop = take_book(o, is_buy and K_ASKS or K_BIDS, is_buy, price,
-      false, qty - o.filled, nil, false)
-    after_taking(o, is_buy, remaining, margin_stop, false)
+    local remaining, margin_stop, self_stop = take_book(o, is_buy and K_ASKS or K_BIDS, is_buy,
+      price, false, qty - o.filled, nil, false)
+    after_taking(o, is_buy, remaining, margin_stop, false, self_stop)
     o.incoming = nil
     save_amended(o)
   end

@@ -4,6 +4,7 @@
 
 local cfg = {}
 local product, is_deriv, mult, taker_bps, im_bps, lot, band_bps
+local stp_default  -- the market's self-trade prevention mode (docs/api.md)
 local market_json    -- the market's symbol as a JSON string
 local trade_id_head  -- '"<market>:': a trade's id is this, its tseq and '"'
 local px = nil       -- {index, mark}, read when first needed
@@ -20,6 +21,10 @@ local function load_market()
   im_bps = tonumber(cfg.initialMarginBps or '0')
   lot = tonumber(cfg.lotSize or '1')
   band_bps = margined and tonumber(cfg.priceBandBps or '0') or 0
+  stp_default = cfg.selfTradePrevention
+  if stp_default ~= 'EXPIRE_TAKER' and stp_default ~= 'EXPIRE_BOTH' then
+    stp_default = 'EXPIRE_MAKER'
+  end
   market_json = q(market)
   trade_id_head = string.sub(market_json, 1, -2) .. ':'
 end

@@ -65,11 +65,24 @@ local function would_cross(book, is_buy, limit, no_limit)
   return #best > 0 and crosses(is_buy, limit, no_limit, maker_price(is_buy, best[2]))
 end
 
--- Can a FOK order of qty fill whole? Counting only other users' liquidity, and only what each
--- side's margin lets it fill (and, with a budget, what it affords): the loop of take_book,
--- rehearsed without changing anything.
+-- The self-trade prevention mode an incoming order meets its own makers by: its own (the
+-- order command's stp), else the market's. EXPIRE_MAKER cancels the maker and goes on;
+-- EXPIRE_TAKER ends the taker there, the maker stays; EXPIRE_BOTH ends both.
+local function stp_mode(o)
+  local mode = o.stp
+  if mode == 'EXPIRE_MAKER' or mode == 'EXPIRE_TAKER' or mode == 'EXPIRE_BOTH' then
+    return mode
+  end
+  return stp_default
+end
+
+-- Can a FOK order of qty fill whole? Counting only other users' liquidity (and, when its
+-- mode ends the taker at its own maker, only the liquidity before that maker), and only what
+-- each side's margin lets it fill (and, with a budget, what it affords): the loop of
+-- take_book, rehearsed without changing anything.
 local function fok_fills(o, book, is_buy, limit, no_limit, qty, budget)
   local user = o.userId
+  local stops_at_own = stp_mode(o) ~= 'EXPIRE_MAKER'
   local need, left_budget, start, done = qty, budget, 0, false
   local sim_pos, allowance = {}, {}
   local function sim(u) if sim_pos[u] == nil then sim_pos[u] = position(u) end return sim_pos[u] end
@@ -81,6 +94,7 @@ local function fok_fills(o, book, is_buy, limit, no_limit, qty, budget)
       local mp = maker_price(is_buy, chunk[i + 1])
       if not crosses(is_buy, limit, no_limit, mp) then done = true; break end
       local mu, mc = parse_member(chunk[i])
+      if mu == user and stops_at_own then done = true; break end
       if mu ~= user then
         local mo = load(oprefix .. mu .. ':' .. mc)
         local f = math.min(need, mo.qty - mo.filled)
@@ -109,10 +123,12 @@ local function fok_fills(o, book, is_buy, limit, no_limit, qty, budget)
   return need == 0
 end
 
--- The order takes the book's crossing makers, best first, up to qty: returns what is left and
--- whether it stopped because it may open no more (margin).
+-- The order takes the book's crossing makers, best first, up to qty: returns what is left,
+-- whether it stopped because it may open no more (margin), and whether it stopped at its own
+-- maker (self-trade prevention ends the taker).
 local function take_book(o, book, is_buy, limit, no_limit, qty, budget, liquidation)
   local user = o.userId
+  local stp = stp_mode(o)
   local remaining = qty
   -- the best makers that cross, two at a time, by score bound (no scores to format: the
   -- maker's price is in its record); none to read when the book is known to hold nothing
@@ -135,7 +151,8 @@ local function take_book(o, book, is_buy, limit, no_limit, qty, budget, liquidat
     local mo = load(oprefix .. mu .. ':' .. mc)
     local mp = mo.price
     if mu == user then
-      remove_resting(mo, 'CXL', 'SELF_TRADE')
+      if stp ~= 'EXPIRE_TAKER' then remove_resting(mo, 'CXL', 'SELF_TRADE') end
+      if stp ~= 'EXPIRE_MAKER' then return remaining, false, true end
       wi = wi + 2
     else
       local f = math.min(remaining, mo.qty - mo.filled)
@@ -144,7 +161,7 @@ local function take_book(o, book, is_buy, limit, no_limit, qty, budget, liquidat
         -- neither side may open more than its allowance
         tpos, mpos = position(user), position(mu)
         f = fill_cap(o, is_buy, f, tpos)
-        if f == 0 then return remaining, true end
+        if f == 0 then return remaining, true, false end
         local maker_cap = fill_cap(mo, not is_buy, f, mpos)
         maker_short = maker_cap < f
         f = maker_cap
@@ -184,7 +201,7 @@ local function take_book(o, book, is_buy, limit, no_limit, qty, budget, liquidat
       end
     end
   end
-  return remaining, false
+  return remaining, false, false
 end
 
 -- What is left of the order rests on its book (at its price, arrival order).
@@ -202,14 +219,17 @@ local function rest(o, is_buy, remaining, expires_at)
   o.status = o.filled > 0 and 'PARTIAL' or 'NEW'
 end
 
--- A taker that has taken what it could: FILLED, cut short by its margin, ended by its time
--- in force (ends_now: IOC, FOK, MARKET) or by its expiry, or resting with the rest.
-local function after_taking(o, is_buy, remaining, margin_stop, ends_now)
+-- A taker that has taken what it could: FILLED, cut short by its margin or by self-trade
+-- prevention (self_stop), ended by its time in force (ends_now: IOC, FOK, MARKET) or by its
+-- expiry, or resting with the rest.
+local function after_taking(o, is_buy, remaining, margin_stop, ends_now, self_stop)
   local expires_at = tonumber(o.expiresAt)
   if remaining == 0 then
     finish(o, 'FILLED', nil)
   elseif margin_stop then
     finish(o, 'CXL', 'INSUFFICIENT_MARGIN')
+  elseif self_stop then
+    finish(o, 'CXL', 'SELF_TRADE')
   elseif ends_now then
     finish(o, 'EXP', 'TIME_IN_FORCE')
   elseif expires_at > 0 and expires_at <= now then
@@ -240,6 +260,10 @@ end
 -- Match an incoming order: refused, or it trades, then rests or ends.
 local function match_order(cmd, o)
   local is_buy = o.side == 'BUY'
+  -- the order's own self-trade prevention mode; the liquidation engine's orders always
+  -- cancel the user's own makers and go on
+  if type(cmd.stp) == 'string' then o.stp = cmd.stp end
+  if cmd.liquidation == true then o.stp = 'EXPIRE_MAKER' end
   local refusal = status_refusal(cmd, o)
   if refusal then
     finish(o, 'REJECTED', refusal)
@@ -267,7 +291,8 @@ local function match_order(cmd, o)
     finish(o, 'EXP', 'TIME_IN_FORCE')
     return
   end
-  local remaining, margin_stop = take_book(o, book, is_buy, limit, no_limit, qty, budget,
-    cmd.liquidation == true)
-  after_taking(o, is_buy, remaining, margin_stop, is_market or tif == 'IOC' or tif == 'FOK')
+  local remaining, margin_stop, self_stop = take_book(o, book, is_buy, limit, no_limit, qty,
+    budget, cmd.liquidation == true)
+  after_taking(o, is_buy, remaining, margin_stop, is_market or tif == 'IOC' or tif == 'FOK',
+    self_stop)
 end
