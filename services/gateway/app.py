@@ -52,6 +52,7 @@ from services.gateway.errors import (
     install_error_handlers,
 )
 from services.gateway.middleware import FAST_ROUTES, FastRoute, GatewayMiddleware, client_ip
+from services.gateway.writes import SignedWrite
 
 LIMIT_DOC = "how many (default 100, at most 1000)"
 
@@ -112,64 +113,47 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
     for fast in FAST_ROUTES.values():
         add_fast_route(app, fast)
 
-    @app.post(
-        "/v1/orders/cancel",
-        responses=s.ok(s.Order, 400, 401, 404, 409, 413),
-        openapi_extra=shapes.openapi_body(shapes.CANCEL),
-    )
-    async def cancel(request: Request) -> Any:
-        body = await read_write_body(gateway, request)
-        status, order = await cancels.cancel(gateway, body)
-        return JsonResponse(order, status_code=status)
+    # -- the signed writes of order entry: each a body, its domain coroutine, its answer ----
+    def signed_write(
+        path: str, name: str, run: SignedWrite, shape: shapes.Shape, answer: Any, *codes: int
+    ) -> None:
+        async def endpoint(request: Request) -> Any:
+            status, result = await run(gateway, await read_write_body(gateway, request))
+            return JsonResponse(result, status_code=status)
 
-    @app.post(
-        "/v1/orders/cancel-all",
-        responses=s.ok(s.Cancelled, 400, 401, 409, 413),
-        openapi_extra=shapes.openapi_body(shapes.CANCEL_ALL),
-    )
-    async def cancel_all(request: Request) -> Any:
-        body = await read_write_body(gateway, request)
-        status, result = await cancels.cancel_all(gateway, body)
-        return JsonResponse(result, status_code=status)
+        app.add_api_route(
+            path,
+            endpoint,
+            methods=["POST"],
+            name=name,
+            responses=s.ok(answer, *codes),
+            openapi_extra=shapes.openapi_body(shape),
+        )
 
-    @app.post(
-        "/v1/orders/cancel-replace",
-        responses=s.ok(s.CancelReplaced, 400, 401, 403, 404, 409, 413, 422, 429, 503),
-        openapi_extra=shapes.openapi_body(shapes.CANCEL_REPLACE),
-    )
-    async def cancel_replace(request: Request) -> Any:
-        body = await read_write_body(gateway, request)
-        status, result = await replaces.cancel_replace(gateway, body)
-        return JsonResponse(result, status_code=status)
-
-    @app.post(
-        "/v1/orders/amend",
-        responses=s.ok(s.Order, 400, 401, 403, 404, 409, 413, 422, 503),
-        openapi_extra=shapes.openapi_body(shapes.AMEND),
-    )
-    async def amend(request: Request) -> Any:
-        body = await read_write_body(gateway, request)
-        status, order = await amends.amend(gateway, body)
-        return JsonResponse(order, status_code=status)
-
-    @app.post(
-        "/v1/orders/batch",
-        responses=s.ok(s.BatchResult, 400, 401, 403, 404, 409, 413, 422),
-        openapi_extra=shapes.openapi_body(shapes.BATCH),
-    )
-    async def batch(request: Request) -> Any:
-        body = await read_write_body(gateway, request)
-        status, result = await writes.place_batch(gateway, body)
-        return JsonResponse(result, status_code=status)
-
-    @app.post(
-        "/v1/orders/schedule-cancel",
-        responses=s.ok(s.DeadmanSwitch, 400, 401, 409, 413),
-        openapi_extra=shapes.openapi_body(shapes.SCHEDULE_CANCEL),
-    )
-    async def schedule_cancel(request: Request) -> Any:
-        body = await read_write_body(gateway, request)
-        return JsonResponse(await deadman.schedule(gateway, body))
+    signed_write(
+        "/v1/orders/cancel", "cancel", cancels.cancel, shapes.CANCEL, s.Order,
+        400, 401, 404, 409, 413,
+    )  # fmt: skip
+    signed_write(
+        "/v1/orders/cancel-all", "cancel_all", cancels.cancel_all, shapes.CANCEL_ALL,
+        s.Cancelled, 400, 401, 409, 413,
+    )  # fmt: skip
+    signed_write(
+        "/v1/orders/cancel-replace", "cancel_replace", replaces.cancel_replace,
+        shapes.CANCEL_REPLACE, s.CancelReplaced, 400, 401, 403, 404, 409, 413, 422, 429, 503,
+    )  # fmt: skip
+    signed_write(
+        "/v1/orders/amend", "amend", amends.amend, shapes.AMEND, s.Order,
+        400, 401, 403, 404, 409, 413, 422, 503,
+    )  # fmt: skip
+    signed_write(
+        "/v1/orders/batch", "batch", writes.place_batch, shapes.BATCH, s.BatchResult,
+        400, 401, 403, 404, 409, 413, 422,
+    )  # fmt: skip
+    signed_write(
+        "/v1/orders/schedule-cancel", "schedule_cancel", writes.schedule_cancel,
+        shapes.SCHEDULE_CANCEL, s.DeadmanSwitch, 400, 401, 409, 413,
+    )  # fmt: skip
 
     @app.get(
         "/v1/orders/schedule-cancel/{user_id}",

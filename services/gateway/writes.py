@@ -8,11 +8,15 @@ answers) and the WebSocket order entry (wsentry.py).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from services.gateway import batches, metrics, orders, parsing, ratelimit
+from services.gateway import batches, deadman, metrics, orders, parsing, ratelimit
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
+
+SignedWrite = Callable[[Gateway, dict[str, Any]], Awaitable[tuple[int, Any]]]
+"""A signed write's work: the parsed body in, its (status, answer) out (or ApiError)."""
 
 
 async def admit(gateway: Gateway, raw: bytes, ip: str | None) -> dict[str, Any]:
@@ -66,3 +70,8 @@ async def place_batch(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict
     if "error" in answer:
         metrics.order_rejected(answer["error"]["code"])
     return status, answer
+
+
+async def schedule_cancel(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Arm, renew or disarm the account's dead-man's switch; 200 with the switch."""
+    return 200, await deadman.schedule(gateway, body)

@@ -38,7 +38,6 @@ from starlette.websockets import WebSocket
 from services.gateway import (
     amends,
     cancels,
-    deadman,
     logs,
     metrics,
     parsing,
@@ -116,7 +115,7 @@ async def _cancel_replace(gateway: Gateway, body: dict[str, Any], _: bool) -> tu
 
 
 async def _schedule_cancel(gateway: Gateway, body: dict[str, Any], _: bool) -> tuple[int, Any]:
-    return 200, await deadman.schedule(gateway, body)
+    return await writes.schedule_cancel(gateway, body)
 
 
 OPS: dict[str, EntryOp] = {
