@@ -1,0 +1,102 @@
+"""The Python SDK without a server: its signatures are ethers v6's to the byte, its type table
+and error classes mirror the exchange's declarations, and it imports nothing of the exchange."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from orderbookdex import BUILTIN_TYPES, Signer, errors
+from orderbookdex.client import BatchAction
+from orderbookdex.models import Balance, Depth, Order, Ticker
+
+from common.eip712 import types_for_info
+from services.gateway.errors import ErrorCode
+
+ETHERS = Path(__file__).resolve().parents[1] / "fixtures" / "ethers"
+
+
+def _ethers_keys() -> dict[str, str]:
+    """Address -> private key of the keys make_vectors.mjs signs with."""
+    source = (ETHERS / "make_vectors.mjs").read_text()
+    keys = re.findall(r'"(0x[0-9a-f]{64})"', source)
+    return {Signer(key).address: key for key in keys}
+
+
+def test_every_ethers_vector_is_signed_to_the_same_bytes() -> None:
+    data = json.loads((ETHERS / "vectors.json").read_text())
+    keys = _ethers_keys()
+    primaries = set()
+    for vector in data["vectors"]:
+        signer = Signer(keys[vector["address"]], data["domain"])
+        assert signer.sign(vector["primaryType"], vector["message"]) == vector["sig"], vector
+        primaries.add(vector["primaryType"])
+    assert primaries == set(BUILTIN_TYPES) - {"EIP712Domain", "BatchAction"}
+
+
+def test_the_builtin_type_table_is_the_one_the_exchange_publishes() -> None:
+    assert types_for_info() == BUILTIN_TYPES
+
+
+def test_every_error_code_of_the_exchange_has_its_class_in_its_status_family() -> None:
+    family = {400: errors.InvalidRequest, 401: errors.InvalidSignature, 403: errors.Forbidden,
+              404: errors.NotFound, 409: errors.Conflict, 413: errors.BodyTooLarge,
+              422: errors.Unprocessable, 429: errors.RateLimited, 500: errors.InternalError,
+              503: errors.ServiceUnavailable}  # fmt: skip
+    for code in ErrorCode:
+        assert code.value in errors.CODE_CLASSES, f"{code.value} has no class of its own"
+        cls = errors.error_class(code.value, code.status)
+        assert issubclass(cls, family[code.status]), code
+        with pytest.raises(cls) as raised:
+            errors.raise_for_error(
+                code.status, {"error": {"code": code.value, "message": "m"}}, {"Retry-After": "2"}
+            )
+        assert (raised.value.code, raised.value.status, raised.value.message) == (
+            code.value, code.status, "m",
+        )  # fmt: skip
+        assert raised.value.retry_after == 2.0
+    # A code this client does not know yet still raises its status's family.
+    with pytest.raises(errors.Unprocessable) as raised:
+        errors.raise_for_error(422, {"error": {"code": "SOMETHING_NEW", "message": "x"}})
+    assert raised.value.code == "SOMETHING_NEW"
+    errors.raise_for_error(202, {"clientOrderId": "c", "status": "ACCEPTED"})
+
+
+def test_results_hold_integers_never_floats() -> None:
+    balance = Balance.from_json({"total": "9007199254740993", "available": "1", "locked": "0"})
+    assert balance.total == 2**53 + 1
+    depth = Depth.from_json({"market": "M", "seq": 7, "bids": [[10, "5"]], "asks": []})
+    assert depth.bids == [(10, 5)]
+    ticker = Ticker.from_json({"last": None, "volume24h": "12", "status": "OPEN"})
+    assert (ticker.last, ticker.volume_24h) == (None, 12)
+    with pytest.raises(ValueError):
+        Order.from_json({"clientOrderId": "c", "userId": "u", "market": "M", "side": "BUY",
+                         "type": "LIMIT", "price": 1.5, "qty": 1, "status": "NEW"})  # fmt: skip
+
+
+def test_a_signer_refuses_what_the_gateway_would_refuse() -> None:
+    signer = Signer("0x" + "11" * 32)
+    message = {"userId": signer.address, "market": "M", "clientOrderId": "c", "ts": 1}
+    with pytest.raises(ValueError, match="missing field 'ts'"):
+        signer.sign("Cancel", {k: v for k, v in message.items() if k != "ts"})
+    with pytest.raises(ValueError, match="expected an integer"):
+        signer.sign("Cancel", {**message, "ts": 1.0})
+    with pytest.raises(ValueError, match="unknown primary type"):
+        signer.sign("Nope", message)
+    action = BatchAction.cancel("M", "c").to_json()
+    batch = {"userId": signer.address, "atomic": "yes", "actions": [action], "ts": 1}
+    with pytest.raises(ValueError, match="expected a bool"):
+        signer.sign("Batch", batch)
+
+
+def test_the_sdk_imports_nothing_of_the_exchange() -> None:
+    code = (
+        "import sys, orderbookdex, orderbookdex.cli\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('common', 'services'))\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
