@@ -43,10 +43,18 @@ def test_the_builtin_type_table_is_the_one_the_exchange_publishes() -> None:
 
 
 def test_every_error_code_of_the_exchange_has_its_class_in_its_status_family() -> None:
-    family = {400: errors.InvalidRequest, 401: errors.InvalidSignature, 403: errors.Forbidden,
-              404: errors.NotFound, 409: errors.Conflict, 413: errors.BodyTooLarge,
-              422: errors.Unprocessable, 429: errors.RateLimited, 500: errors.InternalError,
-              503: errors.ServiceUnavailable}  # fmt: skip
+    family = {
+        400: errors.InvalidRequest,
+        401: errors.InvalidSignature,
+        403: errors.Forbidden,
+        404: errors.NotFound,
+        409: errors.Conflict,
+        413: errors.BodyTooLarge,
+        422: errors.Unprocessable,
+        429: errors.RateLimited,
+        500: errors.InternalError,
+        503: errors.ServiceUnavailable,
+    }
     for code in ErrorCode:
         assert code.value in errors.CODE_CLASSES, f"{code.value} has no class of its own"
         cls = errors.error_class(code.value, code.status)
@@ -56,8 +64,10 @@ def test_every_error_code_of_the_exchange_has_its_class_in_its_status_family() -
                 code.status, {"error": {"code": code.value, "message": "m"}}, {"Retry-After": "2"}
             )
         assert (raised.value.code, raised.value.status, raised.value.message) == (
-            code.value, code.status, "m",
-        )  # fmt: skip
+            code.value,
+            code.status,
+            "m",
+        )
         assert raised.value.retry_after == 2.0
     # A code this client does not know yet still raises its status's family.
     with pytest.raises(errors.Unprocessable) as raised:
@@ -74,8 +84,18 @@ def test_results_hold_integers_never_floats() -> None:
     ticker = Ticker.from_json({"last": None, "volume24h": "12", "status": "OPEN"})
     assert (ticker.last, ticker.volume_24h) == (None, 12)
     with pytest.raises(ValueError):
-        Order.from_json({"clientOrderId": "c", "userId": "u", "market": "M", "side": "BUY",
-                         "type": "LIMIT", "price": 1.5, "qty": 1, "status": "NEW"})  # fmt: skip
+        Order.from_json(
+            {
+                "clientOrderId": "c",
+                "userId": "u",
+                "market": "M",
+                "side": "BUY",
+                "type": "LIMIT",
+                "price": 1.5,
+                "qty": 1,
+                "status": "NEW",
+            }
+        )
 
 
 def test_a_signer_refuses_what_the_gateway_would_refuse() -> None:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from eth_account import Account
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -113,16 +112,19 @@ def _client(signing: bool = False, admin: bool = False) -> Client:
     token = os.environ.get("DEX_ADMIN_TOKEN") if admin else None
     if admin and not token:
         raise ValueError("the operator's commands need DEX_ADMIN_TOKEN")
-    key = _read_key() if signing or settings.key_file.exists() else None
+    key = _read_key() if signing else None
     return Client(settings.url, key=key, account=settings.account, admin_token=token)
 
 
-def _who(client: Client, user: str | None) -> str:
+def _who(user: str | None) -> str:
+    """USER, else ``--account``, else the key file's address (read without loading a signer)."""
     if user:
         return user
-    if client._key is None and settings.account is None:
+    if settings.account:
+        return settings.account
+    if not settings.key_file.exists():
         raise ValueError(f"name a user, or create a key (no key file at {settings.key_file})")
-    return client.address
+    return str(json.loads(settings.key_file.read_text())["address"])
 
 
 def _units(amount: int, decimals: int) -> str:
@@ -139,6 +141,8 @@ def _write_key(private_key: str, force: bool) -> str:
     path = settings.key_file
     if path.exists() and not force:
         raise ValueError(f"{path} exists; pass --force to replace it")
+    from eth_account import Account
+
     address = str(Account.from_key(private_key).address)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if path.exists():
@@ -154,6 +158,8 @@ def key_create(
     force: Annotated[bool, typer.Option(help="replace an existing key")] = False,
 ) -> None:
     """Create a new key and store it (mode 0600)."""
+    from eth_account import Account
+
     with _refusals():
         address = _write_key("0x" + bytes(Account.create().key).hex(), force)
     console.print(address if not settings.as_json else json.dumps({"address": address}))
@@ -177,7 +183,8 @@ def key_import(
 def key_show() -> None:
     """Print the key's address."""
     with _refusals():
-        console.print(str(Account.from_key(_read_key()).address))
+        _read_key()
+        console.print(str(json.loads(settings.key_file.read_text())["address"]))
 
 
 # -- account reads ------------------------------------------------------------------------------
@@ -185,7 +192,7 @@ def key_show() -> None:
 def balances(user: Annotated[str | None, typer.Argument()] = None) -> None:
     """Balances of USER (default: the key's account), in whole units."""
     with _refusals(), _client() as client:
-        held = client.balances(_who(client, user))
+        held = client.balances(_who(user))
         if settings.as_json:
             return _print_json(held)
         assets = client.info()["assets"]
@@ -200,7 +207,7 @@ def balances(user: Annotated[str | None, typer.Argument()] = None) -> None:
 def positions(user: Annotated[str | None, typer.Argument()] = None) -> None:
     """Open positions of USER (default: the key's account)."""
     with _refusals(), _client() as client:
-        held = client.positions(_who(client, user))
+        held = client.positions(_who(user))
         if settings.as_json:
             return _print_json(held)
         table = Table(
@@ -262,7 +269,7 @@ def orders(
 ) -> None:
     """Orders of USER (default: the key's account), newest first."""
     with _refusals(), _client() as client:
-        found = client.orders(_who(client, user), market=market, open=open_only)
+        found = client.orders(_who(user), market=market, open=open_only)
         if settings.as_json:
             return _print_json(found)
         console.print(_order_table(found, "orders"))

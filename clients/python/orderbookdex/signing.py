@@ -12,9 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from eth_account import Account
-from eth_account.messages import encode_typed_data
-
 __all__ = ["BUILTIN_TYPES", "DEFAULT_DOMAIN", "Signer", "blank_value"]
 
 TypeTable = Mapping[str, list[dict[str, str]]]
@@ -92,6 +89,8 @@ class Signer:
         domain: Mapping[str, Any] | None = None,
         types: TypeTable | None = None,
     ) -> None:
+        from eth_account import Account  # imported here: a read-only client never pays for it
+
         self._account = Account.from_key(private_key)
         self.domain: dict[str, Any] = dict(domain or DEFAULT_DOMAIN)
         self.types: dict[str, list[dict[str, str]]] = {
@@ -150,6 +149,8 @@ class Signer:
 
     def sign(self, primary_type: str, message: Mapping[str, Any]) -> str:
         """``0x`` + 130 hex digits: the signature of ``message`` as ``primary_type``."""
+        from eth_account.messages import encode_typed_data
+
         signable = encode_typed_data(
             full_message={
                 "types": self._types_for(primary_type),
