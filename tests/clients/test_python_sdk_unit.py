@@ -123,3 +123,57 @@ def test_the_sdk_imports_nothing_of_the_exchange() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
+
+
+def test_an_order_type_the_server_adds_later_is_signed_from_its_published_fields() -> None:
+    """OrderV4 (trigger orders) as the trigger-order work publishes it: the client picks it
+    for a trigger field, fills the fields not given with blanks, and the signature recovers."""
+    from eth_account import Account
+    from eth_account.messages import encode_typed_data
+    from orderbookdex import Client
+
+    v4 = [*BUILTIN_TYPES["OrderV3"]] + [
+        {"name": n, "type": t}
+        for n, t in (
+            ("triggerPrice", "uint256"),
+            ("triggerSource", "string"),
+            ("trailingDelta", "uint256"),
+            ("trailingUnit", "string"),
+            ("closePosition", "bool"),
+            ("takeProfitPrice", "uint256"),
+            ("stopLossPrice", "uint256"),
+        )
+    ]
+    key = "0x" + "22" * 32
+    client = Client("http://127.0.0.1:9", key=key)
+    client._info = {
+        "domain": {**data_domain(), "chainId": 7},
+        "types": {**BUILTIN_TYPES, "OrderV4": v4},
+        "markets": [{"symbol": "BTC-PERP", "product": "PERP"}],
+    }
+    assert client.order_type_for({"clientOrderId", "price"}) == "Order"
+    assert client.order_type_for({"timeInForce"}) == "OrderV2"
+    body = client.build_order(
+        "BTC-PERP", "SELL", 1000, 0, type="STOP_MARKET", reduce_only=True, triggerPrice=2900000
+    )
+    assert (body["triggerPrice"], body["triggerSource"], body["closePosition"]) == (
+        2900000,
+        "",
+        False,
+    )
+    assert (body["reduceOnly"], body["selfTradePrevention"], body["product"]) == (True, "", "PERP")
+    message = {f["name"]: body[f["name"]] for f in v4}
+    signable = encode_typed_data(
+        full_message={
+            "types": {"EIP712Domain": BUILTIN_TYPES["EIP712Domain"], "OrderV4": v4},
+            "primaryType": "OrderV4",
+            "domain": client._info["domain"],
+            "message": message,
+        }
+    )
+    assert Account.recover_message(signable, signature=body["sig"]) == Account.from_key(key).address
+    client.close()
+
+
+def data_domain() -> dict[str, object]:
+    return dict(json.loads((ETHERS / "vectors.json").read_text())["domain"])

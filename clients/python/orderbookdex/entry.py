@@ -2,7 +2,9 @@
 
 The same signed bodies as REST, one per message in an envelope with a request id; answers may
 come out of order and are matched by id. Each call returns the REST answer's body or raises
-the contract's error as REST would (``DexError`` subclasses).
+the contract's error as REST would (``DexError`` subclasses). A connection is a session (its
+cancel-on-disconnect covers what it placed), so it does not reconnect by itself: when it
+closes, the requests in flight raise ``ConnectionError`` and the caller decides.
 
     async with OrderEntry(client) as entry:
         order = await entry.place("BTC-USDC", "BUY", 1000, 3000000, wait=True)

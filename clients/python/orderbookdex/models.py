@@ -57,8 +57,6 @@ class Order:
     agent: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
-    FINAL = frozenset({"FILLED", "CXL", "EXP", "REJECTED"})
-
     @property
     def is_open(self) -> bool:
         return self.status in ("ACCEPTED", "NEW", "PARTIAL")

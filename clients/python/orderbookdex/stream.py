@@ -35,6 +35,7 @@ __all__ = ["MarketStream", "OrderBook", "Subscription"]
 log = logging.getLogger(__name__)
 
 Message = dict[str, Any]
+MAX_MESSAGE = 16 * 2**20  # a snapshot of a deep book is large, but not without bound
 
 
 class OrderBook:
@@ -245,7 +246,7 @@ class MarketStream:
         attempt = 0
         while not self._closed:
             try:
-                async with websockets.connect(self.url, max_size=None) as ws:
+                async with websockets.connect(self.url, max_size=MAX_MESSAGE) as ws:
                     self._ws = ws
                     self.connects += 1
                     attempt = 0
