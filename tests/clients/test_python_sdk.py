@@ -183,11 +183,19 @@ def test_websocket_order_entry_places_amends_and_cancels(exchange: Exchange) -> 
     maker = trader(exchange, btc=50_000_000)
 
     async def scenario() -> None:
-        async with OrderEntry(maker) as entry:
+        async with OrderEntry(maker) as entry, MarketStream(exchange.ws) as stream:
+            orders, pnl = stream.orders(maker.address), stream.pnl(maker.address)
+            assert (await orders.__anext__())["type"] == "snapshot"
+            assert set((await pnl.__anext__())["data"]) == {"positions", "margin"}
             assert await entry.ping() == {"id": 1, "op": "pong"}
             placed = await entry.place(SPOT, "SELL", QTY, PRICE + 1_000, wait=True)
             assert placed["status"] == "NEW"
             cid = placed["clientOrderId"]
+            while (update := await asyncio.wait_for(orders.__anext__(), 10))["data"][
+                "status"
+            ] != "NEW":
+                pass
+            assert (update["data"]["clientOrderId"], update["data"]["qty"]) == (cid, QTY)
             amended = await entry.amend(SPOT, cid, PRICE + 1_100, QTY)
             assert (amended["price"], amended["status"]) == (PRICE + 1_100, "NEW")
             with pytest.raises(errors.InvalidPrice):
