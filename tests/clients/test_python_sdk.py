@@ -173,6 +173,10 @@ def test_sign_place_cancel_amend_and_read_every_endpoint(exchange: Exchange) -> 
     with pytest.raises(errors.MarketHalted):
         seller.place(SPOT, "SELL", QTY, PRICE)
     assert admin.resume(SPOT).status == "OPEN"
+    assert admin.set_market_status(SPOT, "CANCEL_ONLY").status == "CANCEL_ONLY"
+    with pytest.raises(errors.MarketCancelOnly):
+        seller.place(SPOT, "SELL", QTY, PRICE)
+    assert admin.set_market_status(SPOT, "OPEN").status == "OPEN"
     with pytest.raises(errors.Forbidden):
         Client(exchange.http, admin_token="wrong").audit()
     assert wait_for(lambda: admin.audit()["ok"], 30), admin.audit()

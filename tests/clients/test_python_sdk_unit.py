@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from orderbookdex import BUILTIN_TYPES, Signer, errors
@@ -177,3 +178,35 @@ def test_an_order_type_the_server_adds_later_is_signed_from_its_published_fields
 
 def data_domain() -> dict[str, object]:
     return dict(json.loads((ETHERS / "vectors.json").read_text())["domain"])
+
+
+def test_the_feed_reconnects_with_exponential_backoff_and_full_jitter(monkeypatch: Any) -> None:
+    """Connections refused: each wait is drawn from [0, 0.1 s × 2^n], capped at backoff_max."""
+    import asyncio
+    import random
+
+    from orderbookdex import stream as stream_module
+
+    ceilings: list[float] = []
+
+    def refuse(*_: object, **__: object) -> Any:
+        raise OSError("connection refused")
+
+    def jitter(low: float, high: float) -> float:
+        ceilings.append(high)
+        return 0.0
+
+    monkeypatch.setattr(stream_module.websockets, "connect", refuse)
+    monkeypatch.setattr(random, "uniform", jitter)
+
+    async def run() -> None:
+        feed = stream_module.MarketStream("ws://127.0.0.1:9/ws", backoff_max=1.0)
+        feed.book("BTC-USDC")
+        feed.start()
+        while len(ceilings) < 8:
+            await asyncio.sleep(0)
+        await feed.close()
+        assert feed.connects == 0 and not feed.book("BTC-USDC").synced
+
+    asyncio.run(run())
+    assert ceilings[:6] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
