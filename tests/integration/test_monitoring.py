@@ -29,7 +29,7 @@ MONITORING = REPO_ROOT / "deploy" / "monitoring"
 RULES = MONITORING / "prometheus-rules.yaml"
 DASHBOARD = MONITORING / "grafana-dashboard.json"
 SPOT = "BTC-USDC"
-# The figures the brief of an on-call operator names, each by the metric that carries it.
+# The figures an on-call operator pages on, each by the metric that carries it.
 PAGED_ON = {
     "backlog": "dex_market_backlog",
     "settlement lag": "dex_market_settlement_lag_events",

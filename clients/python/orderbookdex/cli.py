@@ -73,7 +73,7 @@ def _options(
     settings.key_file, settings.account, settings.as_json = key_file.expanduser(), account, as_json
 
 
-# -- helpers ------------------------------------------------------------------------------------
+# -- what the commands share ---------------------------------------------------------------
 def _plain(value: Any) -> Any:
     if is_dataclass(value) and not isinstance(value, type):
         return {k: _plain(v) for k, v in asdict(value).items() if k != "raw"}
