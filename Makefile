@@ -39,11 +39,14 @@ endef
 redis: ## make sure redis-server and redis-cli are installed
 	$(call apt_install,redis-server redis-cli,redis-server,  Fedora/RHEL:   sudo dnf install -y redis\n  macOS:         brew install redis)
 
-# Re-installs only when pyproject.toml changes (or .venv is gone).
-$(STAMP): pyproject.toml
+# Re-installs only when a pyproject.toml changes (or .venv is gone). The Python SDK and its
+# `dex` command (clients/python) are installed beside the exchange.
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	@test -x $(BIN)/python || { echo ">> creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
 	@echo ">> pip install -e '.[dev]'"
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	@echo ">> pip install -e clients/python"
+	$(BIN)/python -m pip install -q -e clients/python
 	@touch $@
 
 run: setup ## start Redis (unless DEX_REDIS_URL answers) and all five processes; Ctrl-C stops them

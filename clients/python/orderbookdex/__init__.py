@@ -1,0 +1,52 @@
+"""OrderBookDEX's Python client: signing, REST, WebSocket order entry and a synced book.
+
+- ``Client``: every REST endpoint, typed results (``models``), typed errors (``errors``).
+- ``Signer``: EIP-712 signing of any published primary type, with eth-account.
+- ``MarketStream`` / ``OrderBook``: the broadcaster's feed, reconnecting, a book kept by seq.
+- ``OrderEntry``: the gateway's WebSocket order entry.
+- The ``dex`` command line (``orderbookdex.cli``).
+
+It imports nothing of the exchange's own code: the contract (API.md, docs/api.md) is the
+interface.
+"""
+
+from orderbookdex.client import BatchAction, Client, new_client_order_id, now_ms
+from orderbookdex.entry import OrderEntry
+from orderbookdex.errors import DexError
+from orderbookdex.models import (
+    Balance,
+    Candle,
+    Depth,
+    Fill,
+    Margin,
+    Market,
+    Order,
+    Position,
+    Ticker,
+    Trade,
+)
+from orderbookdex.signing import BUILTIN_TYPES, Signer
+from orderbookdex.stream import MarketStream, OrderBook
+
+__all__ = [
+    "BUILTIN_TYPES",
+    "Balance",
+    "BatchAction",
+    "Candle",
+    "Client",
+    "Depth",
+    "DexError",
+    "Fill",
+    "Margin",
+    "Market",
+    "MarketStream",
+    "Order",
+    "OrderBook",
+    "OrderEntry",
+    "Position",
+    "Signer",
+    "Ticker",
+    "Trade",
+    "new_client_order_id",
+    "now_ms",
+]
