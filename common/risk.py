@@ -83,9 +83,11 @@ def parse_leverage(raw: Mapping[str, str]) -> dict[str, int]:
 
 
 def initial_margin_bps(market: Market, leverage: Mapping[str, int] | None = None) -> int:
-    """The initial margin bps an account uses on ``market``: its choice, else the market's."""
+    """The initial margin bps an account uses on ``market``: its choice, else the market's, and
+    never below the market's (a markets file that raised it since the choice wins)."""
+    floor = market.spec.initialMarginBps or 0
     chosen = leverage.get(market.symbol) if leverage else None
-    return chosen or market.spec.initialMarginBps or 0
+    return max(chosen or 0, floor)
 
 
 def parse_prices(market: Market, raw: Mapping[str, str]) -> MarketPrices:
