@@ -12,6 +12,7 @@ units), one per test that trades, so no test's book or mark reaches another's.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,8 @@ from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
 from support.ws import WsClient
 
 from common import keys
-from common.eip712 import sign
+from common.audit import audit
+from common.eip712 import Verifier, sign
 from common.markets import load_markets
 from common.settings import DEFAULT_MARKETS_FILE
 from services.settler.accounts import AccountSteps
@@ -61,19 +63,19 @@ def exchange(redis_server: RedisServer, markets_file: Path) -> Iterator[Exchange
         yield running
 
 
-@pytest.fixture(autouse=True)
-def audited(exchange: Exchange) -> Iterator[None]:
-    yield
-    with exchange.client() as client:
-        report = client.get("/v1/admin/audit", headers=ADMIN).json()
-    assert report["ok"] is True, report["invariants"]
-
-
 @pytest.fixture(scope="module")
 def r(exchange: Exchange) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(exchange.redis_url, decode_responses=True)
     yield client
     client.close()
+
+
+@pytest.fixture(autouse=True)
+def audited(exchange: Exchange, r: redis.Redis) -> Iterator[None]:
+    """The auditor's invariants after each test (run here: the last test kills the gateway)."""
+    yield
+    report = audit(r, load_markets(Path(exchange.env["DEX_MARKETS_FILE"])))
+    assert report["ok"] is True, report["invariants"]
 
 
 def signed(signer: Trader, primary: str, owner: Trader | None = None, **message: Any) -> dict:
@@ -115,7 +117,7 @@ def settles_to(exchange: Exchange, trader: Trader, expected: tuple[int, int]) ->
     return wait_for(lambda: exchange.balance(trader.address, "USDC") == expected, 30)
 
 
-def chosen_values(r: redis.Redis, trader: Trader) -> dict[str, str]:
+def chosen_values(r: Any, trader: Trader) -> dict[str, str]:
     return dict(r.hgetall(keys.account_leverage(trader.address.lower())))
 
 
@@ -347,7 +349,7 @@ def test_margin_read_liquidation_price_and_the_liquidation_job(exchange: Exchang
         assert liquidation_price == 2_500_000, bps
     withdraw = signed(alice, "Withdraw", asset="USDC", amount="1")
     assert error_of(post(exchange, "/v1/withdrawals", withdraw))[0] == 422
-    client = redis.Redis.from_url(exchange.redis_url, decode_responses=True)
+    client = r
     markets = load_markets(Path(exchange.env["DEX_MARKETS_FILE"]))
 
     def liquidate() -> list[str]:
@@ -370,4 +372,42 @@ def test_margin_read_liquidation_price_and_the_liquidation_job(exchange: Exchang
     # the fund took 1 BTC over at 24,999.99: 5,000.01 USDC realized of the 6,250
     assert settles_to(exchange, alice, (total - (MARK - 2_499_999) * BTC, 0))
     assert chosen_values(r, alice) == {market: "2500"}
-    client.close()
+
+
+def test_a_gateway_killed_amid_changes_leaves_each_whole_or_undone(
+    exchange: Exchange, r: Any
+) -> None:
+    """SetLeverage after SetLeverage (1001, 1002, … bps) while the gateway is SIGKILLed: the
+    signatures claimed are a prefix of those sent, every one answered 200 among them, and the
+    account's value is the last claimed one's: claim and change landed together or not at
+    all. (The module's last test: its gateway stays down.)"""
+    me = Trader()
+    bodies = [set_leverage(me, PERP, 1001 + i) for i in range(200)]
+    answered: list[int] = []
+
+    def send() -> None:
+        with exchange.client() as client:
+            for body in bodies:
+                try:
+                    if client.post("/v1/accounts/leverage", json=body).status_code == 200:
+                        answered.append(body["initialMarginBps"])
+                except Exception:
+                    return
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    assert wait_for(lambda: len(answered) >= 20, 30)
+    exchange.kill("gateway")
+    sender.join(30)
+    verifier = Verifier(CHAIN_ID, VERIFYING_CONTRACT)
+    user = me.address.lower()
+    claimed = [
+        bool(r.exists(keys.used_signature(user, verifier.digest("SetLeverage", {
+            k: v for k, v in body.items() if k != "sig"
+        }).hex())))
+        for body in bodies
+    ]  # fmt: skip
+    applied = claimed.index(False) if False in claimed else len(claimed)
+    assert claimed == [True] * applied + [False] * (len(bodies) - applied)
+    assert answered == [1001 + i for i in range(len(answered))] and len(answered) <= applied
+    assert chosen_values(r, me) == {PERP: str(1000 + applied)}
