@@ -229,9 +229,9 @@ def test_refusals_change_nothing(exchange: Exchange, r: Any) -> None:
 
 def test_the_reservation_follows_the_accounts_initial_margin(exchange: Exchange, r: Any) -> None:
     """The same 1 BTC buy at the mark reserves 3,015 USDC at the market's 10 % and 6,015 at
-    a chosen 20 %; the order keeps that when the account lowers its choice to 15 %, and an
-    amend to 0.5 BTC reserves at 15 %: 2,257.5 USDC. An account with 3,015 USDC is refused at
-    20 % (nothing locked) and accepted at the market's."""
+    a chosen 20 %; the order keeps that when the account lowers its choice to 15 %, an amend
+    to 0.5 BTC reserves at 15 %: 2,257.5 USDC, and so does a signed batch's PLACE (4,515). An
+    account with 3,015 USDC is refused at 20 % (nothing locked) and accepted at the market's."""
     market = "LEV-A"
     base, chosen, thin = Trader(), Trader(), Trader()
     deposit = 10_000_000_000
@@ -258,9 +258,20 @@ def test_the_reservation_follows_the_accounts_initial_margin(exchange: Exchange,
     half = MARK * BTC // 2
     assert settles_to(exchange, chosen, (deposit, margin(half, 1500) + fee(half)))
     assert margin(half, 1500) + fee(half) == 2_257_500_000
-    for trader, cid in ((base, "b-1"), (chosen, "c-1")):
+    action = {
+        "kind": "PLACE", "market": market, "clientOrderId": "c-2", "side": "BUY",
+        "type": "LIMIT", "price": MARK, "qty": BTC, "timeInForce": "GTC", "reduceOnly": False,
+        "expiresAt": 0, "expectedFilled": 0,
+    }  # fmt: skip
+    batch = signed(chosen, "Batch", atomic=True, actions=[action])
+    answer = post(exchange, "/v1/orders/batch", batch)
+    assert [a["status"] for a in answer.json()["results"]] == [202], answer.text
+    at_15 = margin(notional, 1500) + fee(notional)
+    assert exchange.balance(chosen.address, "USDC") == (deposit, 2_257_500_000 + at_15)
+    for trader, cid in ((base, "b-1"), (chosen, "c-1"), (chosen, "c-2")):
         cancel = signed(trader, "Cancel", market=market, clientOrderId=cid)
         assert post(exchange, "/v1/orders/cancel", cancel).status_code == 200
+    for trader in (base, chosen):
         assert settles_to(exchange, trader, (deposit, 0))
 
     exchange.deposit(thin.address, "USDC", at_10)
