@@ -19,6 +19,7 @@ from common.risk import (
     account_margin,
     equity_contribution,
     maintenance_margin,
+    parse_leverage,
     parse_positions,
     parse_prices,
     unrealized_pnl,
@@ -63,6 +64,8 @@ def liquidation_price(
 ) -> int | None:
     """The mark at which this position alone would bring equity down to maintenance margin,
     the account's other positions held at their current marks; ``None`` if there is none.
+    Maintenance margin is the market's whatever the account's leverage, so leverage does not
+    move it (docs/api.md "Leverage").
 
     Solves total + rest + size·P·k − entry = |size|·P·k·mm/10^4 for P (k the notional
     multiplier), rounded toward the current mark so the estimate errs on the early side.
@@ -98,15 +101,18 @@ def account_view(
     balances: Mapping[str, str],
     raw_positions: Mapping[str, str],
     raw_prices: Mapping[str, Mapping[str, str]],
+    raw_leverage: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """``{"positions": [...], "margin": {...}}`` — the ``pnl:`` topic's data, REST shapes."""
+    """``{"positions": [...], "margin": {...}}`` — the ``pnl:`` topic's data, REST shapes
+    (``raw_leverage``: the ``dex:{u}:lev`` hash, the account's initial margin choices)."""
     positions = [p for p in parse_positions(raw_positions) if p.market in markets.markets]
     prices = {
         symbol: parse_prices(market, raw_prices.get(symbol, {}))
         for symbol, market in markets.markets.items()
         if market.product.is_derivative
     }
-    margin = account_margin(markets, balances, positions, prices)
+    leverage = parse_leverage(raw_leverage or {})
+    margin = account_margin(markets, balances, positions, prices, leverage)
     return {
         "positions": [
             position_view(markets, position, prices, balances, positions) for position in positions
@@ -131,10 +137,12 @@ def read_account_view(client: Any, markets: MarketSet, user: str) -> dict[str, A
     pipe = client.pipeline(transaction=False)
     pipe.hgetall(keys.balances(user))
     pipe.hgetall(keys.positions(user))
+    pipe.hgetall(keys.account_leverage(user))
     for symbol in symbols:
         pipe.hgetall(keys.market_prices(symbol))
-    balances, raw_positions, *px = pipe.execute()
-    return account_view(markets, balances, raw_positions, dict(zip(symbols, px, strict=True)))
+    balances, raw_positions, raw_leverage, *px = pipe.execute()
+    prices = dict(zip(symbols, px, strict=True))
+    return account_view(markets, balances, raw_positions, prices, raw_leverage)
 
 
 async def read_account_view_async(client: Any, markets: MarketSet, user: str) -> dict[str, Any]:
@@ -143,7 +151,9 @@ async def read_account_view_async(client: Any, markets: MarketSet, user: str) ->
     pipe = client.pipeline(transaction=False)
     pipe.hgetall(keys.balances(user))
     pipe.hgetall(keys.positions(user))
+    pipe.hgetall(keys.account_leverage(user))
     for symbol in symbols:
         pipe.hgetall(keys.market_prices(symbol))
-    balances, raw_positions, *px = await pipe.execute()
-    return account_view(markets, balances, raw_positions, dict(zip(symbols, px, strict=True)))
+    balances, raw_positions, raw_leverage, *px = await pipe.execute()
+    prices = dict(zip(symbols, px, strict=True))
+    return account_view(markets, balances, raw_positions, prices, raw_leverage)

@@ -146,6 +146,14 @@ PRIMARY_TYPES: dict[str, list[tuple[str, str]]] = {
         ("expiresAt", "uint256"),
         ("selfTradePrevention", "string"),
     ],
+    # Leverage (docs/api.md "Leverage"): the initial margin bps the account uses in a
+    # derivative market, from the market's initialMarginBps to 10000; 0 = back to the market's.
+    "SetLeverage": [
+        ("userId", "string"),
+        ("market", "string"),
+        ("initialMarginBps", "uint256"),
+        ("ts", "uint256"),
+    ],
 }
 
 # Primary types that hold an array of one member struct (one level of nesting), each followed

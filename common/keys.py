@@ -64,6 +64,8 @@ account, live in one slot and one Lua script may touch them together)::
       dex:{u}:sig:<digest>     string  a used Cancel/CancelAll/Withdraw signature (TTL)
       dex:{u}:agents           hash    agent address -> JSON {name, scope, markets,
                                         expiresAt, approvedAt}: the account's agent keys
+      dex:{u}:lev              hash    market -> the initial margin bps the account chose
+                                        (SetLeverage; absent: the market's)
       dex:{u}:withdrawals      stream  the account's newest 1000 withdrawals (field w: JSON
                                         record; services/gateway/withdrawals.py)
       dex:{u}:wd-pending       hash    withdrawalId -> record not yet on the relayer stream
@@ -274,6 +276,11 @@ def used_signature(user: str, digest_hex: str) -> str:
 def account_agents(user: str) -> str:
     """The account's approved agent keys (ApproveAgent / RevokeAgent)."""
     return f"{_u(user)}:agents"
+
+
+def account_leverage(user: str) -> str:
+    """Hash market -> the initial margin bps the account chose there (docs/api.md "Leverage")."""
+    return f"{_u(user)}:lev"
 
 
 # -- balance hash fields ----------------------------------------------------------------

@@ -22,7 +22,8 @@ class OrderTerms:
     ``kind``: ``quote`` (spot buy, option buy: notional + taker fee), ``base`` (spot sell:
     base units), ``deriv`` (a derivative order: taker fee on the whole, and on the part that
     may open or grow a position, at most ``open``: initial margin at ``margin_price`` plus the
-    open loss, ``loss`` per unit of qty), ``margin`` (initial margin + taker fee) and ``fee``
+    open loss, ``loss`` per unit of qty; ``im`` the initial margin bps it was reserved at, 0 for
+    the market's), ``margin`` (initial margin + taker fee) and ``fee``
     (taker fee only) for commands that carry no ``open``, ``prop`` (anything else: the reserved
     amount pro rata, rounded up), ``none`` (MARKET orders: kept whole until the order
     finishes).
@@ -35,6 +36,7 @@ class OrderTerms:
     open: int = 0
     margin_price: int = 0
     loss: int = 0
+    im: int = 0
 
 
 NO_TERMS = OrderTerms("none", 0, 0, 0)
@@ -48,40 +50,64 @@ def reserve_asset(market: Market, side: str) -> str:
 
 
 def derivative_terms(
-    market: Market, side: str, price: int, qty: int, open_qty: int, index: int, mark: int
+    market: Market,
+    side: str,
+    price: int,
+    qty: int,
+    open_qty: int,
+    index: int,
+    mark: int,
+    im: int = 0,
 ) -> OrderTerms:
     """What a derivative limit order reserves (API.md §6): the taker fee on ``qty``, and on
     the ``open_qty`` that may open or grow a position its initial margin (at the limit price;
-    an option writer's on the underlying's ``index``) plus its open loss against ``mark``."""
+    an option writer's on the underlying's ``index``; at ``im`` bps, 0 for the market's) plus
+    its open loss against ``mark``."""
     is_buy = side == Side.BUY
     margin_price = index if market.product is Product.OPTION else price
     loss = money.open_loss_per_unit(is_buy, price, mark)
-    reserved = derivative_need(market, price, qty, open_qty, margin_price, loss)
-    return OrderTerms("deriv", price, qty, reserved, open_qty, margin_price, loss)
+    reserved = derivative_need(market, price, qty, open_qty, margin_price, loss, im)
+    return OrderTerms("deriv", price, qty, reserved, open_qty, margin_price, loss, im)
 
 
 def derivative_need(
-    market: Market, price: int, rest: int, open_qty: int, margin_price: int, loss: int
+    market: Market,
+    price: int,
+    rest: int,
+    open_qty: int,
+    margin_price: int,
+    loss: int,
+    im: int = 0,
 ) -> int:
     """The taker fee on ``rest`` at ``price``, and on ``min(rest, open_qty)`` the initial
-    margin at ``margin_price`` and the open loss of ``loss`` per unit."""
+    margin at ``margin_price`` (``im`` bps, 0 for the market's) and the open loss of ``loss``
+    per unit."""
     opening = min(rest, open_qty)
     spec = market.spec
-    margin = money.margin(money.notional(market, margin_price, opening), spec.initialMarginBps or 0)
+    bps = im or spec.initialMarginBps or 0
+    margin = money.margin(money.notional(market, margin_price, opening), bps)
     fee = money.fee(money.notional(market, price, rest), spec.takerFeeBps)
     return fee + margin + money.notional(market, loss, opening)
 
 
 def order_terms(market: Market, side: str, command: OrderCommand, reserved: int) -> OrderTerms:
     """The terms the gateway reserved this order by: written in the command for a derivative
-    order (``open``, ``mp``, ``loss``), recognised from the amount otherwise."""
+    order (``open``, ``mp``, ``loss``, and ``im`` when the account chose its initial margin),
+    recognised from the amount otherwise."""
     price, qty = int(command.get("price", 0)), int(command.get("qty", 0))
     if command.get("type") == "MARKET" or price <= 0 or qty <= 0:
         return OrderTerms("none", price, qty, reserved)
     if market.product is not Product.SPOT and "open" in command:
         open_qty, margin_price = int(command["open"]), int(command.get("mp", price))
         return OrderTerms(
-            "deriv", price, qty, reserved, open_qty, margin_price, int(command["loss"])
+            "deriv",
+            price,
+            qty,
+            reserved,
+            open_qty,
+            margin_price,
+            int(command["loss"]),
+            int(command.get("im", 0)),
         )
     if market.product is Product.SPOT:
         if side == Side.SELL:
@@ -117,7 +143,7 @@ def need(market: Market, terms: OrderTerms, rest: int) -> int | None:
     """
     if terms.kind == "deriv":
         return derivative_need(
-            market, terms.price, rest, terms.open, terms.margin_price, terms.loss
+            market, terms.price, rest, terms.open, terms.margin_price, terms.loss, terms.im
         )
     if terms.kind == "quote":
         return money.spot_buy_reservation(market, terms.price, rest)
@@ -138,7 +164,8 @@ def full_reservation(market: Market, side: str, command: OrderCommand) -> int:
     price, qty = int(command["price"]), int(command["qty"])
     if market.product is not Product.SPOT and "open" in command:
         loss, open_qty = int(command["loss"]), int(command["open"])
-        return derivative_need(market, price, qty, open_qty, int(command["mp"]), loss)
+        im = int(command.get("im", 0))
+        return derivative_need(market, price, qty, open_qty, int(command["mp"]), loss, im)
     if market.product is Product.SPOT and side == Side.SELL:
         return money.base_units(market, qty)
     return money.spot_buy_reservation(market, price, qty)

@@ -7,7 +7,9 @@ Position fields live in ``dex:{u}:pos`` as ``<market>:size`` (signed qty, + long
 ``<market>:entry`` (signed entry notional in quote atomic units: + for a long),
 ``<market>:rpnl`` (realized PnL) and ``<market>:funding`` (funding received, + when paid out).
 Market prices live in ``dex:{m}:px`` as ``index`` and ``mark`` (an OPTION's ``index`` is its
-underlying's index, its ``mark`` the option's own premium mark).
+underlying's index, its ``mark`` the option's own premium mark). The initial margin an account
+chose per market (docs/api.md "Leverage") lives in ``dex:{u}:lev``; maintenance margin is the
+market's alone, so leverage never moves the liquidation line.
 """
 
 from __future__ import annotations
@@ -75,6 +77,19 @@ def parse_positions(raw: Mapping[str, str], open_only: bool = True) -> list[Posi
     return [p for p in result if p.size != 0] if open_only else result
 
 
+def parse_leverage(raw: Mapping[str, str]) -> dict[str, int]:
+    """Market -> initial margin bps from a ``dex:{u}:lev`` hash (markets not chosen: absent)."""
+    return {market: int(bps) for market, bps in raw.items()}
+
+
+def initial_margin_bps(market: Market, leverage: Mapping[str, int] | None = None) -> int:
+    """The initial margin bps an account uses on ``market``: its choice, else the market's, and
+    never below the market's (a markets file that raised it since the choice wins)."""
+    floor = market.spec.initialMarginBps or 0
+    chosen = leverage.get(market.symbol) if leverage else None
+    return max(chosen or 0, floor)
+
+
 def parse_prices(market: Market, raw: Mapping[str, str]) -> MarketPrices:
     """Prices from a ``dex:{m}:px`` hash; before the oracle's first run, the file's index."""
     index = int(raw.get("index") or market.spec.indexPrice)
@@ -136,8 +151,12 @@ def _margin_base(market: Market, position: Position, prices: MarketPrices) -> in
     return money.notional(market, prices.mark, abs(position.size))
 
 
-def initial_margin(market: Market, position: Position, prices: MarketPrices) -> int:
-    return money.margin(_margin_base(market, position, prices), market.spec.initialMarginBps or 0)
+def initial_margin(
+    market: Market, position: Position, prices: MarketPrices, im_bps: int | None = None
+) -> int:
+    """The position's initial margin at mark, at ``im_bps`` (None: the market's)."""
+    bps = im_bps or market.spec.initialMarginBps or 0
+    return money.margin(_margin_base(market, position, prices), bps)
 
 
 def maintenance_margin(market: Market, position: Position, prices: MarketPrices) -> int:
@@ -150,8 +169,10 @@ def account_margin(
     balances: Mapping[str, str],
     positions: list[Position],
     prices: Mapping[str, MarketPrices],
+    leverage: Mapping[str, int] | None = None,
 ) -> dict[str, AccountMargin]:
-    """Per collateral asset: equity = total + Σ equity contributions; margins at mark;
+    """Per collateral asset: equity = total + Σ equity contributions; margins at mark (initial
+    margin at the account's ``leverage`` choices, :func:`parse_leverage`);
     freeCollateral = equity − initialMargin − locked. ``balances`` is a ``dex:{u}:bal`` hash."""
     assets: set[str] = {
         market.quote.symbol for market in markets.markets.values() if market.product.is_derivative
@@ -166,7 +187,9 @@ def account_margin(
         market_prices = prices[position.market]
         upnl[asset] += unrealized_pnl(market, position, market_prices)
         contribution[asset] += equity_contribution(market, position, market_prices)
-        im[asset] += initial_margin(market, position, market_prices)
+        im[asset] += initial_margin(
+            market, position, market_prices, initial_margin_bps(market, leverage)
+        )
         mm[asset] += maintenance_margin(market, position, market_prices)
     result: dict[str, AccountMargin] = {}
     for asset in sorted(assets):

@@ -42,6 +42,8 @@ class OrderCommand(TypedDict):
     open: NotRequired[int]  # derivatives: the most it may open (margin was reserved for it)
     mp: NotRequired[int]  # derivatives: the price its initial margin was reserved at
     loss: NotRequired[int]  # derivatives: the open loss against the mark it reserved
+    im: NotRequired[int]  # derivatives: the initial margin bps it reserved at, when the
+    # account chose one (docs/api.md "Leverage"; absent: the market's)
     liquidation: NotRequired[bool]  # placed by the liquidation engine, not a user
     reply: NotRequired[str]  # dex:{m}:reply:<rid>: an OrderReply when done
     agent: NotRequired[str]  # the approved agent key that signed it (absent: the owner)
@@ -96,6 +98,7 @@ class AmendCommand(TypedDict):
     open: NotRequired[int]  # derivatives: the most the order may open from now on
     mp: NotRequired[int]  # derivatives: the price its margin is reserved at
     loss: NotRequired[int]  # derivatives: the open loss per unit it reserved
+    im: NotRequired[int]  # derivatives: the initial margin bps it reserved at (absent: market's)
     reply: NotRequired[str]  # an AmendReply
 
 

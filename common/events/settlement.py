@@ -71,6 +71,7 @@ class AmendEvent(TypedDict):
     open: NotRequired[int]  # derivatives: the AmendCommand's open, mp and loss
     mp: NotRequired[int]
     loss: NotRequired[int]
+    im: NotRequired[int]  # the AmendCommand's im (docs/api.md "Leverage"; absent: the market's)
     ts: int
 
 

@@ -236,7 +236,7 @@ async def amend_terms(
     aid: str,
     reply_key: str | None,
     open_ahead: int = 0,
-    state: tuple[int, dict[str, str], dict[str, str]] | None = None,
+    state: funds.AccountState | None = None,
     record: tuple[str, str | None, str | None] | None = None,
 ) -> AmendTerms:
     """The raised reservation and the commands of an amend, on the order's accepted record as
@@ -276,7 +276,8 @@ async def amend_terms(
         open_ahead=open_ahead,
         state=state,
     )
-    new_order = {k: v for k, v in accepted.items() if k != "reply"}
+    # the amended order is reserved at the account's initial margin now ("im" only if chosen)
+    new_order = {k: v for k, v in accepted.items() if k not in ("reply", "im")}
     new_order.update(price=price, qty=qty, **reservation.command)
     new_order["reserved"] = full_reservation(market, side.value, new_order)  # type: ignore[arg-type]
     if not money.within_limit(money.notional(market, price, qty)) or not money.within_limit(

@@ -31,6 +31,7 @@ from services.gateway import (
     amends,
     cancels,
     deadman,
+    leverage,
     market_data,
     metrics,
     orders,
@@ -328,6 +329,16 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
     @app.get("/v1/accounts/{user_id}/agents", responses=s.ok(list[s.Agent], 400))
     async def list_agents(user_id: str) -> Any:
         return await agents.list_agents(gateway, parsing.user_id(user_id))
+
+    # -- leverage (docs/api.md "Leverage") --------------------------------------------------
+    signed_write(
+        "/v1/accounts/leverage", "set_leverage", writes.set_leverage, shapes.SET_LEVERAGE,
+        s.Leverage, 400, 401, 403, 409, 413, 429,
+    )  # fmt: skip
+
+    @app.get("/v1/accounts/{user_id}/leverage", responses=s.ok(list[s.Leverage], 400))
+    async def list_leverage(user_id: str) -> Any:
+        return await leverage.list_leverage(gateway, parsing.user_id(user_id))
 
     @app.get("/v1/system/accounts", responses=s.ok(s.SystemAccounts))
     async def system_accounts() -> Any:

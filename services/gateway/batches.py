@@ -283,7 +283,7 @@ async def prepare(
     account's positions and open quantities are read once for all (one round trip per margin
     asset), so the script finds them as they were judged unless a fill moved them meanwhile."""
     open_ahead: dict[tuple[str, str], int] = {}
-    states: dict[str, tuple[int, dict[str, str], dict[str, str]]] = {}
+    states: dict[str, funds.AccountState] = {}
     amending: list[Coroutine[Any, Any, None]] = []  # each AMEND's record read, all at once
     for item in items:
         symbol, cid = item.action["market"], item.action["clientOrderId"]
@@ -332,7 +332,7 @@ async def prepare_amend(
     item: Item,
     items: list[Item],
     open_ahead: dict[tuple[str, str], int],
-    states: dict[str, tuple[int, dict[str, str], dict[str, str]]],
+    states: dict[str, funds.AccountState],
 ) -> Coroutine[Any, Any, None]:
     """What judges an AMEND for accept_batch.lua, to be awaited with the others: it sets its
     reservation and ``amend_order.lua``'s values, its command asking for no reply (the batch

@@ -16,6 +16,13 @@ The free collateral is available balance + an *adjustment* (unrealized contribut
 initial margin of the open positions) computed here with common/risk and handed to the account
 script, which compares atomically and checks that the position and the side's open quantity
 it was judged on are still those in the account (else the caller judges again).
+
+Initial margin, of positions and of the order alike, is at the account's choice for each market
+(``dex:{u}:lev``, docs/api.md "Leverage"), read with the positions; a derivative order whose
+market has one carries it in its command as ``im``, so the matcher's budget and the settler's
+trims use the value it was reserved at. Any value may be chosen at any time (services/gateway/
+leverage.py), so an order judged on the value read just before a change is admitted as it
+would have been had it arrived first.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from common.risk import (
     MarketPrices,
     equity_contribution,
     initial_margin,
+    initial_margin_bps,
+    parse_leverage,
     parse_positions,
     parse_prices,
 )
@@ -67,19 +76,27 @@ class Reservation:
     guard: Guard | None = None
 
 
+AccountState = tuple[int, dict[str, str], dict[str, str], dict[str, int]]
+"""What :func:`account_state` reads of an account: the adjustment, the raw position hash, the
+open-quantity hash and the account's initial margin choices (market -> bps)."""
+
+
 def margin_assets(markets: MarketSet) -> set[str]:
     return {m.quote.symbol for m in markets.markets.values() if m.product.is_derivative}
 
 
-async def account_state(
-    gateway: Gateway, user: str, asset: str
-) -> tuple[int, dict[str, str], dict[str, str]]:
-    """Σ over open positions margined in ``asset`` of (contribution at mark − initial margin),
-    the raw position hash and the open-quantity hash. Prices come from a brief cache."""
+async def account_state(gateway: Gateway, user: str, asset: str) -> AccountState:
+    """Σ over open positions margined in ``asset`` of (contribution at mark − initial margin at
+    the account's choice), the raw position hash, the open-quantity hash and the choices.
+    Prices come from a brief cache."""
     markets = gateway.markets
-    raw_positions, open_quantities = await gateway.transport.execute(
-        Commands().hgetall(keys.positions(user)).hgetall(keys.open_quantities(user))
+    raw_positions, open_quantities, raw_leverage = await gateway.transport.execute(
+        Commands()
+        .hgetall(keys.positions(user))
+        .hgetall(keys.open_quantities(user))
+        .hgetall(keys.account_leverage(user))
     )
+    leverage = parse_leverage(raw_leverage)
     positions = [
         p
         for p in parse_positions(raw_positions)
@@ -90,13 +107,13 @@ async def account_state(
         market = markets.markets[position.market]
         prices = parse_prices(market, await gateway.prices(position.market))
         adjustment += equity_contribution(market, position, prices)
-        adjustment -= initial_margin(market, position, prices)
-    return adjustment, raw_positions, open_quantities
+        adjustment -= initial_margin(market, position, prices, initial_margin_bps(market, leverage))
+    return adjustment, raw_positions, open_quantities, leverage
 
 
 async def adjustment_for(gateway: Gateway, user: str, asset: str) -> tuple[int, dict[str, str]]:
     """The adjustment of :func:`account_state` and the raw position hash."""
-    adjustment, raw_positions, _ = await account_state(gateway, user, asset)
+    adjustment, raw_positions, _, _ = await account_state(gateway, user, asset)
     return adjustment, raw_positions
 
 
@@ -137,7 +154,7 @@ async def order_reservation(
     prices: MarketPrices | None = None,
     own_open: int = 0,
     open_ahead: int = 0,
-    state: tuple[int, dict[str, str], dict[str, str]] | None = None,
+    state: AccountState | None = None,
 ) -> Reservation:
     """What the order locks, in which asset, and how the account script must judge it
     (``prices``: the market's, when the caller has read them already; ``own_open``: the
@@ -158,7 +175,7 @@ async def order_reservation(
     asset = market.quote.symbol
     if state is None:
         state = await account_state(gateway, user, asset)
-    adjustment, raw_positions, open_quantities = state
+    adjustment, raw_positions, open_quantities, leverage = state
     if market.product is Product.OPTION and side is Side.BUY:
         return option_buy_reservation(market, price, qty, adjustment)
     if prices is None:
@@ -171,9 +188,11 @@ async def order_reservation(
     guard = Guard(position_field, size, open_field, side_open, qty)
     reducing = qty if reduce_only else min(qty, reducible_qty(size, side, others_open))
     opening = qty - reducing
+    im = initial_margin_bps(market, leverage)
+    chosen = {"im": im} if im != market.spec.initialMarginBps else {}
     if price == 0:
         if opening:
-            command = {"open": opening}
+            command = {"open": opening, **chosen}
             return Reservation(
                 asset, ALL_AVAILABLE, adjustment, "INSUFFICIENT_MARGIN", 0, command, guard
             )
@@ -183,9 +202,9 @@ async def order_reservation(
             money.notional(market, worst_price(market, side, prices), qty), market.spec.takerFeeBps
         )
         return Reservation(asset, str(fee), 0, "INSUFFICIENT_MARGIN", 0, {"open": 0}, guard)
-    terms = derivative_terms(market, side, price, qty, opening, prices.index, prices.mark)
-    headroom = reducing_headroom(market, side, price, reducing, prices)
-    command = {"open": opening, "mp": terms.margin_price, "loss": terms.loss}
+    terms = derivative_terms(market, side, price, qty, opening, prices.index, prices.mark, im)
+    headroom = reducing_headroom(market, side, price, reducing, prices, im)
+    command = {"open": opening, "mp": terms.margin_price, "loss": terms.loss, **chosen}
     if opening == 0 and headroom == 0:
         # Closing at or better than the mark stays possible for an account under water:
         # judge the fee on cash alone.
@@ -206,10 +225,11 @@ def worst_price(market: Market, side: Side, prices: MarketPrices) -> int:
 
 
 def reducing_headroom(
-    market: Market, side: Side, price: int, reducing: int, prices: MarketPrices
+    market: Market, side: Side, price: int, reducing: int, prices: MarketPrices, im: int = 0
 ) -> int:
     """What closing ``reducing`` at ``price`` would take from the account's equity at mark
-    beyond the initial margin it frees (0 when it closes at or better than the mark)."""
+    beyond the initial margin it frees at ``im`` bps (0: the market's; 0 when it closes at or
+    better than the mark)."""
     if not reducing:
         return 0
     loss = money.notional(
@@ -220,7 +240,7 @@ def reducing_headroom(
     freed = 0
     if market.product is not Product.OPTION:
         freed = money.margin(
-            money.notional(market, prices.mark, reducing), market.spec.initialMarginBps or 0
+            money.notional(market, prices.mark, reducing), im or market.spec.initialMarginBps or 0
         )
     return max(loss - freed, 0)
 

@@ -175,7 +175,7 @@ async def order_admission(
     backlog_rule: str,
     reply_key: str | None = None,
     open_ahead: int = 0,
-    state: tuple[int, dict[str, str], dict[str, str]] | None = None,
+    state: funds.AccountState | None = None,
 ) -> tuple[funds.Reservation, list[str], list[Any]]:
     """The order's reservation, and ``accept_order.lua``'s KEYS[1..10] and ARGV for it
     (``open_ahead`` and ``state`` as :func:`funds.order_reservation` takes them)."""

@@ -23,6 +23,7 @@ WRITE_PATHS = frozenset(
     | {"/v1/orders/cancel-replace"}
     | {"/v1/accounts/agents", "/v1/accounts/agents/revoke"}
     | {"/v1/orders/batch"}
+    | {"/v1/accounts/leverage"}
 )
 ADMIN_PREFIX = "/v1/admin/"
 

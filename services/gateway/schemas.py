@@ -82,6 +82,21 @@ class DeadmanSwitch(BaseModel):
     deadline: int
 
 
+class Leverage(BaseModel):
+    model_config = _example(
+        userId="0x8ba1f109551bd432803012645ac136ddd64dba72",
+        market="BTC-PERP",
+        initialMarginBps=2000,
+        leverage="5",
+        chosen=True,
+    )
+    userId: str
+    market: str
+    initialMarginBps: int
+    leverage: str
+    chosen: bool
+
+
 class Balance(BaseModel):
     model_config = _example(total="5000000000", available="3998500000", locked="1001500000")
     total: str

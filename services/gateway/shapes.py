@@ -975,3 +975,50 @@ PLACE_UNUSED = _unused_blank({"expectedFilled": 0}, "PLACE")
 AMEND_UNUSED = _unused_blank(
     {"side": "", "type": "", "timeInForce": "", "reduceOnly": False, "expiresAt": 0}, "AMEND"
 )
+
+
+# -- leverage (docs/api.md "Leverage") -------------------------------------------------------
+
+SIGNED_FIELD_DOCS["initialMarginBps"] = (
+    "SetLeverage only: the initial margin in bps the account uses in the market, from the "
+    "market's initialMarginBps to 10000 (leverage = 10000 / it); 0 = the market's again",
+    2000,
+)
+MAX_INITIAL_MARGIN_BPS = 10_000
+
+
+def _margined_market(values: Values, markets: MarketSet) -> str | None:
+    market = markets.markets[values["market"]]
+    if market.product.is_derivative:
+        return None
+    return f"market {market.symbol} is {market.product.value}: it has no margin to set"
+
+
+def _initial_margin_in_range(values: Values, markets: MarketSet) -> str | None:
+    bps = values["initialMarginBps"]
+    floor = markets.markets[values["market"]].spec.initialMarginBps or 0
+    if bps == 0 or floor <= bps <= MAX_INITIAL_MARGIN_BPS:
+        return None
+    return (
+        f"initialMarginBps must be 0 (the market's) or from {values['market']}'s "
+        f"initialMarginBps {floor} to {MAX_INITIAL_MARGIN_BPS}, got {bps}"
+    )
+
+
+SET_LEVERAGE = signed_shape(
+    "SetLeverage",
+    "A signed SetLeverage plus sig: the initial margin the account uses in a derivative market.",
+    [
+        USER_IS_ADDRESS,
+        MARKET_KNOWN,
+        Check("market", ErrorCode.INVALID_REQUEST, "a derivative market", _margined_market),
+        Check(
+            "initialMarginBps",
+            ErrorCode.INVALID_REQUEST,
+            f"0, or from the market's initialMarginBps to {MAX_INITIAL_MARGIN_BPS}",
+            _initial_margin_in_range,
+            {"maximum": MAX_INITIAL_MARGIN_BPS},
+        ),
+    ],
+    {"market": "BTC-PERP"},
+)

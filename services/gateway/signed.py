@@ -105,8 +105,9 @@ async def authorize(
     market: str | None,
 ) -> str | None:
     """Check ``ts`` (400 STALE_TS) and who signed: None for the owner, else the approved agent's
-    address, for an order (``Order``/``OrderV2``/``CancelReplace``), an amend, a cancel or a
-    dead-man's switch only (an order or an amend: a TRADE agent's).
+    address, for an order (``Order``/``OrderV2``/``CancelReplace``), an amend, a cancel, a
+    dead-man's switch or a ``SetLeverage`` only (an order, an amend or a leverage: a TRADE
+    agent's).
     401 INVALID_SIGNATURE names the recovered address when it is neither the owner nor an agent
     of it (or the agent's approval has expired); 403 FORBIDDEN when an agent acts beyond its
     scope or markets (``market`` None: every market)."""
@@ -115,6 +116,7 @@ async def authorize(
         return None
     signer, record = found
     places = primary_type in ("Order", "OrderV2", "OrderV3", "CancelReplace", "Amend")
+    places = places or primary_type == "SetLeverage"  # a TRADE agent's, in its markets
     if not places and primary_type not in ("Cancel", "CancelAll", "ScheduleCancel"):
         raise ApiError(
             ErrorCode.FORBIDDEN,

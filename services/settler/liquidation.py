@@ -12,6 +12,10 @@ For an account whose equity in a collateral asset is below its maintenance margi
    the account closes them (``account_step`` keyed ``liq`` = n), the insurance fund opens them
    (keyed ``liq:<user>`` = n), and the matcher's mirror is set from the accounts' truth.
 3. Collateral below zero is made whole by the insurance fund (``AccountSteps.cover``).
+
+Only maintenance margin decides, and it is the market's: an account's leverage (its initial
+margin choice, docs/api.md "Leverage") enters neither the test nor the orders, so an account
+whose free collateral is below zero at a higher initial margin is not liquidated for that.
 """
 
 from __future__ import annotations

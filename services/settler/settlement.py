@@ -74,7 +74,7 @@ def plan(
 
 def amended_terms(market: Market, event: AmendEvent) -> OrderTerms:
     """The terms an amend the book took gives its order (as its new command says them)."""
-    fields = ("price", "qty", "open", "mp", "loss")
+    fields = ("price", "qty", "open", "mp", "loss", "im")
     command: Any = {"type": "LIMIT", **{k: v for k, v in event.items() if k in fields}}
     return order_terms(market, event["side"], command, int(event["reserved"]))
 
@@ -105,7 +105,7 @@ def _terms_args(market: Market, order: OrderTerms) -> list[str]:
         str(order.price),
         str(order.qty),
         str(mult),
-        str(spec.initialMarginBps or 0),
+        str(order.im or spec.initialMarginBps or 0),
         str(spec.takerFeeBps),
         str(order.reserved),
         str(order.open),

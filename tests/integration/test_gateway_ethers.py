@@ -176,3 +176,28 @@ def test_ethers_signed_amends_are_verified(redis_url: str) -> None:
             401,
             "INVALID_SIGNATURE",
         )
+
+
+def test_ethers_signed_set_leverage_is_accepted(redis_url: str) -> None:
+    """A SetLeverage signed by ethers sets the account's initial margin (2000), or with 0 the
+    market's again (1000); a tampered one is 401."""
+    with gateway_client(redis_url, signature_max_age_ms=WIDE_WINDOW_MS) as client:
+        found = vectors("SetLeverage")
+        assert [v["message"]["initialMarginBps"] for v in found] == [2000, "0"]
+        tampered = {**body(found[0]), "initialMarginBps": 2500}
+        assert client.post("/v1/accounts/leverage", json=tampered).status_code == 401
+        for vector, bps in zip(found, (2000, 1000), strict=True):
+            response = client.post("/v1/accounts/leverage", json=body(vector))
+            assert response.status_code == 200, response.text
+            user = vector["address"].lower()
+            assert response.json() == {
+                "userId": user,
+                "market": "BTC-PERP",
+                "initialMarginBps": bps,
+                "leverage": "5" if bps == 2000 else "10",
+                "chosen": bps == 2000,
+            }
+            listed = client.get(f"/v1/accounts/{user}/leverage").json()
+            assert {"BTC-PERP": bps} == {
+                e["market"]: e["initialMarginBps"] for e in listed if e["market"] == "BTC-PERP"
+            }

@@ -14,6 +14,7 @@ from common.settings import DexSettings
 from services.gateway import shapes
 from services.gateway.app import create_app
 from services.gateway.errors import ApiError, ErrorCode
+from services.gateway.leverage import leverage_text
 from services.gateway.middleware import FAST_ROUTES, PLACE_ORDER
 
 MARKETS = load_markets(Path(__file__).resolve().parents[2] / "deploy" / "markets.yaml")
@@ -34,6 +35,7 @@ BODIES = {
     ("/v1/orders/amend", "post"): (shapes.AMEND,),
     ("/v1/orders/batch", "post"): (shapes.BATCH,),
     ("/v1/admin/markets/{market}/status", "post"): (shapes.MARKET_STATUS,),
+    ("/v1/accounts/leverage", "post"): (shapes.SET_LEVERAGE,),
 }
 
 
@@ -165,3 +167,9 @@ def test_every_error_code_is_its_wire_string_and_carries_its_status() -> None:
 def test_an_api_error_takes_its_status_from_its_code() -> None:
     assert ApiError(ErrorCode.STALE_TS, "late").status == 400
     assert ApiError(ErrorCode.UNKNOWN_MARKET, "path", status=404).status == 404
+
+
+def test_leverage_is_shown_rounded_down_to_hundredths() -> None:
+    cases = {1000: "10", 2000: "5", 1500: "6.66", 3000: "3.33", 2500: "4", 10_000: "1",
+             1: "10000", 9_999: "1", 1250: "8", 1100: "9.09", 4000: "2.5"}  # fmt: skip
+    assert {bps: leverage_text(bps) for bps in cases} == cases

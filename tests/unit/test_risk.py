@@ -79,3 +79,21 @@ def test_mark_price_is_the_median_and_the_index_when_a_side_is_empty() -> None:
     call = markets.markets["BTC-C-40000-20270326"]  # strike 40,000.00
     assert mark_price(call, 4_100_000, 90_000, 110_000) == 100_000  # intrinsic 1,000.00
     assert mark_price(call, 3_000_000, 50, 70) == 50  # out of the money: intrinsic 0
+
+
+def test_an_accounts_leverage_moves_initial_margin_not_maintenance_or_liquidation() -> None:
+    """docs/api.md "Leverage": the same long at the market's 10 %, a chosen 20 % and a choice
+    below a market that has since raised its own (the market's wins)."""
+    balances = {keys.total_field("USDC"): "6250000000"}
+    position = {f"{PERP}:size": "10000", f"{PERP}:entry": "30000000000"}
+    prices = {PERP: {"index": "3000000", "mark": "3000000"}}
+    views = [
+        account_view(MARKETS, balances, position, prices, raw)
+        for raw in (None, {PERP: "2000"}, {PERP: "500"}, {"ETH-PERP": "5000"})
+    ]
+    initial = [v["margin"]["USDC"]["initialMargin"] for v in views]
+    free = [v["margin"]["USDC"]["freeCollateral"] for v in views]
+    assert initial == ["3000000000", "6000000000", "3000000000", "3000000000"]
+    assert free == ["3250000000", "250000000", "3250000000", "3250000000"]
+    assert {v["margin"]["USDC"]["maintenanceMargin"] for v in views} == {"1500000000"}
+    assert {v["positions"][0]["liquidationPrice"] for v in views} == {2_500_000}

@@ -25,6 +25,8 @@ local function amend_event(cmd, side, result)
   if cmd.open ~= nil and cmd.open ~= cjson.null then
     terms = ',"open":' .. int(tonumber(cmd.open)) .. ',"mp":' .. int(tonumber(cmd.mp) or 0) ..
       ',"loss":' .. int(tonumber(cmd.loss) or 0)
+    -- the initial margin the account chose (docs/api.md "Leverage"); absent: the market's
+    if tonumber(cmd.im) then terms = terms .. ',"im":' .. int(tonumber(cmd.im)) end
   end
   emit_event(e, '{"eseq":' .. e .. ',"k":"amend","user":' .. q(cmd.user) .. ',"cid":' ..
     q(cmd.cid) .. ',"side":"' .. side .. '","accepted":' ..

@@ -35,6 +35,7 @@ local function process_order(cmd)
   -- reduce-only order, nothing
   if is_deriv then
     if cmd.reduceOnly == true then o.oa = 0 else o.oa = tonumber(cmd.open) end
+    o.im = tonumber(cmd.im)  -- the account's initial margin bps (nil: the market's)
   end
   if type(cmd.agent) == 'string' then o.agent = cmd.agent end
   remember(o)

@@ -105,9 +105,9 @@ local function fok_fills(o, book, is_buy, limit, no_limit, qty, budget)
         f = fill_cap(maker, not is_buy, f, mpos)
         if left_budget then
           local red = reducible(is_buy, tpos)
-          local can = affordable(mp, f, left_budget, is_buy, red)
+          local can = affordable(mp, f, left_budget, is_buy, red, o.im)
           if can < f then done = true; break end
-          left_budget = left_budget - cost(mp, f, is_buy, red)
+          left_budget = left_budget - cost(mp, f, is_buy, red, o.im)
         end
         use_allowance(taker, is_buy, f, tpos)
         use_allowance(maker, not is_buy, f, mpos)
@@ -168,11 +168,11 @@ local function take_book(o, book, is_buy, limit, no_limit, qty, budget, liquidat
       end
       if budget and f > 0 then
         local red = reducible(is_buy, tpos)
-        local can = affordable(mp, f, budget, is_buy, red)
+        local can = affordable(mp, f, budget, is_buy, red, o.im)
         if can == 0 then break end
         if can < f then maker_short = false end  -- the budget, not the maker, bounds this fill
         f = can
-        budget = budget - cost(mp, f, is_buy, red)
+        budget = budget - cost(mp, f, is_buy, red, o.im)
       end
       if f > 0 then
         if is_deriv then
