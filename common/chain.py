@@ -88,21 +88,22 @@ class Rpc:
     def chain_id(self) -> int:
         return int(self.call("eth_chainId"), 16)
 
-    def eth_call(self, to: str, data: str) -> bytes:
-        return bytes.fromhex(self.call("eth_call", {"to": to, "data": data}, "latest")[2:])
+    def eth_call(self, to: str, data: str, block: str = "latest") -> bytes:
+        return bytes.fromhex(self.call("eth_call", {"to": to, "data": data}, block)[2:])
 
-    def coin_balance(self, address: str) -> int:
-        return int(self.call("eth_getBalance", address, "latest"), 16)
+    def coin_balance(self, address: str, block: str = "latest") -> int:
+        return int(self.call("eth_getBalance", address, block), 16)
 
-    def token_balance(self, token: str, holder: str) -> int:
-        answer = self.eth_call(token, calldata("balanceOf(address)", ["address"], [holder]))
-        return int(abi_decode(["uint256"], answer)[0])
+    def token_balance(self, token: str, holder: str, block: str = "latest") -> int:
+        data = calldata("balanceOf(address)", ["address"], [holder])
+        return int(abi_decode(["uint256"], self.eth_call(token, data, block))[0])
 
-    def holdings(self, holder: str, token: str) -> int:
-        """What ``holder`` holds of ``token`` (the zero address: the chain's coin), atomic."""
+    def holdings(self, holder: str, token: str, block: str = "latest") -> int:
+        """What ``holder`` holds of ``token`` (the zero address: the chain's coin), atomic,
+        as of ``block`` (a number in hex, or a tag)."""
         if int(token, 16) == 0:
-            return self.coin_balance(holder)
-        return self.token_balance(token, holder)
+            return self.coin_balance(holder, block)
+        return self.token_balance(token, holder, block)
 
     def nonce(self, address: str) -> int:
         return int(self.call("eth_getTransactionCount", address, "pending"), 16)
@@ -164,6 +165,11 @@ class DepositLog:
         )
 
 
+def configured(rpc_url: str | None) -> Rpc | None:
+    """A client of ``DEX_CHAIN_RPC_URL``, or None when no chain is configured."""
+    return Rpc(rpc_url) if rpc_url else None
+
+
 # -- the vault's writes and its permit -----------------------------------------------------
 def withdrawal_key(withdrawal_id: str) -> bytes:
     """The vault's bytes32 for an exchange withdrawal id (``w-<32 hex>``): its keccak-256."""
@@ -223,10 +229,11 @@ def withdraw_calldata(message: dict[str, Any], signature: str) -> str:
     )
 
 
-def paid(rpc: Rpc, vault: str, withdrawal_id: str) -> bool:
-    """The vault's word on whether ``withdrawal_id`` was paid: the truth a relayer trusts."""
+def paid(rpc: Rpc, vault: str, withdrawal_id: str, block: str = "latest") -> bool:
+    """The vault's word on whether ``withdrawal_id`` was paid (as of ``block``, a number in hex
+    or a tag): the truth a relayer trusts."""
     answer = rpc.eth_call(
-        vault, calldata("paid(bytes32)", ["bytes32"], [withdrawal_key(withdrawal_id)])
+        vault, calldata("paid(bytes32)", ["bytes32"], [withdrawal_key(withdrawal_id)]), block
     )
     return bool(abi_decode(["bool"], answer)[0])
 
