@@ -16,6 +16,7 @@ from types import FrameType
 
 from common import keys
 from common.chain import ChainError, Rpc
+from common.healthcheck import touch_heartbeat
 from common.markets import load_markets
 from common.redis_client import connect, wait_for_redis
 from services.bridge.bridge import Bridge
@@ -62,6 +63,7 @@ def main() -> None:
     )
     leader = False
     while not stopping:
+        touch_heartbeat()  # liveness: the loop turns (python -m common.healthcheck alive)
         try:
             held = bool(renew(keys=[keys.bridge_lease()], args=[token, lease_ms]))
             if held != leader:
