@@ -237,6 +237,8 @@ class Bridge:
             return True
         if state is None:
             state = self.sign(record, asset)
+        elif state.get("signer") != self.address:
+            state = self.sign(record, asset, int(state["deadline"]))  # the signer was rotated
         head = self.rpc.block_number()
         confirmed = max(head - self.confirmations, 0)
         wid = record["withdrawalId"]
@@ -256,11 +258,14 @@ class Bridge:
         self.submit(record, state)
         return False
 
-    def sign(self, record: dict[str, Any], asset: Asset) -> dict[str, Any]:
-        """PENDING -> SENT: the permit and its transaction, recorded before anything is sent."""
+    def sign(self, record: dict[str, Any], asset: Asset, deadline: int = 0) -> dict[str, Any]:
+        """PENDING -> SENT: the permit and its transaction, recorded before anything is sent.
+        Also SENT -> SENT with this key when the permit was signed by a key rotated out (the
+        same ``deadline``: both permits name one withdrawal id, which pays once)."""
         self.crash_point("before-sign")
-        latest = self.rpc.call("eth_getBlockByNumber", "latest", False)
-        deadline = int(latest["timestamp"], 16) + self.settings.bridge_permit_ttl_s
+        if not deadline:
+            latest = self.rpc.call("eth_getBlockByNumber", "latest", False)
+            deadline = int(latest["timestamp"], 16) + self.settings.bridge_permit_ttl_s
         assert asset.token is not None
         message = permit_message(
             record["withdrawalId"], record["userId"], asset.token, int(record["amount"]), deadline
@@ -272,6 +277,7 @@ class Bridge:
             "amount": record["amount"],
             "deadline": deadline,
             "permit": sign_permit(self.key, self.chain_id, self.vault, message),
+            "signer": self.address,
         }
         state = {**permit, **self.transaction(permit, record["withdrawalId"])}
         if self.step(record, state) != "OK":
@@ -279,8 +285,9 @@ class Bridge:
         self.crash_point("after-sign")
         return state
 
-    def transaction(self, permit: dict[str, Any], withdrawal_id: str) -> dict[str, Any]:
-        """A signed transaction submitting the permit, with this key's next nonce."""
+    @staticmethod
+    def payout_data(withdrawal_id: str, permit: dict[str, Any]) -> str:
+        """The vault's ``withdraw`` calldata for a recorded permit."""
         message = permit_message(
             withdrawal_id,
             permit["to"],
@@ -288,13 +295,17 @@ class Bridge:
             int(permit["amount"]),
             int(permit["deadline"]),
         )
+        return withdraw_calldata(message, permit["permit"])
+
+    def transaction(self, permit: dict[str, Any], withdrawal_id: str) -> dict[str, Any]:
+        """A signed transaction submitting the permit, with this key's next nonce."""
         nonce = self.rpc.nonce(self.address)
         raw, tx_hash = sign_transaction(
             self.key,
             self.chain_id,
             nonce,
             self.vault,
-            withdraw_calldata(message, permit["permit"]),
+            self.payout_data(withdrawal_id, permit),
             WITHDRAW_GAS,
             int(self.rpc.call("eth_gasPrice"), 16),
         )
@@ -323,6 +334,15 @@ class Bridge:
                 return
         if self.rpc.transaction(state["txHash"]) is not None:
             return  # in the node's pool or mined: wait
+        try:  # a payout that would revert (the vault lacks the funds, say) costs no gas
+            self.rpc.call(
+                "eth_call",
+                {"from": self.address, "to": self.vault, "data": self.payout_data(wid, state)},
+                "latest",
+            )
+        except ChainError as exc:
+            log.warning("withdrawal %s: the vault would refuse the payout now: %s", wid, exc)
+            return
         try:
             self.rpc.send_raw(state["raw"])
         except ChainError as exc:
