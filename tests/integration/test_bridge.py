@@ -22,6 +22,7 @@ import yaml
 from support.chain import (
     BRIDGE_KEY,
     DEPLOYER_KEY,
+    NEXT_BRIDGE_KEY,
     OTHER_KEY,
     STRANGER_KEY,
     WALLET_KEY,
@@ -294,6 +295,35 @@ def test_a_withdrawal_the_vault_cannot_pay_fails_and_returns_the_amount_once(
     btc_out = chain.withdraw(wallet, "BTC", 5)
     chain.wait_status(wallet, btc_out, "FAILED")
     chain.wait_total(wallet, "BTC", 5)
+
+
+def test_after_a_signer_rotation_a_sent_withdrawal_is_paid_once_under_the_new_key(
+    chain: Chain,
+) -> None:
+    node, vault, token, wallet = chain.node, chain.vault, chain.token, WALLET_KEY
+    client = redis.Redis.from_url(chain.exchange.redis_url, decode_responses=True)
+    # 42 USDC more than the vault holds (an operator's deposit, unbacked): the payout waits,
+    # SENT under the old key's permit.
+    amount = node.rpc.holdings(vault, token) + 42 * USDC
+    chain.exchange.deposit(address(wallet), "USDC", amount)
+    withdrawal_id = chain.withdraw(wallet, "USDC", amount)
+    chain.wait_status(wallet, withdrawal_id, "SENT")
+    old_state = client.hget(keys.withdrawal_states(address(wallet)), withdrawal_id)
+    assert old_state is not None and address(BRIDGE_KEY) in old_state
+    node.transact(DEPLOYER_KEY, vault, calldata("setSigner(address)", ["address"],
+                                                [address(NEXT_BRIDGE_KEY)]))  # fmt: skip
+    chain.exchange.env["DEX_BRIDGE_KEY"] = NEXT_BRIDGE_KEY
+    chain.restart_bridge()
+    before = node.rpc.holdings(address(wallet), token)
+    node.deposit_token(OTHER_KEY, vault, token, address(OTHER_KEY), 42 * USDC)  # now it can pay
+    chain.wait_status(wallet, withdrawal_id, "CONFIRMED")
+    state = client.hget(keys.withdrawal_states(address(wallet)), withdrawal_id)
+    assert state is not None and address(NEXT_BRIDGE_KEY) in state
+    assert node.rpc.holdings(address(wallet), token) == before + amount
+    node.mine(5)
+    time.sleep(0.3)
+    assert node.rpc.holdings(address(wallet), token) == before + amount
+    assert node.rpc.holdings(vault, token) == 0
 
 
 def test_the_auditor_chain_invariant_holds_after_all_of_it(chain: Chain) -> None:
