@@ -133,10 +133,12 @@ class Bridge:
         upto = min(head - self.confirmations, last + self.settings.bridge_log_blocks)
         if upto <= last:
             return 0
+        block_hash = self.rpc.block_hash(upto)
         logs = self.rpc.deposit_logs(self.vault, last + 1, upto)
+        if self.rpc.block_hash(upto) != block_hash:
+            return 0  # the chain moved under the read: read again next round
         for deposit in logs:
             self.credit(deposit)
-        block_hash = self.rpc.block_hash(upto)
         self.client.hset(keys.bridge_cursor(), mapping={"block": upto, "hash": block_hash})
         return len(logs)
 

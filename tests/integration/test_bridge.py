@@ -274,6 +274,27 @@ def test_a_deposit_reorganised_away_before_its_confirmations_is_never_credited(
     )
 
 
+def test_a_reorganisation_deeper_than_the_confirmations_halts_deposits_until_an_operator_acts(
+    chain: Chain,
+) -> None:
+    node, vault, wallet = chain.node, chain.vault, STRANGER_KEY
+    client = redis.Redis.from_url(chain.exchange.redis_url, decode_responses=True)
+    credited = chain.total(wallet, "ETH")
+    cursor = client.hgetall(keys.bridge_cursor())
+    # As if the cursor's block had been replaced after its deposits were credited.
+    client.hset(keys.bridge_cursor(), "hash", "0x" + "00" * 32)
+    assert wait_for(lambda: client.exists(keys.bridge_halt()), 10)
+    assert "reorganisation deeper than 2 confirmations" in str(client.get(keys.bridge_halt()))
+    node.deposit_coin(wallet, vault, address(wallet), 3 * GWEI)
+    node.mine(CONFIRMATIONS + 2)
+    time.sleep(0.3)
+    assert chain.total(wallet, "ETH") == credited  # halted: nothing credited
+    # The operator's fix (docs/operations.md): the cursor at the common ancestor, then resume.
+    client.hset(keys.bridge_cursor(), mapping=cursor)
+    client.delete(keys.bridge_halt())
+    chain.wait_total(wallet, "ETH", credited + 3 * GWEI)
+
+
 def test_a_withdrawal_the_vault_cannot_pay_fails_and_returns_the_amount_once(
     chain: Chain,
 ) -> None:
