@@ -42,7 +42,13 @@ def main() -> None:
     wait_for_redis(client, what="bridge")
     rpc = Rpc(settings.chain_rpc_url)
     bridge = Bridge(settings, client, rpc, load_markets(settings.markets_file))
-    bridge.check_chain()
+    while True:  # a node that is not up yet is waited for; a wrong chain or vault is fatal
+        try:
+            bridge.check_chain()
+            break
+        except ChainError as exc:
+            log.warning("bridge: waiting for the chain node: %s", exc)
+            time.sleep(max(settings.bridge_poll_s, 1.0))
     renew = client.register_script(RENEW)
     token = uuid.uuid4().hex
     lease_ms = int(settings.bridge_lease_s * 1000)
