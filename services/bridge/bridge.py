@@ -44,7 +44,6 @@ from common.chain import (
     sign_permit,
     sign_transaction,
     withdraw_calldata,
-    withdrawal_key,
 )
 from common.events import dumps, loads
 from common.lua import ScriptSet
@@ -366,8 +365,3 @@ class Bridge:
                 record["asset"],
                 record["userId"],
             )
-
-
-def withdrawal_bytes32(withdrawal_id: str) -> str:
-    """The vault's id for an exchange withdrawal, as hex (for operators' look-ups)."""
-    return "0x" + withdrawal_key(withdrawal_id).hex()
