@@ -65,7 +65,7 @@ class Bridge:
     """One bridge's view of the vault, the markets' tokens and Redis."""
 
     def __init__(self, settings: BridgeSettings, client: Any, rpc: Rpc, markets: MarketSet):
-        if settings.bridge_key is None:
+        if settings.bridge_key is None or not settings.bridge_key.get_secret_value():
             raise SystemExit("DEX_BRIDGE_KEY is not set: the bridge signs permits with it")
         self.settings = settings
         self.client = client
