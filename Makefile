@@ -8,14 +8,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup redis luacheck run test lint bench clean
+.PHONY: help setup redis luacheck chain run test lint bench clean
 
 help: ## list the targets
 	@echo "usage: make <target>"
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
 	  | awk 'BEGIN {FS = ":.*## "} {printf "  %-8s %s\n", $$1, $$2}'
 
-setup: redis $(STAMP) ## install redis-server if missing (root + apt-get) and the project into .venv
+setup: redis $(STAMP) chain ## install redis-server if missing (root + apt-get), the project into .venv, the local chain
 
 # $(call apt_install,commands,Debian package,other ways to install it): make sure every command
 # is on PATH, installing the package with apt-get when root on Debian/Ubuntu, else explain.
@@ -48,6 +48,20 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	@echo ">> pip install -e clients/python"
 	$(BIN)/python -m pip install -q -e clients/python
 	@touch $@
+
+# The local EVM chain (chain/): hardhat's node and the pinned solc from package-lock.json, and
+# the contracts compiled into chain/build/. Re-done only when the lock file or a contract changes.
+CHAIN_STAMP := chain/node_modules/.installed
+CHAIN_BUILD := chain/build/Vault.json
+chain: $(CHAIN_STAMP) $(CHAIN_BUILD) ## install the local chain (npm ci in chain/) and compile the contracts
+
+$(CHAIN_STAMP): chain/package-lock.json
+	$(call apt_install,node npm,nodejs npm,  elsewhere:     install Node.js 20 (with npm))
+	cd chain && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(CHAIN_BUILD): $(CHAIN_STAMP) chain/build.mjs $(wildcard chain/contracts/*.sol)
+	cd chain && node build.mjs
 
 run: setup ## start Redis (unless DEX_REDIS_URL answers) and all five processes; Ctrl-C stops them
 	deploy/run.sh

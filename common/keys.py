@@ -70,7 +70,12 @@ account, live in one slot and one Lua script may touch them together)::
                                         record; services/gateway/withdrawals.py)
       dex:{u}:wd-pending       hash    withdrawalId -> record not yet on the relayer stream
       dex:{u}:rl               hash    token bucket of the user's writes (gateway)
-      dex:{u}:deposits         hash    depositId -> amount, each credited once (admin deposits)
+      dex:{u}:deposits         hash    depositId -> amount, each credited once (admin deposits;
+                                        the bridge's chain deposits as "<txhash>:<logIndex>")
+      dex:{u}:wd-state         hash    withdrawalId -> JSON {status, txHash, ...} once the
+                                        bridge has taken it past PENDING (services/bridge)
+      (dex:{u}:bal also holds "<asset>:cdep" / "<asset>:cwd": quanta deposited through the
+       vault / paid out by it, and "<asset>:cdust": atomic units deposited below a quantum)
 
     Gateway globals
       dex:withdrawal-requests  stream  withdrawal records for the chain relayer (field w);
@@ -84,6 +89,12 @@ account, live in one slot and one Lua script may touch them together)::
                                         holding the connection, fired by any when they lapse
       dex:{wsentry}:session:<id> set   "<userId>|<market>" ("" = every market) a session
                                         cancels when it ends
+
+    Bridge globals (services/bridge)
+      dex:bridge:cursor        hash    block, hash: the last block whose deposits are credited
+      dex:bridge:halt          string  why the bridge stopped following deposits (a reorg
+                                        deeper than its confirmations): an operator clears it
+      dex:lease:bridge         string  token of the bridge process in charge
 
     Settler globals
       dex:oracle:health        hash    the HTTP oracle source's counters and failure streak
@@ -510,3 +521,43 @@ def entry_session(session: str) -> str:
     """Set of ``"<userId>|<market>"`` (:func:`deadman_member`) a session cancels when it ends;
     same slot as :func:`entry_sessions`."""
     return f"{PREFIX}:{{wsentry}}:session:{session}"
+
+
+# -- the bridge (services/bridge) ---------------------------------------------------------
+BRIDGE_GROUP = "bridge"
+"""Consumer group of the bridge on :func:`withdrawal_requests`."""
+
+
+def withdrawal_states(user: str) -> str:
+    """Hash withdrawalId -> JSON state the bridge recorded (SENT, CONFIRMED, FAILED)."""
+    return f"{_u(user)}:wd-state"
+
+
+def bridge_cursor() -> str:
+    """Hash ``block``, ``hash``: the last block whose vault deposits are all credited."""
+    return f"{PREFIX}:bridge:cursor"
+
+
+def bridge_halt() -> str:
+    """String: why the bridge stopped following deposits; cleared by an operator."""
+    return f"{PREFIX}:bridge:halt"
+
+
+def bridge_lease() -> str:
+    """The lease of the one bridge process in charge."""
+    return f"{PREFIX}:lease:bridge"
+
+
+def chain_deposits_field(asset: str) -> str:
+    """Balance-hash field: quanta deposited through the vault (the chain invariant)."""
+    return f"{asset}:cdep"
+
+
+def chain_dust_field(asset: str) -> str:
+    """Balance-hash field: atomic units deposited through the vault below one quantum."""
+    return f"{asset}:cdust"
+
+
+def chain_withdrawals_field(asset: str) -> str:
+    """Balance-hash field: quanta the vault paid out (CONFIRMED withdrawals)."""
+    return f"{asset}:cwd"

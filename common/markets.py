@@ -34,6 +34,9 @@ class AssetSpec(BaseModel):
 
     decimals: StrictInt = Field(ge=0, le=36)
     quantum: StrictInt | None = Field(default=None, gt=0)
+    # The asset's ERC-20 on the vault's chain (the zero address: the chain's coin); an asset
+    # without one is deposited by the operator only (docs/operations.md "The chain").
+    token: str | None = Field(default=None, pattern=r"^0x[0-9a-fA-F]{40}$")
 
 
 class MarketSpec(BaseModel):
@@ -76,6 +79,8 @@ class Asset:
     decimals: int
     quantum: int = 1
     """A power of ten in atomic units (API.md §2); default ``10^max(0, decimals − 9)``."""
+    token: str | None = None
+    """Its token's address on the vault's chain, lower-case (the zero address: the coin)."""
 
     @property
     def quantum_exponent(self) -> int:
@@ -87,8 +92,11 @@ class Asset:
         """The decimals the exchange counts in: ``decimals − log10(quantum)``."""
         return self.decimals - self.quantum_exponent
 
-    def public(self) -> dict[str, int]:
-        return {"decimals": self.decimals, "quantum": self.quantum}
+    def public(self) -> dict[str, int | str]:
+        shown: dict[str, int | str] = {"decimals": self.decimals, "quantum": self.quantum}
+        if self.token is not None:
+            shown["token"] = self.token
+        return shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +177,10 @@ def parse_markets(document: Any, source: str = "markets file") -> MarketSet:
         if not isinstance(symbol, str) or not SYMBOL_PATTERN.match(symbol):
             raise MarketsFileError(f"{where}: symbol must match {SYMBOL_PATTERN.pattern}")
         asset_spec = _validate(AssetSpec, raw, where)
-        assets[symbol] = Asset(symbol, asset_spec.decimals, _quantum(asset_spec, where))
+        token = asset_spec.token.lower() if asset_spec.token is not None else None
+        if token is not None and token in (a.token for a in assets.values()):
+            raise MarketsFileError(f"{where}: token {token} already names another asset")
+        assets[symbol] = Asset(symbol, asset_spec.decimals, _quantum(asset_spec, where), token)
 
     markets: dict[str, Market] = {}
     for symbol, raw in raw_markets.items():

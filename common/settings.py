@@ -26,6 +26,8 @@ class DexSettings(BaseSettings):
     markets_file: Path = DEFAULT_MARKETS_FILE
     chain_id: int = 1
     verifying_contract: str = "0x0000000000000000000000000000000000000000"
+    # The vault's chain (docs/operations.md); unset: no chain, admin deposits only.
+    chain_rpc_url: str | None = None
     admin_token: SecretStr | None = None
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000

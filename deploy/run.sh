@@ -5,10 +5,16 @@
 #   2. if a Redis answers on DEX_REDIS_URL (default redis://127.0.0.1:6379/0), use it and leave it
 #      alone; otherwise start redis-server on that host:port (AOF on, data and redis.log in
 #      DEX_REDIS_DIR, default var/redis/) and wait until it answers;
-#   3. run every process of the Procfile (DEX_PROCFILE, default deploy/Procfile) under honcho in
+#   3. the chain: with DEX_CHAIN_RPC_URL set, use that node (the vault already deployed, named by
+#      DEX_VERIFYING_CONTRACT); else, unless DEX_LOCAL_CHAIN=0, start a local hardhat node on
+#      127.0.0.1:DEX_CHAIN_PORT (default 8545; a block every DEX_CHAIN_BLOCK_MS, default 1000),
+#      deploy the vault and a test USDC, write var/chain.json and var/markets.yaml (the markets
+#      file with the tokens' addresses) and point the processes at them; with no chain at all
+#      the bridge is left out (admin deposits only);
+#   4. run every process of the Procfile (DEX_PROCFILE, default deploy/Procfile) under honcho in
 #      the foreground, logs prefixed by process name;
-#   4. on Ctrl-C / SIGTERM / SIGHUP, or when honcho exits (one process died), stop all of them and
-#      the Redis this script started (only that one), wait for them, and exit.
+#   5. on Ctrl-C / SIGTERM / SIGHUP, or when honcho exits (one process died), stop all of them,
+#      the chain and the Redis this script started (only those), wait for them, and exit.
 #
 # Works from any directory. Needs `make setup` to have run (for .venv/bin/honcho).
 
@@ -91,6 +97,7 @@ redis_answers() {
 }
 
 REDIS_PID=""
+CHAIN_PID=""
 HONCHO_PID=""
 CLEANED=0
 
@@ -125,6 +132,10 @@ cleanup() {
         kill -0 "$HONCHO_PID" 2>/dev/null && log "stopping the processes"
         # honcho SIGTERMs every process group, SIGKILLs the rest after 5 s, then exits
         stop_pid "$HONCHO_PID" honcho 20
+    fi
+    if [[ -n $CHAIN_PID ]]; then
+        log "stopping the local chain (pid $CHAIN_PID)"
+        stop_pid "$CHAIN_PID" "hardhat node" 10
     fi
     if [[ -n $REDIS_PID ]]; then
         log "stopping the Redis this script started (pid $REDIS_PID)"
@@ -183,6 +194,71 @@ else
         sleep 0.1
     done
     log "Redis is up (pid $REDIS_PID)"
+fi
+
+# --- the chain --------------------------------------------------------------------------------
+# Hardhat's development accounts #0 (deployer, the vault's owner) and #1 (the bridge): publicly
+# known keys of a throw-away local chain, never of a real one (docs/operations.md).
+DEV_DEPLOYER_KEY=0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80
+DEV_BRIDGE_KEY=0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d
+DEV_BRIDGE_ADDRESS=0x70997970C51812dc3A010C7d01b50e0d17dc79C8
+
+chain_answers() {   # a JSON-RPC node answers eth_chainId at URL $1 (stdlib only: quick)
+    "$PY" -c '
+import json, sys, urllib.request
+body = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"eth_chainId\",\"params\":[]}"
+request = urllib.request.Request(sys.argv[1], body, {"Content-Type": "application/json"})
+sys.exit(0 if "result" in json.load(urllib.request.urlopen(request, timeout=2)) else 1)
+' "$1" >/dev/null 2>&1
+}
+
+start_local_chain() {
+    local port=${DEX_CHAIN_PORT:-8545} url cli=$ROOT/chain/node_modules/hardhat/internal/cli/cli.js
+    url=http://127.0.0.1:$port
+    command -v node >/dev/null 2>&1 && [[ -f $cli && -f $ROOT/chain/build/Vault.json ]] \
+        || die "the local chain is not installed: run 'make setup' (npm ci + contracts), or set DEX_LOCAL_CHAIN=0"
+    chain_answers "$url" && die "something already answers JSON-RPC on $url: set DEX_CHAIN_RPC_URL to use it, or DEX_CHAIN_PORT"
+    log "starting a local chain (hardhat node) on $url, a block every ${DEX_CHAIN_BLOCK_MS:-1000} ms (log: var/chain.log)"
+    (cd "$ROOT/chain" && DEX_CHAIN_BLOCK_MS=${DEX_CHAIN_BLOCK_MS:-1000} exec setsid node "$cli" \
+        --config hardhat.config.cjs node --hostname 127.0.0.1 --port "$port") \
+        >"$ROOT/var/chain.log" 2>&1 </dev/null &
+    CHAIN_PID=$!
+    local tries=300   # ~30 s
+    until chain_answers "$url"; do
+        kill -0 "$CHAIN_PID" 2>/dev/null || { tail -n 15 "$ROOT/var/chain.log" >&2; CHAIN_PID=""; die "the hardhat node exited"; }
+        (( --tries > 0 )) || die "the hardhat node did not answer on $url within 30 s (see var/chain.log)"
+        sleep 0.1
+    done
+    DEX_CHAIN_RPC_URL=$url DEX_DEPLOYER_KEY=$DEV_DEPLOYER_KEY DEX_BRIDGE_SIGNER=$DEV_BRIDGE_ADDRESS \
+        "$PY" -m services.bridge.deploy --test-token USDC:6 >"$ROOT/var/chain.json" \
+        || die "deploying the vault failed"
+    "$PY" - "$ROOT/var/chain.json" "${DEX_MARKETS_FILE:-$ROOT/deploy/markets.yaml}" "$ROOT/var/markets.yaml" <<'PY' || die "cannot write var/markets.yaml"
+import json, sys, yaml
+chain = json.load(open(sys.argv[1]))
+document = yaml.safe_load(open(sys.argv[2]))
+assets = document["assets"]
+if "ETH" in assets:
+    assets["ETH"]["token"] = "0x" + "00" * 20  # the chain's coin
+for symbol, token in chain["tokens"].items():
+    if symbol in assets:
+        assets[symbol]["token"] = token
+open(sys.argv[3], "w").write("# written by deploy/run.sh for the local chain\n" + yaml.safe_dump(document))
+PY
+    export DEX_CHAIN_RPC_URL=$url DEX_BRIDGE_KEY=$DEV_BRIDGE_KEY DEX_MARKETS_FILE=$ROOT/var/markets.yaml
+    export DEX_CHAIN_ID=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["chainId"])' "$ROOT/var/chain.json")
+    export DEX_VERIFYING_CONTRACT=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["vault"])' "$ROOT/var/chain.json")
+    log "vault $DEX_VERIFYING_CONTRACT and test USDC deployed on chain $DEX_CHAIN_ID (var/chain.json)"
+}
+
+if [[ -n ${DEX_CHAIN_RPC_URL:-} ]]; then
+    log "using the chain at $DEX_CHAIN_RPC_URL (vault ${DEX_VERIFYING_CONTRACT:-unset})"
+elif [[ ${DEX_LOCAL_CHAIN:-1} != 0 ]]; then
+    start_local_chain
+fi
+if [[ -z ${DEX_CHAIN_RPC_URL:-} ]]; then
+    # No chain: the bridge has nothing to follow (admin deposits only), so it is not started.
+    grep -v '^bridge:' "$PROCFILE" >"$ROOT/var/Procfile.no-chain" || die "cannot write var/Procfile.no-chain"
+    PROCFILE=$ROOT/var/Procfile.no-chain
 fi
 
 # --- the processes ----------------------------------------------------------------------------

@@ -51,6 +51,7 @@ class System:
             # the whole system's throughput at 2,000 orders/s: off unless --access-log.
             "DEX_LOG_LEVEL": "INFO" if access_log else "WARNING",
             "DEX_REDIS_DIR": str(redis_dir),
+            "DEX_LOCAL_CHAIN": "0",  # the load signs under the default domain: no chain
         }
         LOG.parent.mkdir(exist_ok=True)
         log = LOG.open("wb")  # closed when the run ends, with this process

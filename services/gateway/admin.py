@@ -10,6 +10,7 @@ import time
 from typing import Any, cast
 
 from common import keys
+from common.chain import configured
 from common.events import MAX_SAFE_INTEGER, AdminCommand, dumps
 from common.events.names import MarketStatusName
 from common.redis_client import connect
@@ -171,7 +172,10 @@ async def audit(gateway: Gateway) -> Any:
         ) from None
     client = connect(gateway.settings)
     try:
-        return await asyncio.to_thread(run_audit, client, gateway.markets)
+        chain = configured(gateway.settings.chain_rpc_url)  # the vault's holdings, if any
+        return await asyncio.to_thread(
+            run_audit, client, gateway.markets, chain, gateway.settings.verifying_contract
+        )
     finally:
         client.close()
 

@@ -103,8 +103,22 @@ async def list_withdrawals(gateway: Gateway, user: str, limit: int) -> list[dict
         list[tuple[str, dict[str, str]]],
         await gateway.redis.xrevrange(keys.account_withdrawals(user), count=limit),
     )
+    records = [loads(fields[RECORD_FIELD]) for _, fields in entries]
+    # The bridge records each step past PENDING in the account's wd-state hash (services/bridge).
+    states = (
+        await gateway.redis.hmget(
+            keys.withdrawal_states(user), [record["withdrawalId"] for record in records]
+        )
+        if records
+        else []
+    )
     result = []
-    for _, fields in entries:
-        record = loads(fields[RECORD_FIELD])
-        result.append({k: record[k] for k in ("withdrawalId", "asset", "amount", "status", "ts")})
+    for record, state in zip(records, states, strict=True):
+        shown = {k: record[k] for k in ("withdrawalId", "asset", "amount", "status", "ts")}
+        if state:
+            progress = loads(state)
+            shown["status"] = progress["status"]
+            if progress.get("txHash"):
+                shown["txHash"] = progress["txHash"]
+        result.append(shown)
     return result

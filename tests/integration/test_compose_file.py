@@ -122,3 +122,16 @@ def test_docker_compose_refuses_to_start_without_the_secrets(tmp_path: Path) -> 
         assert services[name]["environment"]["DEX_REDIS_URL"] == "redis://:pw123@redis:6379/0"
     assert services["gateway"]["environment"]["DEX_ADMIN_TOKEN"] == "tok456"
     assert services["redis"]["environment"]["REDISCLI_AUTH"] == "pw123"
+
+
+def test_the_bridge_runs_only_in_the_chain_profile_with_the_redis_password() -> None:
+    """The sixth process needs a chain: `docker compose --profile chain up` starts it; its key
+    has no default (the bridge refuses to start without one)."""
+    bridge = load()["services"]["bridge"]
+    assert bridge["profiles"] == ["chain"]
+    assert bridge["command"] == ["bridge"]
+    env = bridge["environment"]
+    assert env["DEX_REDIS_URL"].startswith("redis://:${DEX_REDIS_PASSWORD:?")
+    assert env["DEX_BRIDGE_KEY"] == "${DEX_BRIDGE_KEY:-}"
+    assert "DEX_ADMIN_TOKEN" not in env
+    assert "DEX_CHAIN_RPC_URL" in env and "DEX_VERIFYING_CONTRACT" in env

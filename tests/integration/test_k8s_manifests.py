@@ -409,3 +409,45 @@ def test_the_oracle_egress_component_opens_https_from_the_settler_only() -> None
         added = allowed_flows(render(overlay)) - expected_flows("single")
     private = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,169.254.0.0/16,100.64.0.0/10,127.0.0.0/8"
     assert added == {("settler", f"ip:0.0.0.0/0 except {private}", "443/TCP")}
+
+
+def test_the_bridge_component_adds_one_leased_bridge_and_its_chain_egress() -> None:
+    """components/bridge (off by default): one bridge Deployment (Recreate) whose chain URL and
+    key come from the dex-bridge Secret, a Redis client, with egress to the chain node only."""
+    with tempfile.TemporaryDirectory() as tmp:
+        k8s = Path(tmp) / "k8s"
+        shutil.copytree(REPO_ROOT / "deploy" / "k8s", k8s)
+        overlay = k8s / "overlays" / "single-bridge"
+        overlay.mkdir()
+        (overlay / "kustomization.yaml").write_text(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+            "resources: [../single]\ncomponents: [../../components/bridge]\n"
+        )
+        objects = render(overlay)
+        added = allowed_flows(objects) - expected_flows("single")
+    bridge = next(
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "bridge"
+    )
+    assert bridge["spec"]["replicas"] == 1 and bridge["spec"]["strategy"]["type"] == "Recreate"
+    container = bridge["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["bridge"]
+    secrets = {
+        e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+        for e in container["env"]
+        if "valueFrom" in e
+    }
+    assert secrets == {
+        "DEX_REDIS_URL": ("dex-redis", "url"),
+        "DEX_CHAIN_RPC_URL": ("dex-bridge", "rpc-url"),
+        "DEX_BRIDGE_KEY": ("dex-bridge", "key"),
+    }
+    private = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,169.254.0.0/16,100.64.0.0/10,127.0.0.0/8"
+    public = f"ip:0.0.0.0/0 except {private}"
+    dns = "ns:kube-system/k8s-app=kube-dns"
+    assert added == {
+        ("bridge", public, "443/TCP"),
+        ("bridge", public, "8545/TCP"),
+        ("bridge", "redis", "6379/TCP"),
+        ("bridge", dns, "53/UDP"),
+        ("bridge", dns, "53/TCP"),
+    }

@@ -27,6 +27,8 @@ from support.redis_server import (
     wait_for,
 )
 
+from common.chain import ChainError, Rpc
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,8 +69,9 @@ def _group_alive(pgid: int) -> bool:
 class RunSh:
     """deploy/run.sh as a subprocess in its own process group (as a terminal would run it)."""
 
-    def __init__(self, tmp_path: Path, redis_port: int) -> None:
+    def __init__(self, tmp_path: Path, redis_port: int, **extra_env: str) -> None:
         self.gateway_port = free_port()
+        self.chain_port = free_port()
         self.log_path = tmp_path / "run.log"
         env = dict(os.environ)
         env.pop("DEX_PROCFILE", None)  # the real deploy/Procfile
@@ -78,6 +81,8 @@ class RunSh:
                 "DEX_GATEWAY_PORT": str(self.gateway_port),
                 "DEX_BROADCASTER_PORT": str(free_port()),
                 "DEX_REDIS_DIR": str(tmp_path / "redis"),
+                "DEX_CHAIN_PORT": str(self.chain_port),
+                **extra_env,
             }
         )
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in close()
@@ -194,11 +199,18 @@ def test_run_starts_everything_and_ctrl_c_stops_it_and_its_redis(
         "auto-aof-rewrite-min-size": str(512 * 2**20)
     }
     started.close()
+    # the local chain with the vault deployed, and the bridge following it
+    chain = Rpc(f"http://127.0.0.1:{run.chain_port}")
+    deployed = json.loads((ROOT / "var" / "chain.json").read_text())
+    assert chain.call("eth_getCode", deployed["vault"], "latest") not in (None, "0x")
+    assert wait_for(lambda: "following vault" in run.output(), 30.0), run.output()
 
     run.interrupt()
     assert wait_for(lambda: not redis_ping("127.0.0.1", redis_port), 5.0), (
         "the Redis run.sh started still answers after Ctrl-C"
     )
+    with pytest.raises(ChainError):
+        chain.chain_id()
 
 
 def test_run_uses_a_redis_that_already_answers_and_leaves_it_running(
@@ -209,9 +221,10 @@ def test_run_uses_a_redis_that_already_answers_and_leaves_it_running(
     except RedisServerUnavailable as exc:
         pytest.skip(str(exc))
     try:
-        run = RunSh(tmp_path, existing.port)
+        run = RunSh(tmp_path, existing.port, DEX_LOCAL_CHAIN="0")
         run_sh.append(run)
         run.wait_healthy()
+        assert "bridge" not in run.output()  # no chain: no bridge
         started = _redis_servers(run.snapshot())
         assert not started, f"run.sh started another redis-server: {started}"
 

@@ -34,6 +34,9 @@ COMMANDS: dict[str, list[str]] = {
     "beat": [str(VENV_BIN / "celery"), "-A", "services.settler", "beat"],
     "broadcaster": [sys.executable, "-m", "services.broadcaster"],
 }
+FIVE = tuple(COMMANDS)
+"""What ``start()`` starts by default: the bridge (below) runs only with a chain."""
+COMMANDS["bridge"] = [sys.executable, "-m", "services.bridge"]
 
 
 class Exchange:
@@ -69,7 +72,7 @@ class Exchange:
     def start(self, *names: str, args: Sequence[str] = ()) -> Exchange:
         """Start ``names`` (all five when none) and wait until they are ready; ``args`` are
         added to each one's command (``--concurrency 2`` for a worker, say)."""
-        for name in names or tuple(COMMANDS):
+        for name in names or FIVE:
             command = [*COMMANDS[name], *args]
             log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
             # In the temp dir, as an operator's own directory: beat keeps its schedule file there.
@@ -81,7 +84,7 @@ class Exchange:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self.wait_ready(*(names or tuple(COMMANDS)))
+        self.wait_ready(*(names or FIVE))
         return self
 
     def wait_ready(self, *names: str, timeout: float = 30.0) -> None:
