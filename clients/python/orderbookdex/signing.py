@@ -60,6 +60,7 @@ BUILTIN_TYPES: dict[str, list[dict[str, str]]] = {
         "expectedFilled int256, ts uint256"
     ),
     "OrderV3": _fields(_V2 + ", selfTradePrevention string"),
+    "SetLeverage": _fields("userId string, market string, initialMarginBps uint256, ts uint256"),
     "Batch": _fields("userId string, atomic bool, actions BatchAction[], ts uint256"),
     "BatchAction": _fields(
         "kind string, market string, clientOrderId string, side string, type string, "
