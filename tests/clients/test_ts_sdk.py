@@ -1,0 +1,23 @@
+"""The TypeScript SDK (clients/ts) against the real processes on a real redis-server: its
+npm tests sign and place, cancel, read every endpoint, and keep a book in sync while 1,000
+random orders flow, across a broadcaster kill -9 and restart, ending equal to REST depth."""
+
+from __future__ import annotations
+
+import pytest
+from npm_support import ControlServer, exchange_env, require_npm_package, run_npm
+from support.exchange import Exchange
+
+pytestmark = pytest.mark.integration
+
+
+def test_typescript_sdk_against_the_real_exchange(redis_url: str) -> None:
+    package = require_npm_package("ts")
+    env = {"DEX_MAX_OPEN_ORDERS": "5000", "DEX_RATE_LIMIT_USER": "0"}
+    with Exchange(redis_url, **env) as exchange:
+        exchange.start("gateway", "matcher", "settler", "broadcaster")
+        with ControlServer(exchange) as control:
+            output = run_npm(package, "test", exchange_env(exchange, control), timeout=240)
+            assert control.restarts == 1
+    assert "# fail 0" in output
+    assert "book synced at seq" in output
