@@ -8,14 +8,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup redis luacheck run test lint bench clean
+.PHONY: help setup redis luacheck run test lint bench clean node chromium web
 
 help: ## list the targets
 	@echo "usage: make <target>"
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
 	  | awk 'BEGIN {FS = ":.*## "} {printf "  %-8s %s\n", $$1, $$2}'
 
-setup: redis $(STAMP) ## install redis-server if missing (root + apt-get) and the project into .venv
+setup: redis $(STAMP) web chromium ## install redis-server if missing (root + apt-get) and the project into .venv; npm ci and build the web page
 
 # $(call apt_install,commands,Debian package,other ways to install it): make sure every command
 # is on PATH, installing the package with apt-get when root on Debian/Ubuntu, else explain.
@@ -38,6 +38,27 @@ endef
 
 redis: ## make sure redis-server and redis-cli are installed
 	$(call apt_install,redis-server redis-cli,redis-server,  Fedora/RHEL:   sudo dnf install -y redis\n  macOS:         brew install redis)
+
+node: ## make sure Node.js (20.19 or later) and npm are installed (the TypeScript SDK and the web page)
+	$(call apt_install,node npm,nodejs npm,  elsewhere:     https://nodejs.org (version 20.19 or later))
+	@node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' \
+	  || { echo "error: Node.js $$(node --version) is too old: clients/ needs 20.19 or later" >&2; exit 1; }
+
+chromium: ## make sure Chromium is installed (the web page's browser test drives it)
+	$(call apt_install,chromium,chromium,  elsewhere:     install Chromium and put it on PATH as chromium)
+
+# npm ci again only when a lock changes (or node_modules is gone); the page is rebuilt when its
+# sources or the SDK's change. The gateway serves clients/web/dist under /app/.
+WEB_SOURCES := $(wildcard clients/web/index.html clients/web/vite.config.mjs clients/web/src/* clients/ts/src/*)
+
+web: node clients/ts/node_modules/.ci clients/web/node_modules/.ci clients/web/dist/index.html ## npm ci (clients/ts, clients/web) and build the web page
+
+clients/%/node_modules/.ci: clients/%/package-lock.json
+	cd clients/$* && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+clients/web/dist/index.html: $(WEB_SOURCES) clients/ts/node_modules/.ci clients/web/node_modules/.ci
+	cd clients/web && npm run --silent build
 
 # Re-installs only when pyproject.toml changes (or .venv is gone).
 $(STAMP): pyproject.toml

@@ -1,0 +1,128 @@
+// The web page in Debian's Chromium (playwright-core, no downloaded browser), against the real
+// exchange tests/clients/test_web_page.py starts: DEX_GATEWAY_URL, DEX_BROADCASTER_URL,
+// DEX_ADMIN_TOKEN, DEX_CHROMIUM (the browser), DEX_SCREENSHOT_DIR (where the screenshots go).
+import { strict as assert } from "node:assert";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { chromium } from "playwright-core";
+
+function env(name) {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set: run this through tests/clients/test_web_page.py, which starts the exchange`);
+  return value;
+}
+
+const GATEWAY = env("DEX_GATEWAY_URL");
+const BROADCASTER = env("DEX_BROADCASTER_URL");
+const TOKEN = env("DEX_ADMIN_TOKEN");
+const SHOTS = process.env.DEX_SCREENSHOT_DIR || mkdtempSync(join(tmpdir(), "dex-web-"));
+const MARKET = "BTC-USDC";
+
+let browser;
+let page;
+const requested = [];
+
+before(async () => {
+  // A fresh profile each run (launchPersistentContext is how playwright takes --user-data-dir).
+  browser = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "dex-chromium-")), {
+    executablePath: process.env.DEX_CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    viewport: { width: 1400, height: 1000 },
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+  page = browser.pages()[0] ?? (await browser.newPage());
+  page.on("request", (request) => requested.push(request.url()));
+  page.on("websocket", (socket) => requested.push(socket.url()));
+  page.on("pageerror", (error) => console.log(`page error: ${error.message}`));
+  await page.goto(`${GATEWAY}/app/`);
+  await page.waitForSelector("body[data-ready='1']", { timeout: 20_000 });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+async function admin(method, path, body) {
+  const response = await fetch(GATEWAY + path, {
+    method,
+    headers: { Authorization: `Bearer ${TOKEN}`, "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  assert.ok(response.ok, `${method} ${path}: ${response.status} ${text}`);
+  return JSON.parse(text);
+}
+
+test("an order placed through the form shows in the ladder and in open orders, and its cancel removes it", async () => {
+  await page.click("#key-generate");
+  await page.waitForFunction(() => /^0x[0-9a-fA-F]{40}$/.test(document.getElementById("address").textContent));
+  const address = await page.textContent("#address");
+  await admin("POST", "/v1/admin/deposits", { userId: address, asset: "USDC", amount: "100000000000" });
+  await page.selectOption("#market", MARKET);
+  await page.waitForFunction(() => /^seq \d+$/.test(document.getElementById("depth-seq").textContent), null, { timeout: 15_000 });
+
+  await page.selectOption("#order-side", "BUY");
+  await page.fill("#order-price", "29990.00");
+  await page.fill("#order-qty", "0.1000");
+  await page.selectOption("#order-tif", "GTC");
+  await page.click("#order-submit");
+  await page.waitForFunction(() => /: NEW$/.test(document.getElementById("order-result").textContent), null, { timeout: 15_000 });
+  const clientOrderId = (await page.textContent("#order-result")).split(":")[0];
+
+  const bid = page.locator("#bids tr", { hasText: "29990.00" });
+  await bid.waitFor({ timeout: 15_000 });
+  assert.equal(await bid.locator("td").nth(1).textContent(), "0.1000");
+  const open = page.locator(`#open-orders button[data-cancel='${clientOrderId}']`);
+  await open.waitFor({ timeout: 15_000 });
+  // 2999000 × 1000 quote units locked, plus the 5 bps taker fee: 1,499,500 (to the unit).
+  const locked = page.locator("#balances tr", { hasText: "USDC" }).locator("td").nth(3);
+  await page.waitForFunction(() => document.querySelector("#balances tbody tr td:nth-child(4)")?.textContent === "3000.499500");
+  assert.equal(await locked.textContent(), "3000.499500");
+  const shot = join(SHOTS, "web-page.png");
+  await page.screenshot({ path: shot, fullPage: true });
+  console.log(`screenshot: ${shot}`);
+
+  await open.click();
+  await page.waitForFunction((id) => document.getElementById("order-result").textContent === `cancelled ${id}: CXL`, clientOrderId, { timeout: 15_000 });
+  await bid.waitFor({ state: "detached", timeout: 15_000 });
+  await open.waitFor({ state: "detached", timeout: 15_000 });
+  const order = await (await fetch(`${GATEWAY}/v1/orders/${address}/${clientOrderId}`)).json();
+  assert.deepEqual([order.status, order.reason, order.price, order.qty], ["CXL", "USER", 2999000, 1000]);
+});
+
+test("the operator view halts and resumes a market, shows backlogs and the auditor's verdict; the token stays out of every URL", async () => {
+  await page.click("#tab-operator");
+  await page.fill("#admin-token", TOKEN);
+  await page.click("#admin-connect");
+  const status = page.locator(`[data-status='${MARKET}']`);
+  await page.waitForFunction((m) => document.querySelector(`[data-status='${m}']`)?.textContent === "OPEN", MARKET, { timeout: 15_000 });
+  await page.waitForFunction(() => document.getElementById("audit").textContent.startsWith("OK"), null, { timeout: 20_000 });
+
+  await page.click(`button[data-market='${MARKET}'][data-action='halt']`);
+  await page.waitForFunction((m) => document.querySelector(`[data-status='${m}']`)?.textContent === "HALTED", MARKET, { timeout: 15_000 });
+  assert.equal((await (await fetch(`${GATEWAY}/v1/markets/${MARKET}`)).json()).status, "HALTED");
+  const shot = join(SHOTS, "operator-view.png");
+  await page.screenshot({ path: shot, fullPage: true });
+  console.log(`screenshot: ${shot}`);
+
+  await page.click(`button[data-market='${MARKET}'][data-action='resume']`);
+  await page.waitForFunction((m) => document.querySelector(`[data-status='${m}']`)?.textContent === "OPEN", MARKET, { timeout: 15_000 });
+  assert.equal((await (await fetch(`${GATEWAY}/v1/markets/${MARKET}`)).json()).status, "OPEN");
+  assert.equal(await status.textContent(), "OPEN");
+  assert.equal(await page.inputValue("#admin-token"), "");
+
+  const origins = new Set(requested.map((url) => new URL(url).origin.replace(/^ws/, "http")));
+  assert.deepEqual([...origins].sort(), [GATEWAY, BROADCASTER.replace(/^ws/, "http").replace(/\/ws$/, "")].sort());
+  assert.ok(requested.every((url) => !url.includes(TOKEN)), "the admin token appeared in a URL");
+});
