@@ -4,3 +4,4 @@ export * from "./signing.js";
 export * from "./types.js";
 export * from "./client.js";
 export * from "./stream.js";
+export * from "./entry.js";

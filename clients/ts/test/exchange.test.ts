@@ -12,6 +12,7 @@ import {
   ForbiddenError,
   NESTED_TYPES,
   NotFoundError,
+  OrderEntry,
   PRIMARY_TYPES,
   RefusedError,
   SignatureRefusedError,
@@ -189,6 +190,27 @@ test("every endpoint reads through the SDK, and refusals arrive as typed errors"
     RefusedError,
     "INSUFFICIENT_BALANCE",
   );
+});
+
+test("WebSocket order entry places, refuses a replay, cancels, and cancels on disconnect", async () => {
+  const { wallet, client } = await trader();
+  const entry = new OrderEntry(`${GATEWAY.replace(/^http/, "ws")}/v1/ws`, client);
+  const body = await client.orderBody({ market: SPOT, side: "SELL", price: PRICE + 5000, qty: 100, timeInForce: "GTC" });
+  const placed = (await entry.send("order", body, { wait: true })) as Order;
+  assert.equal(placed.status, "NEW");
+  await rejectsWith(entry.send("order", body), ConflictError, "DUPLICATE");
+  await rejectsWith(client.postOrder(body), ConflictError, "DUPLICATE");
+  assert.equal((await entry.cancel(SPOT, placed.clientOrderId)).status, "CXL");
+
+  assert.deepEqual(await entry.session(true), { cancelOnDisconnect: true });
+  const resting = (await entry.placeOrder({ market: SPOT, side: "SELL", price: PRICE + 6000, qty: 100 }, true)) as Order;
+  assert.equal(resting.status, "NEW");
+  entry.close();
+  const gone = await until("the cancel on disconnect", async () => {
+    const order = await client.order(wallet.address, resting.clientOrderId);
+    return order.status === "CXL" ? order : undefined;
+  });
+  assert.equal(gone.reason, "DISCONNECT");
 });
 
 test("a synced book follows 1,000 random orders across a broadcaster kill -9 and ends equal to REST depth", async () => {
