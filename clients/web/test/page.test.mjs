@@ -6,6 +6,7 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { Wallet } from "ethers";
 import { chromium } from "playwright-core";
 
 function env(name) {
@@ -125,4 +126,48 @@ test("the operator view halts and resumes a market, shows backlogs and the audit
   const origins = new Set(requested.map((url) => new URL(url).origin.replace(/^ws/, "http")));
   assert.deepEqual([...origins].sort(), [GATEWAY, BROADCASTER.replace(/^ws/, "http").replace(/\/ws$/, "")].sort());
   assert.ok(requested.every((url) => !url.includes(TOKEN)), "the admin token appeared in a URL");
+});
+
+test("with an injected wallet present, the page signs through it (eth_signTypedData_v4)", async () => {
+  const wallet = Wallet.createRandom();
+  await admin("POST", "/v1/admin/deposits", { userId: wallet.address, asset: "BTC", amount: "100000000" });
+  const tab = await browser.newPage();
+  const asked = [];
+  // The wallet's side, in node: sign what the page hands to eth_signTypedData_v4.
+  await tab.exposeFunction("walletSign", async (address, payload) => {
+    assert.equal(address.toLowerCase(), wallet.address.toLowerCase());
+    const { domain, types, message, primaryType } = JSON.parse(payload);
+    asked.push(primaryType);
+    delete types.EIP712Domain;
+    return wallet.signTypedData(domain, types, message);
+  });
+  await tab.addInitScript((address) => {
+    window.ethereum = {
+      request: async ({ method, params }) => {
+        if (method === "eth_requestAccounts" || method === "eth_accounts") return [address];
+        if (method === "eth_chainId") return "0x1";
+        if (method === "eth_signTypedData_v4") return window.walletSign(params[0], params[1]);
+        throw Object.assign(new Error(`unsupported ${method}`), { code: 4200 });
+      },
+      on() {},
+      removeListener() {},
+    };
+  }, wallet.address);
+  await tab.goto(`${GATEWAY}/app/`);
+  await tab.waitForSelector("body[data-ready='1']", { timeout: 20_000 });
+  await tab.click("#wallet-connect");
+  await tab.waitForFunction((a) => document.getElementById("address").textContent === a, wallet.address);
+  await tab.selectOption("#order-side", "SELL");
+  await tab.fill("#order-price", "31000.00");
+  await tab.fill("#order-qty", "0.0500");
+  await tab.click("#order-submit");
+  await tab.waitForFunction(() => /: NEW$/.test(document.getElementById("order-result").textContent), null, { timeout: 15_000 });
+  const clientOrderId = (await tab.textContent("#order-result")).split(":")[0];
+  await tab.locator("#asks tr", { hasText: "31000.00" }).waitFor({ timeout: 15_000 });
+  await tab.click(`#open-orders button[data-cancel='${clientOrderId}']`);
+  await tab.waitForFunction((id) => document.getElementById("order-result").textContent === `cancelled ${id}: CXL`, clientOrderId, { timeout: 15_000 });
+  assert.deepEqual(asked, ["OrderV2", "Cancel"]);
+  const order = await (await fetch(`${GATEWAY}/v1/orders/${wallet.address}/${clientOrderId}`)).json();
+  assert.deepEqual([order.side, order.price, order.qty, order.status], ["SELL", 3100000, 500, "CXL"]);
+  await tab.close();
 });
