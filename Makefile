@@ -49,7 +49,7 @@ chromium: ## make sure Chromium is installed (the web page's browser test drives
 
 # npm ci again only when a lock changes (or node_modules is gone); the page is rebuilt when its
 # sources or the SDK's change. The gateway serves clients/web/dist under /app/.
-WEB_SOURCES := $(wildcard clients/web/index.html clients/web/vite.config.mjs clients/web/src/* clients/ts/src/*)
+WEB_SOURCES := $(wildcard clients/web/index.html clients/web/vite.config.mjs clients/web/tsconfig.json clients/web/src/* clients/ts/src/*)
 
 web: node clients/ts/node_modules/.ci clients/web/node_modules/.ci clients/web/dist/index.html ## npm ci (clients/ts, clients/web) and build the web page
 
