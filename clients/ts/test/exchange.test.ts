@@ -175,6 +175,14 @@ test("every endpoint reads through the SDK, and refusals arrive as typed errors"
   const row = health.find((r) => r.market === SPOT)!;
   assert.deepEqual([row.status, row.backlog], ["OPEN", 0]);
 
+  assert.equal((await admin.setMarketStatus("ETH-USDC", "CANCEL_ONLY")).status, "CANCEL_ONLY");
+  await rejectsWith(taker.client.placeOrder({ market: "ETH-USDC", side: "BUY", price: 300000, qty: 10 }), RefusedError, "MARKET_CANCEL_ONLY");
+  assert.equal((await admin.resume("ETH-USDC")).status, "OPEN");
+  assert.ok(await admin.pushOracle("BTC-PERP", 3_100_000));
+  const depositId = newClientOrderId("dep");
+  assert.deepEqual(await admin.deposit(t, "ETH", 10n ** 18n, depositId), { total: "1000000000000000000", available: "1000000000000000000", locked: "0" });
+  await rejectsWith(admin.deposit(t, "ETH", 10n ** 18n, depositId), ConflictError, "DUPLICATE");
+
   // typed refusals, each changing nothing.
   await rejectsWith(admin.depth("NOPE-USDC"), NotFoundError, "UNKNOWN_MARKET");
   await rejectsWith(admin.trades(SPOT, 0), BadRequestError, "INVALID_REQUEST");
