@@ -4,13 +4,16 @@ random orders flow, across a broadcaster kill -9 and restart, ending equal to RE
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from npm_support import ControlServer, exchange_env, require_npm_package, run_npm
+from npm_support import CLIENTS, ControlServer, exchange_env, require_npm_package, run_npm
 from support.exchange import Exchange
 
-pytestmark = pytest.mark.integration
+from services.gateway.errors import ErrorCode
 
 
+@pytest.mark.integration
 def test_typescript_sdk_against_the_real_exchange(redis_url: str) -> None:
     package = require_npm_package("ts")
     env = {"DEX_MAX_OPEN_ORDERS": "5000", "DEX_RATE_LIMIT_USER": "0"}
@@ -21,3 +24,9 @@ def test_typescript_sdk_against_the_real_exchange(redis_url: str) -> None:
             assert control.restarts == 1
     assert "# fail 0" in output
     assert "book synced at seq" in output
+
+
+def test_the_sdk_types_every_error_code_the_gateway_answers() -> None:
+    source = (CLIENTS / "ts" / "src" / "errors.ts").read_text()
+    union = source.split("export type ErrorCode =", 1)[1].split(";", 1)[0]
+    assert set(re.findall(r'"([A-Z_]+)"', union)) == {code.value for code in ErrorCode}
