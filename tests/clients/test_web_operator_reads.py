@@ -83,3 +83,6 @@ def test_the_page_config_names_the_broadcaster_port(redis_url: str) -> None:
             assert "https://" not in page.text and "http://" not in page.text
         else:
             assert error_of(page) == (404, "NOT_FOUND")
+        # Only the built files: no way out of the directory, misses in the contract's shape.
+        for path in ("/app/nope.js", "/app/../pyproject.toml", "/app/%2e%2e/pyproject.toml"):
+            assert error_of(client.get(path)) == (404, "NOT_FOUND"), path
