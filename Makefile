@@ -51,10 +51,14 @@ chromium: ## make sure Chromium is installed (the web page's browser test drives
 # sources or the SDK's change. The gateway serves clients/web/dist under /app/.
 WEB_SOURCES := $(wildcard clients/web/index.html clients/web/vite.config.mjs clients/web/tsconfig.json clients/web/src/* clients/ts/src/*)
 
-web: node clients/ts/node_modules/.ci clients/web/node_modules/.ci clients/web/dist/index.html ## npm ci (clients/ts, clients/web) and build the web page
+web: node clients/ts/node_modules/.ci clients/web/node_modules/.ci clients/ts/dist/.built clients/web/dist/index.html ## npm ci (clients/ts, clients/web), compile the SDK and its tests, build the web page
 
 clients/%/node_modules/.ci: clients/%/package-lock.json
 	cd clients/$* && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+clients/ts/dist/.built: $(wildcard clients/ts/tsconfig.json clients/ts/src/* clients/ts/test/*) clients/ts/node_modules/.ci
+	cd clients/ts && npm run --silent build
 	@touch $@
 
 clients/web/dist/index.html: $(WEB_SOURCES) clients/ts/node_modules/.ci clients/web/node_modules/.ci

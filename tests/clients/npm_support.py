@@ -31,6 +31,18 @@ def require_npm_package(name: str) -> Path:
     return package
 
 
+def compile_if_stale(package: Path) -> None:
+    """``npm run build`` when a TypeScript source is newer than the last build (``make setup``
+    compiles, so this runs only after an edit)."""
+    stamp = package / "dist" / ".built"
+    sources = [*package.glob("src/*.ts"), *package.glob("test/*.ts"), package / "tsconfig.json"]
+    newest = max(path.stat().st_mtime for path in sources)
+    if stamp.exists() and stamp.stat().st_mtime >= newest:
+        return
+    run_npm(package, "build", {}, timeout=180)
+    stamp.touch()
+
+
 def exchange_env(exchange: Exchange, control: ControlServer | None = None) -> dict[str, str]:
     """The environment a node test reads to find the exchange."""
     env = {

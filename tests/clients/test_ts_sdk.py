@@ -7,7 +7,14 @@ from __future__ import annotations
 import re
 
 import pytest
-from npm_support import CLIENTS, ControlServer, exchange_env, require_npm_package, run_npm
+from npm_support import (
+    CLIENTS,
+    ControlServer,
+    compile_if_stale,
+    exchange_env,
+    require_npm_package,
+    run_npm,
+)
 from support.exchange import Exchange
 
 from services.gateway.errors import ErrorCode
@@ -16,6 +23,7 @@ from services.gateway.errors import ErrorCode
 @pytest.mark.integration
 def test_typescript_sdk_against_the_real_exchange(redis_url: str) -> None:
     package = require_npm_package("ts")
+    compile_if_stale(package)
     env = {"DEX_MAX_OPEN_ORDERS": "5000", "DEX_RATE_LIMIT_USER": "0"}
     with Exchange(redis_url, **env) as exchange:
         exchange.start("gateway", "matcher", "settler", "broadcaster")
