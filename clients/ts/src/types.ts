@@ -71,8 +71,8 @@ export interface Ticker {
   open24h: number | null;
   high24h: number | null;
   low24h: number | null;
-  volume24h: number | string;
-  quoteVolume24h: number | string;
+  volume24h: number | string | null;
+  quoteVolume24h: number | string | null;
   indexPrice: number | null;
   markPrice: number | null;
   fundingRate: number | null;

@@ -128,6 +128,36 @@ async function useSigner(signer: TypedDataSigner): Promise<void> {
   await refreshAccount();
 }
 
+async function refreshMarkets(): Promise<void> {
+  const listed = await client.markets();
+  const tickers = await Promise.all(listed.map((m) => client.ticker(m.symbol).catch(() => null)));
+  const body = $("markets").querySelector("tbody")!;
+  rows(
+    body,
+    listed.map((m, i) => {
+      const ticker = tickers[i];
+      const last = ticker?.last;
+      return [
+        m.symbol,
+        m.product,
+        m.status,
+        last === null || last === undefined ? "—" : formatScaled(last, m.priceScale),
+        ticker?.volume24h === null || ticker?.volume24h === undefined ? "—" : formatScaled(ticker.volume24h, m.qtyScale),
+      ];
+    }),
+  );
+  body.querySelectorAll("tr").forEach((tr, i) => {
+    const symbol = listed[i]!.symbol;
+    tr.dataset["market"] = symbol;
+    tr.classList.toggle("selected", symbol === market?.symbol);
+    tr.addEventListener("click", () => {
+      $<HTMLSelectElement>("market").value = symbol;
+      selectMarket(symbol);
+      void refreshMarkets();
+    });
+  });
+}
+
 async function refreshMarketStatus(): Promise<void> {
   if (!market) return;
   const symbol = market.symbol;
@@ -341,7 +371,9 @@ async function start(): Promise<void> {
   setInterval(() => {
     void refreshAccount();
     void refreshMarketStatus();
+    void refreshMarkets();
   }, 3000);
+  void refreshMarkets();
   selectMarket(markets[0]!.symbol);
   document.body.dataset["ready"] = "1";
 }
