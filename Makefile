@@ -39,6 +39,29 @@ endef
 redis: ## make sure redis-server and redis-cli are installed
 	$(call apt_install,redis-server redis-cli,redis-server,  Fedora/RHEL:   sudo dnf install -y redis\n  macOS:         brew install redis)
 
+# Re-installs only when pyproject.toml changes (or .venv is gone).
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || { echo ">> creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@echo ">> pip install -e '.[dev]'"
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+run: setup ## start Redis (unless DEX_REDIS_URL answers) and all five processes; Ctrl-C stops them
+	deploy/run.sh
+
+test: setup ## run the whole test suite (extra pytest options: PYTEST_ARGS='-k foo -x')
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: setup luacheck ## ruff (lint and format) + mypy + import rules (.importlinter) + luacheck (every Lua script, as assembled)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy common services
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/python -m common.lua_check
+
+luacheck: ## make sure luacheck (the Lua linter) is installed
+	$(call apt_install,luacheck,lua-check,  elsewhere:     luarocks install luacheck)
+
 node: ## make sure Node.js (20.19 or later) and npm are installed (the TypeScript SDK and the web page)
 	$(call apt_install,node npm,nodejs npm,  elsewhere:     https://nodejs.org (version 20.19 or later))
 	@node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' \
@@ -63,29 +86,6 @@ clients/ts/dist/.built: $(wildcard clients/ts/tsconfig.json clients/ts/src/* cli
 
 clients/web/dist/index.html: $(WEB_SOURCES) clients/ts/node_modules/.ci clients/web/node_modules/.ci
 	cd clients/web && npm run --silent build
-
-# Re-installs only when pyproject.toml changes (or .venv is gone).
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || { echo ">> creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
-	@echo ">> pip install -e '.[dev]'"
-	$(BIN)/python -m pip install -q -e '.[dev]'
-	@touch $@
-
-run: setup ## start Redis (unless DEX_REDIS_URL answers) and all five processes; Ctrl-C stops them
-	deploy/run.sh
-
-test: setup ## run the whole test suite (extra pytest options: PYTEST_ARGS='-k foo -x')
-	$(BIN)/pytest -q $(PYTEST_ARGS)
-
-lint: setup luacheck ## ruff (lint and format) + mypy + import rules (.importlinter) + luacheck (every Lua script, as assembled)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/mypy common services
-	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m common.lua_check
-
-luacheck: ## make sure luacheck (the Lua linter) is installed
-	$(call apt_install,luacheck,lua-check,  elsewhere:     luarocks install luacheck)
 
 # Every bench/*.py is an entry point; the modules they share are in bench/lib/, not run here.
 bench: setup ## run every bench/*.py (informational: a failing benchmark does not fail make)
