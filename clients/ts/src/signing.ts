@@ -4,7 +4,8 @@
  * The exchange publishes its domain and types in `GET /v1/info`; {@link Signing} signs from
  * that published list, so a type added to the exchange signs here without a new release.
  * {@link PRIMARY_TYPES} and {@link NESTED_TYPES} mirror `common/eip712.py` for offline use
- * (a test holds them equal to what the gateway publishes). A type whose field names another
+ * (a test holds each equal to the gateway's where both have it: a type may land on either side
+ * first, and what the gateway publishes is what is signed). A type whose field names another
  * struct (`Batch` holds `BatchAction[]`) is signed with that struct beside it, as ethers
  * `signTypedData` wants.
  *
@@ -82,6 +83,7 @@ export const PRIMARY_TYPES: Types = {
     f("ts", "uint256"),
   ],
   OrderV3: [...ORDER, ...V2, f("selfTradePrevention", "string")],
+  SetLeverage: [f("userId", "string"), f("market", "string"), f("initialMarginBps", "uint256"), f("ts", "uint256")],
 };
 
 /** Mirror of `common/eip712.py` NESTED_TYPES: a primary type with one level of nesting, and its member. */
