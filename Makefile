@@ -8,14 +8,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup redis luacheck run test lint bench clean node chromium web
+.PHONY: help setup redis luacheck run test lint bench clean
 
 help: ## list the targets
 	@echo "usage: make <target>"
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
 	  | awk 'BEGIN {FS = ":.*## "} {printf "  %-8s %s\n", $$1, $$2}'
 
-setup: redis $(STAMP) web chromium ## install redis-server if missing (root + apt-get) and the project into .venv; npm ci and build the web page
+setup: redis $(STAMP) ## install redis-server if missing (root + apt-get) and the project into .venv
 
 # $(call apt_install,commands,Debian package,other ways to install it): make sure every command
 # is on PATH, installing the package with apt-get when root on Debian/Ubuntu, else explain.
@@ -61,6 +61,12 @@ lint: setup luacheck ## ruff (lint and format) + mypy + import rules (.importlin
 
 luacheck: ## make sure luacheck (the Lua linter) is installed
 	$(call apt_install,luacheck,lua-check,  elsewhere:     luarocks install luacheck)
+
+.PHONY: node chromium web
+
+# setup also installs the npm packages of clients/ and builds the web page (make test and make run
+# call setup, so npm ci runs there too when a lock changed), and makes sure Chromium is there.
+setup: web chromium
 
 node: ## make sure Node.js (20.19 or later) and npm are installed (the TypeScript SDK and the web page)
 	$(call apt_install,node npm,nodejs npm,  elsewhere:     https://nodejs.org (version 20.19 or later))
