@@ -79,6 +79,37 @@ lint: setup luacheck ## ruff (lint and format) + mypy + import rules (.importlin
 luacheck: ## make sure luacheck (the Lua linter) is installed
 	$(call apt_install,luacheck,lua-check,  elsewhere:     luarocks install luacheck)
 
+.PHONY: node chromium web
+
+# setup also installs the npm packages of clients/ and builds the web page (make test and make run
+# call setup, so npm ci runs there too when a lock changed), and makes sure Chromium is there.
+setup: web chromium
+
+node: ## make sure Node.js (20.19 or later) and npm are installed (the TypeScript SDK and the web page)
+	$(call apt_install,node npm,nodejs npm,  elsewhere:     https://nodejs.org (version 20.19 or later))
+	@node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' \
+	  || { echo "error: Node.js $$(node --version) is too old: clients/ needs 20.19 or later" >&2; exit 1; }
+
+chromium: ## make sure Chromium is installed (the web page's browser test drives it)
+	$(call apt_install,chromium,chromium,  elsewhere:     install Chromium and put it on PATH as chromium)
+
+# npm ci again only when a lock changes (or node_modules is gone); the page is rebuilt when its
+# sources or the SDK's change. The gateway serves clients/web/dist under /app/.
+WEB_SOURCES := $(wildcard clients/web/index.html clients/web/vite.config.mjs clients/web/tsconfig.json clients/web/src/* clients/ts/src/*)
+
+web: node clients/ts/node_modules/.ci clients/web/node_modules/.ci clients/ts/dist/.built clients/web/dist/index.html ## npm ci (clients/ts, clients/web), compile the SDK and its tests, build the web page
+
+clients/%/node_modules/.ci: clients/%/package-lock.json
+	cd clients/$* && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+clients/ts/dist/.built: $(wildcard clients/ts/tsconfig.json clients/ts/src/* clients/ts/test/*) clients/ts/node_modules/.ci
+	cd clients/ts && npm run --silent build
+	@touch $@
+
+clients/web/dist/index.html: $(WEB_SOURCES) clients/ts/node_modules/.ci clients/web/node_modules/.ci
+	cd clients/web && npm run --silent build
+
 # Every bench/*.py is an entry point; the modules they share are in bench/lib/, not run here.
 bench: setup ## run every bench/*.py (informational: a failing benchmark does not fail make)
 	@shopt -s nullglob; found=0; \

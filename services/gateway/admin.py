@@ -180,5 +180,37 @@ async def audit(gateway: Gateway) -> Any:
         client.close()
 
 
+# How many unsettled events the operator read counts at most per market (docs/api.md
+# "Operator reads"): enough to tell a lag from a stall without reading a long stream.
+UNSETTLED_COUNT_CAP = 1000
+
+
+async def market_health(gateway: Gateway) -> list[dict[str, Any]]:
+    """Every market's status, stream backlog (commands not yet matched) and settlement lag:
+    the events past the settlement cursor (counted up to ``UNSETTLED_COUNT_CAP``) and the age
+    in ms of the oldest of them (0 when all are settled)."""
+    rows = []
+    for market in gateway.markets.markets.values():
+        symbol = market.symbol
+        cursor = str(await gateway.redis.get(keys.market_settled(symbol)) or "0-0")
+        unsettled = (
+            await gateway.redis.xrange(
+                keys.market_events(symbol), min=f"({cursor}", count=UNSETTLED_COUNT_CAP
+            )
+            or []
+        )
+        oldest = int(str(unsettled[0][0]).split("-")[0]) if unsettled else None
+        rows.append(
+            {
+                "market": symbol,
+                "status": await gateway.market_status(market, fresh=True),
+                "backlog": await gateway.backlog(symbol, fresh=True),
+                "unsettledEvents": len(unsettled),
+                "settlementLagMs": 0 if oldest is None else max(0, _now_ms() - oldest),
+            }
+        )
+    return rows
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)

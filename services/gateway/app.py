@@ -16,10 +16,12 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
 
 from common import eip712
 from common.heap import freeze_startup_heap
@@ -56,6 +58,8 @@ from services.gateway.middleware import FAST_ROUTES, FastRoute, GatewayMiddlewar
 from services.gateway.writes import SignedWrite
 
 LIMIT_DOC = "how many (default 100, at most 1000)"
+# The web page's built files (clients/web, `make setup` builds them with npm).
+WEB_PAGE_DIR = Path(__file__).resolve().parents[2] / "clients" / "web" / "dist"
 
 
 async def read_write_body(gateway: Gateway, request: Request) -> dict[str, Any]:
@@ -406,8 +410,28 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
         admin.require_admin(gateway, authorization)
         return await admin.audit(gateway)
 
+    @app.get("/v1/admin/markets/health", responses=s.ok(list[s.MarketHealth], 403))
+    async def market_health(authorization: str | None = Header(None)) -> Any:
+        admin.require_admin(gateway, authorization)
+        return await admin.market_health(gateway)
+
+    mount_web_page(app, settings)
     install_openapi(app)
     return app
+
+
+def mount_web_page(app: FastAPI, settings: DexSettings) -> None:
+    """Serve the web page (clients/web) under ``/app/`` from its own built files, so the page
+    is same-origin with the REST API and fetches nothing from elsewhere; ``/app/config.json``
+    tells it the broadcaster's port (its WebSocket is on another port of the same host). Not
+    mounted when the page has not been built (``make setup`` builds it)."""
+
+    @app.get("/app/config.json", include_in_schema=False)
+    async def web_config() -> Any:
+        return {"broadcasterPort": settings.broadcaster_port}
+
+    if WEB_PAGE_DIR.is_dir():
+        app.mount("/app", StaticFiles(directory=WEB_PAGE_DIR, html=True), name="web")
 
 
 def create_server_app() -> Any:

@@ -337,3 +337,20 @@ class BatchResult(BaseModel):
     )
     atomic: bool
     results: list[BatchItemResult] = Field(description="one per action, in the batch's order")
+
+
+class MarketHealth(BaseModel):
+    model_config = _example(
+        market="BTC-USDC",
+        status="OPEN",
+        backlog=0,
+        unsettledEvents=3,
+        settlementLagMs=41,
+    )
+    market: str
+    status: str
+    backlog: int = Field(description="commands in the market stream not yet matched")
+    unsettledEvents: int = Field(
+        description="settlement events past the settlement cursor (counted up to 1000)"
+    )
+    settlementLagMs: int = Field(description="age of the oldest unsettled event; 0 if none")
