@@ -69,6 +69,10 @@ account, live in one slot and one Lua script may touch them together)::
       dex:{u}:wd-pending       hash    withdrawalId -> record not yet on the relayer stream
       dex:{u}:rl               hash    token bucket of the user's writes (gateway)
       dex:{u}:deposits         hash    depositId -> amount, each credited once (admin deposits)
+      dex:{u}:twap:<cid>       hash    a TWAP parent order (services/gateway/twap.py): its
+                                        signed terms, cursor k (slices done), sent, skipped,
+                                        status; kept after it ends, as orders are
+      dex:{u}:twaps            zset    cid by start ms: the account's active TWAPs
 
     Gateway globals
       dex:withdrawal-requests  stream  withdrawal records for the chain relayer (field w);
@@ -82,6 +86,8 @@ account, live in one slot and one Lua script may touch them together)::
                                         holding the connection, fired by any when they lapse
       dex:{wsentry}:session:<id> set   "<userId>|<market>" ("" = every market) a session
                                         cancels when it ends
+      dex:{twap}:due           zset    "<userId>|<cid>" by the ms its next step is due: the
+                                        TWAPs the gateways fire (a hint; the parent decides)
 
     Settler globals
       dex:oracle:health        hash    the HTTP oracle source's counters and failure streak
@@ -503,3 +509,24 @@ def entry_session(session: str) -> str:
     """Set of ``"<userId>|<market>"`` (:func:`deadman_member`) a session cancels when it ends;
     same slot as :func:`entry_sessions`."""
     return f"{PREFIX}:{{wsentry}}:session:{session}"
+
+
+def twap_parent(user: str, cid: str) -> str:
+    """Hash: the TWAP parent order ``cid`` of ``user`` (docs/api.md "TWAP orders")."""
+    return f"{_u(user)}:twap:{cid}"
+
+
+def account_twaps(user: str) -> str:
+    """Zset cid -> start ms of ``user``'s active TWAPs (at most ``twap.MAX_ACTIVE``)."""
+    return f"{_u(user)}:twaps"
+
+
+def twap_due() -> str:
+    """Zset ``"<userId>|<cid>"`` -> ms its next step is due, of every active TWAP (one slot of
+    its own: the gateways' firer reads it; each parent's own cursor decides what is sent)."""
+    return f"{PREFIX}:{{twap}}:due"
+
+
+def twap_member(user: str, cid: str) -> str:
+    """The member of :func:`twap_due` for ``user``'s TWAP ``cid``."""
+    return f"{user}|{cid}"

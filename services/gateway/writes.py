@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from services.gateway import batches, deadman, metrics, orders, parsing, ratelimit
+from services.gateway import batches, deadman, metrics, orders, parsing, ratelimit, twap
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
 
@@ -75,3 +75,8 @@ async def place_batch(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict
 async def schedule_cancel(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """Arm, renew or disarm the account's dead-man's switch; 200 with the switch."""
     return 200, await deadman.schedule(gateway, body)
+
+
+async def place_twap(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Record a signed TWAP (docs/api.md "TWAP orders"); 200 with the TWAP."""
+    return await twap.submit(gateway, body)

@@ -118,6 +118,10 @@ async def _schedule_cancel(gateway: Gateway, body: dict[str, Any], _: bool) -> t
     return await writes.schedule_cancel(gateway, body)
 
 
+async def _twap(gateway: Gateway, body: dict[str, Any], _: bool) -> tuple[int, Any]:
+    return await writes.place_twap(gateway, body)
+
+
 OPS: dict[str, EntryOp] = {
     "order": EntryOp(_order),  # POST /v1/orders (wait: ?wait=1)
     "cancel": EntryOp(_cancel),  # POST /v1/orders/cancel
@@ -126,6 +130,7 @@ OPS: dict[str, EntryOp] = {
     "batch": EntryOp(_batch, _batch_accounts),  # POST /v1/orders/batch
     "cancel_replace": EntryOp(_cancel_replace),  # POST /v1/orders/cancel-replace
     "schedule_cancel": EntryOp(_schedule_cancel),  # POST /v1/orders/schedule-cancel
+    "twap": EntryOp(_twap),  # POST /v1/orders/twap
 }
 """op -> its entry; each REST write of order entry is one line here."""
 
