@@ -30,7 +30,7 @@ from services.gateway.transport import LUA_DIR
 
 pytestmark = pytest.mark.integration
 
-INTERVAL_MS = 150
+INTERVAL_MS = 80
 SPOT, ETH = "BTC-USDC", "ETH-USDC"
 P = 3_000_000
 USDC = 10_000_000_000
@@ -42,10 +42,14 @@ BTC_USDC = MARKETS.markets[SPOT]
 
 @pytest.fixture(scope="module")
 def exchange(redis_server: RedisServer) -> Iterator[Exchange]:
-    """One exchange for the module; each test has its own traders and leaves no order resting."""
+    """One exchange for the module, with a second gateway firing the same TWAPs (so every TWAP
+    here meets two firers); each test has its own traders and leaves no order resting."""
     redis_server.flushall()
-    with Exchange(redis_server.url, DEX_TWAP_INTERVAL_MS=str(INTERVAL_MS)) as running:
+    env = {"DEX_TWAP_INTERVAL_MS": str(INTERVAL_MS)}
+    with Exchange(redis_server.url, **env) as running, Exchange(redis_server.url, **env) as second:
         running.start("gateway", "matcher", "settler")
+        second.start("gateway")
+        running.second = second  # type: ignore[attr-defined]
         yield running
 
 
@@ -103,13 +107,17 @@ def ended(exchange: Exchange, trader: Trader, cid: str, timeout: float = 15) -> 
 
 
 def order(exchange: Exchange, trader: Trader, cid: str) -> dict[str, Any] | None:
-    with exchange.client() as client:
-        response = client.get(f"/v1/orders/{trader.address}/{cid}")
-    return None if response.status_code == 404 else dict(response.json())
+    return slices(exchange, trader, cid, 0)[0]
 
 
 def slices(exchange: Exchange, trader: Trader, cid: str, n: int) -> list[dict[str, Any] | None]:
-    return [order(exchange, trader, f"{cid}.{k}") for k in range(n)]
+    """Slice k's order (None: never placed) for k < n; with n = 0 the order ``cid`` itself."""
+    found = []
+    with exchange.client() as client:
+        for name in [f"{cid}.{k}" for k in range(n)] if n else [cid]:
+            response = client.get(f"/v1/orders/{trader.address}/{name}")
+            found.append(None if response.status_code == 404 else dict(response.json()))
+    return found
 
 
 def funded(exchange: Exchange, usdc: int = USDC, btc: int = 0) -> Trader:
@@ -154,22 +162,22 @@ def taker_balances(fills: list[tuple[int, int]]) -> tuple[int, int]:
     return USDC - spent, bought
 
 
-def test_twap_sends_even_slices_that_fill_to_the_unit(
+def test_even_and_randomized_slices_fill_to_the_unit(
     audited: Exchange, maker: Callable[..., Trader]
 ) -> None:
     maker(5_000)
-    taker = funded(audited)
+    taker, rand = funded(audited), funded(audited)
     first = start_twap(audited, taker, "tw-even")
+    start_twap(audited, rand, "tw-rand", qty=997, randomize=True)
     assert first["status"] == "ACTIVE" and first["slicesTotal"] == 10 and first["qty"] == 1000
     done = ended(audited, taker, "tw-even")
     assert done | {"updatedTs": 0} == {
         **first, "sent": 1000, "filled": 1000, "slicesDone": 10, "slicesSkipped": 0,
         "status": "FILLED", "nextSliceAt": None, "updatedTs": 0,
     }  # fmt: skip
-    children = slices(audited, taker, "tw-even", 10)
     limit = twap.slice_price(Side.BUY, P, 50, 1)
     assert limit == P * 10_050 // 10_000
-    for child in children:
+    for child in slices(audited, taker, "tw-even", 10):
         assert child is not None
         assert (child["qty"], child["filled"], child["price"]) == (100, 100, limit)
         assert (child["timeInForce"], child["status"]) == ("IOC", "FILLED")
@@ -178,20 +186,12 @@ def test_twap_sends_even_slices_that_fill_to_the_unit(
     assert wait_for(lambda: audited.balance(taker.address, "USDC") == (expected[0], 0), 10)
     assert audited.balance(taker.address, "BTC") == (expected[1], 0)
     assert audited.get(f"/v1/twaps/{taker.address}") == []
-
-
-def test_randomized_slices_stay_within_bounds_and_sum_to_the_qty(
-    audited: Exchange, maker: Callable[..., Trader]
-) -> None:
-    maker(5_000)
-    taker = funded(audited)
-    user = taker.address.lower()
-    start_twap(audited, taker, "tw-rand", qty=997, randomize=True)
-    done = ended(audited, taker, "tw-rand")
+    # randomized: each slice 80..120 % of its even share, drawn from (parent, k); sum = qty
+    done = ended(audited, rand, "tw-rand")
     assert (done["status"], done["filled"], done["sent"]) == ("FILLED", 997, 997)
-    sizes = [c["qty"] for c in slices(audited, taker, "tw-rand", 10) if c is not None]
+    sizes = [c["qty"] for c in slices(audited, rand, "tw-rand", 10) if c is not None]
     assert sum(sizes) == 997 and len(sizes) == 10
-    remaining = 997
+    remaining, user = 997, rand.address.lower()
     for k, size in enumerate(sizes):
         share = remaining // (10 - k)
         if k < 9:
@@ -200,7 +200,8 @@ def test_randomized_slices_stay_within_bounds_and_sum_to_the_qty(
         remaining -= size
     assert len(set(sizes[:-1])) > 1  # not all the even share
     expected = taker_balances([(P, size) for size in sizes])
-    assert wait_for(lambda: audited.balance(taker.address, "USDC") == (expected[0], 0), 10)
+    assert wait_for(lambda: audited.balance(rand.address, "USDC") == (expected[0], 0), 10)
+    assert audited.balance(rand.address, "BTC") == (expected[1], 0)
 
 
 def test_a_slice_never_trades_past_its_slippage_bound(
@@ -220,26 +221,14 @@ def test_a_slice_never_trades_past_its_slippage_bound(
         (P * 10_100 // 10_000, 10)
     ]
     assert all(c["price"] == far * 10_100 // 10_000 for c in children[3:])
-    fills = audited.get(f"/v1/accounts/{taker.address}/fills?limit=100")
-    for fill in fills:
-        child = order(audited, taker, fill["clientOrderId"])
-        assert child is not None and fill["price"] <= child["price"]
-    assert sum(f["qty"] for f in fills if f["price"] == P) == 50
     assert (done["status"], done["sent"], done["filled"]) == ("EXP", 200, 190)
-    expected = taker_balances([(f["price"], f["qty"]) for f in fills])
-    assert wait_for(lambda: audited.balance(taker.address, "USDC") == (expected[0], 0), 10)
-
-
-def test_no_opposite_book_skips_every_slice_and_the_twap_expires_with_nothing_done(
-    audited: Exchange,
-) -> None:
-    seller = funded(audited)
-    start_twap(audited, seller, "tw-empty", market=ETH, side="SELL", qty=500)
-    done = ended(audited, seller, "tw-empty")
-    assert (done["status"], done["sent"], done["filled"]) == ("EXP", 0, 0)
-    assert (done["slicesDone"], done["slicesSkipped"], done["lastSkip"]) == (10, 10, "NO_BOOK")
-    assert slices(audited, seller, "tw-empty", 10) == [None] * 10
-    assert audited.balance(seller.address, "USDC") == (USDC, 0)
+    expected = taker_balances([(P, 20), (P, 20), (P, 10)] + [(far, 20)] * 7)
+    assert wait_for(lambda: audited.balance(taker.address, "USDC") == (expected[0], 0), 15)
+    assert audited.balance(taker.address, "BTC") == (expected[1], 0)
+    fills = audited.get(f"/v1/accounts/{taker.address}/fills?limit=100")
+    limits = {c["clientOrderId"]: c["price"] for c in children if c is not None}
+    assert all(fill["price"] <= limits[fill["clientOrderId"]] for fill in fills)
+    assert sum(f["qty"] for f in fills if f["price"] == P) == 50
 
 
 def test_a_slice_the_account_cannot_afford_is_skipped_and_the_twap_goes_on(
@@ -304,7 +293,7 @@ def test_cancel_all_and_the_bound_on_active_twaps(audited: Exchange) -> None:
     assert order(audited, seller, "tw-many-x") is None
 
 
-def test_forged_replayed_and_malformed_twaps_are_refused_and_leave_nothing(
+def test_forged_replayed_and_malformed_twaps_leave_nothing_and_no_book_skips_every_slice(
     audited: Exchange, redis_server: RedisServer
 ) -> None:
     victim, attacker = funded(audited), Trader()
@@ -337,7 +326,12 @@ def test_forged_replayed_and_malformed_twaps_are_refused_and_leave_nothing(
     user = victim.address.lower()
     assert list(store.hgetall(keys.account_cids(user))) == ["tw-ok"]
     assert store.keys(f"dex:{{{user}}}:twap:*") == [f"dex:{{{user}}}:twap:tw-ok"]
-    assert ended(audited, victim, "tw-ok")["status"] == "EXP"  # no book: nothing bought
+    # the one TWAP kept meets no ask: every slice skipped, nothing sent, nothing spent
+    done = ended(audited, victim, "tw-ok")
+    assert (done["status"], done["sent"], done["filled"]) == ("EXP", 0, 0)
+    assert (done["slicesDone"], done["slicesSkipped"], done["lastSkip"]) == (10, 10, "NO_BOOK")
+    assert slices(audited, victim, "tw-ok", 10) == [None] * 10
+    assert audited.balance(victim.address, "USDC") == (USDC, 0)
 
 
 def test_a_slice_is_sent_once_however_often_its_step_is_run(redis_server: RedisServer) -> None:
@@ -363,3 +357,30 @@ def test_a_slice_is_sent_once_however_often_its_step_is_run(redis_server: RedisS
         "CXL",
     ]
     assert store.hget(parent, "k") == "1"
+
+
+def test_every_process_killed_between_slices_and_restarted_sends_no_slice_twice(
+    audited: Exchange, maker: Callable[..., Trader]
+) -> None:
+    """Both gateways fire this TWAP (each slice once, the cursor decides); all four processes
+    are SIGKILLed mid-way and restarted: no slice twice, none lost, balances to the unit."""
+    maker(5_000)
+    taker = funded(audited)
+    second: Exchange = audited.second  # type: ignore[attr-defined]
+    start_twap(second, taker, "tw-kill")
+    assert wait_for(lambda: read_twap(audited, taker, "tw-kill")["slicesDone"] >= 3, 10)
+    second.kill("gateway")
+    for name in ("gateway", "matcher", "settler"):
+        audited.kill(name)
+    time.sleep(3 * INTERVAL_MS / 1000)  # slices come due while nothing runs
+    audited.start("gateway", "matcher", "settler")
+    second.start("gateway")
+    done = ended(audited, taker, "tw-kill")
+    assert (done["status"], done["sent"], done["filled"]) == ("FILLED", 1000, 1000)
+    assert (done["slicesDone"], done["slicesSkipped"]) == (10, 0)  # a resend: DUPLICATE, skipped
+    expected = taker_balances([(P, 100)] * 10)
+    assert wait_for(lambda: audited.balance(taker.address, "USDC") == (expected[0], 0), 15)
+    assert audited.balance(taker.address, "BTC") == (expected[1], 0)
+    fills = audited.get(f"/v1/accounts/{taker.address}/fills?limit=100")
+    assert sorted(f["clientOrderId"] for f in fills) == sorted(f"tw-kill.{k}" for k in range(10))
+    assert {f["qty"] for f in fills} == {100}
