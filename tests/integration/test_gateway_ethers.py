@@ -176,3 +176,26 @@ def test_ethers_signed_amends_are_verified(redis_url: str) -> None:
             401,
             "INVALID_SIGNATURE",
         )
+
+
+def test_ethers_signed_twaps_are_accepted(redis_url: str) -> None:
+    """A Twap (two bools, uint256 durationMinutes and slippageBps) signed by ethers is recorded
+    as the signer's; the same body with one field changed is refused."""
+    with gateway_client(redis_url, signature_max_age_ms=WIDE_WINDOW_MS) as client:
+        twaps = vectors("Twap")
+        assert len(twaps) == 2
+        for vector in twaps:
+            tampered = {**body(vector), "slippageBps": 51}
+            response = client.post("/v1/orders/twap", json=tampered)
+            assert (response.status_code, response.json()["error"]["code"]) == (
+                401,
+                "INVALID_SIGNATURE",
+            )
+            response = client.post("/v1/orders/twap", json=body(vector))
+            assert response.status_code == 200, response.text
+            answer = response.json()
+            assert answer["userId"] == vector["address"].lower()
+            assert (answer["clientOrderId"], answer["slicesTotal"]) == (
+                vector["message"]["clientOrderId"],
+                2 * vector["message"]["durationMinutes"],
+            )

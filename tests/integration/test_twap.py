@@ -7,6 +7,8 @@ every test."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ import redis
 from support.exchange import ADMIN_TOKEN, Exchange
 from support.redis_server import RedisServer, wait_for
 from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
+from support.ws import WsClient
 
 from common import keys, money
 from common.eip712 import sign
@@ -384,3 +387,47 @@ def test_every_process_killed_between_slices_and_restarted_sends_no_slice_twice(
     fills = audited.get(f"/v1/accounts/{taker.address}/fills?limit=100")
     assert sorted(f["clientOrderId"] for f in fills) == sorted(f"tw-kill.{k}" for k in range(10))
     assert {f["qty"] for f in fills} == {100}
+
+
+def test_websocket_entry_twap_agent_keys_and_progress_on_the_orders_topic(
+    audited: Exchange, redis_server: RedisServer
+) -> None:
+    """The WebSocket op ``twap`` runs the REST route's coroutine; an approved TRADE agent may
+    sign a Twap for its owner (a CANCEL_ONLY one may not); each slice publishes the TWAP's
+    progress on ``orders:<userId>``, up to its end."""
+    owner, agent, watcher = funded(audited), Trader(), Trader()
+    user = owner.address.lower()
+    with audited.client() as client:
+        for scope, who in (("TRADE", agent), ("CANCEL_ONLY", watcher)):
+            approve = signed(owner, "ApproveAgent", agent=who.address, name=scope.lower(),
+                             scope=scope, markets="", expiresAt=0)  # fmt: skip
+            assert client.post("/v1/accounts/agents", json=approve).status_code == 200
+        refused = client.post(
+            "/v1/orders/twap", json=twap_body(watcher, "tw-watch", userId=owner.address)
+        )
+        assert (refused.status_code, refused.json()["error"]["code"]) == (403, "FORBIDDEN")
+    listener = redis.Redis.from_url(redis_server.url, decode_responses=True).pubsub()
+    listener.subscribe(keys.channel(keys.orders_topic(user)))
+
+    async def over_websocket() -> Any:
+        url = f"ws://127.0.0.1:{audited.gateway_port}/v1/ws"
+        async with await WsClient.connect(url) as ws:
+            body = twap_body(agent, "tw-ws", userId=owner.address, market=ETH, side="SELL")
+            await ws.send({"id": 1, "op": "twap", "body": body})
+            return await ws.next(lambda m: m.get("id") == 1, 15)
+
+    answer = asyncio.run(over_websocket())
+    assert answer["status"] == 200, answer
+    assert (answer["body"]["agent"], answer["body"]["userId"]) == (agent.address.lower(), user)
+    done = ended(audited, owner, "tw-ws")
+    assert (done["status"], done["slicesSkipped"]) == ("EXP", 10)
+    progress = []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and (not progress or progress[-1]["status"] == "ACTIVE"):
+        message = listener.get_message(timeout=0.5)
+        if message and message["type"] == "message":
+            progress.append(json.loads(message["data"])["data"])
+    listener.close()
+    assert {p["type"] for p in progress} == {"TWAP"}
+    assert [p["slicesDone"] for p in progress] == [*range(11), 10]
+    assert progress[-1] | {"updatedTs": 0} == done | {"updatedTs": 0}

@@ -186,6 +186,9 @@ def _base_message(primary_type: str, user: str) -> dict[str, Any]:
         "cancelClientOrderId": "cid-0",
         "expectedFilled": -1,
         "selfTradePrevention": "EXPIRE_TAKER",
+        "durationMinutes": 30,
+        "randomize": True,
+        "slippageBps": 50,
     }
     return {name: values[name] for name, _ in PRIMARY_TYPES[primary_type]}
 
@@ -661,6 +664,8 @@ _API_ENCODE_TYPES = {
     "OrderV3": "OrderV3(string clientOrderId,string userId,string market,string side,"
     "string type,uint256 price,uint256 qty,string product,uint256 ts,string timeInForce,"
     "bool reduceOnly,uint256 expiresAt,string selfTradePrevention)",
+    "Twap": "Twap(string userId,string market,string clientOrderId,string side,uint256 qty,"
+    "uint256 durationMinutes,bool randomize,uint256 slippageBps,bool reduceOnly,uint256 ts)",
     "Batch": "Batch(string userId,bool atomic,BatchAction[] actions,uint256 ts)BatchAction("
     "string kind,string market,string clientOrderId,string side,string type,uint256 price,"
     "uint256 qty,string timeInForce,bool reduceOnly,uint256 expiresAt,int256 expectedFilled)",

@@ -34,6 +34,7 @@ BODIES = {
     ("/v1/orders/amend", "post"): (shapes.AMEND,),
     ("/v1/orders/batch", "post"): (shapes.BATCH,),
     ("/v1/admin/markets/{market}/status", "post"): (shapes.MARKET_STATUS,),
+    ("/v1/orders/twap", "post"): (shapes.TWAP,),
 }
 
 
