@@ -150,13 +150,34 @@ async def read_parent(gateway: Gateway, user: str, cid: str) -> Parent | None:
     return Parent.of(gateway, user, cid, record) if record else None
 
 
+async def progress(gateway: Gateway, parent: Parent) -> tuple[int, int]:
+    """``(filled, open)``: the sum of the filled of the slices' orders (exact) and how many are
+    not final yet. The slices before ``fk`` were all final, their filled summing to ``ff``
+    (kept in the parent), so only the last few orders are read; the prefix moves on as they
+    end. (Any firer may write it: a pair written by one HSET, so never inconsistent.)"""
+    record = parent.record
+    final_k, final_filled = int(record.get("fk", 0)), int(record.get("ff", 0))
+    ids = [parent.slice_id(j) for j in range(final_k, parent.k)]
+    children = await orders.read_orders(gateway, parent.user, ids)
+    filled, still_open, prefix = final_filled, 0, True
+    for child in children:  # None: a skipped slice, never placed
+        done = child is None or child["status"] in FINAL_STATUSES
+        filled += 0 if child is None else int(child["filled"])
+        still_open += 0 if done else 1
+        prefix = prefix and done
+        if prefix:
+            final_k += 1
+            final_filled = filled
+    if final_k > int(record.get("fk", 0)):
+        await gateway.redis.hset(
+            keys.twap_parent(parent.user, parent.cid), mapping={"fk": final_k, "ff": final_filled}
+        )
+    return filled, still_open
+
+
 async def view(gateway: Gateway, parent: Parent) -> dict[str, Any]:
-    """The TWAP as GET /v1/twaps/{userId}/{clientOrderId} shows it; ``filled`` is the sum of
-    its slices' orders' filled (exact), ``open`` the slices not yet final."""
-    children = await orders.read_orders(
-        gateway, parent.user, [parent.slice_id(j) for j in range(parent.k)]
-    )
-    placed = [c for c in children if c is not None]
+    """The TWAP as GET /v1/twaps/{userId}/{clientOrderId} shows it (:func:`progress`)."""
+    filled, still_open = await progress(gateway, parent)
     record = parent.record
     answer: dict[str, Any] = {
         "clientOrderId": parent.cid,
@@ -170,12 +191,12 @@ async def view(gateway: Gateway, parent: Parent) -> dict[str, Any]:
         "slippageBps": parent.slippage_bps,
         "reduceOnly": parent.reduce_only,
         "sent": parent.sent,
-        "filled": sum(int(c["filled"]) for c in placed),
+        "filled": filled,
         "slicesDone": parent.k,
         "slicesTotal": parent.n,
         "slicesSkipped": parent.skipped,
         "lastSkip": record.get("lastSkip") or None,
-        "open": sum(1 for c in placed if c["status"] not in FINAL_STATUSES),
+        "open": still_open,
         "status": parent.status,
         "reason": record.get("reason") or None,
         "nextSliceAt": parent.due(parent.k)
@@ -475,13 +496,9 @@ async def best_opposite(gateway: Gateway, symbol: str, side: Side) -> int | None
 async def finish(gateway: Gateway, parent: Parent, now: int) -> bool:
     """End a TWAP whose slices are all done once every slice's order is final: FILLED when
     they filled its qty, else EXP. False while one is still open."""
-    children = await orders.read_orders(
-        gateway, parent.user, [parent.slice_id(j) for j in range(parent.n)]
-    )
-    placed = [c for c in children if c is not None]
-    if any(c["status"] not in FINAL_STATUSES for c in placed):
+    filled, still_open = await progress(gateway, parent)
+    if still_open:
         return False
-    filled = sum(int(c["filled"]) for c in placed)
     status = "FILLED" if filled == parent.qty else "EXP"
     verdict = await gateway.transport.script(
         "twap_end",

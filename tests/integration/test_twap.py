@@ -50,7 +50,7 @@ def exchange(redis_server: RedisServer) -> Iterator[Exchange]:
     redis_server.flushall()
     env = {"DEX_TWAP_INTERVAL_MS": str(INTERVAL_MS)}
     with Exchange(redis_server.url, **env) as running, Exchange(redis_server.url, **env) as second:
-        running.start("gateway", "matcher", "settler")
+        running.start("gateway", "matcher", "settler", "beat")
         second.start("gateway")
         running.second = second  # type: ignore[attr-defined]
         yield running
@@ -365,18 +365,19 @@ def test_a_slice_is_sent_once_however_often_its_step_is_run(redis_server: RedisS
 def test_every_process_killed_between_slices_and_restarted_sends_no_slice_twice(
     audited: Exchange, maker: Callable[..., Trader]
 ) -> None:
-    """Both gateways fire this TWAP (each slice once, the cursor decides); all four processes
-    are SIGKILLed mid-way and restarted: no slice twice, none lost, balances to the unit."""
+    """Both gateways fire this TWAP (each slice once, the cursor decides); every process is
+    SIGKILLed mid-way and restarted: no slice twice, none lost, balances to the unit (the
+    beat's sweep settles what the killed worker left)."""
     maker(5_000)
     taker = funded(audited)
     second: Exchange = audited.second  # type: ignore[attr-defined]
     start_twap(second, taker, "tw-kill")
     assert wait_for(lambda: read_twap(audited, taker, "tw-kill")["slicesDone"] >= 3, 10)
     second.kill("gateway")
-    for name in ("gateway", "matcher", "settler"):
+    for name in ("gateway", "matcher", "settler", "beat"):
         audited.kill(name)
     time.sleep(3 * INTERVAL_MS / 1000)  # slices come due while nothing runs
-    audited.start("gateway", "matcher", "settler")
+    audited.start("gateway", "matcher", "settler", "beat")
     second.start("gateway")
     done = ended(audited, taker, "tw-kill")
     assert (done["status"], done["sent"], done["filled"]) == ("FILLED", 1000, 1000)
