@@ -22,10 +22,10 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from common import keys, pubsub
-from common.events import COMMAND_FIELD, CancelCommand, dumps
+from common.events import COMMAND_FIELD, CancelCommand, TwapPublication, TwapUpdate, dumps
 from common.markets import Market
 from common.types import FINAL_STATUSES, OrderType, Side, TimeInForce
 from services.gateway import funds, orders, ratelimit, shapes, signed
@@ -45,6 +45,8 @@ ORPHAN_MS = 60_000
 """A due member without a parent (a cluster gateway died between its two steps) is dropped
 once it is this old."""
 ACTIVE = "ACTIVE"
+TwapStatus = Literal["ACTIVE", "FILLED", "EXP", "CXL"]
+TwapReason = Literal["USER", "DEADMAN"] | None
 BPS = 10_000
 
 
@@ -175,11 +177,11 @@ async def progress(gateway: Gateway, parent: Parent) -> tuple[int, int]:
     return filled, still_open
 
 
-async def view(gateway: Gateway, parent: Parent) -> dict[str, Any]:
+async def view(gateway: Gateway, parent: Parent) -> TwapUpdate:
     """The TWAP as GET /v1/twaps/{userId}/{clientOrderId} shows it (:func:`progress`)."""
     filled, still_open = await progress(gateway, parent)
     record = parent.record
-    answer: dict[str, Any] = {
+    answer: TwapUpdate = {
         "clientOrderId": parent.cid,
         "userId": parent.user,
         "market": parent.market.symbol,
@@ -197,8 +199,8 @@ async def view(gateway: Gateway, parent: Parent) -> dict[str, Any]:
         "slicesSkipped": parent.skipped,
         "lastSkip": record.get("lastSkip") or None,
         "open": still_open,
-        "status": parent.status,
-        "reason": record.get("reason") or None,
+        "status": cast(TwapStatus, parent.status),
+        "reason": cast(TwapReason, record.get("reason") or None),
         "nextSliceAt": parent.due(parent.k)
         if parent.status == ACTIVE and parent.k < parent.n
         else None,
@@ -215,7 +217,8 @@ async def publish(gateway: Gateway, parent: Parent) -> None:
     fresh = await read_parent(gateway, parent.user, parent.cid)
     if fresh is None:
         return
-    payload = dumps({"seq": now_ms(), "data": await view(gateway, fresh)})
+    publication: TwapPublication = {"seq": now_ms(), "data": await view(gateway, fresh)}
+    payload = dumps(publication)
     topic = keys.orders_topic(parent.user)
     if await pubsub.sharded_async(gateway.redis):
         await gateway.redis.spublish(keys.shard_channel(parent.market.symbol, topic), payload)
@@ -226,7 +229,7 @@ async def publish(gateway: Gateway, parent: Parent) -> None:
 # -- placing -------------------------------------------------------------------------------------
 
 
-async def submit(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+async def submit(gateway: Gateway, body: dict[str, Any]) -> tuple[int, TwapUpdate]:
     """Record a signed Twap; its first slice is due at once. 200 with the TWAP.
 
     Order of checks: the body (shapes.TWAP), STALE_TS, INVALID_SIGNATURE, an agent's FORBIDDEN,
@@ -287,7 +290,7 @@ async def submit(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[str,
     return 200, await view(gateway, parent)
 
 
-async def read(gateway: Gateway, user: str, cid: str) -> dict[str, Any]:
+async def read(gateway: Gateway, user: str, cid: str) -> TwapUpdate:
     """GET /v1/twaps/{userId}/{clientOrderId}: the TWAP, or 404 NOT_FOUND."""
     parent = await read_parent(gateway, user, cid)
     if parent is None:
@@ -295,7 +298,7 @@ async def read(gateway: Gateway, user: str, cid: str) -> dict[str, Any]:
     return await view(gateway, parent)
 
 
-async def active(gateway: Gateway, user: str) -> list[dict[str, Any]]:
+async def active(gateway: Gateway, user: str) -> list[TwapUpdate]:
     """GET /v1/twaps/{userId}: the account's active TWAPs, oldest first."""
     cids = cast(list[str], await gateway.redis.zrange(keys.account_twaps(user), 0, -1))
     found = [await read_parent(gateway, user, cid) for cid in cids]
@@ -346,7 +349,7 @@ async def cancel(
     await signed.claim_signature(gateway, request)
     if not await end(gateway, parent, "USER"):
         raise ApiError(ErrorCode.ORDER_CLOSED, f"TWAP {cid!r} ended before the cancel arrived")
-    return 200, await read(gateway, user, cid)
+    return 200, dict(await read(gateway, user, cid))
 
 
 async def end_all(gateway: Gateway, user: str, symbols: list[str], reason: str) -> int:

@@ -79,4 +79,5 @@ async def schedule_cancel(gateway: Gateway, body: dict[str, Any]) -> tuple[int, 
 
 async def place_twap(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """Record a signed TWAP (docs/api.md "TWAP orders"); 200 with the TWAP."""
-    return await twap.submit(gateway, body)
+    status, answer = await twap.submit(gateway, body)
+    return status, dict(answer)

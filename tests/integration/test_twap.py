@@ -8,7 +8,6 @@ every test."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +23,8 @@ from support.ws import WsClient
 
 from common import keys, money
 from common.eip712 import sign
+from common.events import TwapPublication
+from common.events.schema import validate
 from common.lua import read_script
 from common.markets import load_markets
 from common.settings import DEFAULT_MARKETS_FILE
@@ -427,8 +428,42 @@ def test_websocket_entry_twap_agent_keys_and_progress_on_the_orders_topic(
     while time.monotonic() < deadline and (not progress or progress[-1]["status"] == "ACTIVE"):
         message = listener.get_message(timeout=0.5)
         if message and message["type"] == "message":
-            progress.append(json.loads(message["data"])["data"])
+            progress.append(validate(TwapPublication, message["data"])["data"])
     listener.close()
     assert {p["type"] for p in progress} == {"TWAP"}
     assert [p["slicesDone"] for p in progress] == [*range(11), 10]
     assert progress[-1] | {"updatedTs": 0} == done | {"updatedTs": 0}
+
+
+def test_reduce_only_slices_never_take_the_position_past_zero(audited: Exchange) -> None:
+    """A reduce-only SELL TWAP of 1000 against a long of 300: the slices sell the 300 and no
+    more (a slice that would open is refused or cut by the reduce-only rule); the TWAP ends EXP
+    with 300 filled and the position flat."""
+    perp, bid = "BTC-PERP", funded(audited)
+    long, seller = funded(audited), funded(audited)
+
+    def size() -> int:
+        held = audited.get(f"/v1/accounts/{long.address}/positions")
+        return int({p["market"]: p["size"] for p in held}.get(perp, 0))
+
+    with audited.client() as client:
+        ask = seller.order(perp, "SELL", P, 300, product="PERP", timeInForce="GTC", cid="ro-ask")
+        assert client.post("/v1/orders?wait=1", json=ask).json()["status"] == "NEW"
+        buy = long.order(perp, "BUY", P, 300, product="PERP", timeInForce="IOC", cid="ro-buy")
+        assert client.post("/v1/orders?wait=1", json=buy).json()["filled"] == 300
+        rest = bid.order(perp, "BUY", P, 5_000, product="PERP", timeInForce="GTC")
+        assert client.post("/v1/orders?wait=1", json=rest).json()["status"] == "NEW"
+    assert wait_for(lambda: size() == 300, 10)
+    start_twap(audited, long, "tw-ro", market=perp, side="SELL", reduceOnly=True)
+    done = ended(audited, long, "tw-ro")
+    assert (done["status"], done["filled"], done["reduceOnly"]) == ("EXP", 300, True)
+    placed = [c for c in slices(audited, long, "tw-ro", 10) if c is not None]
+    assert all(c["reduceOnly"] for c in placed) and sum(c["filled"] for c in placed) == 300
+    assert wait_for(lambda: size() == 0, 10)
+    with audited.client() as client:
+        for trader in (bid, seller):
+            response = client.post(
+                "/v1/orders/cancel-all", json=signed(trader, "CancelAll", market="")
+            )
+            assert response.status_code == 200
+    assert wait_for(lambda: audited.balance(bid.address, "USDC")[1] == 0, 10)
