@@ -11,8 +11,9 @@ Its modules form layers; each imports only layers below it (never the module tha
    when their gateway is gone.
 3. Domain — ``funds``, ``ratelimit``, ``signed``, ``orders`` (admission), ``cancels``,
    ``withdrawals``, ``accounts``, ``market_data``, ``admin``, ``agents``, ``deadman`` (the
-   dead-man's switch and the loop that fires it), ``amends`` (amends that keep priority): the
-   work, in the contract's order of checks. ``replaces`` (cancel-replace) and ``batches``
+   dead-man's switch and the loop that fires it), ``twap`` (TWAP orders: their slices through
+   ``orders``' admission, and the loop that fires them), ``amends`` (amends that keep
+   priority): the work, in the contract's order of checks. ``replaces`` (cancel-replace) and ``batches``
    (signed batches) sit above them: the one admits its new order through ``orders``, the
    other its actions through ``orders`` and ``amends``.
    ``errors.ApiError`` and the body checks of ``parsing`` sit beside the transport.
