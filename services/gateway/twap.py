@@ -74,7 +74,9 @@ def slice_qty(
 ) -> int:
     """Slice ``k`` of ``n``: what remains divided by the slices left, rounded down to the lot
     (times ``percent`` / 100 when randomized, rounded down), never more than remains; the last
-    slice takes all that remains. 0 when that is below the lot or ``min_qty`` (it carries)."""
+    slice takes all that remains, and so does a slice that would leave less than the smallest
+    order. 0 when that is below the lot or ``min_qty`` (it carries to the later slices)."""
+    smallest = max(lot, min_qty)
     if k >= n - 1:
         size = remaining
     else:
@@ -82,7 +84,9 @@ def slice_qty(
         if percent is not None:
             size = size * percent // 100
         size = min(size - size % lot, remaining)
-    return size if size >= max(lot, min_qty) else 0
+        if size >= smallest and remaining - size < smallest:
+            size = remaining
+    return size if size >= smallest else 0
 
 
 def slice_price(side: Side, best: int, slippage_bps: int, tick: int) -> int:
@@ -418,7 +422,9 @@ async def send_slice(gateway: Gateway, parent: Parent, now: int) -> str:
     order = None
     reason = ""
     best = await best_opposite(gateway, market.symbol, parent.side)
-    if qty == 0:
+    if parent.sent == parent.qty:
+        reason = "NOTHING_LEFT"
+    elif qty == 0:
         reason = "BELOW_LOT"
     elif best is None:
         reason = "NO_BOOK"
