@@ -120,7 +120,7 @@ class TwapUpdate(TypedDict):
     lastSkip: str | None
     open: int
     status: Literal["ACTIVE", "FILLED", "EXP", "CXL"]
-    reason: Literal["USER", "DEADMAN"] | None
+    reason: Literal["USER", "DEADMAN", "DISCONNECT"] | None
     nextSliceAt: int | None
     ts: int
     updatedTs: int

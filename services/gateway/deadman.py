@@ -97,7 +97,7 @@ async def run_firer(gateway: Gateway, interval_s: float = INTERVAL_S) -> None:
     while True:
         try:
             await fire_due(gateway)
-            await sessions.fire_lapsed(gateway)
+            await sessions.fire_lapsed(gateway, also=twap.end_members)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -353,7 +353,7 @@ class Twap(BaseModel):
     lastSkip: str | None = Field(description="why the last skipped slice was skipped")
     open: int = Field(description="slices whose order is not final yet")
     status: str = Field(description="ACTIVE FILLED EXP CXL")
-    reason: str | None = Field(description="for CXL: USER or DEADMAN")
+    reason: str | None = Field(description="for CXL: USER, DEADMAN or DISCONNECT")
     nextSliceAt: int | None = Field(description="ms the next slice is due; null once none is")
     ts: int
     updatedTs: int

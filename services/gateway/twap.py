@@ -11,8 +11,9 @@ single order plus the cursor's move from ``k`` to ``k + 1`` in one step, refused
 cursor has moved or the parent has ended. So two firers, or one killed anywhere and restarted,
 send each slice at most once, and a slice is lost only to a refusal, which the parent counts.
 After the last slice the firer waits until every slice's order is final and ends the parent:
-FILLED if the slices filled ``qty``, else EXP. A Cancel of the parent's id, a CancelAll or the
-dead-man's switch ends it at once (CXL) and cancels a slice still open.
+FILLED if the slices filled ``qty``, else EXP. A Cancel of the parent's id, a CancelAll, the
+dead-man's switch or a cancel-on-disconnect session ends it at once (CXL) and cancels a slice
+still open.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ ORPHAN_MS = 60_000
 once it is this old."""
 ACTIVE = "ACTIVE"
 TwapStatus = Literal["ACTIVE", "FILLED", "EXP", "CXL"]
-TwapReason = Literal["USER", "DEADMAN"] | None
+TwapReason = Literal["USER", "DEADMAN", "DISCONNECT"] | None
 BPS = 10_000
 
 
@@ -364,6 +365,17 @@ async def end_all(gateway: Gateway, user: str, symbols: list[str], reason: str) 
         parent = await read_parent(gateway, user, cid)
         if parent is not None and parent.market.symbol in symbols:
             ended += await end(gateway, parent, reason)
+    return ended
+
+
+async def end_members(gateway: Gateway, members: list[str]) -> int:
+    """End the TWAPs a cancel-on-disconnect session held (members ``"<userId>|<market>"``,
+    market "" for every market), reason DISCONNECT; how many ended."""
+    ended = 0
+    for member in members:
+        user, _, market = member.partition("|")
+        symbols = [market] if market else list(gateway.markets.markets)
+        ended += await end_all(gateway, user, symbols, "DISCONNECT")
     return ended
 
 

@@ -44,6 +44,7 @@ from services.gateway import (
     ratelimit,
     replaces,
     sessions,
+    twap,
     writes,
 )
 from services.gateway.context import Gateway
@@ -482,6 +483,7 @@ class EntryConnection:
         if not members:
             return True
         try:
+            await twap.end_members(self.gateway, sorted(members))
             await sessions.fire_members(self.gateway, sorted(members))
         except Exception as exc:
             log.warning("cancel-on-disconnect of %s failed, left to lapse: %s", members, exc)

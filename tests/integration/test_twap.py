@@ -467,3 +467,21 @@ def test_reduce_only_slices_never_take_the_position_past_zero(audited: Exchange)
             )
             assert response.status_code == 200
     assert wait_for(lambda: audited.balance(bid.address, "USDC")[1] == 0, 10)
+
+
+def test_a_cancel_on_disconnect_session_ends_the_twaps_it_placed(audited: Exchange) -> None:
+    seller = funded(audited)
+
+    async def place_and_leave() -> None:
+        url = f"ws://127.0.0.1:{audited.gateway_port}/v1/ws"
+        async with await WsClient.connect(url) as ws:
+            await ws.send({"id": "s", "op": "session", "body": None, "cancelOnDisconnect": True})
+            assert (await ws.next(lambda m: m.get("id") == "s", 15))["status"] == 200
+            body = twap_body(seller, "tw-cod", market=ETH, side="SELL", durationMinutes=1440)
+            await ws.send({"id": 1, "op": "twap", "body": body})
+            assert (await ws.next(lambda m: m.get("id") == 1, 15))["status"] == 200
+
+    asyncio.run(place_and_leave())
+    done = ended(audited, seller, "tw-cod", 5)
+    assert (done["status"], done["reason"]) == ("CXL", "DISCONNECT")
+    assert audited.get(f"/v1/twaps/{seller.address}") == []
