@@ -42,6 +42,9 @@ SLICES_PER_MINUTE = 2
 RANDOM_PCT = 20
 """With ``randomize``, a slice is its even share times 80..120 %, drawn from (parent, k)."""
 BATCH = 200
+CONCURRENT_STEPS = 32
+"""Due TWAPs stepped at once by one firer round (each is its own parent: the cursor script
+keeps them apart as it keeps two firers apart)."""
 ORPHAN_MS = 60_000
 """A due member without a parent (a cluster gateway died between its two steps) is dropped
 once it is this old."""
@@ -391,9 +394,17 @@ async def fire_due(gateway: Gateway, now: int | None = None) -> int:
             keys.twap_due(), "-inf", now, start=0, num=BATCH, withscores=True
         ),
     )
-    for member, score in due:
+    running = asyncio.Semaphore(CONCURRENT_STEPS)
+
+    async def one(member: str, score: float) -> None:
         user, _, cid = member.partition("|")
-        await step(gateway, user, cid, int(score), now)
+        async with running:
+            await step(gateway, user, cid, int(score), now)
+
+    outcomes = await asyncio.gather(*(one(m, s) for m, s in due), return_exceptions=True)
+    for (member, _), outcome in zip(due, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            log.warning("TWAP %s: step failed, retried next round: %s", member, outcome)
     return len(due)
 
 
