@@ -242,8 +242,9 @@ async def submit(gateway: Gateway, body: dict[str, Any]) -> tuple[int, TwapUpdat
 
     Order of checks: the body (shapes.TWAP), STALE_TS, INVALID_SIGNATURE, an agent's FORBIDDEN,
     the user's rate limit, then DUPLICATE (the id was used by an order or a TWAP) and
-    TOO_MANY_ORDERS (``MAX_ACTIVE`` active TWAPs already). Nothing is reserved: each slice is
-    judged as an order when it is due.
+    INSUFFICIENT_BALANCE / INSUFFICIENT_MARGIN (the first slice would not be affordable now:
+    :func:`first_slice_refusal`), TOO_MANY_ORDERS (``MAX_ACTIVE`` active TWAPs already).
+    Nothing is reserved: each slice is judged as an order when it is due.
     """
     message, sig = shapes.TWAP.parse_signed(body, gateway.markets)
     user = message["userId"].lower()
@@ -272,6 +273,7 @@ async def submit(gateway: Gateway, body: dict[str, Any]) -> tuple[int, TwapUpdat
     }
     if agent is not None:
         record["agent"] = agent
+    refusal = await first_slice_refusal(gateway, user, market, message)
     member = keys.twap_member(user, cid)
     script_keys = [keys.account_cids(user), keys.twap_parent(user, cid), keys.account_twaps(user)]
     if gateway.settings.redis_cluster:
@@ -284,10 +286,12 @@ async def submit(gateway: Gateway, body: dict[str, Any]) -> tuple[int, TwapUpdat
     (verdict,) = await gateway.transport.script(
         "twap_create",
         script_keys,
-        [cid, market.symbol, MAX_ACTIVE, start, member, *fields],
+        [cid, market.symbol, MAX_ACTIVE, start, member, refusal[0], *fields],
     )
     if verdict == "DUPLICATE":
         raise ApiError(ErrorCode.DUPLICATE, f"clientOrderId {cid!r} was already used by {user}")
+    if verdict == refusal[0]:
+        raise ApiError(ErrorCode[verdict], refusal[1])
     if verdict == "TOO_MANY_ORDERS":
         raise ApiError(
             ErrorCode.TOO_MANY_ORDERS, f"{user} already runs {MAX_ACTIVE} TWAPs, the most allowed"
@@ -296,6 +300,39 @@ async def submit(gateway: Gateway, body: dict[str, Any]) -> tuple[int, TwapUpdat
     assert parent is not None
     await publish(gateway, parent)
     return 200, await view(gateway, parent)
+
+
+async def first_slice_refusal(
+    gateway: Gateway, user: str, market: Market, message: dict[str, Any]
+) -> tuple[str, str]:
+    """``(code, message)`` when the account could not afford the TWAP's first slice now (at the
+    best opposite price moved by the slippage bound, or at the mark when that side is empty),
+    else ``("", "")``: an account with nothing to trade with places no TWAP. The slices are
+    judged again when due; this only keeps unfunded accounts from running TWAPs for a day."""
+    side, spec = Side(message["side"]), market.spec
+    smallest = max(spec.lotSize, spec.minQty)
+    n = slice_count(message["durationMinutes"])
+    qty = slice_qty(message["qty"], 0, n, spec.lotSize, spec.minQty) or smallest
+    prices = await funds.market_prices(gateway, market)
+    best = await best_opposite(gateway, market.symbol, side)
+    price = slice_price(side, prices.mark if best is None else best, message["slippageBps"],
+                        spec.tickSize)  # fmt: skip
+    reserve = await funds.order_reservation(
+        gateway, user, market, side, OrderType.LIMIT, price, qty, message["reduceOnly"], prices
+    )
+    if reserve.amount == funds.ALL_AVAILABLE:
+        return "", ""
+    held = await gateway.redis.hmget(
+        keys.balances(user), [keys.total_field(reserve.asset), keys.locked_field(reserve.asset)]
+    )
+    free = int(held[0] or 0) - int(held[1] or 0) + reserve.adjustment
+    if int(reserve.amount) + reserve.headroom <= free:
+        return "", ""
+    quantum = gateway.markets.assets[reserve.asset].quantum
+    return reserve.short_code, (
+        f"the TWAP's first slice ({qty} at {price}) needs {int(reserve.amount) * quantum} "
+        f"{reserve.asset}, which {user} lacks"
+    )
 
 
 async def read(gateway: Gateway, user: str, cid: str) -> TwapUpdate:

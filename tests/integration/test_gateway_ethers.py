@@ -185,6 +185,13 @@ def test_ethers_signed_twaps_are_accepted(redis_url: str) -> None:
         twaps = vectors("Twap")
         assert len(twaps) == 2
         for vector in twaps:
+            for asset, amount in (("USDC", 10**10), ("BTC", 10**8)):
+                response = client.post(
+                    "/v1/admin/deposits",
+                    json={"userId": vector["address"], "asset": asset, "amount": amount},
+                    headers=ADMIN,
+                )
+                assert response.status_code == 200
             tampered = {**body(vector), "slippageBps": 51}
             response = client.post("/v1/orders/twap", json=tampered)
             assert (response.status_code, response.json()["error"]["code"]) == (

@@ -39,6 +39,7 @@ SPOT, ETH = "BTC-USDC", "ETH-USDC"
 P = 3_000_000
 USDC = 10_000_000_000
 BTC = 100_000_000
+ETH_WEI = 10**18
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 MARKETS = load_markets(Path(DEFAULT_MARKETS_FILE))
 BTC_USDC = MARKETS.markets[SPOT]
@@ -124,11 +125,12 @@ def slices(exchange: Exchange, trader: Trader, cid: str, n: int) -> list[dict[st
     return found
 
 
-def funded(exchange: Exchange, usdc: int = USDC, btc: int = 0) -> Trader:
+def funded(exchange: Exchange, usdc: int = USDC, btc: int = 0, eth: int = 0) -> Trader:
     trader = Trader()
     exchange.deposit(trader.address, "USDC", usdc)
-    if btc:
-        exchange.deposit(trader.address, "BTC", btc)
+    for asset, amount in (("BTC", btc), ("ETH", eth)):
+        if amount:
+            exchange.deposit(trader.address, asset, amount)
     return trader
 
 
@@ -278,7 +280,7 @@ def test_cancel_ends_the_twap_and_no_slice_follows(
 
 
 def test_cancel_all_and_the_bound_on_active_twaps(audited: Exchange) -> None:
-    seller = funded(audited)
+    seller = funded(audited, eth=ETH_WEI)
     for i in range(twap.MAX_ACTIVE):
         start_twap(audited, seller, f"tw-many-{i}", market=ETH, side="SELL", durationMinutes=1440)
     with audited.client() as client:
@@ -314,6 +316,9 @@ def test_forged_replayed_and_malformed_twaps_leave_nothing_and_no_book_skips_eve
         (twap_body(victim, "x" * 60), 400, "INVALID_ORDER"),
         (twap_body(victim, "tw-h", market="NOPE-USDC"), 400, "UNKNOWN_MARKET"),
         (twap_body(victim, "tw-i", ts=now_ms() - 3_600_000), 400, "STALE_TS"),
+        # an account that could not pay for the first slice now places no TWAP
+        (twap_body(attacker, "tw-j"), 422, "INSUFFICIENT_BALANCE"),
+        (twap_body(victim, "tw-k", side="SELL"), 422, "INSUFFICIENT_BALANCE"),  # holds no BTC
         ({**genuine, "durationMinutes": 1.5}, 400, "INVALID_REQUEST"),
         ({**genuine, "randomize": "yes"}, 400, "INVALID_REQUEST"),
         ({**genuine, "extra": 1}, 400, "INVALID_REQUEST"),
@@ -330,6 +335,7 @@ def test_forged_replayed_and_malformed_twaps_leave_nothing_and_no_book_skips_eve
     user = victim.address.lower()
     assert list(store.hgetall(keys.account_cids(user))) == ["tw-ok"]
     assert store.keys(f"dex:{{{user}}}:twap:*") == [f"dex:{{{user}}}:twap:tw-ok"]
+    assert store.hlen(keys.account_cids(attacker.address.lower())) == 0
     # the one TWAP kept meets no ask: every slice skipped, nothing sent, nothing spent
     done = ended(audited, victim, "tw-ok")
     assert (done["status"], done["sent"], done["filled"]) == ("EXP", 0, 0)
@@ -397,7 +403,7 @@ def test_websocket_entry_twap_agent_keys_and_progress_on_the_orders_topic(
     """The WebSocket op ``twap`` runs the REST route's coroutine; an approved TRADE agent may
     sign a Twap for its owner (a CANCEL_ONLY one may not); each slice publishes the TWAP's
     progress on ``orders:<userId>``, up to its end."""
-    owner, agent, watcher = funded(audited), Trader(), Trader()
+    owner, agent, watcher = funded(audited, eth=ETH_WEI), Trader(), Trader()
     user = owner.address.lower()
     with audited.client() as client:
         for scope, who in (("TRADE", agent), ("CANCEL_ONLY", watcher)):
@@ -470,7 +476,7 @@ def test_reduce_only_slices_never_take_the_position_past_zero(audited: Exchange)
 
 
 def test_a_cancel_on_disconnect_session_ends_the_twaps_it_placed(audited: Exchange) -> None:
-    seller = funded(audited)
+    seller = funded(audited, eth=ETH_WEI)
 
     async def place_and_leave() -> None:
         url = f"ws://127.0.0.1:{audited.gateway_port}/v1/ws"
