@@ -491,3 +491,14 @@ def test_a_cancel_on_disconnect_session_ends_the_twaps_it_placed(audited: Exchan
     done = ended(audited, seller, "tw-cod", 5)
     assert (done["status"], done["reason"]) == ("CXL", "DISCONNECT")
     assert audited.get(f"/v1/twaps/{seller.address}") == []
+
+
+def test_the_dead_mans_switch_ends_the_accounts_twaps(audited: Exchange) -> None:
+    seller = funded(audited, eth=ETH_WEI)
+    start_twap(audited, seller, "tw-dms", market=ETH, side="SELL", durationMinutes=1440)
+    arm = signed(seller, "ScheduleCancel", market=ETH, deadline=now_ms() + 300)
+    with audited.client() as client:
+        assert client.post("/v1/orders/schedule-cancel", json=arm).status_code == 200
+    done = ended(audited, seller, "tw-dms", 5)
+    assert (done["status"], done["reason"]) == ("CXL", "DEADMAN")
+    assert audited.get(f"/v1/twaps/{seller.address}") == []
