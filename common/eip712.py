@@ -154,6 +154,21 @@ PRIMARY_TYPES: dict[str, list[tuple[str, str]]] = {
         ("initialMarginBps", "uint256"),
         ("ts", "uint256"),
     ],
+    # A TWAP (docs/api.md "TWAP orders"): qty sent as LIMIT IOC slices every
+    # DEX_TWAP_INTERVAL_MS over durationMinutes (5..1440), each priced at most slippageBps
+    # past the best opposite price; randomize varies each slice by up to 20 %.
+    "Twap": [
+        ("userId", "string"),
+        ("market", "string"),
+        ("clientOrderId", "string"),
+        ("side", "string"),
+        ("qty", "uint256"),
+        ("durationMinutes", "uint256"),
+        ("randomize", "bool"),
+        ("slippageBps", "uint256"),
+        ("reduceOnly", "bool"),
+        ("ts", "uint256"),
+    ],
 }
 
 # Primary types that hold an array of one member struct (one level of nesting), each followed

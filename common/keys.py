@@ -76,6 +76,10 @@ account, live in one slot and one Lua script may touch them together)::
                                         bridge has taken it past PENDING (services/bridge)
       (dex:{u}:bal also holds "<asset>:cdep" / "<asset>:cwd": quanta deposited through the
        vault / paid out by it, and "<asset>:cdust": atomic units deposited below a quantum)
+      dex:{u}:twap:<cid>       hash    a TWAP parent order (services/gateway/twap.py): its
+                                        signed terms, cursor k (slices done), sent, skipped,
+                                        status; kept after it ends, as orders are
+      dex:{u}:twaps            zset    cid by start ms: the account's active TWAPs
 
     Gateway globals
       dex:withdrawal-requests  stream  withdrawal records for the chain relayer (field w);
@@ -89,6 +93,8 @@ account, live in one slot and one Lua script may touch them together)::
                                         holding the connection, fired by any when they lapse
       dex:{wsentry}:session:<id> set   "<userId>|<market>" ("" = every market) a session
                                         cancels when it ends
+      dex:{twap}:due           zset    "<userId>|<cid>" by the ms its next step is due: the
+                                        TWAPs the gateways fire (a hint; the parent decides)
 
     Bridge globals (services/bridge)
       dex:bridge:cursor        hash    block, hash: the last block whose deposits are credited
@@ -561,3 +567,22 @@ def chain_dust_field(asset: str) -> str:
 def chain_withdrawals_field(asset: str) -> str:
     """Balance-hash field: quanta the vault paid out (CONFIRMED withdrawals)."""
     return f"{asset}:cwd"
+def twap_parent(user: str, cid: str) -> str:
+    """Hash: the TWAP parent order ``cid`` of ``user`` (docs/api.md "TWAP orders")."""
+    return f"{_u(user)}:twap:{cid}"
+
+
+def account_twaps(user: str) -> str:
+    """Zset cid -> start ms of ``user``'s active TWAPs (at most ``twap.MAX_ACTIVE``)."""
+    return f"{_u(user)}:twaps"
+
+
+def twap_due() -> str:
+    """Zset ``"<userId>|<cid>"`` -> ms its next step is due, of every active TWAP (one slot of
+    its own: the gateways' firer reads it; each parent's own cursor decides what is sent)."""
+    return f"{PREFIX}:{{twap}}:due"
+
+
+def twap_member(user: str, cid: str) -> str:
+    """The member of :func:`twap_due` for ``user``'s TWAP ``cid``."""
+    return f"{user}|{cid}"

@@ -49,6 +49,7 @@ class DexSettings(BaseSettings):
     max_open_orders: int = 200  # per account and market; one more is 422 TOO_MANY_ORDERS
     order_outbox: bool = False  # single Redis: admit through the outbox as on a cluster
     memory_high_water_pct: int = 90  # writes get 503 OVERLOADED past this % of maxmemory; 0 = off
+    twap_interval_ms: int = 30_000  # between two slices of a TWAP (docs/api.md "TWAP orders")
 
     @property
     def celery_broker_url(self) -> str:

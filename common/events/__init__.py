@@ -62,6 +62,8 @@ from common.events.publications import (
     Ticker,
     TickerPublication,
     TradePublication,
+    TwapPublication,
+    TwapUpdate,
     topic_message,
 )
 from common.events.records import Candle, FillRecord, Trade
@@ -110,6 +112,8 @@ __all__ = [
     "TickerPublication",
     "Trade",
     "TradePublication",
+    "TwapPublication",
+    "TwapUpdate",
     "depth_updates",
     "dumps",
     "events_of",

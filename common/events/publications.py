@@ -97,6 +97,43 @@ class OrderPublication(TypedDict):
 
 
 @with_config(MESSAGE)
+class TwapUpdate(TypedDict):
+    """A TWAP parent order after a step, as GET /v1/twaps/{userId}/{clientOrderId} shows it
+    (docs/api.md "TWAP orders"): the gateway publishes it on ``orders:<u>``, beside the
+    matcher's :class:`OrderUpdate` of each slice."""
+
+    clientOrderId: str
+    userId: str
+    market: str
+    type: Literal["TWAP"]
+    side: SideName
+    qty: int
+    durationMinutes: int
+    randomize: bool
+    slippageBps: int
+    reduceOnly: bool
+    sent: int
+    filled: int
+    slicesDone: int
+    slicesTotal: int
+    slicesSkipped: int
+    lastSkip: str | None
+    open: int
+    status: Literal["ACTIVE", "FILLED", "EXP", "CXL"]
+    reason: Literal["USER", "DEADMAN", "DISCONNECT"] | None
+    nextSliceAt: int | None
+    ts: int
+    updatedTs: int
+    agent: NotRequired[str]
+
+
+@with_config(MESSAGE)
+class TwapPublication(TypedDict):
+    seq: int  # the gateway's clock (ms)
+    data: TwapUpdate
+
+
+@with_config(MESSAGE)
 class Ticker(TypedDict):
     """The REST ticker (API.md §5; common.market_reads.ticker_view)."""
 

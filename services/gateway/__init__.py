@@ -12,10 +12,11 @@ Its modules form layers; each imports only layers below it (never the module tha
 3. Domain — ``funds``, ``ratelimit``, ``signed``, ``orders`` (admission), ``cancels``,
    ``withdrawals``, ``accounts``, ``market_data``, ``admin``, ``agents``, ``deadman`` (the
    dead-man's switch and the loop that fires it), ``leverage`` (an account's initial margin per
-   market), ``amends`` (amends that keep priority): the
-   work, in the contract's order of checks. ``replaces`` (cancel-replace) and ``batches``
-   (signed batches) sit above them: the one admits its new order through ``orders``, the
-   other its actions through ``orders`` and ``amends``.
+   market), ``twap`` (TWAP orders: their slices through ``orders``' admission, and the loop
+   that fires them), ``amends`` (amends that keep priority): the work, in the contract's
+   order of checks. ``replaces`` (cancel-replace) and ``batches`` (signed batches) sit above
+   them: the one admits its new order through ``orders``, the other its actions through
+   ``orders`` and ``amends``.
    ``errors.ApiError`` and the body checks of ``parsing`` sit beside the transport.
 4. ``outbox.py`` — the sweeper that delivers what an admission reserved but never sent.
 5. HTTP — ``writes`` (the shared path of signed writes), ``middleware``, ``deps``, ``app``

@@ -41,6 +41,7 @@ from services.gateway import (
     parsing,
     replaces,
     shapes,
+    twap,
     withdrawals,
     writes,
     wsentry,
@@ -84,11 +85,16 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         task = outbox.start(gateway) if sweeper else None
         firer = deadman.start(gateway) if sweeper else None
+        twaps = twap.start(gateway) if sweeper else None
         renewer = entry.start()
         try:
             yield
         finally:
             renewer.cancel()
+            if twaps is not None:
+                twaps.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(twaps, SHUTDOWN_STEP_S)
             if firer is not None:
                 firer.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -159,6 +165,19 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
         "/v1/orders/schedule-cancel", "schedule_cancel", writes.schedule_cancel,
         shapes.SCHEDULE_CANCEL, s.DeadmanSwitch, 400, 401, 409, 413,
     )  # fmt: skip
+
+    signed_write(
+        "/v1/orders/twap", "twap", writes.place_twap, shapes.TWAP, s.Twap,
+        400, 401, 403, 409, 413, 422,
+    )  # fmt: skip
+
+    @app.get("/v1/twaps/{user_id}", responses=s.ok(list[s.Twap], 400))
+    async def twap_list(user_id: str) -> Any:
+        return JsonResponse(await twap.active(gateway, parsing.user_id(user_id)))
+
+    @app.get("/v1/twaps/{user_id}/{client_order_id}", responses=s.ok(s.Twap, 400, 404))
+    async def twap_read(user_id: str, client_order_id: str) -> Any:
+        return JsonResponse(await twap.read(gateway, parsing.user_id(user_id), client_order_id))
 
     @app.get(
         "/v1/orders/schedule-cancel/{user_id}",

@@ -20,7 +20,7 @@ from common.events import (
     loads,
 )
 from common.types import FINAL_STATUSES
-from services.gateway import orders, ratelimit, shapes, signed
+from services.gateway import orders, ratelimit, shapes, signed, twap
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError, ErrorCode
 
@@ -57,6 +57,10 @@ async def cancel(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[str,
     await ratelimit.check_user(gateway, user)
     cid = message["clientOrderId"]
     order = await orders.read_order(gateway, user, cid)
+    if order is None:
+        ended = await twap.cancel(gateway, request, user, cid, market.symbol)
+        if ended is not None:
+            return ended
     if order is None or order["market"] != market.symbol:
         raise ApiError(ErrorCode.NOT_FOUND, f"no order {cid!r} of {user} in {market.symbol}")
     if await signed.signature_used(gateway, request):
@@ -92,6 +96,7 @@ async def cancel_all(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[
     symbols = [symbol] if symbol else list(gateway.markets.markets)
     await refuse_if_overloaded(gateway, symbols)
     await signed.claim_signature(gateway, request)
+    await twap.end_all(gateway, user, symbols, "USER")
     answers = await asyncio.gather(
         *(
             ask_matcher(

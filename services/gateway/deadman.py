@@ -21,7 +21,7 @@ from typing import Any, cast
 
 from common import keys
 from common.events import COMMAND_FIELD, CancelAllCommand, dumps
-from services.gateway import ratelimit, sessions, shapes, signed
+from services.gateway import ratelimit, sessions, shapes, signed, twap
 from services.gateway.context import Gateway
 from services.gateway.transport import Commands
 
@@ -78,6 +78,7 @@ async def fire_due(gateway: Gateway, now_ms: int | None = None) -> int:
     for member, score in due:
         user, _, market = member.partition("|")
         symbols = [market] if market else list(gateway.markets.markets)
+        await twap.end_all(gateway, user, symbols, "DEADMAN")
         sends = Commands()
         for symbol in symbols:
             command = CancelAllCommand(op="cancel_all", user=user, ts=now_ms, reason="DEADMAN")
@@ -96,7 +97,7 @@ async def run_firer(gateway: Gateway, interval_s: float = INTERVAL_S) -> None:
     while True:
         try:
             await fire_due(gateway)
-            await sessions.fire_lapsed(gateway)
+            await sessions.fire_lapsed(gateway, also=twap.end_members)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

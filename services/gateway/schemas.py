@@ -354,3 +354,39 @@ class MarketHealth(BaseModel):
         description="settlement events past the settlement cursor (counted up to 1000)"
     )
     settlementLagMs: int = Field(description="age of the oldest unsettled event; 0 if none")
+
+
+class Twap(BaseModel):
+    """A TWAP parent order (docs/api.md "TWAP orders")."""
+
+    model_config = _example(
+        clientOrderId="twap-1", userId="0x8ba1f109551bd432803012645ac136ddd64dba72",
+        market="BTC-USDC", type="TWAP", side="BUY", qty=600, durationMinutes=10,
+        randomize=False, slippageBps=50, reduceOnly=False, sent=300, filled=300,
+        slicesDone=10, slicesTotal=20, slicesSkipped=0, lastSkip=None, open=0,
+        status="ACTIVE", reason=None, nextSliceAt=1764590300000, ts=1764590000000,
+        updatedTs=1764590270004,
+    )  # fmt: skip
+    clientOrderId: str
+    userId: str
+    market: str
+    type: str = Field(description="TWAP")
+    side: str
+    qty: int
+    durationMinutes: int
+    randomize: bool
+    slippageBps: int
+    reduceOnly: bool
+    sent: int = Field(description="the qty of the slices admitted")
+    filled: int = Field(description="the sum of the slices' orders' filled")
+    slicesDone: int = Field(description="slices sent or skipped")
+    slicesTotal: int = Field(description="2 per minute of durationMinutes")
+    slicesSkipped: int
+    lastSkip: str | None = Field(description="why the last skipped slice was skipped")
+    open: int = Field(description="slices whose order is not final yet")
+    status: str = Field(description="ACTIVE FILLED EXP CXL")
+    reason: str | None = Field(description="for CXL: USER, DEADMAN or DISCONNECT")
+    nextSliceAt: int | None = Field(description="ms the next slice is due; null once none is")
+    ts: int
+    updatedTs: int
+    agent: str | None = Field(None, description="only on a TWAP an agent key signed")

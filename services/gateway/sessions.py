@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import cast
 
 from common import keys
@@ -103,8 +103,13 @@ async def fire_members(gateway: Gateway, members: Iterable[str], now_ms: int | N
     return len(sends)
 
 
-async def fire_lapsed(gateway: Gateway, now_ms: int | None = None) -> int:
-    """Fire every session whose deadline has passed (its gateway is gone); return how many."""
+async def fire_lapsed(
+    gateway: Gateway,
+    now_ms: int | None = None,
+    also: Callable[[Gateway, list[str]], Awaitable[object]] | None = None,
+) -> int:
+    """Fire every session whose deadline has passed (its gateway is gone); return how many.
+    ``also`` is run first on each session's members (the TWAPs they end, twap.end_members)."""
     now_ms = _now_ms() if now_ms is None else now_ms
     due = cast(
         list[tuple[str, float]],
@@ -114,6 +119,8 @@ async def fire_lapsed(gateway: Gateway, now_ms: int | None = None) -> int:
     )
     for session, score in due:
         held = cast(set[str], await gateway.redis.smembers(keys.entry_session(session)))
+        if also is not None:
+            await also(gateway, sorted(held))
         await fire_members(gateway, sorted(held), now_ms)
         await gateway.transport.script(
             "session_clear",

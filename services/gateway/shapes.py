@@ -1022,3 +1022,88 @@ SET_LEVERAGE = signed_shape(
     ],
     {"market": "BTC-PERP"},
 )
+
+
+# -- TWAP orders (docs/api.md "TWAP orders") ---------------------------------------------------
+
+TWAP_MIN_MINUTES = 5
+TWAP_MAX_MINUTES = 1440
+TWAP_MAX_SLIPPAGE_BPS = 5000
+TWAP_ID_MAX = 59  # a slice's id is "<clientOrderId>.<k>", k < 2880: at most 64 characters
+
+TWAP_FIELD_DOCS: dict[str, tuple[str, Any]] = {
+    "clientOrderId": ("the TWAP's id; slice k is the order <clientOrderId>.<k>", "twap-1"),
+    "qty": ("the whole quantity, sent in slices", 600),
+    "durationMinutes": (f"{TWAP_MIN_MINUTES} to {TWAP_MAX_MINUTES}", 10),
+    "randomize": ("vary each slice by up to 20 %", False),
+    "slippageBps": ("how far past the best opposite price a slice may trade, in bps", 50),
+    "reduceOnly": ("every slice reduce-only", False),
+}
+
+
+def _twap_id(values: Values, _: MarketSet) -> str | None:
+    cid = values["clientOrderId"]
+    if CLIENT_ORDER_ID.fullmatch(cid) and len(cid) <= TWAP_ID_MAX:
+        return None
+    return f"clientOrderId must be 1-{TWAP_ID_MAX} of A-Z a-z 0-9 . _ : -"
+
+
+def _twap_minutes(values: Values, _: MarketSet) -> str | None:
+    minutes = values["durationMinutes"]
+    if TWAP_MIN_MINUTES <= minutes <= TWAP_MAX_MINUTES:
+        return None
+    return f"durationMinutes {minutes} must be {TWAP_MIN_MINUTES} to {TWAP_MAX_MINUTES}"
+
+
+def _twap_slippage(values: Values, _: MarketSet) -> str | None:
+    bps = values["slippageBps"]
+    if 1 <= bps <= TWAP_MAX_SLIPPAGE_BPS:
+        return None
+    return f"slippageBps {bps} must be 1 to {TWAP_MAX_SLIPPAGE_BPS}"
+
+
+def _twap_fields() -> list[Field]:
+    fields = []
+    for name, kind in PRIMARY_TYPES["Twap"]:
+        description, example = TWAP_FIELD_DOCS.get(name) or SIGNED_FIELD_DOCS[name]
+        fields.append(Field(name, Kind(kind), description, example))
+    return [*fields, SIG_FIELD]
+
+
+TWAP = Shape(
+    "TwapBody",
+    'A signed Twap plus sig (docs/api.md "TWAP orders").',
+    _twap_fields(),
+    [
+        USER_IS_ADDRESS,
+        MARKET_KNOWN,
+        Check(
+            "qty",
+            ErrorCode.INVALID_QTY,
+            "a positive multiple of the market's lotSize, at least its minQty, below 2^53",
+            _qty_on_lot,
+        ),
+        _one_of("side", Side),
+        Check(
+            "clientOrderId",
+            ErrorCode.INVALID_ORDER,
+            f"1-{TWAP_ID_MAX} of A-Z a-z 0-9 . _ : -",
+            _twap_id,
+            {"pattern": f"^{CLIENT_ORDER_ID.pattern}$", "maxLength": TWAP_ID_MAX},
+        ),
+        Check(
+            "durationMinutes",
+            ErrorCode.INVALID_ORDER,
+            f"{TWAP_MIN_MINUTES} to {TWAP_MAX_MINUTES}",
+            _twap_minutes,
+            {"minimum": TWAP_MIN_MINUTES, "maximum": TWAP_MAX_MINUTES},
+        ),
+        Check(
+            "slippageBps",
+            ErrorCode.INVALID_ORDER,
+            f"1 to {TWAP_MAX_SLIPPAGE_BPS}",
+            _twap_slippage,
+            {"minimum": 1, "maximum": TWAP_MAX_SLIPPAGE_BPS},
+        ),
+    ],
+)

@@ -11,7 +11,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from services.gateway import batches, deadman, leverage, metrics, orders, parsing, ratelimit
+from services.gateway import (
+    batches,
+    deadman,
+    leverage,
+    metrics,
+    orders,
+    parsing,
+    ratelimit,
+    twap,
+)
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError
 
@@ -80,3 +89,9 @@ async def schedule_cancel(gateway: Gateway, body: dict[str, Any]) -> tuple[int, 
 async def set_leverage(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """Set the account's initial margin in one derivative market; 200 with its leverage."""
     return 200, await leverage.set_leverage(gateway, body)
+
+
+async def place_twap(gateway: Gateway, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Record a signed TWAP (docs/api.md "TWAP orders"); 200 with the TWAP."""
+    status, answer = await twap.submit(gateway, body)
+    return status, dict(answer)

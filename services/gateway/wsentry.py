@@ -44,6 +44,7 @@ from services.gateway import (
     ratelimit,
     replaces,
     sessions,
+    twap,
     writes,
 )
 from services.gateway.context import Gateway
@@ -122,6 +123,10 @@ async def _set_leverage(gateway: Gateway, body: dict[str, Any], _: bool) -> tupl
     return await writes.set_leverage(gateway, body)
 
 
+async def _twap(gateway: Gateway, body: dict[str, Any], _: bool) -> tuple[int, Any]:
+    return await writes.place_twap(gateway, body)
+
+
 OPS: dict[str, EntryOp] = {
     "order": EntryOp(_order),  # POST /v1/orders (wait: ?wait=1)
     "cancel": EntryOp(_cancel),  # POST /v1/orders/cancel
@@ -131,6 +136,7 @@ OPS: dict[str, EntryOp] = {
     "cancel_replace": EntryOp(_cancel_replace),  # POST /v1/orders/cancel-replace
     "schedule_cancel": EntryOp(_schedule_cancel),  # POST /v1/orders/schedule-cancel
     "set_leverage": EntryOp(_set_leverage),  # POST /v1/accounts/leverage
+    "twap": EntryOp(_twap),  # POST /v1/orders/twap
 }
 """op -> its entry; each REST write of order entry is one line here."""
 
@@ -482,6 +488,7 @@ class EntryConnection:
         if not members:
             return True
         try:
+            await twap.end_members(self.gateway, sorted(members))
             await sessions.fire_members(self.gateway, sorted(members))
         except Exception as exc:
             log.warning("cancel-on-disconnect of %s failed, left to lapse: %s", members, exc)

@@ -201,3 +201,33 @@ def test_ethers_signed_set_leverage_is_accepted(redis_url: str) -> None:
             assert {"BTC-PERP": bps} == {
                 e["market"]: e["initialMarginBps"] for e in listed if e["market"] == "BTC-PERP"
             }
+
+
+def test_ethers_signed_twaps_are_accepted(redis_url: str) -> None:
+    """A Twap (two bools, uint256 durationMinutes and slippageBps) signed by ethers is recorded
+    as the signer's; the same body with one field changed is refused."""
+    with gateway_client(redis_url, signature_max_age_ms=WIDE_WINDOW_MS) as client:
+        twaps = vectors("Twap")
+        assert len(twaps) == 2
+        for vector in twaps:
+            for asset, amount in (("USDC", 10**10), ("BTC", 10**8)):
+                response = client.post(
+                    "/v1/admin/deposits",
+                    json={"userId": vector["address"], "asset": asset, "amount": amount},
+                    headers=ADMIN,
+                )
+                assert response.status_code == 200
+            tampered = {**body(vector), "slippageBps": 51}
+            response = client.post("/v1/orders/twap", json=tampered)
+            assert (response.status_code, response.json()["error"]["code"]) == (
+                401,
+                "INVALID_SIGNATURE",
+            )
+            response = client.post("/v1/orders/twap", json=body(vector))
+            assert response.status_code == 200, response.text
+            answer = response.json()
+            assert answer["userId"] == vector["address"].lower()
+            assert (answer["clientOrderId"], answer["slicesTotal"]) == (
+                vector["message"]["clientOrderId"],
+                2 * vector["message"]["durationMinutes"],
+            )

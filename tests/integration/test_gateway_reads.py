@@ -56,6 +56,7 @@ def test_health_info_and_markets(client: TestClient, r: redis.Redis) -> None:
         "BatchAction",
         "OrderV3",
         "SetLeverage",
+        "Twap",
     }
     assert info["assets"] == {
         "USDC": {"decimals": 6, "quantum": 1},

@@ -187,6 +187,9 @@ def _base_message(primary_type: str, user: str) -> dict[str, Any]:
         "expectedFilled": -1,
         "selfTradePrevention": "EXPIRE_TAKER",
         "initialMarginBps": 2000,
+        "durationMinutes": 30,
+        "randomize": True,
+        "slippageBps": 50,
     }
     return {name: values[name] for name, _ in PRIMARY_TYPES[primary_type]}
 
@@ -663,6 +666,8 @@ _API_ENCODE_TYPES = {
     "string type,uint256 price,uint256 qty,string product,uint256 ts,string timeInForce,"
     "bool reduceOnly,uint256 expiresAt,string selfTradePrevention)",
     "SetLeverage": "SetLeverage(string userId,string market,uint256 initialMarginBps,uint256 ts)",
+    "Twap": "Twap(string userId,string market,string clientOrderId,string side,uint256 qty,"
+    "uint256 durationMinutes,bool randomize,uint256 slippageBps,bool reduceOnly,uint256 ts)",
     "Batch": "Batch(string userId,bool atomic,BatchAction[] actions,uint256 ts)BatchAction("
     "string kind,string market,string clientOrderId,string side,string type,uint256 price,"
     "uint256 qty,string timeInForce,bool reduceOnly,uint256 expiresAt,int256 expectedFilled)",

@@ -36,6 +36,7 @@ BODIES = {
     ("/v1/orders/batch", "post"): (shapes.BATCH,),
     ("/v1/admin/markets/{market}/status", "post"): (shapes.MARKET_STATUS,),
     ("/v1/accounts/leverage", "post"): (shapes.SET_LEVERAGE,),
+    ("/v1/orders/twap", "post"): (shapes.TWAP,),
 }
 
 

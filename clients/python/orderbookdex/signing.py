@@ -61,6 +61,10 @@ BUILTIN_TYPES: dict[str, list[dict[str, str]]] = {
     ),
     "OrderV3": _fields(_V2 + ", selfTradePrevention string"),
     "SetLeverage": _fields("userId string, market string, initialMarginBps uint256, ts uint256"),
+    "Twap": _fields(
+        "userId string, market string, clientOrderId string, side string, qty uint256, "
+        "durationMinutes uint256, randomize bool, slippageBps uint256, reduceOnly bool, ts uint256"
+    ),
     "Batch": _fields("userId string, atomic bool, actions BatchAction[], ts uint256"),
     "BatchAction": _fields(
         "kind string, market string, clientOrderId string, side string, type string, "

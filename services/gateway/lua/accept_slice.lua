@@ -1,0 +1,54 @@
+-- accept_slice.lua: send slice k of a TWAP, or record it skipped, and move the parent's cursor
+-- from k to k + 1, in one step (docs/api.md "TWAP orders").
+--
+-- The slice is an ordinary order (a LIMIT IOC), admitted by the rules of a single order
+-- (admission/order.lua, the code accept_order.lua runs): its id "<parent>.<k>" is refused if
+-- seen before, its reservation locked, its record written, and on a single Redis its command
+-- XADDed first. The script answers ENDED when the parent is no longer ACTIVE (a cancel won)
+-- and STALE when its cursor is not at k (another firer sent slice k): nothing changes. So a
+-- firer killed anywhere has either sent slice k and moved the cursor, or done neither, and
+-- slice k is never sent twice. A slice the caller could not build (ARGV[21]: no opposite book,
+-- below the lot…) or that admission refuses (its code) is counted skipped: the cursor moves,
+-- the qty is not sent and later slices carry it.
+--
+-- KEYS[1..10] accept_order.lua's KEYS[1..10] for the slice's order
+-- KEYS[11] dex:{u}:twap:<cid>  hash  the parent: status, k (cursor), n, sent, skipped, lastSkip
+-- KEYS[12] dex:{m}:in          stream the market's commands (single Redis only; optional)
+-- ARGV[1..18] accept_order.lua's ARGV[1..18] for the slice's order ("" when ARGV[21] is set)
+-- ARGV[19] k, the slice the caller read the cursor at  ARGV[20] the slice's qty
+-- ARGV[21] "" to admit the slice, else why it is skipped  ARGV[22] now (ms)
+-- Returns {"OK", command JSON, "SENT" or "OUTBOX"}, {"SKIPPED", reason}, {"RETRY"} (a
+-- derivative slice judged on a position that moved: nothing changes, judge again),
+-- {"ENDED", status} or {"STALE", cursor}.
+
+--#include admission/order.lua
+
+local k = {
+  cids = KEYS[1], order = KEYS[2], orders = KEYS[3], bal = KEYS[4], res = KEYS[5],
+  outbox = KEYS[6], open_orders = KEYS[7], positions = KEYS[8], open_qty = KEYS[9],
+  shares = KEYS[10], stream = KEYS[12],
+}
+local parent = KEYS[11]
+local slice, qty, reason, now = tonumber(ARGV[19]), ARGV[20], ARGV[21], ARGV[22]
+
+local state = redis.call('HMGET', parent, 'status', 'k', 'n')
+if state[1] ~= 'ACTIVE' then return {'ENDED', state[1] or ''} end
+if tonumber(state[2]) ~= slice or slice >= tonumber(state[3]) then
+  return {'STALE', state[2]}
+end
+
+if reason == '' then
+  local verdict = judge_order(k, ARGV, 0)
+  if verdict[1] == 'RETRY' then return {'RETRY'} end
+  if verdict[1] == 'OK' then
+    if k.stream then redis.call('XADD', k.stream, '*', 'c', verdict[2]) end
+    record_order(k, ARGV, verdict)
+    redis.call('HINCRBY', parent, 'sent', qty)
+    redis.call('HSET', parent, 'k', slice + 1, 'updatedTs', now)
+    return {'OK', verdict[2], k.stream and 'SENT' or 'OUTBOX'}
+  end
+  reason = verdict[1]
+end
+redis.call('HINCRBY', parent, 'skipped', 1)
+redis.call('HSET', parent, 'k', slice + 1, 'lastSkip', reason, 'updatedTs', now)
+return {'SKIPPED', reason}
