@@ -567,6 +567,8 @@ def chain_dust_field(asset: str) -> str:
 def chain_withdrawals_field(asset: str) -> str:
     """Balance-hash field: quanta the vault paid out (CONFIRMED withdrawals)."""
     return f"{asset}:cwd"
+
+
 def twap_parent(user: str, cid: str) -> str:
     """Hash: the TWAP parent order ``cid`` of ``user`` (docs/api.md "TWAP orders")."""
     return f"{_u(user)}:twap:{cid}"
