@@ -29,7 +29,7 @@ USERS = ["0xaa", "0xbb", "0xcc"]
 FULL = os.environ.get("DEX_FULL_TESTS") == "1"
 EXAMPLES = 1000 if FULL else 100
 START = 1_800_000_000_000
-STP_MODES = ["EXPIRE_MAKER", "EXPIRE_TAKER", "EXPIRE_BOTH"]
+STP_MODES = ["EXPIRE_MAKER", "EXPIRE_TAKER", "EXPIRE_BOTH", "DECREMENT"]
 
 
 @st.composite
