@@ -15,18 +15,23 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
+import redis
 import yaml
 from support.exchange import ADMIN_TOKEN, Exchange
-from support.redis_server import wait_for
+from support.redis_server import RedisServer, wait_for
 from support.reference_book import ReferenceBook
 from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
 from support.ws import WsClient
 
-from common import money
+from common import keys, money
 from common.eip712 import sign
+from common.events import events_of
 from common.markets import load_markets
+from common.reservations import derivative_need
 from common.settings import DEFAULT_MARKETS_FILE
+from services.settler.ledger import Ledger
 
 pytestmark = pytest.mark.integration
 
@@ -167,11 +172,14 @@ def test_a_fok_that_would_reach_its_own_maker_changes_nothing(
     assert settles_to(exchange, other, "BTC", (BTC - delivered, delivered))
 
 
-def order_v3(trader: Trader, market: str, side: str, qty: int, cid: str, stp: str) -> Any:
+def order_v3(
+    trader: Trader, market: str, side: str, qty: int, cid: str, stp: str,
+    product: str = "SPOT", tif: str = "GTC",
+) -> Any:  # fmt: skip
     message = {
         "clientOrderId": cid, "userId": trader.address, "market": market, "side": side,
-        "type": "LIMIT", "price": P, "qty": qty, "product": "SPOT",
-        "ts": int(time.time() * 1000), "timeInForce": "GTC", "reduceOnly": False,
+        "type": "LIMIT", "price": P, "qty": qty, "product": product,
+        "ts": int(time.time() * 1000), "timeInForce": tif, "reduceOnly": False,
         "expiresAt": 0, "selfTradePrevention": stp,
     }  # fmt: skip
     return {**message, "sig": sign(trader.key, "OrderV3", message, CHAIN_ID, VERIFYING_CONTRACT)}
@@ -211,7 +219,7 @@ def test_an_order_v3_brings_its_own_mode(
     assert settles_to(exchange, other, "BTC", (BTC - delivered, 0))
 
 
-@pytest.mark.parametrize("stp", ["DECREMENT", "expire_taker", " EXPIRE_TAKER", "X" * 10_000])
+@pytest.mark.parametrize("stp", ["decrement", "expire_taker", " EXPIRE_TAKER", "X" * 10_000])
 def test_an_order_v3_with_an_unknown_mode_is_refused_and_changes_nothing(
     exchange: Exchange, stp: str
 ) -> None:
@@ -253,3 +261,310 @@ def test_an_order_v3_over_the_websocket(exchange: Exchange) -> None:
     assert settles_to(exchange, me, "BTC", (BTC + delivered, 0))
     assert settles_to(exchange, other, "USDC", (USDC + notional - maker_fee, 0))
     assert settles_to(exchange, other, "BTC", (BTC - delivered, 0))
+
+
+# -- DECREMENT: one exchange for these tests, each with its own fresh traders --------------
+DECR_SPOT, DECR_PERP = "STP-DECREMENT", "STP-DECREMENT-PERP"
+
+
+@pytest.fixture(scope="module")
+def decrement_exchange(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Exchange]:
+    """The shipped markets plus a SPOT and a PERP market whose default is DECREMENT."""
+    document = yaml.safe_load(DEFAULT_MARKETS_FILE.read_text())
+    for name, like in ((DECR_SPOT, "BTC-USDC"), (DECR_PERP, "BTC-PERP")):
+        document["markets"][name] = {
+            **document["markets"][like],
+            "selfTradePrevention": "DECREMENT",
+        }
+    path = tmp_path_factory.mktemp("decrement") / "markets.yaml"
+    path.write_text(yaml.safe_dump(document))
+    redis_server.flushall()
+    with Exchange(redis_server.url, DEX_MARKETS_FILE=str(path)) as running:
+        running.start("gateway", "matcher", "settler")
+        yield running
+
+
+class Decrement:
+    """A test's view of the DECREMENT exchange: its traders, their orders' cleanup, and the
+    auditor's check once everything they did has settled."""
+
+    def __init__(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+        self.traders: list[Trader] = []
+        self.placed: set[tuple[int, str]] = set()  # (trader's index, market)
+        self.markets = load_markets(Path(exchange.env["DEX_MARKETS_FILE"])).markets
+
+    def trader(self) -> Trader:
+        trader = funded(self.exchange)
+        self.traders.append(trader)
+        return trader
+
+    def place(self, trader: Trader, market: str, side: str, qty: int, cid: str,
+              tif: str = "GTC", stp: str | None = None) -> dict[str, Any]:  # fmt: skip
+        product = self.markets[market].product.value
+        self.placed.add((self.traders.index(trader), market))
+        if stp is None:
+            body = trader.order(market, side, P, qty, cid=cid, product=product, timeInForce=tif)
+        else:
+            body = order_v3(trader, market, side, qty, cid, stp, product, tif)
+        with self.exchange.client() as client:
+            response = client.post("/v1/orders?wait=1", json=body)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def record(self, trader: Trader, cid: str) -> tuple[str, str | None, int, int]:
+        """An order's status, reason, filled and qty."""
+        found = self.exchange.get(f"/v1/orders/{trader.address}/{cid}")
+        return found["status"], found.get("reason") or None, int(found["filled"]), found["qty"]
+
+    def close(self) -> None:
+        """Cancel what the traders left resting, wait until nothing of theirs is locked, then
+        the auditor's invariants must hold."""
+        with self.exchange.client() as client:
+            for index, market in sorted(self.placed):
+                trader = self.traders[index]
+                message = {
+                    "userId": trader.address,
+                    "market": market,
+                    "ts": time.time_ns() // 10**6,
+                }
+                sig = sign(trader.key, "CancelAll", message, CHAIN_ID, VERIFYING_CONTRACT)
+                response = client.post("/v1/orders/cancel-all", json={**message, "sig": sig})
+                assert response.status_code == 200, response.text
+        for trader in self.traders:
+            for asset in ("USDC", "BTC"):
+                assert wait_for(
+                    lambda t=trader, a=asset: self.exchange.balance(t.address, a)[1] == 0, 30
+                ), (trader.address, asset)
+        with self.exchange.client() as client:
+            audit = client.get("/v1/admin/audit", headers=ADMIN).json()
+        assert audit["ok"] is True, audit["invariants"]
+
+
+@pytest.fixture
+def dec(decrement_exchange: Exchange) -> Iterator[Decrement]:
+    view = Decrement(decrement_exchange)
+    yield view
+    view.close()
+
+
+class Published:
+    """The matcher's depth: and orders: publications on the raw pub/sub channels."""
+
+    def __init__(self, exchange: Exchange, market: str, trader: Trader) -> None:
+        self.pubsub = redis.Redis.from_url(exchange.redis_url, decode_responses=True).pubsub()
+        self.depth_channel = keys.channel(keys.depth_topic(market))
+        self.pubsub.subscribe(
+            self.depth_channel, keys.channel(keys.orders_topic(trader.address.lower()))
+        )
+        self.seen: list[tuple[str, Any]] = []
+
+    def drain(self, want: Any) -> list[tuple[str, Any]]:
+        """Messages until ``want(seen)`` holds (10 s at most), then close."""
+        deadline = time.monotonic() + 10
+        while not want(self.seen) and time.monotonic() < deadline:
+            message = self.pubsub.get_message(timeout=0.2)
+            if message and message["type"] == "message":
+                self.seen.append((message["channel"], orjson.loads(message["data"])))
+        self.pubsub.close()
+        return self.seen
+
+    def depth(self) -> list[Any]:
+        return [m for channel, m in self.seen if channel == self.depth_channel]
+
+    def orders(self) -> list[Any]:
+        return [m["data"] for channel, m in self.seen if channel != self.depth_channel]
+
+
+def test_decrement_a_taker_larger_than_its_own_maker_goes_on_and_rests(dec: Decrement) -> None:
+    """Another user's ask, my ask of 400, another user's ask; my GTC buy of 3000 takes the
+    first (a trade), meets mine (both lose 400: my ask ends CXL SELF_TRADE, my buy goes on
+    with qty 2600), takes the third (a trade) and rests 600."""
+    market = dec.markets[DECR_SPOT]
+    other, me = dec.trader(), dec.trader()
+    dec.place(other, DECR_SPOT, "SELL", QTY, "o-ask")
+    dec.place(me, DECR_SPOT, "SELL", 400, "m-ask")
+    dec.place(other, DECR_SPOT, "SELL", QTY, "o-ask2")
+    trades_before = dec.exchange.get(f"/v1/markets/{DECR_SPOT}/trades")
+    published = Published(dec.exchange, DECR_SPOT, me)
+    reply = dec.place(me, DECR_SPOT, "BUY", 3 * QTY, "m-bid")
+    assert (reply["status"], reply["filled"], reply["qty"]) == ("PARTIAL", 2 * QTY, 2600)
+    assert dec.record(me, "m-ask") == ("CXL", "SELF_TRADE", 0, 400)
+    assert dec.record(me, "m-bid") == ("PARTIAL", None, 2 * QTY, 2600)
+    assert dec.record(other, "o-ask") == ("FILLED", None, QTY, QTY)
+    assert dec.record(other, "o-ask2") == ("FILLED", None, QTY, QTY)
+    reference = ReferenceBook(stp="DECREMENT")
+    for step, (trader, cid, side, qty) in enumerate(
+        [(other, "o-ask", "SELL", QTY), (me, "m-ask", "SELL", 400),
+         (other, "o-ask2", "SELL", QTY), (me, "m-bid", "BUY", 3 * QTY)], 1
+    ):  # fmt: skip
+        reference.batch(step, [{"op": "order", "user": trader.address, "cid": cid,
+                                "side": side, "type": "LIMIT", "tif": "GTC",
+                                "reduceOnly": False, "expiresAt": 0, "price": P,
+                                "qty": qty}])  # fmt: skip
+    for (user, cid), want in reference.orders.items():
+        trader = me if user == me.address else other
+        assert dec.record(trader, cid) == (want.status, want.reason, want.filled, want.qty)
+    seen_before = {t["tradeId"] for t in trades_before}
+    trades = [
+        (int(t["price"]), int(t["qty"]))
+        for t in dec.exchange.get(f"/v1/markets/{DECR_SPOT}/trades")
+        if t["tradeId"] not in seen_before
+    ]
+    assert trades == [(P, QTY), (P, QTY)]
+    depth = dec.exchange.get(f"/v1/markets/{DECR_SPOT}/depth")
+    assert (depth["bids"], depth["asks"]) == ([[P, 600]], [])
+    # one depth seq for the command; my two orders as they ended up
+    seen = published.drain(lambda s: len(s) >= 3)
+    assert [m["data"] for m in published.depth()] == [{"bids": [[P, 600]], "asks": [[P, 0]]}]
+    updates = {u["clientOrderId"]: (u["status"], u["qty"], u["filled"]) for u in published.orders()}
+    assert updates == {"m-ask": ("CXL", 400, 0), "m-bid": ("PARTIAL", 2600, 2 * QTY)}, seen
+    # to the unit: two trades with my taker fees; the rest of 600 locked, my ask released
+    notional = money.notional(market, P, QTY)
+    taker_fee, maker_fee = (money.fee(notional, market.spec.takerFeeBps),
+                            money.fee(notional, market.spec.makerFeeBps))  # fmt: skip
+    delivered = money.base_units(market, QTY)
+    rest = money.spot_buy_reservation(market, P, 600)
+    assert settles_to(dec.exchange, me, "USDC", (USDC - 2 * (notional + taker_fee), rest))
+    assert settles_to(dec.exchange, me, "BTC", (BTC + 2 * delivered, 0))
+    assert settles_to(dec.exchange, other, "USDC", (USDC + 2 * (notional - maker_fee), 0))
+    assert settles_to(dec.exchange, other, "BTC", (BTC - 2 * delivered, 0))
+
+
+def test_decrement_a_taker_smaller_than_its_own_maker_ends_the_maker_keeps_its_place(
+    dec: Decrement,
+) -> None:
+    """My ask of 1000, then another user's ask of 500; my buy of 400 meets mine first: the buy
+    ends CXL SELF_TRADE (qty kept, nothing filled), my ask goes on with 600 at the head of
+    its level and its base lock comes down to 600; the next buyer fills it first."""
+    market = dec.markets[DECR_SPOT]
+    other, me, buyer = dec.trader(), dec.trader(), dec.trader()
+    dec.place(me, DECR_SPOT, "SELL", QTY, "m-ask")
+    dec.place(other, DECR_SPOT, "SELL", 500, "o-ask")
+    trades_before = dec.exchange.get(f"/v1/markets/{DECR_SPOT}/trades")
+    published = Published(dec.exchange, DECR_SPOT, me)
+    reply = dec.place(me, DECR_SPOT, "BUY", 400, "m-bid")
+    assert (reply["status"], reply.get("reason"), reply["filled"]) == ("CXL", "SELF_TRADE", 0)
+    assert dec.record(me, "m-bid") == ("CXL", "SELF_TRADE", 0, 400)
+    assert dec.record(me, "m-ask") == ("NEW", None, 0, 600)
+    assert dec.exchange.get(f"/v1/markets/{DECR_SPOT}/trades") == trades_before
+    assert dec.exchange.get(f"/v1/markets/{DECR_SPOT}/depth")["asks"] == [[P, 1100]]
+    published.drain(lambda s: len(s) >= 3)
+    assert [m["data"] for m in published.depth()] == [{"bids": [], "asks": [[P, 1100]]}]
+    updates = {u["clientOrderId"]: (u["status"], u["qty"], u["filled"]) for u in published.orders()}
+    assert updates == {"m-ask": ("NEW", 600, 0), "m-bid": ("CXL", 400, 0)}
+    assert settles_to(dec.exchange, me, "BTC", (BTC, money.base_units(market, 600)))
+    assert settles_to(dec.exchange, me, "USDC", (USDC, 0))
+    # the maker kept its place: a buyer of 600 fills it before the other user's ask
+    dec.place(buyer, DECR_SPOT, "BUY", 600, "b-bid")
+    assert dec.record(me, "m-ask") == ("FILLED", None, 600, 600)
+    assert dec.record(other, "o-ask") == ("NEW", None, 0, 500)
+    notional = money.notional(market, P, 600)
+    maker_fee = money.fee(notional, market.spec.makerFeeBps)
+    assert settles_to(dec.exchange, me, "USDC", (USDC + notional - maker_fee, 0))
+    assert settles_to(dec.exchange, me, "BTC", (BTC - money.base_units(market, 600), 0))
+
+
+def test_decrement_equal_quantities_end_both(dec: Decrement) -> None:
+    me = dec.trader()
+    dec.place(me, DECR_SPOT, "SELL", 500, "m-ask")
+    reply = dec.place(me, DECR_SPOT, "BUY", 500, "m-bid", tif="IOC")
+    assert (reply["status"], reply.get("reason")) == ("CXL", "SELF_TRADE")
+    assert dec.record(me, "m-ask") == ("CXL", "SELF_TRADE", 0, 500)
+    assert dec.record(me, "m-bid") == ("CXL", "SELF_TRADE", 0, 500)
+    assert dec.exchange.get(f"/v1/markets/{DECR_SPOT}/depth")["asks"] == []
+    assert settles_to(dec.exchange, me, "USDC", (USDC, 0))
+    assert settles_to(dec.exchange, me, "BTC", (BTC, 0))
+
+
+def test_decrement_a_fok_counts_only_what_comes_before_its_own_maker(dec: Decrement) -> None:
+    """A FOK never decrements: needing more than the liquidity before its own maker it
+    expires, nothing changed; one the first ask fills whole trades, my maker untouched."""
+    market = dec.markets[DECR_SPOT]
+    other, me = dec.trader(), dec.trader()
+    dec.place(other, DECR_SPOT, "SELL", QTY, "o-ask")
+    dec.place(me, DECR_SPOT, "SELL", QTY, "m-ask")
+    dec.place(other, DECR_SPOT, "SELL", QTY, "o-ask2")
+    trades_before = dec.exchange.get(f"/v1/markets/{DECR_SPOT}/trades")
+    reply = dec.place(me, DECR_SPOT, "BUY", 2 * QTY, "m-fok", tif="FOK")
+    assert (reply["status"], reply.get("reason")) == ("EXP", "TIME_IN_FORCE")
+    assert dec.record(me, "m-ask") == ("NEW", None, 0, QTY)
+    assert dec.exchange.get(f"/v1/markets/{DECR_SPOT}/trades") == trades_before
+    reply = dec.place(me, DECR_SPOT, "BUY", QTY, "m-fok2", tif="FOK")
+    assert reply["status"] == "FILLED"
+    assert dec.record(me, "m-ask") == ("NEW", None, 0, QTY)
+    notional = money.notional(market, P, QTY)
+    taker_fee = money.fee(notional, market.spec.takerFeeBps)
+    delivered = money.base_units(market, QTY)
+    assert settles_to(dec.exchange, me, "USDC", (USDC - notional - taker_fee, 0))
+    assert settles_to(dec.exchange, me, "BTC", (BTC + delivered, delivered))
+
+
+@pytest.mark.parametrize(
+    ("market_name", "stp", "ask", "bid"),
+    [
+        # BTC-USDC's EXPIRE_MAKER overridden: my ask goes on with 600, my buy ends
+        ("BTC-USDC", "DECREMENT", ("NEW", None, 0, 600), ("CXL", "SELF_TRADE", 0, 400)),
+        # the market's DECREMENT overridden by EXPIRE_MAKER: my ask ends, my buy rests
+        (DECR_SPOT, "EXPIRE_MAKER", ("CXL", "SELF_TRADE", 0, QTY), ("NEW", None, 0, 400)),
+        (DECR_SPOT, "", ("NEW", None, 0, 600), ("CXL", "SELF_TRADE", 0, 400)),  # the market's
+    ],
+)
+def test_decrement_an_order_v3_mode_overrides_the_markets(
+    dec: Decrement, market_name: str, stp: str, ask: tuple[Any, ...], bid: tuple[Any, ...]
+) -> None:
+    market = dec.markets[market_name]
+    me = dec.trader()
+    dec.place(me, market_name, "SELL", QTY, "m-ask")
+    dec.place(me, market_name, "BUY", 400, "m-bid", stp=stp)
+    assert dec.record(me, "m-ask") == ask
+    assert dec.record(me, "m-bid") == bid
+    base_locked = money.base_units(market, ask[3]) if ask[0] == "NEW" else 0
+    quote_locked = money.spot_buy_reservation(market, P, 400) if bid[0] == "NEW" else 0
+    assert settles_to(dec.exchange, me, "BTC", (BTC, base_locked))
+    assert settles_to(dec.exchange, me, "USDC", (USDC, quote_locked))
+
+
+def test_decrement_on_a_perp_trims_the_margin_to_the_unit(dec: Decrement) -> None:
+    """PERP: my sell of 1000 rests; my buy of 400 meets it: the buy ends, the sell goes on
+    with 600 and holds exactly the margin and fee of 600; then another user's buy of 1000
+    takes my 600 (I am short 600, nothing locked) and rests 400 of its own."""
+    market = dec.markets[DECR_PERP]
+    me, other = dec.trader(), dec.trader()
+    dec.place(me, DECR_PERP, "SELL", QTY, "m-ask")
+    assert exchange_locked(dec, me) == derivative_need(market, P, QTY, QTY, P, 0)
+    reply = dec.place(me, DECR_PERP, "BUY", 400, "m-bid")
+    assert (reply["status"], reply.get("reason")) == ("CXL", "SELF_TRADE")
+    assert dec.record(me, "m-ask") == ("NEW", None, 0, 600)
+    need_600 = derivative_need(market, P, 600, 600, P, 0)
+    assert settles_to(dec.exchange, me, "USDC", (USDC, need_600))
+    dec.place(other, DECR_PERP, "BUY", QTY, "o-bid")
+    assert dec.record(me, "m-ask") == ("FILLED", None, 600, 600)
+    assert dec.record(other, "o-bid") == ("PARTIAL", None, 600, QTY)
+    notional = money.notional(market, P, 600)
+    maker_fee = money.fee(notional, market.spec.makerFeeBps)
+    assert settles_to(dec.exchange, me, "USDC", (USDC - maker_fee, 0))
+    position = dec.exchange.get(f"/v1/accounts/{me.address}/positions")
+    assert [(p["market"], int(p["size"])) for p in position] == [(DECR_PERP, -600)]
+    # replaying the market's events from the start (the decrement's among them) changes
+    # nothing: every account applied each event once, by its eseq
+    client = redis.Redis.from_url(dec.exchange.redis_url, decode_responses=True)
+    events = [e for _, f in client.xrange(keys.market_events(DECR_PERP)) for e in events_of(f)]
+    assert [e["cid"] for e in events if e["k"] == "decrement"] == ["m-ask"]
+    accounts = (me.address.lower(), other.address.lower())
+    state = [
+        (client.hgetall(keys.balances(a)), client.hgetall(keys.reservations(a))) for a in accounts
+    ]
+    client.delete(keys.market_settled(DECR_PERP))
+    Ledger(client).settle_market(market)
+    assert [
+        (client.hgetall(keys.balances(a)), client.hgetall(keys.reservations(a))) for a in accounts
+    ] == state
+    client.close()
+
+
+def exchange_locked(dec: Decrement, trader: Trader) -> int:
+    """What the trader has locked in USDC once the gateway's reservation is in."""
+    return dec.exchange.balance(trader.address, "USDC")[1]
