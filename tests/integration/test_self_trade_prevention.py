@@ -3,8 +3,10 @@ matcher and settler on a real Redis, one market per mode (its markets-file defau
 taker meets another user's maker, then its own; each mode ends what it must, with reason
 SELF_TRADE, as the reference book says; balances settle to the unit (every ended order's
 reservation released, the one trade paid with its fees); a FOK that would reach its own maker
-under EXPIRE_TAKER / EXPIRE_BOTH changes nothing; the auditor's invariants hold after each
-test."""
+under EXPIRE_TAKER / EXPIRE_BOTH / DECREMENT changes nothing; DECREMENT's cases (the taker
+larger, smaller, equal; SPOT and PERP; the market's mode against an OrderV3's) to the unit,
+with their depth: and orders: publications; the auditor's invariants hold after each test.
+One exchange serves the module: each test has fresh traders and cancels what they left."""
 
 from __future__ import annotations
 
@@ -43,34 +45,70 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 MODES = ["EXPIRE_MAKER", "EXPIRE_TAKER", "EXPIRE_BOTH"]
 
 
-@pytest.fixture
-def markets_file(tmp_path: Path) -> Path:
-    """The shipped file plus one SPOT market per mode (named after it), BTC-USDC's terms."""
+DECR_SPOT, DECR_PERP = "STP-DECREMENT", "STP-DECREMENT-PERP"
+# every trader a test funded, with the markets it placed orders in: cancelled after the test
+TOUCHED: dict[str, tuple[Trader, set[str]]] = {}
+
+
+@pytest.fixture(scope="module")
+def running_exchange(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Exchange]:
+    """One exchange for the module (each test has its own fresh traders): the shipped markets
+    plus a SPOT market per mode (named after it, BTC-USDC's terms) and a PERP market whose
+    default is DECREMENT (BTC-PERP's terms)."""
     document = yaml.safe_load(DEFAULT_MARKETS_FILE.read_text())
-    for mode in MODES:
-        document["markets"][f"STP-{mode}"] = {
-            **document["markets"]["BTC-USDC"],
-            "selfTradePrevention": mode,
-        }
-    path = tmp_path / "markets.yaml"
+    for name, like, mode in [
+        *((f"STP-{mode}", "BTC-USDC", mode) for mode in MODES),
+        (DECR_SPOT, "BTC-USDC", "DECREMENT"),
+        (DECR_PERP, "BTC-PERP", "DECREMENT"),
+    ]:
+        document["markets"][name] = {**document["markets"][like], "selfTradePrevention": mode}
+    path = tmp_path_factory.mktemp("stp") / "markets.yaml"
     path.write_text(yaml.safe_dump(document))
-    return path
-
-
-@pytest.fixture
-def exchange(redis_url: str, markets_file: Path) -> Iterator[Exchange]:
-    with Exchange(redis_url, DEX_MARKETS_FILE=str(markets_file)) as running:
+    redis_server.flushall()
+    with Exchange(redis_server.url, DEX_MARKETS_FILE=str(path)) as running:
         running.start("gateway", "matcher", "settler")
         yield running
-        with running.client() as client:
-            audit = client.get("/v1/admin/audit", headers=ADMIN).json()
-        assert audit["ok"] is True, audit["invariants"]
+
+
+@pytest.fixture
+def exchange(running_exchange: Exchange) -> Iterator[Exchange]:
+    """The module's exchange; afterwards what the test's traders left resting is cancelled,
+    and once nothing of theirs is locked the auditor's invariants must hold."""
+    TOUCHED.clear()
+    yield running_exchange
+    with running_exchange.client() as client:
+        for trader, markets in TOUCHED.values():
+            for market in sorted(markets):
+                message = {
+                    "userId": trader.address,
+                    "market": market,
+                    "ts": time.time_ns() // 10**6,
+                }
+                sig = sign(trader.key, "CancelAll", message, CHAIN_ID, VERIFYING_CONTRACT)
+                response = client.post("/v1/orders/cancel-all", json={**message, "sig": sig})
+                assert response.status_code == 200, response.text
+    for trader, _ in TOUCHED.values():
+        for asset in ("USDC", "BTC"):
+            assert wait_for(
+                lambda t=trader, a=asset: running_exchange.balance(t.address, a)[1] == 0, 30
+            ), (trader.address, asset)
+    with running_exchange.client() as client:
+        audit = client.get("/v1/admin/audit", headers=ADMIN).json()
+    assert audit["ok"] is True, audit["invariants"]
+
+
+def touch(trader: Trader, market: str) -> None:
+    """The trader may leave orders resting in market: the test's cleanup cancels them."""
+    TOUCHED[trader.address][1].add(market)
 
 
 def funded(exchange: Exchange) -> Trader:
     trader = Trader()
     exchange.deposit(trader.address, "USDC", USDC)
     exchange.deposit(trader.address, "BTC", BTC)
+    TOUCHED[trader.address] = (trader, set())
     return trader
 
 
@@ -78,6 +116,7 @@ def place(
     exchange: Exchange, trader: Trader, market: str, side: str, qty: int, cid: str, tif: str
 ) -> dict[str, Any]:
     body = trader.order(market, side, P, qty, cid=cid, product="SPOT", timeInForce=tif)
+    touch(trader, market)
     with exchange.client() as client:
         response: httpx.Response = client.post("/v1/orders?wait=1", json=body)
     assert response.status_code == 200, response.text
@@ -87,6 +126,13 @@ def place(
 def order(exchange: Exchange, trader: Trader, cid: str) -> tuple[str, str | None, int]:
     record = exchange.get(f"/v1/orders/{trader.address}/{cid}")
     return record["status"], record.get("reason") or None, int(record["filled"])
+
+
+def new_trades(exchange: Exchange, market: str, before: list[Any]) -> list[tuple[int, int]]:
+    """(price, qty) of the market's trades not in ``before`` (an earlier read)."""
+    seen = {t["tradeId"] for t in before}
+    trades = exchange.get(f"/v1/markets/{market}/trades")
+    return [(int(t["price"]), int(t["qty"])) for t in trades if t["tradeId"] not in seen]
 
 
 def settles_to(exchange: Exchange, trader: Trader, asset: str, expected: tuple[int, int]) -> bool:
@@ -101,6 +147,7 @@ def test_each_mode_against_the_reference_book(exchange: Exchange, mode: str) -> 
     assert listed[market_name]["selfTradePrevention"] == mode
     assert listed["BTC-USDC"]["selfTradePrevention"] == "EXPIRE_MAKER"
 
+    trades_before = exchange.get(f"/v1/markets/{market_name}/trades")
     other, me = funded(exchange), funded(exchange)
     # another user's ask first in time, then mine at the same price; I buy both
     steps = [(other, "o-ask", "SELL", QTY, "GTC"), (me, "m-ask", "SELL", QTY, "GTC"),
@@ -123,8 +170,7 @@ def test_each_mode_against_the_reference_book(exchange: Exchange, mode: str) -> 
     assert order(exchange, other, "o-ask") == ("FILLED", None, QTY)
     for cid, want_tuple in expected.items():
         assert order(exchange, me, cid) == want_tuple, cid
-    trades = exchange.get(f"/v1/markets/{market_name}/trades")
-    assert [(int(t["price"]), int(t["qty"])) for t in trades] == [(P, QTY)]
+    assert new_trades(exchange, market_name, trades_before) == [(P, QTY)]
 
     # to the unit: the one trade and its fees; what still rests is locked, nothing else
     notional = money.notional(market, P, QTY)
@@ -153,11 +199,12 @@ def test_a_fok_that_would_reach_its_own_maker_changes_nothing(
     place(exchange, other, market_name, "SELL", QTY, "o-ask", "GTC")
     place(exchange, me, market_name, "SELL", QTY, "m-ask", "GTC")
     place(exchange, other, market_name, "SELL", QTY, "o-ask2", "GTC")
+    trades_before = exchange.get(f"/v1/markets/{market_name}/trades")
     reply = place(exchange, me, market_name, "BUY", 2 * QTY, "m-fok", "FOK")
     assert (reply["status"], reply.get("reason")) == ("EXP", "TIME_IN_FORCE")
     assert order(exchange, other, "o-ask") == ("NEW", None, 0)
     assert order(exchange, me, "m-ask") == ("NEW", None, 0)
-    assert exchange.get(f"/v1/markets/{market_name}/trades") == []
+    assert new_trades(exchange, market_name, trades_before) == []
     delivered = money.base_units(market, QTY)
     assert settles_to(exchange, me, "USDC", (USDC, 0))
     assert settles_to(exchange, me, "BTC", (BTC, delivered))
@@ -263,48 +310,23 @@ def test_an_order_v3_over_the_websocket(exchange: Exchange) -> None:
     assert settles_to(exchange, other, "BTC", (BTC - delivered, 0))
 
 
-# -- DECREMENT: one exchange for these tests, each with its own fresh traders --------------
-DECR_SPOT, DECR_PERP = "STP-DECREMENT", "STP-DECREMENT-PERP"
-
-
-@pytest.fixture(scope="module")
-def decrement_exchange(
-    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Exchange]:
-    """The shipped markets plus a SPOT and a PERP market whose default is DECREMENT."""
-    document = yaml.safe_load(DEFAULT_MARKETS_FILE.read_text())
-    for name, like in ((DECR_SPOT, "BTC-USDC"), (DECR_PERP, "BTC-PERP")):
-        document["markets"][name] = {
-            **document["markets"][like],
-            "selfTradePrevention": "DECREMENT",
-        }
-    path = tmp_path_factory.mktemp("decrement") / "markets.yaml"
-    path.write_text(yaml.safe_dump(document))
-    redis_server.flushall()
-    with Exchange(redis_server.url, DEX_MARKETS_FILE=str(path)) as running:
-        running.start("gateway", "matcher", "settler")
-        yield running
+# -- DECREMENT ------------------------------------------------------------------------
 
 
 class Decrement:
-    """A test's view of the DECREMENT exchange: its traders, their orders' cleanup, and the
-    auditor's check once everything they did has settled."""
+    """A test's view of the exchange for DECREMENT: fresh traders, orders, records."""
 
     def __init__(self, exchange: Exchange) -> None:
         self.exchange = exchange
-        self.traders: list[Trader] = []
-        self.placed: set[tuple[int, str]] = set()  # (trader's index, market)
         self.markets = load_markets(Path(exchange.env["DEX_MARKETS_FILE"])).markets
 
     def trader(self) -> Trader:
-        trader = funded(self.exchange)
-        self.traders.append(trader)
-        return trader
+        return funded(self.exchange)
 
     def place(self, trader: Trader, market: str, side: str, qty: int, cid: str,
               tif: str = "GTC", stp: str | None = None) -> dict[str, Any]:  # fmt: skip
         product = self.markets[market].product.value
-        self.placed.add((self.traders.index(trader), market))
+        touch(trader, market)
         if stp is None:
             body = trader.order(market, side, P, qty, cid=cid, product=product, timeInForce=tif)
         else:
@@ -319,35 +341,10 @@ class Decrement:
         found = self.exchange.get(f"/v1/orders/{trader.address}/{cid}")
         return found["status"], found.get("reason") or None, int(found["filled"]), found["qty"]
 
-    def close(self) -> None:
-        """Cancel what the traders left resting, wait until nothing of theirs is locked, then
-        the auditor's invariants must hold."""
-        with self.exchange.client() as client:
-            for index, market in sorted(self.placed):
-                trader = self.traders[index]
-                message = {
-                    "userId": trader.address,
-                    "market": market,
-                    "ts": time.time_ns() // 10**6,
-                }
-                sig = sign(trader.key, "CancelAll", message, CHAIN_ID, VERIFYING_CONTRACT)
-                response = client.post("/v1/orders/cancel-all", json={**message, "sig": sig})
-                assert response.status_code == 200, response.text
-        for trader in self.traders:
-            for asset in ("USDC", "BTC"):
-                assert wait_for(
-                    lambda t=trader, a=asset: self.exchange.balance(t.address, a)[1] == 0, 30
-                ), (trader.address, asset)
-        with self.exchange.client() as client:
-            audit = client.get("/v1/admin/audit", headers=ADMIN).json()
-        assert audit["ok"] is True, audit["invariants"]
-
 
 @pytest.fixture
-def dec(decrement_exchange: Exchange) -> Iterator[Decrement]:
-    view = Decrement(decrement_exchange)
-    yield view
-    view.close()
+def dec(exchange: Exchange) -> Decrement:
+    return Decrement(exchange)
 
 
 class Published:
@@ -407,13 +404,7 @@ def test_decrement_a_taker_larger_than_its_own_maker_goes_on_and_rests(dec: Decr
     for (user, cid), want in reference.orders.items():
         trader = me if user == me.address else other
         assert dec.record(trader, cid) == (want.status, want.reason, want.filled, want.qty)
-    seen_before = {t["tradeId"] for t in trades_before}
-    trades = [
-        (int(t["price"]), int(t["qty"]))
-        for t in dec.exchange.get(f"/v1/markets/{DECR_SPOT}/trades")
-        if t["tradeId"] not in seen_before
-    ]
-    assert trades == [(P, QTY), (P, QTY)]
+    assert new_trades(dec.exchange, DECR_SPOT, trades_before) == [(P, QTY), (P, QTY)]
     depth = dec.exchange.get(f"/v1/markets/{DECR_SPOT}/depth")
     assert (depth["bids"], depth["asks"]) == ([[P, 600]], [])
     # one depth seq for the command; my two orders as they ended up
@@ -449,7 +440,7 @@ def test_decrement_a_taker_smaller_than_its_own_maker_ends_the_maker_keeps_its_p
     assert (reply["status"], reply.get("reason"), reply["filled"]) == ("CXL", "SELF_TRADE", 0)
     assert dec.record(me, "m-bid") == ("CXL", "SELF_TRADE", 0, 400)
     assert dec.record(me, "m-ask") == ("NEW", None, 0, 600)
-    assert dec.exchange.get(f"/v1/markets/{DECR_SPOT}/trades") == trades_before
+    assert new_trades(dec.exchange, DECR_SPOT, trades_before) == []
     assert dec.exchange.get(f"/v1/markets/{DECR_SPOT}/depth")["asks"] == [[P, 1100]]
     published.drain(lambda s: len(s) >= 3)
     assert [m["data"] for m in published.depth()] == [{"bids": [], "asks": [[P, 1100]]}]
@@ -491,7 +482,7 @@ def test_decrement_a_fok_counts_only_what_comes_before_its_own_maker(dec: Decrem
     reply = dec.place(me, DECR_SPOT, "BUY", 2 * QTY, "m-fok", tif="FOK")
     assert (reply["status"], reply.get("reason")) == ("EXP", "TIME_IN_FORCE")
     assert dec.record(me, "m-ask") == ("NEW", None, 0, QTY)
-    assert dec.exchange.get(f"/v1/markets/{DECR_SPOT}/trades") == trades_before
+    assert new_trades(dec.exchange, DECR_SPOT, trades_before) == []
     reply = dec.place(me, DECR_SPOT, "BUY", QTY, "m-fok2", tif="FOK")
     assert reply["status"] == "FILLED"
     assert dec.record(me, "m-ask") == ("NEW", None, 0, QTY)
