@@ -327,4 +327,7 @@ local function match_order(cmd, o)
     budget, cmd.liquidation == true)
   after_taking(o, is_buy, remaining, margin_stop, is_market or tif == 'IOC' or tif == 'FOK',
     self_stop)
+  -- the record keeps no mode: an amend of it, even later in this call, meets its own makers
+  -- by the market's
+  o.stp = nil
 end
