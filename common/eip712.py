@@ -138,7 +138,7 @@ PRIMARY_TYPES: dict[str, list[tuple[str, str]]] = {
         ("ts", "uint256"),
     ],
     # An OrderV2 with its own self-trade prevention mode (docs/api.md "Self-trade
-    # prevention"): EXPIRE_MAKER, EXPIRE_TAKER, EXPIRE_BOTH, or "" for the market's.
+    # prevention"): EXPIRE_MAKER, EXPIRE_TAKER, EXPIRE_BOTH, DECREMENT, or "" for the market's.
     "OrderV3": [
         *_ORDER_FIELDS,
         ("timeInForce", "string"),

@@ -59,6 +59,7 @@ class SelfTradePrevention(StrEnum):
     EXPIRE_MAKER = "EXPIRE_MAKER"
     EXPIRE_TAKER = "EXPIRE_TAKER"
     EXPIRE_BOTH = "EXPIRE_BOTH"
+    DECREMENT = "DECREMENT"
 
 
 class MarketStatus(StrEnum):

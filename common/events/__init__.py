@@ -67,7 +67,13 @@ from common.events.publications import (
     topic_message,
 )
 from common.events.records import Candle, FillRecord, Trade
-from common.events.settlement import AmendEvent, DoneEvent, FillEvent, SettlementEvent
+from common.events.settlement import (
+    AmendEvent,
+    DecrementEvent,
+    DoneEvent,
+    FillEvent,
+    SettlementEvent,
+)
 
 __all__ = [
     "COMMAND_FIELD",
@@ -91,6 +97,7 @@ __all__ = [
     "CancelReply",
     "Candle",
     "Command",
+    "DecrementEvent",
     "DepthBatch",
     "DepthChange",
     "DepthPublication",

@@ -3,7 +3,7 @@
 One stream entry per matcher call, one field per event (name: its ``eseq``, value: the event
 JSON); :func:`common.events.codec.events_of` reads an entry. ``eseq`` counts a market's events
 contiguously from 1; a fill comes before the ``done`` of an order it finishes, and an
-``amend`` before the fills it causes.
+``amend`` before the fills it causes; a ``decrement`` comes where the taker met its own order.
 """
 
 from __future__ import annotations
@@ -75,4 +75,20 @@ class AmendEvent(TypedDict):
     ts: int
 
 
-SettlementEvent = FillEvent | DoneEvent | AmendEvent
+@with_config(MESSAGE)
+class DecrementEvent(TypedDict):
+    """Self-trade prevention's DECREMENT (docs/api.md "Self-trade prevention") took ``cut``
+    off an order that goes on: ``qty`` is its qty from now on (no trade). The settler brings
+    its reservation down to what ``qty`` − filled needs."""
+
+    k: Literal["decrement"]
+    eseq: int
+    user: str
+    cid: str
+    side: SideName
+    qty: int
+    cut: int
+    ts: int
+
+
+SettlementEvent = FillEvent | DoneEvent | AmendEvent | DecrementEvent

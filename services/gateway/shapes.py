@@ -428,7 +428,7 @@ SIGNED_FIELD_DOCS: dict[str, tuple[str, Any]] = {
     "expectedFilled": ("Amend only: -1 = no guard, else the qty the order must have filled", -1),
     "selfTradePrevention": (
         "OrderV3 only (its presence makes the body an OrderV3): EXPIRE_MAKER, EXPIRE_TAKER, "
-        'EXPIRE_BOTH, or "" for the market\'s mode',
+        'EXPIRE_BOTH, DECREMENT, or "" for the market\'s mode',
         "EXPIRE_TAKER",
     ),
 }
@@ -517,7 +517,7 @@ ORDER_V3 = signed_shape(
         Check(
             "selfTradePrevention",
             ErrorCode.INVALID_ORDER,
-            '"", EXPIRE_MAKER, EXPIRE_TAKER or EXPIRE_BOTH',
+            '"", EXPIRE_MAKER, EXPIRE_TAKER, EXPIRE_BOTH or DECREMENT',
             _stp_mode,
             {"enum": ["", *SelfTradePrevention.__members__]},
         ),

@@ -144,11 +144,15 @@ class Ledger:
         if cursor != "0-0":
             self._trim_events(symbol, cursor, after)
         after.execute()
-        # Settled: the amends the book took are the terms of their orders from now on.
+        # Settled: the amends the book took (and the decrements) are the terms of their
+        # orders from now on.
         cache = self._terms.setdefault(symbol, OrderedDict())
         for event in events:
             if event["k"] == "amend" and event["accepted"]:
                 cache[(event["user"], event["cid"])] = settlement.amended_terms(market, event)
+            elif event["k"] == "decrement" and (event["user"], event["cid"]) in cache:
+                key = (event["user"], event["cid"])
+                cache[key] = settlement.decremented_terms(cache[key], event)
         self._settled_to[symbol] = last_id
         notices: list[tuple[str, AccountPublication]] = [
             (account, {"seq": per_account[account][-1][0], "data": {"markets": [symbol]}})
@@ -237,9 +241,10 @@ class Ledger:
     def _order_terms(
         self, market: Market, events: list[SettlementEvent]
     ) -> dict[tuple[str, str], OrderTerms]:
-        """The reservation terms of every order filled or amended in ``events``, as they stand
-        at the batch's start (cached per market: only an amend changes them, and the amends
-        this ledger settles update the cache; see _settle_batch for those it did not)."""
+        """The reservation terms of every order filled, amended or decremented in ``events``,
+        as they stand at the batch's start (cached per market: only an amend or a decrement
+        changes them, and those this ledger settles update the cache; see _settle_batch for
+        those it did not)."""
         cache = self._terms.setdefault(market.symbol, OrderedDict())
         wanted: dict[tuple[str, str], str] = {}
         needed: set[tuple[str, str]] = set()
@@ -250,7 +255,7 @@ class Ledger:
                     (event["buyer"], event["buyCid"], "BUY"),
                     (event["seller"], event["sellCid"], "SELL"),
                 ]
-            elif event["k"] == "amend":
+            elif event["k"] in ("amend", "decrement"):
                 sides = [(event["user"], event["cid"], event["side"])]
             else:
                 continue

@@ -13,7 +13,8 @@ OPTION: the premium moves as cash like a spot price, the position size and entry
 for display, and no PnL moves as cash until expiry.
 After each leg the order's reservation becomes what its unfilled rest needs (``trim``), but
 never less while an amend of the order is pending (docs/api.md "Amend"); an ``amend`` event
-ends its hold and, when the book took it, gives the order its new terms.
+ends its hold and, when the book took it, gives the order its new terms; a ``decrement``
+(self-trade prevention) lowers the order's qty and trims its reservation the same way.
 A fee a side cannot pay in full (per-fill rounding can need a few units more than the
 reservation held) is cut, never taken below zero; the fee account is credited what was paid.
 """
@@ -25,12 +26,33 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from common import keys, money
-from common.events import AmendEvent, FillEvent, FillRecord, SettlementEvent, dumps
+from common.events import (
+    AmendEvent,
+    DecrementEvent,
+    FillEvent,
+    FillRecord,
+    SettlementEvent,
+    dumps,
+)
 from common.markets import Market
-from common.reservations import NO_TERMS, OrderTerms, order_terms, reserve_asset
+from common.reservations import (
+    NO_TERMS,
+    OrderTerms,
+    order_terms,
+    reserve_asset,
+    with_matched_qty,
+)
 from common.types import Product, Side
 
-__all__ = ["AccountOps", "Operation", "amended_terms", "order_terms", "plan", "reserve_asset"]
+__all__ = [
+    "AccountOps",
+    "Operation",
+    "amended_terms",
+    "decremented_terms",
+    "order_terms",
+    "plan",
+    "reserve_asset",
+]
 
 Operation = list[str]
 AccountOps = dict[str, list[tuple[int, list[Operation]]]]
@@ -69,6 +91,12 @@ def plan(
             if event["accepted"]:
                 terms[key] = amended_terms(market, event)
             add(event["user"], eseq, amend_op(market, event, terms.get(key, NO_TERMS)))
+        elif event["k"] == "decrement":
+            key = (event["user"], event["cid"])
+            if key in finishing:
+                continue  # its done event releases the whole reservation
+            terms[key] = decremented_terms(terms.get(key, NO_TERMS), event)
+            add(event["user"], eseq, decrement_op(market, event, terms[key]))
     return {account: sorted(groups.items()) for account, groups in per_account.items()}
 
 
@@ -92,6 +120,27 @@ def amend_op(market: Market, event: AmendEvent, order: OrderTerms) -> Operation:
         event["aid"],
         "1" if event["accepted"] else "0",
         *_terms_args(market, order),
+    ]
+
+
+def decremented_terms(order: OrderTerms, event: DecrementEvent) -> OrderTerms:
+    """The order's terms once self-trade prevention's DECREMENT left it ``event["qty"]``: the
+    lower qty, as the matcher's record says it (a pro-rata reservation keeps its own)."""
+    return with_matched_qty(order, int(event["qty"]))
+
+
+def decrement_op(market: Market, event: DecrementEvent, order: OrderTerms) -> Operation:
+    """The decrement's operation: a derivative order's unfilled qty falls by the cut, and
+    the reservation becomes what ``order`` (the decremented terms) needs for the rest, as a
+    fill's trim sets it."""
+    user, cid = event["user"], event["cid"]
+    return [
+        "decrement",
+        reserve_asset(market, event["side"]),
+        cid,
+        str(int(event["cut"])),
+        *_terms_args(market, order),
+        keys.account_order(user, cid),
     ]
 
 

@@ -29,7 +29,7 @@ USERS = ["0xaa", "0xbb", "0xcc"]
 FULL = os.environ.get("DEX_FULL_TESTS") == "1"
 EXAMPLES = 1000 if FULL else 100
 START = 1_800_000_000_000
-STP_MODES = ["EXPIRE_MAKER", "EXPIRE_TAKER", "EXPIRE_BOTH"]
+STP_MODES = ["EXPIRE_MAKER", "EXPIRE_TAKER", "EXPIRE_BOTH", "DECREMENT"]
 
 
 @st.composite
@@ -279,3 +279,28 @@ def test_replaying_a_status_change_changes_nothing(client: redis.Redis) -> None:
     after = {k: client.dump(k) for k in client.keys("*") if k != keys.market_state(MARKET)}
     assert after == {k: v for k, v in snapshot.items() if k != keys.market_state(MARKET)}
     assert client.hget(keys.market_state(MARKET), "status") == "REDUCE_ONLY"
+
+
+def test_an_amend_in_the_call_that_placed_the_order_meets_its_own_makers_by_the_markets_mode(
+    client: redis.Redis,
+) -> None:
+    """An order placed with its own mode (DECREMENT) and amended across its own ask in the
+    same call: the amend meets the ask by the market's mode (EXPIRE_MAKER), as the reference
+    book says: the ask is cancelled and the bid rests whole."""
+
+    def order(cid: str, side: str, price: int, qty: int, **extra: Any) -> dict[str, Any]:
+        return {**extra, "op": "order", "user": "0xaa", "cid": cid, "side": side,
+                "type": "LIMIT", "price": price, "qty": qty, "tif": "GTC", "reduceOnly": False,
+                "expiresAt": 0, "ts": START, "reserved": 0, "acceptedAt": START,
+                "reply": keys.market_reply(MARKET, cid)}  # fmt: skip
+
+    amend = {"op": "amend", "user": "0xaa", "cid": "b1", "side": "BUY", "price": 100, "qty": 3,
+             "expectedFilled": -1, "reserved": 0, "aid": "a1", "ts": START,
+             "reply": keys.market_reply(MARKET, "a1")}  # fmt: skip
+    batches = [
+        (START, [order("s1", "SELL", 100, 2)]),
+        (START, [order("b1", "BUY", 99, 3, stp="DECREMENT"), amend]),
+    ]
+    run_and_compare(client, "SPOT", batches, "EXPIRE_MAKER")
+    assert client.hget(keys.market_order(MARKET, "0xaa", "s1"), "reason") == "SELF_TRADE"
+    assert client.hmget(keys.market_order(MARKET, "0xaa", "b1"), "qty", "status") == ["3", "NEW"]

@@ -311,6 +311,9 @@ def spot_scenario(m: Matcher) -> None:
     m.run(set_status("POST_ONLY"), reply=True)
     m.run(order(B, "b9", "BUY", PRICE, 1))  # MARKET_POST_ONLY
     m.run(set_status("OPEN"), reply=True)
+    # DECREMENT: A's buy of 1 meets A's own sell of 3: the sell goes on with 2, the buy ends
+    m.run(order(A, "d1", "SELL", PRICE + 200, 3))
+    m.run(order(A, "d2", "BUY", PRICE + 200, 1) | {"stp": "DECREMENT"})
     m.run(cancel_all(A), cancel_all(B))
 
 

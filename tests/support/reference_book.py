@@ -142,7 +142,7 @@ class ReferenceBook:
             return None
         return allowance - max(fill - self._reducible(is_buy, position), 0)
 
-    STP_MODES = ("EXPIRE_MAKER", "EXPIRE_TAKER", "EXPIRE_BOTH")
+    STP_MODES = ("EXPIRE_MAKER", "EXPIRE_TAKER", "EXPIRE_BOTH", "DECREMENT")
 
     def _stp_mode(self, wanted: Any) -> str:
         """The order's own mode when it names one, else the market's."""
@@ -245,7 +245,7 @@ class ReferenceBook:
                     break
                 if maker.user == order.user:
                     if mode != "EXPIRE_MAKER":
-                        break  # the taker would end here: nothing beyond counts
+                        break  # the taker would end or be decremented here: no further
                     continue
                 fill = min(need, maker.left)
                 tpos, mpos = simulated.get(order.user, 0), simulated.get(maker.user, 0)
@@ -295,7 +295,10 @@ class ReferenceBook:
     ) -> tuple[int, bool, bool, bool]:
         """The order takes crossing makers, best first, up to ``qty``: what is left, whether
         it stopped because it may open no more, whether the book changed, and whether it
-        stopped at its own maker (self-trade prevention ``mode`` EXPIRE_TAKER/EXPIRE_BOTH)."""
+        stopped at its own maker (self-trade prevention ``mode`` EXPIRE_TAKER/EXPIRE_BOTH, or
+        DECREMENT leaving it nothing). DECREMENT takes the smaller remaining qty off both: the
+        one left with none ends (its qty kept), the other's qty falls (a maker keeps its
+        place)."""
         is_buy = order.side == "BUY"
         opposite = self.asks if is_buy else self.bids
         remaining = qty
@@ -303,6 +306,18 @@ class ReferenceBook:
         margin_stop = False
         while remaining > 0 and opposite and crosses(opposite[0].price):
             maker = opposite[0]
+            if maker.user == order.user and mode == "DECREMENT":
+                cut = min(remaining, maker.left)
+                if cut == maker.left:
+                    self._remove(maker, "CXL", "SELF_TRADE")
+                else:
+                    maker.qty -= cut
+                changed = True
+                if cut == remaining:
+                    return remaining, False, changed, True
+                remaining -= cut
+                order.qty -= cut
+                continue
             if maker.user == order.user:
                 if mode != "EXPIRE_TAKER":
                     self._remove(maker, "CXL", "SELF_TRADE")

@@ -48,7 +48,7 @@ def test_shipped_file_has_one_market_of_each_product() -> None:
         ({"tickSize": "1"}, "market BTC-USDC: field tickSize"),
         ({"colour": "red"}, "market BTC-USDC: field colour"),
         ({"minQty": 3, "lotSize": 2}, "market BTC-USDC: field minQty"),
-        ({"selfTradePrevention": "DECREMENT"}, "market BTC-USDC: field selfTradePrevention"),
+        ({"selfTradePrevention": "DECREMENT_BOTH"}, "market BTC-USDC: field selfTradePrevention"),
         ({"selfTradePrevention": "expire_taker"}, "market BTC-USDC: field selfTradePrevention"),
     ],
 )
@@ -65,7 +65,7 @@ def test_self_trade_prevention_defaults_to_expire_maker_and_reaches_the_matcher(
     default = parse_markets(GOOD).markets["BTC-USDC"]
     assert default.public()["selfTradePrevention"] == "EXPIRE_MAKER"
     assert market_cfg_fields(default)["selfTradePrevention"] == "EXPIRE_MAKER"
-    for mode in ("EXPIRE_MAKER", "EXPIRE_TAKER", "EXPIRE_BOTH"):
+    for mode in ("EXPIRE_MAKER", "EXPIRE_TAKER", "EXPIRE_BOTH", "DECREMENT"):
         market = parse_markets(with_market(selfTradePrevention=mode)).markets["BTC-USDC"]
         assert market.public()["selfTradePrevention"] == mode
         assert market_cfg_fields(market)["selfTradePrevention"] == mode

@@ -7,9 +7,11 @@ from pathlib import Path
 import fakeredis
 
 from common import keys, money
+from common.events import DecrementEvent, DoneEvent
 from common.markets import load_markets
-from common.reservations import need, order_terms
+from common.reservations import OrderTerms, need, order_terms
 from services.settler.funding import funding_rate, payments, premium_ppm
+from services.settler.settlement import decremented_terms, plan
 
 MARKETS = load_markets(Path(__file__).resolve().parents[2] / "deploy" / "markets.yaml")
 PERP = MARKETS.markets["BTC-PERP"]
@@ -56,3 +58,24 @@ def test_partially_filled_orders_keep_what_their_rest_needs() -> None:
     assert fee_only.kind == "fee"
     assert need(PERP, fee_only, 1) == money.fee(3_000_001, 5)
     assert order_terms(PERP, "BUY", {"type": "MARKET", "price": 0, "qty": 5}, 99).kind == "none"
+
+
+def test_a_decrement_lowers_the_terms_and_skips_an_order_that_finishes() -> None:
+    """A decrement event (self-trade prevention's DECREMENT) makes its order's terms the lower
+    qty and trims as a fill's trim does; an order whose done event is in the same run needs
+    no trim (its release follows). A pro-rata reservation keeps the qty it was reserved for."""
+    spot = MARKETS.markets["BTC-USDC"]
+    terms = OrderTerms("base", 3_000_000, 1000, money.base_units(spot, 1000))
+    survivor: DecrementEvent = {"k": "decrement", "eseq": 7, "user": "a", "cid": "s1",
+                                "side": "SELL", "qty": 600, "cut": 400, "ts": 1}  # fmt: skip
+    ended: DecrementEvent = {**survivor, "eseq": 8, "cid": "b1", "side": "BUY", "qty": 2}
+    done: DoneEvent = {"k": "done", "eseq": 9, "user": "a", "cid": "b1", "side": "BUY",
+                       "status": "CXL", "reason": "SELF_TRADE", "filled": 0, "ts": 1}  # fmt: skip
+    ops = plan(spot, [survivor, ended, done], {("a", "s1"): terms})["a"]
+    assert [eseq for eseq, _ in ops] == [7, 9]
+    (op,) = ops[0][1]
+    assert op[:4] == ["decrement", "BTC", "s1", "400"] and op[4:7] == ["base", "3000000", "600"]
+    assert op[-1] == keys.account_order("a", "s1")
+    assert decremented_terms(terms, survivor).qty == 600
+    prop = OrderTerms("prop", 3_000_000, 1000, 12_345)
+    assert decremented_terms(prop, survivor) == prop

@@ -67,6 +67,13 @@
 --                                      none pending the reservation becomes what the terms
 --                                      given (those in force) need for qty − filled, as trim
 --                                      sets it. Nothing when the record is gone (settled done).
+--   ["decrement", asset, cid, cut, kind, price, qty, mult, bps1, bps2, reserved, open,
+--    margin price, loss, record key]
+--                                      self-trade prevention's DECREMENT left the order qty
+--                                      (the terms given): its unfilled qty in dex:{u}:oq falls
+--                                      by cut, and its reservation becomes what qty − filled
+--                                      needs, as trim sets it (never less while an amend of it
+--                                      is pending)
 --   ["finished", cid, record key]      the order is finished and its done event settled: it
 --                                      leaves the open index (KEYS[8]) and its accepted record
 --                                      dex:{u}:ord:<cid> (same slot; key from common/keys.py)
@@ -195,6 +202,17 @@ for _, batch in ipairs(batches) do
           tonumber(op[9]), tonumber(op[10]), tonumber(op[11]), tonumber(op[12] or '0'),
           tonumber(op[13] or '0'), tonumber(op[14] or '0'))
         local pending = op[15] and tonumber(redis.call('HGET', op[15], 'pa') or '0') or 0
+        if keep ~= nil and pending > 0 then keep = math.max(keep, reserved_for(cid)) end
+        settle_reservation(asset, cid, keep)
+      elseif kind == 'decrement' then
+        local asset, cid = op[2], op[3]
+        local qty = tonumber(op[7])
+        local rest = math.max(qty - tonumber(redis.call('HGET', resf_key, cid) or '0'), 0)
+        open_qty_falls(cid, tonumber(op[4]))
+        local keep = reservation_need(op[5], rest, tonumber(op[6]), qty, tonumber(op[8]),
+          tonumber(op[9]), tonumber(op[10]), tonumber(op[11]), tonumber(op[12]),
+          tonumber(op[13]), tonumber(op[14]))
+        local pending = tonumber(redis.call('HGET', op[15], 'pa') or '0')
         if keep ~= nil and pending > 0 then keep = math.max(keep, reserved_for(cid)) end
         settle_reservation(asset, cid, keep)
       elseif kind == 'amend' then

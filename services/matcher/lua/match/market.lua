@@ -22,7 +22,8 @@ local function load_market()
   lot = tonumber(cfg.lotSize or '1')
   band_bps = margined and tonumber(cfg.priceBandBps or '0') or 0
   stp_default = cfg.selfTradePrevention
-  if stp_default ~= 'EXPIRE_TAKER' and stp_default ~= 'EXPIRE_BOTH' then
+  if stp_default ~= 'EXPIRE_TAKER' and stp_default ~= 'EXPIRE_BOTH' and
+      stp_default ~= 'DECREMENT' then
     stp_default = 'EXPIRE_MAKER'
   end
   market_json = q(market)

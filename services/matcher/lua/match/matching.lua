@@ -2,8 +2,8 @@
 --
 -- The book is two sorted sets whose score is the price (bids negated) and whose member sorts
 -- one price level by arrival (match/records.lua). Trades print at the maker's price. A maker
--- of the taker's own user is cancelled (self-trade prevention). What is left rests, or ends
--- by its time in force.
+-- of the taker's own user meets the taker by its self-trade prevention mode. What is left
+-- rests, or ends by its time in force.
 
 --#include money.lua
 --#include margin.lua
@@ -67,17 +67,36 @@ end
 
 -- The self-trade prevention mode an incoming order meets its own makers by: its own (the
 -- order command's stp), else the market's. EXPIRE_MAKER cancels the maker and goes on;
--- EXPIRE_TAKER ends the taker there, the maker stays; EXPIRE_BOTH ends both.
+-- EXPIRE_TAKER ends the taker there, the maker stays; EXPIRE_BOTH ends both; DECREMENT
+-- takes the smaller remaining qty off both (see decrement).
 local function stp_mode(o)
   local mode = o.stp
-  if mode == 'EXPIRE_MAKER' or mode == 'EXPIRE_TAKER' or mode == 'EXPIRE_BOTH' then
+  if mode == 'EXPIRE_MAKER' or mode == 'EXPIRE_TAKER' or mode == 'EXPIRE_BOTH' or
+      mode == 'DECREMENT' then
     return mode
   end
   return stp_default
 end
 
+-- DECREMENT: an order that goes on (the taker, or a maker that keeps its place) loses cut of
+-- its qty, no trade; its settlement event "decrement" brings its reservation down to its
+-- new rest. A resting maker's level falls by the cut.
+local function decrement(o, cut, resting)
+  o.qty = o.qty - cut
+  if resting then
+    level_add(o.side == 'BUY', o.price, -cut)
+    redis.call('HSET', o.key, 'qty', int(o.qty), 'updatedTs', now_text)
+  end
+  local e = next_eseq()
+  emit_event(e, '{"eseq":' .. e .. ',"k":"decrement","user":' .. q(o.userId) .. ',"cid":' ..
+    q(o.clientOrderId) .. ',"side":"' .. o.side .. '","qty":' .. int(o.qty) .. ',"cut":' ..
+    int(cut) .. ',"ts":' .. now_text .. '}')
+  touch(o)
+end
+
 -- Can a FOK order of qty fill whole? Counting only other users' liquidity (and, when its
--- mode ends the taker at its own maker, only the liquidity before that maker), and only what
+-- mode ends or decrements the taker at its own maker, only the liquidity before that maker:
+-- a FOK never decrements), and only what
 -- each side's margin lets it fill (and, with a budget, what it affords): the loop of
 -- take_book, rehearsed without changing anything.
 local function fok_fills(o, book, is_buy, limit, no_limit, qty, budget)
@@ -150,7 +169,20 @@ local function take_book(o, book, is_buy, limit, no_limit, qty, budget, liquidat
     local mu, mc = parse_member(member)
     local mo = load(oprefix .. mu .. ':' .. mc)
     local mp = mo.price
-    if mu == user then
+    if mu == user and stp == 'DECREMENT' then
+      -- both lose the smaller remaining qty; the one left with none ends (its qty kept)
+      local maker_left = mo.qty - mo.filled
+      local cut = math.min(remaining, maker_left)
+      if cut == maker_left then
+        remove_resting(mo, 'CXL', 'SELF_TRADE')
+        wi = wi + 2
+      else
+        decrement(mo, cut, true)
+      end
+      if cut == remaining then return remaining, false, true end
+      remaining = remaining - cut
+      decrement(o, cut, false)
+    elseif mu == user then
       if stp ~= 'EXPIRE_TAKER' then remove_resting(mo, 'CXL', 'SELF_TRADE') end
       if stp ~= 'EXPIRE_MAKER' then return remaining, false, true end
       wi = wi + 2
@@ -295,4 +327,7 @@ local function match_order(cmd, o)
     budget, cmd.liquidation == true)
   after_taking(o, is_buy, remaining, margin_stop, is_market or tif == 'IOC' or tif == 'FOK',
     self_stop)
+  -- the record keeps no mode: an amend of it, even later in this call, meets its own makers
+  -- by the market's
+  o.stp = nil
 end
