@@ -55,6 +55,7 @@ def test_health_info_and_markets(client: TestClient, r: redis.Redis) -> None:
         "Batch",
         "BatchAction",
         "OrderV3",
+        "OrderV4",
     }
     assert info["assets"] == {
         "USDC": {"decimals": 6, "quantum": 1},

@@ -311,6 +311,18 @@ def spot_scenario(m: Matcher) -> None:
     m.run(set_status("POST_ONLY"), reply=True)
     m.run(order(B, "b9", "BUY", PRICE, 1))  # MARKET_POST_ONLY
     m.run(set_status("OPEN"), reply=True)
+    # trigger orders wait UNTRIGGERED (docs/api.md "Trigger orders"); the oracle's prices command
+    stop = order(A, "t1", "BUY", PRICE + 500, 1) | {
+        "trigger": "STOP_LIMIT",
+        "triggerPrice": PRICE + 400,
+        "triggerSource": "LAST",
+    }
+    trailing = order(A, "t2", "SELL", 0, 1, type="MARKET") | {
+        "trigger": "TRAILING_STOP_MARKET", "triggerPrice": 0, "triggerSource": "MARK",
+        "trailingDelta": 10, "trailingUnit": "TICKS",
+    }  # fmt: skip
+    m.run(typing.cast(OrderCommand, stop), typing.cast(OrderCommand, trailing), reply=True)
+    m.run({"op": "prices", "ts": now_ms()})
     m.run(cancel_all(A), cancel_all(B))
 
 

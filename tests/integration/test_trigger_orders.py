@@ -1,0 +1,209 @@
+"""Trigger orders (docs/api.md "Trigger orders") on LAST, through the real gateway, matcher and
+settler on a real Redis: each stop and take-profit type on each side fires when a trade gaps
+through its trigger, balances to the unit before and after; an untriggered order is visible,
+amendable and cancellable, its reservation to the unit; a trigger already crossed at arrival
+fires at once; a malformed, forged or replayed OrderV4 is refused with nothing reserved; the
+auditor's invariants hold after every test. One market per case (support/trigger_orders.py)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from support.exchange import Exchange
+from support.redis_server import RedisServer, wait_for
+from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
+from support.trigger_orders import (
+    BTC,
+    USDC,
+    P,
+    Q,
+    assert_audit_ok,
+    fresh_market,
+    funded,
+    limit,
+    market_of,
+    module_exchange,
+    order,
+    placed,
+    post,
+    settles_to,
+    v4_body,
+)
+
+from common import keys, money
+from common.eip712 import sign
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def exchange(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Exchange]:
+    yield from module_exchange(redis_server, tmp_path_factory)
+
+
+@pytest.fixture(autouse=True)
+def audited(exchange: Exchange) -> Iterator[None]:
+    yield
+    assert_audit_ok(exchange)
+
+
+# (type, side) -> direction: U fires when the source rises to the trigger, D when it falls.
+CASES = [
+    ("STOP_LIMIT", "BUY", "U"), ("STOP_MARKET", "BUY", "U"),
+    ("STOP_LIMIT", "SELL", "D"), ("STOP_MARKET", "SELL", "D"),
+    ("TAKE_PROFIT_LIMIT", "BUY", "D"), ("TAKE_PROFIT_MARKET", "BUY", "D"),
+    ("TAKE_PROFIT_LIMIT", "SELL", "U"), ("TAKE_PROFIT_MARKET", "SELL", "U"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("order_type", "side", "direction"), CASES)
+def test_each_type_and_side_fires_on_a_last_trade_gapping_through_its_trigger(
+    exchange: Exchange, order_type: str, side: str, direction: str
+) -> None:
+    name = fresh_market("S")
+    market = market_of(exchange, name)
+    maker, taker, me = funded(exchange), funded(exchange), funded(exchange)
+    # liquidity the fired order takes (P ± 150), and a first trade at P
+    limit(exchange, maker, name, "SELL", P + 150, Q)
+    limit(exchange, maker, name, "BUY", P - 150, Q)
+    limit(exchange, maker, name, "SELL", P, Q)
+    limit(exchange, taker, name, "BUY", P, Q, "IOC")
+    trigger = P + 50 if direction == "U" else P - 50
+    is_buy = side == "BUY"
+    price = P + 200 if is_buy else (0 if order_type.endswith("MARKET") else P - 200)
+    body = v4_body(me, name, side, order_type, price, Q, trigger)
+    assert placed(exchange, body)["status"] == "UNTRIGGERED"
+    view = order(exchange, me, body["clientOrderId"])
+    assert (view["type"], view["status"], view["triggerPrice"], view["triggerSource"]) == (
+        order_type, "UNTRIGGERED", trigger, "LAST")  # fmt: skip
+    assert view["triggered"] is False
+    # reserved at placement exactly as the ordinary order (a BUY: notional + fee at its price)
+    buy_lock = money.spot_buy_reservation(market, P + 200, Q)
+    base = money.base_units(market, Q)
+    if is_buy:
+        settles_to(exchange, me, "USDC", (USDC, buy_lock))
+    else:
+        settles_to(exchange, me, "BTC", (BTC, base))
+    # a trade that gaps through the trigger (P -> P ± 60, nothing at P ± 50)
+    move = P + 60 if direction == "U" else P - 60
+    limit(exchange, maker, name, "SELL" if direction == "U" else "BUY", move, Q)
+    limit(exchange, taker, name, "BUY" if direction == "U" else "SELL", move, Q, "IOC")
+    assert wait_for(lambda: order(exchange, me, body["clientOrderId"])["status"] == "FILLED", 10)
+    view = order(exchange, me, body["clientOrderId"])
+    assert view["triggered"] is True and view["filled"] == Q
+    fill = P + 150 if is_buy else P - 150
+    notional = money.notional(market, fill, Q)
+    fee = money.fee(notional, market.spec.takerFeeBps)
+    if is_buy:
+        settles_to(exchange, me, "USDC", (USDC - notional - fee, 0))
+        settles_to(exchange, me, "BTC", (BTC + base, 0))
+    else:
+        settles_to(exchange, me, "BTC", (BTC - base, 0))
+        settles_to(exchange, me, "USDC", (USDC + notional - fee, 0))
+
+
+def test_untriggered_order_is_listed_amended_and_cancelled_to_the_unit(exchange: Exchange) -> None:
+    name = fresh_market("S")
+    market = market_of(exchange, name)
+    me = funded(exchange)
+    body = v4_body(me, name, "BUY", "STOP_LIMIT", P + 20, Q, P + 10)
+    cid = body["clientOrderId"]
+    assert placed(exchange, body)["status"] == "UNTRIGGERED"  # no trade yet: no LAST
+    settles_to(exchange, me, "USDC", (USDC, money.spot_buy_reservation(market, P + 20, Q)))
+    listed = exchange.get(f"/v1/accounts/{me.address}/orders?market={name}&open=1")
+    assert [(o["clientOrderId"], o["status"]) for o in listed] == [(cid, "UNTRIGGERED")]
+    # amend: new price and qty, the trigger kept; the reservation follows to the unit
+    message = {"userId": me.address, "market": name, "clientOrderId": cid, "price": P + 40,
+               "qty": 2 * Q, "expectedFilled": -1, "ts": int(time.time() * 1000)}  # fmt: skip
+    amend = {**message, "sig": sign(me.key, "Amend", message, CHAIN_ID, VERIFYING_CONTRACT)}
+    response = post(exchange, "/v1/orders/amend?wait=1", amend)
+    assert response.status_code == 200, response.text
+    view = order(exchange, me, cid)
+    assert (view["status"], view["price"], view["qty"], view["triggerPrice"]) == (
+        "UNTRIGGERED", P + 40, 2 * Q, P + 10)  # fmt: skip
+    settles_to(exchange, me, "USDC", (USDC, money.spot_buy_reservation(market, P + 40, 2 * Q)))
+    # cancel: CXL, everything released
+    message = {"userId": me.address, "market": name, "clientOrderId": cid,
+               "ts": int(time.time() * 1000)}  # fmt: skip
+    cancel = {**message, "sig": sign(me.key, "Cancel", message, CHAIN_ID, VERIFYING_CONTRACT)}
+    response = post(exchange, "/v1/orders/cancel?wait=1", cancel)
+    assert response.status_code == 200, response.text
+    assert wait_for(lambda: order(exchange, me, cid)["status"] == "CXL", 10)
+    settles_to(exchange, me, "USDC", (USDC, 0))
+    # a trade through the old trigger fires nothing
+    maker, taker = funded(exchange), funded(exchange)
+    limit(exchange, maker, name, "SELL", P + 30, Q)
+    limit(exchange, taker, name, "BUY", P + 30, Q, "IOC")
+    assert order(exchange, me, cid)["status"] == "CXL"
+    with redis.Redis.from_url(exchange.redis_url, decode_responses=True) as r:
+        for src, direction in itertools.product(("MARK", "LAST", "INDEX"), ("U", "D")):
+            assert r.zcard(keys.market_triggers(name, src, direction)) == 0
+
+
+def test_a_trigger_already_crossed_at_arrival_fires_at_once(exchange: Exchange) -> None:
+    name = fresh_market("S")
+    maker, taker, me = funded(exchange), funded(exchange), funded(exchange)
+    limit(exchange, maker, name, "SELL", P, 2 * Q)
+    limit(exchange, taker, name, "BUY", P, Q, "IOC")  # LAST = P
+    body = v4_body(me, name, "BUY", "STOP_LIMIT", P, Q, P - 10)  # BUY stop: P >= P - 10
+    assert placed(exchange, body)["status"] == "FILLED"
+    view = order(exchange, me, body["clientOrderId"])
+    assert view["triggered"] is True
+
+
+MALFORMED = [
+    ({"triggerSource": "BID"}, "STOP_LIMIT", P + 10, "INVALID_ORDER"),
+    ({}, "STOP_LIMIT", 0, "INVALID_PRICE"),  # trigger 0 on a STOP type
+    ({}, "STOP_LIMIT", 2**53, "INVALID_PRICE"),  # trigger at 2^53
+    ({}, "LIMIT", P + 10, "INVALID_ORDER"),  # a trigger on a type that takes none
+    ({"trailingDelta": 0, "trailingUnit": "TICKS"}, "TRAILING_STOP_MARKET", 0, "INVALID_ORDER"),
+    (
+        {"trailingDelta": 10**30, "trailingUnit": "TICKS"},
+        "TRAILING_STOP_MARKET",
+        0,
+        "INVALID_ORDER",
+    ),
+    ({"trailingDelta": 5001, "trailingUnit": "BPS"}, "TRAILING_STOP_MARKET", 0, "INVALID_ORDER"),
+    ({"trailingDelta": 10, "trailingUnit": "PCT"}, "TRAILING_STOP_MARKET", 0, "INVALID_ORDER"),
+    ({"trailingDelta": 10, "trailingUnit": "TICKS"}, "STOP_LIMIT", P + 10, "INVALID_ORDER"),
+    ({"closePosition": True}, "STOP_LIMIT", P + 10, "INVALID_ORDER"),
+    ({"takeProfitPrice": P}, "LIMIT", 0, "INVALID_ORDER"),
+    ({"stopLossPrice": P}, "LIMIT", 0, "INVALID_ORDER"),
+    ({"type": "STOP"}, "STOP_LIMIT", P + 10, "INVALID_ORDER"),
+    ({"price": 0}, "STOP_MARKET", P + 10, "INVALID_PRICE"),  # a spot BUY needs a protection
+]
+
+
+def test_malformed_forged_and_replayed_orders_are_refused_with_nothing_reserved(
+    exchange: Exchange,
+) -> None:
+    name = fresh_market("S")
+    me = funded(exchange)
+    for fields, order_type, trigger, code in MALFORMED:
+        fields = dict(fields)
+        price = fields.pop("price", P + 20)
+        body = v4_body(me, name, "BUY", order_type, price, Q, trigger, **fields)
+        response = post(exchange, "/v1/orders", body)
+        assert response.status_code == 400, (fields, order_type, response.text)
+        assert (response.status_code, response.json()["error"]["code"]) == (
+            400, code), (fields, order_type, response.text)  # fmt: skip
+    # forged: signed by someone else; tampered after signing
+    other = Trader()
+    forged = v4_body(other, name, "BUY", "STOP_LIMIT", P + 20, Q, P + 10) | {"userId": me.address}
+    assert post(exchange, "/v1/orders", forged).status_code == 401
+    tampered = v4_body(me, name, "BUY", "STOP_LIMIT", P + 20, Q, P + 10) | {"triggerPrice": P + 1}
+    assert post(exchange, "/v1/orders", tampered).status_code == 401
+    # an OrderV3's signature does not pass for an OrderV4 with the same fields
+    good = v4_body(me, name, "BUY", "STOP_LIMIT", P + 20, Q, P + 10)
+    assert placed(exchange, good)["status"] == "UNTRIGGERED"
+    replay = post(exchange, "/v1/orders", good)
+    assert replay.status_code == 409, replay.text
+    assert exchange.balance(me.address, "BTC") == (BTC, 0)
+    locked = money.spot_buy_reservation(market_of(exchange, name), P + 20, Q)
+    settles_to(exchange, me, "USDC", (USDC, locked))
