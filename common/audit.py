@@ -24,11 +24,12 @@ from common.types import Product
 # what the auditor reads of a matcher order record (either shape: common.order_reads)
 MATCHED = ("status", "filled", "side", "qty")
 MATCHED_FIELDS = record_hmget_fields(*MATCHED)
-BOOK = ("status", "aseq", "side", "userId", "clientOrderId")
+BOOK = ("status", "aseq", "side", "userId", "clientOrderId", "type", "t")
 BOOK_FIELDS = record_hmget_fields(*BOOK)
 
 FINAL_STATUSES = {"FILLED", "CXL", "EXP", "REJECTED"}
 RESTING_STATUSES = {"NEW", "PARTIAL"}
+UNTRIGGERED = "UNTRIGGERED"  # open, waiting in its trigger set, not in the book
 FILLS_SCAN_LIMIT = 9_000  # an account's fills stream is trimmed near 10,000 entries
 MAX_PROBLEMS = 50
 
@@ -383,8 +384,15 @@ def _books(client: Any, markets: MarketSet, crossed: _Check, orders: _Check) -> 
             [record_fields(dict(zip(BOOK_FIELDS, values, strict=True))).get(f) for f in BOOK]
             for values in pipe.execute()
         ]
-        for key, (status, aseq, side, user, cid) in zip(order_keys, states, strict=True):
+        for key, (status, aseq, side, user, cid, kind, trigger) in zip(
+            order_keys, states, strict=True
+        ):
             if status in FINAL_STATUSES:
+                continue
+            if status == UNTRIGGERED:
+                member = f"{int(aseq or 0):016d}|{user}|{cid}"
+                if not _waiting(client, symbol, member, side or "", kind or "", trigger or ""):
+                    orders.fail(f"{key}: UNTRIGGERED but in no trigger set")
                 continue
             if status not in RESTING_STATUSES:
                 orders.fail(f"{key}: status {status!r} is neither final nor resting")
@@ -393,6 +401,17 @@ def _books(client: Any, markets: MarketSet, crossed: _Check, orders: _Check) -> 
             book = keys.book_bids(symbol) if side == "BUY" else keys.book_asks(symbol)
             if client.zscore(book, member) is None:
                 orders.fail(f"{key}: {status} but not in the book")
+
+
+def _waiting(client: Any, symbol: str, member: str, side: str, kind: str, trigger: str) -> bool:
+    """Is an untriggered order in its trigger set (or, a trailing stop, its trailing set)?"""
+    source = trigger.partition("|")[0]
+    stop = not kind.startswith("TAKE_PROFIT")
+    direction = "U" if (side == "BUY") == stop else "D"
+    if client.zscore(keys.market_triggers(symbol, source, direction), member) is not None:
+        return True
+    trailing = keys.market_trailing(symbol, source, side[:1])
+    return kind == "TRAILING_STOP_MARKET" and client.zscore(trailing, member) is not None
 
 
 def _id_key(stream_id: str) -> tuple[int, int]:

@@ -169,6 +169,24 @@ PRIMARY_TYPES: dict[str, list[tuple[str, str]]] = {
         ("reduceOnly", "bool"),
         ("ts", "uint256"),
     ],
+    # An OrderV3 with a trigger (docs/api.md "Trigger orders"): type STOP_MARKET, STOP_LIMIT,
+    # TAKE_PROFIT_MARKET, TAKE_PROFIT_LIMIT or TRAILING_STOP_MARKET; triggerSource "" (the
+    # market's default), MARK, LAST or INDEX; trailingUnit "", TICKS or BPS. closePosition,
+    # takeProfitPrice and stopLossPrice are defined for attached TP/SL (false / 0 until then).
+    "OrderV4": [
+        *_ORDER_FIELDS,
+        ("timeInForce", "string"),
+        ("reduceOnly", "bool"),
+        ("expiresAt", "uint256"),
+        ("selfTradePrevention", "string"),
+        ("triggerPrice", "uint256"),
+        ("triggerSource", "string"),
+        ("trailingDelta", "uint256"),
+        ("trailingUnit", "string"),
+        ("closePosition", "bool"),
+        ("takeProfitPrice", "uint256"),
+        ("stopLossPrice", "uint256"),
+    ],
 }
 
 # Primary types that hold an array of one member struct (one level of nesting), each followed

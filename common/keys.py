@@ -32,6 +32,9 @@ account, live in one slot and one Lua script may touch them together)::
       dex:{m}:cidx:<iv>        zset    bucket starts of candles:<iv> (newest N without a scan)
       dex:{m}:exp              zset    resting orders with an expiresAt (score), for expiry
       dex:{m}:lease            string  token of the matcher process that owns the market
+      dex:{m}:trig:<src>:<U|D> zset    untriggered orders by trigger price (score), member =
+                                        book member; U fires at source >= score, D at <=
+      dex:{m}:trail:<src>:<B|S> zset   trailing stops by the extreme price seen (score)
 
     Account keys — tag {userId}, the lower-case 0x address (or a system account name)
       dex:{u}:bal              hash    "<asset>:t" total, "<asset>:l" locked,
@@ -368,6 +371,32 @@ def market_lease(market: str) -> str:
 def market_expiries(market: str) -> str:
     """Zset: resting orders with an ``expiresAt`` (score), member = side letter + book member."""
     return f"{_m(market)}:exp"
+
+
+TRIGGER_DIRECTIONS = ("U", "D")
+"""U: fires when the source price is at or above the trigger; D: at or below."""
+
+
+def market_triggers(market: str, source: str, direction: str) -> str:
+    """Zset: the market's untriggered orders of one source (MARK, LAST, INDEX) and direction
+    (:data:`TRIGGER_DIRECTIONS`), score = trigger price, member = book member (arrival order
+    within a price); written by match.lua (match/triggers.lua)."""
+    return f"{_m(market)}:trig:{source}:{direction}"
+
+
+def market_trailing(market: str, source: str, side_letter: str) -> str:
+    """Zset: the market's trailing stops of one source and side (B, S), score = the extreme
+    price seen since placement (highest for S, lowest for B), member = book member."""
+    return f"{_m(market)}:trail:{source}:{side_letter}"
+
+
+def market_price_triggers(market: str) -> list[str]:
+    """The sets of the market's untriggered orders that fire on its MARK or INDEX price (what
+    the oracle checks before it sends the market a ``prices`` command)."""
+    return [
+        *(market_triggers(market, s, d) for s in ("MARK", "INDEX") for d in TRIGGER_DIRECTIONS),
+        *(market_trailing(market, s, side) for s in ("MARK", "INDEX") for side in "BS"),
+    ]
 
 
 def market_candle_index(market: str, interval: str) -> str:

@@ -26,6 +26,11 @@ RECORD_ARRIVAL_FIELD = "a"
 RECORD_ARRIVAL_NAMES = ("aseq", "reserved", "liquidation", "market")
 RECORD_USER_FIELD, RECORD_ID_FIELD = "u", "c"
 RECORD_AGENT_FIELD = "g"  # the agent key that signed the order, only when one did
+# a trigger order's (match/triggers.lua): source|triggerPrice|triggered (0/1)|stp, and a
+# trailing stop's delta|unit|extreme price seen
+RECORD_TRIGGER_FIELD, RECORD_TRAILING_FIELD = "t", "tr"
+OPEN_STATUSES = ("UNTRIGGERED", "NEW", "PARTIAL")
+"""A matcher record's statuses of an open order (UNTRIGGERED: waiting for its trigger)."""
 RECORD_OLD_PACKED_NAMES = (
     *RECORD_PACKED_NAMES, *RECORD_ARRIVAL_NAMES, "userId", "clientOrderId"
 )  # fmt: skip
@@ -83,6 +88,12 @@ def order_view(record: dict[str, str]) -> dict[str, Any]:
     }
     if record.get(RECORD_AGENT_FIELD):
         view["agent"] = record[RECORD_AGENT_FIELD]
+    if record.get(RECORD_TRIGGER_FIELD):
+        source, price, triggered, _ = record[RECORD_TRIGGER_FIELD].split("|", 3)
+        view |= {"triggerPrice": int(price), "triggerSource": source, "triggered": triggered == "1"}
+        if record.get(RECORD_TRAILING_FIELD):
+            delta, unit, _ = record[RECORD_TRAILING_FIELD].split("|", 2)
+            view |= {"trailingDelta": int(delta), "trailingUnit": unit}
     return view
 
 
@@ -107,13 +118,25 @@ def accepted_view(user: str, cid: str, market: str, command: OrderCommand) -> di
     }
     if "agent" in command:
         view["agent"] = command["agent"]
+    if "trigger" in command:
+        view |= {
+            "type": command["trigger"],
+            "triggerPrice": command.get("triggerPrice", 0),
+            "triggerSource": command.get("triggerSource"),
+            "triggered": False,
+        }
+        if "trailingUnit" in command:
+            view |= {
+                "trailingDelta": command.get("trailingDelta", 0),
+                "trailingUnit": command["trailingUnit"],
+            }
     return view
 
 
 async def read_open_orders(
     client: Any, markets: MarketSet, user: str, market: str | None = None
 ) -> list[dict[str, Any]]:
-    """The user's open orders (ACCEPTED, NEW, PARTIAL), newest accepted first, of every
+    """The user's open orders (ACCEPTED, UNTRIGGERED, NEW, PARTIAL), newest accepted first, of every
     market or of ``market``.
 
     They come from the open-order index ``dex:{u}:open:<m>`` (orders accepted and not yet
@@ -143,7 +166,7 @@ async def read_open_orders(
     for index, (_, symbol, cid) in enumerate(indexed):
         record, command = replies[2 * index], replies[2 * index + 1]
         if record:
-            if record.get("status") in ("NEW", "PARTIAL"):
+            if record.get("status") in OPEN_STATUSES:
                 orders.append(order_view(record))
         elif command:
             orders.append(accepted_view(user, cid, symbol, loads(command)))

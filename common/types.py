@@ -26,6 +26,38 @@ class OrderType(StrEnum):
     MARKET = "MARKET"
 
 
+class TriggerType(StrEnum):
+    """An OrderV4's types (docs/api.md "Trigger orders"): each becomes a LIMIT (``*_LIMIT``)
+    or a MARKET order (``*_MARKET``) once its trigger fires."""
+
+    STOP_MARKET = "STOP_MARKET"
+    STOP_LIMIT = "STOP_LIMIT"
+    TAKE_PROFIT_MARKET = "TAKE_PROFIT_MARKET"
+    TAKE_PROFIT_LIMIT = "TAKE_PROFIT_LIMIT"
+    TRAILING_STOP_MARKET = "TRAILING_STOP_MARKET"
+
+    @property
+    def base(self) -> OrderType:
+        """The order type it becomes when its trigger fires."""
+        return OrderType.LIMIT if self.value.endswith("_LIMIT") else OrderType.MARKET
+
+    @property
+    def is_stop(self) -> bool:
+        """A stop (BUY fires at source >= trigger, SELL at <=); else a take-profit (mirrored)."""
+        return not self.value.startswith("TAKE_PROFIT")
+
+
+class TriggerSource(StrEnum):
+    MARK = "MARK"
+    LAST = "LAST"
+    INDEX = "INDEX"
+
+
+class TrailingUnit(StrEnum):
+    TICKS = "TICKS"
+    BPS = "BPS"
+
+
 class TimeInForce(StrEnum):
     GTC = "GTC"
     IOC = "IOC"
@@ -35,6 +67,7 @@ class TimeInForce(StrEnum):
 
 class OrderStatus(StrEnum):
     ACCEPTED = "ACCEPTED"
+    UNTRIGGERED = "UNTRIGGERED"
     NEW = "NEW"
     PARTIAL = "PARTIAL"
     FILLED = "FILLED"

@@ -20,6 +20,9 @@ from common.events.names import (
     OrderTypeName,
     SideName,
     TimeInForceName,
+    TrailingUnitName,
+    TriggerSourceName,
+    TriggerTypeName,
 )
 
 
@@ -49,6 +52,12 @@ class OrderCommand(TypedDict):
     agent: NotRequired[str]  # the approved agent key that signed it (absent: the owner)
     replaces: NotRequired[str]  # cancel-replace: the cid of the user's order to cancel first
     stp: NotRequired[str]  # an OrderV3's self-trade prevention mode (absent: the market's)
+    # an OrderV4's trigger (docs/api.md "Trigger orders"); ``type`` is what it becomes
+    trigger: NotRequired[TriggerTypeName]
+    triggerPrice: NotRequired[int]  # 0 for a trailing stop
+    triggerSource: NotRequired[TriggerSourceName]  # resolved: never the default ""
+    trailingDelta: NotRequired[int]  # a trailing stop's distance (0 for the others)
+    trailingUnit: NotRequired[TrailingUnitName]
 
 
 @with_config(MESSAGE)
@@ -72,9 +81,11 @@ class CancelAllCommand(TypedDict):
 
 @with_config(MESSAGE)
 class AdminCommand(TypedDict):
-    op: Literal["halt", "resume", "status", "expire"]
+    op: Literal["halt", "resume", "status", "expire", "prices"]
     ts: int
     status: NotRequired[MarketStatusName]  # "status": the one to set (docs/api.md "Market states")
+    # "prices" (the oracle, after writing new index and mark): fire the market's MARK and INDEX
+    # trigger orders whose condition now holds (docs/api.md "Trigger orders")
     reply: NotRequired[str]  # an AdminReply
 
 

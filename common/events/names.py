@@ -9,8 +9,13 @@ from pydantic import ConfigDict
 
 SideName = Literal["BUY", "SELL"]
 OrderTypeName = Literal["LIMIT", "MARKET"]
+TriggerTypeName = Literal[
+    "STOP_MARKET", "STOP_LIMIT", "TAKE_PROFIT_MARKET", "TAKE_PROFIT_LIMIT", "TRAILING_STOP_MARKET"
+]
+TriggerSourceName = Literal["MARK", "LAST", "INDEX"]
+TrailingUnitName = Literal["TICKS", "BPS"]
 TimeInForceName = Literal["GTC", "IOC", "FOK", "POST_ONLY"]
-OrderStatusName = Literal["NEW", "PARTIAL", "FILLED", "CXL", "EXP", "REJECTED"]
+OrderStatusName = Literal["UNTRIGGERED", "NEW", "PARTIAL", "FILLED", "CXL", "EXP", "REJECTED"]
 FinalStatusName = Literal["FILLED", "CXL", "EXP", "REJECTED"]
 MarketStatusName = Literal["OPEN", "HALTED", "EXPIRED", "CANCEL_ONLY", "POST_ONLY", "REDUCE_ONLY"]
 LiquidityName = Literal["MAKER", "TAKER"]

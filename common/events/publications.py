@@ -28,6 +28,9 @@ from common.events.names import (
     OrderTypeName,
     SideName,
     TimeInForceName,
+    TrailingUnitName,
+    TriggerSourceName,
+    TriggerTypeName,
 )
 from common.events.records import Trade
 
@@ -75,7 +78,7 @@ class OrderUpdate(TypedDict):
     userId: str
     market: str
     side: SideName
-    type: OrderTypeName
+    type: OrderTypeName | TriggerTypeName
     timeInForce: TimeInForceName
     reduceOnly: bool
     expiresAt: int
@@ -88,6 +91,12 @@ class OrderUpdate(TypedDict):
     updatedTs: int
     agent: NotRequired[str]  # the agent key that signed the order (absent: the owner)
     amended: NotRequired[Literal[True]]  # this update is an amend's (docs/api.md "Amend")
+    # a trigger order's (docs/api.md "Trigger orders")
+    triggerPrice: NotRequired[int]  # a trailing stop's current one (0: none yet)
+    triggerSource: NotRequired[TriggerSourceName]
+    triggered: NotRequired[bool]
+    trailingDelta: NotRequired[int]
+    trailingUnit: NotRequired[TrailingUnitName]
 
 
 @with_config(MESSAGE)

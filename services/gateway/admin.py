@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from common import keys
 from common.chain import configured
-from common.events import MAX_SAFE_INTEGER, AdminCommand, dumps
+from common.events import COMMAND_FIELD, MAX_SAFE_INTEGER, AdminCommand, dumps
 from common.events.names import MarketStatusName
 from common.redis_client import connect
 from common.risk import mark_price
@@ -130,6 +130,10 @@ async def push_oracle(gateway: Gateway, symbol: str, index: int) -> dict[str, An
         keys.market_prices(symbol), mapping={"static": index, "index": index, "mark": mark}
     )
     gateway.forget_prices(symbol)
+    if await gateway.redis.exists(*keys.market_price_triggers(symbol)):
+        # the market's MARK and INDEX trigger orders are judged at the new prices
+        command: AdminCommand = {"op": "prices", "ts": _now_ms()}
+        await gateway.redis.xadd(keys.market_in(symbol), {COMMAND_FIELD: dumps(command)})
     return {"market": symbol, "indexPrice": index, "markPrice": mark}
 
 

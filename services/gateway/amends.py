@@ -28,7 +28,7 @@ from common import keys, money
 from common.events import COMMAND_FIELD, AmendCommand, dumps
 from common.markets import Market
 from common.reservations import full_reservation
-from common.types import FINAL_STATUSES, MarketStatus, OrderType, Side
+from common.types import FINAL_STATUSES, MarketStatus, OrderType, Side, TriggerType
 from services.gateway import cancels, funds, orders, ratelimit, shapes, signed
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError, ErrorCode
@@ -140,7 +140,11 @@ async def check_amend(
         raise ApiError(ErrorCode.DUPLICATE, "this Amend signature was already used")
     if order["status"] in FINAL_STATUSES:
         raise ApiError(ErrorCode.ORDER_CLOSED, f"order {cid!r} is already {order['status']}")
-    if order["type"] != OrderType.LIMIT:
+    if order["type"] not in (
+        OrderType.LIMIT,
+        TriggerType.STOP_LIMIT,
+        TriggerType.TAKE_PROFIT_LIMIT,
+    ):
         raise ApiError(ErrorCode.INVALID_ORDER, f"order {cid!r} is a MARKET order: only LIMIT")
     check_filled(cid, message["expectedFilled"], qty, int(order.get("filled") or 0))
     refusal = amend_refusal(await gateway.market_status(market), message["price"], qty, order)

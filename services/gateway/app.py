@@ -269,7 +269,7 @@ def create_app(settings: DexSettings | None = None, sweeper: bool = True) -> Fas
     async def account_orders(
         user_id: str,
         market: str | None = Query(None, description="only this market"),
-        open: str | None = Query(None, description="1: only ACCEPTED, NEW and PARTIAL"),
+        open: str | None = Query(None, description="1: only open ones (also UNTRIGGERED)"),
         limit: str | None = Query(None, description=LIMIT_DOC),
     ) -> Any:
         user = accounts.account_id(user_id)

@@ -25,7 +25,15 @@ from common.events import COMMAND_FIELD, OrderCommand, dumps
 from common.markets import Market
 from common.order_reads import accepted_view, order_view
 from common.risk import MarketPrices, parse_prices
-from common.types import MarketStatus, OrderType, Side, TimeInForce
+from common.types import (
+    MarketStatus,
+    OrderType,
+    Product,
+    Side,
+    TimeInForce,
+    TriggerSource,
+    TriggerType,
+)
 from services.gateway import funds, ratelimit, shapes, signed
 from services.gateway.context import MEMORY_HIGH_MESSAGE, Gateway
 from services.gateway.errors import ApiError, ErrorCode
@@ -55,6 +63,11 @@ class SignedOrder:
     agent: str | None = None  # the approved agent that signed it, None for the owner
     replaces: str | None = None  # a CancelReplace's cancelClientOrderId (replaces.py)
     stp: str = ""  # an OrderV3's self-trade prevention mode ("": the market's)
+    trigger: TriggerType | None = None  # an OrderV4's trigger type (``type`` is what it becomes)
+    trigger_price: int = 0
+    trigger_source: str = ""  # resolved: MARK, LAST or INDEX (never "")
+    trailing_delta: int = 0
+    trailing_unit: str = ""
 
 
 def parse_order(gateway: Gateway, body: dict[str, Any]) -> SignedOrder:
@@ -69,14 +82,24 @@ def signed_order(
     """The order of a parsed signed body: an ``Order``, or an ``OrderV2`` or ``CancelReplace``
     (which carry timeInForce, reduceOnly and expiresAt)."""
     is_v2 = primary_type != "Order"
+    market = gateway.markets.markets[message["market"]]
+    trigger = None
+    if message["type"] in TriggerType.__members__:
+        trigger = TriggerType(message["type"])
     return SignedOrder(
         primary_type=primary_type,
         message=message,
         signature=sig,
         user=message["userId"].lower(),
-        market=gateway.markets.markets[message["market"]],
+        market=market,
         side=Side(message["side"]),
-        type=OrderType.MARKET if message["type"] == "MARKET" else OrderType.LIMIT,
+        type=(
+            trigger.base
+            if trigger is not None
+            else OrderType.MARKET
+            if message["type"] == "MARKET"
+            else OrderType.LIMIT
+        ),
         price=message["price"],
         qty=message["qty"],
         tif=TimeInForce(message["timeInForce"]) if is_v2 else TimeInForce.GTC,
@@ -85,7 +108,20 @@ def signed_order(
         ts=message["ts"],
         replaces=message.get("cancelClientOrderId"),
         stp=message.get("selfTradePrevention", ""),
+        trigger=trigger,
+        trigger_price=message.get("triggerPrice", 0),
+        trigger_source=trigger_source(market, message.get("triggerSource", "")),
+        trailing_delta=message.get("trailingDelta", 0),
+        trailing_unit=message.get("trailingUnit", ""),
     )
+
+
+def trigger_source(market: Market, source: str) -> str:
+    """An OrderV4's trigger source: as signed, or for "" the market's default (MARK on a
+    derivative, LAST on SPOT; docs/api.md "Trigger orders")."""
+    if source:
+        return source
+    return TriggerSource.LAST if market.product is Product.SPOT else TriggerSource.MARK
 
 
 def market_refusal(status: str, order: SignedOrder) -> str:
@@ -194,6 +230,12 @@ async def order_admission(
         open_ahead=open_ahead,
         state=state,
     )
+    if order.trigger is not None and reserve.amount == funds.ALL_AVAILABLE:
+        raise ApiError(
+            ErrorCode.INVALID_PRICE,
+            f"a {order.trigger} order that may buy or open a position needs a protection "
+            "price: at price 0 it would lock everything available while it waits",
+        )
     now_ms = int(time.time() * 1000)
     script_keys = [
         keys.account_cids(user),
@@ -255,6 +297,13 @@ def command_template(
         command["replaces"] = order.replaces
     if order.stp:
         command["stp"] = order.stp
+    if order.trigger is not None:
+        command["trigger"] = order.trigger.value
+        command["triggerPrice"] = order.trigger_price
+        command["triggerSource"] = TriggerSource(order.trigger_source).value
+        if order.trailing_unit:
+            command["trailingDelta"] = order.trailing_delta
+            command["trailingUnit"] = "BPS" if order.trailing_unit == "BPS" else "TICKS"
     fields: dict[str, Any] = dict(command, **reserve.command)
     del fields["reserved"]
     return dumps(fields)

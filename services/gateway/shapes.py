@@ -31,7 +31,16 @@ from common.events import MAX_SAFE_INTEGER
 from common.keys import SYSTEM_ACCOUNTS
 from common.markets import MarketSet
 from common.money import OffQuantum, to_quanta
-from common.types import OrderType, Product, SelfTradePrevention, Side, TimeInForce
+from common.types import (
+    OrderType,
+    Product,
+    SelfTradePrevention,
+    Side,
+    TimeInForce,
+    TrailingUnit,
+    TriggerSource,
+    TriggerType,
+)
 from services.gateway.errors import ApiError, ErrorCode
 from services.gateway.parsing import (
     ADDRESS,
@@ -523,6 +532,173 @@ ORDER_V3 = signed_shape(
         ),
     ],
 )
+
+# -- trigger orders (docs/api.md "Trigger orders") ---------------------------------------------
+
+MAX_TRAILING_BPS = 5000
+"""The widest trailing distance in bps (50 %)."""
+ORDER_V4_TYPES = (*OrderType.__members__, *TriggerType.__members__)
+
+SIGNED_FIELD_DOCS.update(
+    {
+        "triggerPrice": (
+            "OrderV4 only (its presence makes the body an OrderV4): the price its source must "
+            "reach (STOP_* and TAKE_PROFIT_* types), else 0",
+            3100000,
+        ),
+        "triggerSource": ('MARK, LAST, INDEX, or "" (MARK on derivatives, LAST on SPOT)', ""),
+        "trailingDelta": ("TRAILING_STOP_MARKET only (else 0): its distance", 0),
+        "trailingUnit": ('TRAILING_STOP_MARKET only: TICKS or BPS (else "")', ""),
+        "closePosition": ("not supported yet: false", False),
+        "takeProfitPrice": ("not supported yet: 0", 0),
+        "stopLossPrice": ("not supported yet: 0", 0),
+    }
+)
+
+
+def _is_market_like(order_type: str) -> bool:
+    return order_type == "MARKET" or order_type.endswith("_MARKET")
+
+
+def _v4_type(values: Values, _: MarketSet) -> str | None:
+    if values["type"] in ORDER_V4_TYPES:
+        return None
+    return f"type must be one of {'/'.join(ORDER_V4_TYPES)}"
+
+
+def _v4_price_on_tick(values: Values, markets: MarketSet) -> str | None:
+    spec = markets.markets[values["market"]].spec
+    price = values["price"]
+    is_market = _is_market_like(values["type"])
+    if price < 2**53 and (is_market or price != 0) and not price % spec.tickSize:
+        return None
+    return f"price {price} must be a positive multiple of tickSize {spec.tickSize} below 2^53" + (
+        " (or 0 for a *MARKET order)" if is_market else ""
+    )
+
+
+def _v4_not_post_only(values: Values, _: MarketSet) -> str | None:
+    if _is_market_like(values["type"]) and values["timeInForce"] == "POST_ONLY":
+        return f"a {values['type']} order cannot be POST_ONLY"
+    return None
+
+
+def _trigger_source(values: Values, _: MarketSet) -> str | None:
+    if values["triggerSource"] in ("", *TriggerSource.__members__):
+        return None
+    return 'triggerSource must be "" or one of ' + "/".join(TriggerSource)
+
+
+_PRICE_TRIGGERED = ("STOP_MARKET", "STOP_LIMIT", "TAKE_PROFIT_MARKET", "TAKE_PROFIT_LIMIT")
+
+
+def _trigger_price_taken(values: Values, _: MarketSet) -> str | None:
+    order_type, price = values["type"], values["triggerPrice"]
+    if price and order_type not in _PRICE_TRIGGERED:
+        return f"a {order_type} order takes no triggerPrice (0), got {price}"
+    return None
+
+
+def _trigger_price(values: Values, markets: MarketSet) -> str | None:
+    order_type, price = values["type"], values["triggerPrice"]
+    if order_type not in _PRICE_TRIGGERED:
+        return None
+    tick = markets.markets[values["market"]].spec.tickSize
+    if 0 < price < 2**53 and not price % tick:
+        return None
+    return (
+        f"triggerPrice {price} of a {order_type} order must be a positive multiple of "
+        f"tickSize {tick} below 2^53"
+    )
+
+
+def _trailing(values: Values, markets: MarketSet) -> str | None:
+    order_type, delta, unit = values["type"], values["trailingDelta"], values["trailingUnit"]
+    if order_type != "TRAILING_STOP_MARKET":
+        if delta or unit:
+            return f'a {order_type} order takes no trailingDelta (0) or trailingUnit ("")'
+        return None
+    if unit == TrailingUnit.BPS:
+        if 0 < delta <= MAX_TRAILING_BPS:
+            return None
+        return f"trailingDelta {delta} BPS must be between 1 and {MAX_TRAILING_BPS}"
+    if unit == TrailingUnit.TICKS:
+        tick = markets.markets[values["market"]].spec.tickSize
+        if delta > 0 and delta * tick < 2**53:
+            return None
+        return f"trailingDelta {delta} TICKS must be positive, and times tickSize below 2^53"
+    return "trailingUnit of a TRAILING_STOP_MARKET order must be TICKS or BPS"
+
+
+def _no_attached(values: Values, _: MarketSet) -> str | None:
+    if values["closePosition"] or values["takeProfitPrice"] or values["stopLossPrice"]:
+        return "closePosition, takeProfitPrice and stopLossPrice are not supported yet"
+    return None
+
+
+def _v4_check(check: Check) -> Check:
+    """An OrderV3 check as an OrderV4 judges it (the trigger types are *MARKET or *LIMIT)."""
+    if check.field == "type" and check.code is ErrorCode.INVALID_ORDER and check.schema:
+        return Check(
+            "type", ErrorCode.INVALID_ORDER, f"one of {'/'.join(ORDER_V4_TYPES)}", _v4_type,
+            {"enum": list(ORDER_V4_TYPES)},
+        )  # fmt: skip
+    if check.test is _price_on_tick:
+        return Check(
+            "price", ErrorCode.INVALID_PRICE,
+            "a positive multiple of the market's tickSize, below 2^53 (0 only for a *MARKET type)",
+            _v4_price_on_tick,
+        )  # fmt: skip
+    if check.test is _market_not_post_only:
+        return Check(
+            "timeInForce", ErrorCode.INVALID_ORDER, "not POST_ONLY for a *MARKET type",
+            _v4_not_post_only,
+        )  # fmt: skip
+    return check
+
+
+ORDER_V4 = signed_shape(
+    "OrderV4",
+    'A signed OrderV4 plus sig: an OrderV3 with a trigger (docs/api.md "Trigger orders"); a '
+    "body that carries triggerPrice is one.",
+    [
+        *(_v4_check(c) for c in ORDER_V3.checks),
+        Check(
+            "triggerSource",
+            ErrorCode.INVALID_ORDER,
+            '"", MARK, LAST or INDEX',
+            _trigger_source,
+            {"enum": ["", *TriggerSource.__members__]},
+        ),
+        Check(
+            "triggerPrice",
+            ErrorCode.INVALID_ORDER,
+            "0 unless STOP_* or TAKE_PROFIT_*",
+            _trigger_price_taken,
+        ),
+        Check(
+            "triggerPrice",
+            ErrorCode.INVALID_PRICE,
+            "STOP_* and TAKE_PROFIT_*: a positive multiple of the market's tickSize below 2^53; "
+            "else 0",
+            _trigger_price,
+        ),
+        Check(
+            "trailingDelta",
+            ErrorCode.INVALID_ORDER,
+            f"TRAILING_STOP_MARKET: TICKS (times tickSize below 2^53) or 1-{MAX_TRAILING_BPS} "
+            'BPS; else 0 and ""',
+            _trailing,
+        ),
+        Check(
+            "closePosition",
+            ErrorCode.INVALID_ORDER,
+            "false, takeProfitPrice 0 and stopLossPrice 0 (not supported yet)",
+            _no_attached,
+        ),
+    ],
+    {"type": "STOP_LIMIT", "triggerSource": "LAST"},
+)
 MARKET_KNOWN_OR_EVERY = Check(
     "market", ErrorCode.UNKNOWN_MARKET, '"" for every market, else a listed market',
     _market_known_or_every,
@@ -655,6 +831,9 @@ SCHEDULE_CANCEL = signed_shape(
 def parse_order_body(body: Mapping[str, Any], markets: MarketSet) -> tuple[str, Values, str]:
     """``(primary type, signed message, sig)`` of an order body: an ``OrderV2`` when it
     carries ``timeInForce``, else an ``Order``."""
+    if "triggerPrice" in body:
+        values, sig = ORDER_V4.parse_signed(body, markets)
+        return "OrderV4", values, sig
     if "selfTradePrevention" in body:
         values, sig = ORDER_V3.parse_signed(body, markets)
         return "OrderV3", values, sig

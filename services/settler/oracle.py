@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from common import keys, oracle_health, pubsub, risk
-from common.events import PriceTicker, Ticker, TickerPublication, dumps
+from common.events import COMMAND_FIELD, AdminCommand, PriceTicker, Ticker, TickerPublication, dumps
 from common.markets import Market, MarketSet
 from common.types import Product
 from services.settler.settings import DEFAULT_ORACLE_MAX_MOVE_BPS
@@ -394,8 +394,21 @@ def run_oracle(
             )
         pipe.hset(keys.market_prices(symbol), mapping=fields)
         pipe.execute()
+        wake_triggers(client, symbol, now_ms)
         publish_ticker(client, market, ticker)
     return result
+
+
+def wake_triggers(client: Any, symbol: str, now_ms: int) -> bool:
+    """After new prices: a ``prices`` command on the market's stream, so match.lua fires its
+    MARK and INDEX trigger orders (docs/api.md "Trigger orders"), only when it has some.
+    A second run, or the command applied twice, fires nothing twice: a fired order has left
+    its set. Returns whether the command was sent."""
+    if not client.exists(*keys.market_price_triggers(symbol)):
+        return False
+    command: AdminCommand = {"op": "prices", "ts": now_ms}
+    client.xadd(keys.market_in(symbol), {COMMAND_FIELD: dumps(command)})
+    return True
 
 
 def publish_ticker(client: Any, market: Market, ticker: Any = None) -> None:

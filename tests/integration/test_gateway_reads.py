@@ -57,6 +57,7 @@ def test_health_info_and_markets(client: TestClient, r: redis.Redis) -> None:
         "OrderV3",
         "SetLeverage",
         "Twap",
+        "OrderV4",
     }
     assert info["assets"] == {
         "USDC": {"decimals": 6, "quantum": 1},

@@ -314,6 +314,18 @@ def spot_scenario(m: Matcher) -> None:
     # DECREMENT: A's buy of 1 meets A's own sell of 3: the sell goes on with 2, the buy ends
     m.run(order(A, "d1", "SELL", PRICE + 200, 3))
     m.run(order(A, "d2", "BUY", PRICE + 200, 1) | {"stp": "DECREMENT"})
+    # trigger orders wait UNTRIGGERED (docs/api.md "Trigger orders"); the oracle's prices command
+    stop = order(A, "t1", "BUY", PRICE + 500, 1) | {
+        "trigger": "STOP_LIMIT",
+        "triggerPrice": PRICE + 400,
+        "triggerSource": "LAST",
+    }
+    trailing = order(A, "t2", "SELL", 0, 1, type="MARKET") | {
+        "trigger": "TRAILING_STOP_MARKET", "triggerPrice": 0, "triggerSource": "MARK",
+        "trailingDelta": 10, "trailingUnit": "TICKS",
+    }  # fmt: skip
+    m.run(typing.cast(OrderCommand, stop), typing.cast(OrderCommand, trailing), reply=True)
+    m.run({"op": "prices", "ts": now_ms()})
     m.run(cancel_all(A), cancel_all(B))
 
 

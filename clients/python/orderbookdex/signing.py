@@ -60,6 +60,11 @@ BUILTIN_TYPES: dict[str, list[dict[str, str]]] = {
         "expectedFilled int256, ts uint256"
     ),
     "OrderV3": _fields(_V2 + ", selfTradePrevention string"),
+    "OrderV4": _fields(
+        _V2 + ", selfTradePrevention string, triggerPrice uint256, triggerSource string, "
+        "trailingDelta uint256, trailingUnit string, closePosition bool, "
+        "takeProfitPrice uint256, stopLossPrice uint256"
+    ),
     "SetLeverage": _fields("userId string, market string, initialMarginBps uint256, ts uint256"),
     "Twap": _fields(
         "userId string, market string, clientOrderId string, side string, qty uint256, "

@@ -8,8 +8,10 @@
 -- is never applied twice either (the gateway's outbox may re-send it).
 --
 -- Commands (field "op"): order (LIMIT/MARKET; GTC, IOC, FOK, POST_ONLY; reduceOnly;
--- expiresAt; self-trade prevention cancels the resting order), cancel, cancel_all, amend
--- (match/amend.lua), halt, resume, status (OPEN/HALTED/CANCEL_ONLY/POST_ONLY/REDUCE_ONLY,
+-- expiresAt; self-trade prevention cancels the resting order; a trigger order waits untriggered
+-- in dex:{m}:trig:* / dex:{m}:trail:* until its source crosses its trigger: match/triggers.lua),
+-- cancel, cancel_all, amend (match/amend.lua), prices (the oracle's: trigger orders fire), halt,
+-- resume, status (OPEN/HALTED/CANCEL_ONLY/POST_ONLY/REDUCE_ONLY,
 -- docs/api.md "Market states"), expire. Outputs, all in this call: order records, the
 -- open-order sets, trades, settlement events, positions mirror (derivatives), depth seq (+1
 -- per command or expiry that changed the book; cancel_all and expire: +1 per order
@@ -35,7 +37,8 @@
 -- KEYS[13] dex:{m}:in       stream the market's commands
 -- Order records dex:{m}:o:<user>:<cid>, the prices hash dex:{m}:px (tickerSeq), open sets
 -- dex:{m}:uo:<user>, candles
--- dex:{m}:candles:<iv> / dex:{m}:cidx:<iv> and reply lists dex:{m}:reply:<rid> are derived
+-- dex:{m}:candles:<iv> / dex:{m}:cidx:<iv>, the trigger sets dex:{m}:trig:<src>:<U|D> and
+-- dex:{m}:trail:<src>:<B|S> (match/triggers.lua) and reply lists dex:{m}:reply:<rid> are derived
 -- from the prefixes in ARGV and the commands (same hash tag, so the same slot).
 -- ARGV[1]  market symbol
 -- ARGV[2]  order key prefix "dex:{m}:o:"
@@ -89,6 +92,7 @@ local FIRST_ENTRY_ARG = 13
 --#include match/orders.lua
 --#include match/trades.lua
 --#include match/matching.lua
+--#include match/triggers.lua
 --#include match/commands.lua
 --#include match/expiry.lua
 --#include match/input.lua
@@ -100,6 +104,7 @@ end
 -- 2. The market's constants and state, read once.
 load_market()
 load_state()
+trig.start()
 -- 3. Resting orders whose time has passed leave the book.
 expire_due()
 -- 4. The commands, in stream order, each applied once.

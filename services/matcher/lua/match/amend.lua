@@ -9,7 +9,8 @@
 -- the qty falls in place and the order
 -- keeps its place in the queue (book member, aseq). Any other amend takes the order off its
 -- level; it comes back as an incoming order with a fresh aseq at the new price and qty,
--- trades as a taker if it crosses, then rests (or ends). A derivative order may open what the
+-- trades as a taker if it crosses, then rests (or ends). An untriggered order (match/triggers.lua)
+-- takes its new price and qty in place, its trigger unchanged. A derivative order may open what the
 -- amend's "open" says (the gateway reserved margin for that much).
 -- Every amend emits one settlement event "amend", accepted or not, before any fill it
 -- causes (the settler adjusts the reservation by it), and answers its reply.
@@ -54,7 +55,8 @@ local function amend_refusal(cmd, o)
     return 'MARKET_REDUCE_ONLY'
   end
   -- POST_ONLY: every order's new price is judged as a POST_ONLY order's
-  if (o.timeInForce == 'POST_ONLY' or status == 'POST_ONLY') and price ~= o.price then
+  if (o.timeInForce == 'POST_ONLY' or status == 'POST_ONLY') and price ~= o.price and
+      o.status ~= 'UNTRIGGERED' then
     local is_buy = o.side == 'BUY'
     if would_cross(is_buy and K_ASKS or K_BIDS, is_buy, price, false) then
       return 'POST_ONLY_WOULD_CROSS'
@@ -72,7 +74,7 @@ local function save_amended(o)
     'a', o.aseq .. (tail or '|0|0|' .. market), 'u', o.userId, 'c', o.clientOrderId,
     'qty', int(o.qty), 'filled', int(o.filled), 'status', o.status, 'reason', o.reason,
     'updatedTs', now_text}
-  local open = o.status == 'NEW' or o.status == 'PARTIAL'
+  local open = open_order(o)
   if o.oa ~= nil and open then fields[#fields + 1] = 'oa'; fields[#fields + 1] = int(o.oa) end
   redis.call('HSET', o.key, unpack(fields))
   if o.oa == nil or not open then redis.call('HDEL', o.key, 'oa') end
@@ -99,7 +101,11 @@ local function process_amend(cmd)
   end
   o.amended = true
   touch(o)
-  if price == o.price and qty <= o.qty then
+  if o.status == 'UNTRIGGERED' then
+    -- not in the book: new terms in place, its trigger kept (match/triggers.lua)
+    o.price, o.qty, o.oa = price, qty, allowance
+    save_amended(o)
+  elseif price == o.price and qty <= o.qty then
     -- in place: the queue position is kept
     if qty < o.qty then level_add(is_buy, o.price, qty - o.qty) end
     o.qty, o.oa = qty, allowance

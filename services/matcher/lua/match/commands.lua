@@ -1,8 +1,10 @@
 -- match/commands.lua: the market's commands, each applied once and answered.
 --
--- order (a new order, matched: match/matching.lua), cancel, cancel_all, amend (match/amend.lua),
--- and the market's status: halt, resume, status (docs/api.md "Market states"), expire (every
--- resting order is cancelled). Each
+-- order (a new order, matched: match/matching.lua; a trigger order: match/triggers.lua),
+-- cancel, cancel_all, amend (match/amend.lua), prices (the oracle wrote new prices: trigger
+-- orders fire), and the market's status: halt, resume, status (docs/api.md "Market states"),
+-- expire (every resting and untriggered order is cancelled). After each command the trigger
+-- orders whose source it moved are judged (match/triggers.lua). Each
 -- command is one unit
 -- (match/publication.lua end_unit); cancel_all and expire make one unit per order removed.
 
@@ -12,6 +14,7 @@
 --#include matching.lua
 --#include replace.lua
 --#include amend.lua
+--#include triggers.lua
 
 -- A new order: matched, then its record written whole. Nothing when the order is known (the
 -- gateway's outbox may send it twice): the reply gives its status. Returns the order, or
@@ -43,7 +46,7 @@ local function process_order(cmd)
   -- a cancel-replace: placed only if the order it replaces was cancelled (match/replace.lua)
   if type(cmd.replaces) == 'string' then o.replaced = cancel_replaced(cmd) end
   if o.replaced == nil or o.replaced == 'CANCELLED' then
-    match_order(cmd, o)
+    if type(cmd.trigger) == 'string' then trig.arrive(cmd, o) else match_order(cmd, o) end
   else
     finish(o, 'REJECTED', 'REPLACE_FAILED')
   end
@@ -104,6 +107,7 @@ local function process_admin(cmd)
         list[#list + 1] = load(oprefix .. mu .. ':' .. mc)
       end
     end
+    for _, o in ipairs(trig.all_waiting()) do list[#list + 1] = o end
     remove_all(list, 'MARKET_EXPIRED')
   end
   reply(cmd, '{"status":"' .. status .. '"}')
@@ -123,11 +127,13 @@ local function apply_command(cmd)
     local o = process_amend(cmd)
     end_unit()
     if o then o.amended = nil end
+    trig.after_command(op)
     return
   elseif op == 'halt' or op == 'resume' or op == 'status' or op == 'expire' then
     process_admin(cmd)
   end
   end_unit()
+  trig.after_command(op)
 end
 
 -- Apply the entries ({stream id, command JSON}) past the last applied id, in order; an entry

@@ -16,6 +16,11 @@
 -- below it cannot cross and skips the read.
 local empty_upto = {}
 
+-- MARKET, or a trigger type that becomes one (STOP_MARKET, ...: match/triggers.lua)?
+local function market_type(t)
+  return t == 'MARKET' or string.sub(t, -7) == '_MARKET'
+end
+
 -- Does a maker at price mp cross a taker (side, limit price, no limit)?
 local function crosses(is_buy, price, no_limit, mp)
   if no_limit then return true end
@@ -279,7 +284,7 @@ local function status_refusal(cmd, o)
   if status == 'HALTED' then return 'MARKET_HALTED' end
   if status == 'CANCEL_ONLY' then return 'MARKET_CANCEL_ONLY' end
   if status == 'POST_ONLY' then
-    if o.timeInForce == 'POST_ONLY' and o.type ~= 'MARKET' then return nil end
+    if o.timeInForce == 'POST_ONLY' and not market_type(o.type) then return nil end
     return 'MARKET_POST_ONLY'
   end
   if status == 'REDUCE_ONLY' then
@@ -306,7 +311,7 @@ local function match_order(cmd, o)
     return
   end
   local tif, qty = o.timeInForce, o.qty
-  local is_market = o.type == 'MARKET'
+  local is_market = market_type(o.type)
   local book = is_buy and K_ASKS or K_BIDS
   -- the limit the order trades within (its price, unless a MARKET order has none), and what
   -- a price-0 MARKET order may spend

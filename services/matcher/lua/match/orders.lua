@@ -5,8 +5,35 @@
 --#include events.lua
 --#include publication.lua
 
+-- Open: resting on the book, or waiting for its trigger (match/triggers.lua).
 local function open_order(o)
-  return o and (o.status == 'NEW' or o.status == 'PARTIAL')
+  return o and (o.status == 'NEW' or o.status == 'PARTIAL' or o.status == 'UNTRIGGERED')
+end
+
+-- The keys an untriggered order waits in: its trigger set (by source and direction) and, for
+-- a trailing stop, its trailing set (common/keys.py market_triggers, market_trailing).
+-- A stop BUY fires at source >= trigger (U), a SELL at <= (D); a take-profit is mirrored.
+local function trigger_direction(o)
+  local stop = string.sub(o.type, 1, 11) ~= 'TAKE_PROFIT'
+  if (o.side == 'BUY') == stop then return 'U' end
+  return 'D'
+end
+
+local function trigger_source(o)
+  return string.match(o.t, '^([^|]*)|')
+end
+
+-- Take an untriggered order out of the sets it waits in (and the expiry index).
+local function unpark(o)
+  local member = book_member(o)
+  local src = trigger_source(o)
+  redis.call('ZREM', mprefix .. 'trig:' .. src .. ':' .. trigger_direction(o), member)
+  if o.tr then
+    redis.call('ZREM', mprefix .. 'trail:' .. src .. ':' .. string.sub(o.side, 1, 1), member)
+  end
+  if o.expiresAt ~= '0' then
+    redis.call('ZREM', K_EXP, (o.side == 'BUY' and 'B' or 'S') .. member)
+  end
 end
 
 -- An order reaches a final status: record, leave the open set, done event.
@@ -27,6 +54,7 @@ end
 
 -- Take a resting order off its level: the book, the expiry index, the level's total.
 local function take_off_book(o)
+  if o.status == 'UNTRIGGERED' then unpark(o); return end
   local is_bid = o.side == 'BUY'
   local member = book_member(o)
   redis.call('ZREM', is_bid and K_BIDS or K_ASKS, member)

@@ -18,6 +18,18 @@ local function touch(o)
   end
 end
 
+-- A trigger order's fields of its publication (match/triggers.lua; records.lua t and tr).
+local function trigger_json(o)
+  local src, tp, fired = string.match(o.t, '^([^|]*)|([^|]*)|([^|]*)|')
+  local text = ',"triggerPrice":' .. tp .. ',"triggerSource":"' .. src .. '","triggered":' ..
+    (fired == '1' and 'true' or 'false')
+  if o.tr then
+    local delta, unit = string.match(o.tr, '^([^|]*)|([^|]*)|')
+    text = text .. ',"trailingDelta":' .. delta .. ',"trailingUnit":"' .. unit .. '"'
+  end
+  return text
+end
+
 -- The orders: publication of an order, built in one concatenation (see match/events.lua).
 local function order_publication(o)
   local reason = (o.reason and o.reason ~= '') and q(o.reason) or 'null'
@@ -28,7 +40,7 @@ local function order_publication(o)
     ',"price":' .. int(o.price) .. ',"qty":' .. int(o.qty) .. ',"filled":' .. int(o.filled) ..
     ',"status":"' .. o.status .. '","reason":' .. reason .. ',"ts":' .. o.ts ..
     ',"updatedTs":' .. now_text .. (o.agent and (',"agent":' .. q(o.agent)) or '') ..
-    (o.amended and ',"amended":true' or '') .. '}}'
+    (o.amended and ',"amended":true' or '') .. (o.t and trigger_json(o) or '') .. '}}'
 end
 
 -- End of one unit: its depth seq and message (if the book changed), its order publications.

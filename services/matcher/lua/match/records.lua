@@ -10,10 +10,14 @@
 --   d = side|type|timeInForce|reduceOnly|expiresAt|price|ts   a = aseq|reserved|liquidation|market
 --   u = userId   c = clientOrderId   (reduceOnly, liquidation: 0/1)
 --   g = the agent key that signed the order (only when one did)
+--   t = a trigger order's source|triggerPrice|triggered (0/1)|self-trade prevention mode,
+--   tr = a trailing stop's delta|unit|extreme price seen ("" before the first)
+--   (match/triggers.lua; type in d is the signed one, e.g. STOP_LIMIT)
 -- Records of the flat shape (a field per name, written by versions before the packed one)
 -- are read as well.
 -- In memory an order is a table of those names (price, qty, filled as numbers), its key,
--- oa: what a derivative order may still open (nil: no bound), and agent (g; nil: none).
+-- oa: what a derivative order may still open (nil: no bound), agent (g; nil: none), and a
+-- trigger order's t and tr (the raw fields; nil: none).
 -- Book member: "<aseq:016d>|<user>|<cid>", so one price level sorts by arrival.
 
 --#include text.lua
@@ -28,14 +32,15 @@ local function load(okey)
   local o = cache[okey]
   if o then return o end
   local raw = redis.call('HMGET', okey, 'd', 'qty', 'filled', 'status', 'reason', 'a', 'u', 'c',
-                        'oa', 'g')
+                        'oa', 'g', 't', 'tr')
   if raw[1] then
     local side, otype, tif, ro, exp, price, ts = string.match(raw[1], D_PATTERN)
     o = {side = side, type = otype, timeInForce = tif, reduceOnly = ro, expiresAt = exp,
       price = tonumber(price), ts = ts, aseq = string.match(raw[6], '^([^|]*)|'),
       userId = raw[7], clientOrderId = raw[8], qty = tonumber(raw[2]),
       filled = tonumber(raw[3]), status = raw[4], reason = raw[5] or '',
-      oa = tonumber(raw[9] or ''), agent = raw[10] or nil}
+      oa = tonumber(raw[9] or ''), agent = raw[10] or nil, t = raw[11] or nil,
+      tr = raw[12] or nil, arrival = raw[6]}
   else
     raw = redis.call('HMGET', okey, unpack(FLAT_FIELDS))
     if not raw[1] then return nil end
@@ -67,7 +72,9 @@ local function save_new(o, reserved, liquidation)
     'qty', int(o.qty), 'filled', int(o.filled), 'status', o.status, 'reason', o.reason,
     'updatedTs', now_text}
   if o.agent then fields[#fields + 1] = 'g'; fields[#fields + 1] = o.agent end
-  if o.oa ~= nil and (o.status == 'NEW' or o.status == 'PARTIAL') then
+  if o.t then fields[#fields + 1] = 't'; fields[#fields + 1] = o.t end
+  if o.tr then fields[#fields + 1] = 'tr'; fields[#fields + 1] = o.tr end
+  if o.oa ~= nil and (o.status == 'NEW' or o.status == 'PARTIAL' or o.status == 'UNTRIGGERED') then
     -- a resting derivative order keeps what it may still open (read back by load)
     fields[#fields + 1] = 'oa'
     fields[#fields + 1] = int(o.oa)
