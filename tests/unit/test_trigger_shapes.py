@@ -99,7 +99,7 @@ def test_each_trigger_field_is_refused_with_its_code(
 
 def test_the_trigger_checks_come_after_the_order_v3_checks_in_field_order() -> None:
     # a bad selfTradePrevention (an OrderV3 check) answers before a bad triggerSource
-    code, message = refusal({"selfTradePrevention": "DECREMENT", "triggerSource": "BID"})
+    code, message = refusal({"selfTradePrevention": "DECREMENT_BOTH", "triggerSource": "BID"})
     assert code is ErrorCode.INVALID_ORDER and "selfTradePrevention" in message
     code, message = refusal({"triggerSource": "BID", "triggerPrice": 0})
     assert "triggerSource" in message
