@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from common import keys, money
-from common.events import AmendEvent, FillEvent, FillRecord, SettlementEvent, dumps
+from common.events import AmendEvent, DoneEvent, FillEvent, FillRecord, SettlementEvent, dumps
 from common.markets import Market
 from common.reservations import NO_TERMS, OrderTerms, order_terms, reserve_asset
 from common.types import Product, Side
@@ -60,6 +60,8 @@ def plan(
                 eseq,
                 ["release", asset, cid],
                 ["finished", cid, keys.account_order(user, cid)],
+                # attached TP/SL children never created leave the open-order index too
+                *(["finished", child, keys.account_order(user, child)] for child in unborn(event)),
             )
         elif event["k"] == "fill":
             for account, ops in fill_ops(market, event, terms, finishing).items():
@@ -70,6 +72,11 @@ def plan(
                 terms[key] = amended_terms(market, event)
             add(event["user"], eseq, amend_op(market, event, terms.get(key, NO_TERMS)))
     return {account: sorted(groups.items()) for account, groups in per_account.items()}
+
+
+def unborn(event: DoneEvent) -> list[str]:
+    """The attached TP/SL children a parent that ended unfilled held ids for (never created)."""
+    return event.get("attached", [])
 
 
 def amended_terms(market: Market, event: AmendEvent) -> OrderTerms:

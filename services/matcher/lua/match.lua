@@ -92,6 +92,7 @@ local FIRST_ENTRY_ARG = 13
 --#include match/trades.lua
 --#include match/matching.lua
 --#include match/triggers.lua
+--#include match/tpsl.lua
 --#include match/commands.lua
 --#include match/expiry.lua
 --#include match/input.lua

@@ -40,6 +40,7 @@ local function process_order(cmd)
     if cmd.reduceOnly == true then o.oa = 0 else o.oa = tonumber(cmd.open) end
   end
   if type(cmd.agent) == 'string' then o.agent = cmd.agent end
+  tpsl.parent(cmd, o)  -- attached TP/SL (match/attached.lua)
   remember(o)
   touch(o)
   -- a cancel-replace: placed only if the order it replaces was cancelled (match/replace.lua)
