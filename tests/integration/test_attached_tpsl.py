@@ -371,3 +371,12 @@ def test_malformed_attached_and_position_orders_are_refused_and_child_ids_are_ta
     assert [e["attached"] for e in done_events(exchange, name, "p-1")] == [["p-1.tp", "p-1.sl"]]
     with exchange.client() as client:
         assert client.get(f"/v1/orders/{me.address}/p-1.tp").status_code == 404
+    # a child is cancelled on its own; its sibling stays
+    maker = funded(exchange)
+    limit(exchange, maker, name, "SELL", P + 10, Q)
+    body = attached(me, name, "BUY", P + 10, Q, P + 100, P - 100, cid="r-1")
+    assert placed(exchange, body)["status"] == "FILLED"
+    assert cancel(exchange, me, name, "r-1.tp") == 200
+    assert (status_of(exchange, me, "r-1.tp"), status_of(exchange, me, "r-1.sl")) == (
+        "CXL", "UNTRIGGERED")  # fmt: skip
+    assert wait_for(lambda: open_cids(exchange, me, name) == {"q-1.tp", "r-1.sl"}, 10)
