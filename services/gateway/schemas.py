@@ -52,13 +52,20 @@ class Order(BaseModel):
     price: int
     qty: int
     filled: int
-    status: str = Field(description="ACCEPTED NEW PARTIAL FILLED CXL EXP REJECTED")
+    status: str = Field(description="ACCEPTED UNTRIGGERED NEW PARTIAL FILLED CXL EXP REJECTED")
     reason: str | None
     ts: int
     updatedTs: int
     agent: str | None = Field(
         None, description="only on an order an agent key signed: that key's address"
     )
+    triggerPrice: int | None = Field(
+        None, description='a trigger order\'s (docs/api.md "Trigger orders"), else absent'
+    )
+    triggerSource: str | None = Field(None, description="a trigger order's: MARK, LAST or INDEX")
+    triggered: bool | None = Field(None, description="a trigger order's: whether it fired")
+    trailingDelta: int | None = Field(None, description="a trailing stop's distance")
+    trailingUnit: str | None = Field(None, description="a trailing stop's: TICKS or BPS")
 
 
 class Cancelled(BaseModel):

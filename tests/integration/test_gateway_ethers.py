@@ -48,8 +48,8 @@ def test_ethers_signed_orders_cancels_and_withdrawals_are_accepted(redis_url: st
                     headers=ADMIN,
                 )
                 assert response.status_code == 200
-        orders = vectors("Order") + vectors("OrderV2") + vectors("OrderV3")
-        assert len(orders) == 8
+        orders = vectors("Order") + vectors("OrderV2") + vectors("OrderV3") + vectors("OrderV4")
+        assert len(orders) == 10
         for vector in orders:
             response = client.post("/v1/orders", json=body(vector))
             assert response.status_code == 202, (vector["message"], response.text)
@@ -64,9 +64,9 @@ def test_ethers_signed_orders_cancels_and_withdrawals_are_accepted(redis_url: st
         for vector in vectors("CancelAll"):
             response = client.post("/v1/orders/cancel-all", json=body(vector))
             assert response.status_code == 200, response.text
-            # the PERP order, the MARKET one and the OrderV3 (the stand-in matcher rests
-            # every order)
-            assert response.json() == {"cancelled": 3}
+            # the PERP order, the MARKET one, the OrderV3 and the OrderV4 (the stand-in
+            # matcher rests every order)
+            assert response.json() == {"cancelled": 4}
 
 
 def test_ethers_signed_batches_are_accepted(redis_url: str) -> None:

@@ -7,9 +7,11 @@ auditor's invariants hold after every test. One market per case (support/trigger
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -33,6 +35,7 @@ from support.trigger_orders import (
     settles_to,
     v4_body,
 )
+from support.ws import WsClient
 
 from common import keys, money
 from common.eip712 import sign
@@ -207,3 +210,29 @@ def test_malformed_forged_and_replayed_orders_are_refused_with_nothing_reserved(
     assert exchange.balance(me.address, "BTC") == (BTC, 0)
     locked = money.spot_buy_reservation(market_of(exchange, name), P + 20, Q)
     settles_to(exchange, me, "USDC", (USDC, locked))
+
+
+def test_an_order_v4_over_the_websocket_then_cancel_all_ends_it(exchange: Exchange) -> None:
+    """A WebSocket order reads an OrderV4 as POST /v1/orders does; CancelAll reaches an
+    untriggered order and releases its reservation."""
+    name = fresh_market("S")
+    me = funded(exchange)
+    body = v4_body(me, name, "SELL", "TAKE_PROFIT_LIMIT", P + 100, Q, P + 90)
+
+    async def ask() -> tuple[int, Any]:
+        async with await WsClient.connect(f"ws://127.0.0.1:{exchange.gateway_port}/v1/ws") as ws:
+            await ws.send({"id": 1, "op": "order", "body": body, "wait": True})
+            answer = await ws.next(lambda m: m.get("id") == 1, 15)
+            return answer["status"], answer["body"]
+
+    status, answer = asyncio.run(ask())
+    assert (status, answer["status"], answer["type"]) == (200, "UNTRIGGERED", "TAKE_PROFIT_LIMIT")
+    base = money.base_units(market_of(exchange, name), Q)
+    settles_to(exchange, me, "BTC", (BTC, base))
+    message = {"userId": me.address, "market": name, "ts": int(time.time() * 1000)}
+    cancel_all = {**message, "sig": sign(me.key, "CancelAll", message, CHAIN_ID,
+                                         VERIFYING_CONTRACT)}  # fmt: skip
+    response = post(exchange, "/v1/orders/cancel-all", cancel_all)
+    assert response.status_code == 200 and response.json() == {"cancelled": 1}, response.text
+    assert wait_for(lambda: order(exchange, me, body["clientOrderId"])["status"] == "CXL", 10)
+    settles_to(exchange, me, "BTC", (BTC, 0))

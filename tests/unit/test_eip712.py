@@ -186,6 +186,13 @@ def _base_message(primary_type: str, user: str) -> dict[str, Any]:
         "cancelClientOrderId": "cid-0",
         "expectedFilled": -1,
         "selfTradePrevention": "EXPIRE_TAKER",
+        "triggerPrice": 3050000,
+        "triggerSource": "LAST",
+        "trailingDelta": 0,
+        "trailingUnit": "",
+        "closePosition": False,
+        "takeProfitPrice": 0,
+        "stopLossPrice": 0,
     }
     return {name: values[name] for name, _ in PRIMARY_TYPES[primary_type]}
 
@@ -661,6 +668,11 @@ _API_ENCODE_TYPES = {
     "OrderV3": "OrderV3(string clientOrderId,string userId,string market,string side,"
     "string type,uint256 price,uint256 qty,string product,uint256 ts,string timeInForce,"
     "bool reduceOnly,uint256 expiresAt,string selfTradePrevention)",
+    "OrderV4": "OrderV4(string clientOrderId,string userId,string market,string side,"
+    "string type,uint256 price,uint256 qty,string product,uint256 ts,string timeInForce,"
+    "bool reduceOnly,uint256 expiresAt,string selfTradePrevention,uint256 triggerPrice,"
+    "string triggerSource,uint256 trailingDelta,string trailingUnit,bool closePosition,"
+    "uint256 takeProfitPrice,uint256 stopLossPrice)",
     "Batch": "Batch(string userId,bool atomic,BatchAction[] actions,uint256 ts)BatchAction("
     "string kind,string market,string clientOrderId,string side,string type,uint256 price,"
     "uint256 qty,string timeInForce,bool reduceOnly,uint256 expiresAt,int256 expectedFilled)",

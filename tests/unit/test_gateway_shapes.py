@@ -21,7 +21,7 @@ ADDRESS = "0x8ba1f109551bD432803012645Ac136ddd64DBA72"
 SIG = "0x" + "ab" * 65
 
 BODIES = {
-    ("/v1/orders", "post"): (shapes.ORDER, shapes.ORDER_V2, shapes.ORDER_V3),
+    ("/v1/orders", "post"): (shapes.ORDER, shapes.ORDER_V2, shapes.ORDER_V3, shapes.ORDER_V4),
     ("/v1/orders/cancel", "post"): (shapes.CANCEL,),
     ("/v1/orders/cancel-all", "post"): (shapes.CANCEL_ALL,),
     ("/v1/withdrawals", "post"): (shapes.WITHDRAW,),
@@ -68,6 +68,7 @@ def test_a_signed_body_is_its_eip712_fields_in_order_then_sig() -> None:
         "Order": shapes.ORDER,
         "OrderV2": shapes.ORDER_V2,
         "OrderV3": shapes.ORDER_V3,
+        "OrderV4": shapes.ORDER_V4,
         "Cancel": shapes.CANCEL,
         "CancelAll": shapes.CANCEL_ALL,
         "Withdraw": shapes.WITHDRAW,

@@ -36,9 +36,10 @@
 -- KEYS[12] dex:{m}:lease    string the token of the matcher that owns the market
 -- KEYS[13] dex:{m}:in       stream the market's commands
 -- Order records dex:{m}:o:<user>:<cid>, the prices hash dex:{m}:px (tickerSeq), open sets
--- dex:{m}:uo:<user>, trigger sets dex:{m}:trig:* / trail:* and position TP/SL dex:{m}:cp
--- (match/triggers.lua, match/tpsl.lua), candles
--- dex:{m}:candles:<iv> / dex:{m}:cidx:<iv> and reply lists dex:{m}:reply:<rid> are derived
+-- dex:{m}:uo:<user>, candles
+-- dex:{m}:candles:<iv> / dex:{m}:cidx:<iv>, the trigger sets dex:{m}:trig:<src>:<U|D> and
+-- dex:{m}:trail:<src>:<B|S> (match/triggers.lua), the position TP/SL hash dex:{m}:cp
+-- (match/tpsl.lua) and reply lists dex:{m}:reply:<rid> are derived
 -- from the prefixes in ARGV and the commands (same hash tag, so the same slot).
 -- ARGV[1]  market symbol
 -- ARGV[2]  order key prefix "dex:{m}:o:"

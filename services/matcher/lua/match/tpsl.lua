@@ -46,6 +46,7 @@ function tpsl.grow(parent, kind, price, src, sibling, f)
   end
   touch(c)
   tpsl.sources[src] = true
+  if src == 'LAST' then trig.any_last = true end
 end
 
 -- The parents' fills noted so far become their children's qty (the stop-loss first).
@@ -102,7 +103,7 @@ function tpsl.settle()
       trig.run(src)
     elseif tseq ~= trig.seen_tseq then
       trig.seen_tseq = tseq
-      trig.run('LAST')
+      if trig.any_last then trig.run('LAST') end
     else
       return
     end

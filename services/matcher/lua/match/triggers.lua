@@ -35,6 +35,7 @@ local trig = {
   fired = 0,          -- orders fired this call
   continued = false,  -- this call appended a "prices" command for what it could not fire
   seen_tseq = 0,      -- the trade seq LAST was last judged at
+  any_last = false,   -- the market has LAST trigger orders (else a trade judges nothing)
 }
 
 function trig.key(src, dir) return mprefix .. 'trig:' .. src .. ':' .. dir end
@@ -43,8 +44,13 @@ function trig.trail_key(src, side)
   return mprefix .. 'trail:' .. src .. ':' .. string.sub(side, 1, 1)
 end
 
--- At the start of a call: LAST was judged at the trades so far.
-function trig.start() trig.seen_tseq = tseq end
+-- At the start of a call: LAST was judged at the trades so far; are there LAST orders at all
+-- (one EXISTS per call, so a market without any pays nothing more per trade)?
+function trig.start()
+  trig.seen_tseq = tseq
+  trig.any_last = redis.call('EXISTS', trig.key('LAST', 'U'), trig.key('LAST', 'D'),
+    trig.trail_key('LAST', 'B'), trig.trail_key('LAST', 'S')) > 0
+end
 
 -- The source's price now; nil when there is none (LAST before the market's first trade).
 function trig.price(src)
@@ -98,6 +104,7 @@ function trig.arrive(cmd, o)
     o.tr = int(delta) .. '|' .. unit .. '|' .. (p and int(p) or '')
   end
   o.t = src .. '|' .. int(tp) .. '|0|' .. stp
+  if src == 'LAST' then trig.any_last = true end
   local refusal = status_refusal(cmd, o)
   if refusal then
     finish(o, 'REJECTED', refusal)
@@ -241,7 +248,7 @@ function trig.after_command(op)
     trig.run('MARK')
     trig.run('INDEX')
     trig.run('LAST')
-  elseif tseq ~= trig.seen_tseq then
+  elseif tseq ~= trig.seen_tseq and trig.any_last then
     trig.run('LAST')
   end
   trig.seen_tseq = tseq
