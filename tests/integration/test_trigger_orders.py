@@ -56,59 +56,69 @@ def audited(exchange: Exchange) -> Iterator[None]:
     assert_audit_ok(exchange)
 
 
-# (type, side) -> direction: U fires when the source rises to the trigger, D when it falls.
-CASES = [
-    ("STOP_LIMIT", "BUY", "U"), ("STOP_MARKET", "BUY", "U"),
-    ("STOP_LIMIT", "SELL", "D"), ("STOP_MARKET", "SELL", "D"),
-    ("TAKE_PROFIT_LIMIT", "BUY", "D"), ("TAKE_PROFIT_MARKET", "BUY", "D"),
-    ("TAKE_PROFIT_LIMIT", "SELL", "U"), ("TAKE_PROFIT_MARKET", "SELL", "U"),
-]  # fmt: skip
+# direction -> (type, side) of the orders that fire that way: U when LAST rises to the
+# trigger, D when it falls to it
+CASES = {
+    "U": [("STOP_LIMIT", "BUY"), ("STOP_MARKET", "BUY"),
+          ("TAKE_PROFIT_LIMIT", "SELL"), ("TAKE_PROFIT_MARKET", "SELL")],
+    "D": [("STOP_LIMIT", "SELL"), ("STOP_MARKET", "SELL"),
+          ("TAKE_PROFIT_LIMIT", "BUY"), ("TAKE_PROFIT_MARKET", "BUY")],
+}  # fmt: skip
 
 
-@pytest.mark.parametrize(("order_type", "side", "direction"), CASES)
+@pytest.mark.parametrize("direction", ["U", "D"])
 def test_each_type_and_side_fires_on_a_last_trade_gapping_through_its_trigger(
-    exchange: Exchange, order_type: str, side: str, direction: str
+    exchange: Exchange, direction: str
 ) -> None:
+    """LAST at P, each order's trigger 50 away, then one trade 60 away (nothing printed at the
+    trigger): the four orders of that direction fire, each fills to the unit. The near level
+    (P ± 55) keeps LAST past the triggers while they fire one after the other."""
     name = fresh_market("S")
     market = market_of(exchange, name)
-    maker, taker, me = funded(exchange), funded(exchange), funded(exchange)
-    # liquidity the fired order takes (P ± 150), and a first trade at P
-    limit(exchange, maker, name, "SELL", P + 150, Q)
-    limit(exchange, maker, name, "BUY", P - 150, Q)
+    maker, taker = funded(exchange), funded(exchange)
     limit(exchange, maker, name, "SELL", P, Q)
-    limit(exchange, taker, name, "BUY", P, Q, "IOC")
-    trigger = P + 50 if direction == "U" else P - 50
-    is_buy = side == "BUY"
-    price = P + 200 if is_buy else (0 if order_type.endswith("MARKET") else P - 200)
-    body = v4_body(me, name, side, order_type, price, Q, trigger)
-    assert placed(exchange, body)["status"] == "UNTRIGGERED"
-    view = order(exchange, me, body["clientOrderId"])
-    assert (view["type"], view["status"], view["triggerPrice"], view["triggerSource"]) == (
-        order_type, "UNTRIGGERED", trigger, "LAST")  # fmt: skip
-    assert view["triggered"] is False
-    # reserved at placement exactly as the ordinary order (a BUY: notional + fee at its price)
-    buy_lock = money.spot_buy_reservation(market, P + 200, Q)
+    limit(exchange, taker, name, "BUY", P, Q, "IOC")  # LAST = P
+    up = direction == "U"
+    sign_ = 1 if up else -1
+    # what the fired orders take: the far level on their own side, the near level beyond
+    # the trigger on the other
+    limit(exchange, maker, name, "SELL" if up else "BUY", P + sign_ * 150, 2 * Q)
+    limit(exchange, maker, name, "BUY" if up else "SELL", P + sign_ * 55, 2 * Q)
+    placed_orders = []
+    for order_type, side in CASES[direction]:
+        me = funded(exchange)
+        is_buy = side == "BUY"
+        price = P + 200 if is_buy else (0 if order_type.endswith("MARKET") else P - 200)
+        body = v4_body(me, name, side, order_type, price, Q, P + sign_ * 50)
+        assert placed(exchange, body)["status"] == "UNTRIGGERED"
+        view = order(exchange, me, body["clientOrderId"])
+        assert (view["type"], view["triggerPrice"], view["triggerSource"], view["triggered"]) == (
+            order_type, P + sign_ * 50, "LAST", False)  # fmt: skip
+        # reserved at placement exactly as the ordinary order (a BUY: notional + fee at price)
+        if is_buy:
+            settles_to(exchange, me, "USDC", (USDC, money.spot_buy_reservation(market, price, Q)))
+        else:
+            settles_to(exchange, me, "BTC", (BTC, money.base_units(market, Q)))
+        placed_orders.append((me, body["clientOrderId"], is_buy))
+    # the gap: one trade at P ± 60
+    limit(exchange, maker, name, "SELL" if up else "BUY", P + sign_ * 60, Q)
+    limit(exchange, taker, name, "BUY" if up else "SELL", P + sign_ * 60, Q, "IOC")
     base = money.base_units(market, Q)
-    if is_buy:
-        settles_to(exchange, me, "USDC", (USDC, buy_lock))
-    else:
-        settles_to(exchange, me, "BTC", (BTC, base))
-    # a trade that gaps through the trigger (P -> P ± 60, nothing at P ± 50)
-    move = P + 60 if direction == "U" else P - 60
-    limit(exchange, maker, name, "SELL" if direction == "U" else "BUY", move, Q)
-    limit(exchange, taker, name, "BUY" if direction == "U" else "SELL", move, Q, "IOC")
-    assert wait_for(lambda: order(exchange, me, body["clientOrderId"])["status"] == "FILLED", 10)
-    view = order(exchange, me, body["clientOrderId"])
-    assert view["triggered"] is True and view["filled"] == Q
-    fill = P + 150 if is_buy else P - 150
-    notional = money.notional(market, fill, Q)
-    fee = money.fee(notional, market.spec.takerFeeBps)
-    if is_buy:
-        settles_to(exchange, me, "USDC", (USDC - notional - fee, 0))
-        settles_to(exchange, me, "BTC", (BTC + base, 0))
-    else:
-        settles_to(exchange, me, "BTC", (BTC - base, 0))
-        settles_to(exchange, me, "USDC", (USDC + notional - fee, 0))
+    for me, cid, is_buy in placed_orders:
+        assert wait_for(lambda m=me, c=cid: order(exchange, m, c)["status"] == "FILLED", 10)
+        view = order(exchange, me, cid)
+        assert view["triggered"] is True and view["filled"] == Q
+        # a BUY takes the asks (P + 150 rising, P - 55 falling), a SELL the bids
+        fill = {(True, True): P + 150, (False, True): P + 55,
+                (True, False): P - 55, (False, False): P - 150}[(is_buy, up)]  # fmt: skip
+        notional = money.notional(market, fill, Q)
+        fee = money.fee(notional, market.spec.takerFeeBps)
+        if is_buy:
+            settles_to(exchange, me, "USDC", (USDC - notional - fee, 0))
+            settles_to(exchange, me, "BTC", (BTC + base, 0))
+        else:
+            settles_to(exchange, me, "BTC", (BTC - base, 0))
+            settles_to(exchange, me, "USDC", (USDC + notional - fee, 0))
 
 
 def test_untriggered_order_is_listed_amended_and_cancelled_to_the_unit(exchange: Exchange) -> None:
