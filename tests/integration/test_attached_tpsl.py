@@ -1,7 +1,7 @@
 """Attached TP/SL with OCO and position TP/SL (docs/api.md "Attached TP/SL and position
 TP/SL"), through the real gateway, matcher and settler on a real Redis: a parent's children are
 created on its first (partial) fill with the filled qty and grow with the next; the take-profit
-firing cancels the stop-loss once and the other way round; a sweep through both prices fires
+firing cancels the stop-loss once (LAST) and the other way round (MARK, the oracle's push); a sweep through both prices fires
 exactly one and cancels the other once, with no second trade; a position TP/SL closes a position
 opened in several fills, replaces an older one of its kind and, with no position left, ends with
 nothing traded; the SIGKILLed matcher replays a parent's fill and a child's fire once; malformed
@@ -61,14 +61,19 @@ def audited(exchange: Exchange) -> Iterator[None]:
     assert_audit_ok(exchange)
 
 
+def push_index(exchange: Exchange, market: str, index: int) -> None:
+    """The operator's oracle push: index, and mark = median(index, best bid, best ask)."""
+    with exchange.client() as client:
+        response = client.post(
+            "/v1/admin/oracle", json={"market": market, "indexPrice": index}, headers=ADMIN
+        )
+    assert response.status_code == 200, response.text
+
+
 def perp(exchange: Exchange) -> tuple[str, Market]:
     """A fresh perp copy with its oracle at P (mark P: MARKET orders trade within its band)."""
     name = fresh_market("F")
-    with exchange.client() as client:
-        response = client.post(
-            "/v1/admin/oracle", json={"market": name, "indexPrice": P}, headers=ADMIN
-        )
-    assert response.status_code == 200, response.text
+    push_index(exchange, name, P)
     return name, market_of(exchange, name)
 
 
@@ -190,19 +195,24 @@ def test_children_grow_with_each_fill_and_the_take_profit_cancels_the_stop_loss_
     settles_to(exchange, me, "USDC", (USDC - paid + pnl, 0))
 
 
-def test_the_stop_loss_of_a_sell_fires_and_cancels_its_take_profit(exchange: Exchange) -> None:
+def test_the_stop_loss_of_a_sell_fires_on_the_mark_and_cancels_its_take_profit(
+    exchange: Exchange,
+) -> None:
+    """A SELL parent's children buy; on the market's default source (MARK) the oracle's push
+    past the stop-loss fires it (the prices command) and the take-profit ends CXL OCO."""
     name, market = perp(exchange)
     maker, other, me = funded(exchange), funded(exchange), funded(exchange)
     limit(exchange, maker, name, "BUY", P, Q)
-    body = attached(me, name, "SELL", P, Q, P - 100, P + 100)
+    body = attached(me, name, "SELL", P, Q, P - 100, P + 100, triggerSource="")
     cid = body["clientOrderId"]
     assert placed(exchange, body)["status"] == "FILLED"
     tp, sl = order(exchange, me, cid + ".tp"), order(exchange, me, cid + ".sl")
     assert (tp["side"], tp["qty"], sl["side"], sl["qty"]) == ("BUY", Q, "BUY", Q)
+    assert (tp["triggerSource"], sl["triggerSource"]) == ("MARK", "MARK")
     limit(exchange, other, name, "SELL", P + 150, Q)  # what the stop-loss buys
-    trade_at(exchange, maker, other, name, P + 100)
-    sl = order(exchange, me, cid + ".sl")
-    assert (sl["status"], sl["filled"]) == ("FILLED", Q)
+    push_index(exchange, name, P + 100)  # no bid: the mark is the index
+    assert wait_for(lambda: status_of(exchange, me, cid + ".sl") == "FILLED", 10)
+    assert order(exchange, me, cid + ".sl")["filled"] == Q
     tp = order(exchange, me, cid + ".tp")
     assert (tp["status"], tp["reason"]) == ("CXL", "OCO")
     assert len(done_events(exchange, name, cid + ".tp")) == 1
@@ -380,3 +390,6 @@ def test_malformed_attached_and_position_orders_are_refused_and_child_ids_are_ta
     assert (status_of(exchange, me, "r-1.tp"), status_of(exchange, me, "r-1.sl")) == (
         "CXL", "UNTRIGGERED")  # fmt: skip
     assert wait_for(lambda: open_cids(exchange, me, name) == {"q-1.tp", "r-1.sl"}, 10)
+    # someone else cannot reach it: not found under their name
+    assert cancel(exchange, funded(exchange), name, "r-1.sl") == 404
+    assert status_of(exchange, me, "r-1.sl") == "UNTRIGGERED"
