@@ -1,13 +1,13 @@
 """Attached TP/SL with OCO and position TP/SL (docs/api.md "Attached TP/SL and position
 TP/SL"), through the real gateway, matcher and settler on a real Redis: a parent's children are
 created on its first (partial) fill with the filled qty and grow with the next; the take-profit
-firing cancels the stop-loss once (LAST) and the other way round (MARK, the oracle's push); a sweep through both prices fires
-exactly one and cancels the other once, with no second trade; a position TP/SL closes a position
-opened in several fills, replaces an older one of its kind and, with no position left, ends with
-nothing traded; the SIGKILLed matcher replays a parent's fill and a child's fire once; malformed
-orders are refused with nothing reserved and the children's ids are taken. Balances, reserved
-amounts and positions to the unit; the auditor's invariants after every test. One market per
-test (support/trigger_orders.py)."""
+firing cancels the stop-loss once (LAST) and the other way round (MARK, the oracle's push); a
+sweep through both prices fires exactly one and cancels the other once, with no second trade;
+a position TP/SL closes a position opened in several fills, replaces an older one of its kind
+and, with no position left, ends with nothing traded; the SIGKILLed matcher replays a parent's
+fill and a child's fire once; malformed orders are refused with nothing reserved and the
+children's ids are taken. Balances, reserved amounts and positions to the unit; the auditor's
+invariants after every test. One market per test (support/trigger_orders.py)."""
 
 from __future__ import annotations
 
