@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,8 +41,9 @@ from support.trigger_orders import (
 )
 
 from common import keys, money
+from common.audit import audit
 from common.eip712 import sign
-from common.markets import Market
+from common.markets import Market, load_markets
 
 pytestmark = pytest.mark.integration
 
@@ -248,6 +250,14 @@ def test_one_sweep_through_both_prices_fires_one_child_and_cancels_the_other_onc
         published.close()
     assert len(done_events(exchange, name, cid + ".tp")) == 1
     assert len(done_events(exchange, name, cid + ".sl")) == 1
+    # the auditor knows the rule: a child waiting beside a fired sibling is reported
+    with redis.Redis.from_url(exchange.redis_url, decode_responses=True) as r:
+        record = keys.market_order(name, me.address.lower(), cid + ".tp")
+        r.hset(record, "status", "UNTRIGGERED")  # as if the OCO had missed it
+        problems = audit(r, load_markets(Path(exchange.env["DEX_MARKETS_FILE"])))
+        r.hset(record, "status", "CXL")
+    found = problems["invariants"]["ordersFinalOrResting"]["problems"]
+    assert any("OCO sibling" in problem for problem in found), found
     assert trades(exchange, name) == sorted([(P, Q), (P + 110, Q), (P - 110, Q), (P - 110, Q)])
     assert position(exchange, me.address, name) == 0
     paid = fee(market, P, Q) + fee(market, P - 110, Q)
