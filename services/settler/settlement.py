@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from common import keys, money
-from common.events import AmendEvent, DoneEvent, FillEvent, FillRecord, SettlementEvent, dumps
+from common.events import AmendEvent, FillEvent, FillRecord, SettlementEvent, dumps
 from common.markets import Market
 from common.reservations import NO_TERMS, OrderTerms, order_terms, reserve_asset
 from common.types import Product, Side
@@ -74,9 +74,10 @@ def plan(
     return {account: sorted(groups.items()) for account, groups in per_account.items()}
 
 
-def unborn(event: DoneEvent) -> list[str]:
-    """The attached TP/SL children a parent that ended unfilled held ids for (never created)."""
-    return event.get("attached", [])
+def unborn(event: Mapping[str, Any]) -> list[str]:
+    """The attached TP/SL children a parent that ended unfilled held ids for (never created):
+    a done event's ``attached``."""
+    return list(event.get("attached", []))
 
 
 def amended_terms(market: Market, event: AmendEvent) -> OrderTerms:
