@@ -119,6 +119,9 @@ def run(exchange: Exchange, rounds: int, waiting: int) -> dict[str, Any]:
     latencies = []
     mark = P
     for k in range(rounds):
+        if k and k % 100 == 0:  # the fired orders rest: a fresh account below the open limit
+            trader = Trader()
+            deposit(client, trader)
         cid = f"r{k}"
         place(client, stop_body(trader, cid, mark + 100, mark + 50), "UNTRIGGERED")
         okey = keys.market_order(MARKET, trader.address.lower(), cid)

@@ -1,9 +1,9 @@
-"""Trigger orders on MARK and INDEX, and trailing stops (docs/api.md "Trigger orders"), through
-the real gateway, matcher and settler on a real Redis: every type and side on a perp fires when
-a price push jumps past its trigger (and not before); the oracle's prices command fires an order
-exactly once though the oracle runs twice while the matcher is SIGKILLed; a trailing stop
-follows the price and triggers on the pullback (LAST by ticks, MARK by bps); the auditor's
-invariants hold after every test. One market per test (support/trigger_orders.py)."""
+"""Trigger orders on MARK and INDEX (docs/api.md "Trigger orders"), through the real gateway,
+matcher and settler on a real Redis: every type and side on a perp fires when a price push jumps
+past its trigger (and not before); the oracle's prices command fires an order exactly once
+though the oracle runs twice while the matcher is SIGKILLed; the auditor's invariants hold
+after every test. One market per test (support/trigger_orders.py); trailing stops and market
+states: test_trigger_trailing.py."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import redis
 from support.exchange import ADMIN_TOKEN, Exchange
 from support.redis_server import RedisServer, wait_for
 from support.trigger_orders import (
-    BTC,
     USDC,
     P,
     Q,
@@ -148,97 +147,3 @@ def test_the_oracle_fires_an_order_once_though_run_twice_while_the_matcher_is_ki
     fee = money.fee(money.notional(market, P + 150, Q), market.spec.takerFeeBps)
     settles_to(exchange, me, "USDC", (USDC - fee, 0))
     assert position(exchange, me.address, name) == Q
-
-
-def test_a_trailing_stop_follows_the_last_price_up_and_fires_on_the_pullback(
-    exchange: Exchange,
-) -> None:
-    name = fresh_market("S")
-    market = market_of(exchange, name)
-    maker, taker, me = funded(exchange), funded(exchange), funded(exchange)
-    limit(exchange, maker, name, "BUY", P - 100, Q)  # what the fired stop sells into
-    limit(exchange, maker, name, "SELL", P, Q)
-    limit(exchange, taker, name, "BUY", P, Q, "IOC")  # LAST = P
-    body = v4_body(
-        me, name, "SELL", "TRAILING_STOP_MARKET", 0, Q, trailingDelta=20, trailingUnit="TICKS"
-    )
-    cid = body["clientOrderId"]
-    assert placed(exchange, body)["status"] == "UNTRIGGERED"
-    view = order(exchange, me, cid)
-    assert (view["triggerPrice"], view["trailingDelta"], view["trailingUnit"]) == (
-        P - 20, 20, "TICKS")  # fmt: skip
-
-    def trade_at(price: int) -> None:
-        limit(exchange, maker, name, "SELL", price, Q)
-        limit(exchange, taker, name, "BUY", price, Q, "IOC")
-
-    trade_at(P + 30)  # a new high: the trigger follows to P + 10
-    assert order(exchange, me, cid)["triggerPrice"] == P + 10
-    trade_at(P + 15)  # lower: the trigger stays, nothing fires
-    view = order(exchange, me, cid)
-    assert (view["status"], view["triggerPrice"]) == ("UNTRIGGERED", P + 10)
-    trade_at(P + 40)  # higher again: P + 20
-    assert order(exchange, me, cid)["triggerPrice"] == P + 20
-    # the pullback: a trade at P + 20 fires it; it sells into the bid at P - 100
-    limit(exchange, taker, name, "SELL", P + 20, Q)
-    limit(exchange, maker, name, "BUY", P + 20, Q)
-    assert wait_for(lambda: order(exchange, me, cid)["status"] == "FILLED", 10)
-    assert order(exchange, me, cid)["triggered"] is True
-    notional = money.notional(market, P - 100, Q)
-    fee = money.fee(notional, market.spec.takerFeeBps)
-    settles_to(exchange, me, "BTC", (BTC - money.base_units(market, Q), 0))
-    settles_to(exchange, me, "USDC", (USDC + notional - fee, 0))
-
-
-def test_a_trailing_buy_follows_the_mark_down_by_bps_and_fires_on_the_rebound(
-    exchange: Exchange,
-) -> None:
-    name = fresh_market("F")
-    market = market_of(exchange, name)
-    maker, me = funded(exchange), funded(exchange)
-    limit(exchange, maker, name, "SELL", P + 1_000, Q)
-    limit(exchange, maker, name, "BUY", P - 200_000, Q)
-    push_index(exchange, name, P)
-    body = v4_body(me, name, "BUY", "TRAILING_STOP_MARKET", P + 50_000, Q,
-                   trailingDelta=10, trailingUnit="BPS")  # fmt: skip
-    cid = body["clientOrderId"]
-    assert placed(exchange, body)["status"] == "UNTRIGGERED"
-    assert order(exchange, me, cid)["triggerPrice"] == P + 3_000  # 10 bps of P
-    push_index(exchange, name, P - 10_001)  # the low: 2 999 bps-distance rounded up: 3 000
-    low = P - 10_001
-    want = low + -(-low * 10 // 10_000)
-    assert wait_for(lambda: order(exchange, me, cid)["triggerPrice"] == want, 10)
-    assert order(exchange, me, cid)["status"] == "UNTRIGGERED"
-    push_index(exchange, name, want)  # the rebound reaches it
-    assert wait_for(lambda: order(exchange, me, cid)["status"] == "FILLED", 10)
-    fee = money.fee(money.notional(market, P + 1_000, Q), market.spec.takerFeeBps)
-    settles_to(exchange, me, "USDC", (USDC - fee, 0))
-    assert position(exchange, me.address, name) == Q
-
-
-def test_a_trigger_does_not_fire_while_halted_and_is_rejected_into_reduce_only(
-    exchange: Exchange,
-) -> None:
-    name = fresh_market("F")
-    maker, me = funded(exchange), funded(exchange)
-    limit(exchange, maker, name, "SELL", P + 150, Q)
-    limit(exchange, maker, name, "BUY", P - 150, Q)
-    body = v4_body(me, name, "BUY", "STOP_LIMIT", P + 200, Q, P + 50)
-    cid = body["clientOrderId"]
-    assert placed(exchange, body)["status"] == "UNTRIGGERED"
-    with exchange.client() as client:
-        halt = client.post(f"/v1/admin/markets/{name}/halt", headers=ADMIN)
-        assert halt.status_code in (200, 202), halt.text
-        push_index(exchange, name, P + 60)
-        time.sleep(0.3)
-        assert order(exchange, me, cid)["status"] == "UNTRIGGERED"
-        status = client.post(
-            f"/v1/admin/markets/{name}/status", json={"status": "REDUCE_ONLY"},
-            headers=ADMIN,
-        )  # fmt: skip
-        assert status.status_code in (200, 202), status.text
-    push_index(exchange, name, P + 61)  # fires into REDUCE_ONLY: refused, released
-    assert wait_for(lambda: order(exchange, me, cid)["status"] == "REJECTED", 10)
-    view = order(exchange, me, cid)
-    assert (view["reason"], view["triggered"]) == ("MARKET_REDUCE_ONLY", True)
-    settles_to(exchange, me, "USDC", (USDC, 0))
