@@ -24,7 +24,8 @@ from common.types import Product
 # what the auditor reads of a matcher order record (either shape: common.order_reads)
 MATCHED = ("status", "filled", "side", "qty")
 MATCHED_FIELDS = record_hmget_fields(*MATCHED)
-BOOK = ("status", "aseq", "side", "userId", "clientOrderId", "type", "t")
+# oc: an attached TP/SL child's OCO sibling (docs/api.md "Attached TP/SL and position TP/SL")
+BOOK = ("status", "aseq", "side", "userId", "clientOrderId", "type", "t", "oc")
 BOOK_FIELDS = record_hmget_fields(*BOOK)
 
 FINAL_STATUSES = {"FILLED", "CXL", "EXP", "REJECTED"}
@@ -384,7 +385,7 @@ def _books(client: Any, markets: MarketSet, crossed: _Check, orders: _Check) -> 
             [record_fields(dict(zip(BOOK_FIELDS, values, strict=True))).get(f) for f in BOOK]
             for values in pipe.execute()
         ]
-        for key, (status, aseq, side, user, cid, kind, trigger) in zip(
+        for key, (status, aseq, side, user, cid, kind, trigger, sibling) in zip(
             order_keys, states, strict=True
         ):
             if status in FINAL_STATUSES:
@@ -393,6 +394,8 @@ def _books(client: Any, markets: MarketSet, crossed: _Check, orders: _Check) -> 
                 member = f"{int(aseq or 0):016d}|{user}|{cid}"
                 if not _waiting(client, symbol, member, side or "", kind or "", trigger or ""):
                     orders.fail(f"{key}: UNTRIGGERED but in no trigger set")
+                if sibling and _fired(client, keys.market_order(symbol, user or "", sibling)):
+                    orders.fail(f"{key}: UNTRIGGERED though its OCO sibling {sibling} fired")
                 continue
             if status not in RESTING_STATUSES:
                 orders.fail(f"{key}: status {status!r} is neither final nor resting")
@@ -401,6 +404,12 @@ def _books(client: Any, markets: MarketSet, crossed: _Check, orders: _Check) -> 
             book = keys.book_bids(symbol) if side == "BUY" else keys.book_asks(symbol)
             if client.zscore(book, member) is None:
                 orders.fail(f"{key}: {status} but not in the book")
+
+
+def _fired(client: Any, key: str) -> bool:
+    """Has the trigger order at ``key`` fired (its t field's triggered flag)?"""
+    trigger = client.hget(key, "t") or ""
+    return trigger.split("|")[2:3] == ["1"]
 
 
 def _waiting(client: Any, symbol: str, member: str, side: str, kind: str, trigger: str) -> bool:

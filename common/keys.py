@@ -35,6 +35,8 @@ account, live in one slot and one Lua script may touch them together)::
       dex:{m}:trig:<src>:<U|D> zset    untriggered orders by trigger price (score), member =
                                         book member; U fires at source >= score, D at <=
       dex:{m}:trail:<src>:<B|S> zset   trailing stops by the extreme price seen (score)
+      dex:{m}:cp               hash    "<user>|TP" / "<user>|SL" -> cid of the account's latest
+                                        position TP/SL (closePosition) in the market
 
     Account keys — tag {userId}, the lower-case 0x address (or a system account name)
       dex:{u}:bal              hash    "<asset>:t" total, "<asset>:l" locked,
@@ -388,6 +390,12 @@ def market_trailing(market: str, source: str, side_letter: str) -> str:
     """Zset: the market's trailing stops of one source and side (B, S), score = the extreme
     price seen since placement (highest for S, lowest for B), member = book member."""
     return f"{_m(market)}:trail:{source}:{side_letter}"
+
+
+def market_position_tpsl(market: str) -> str:
+    """Hash: per account and kind ("<user>|TP", "<user>|SL") the cid of its latest position
+    TP/SL in the market, which a newer one replaces; written by match.lua (match/tpsl.lua)."""
+    return f"{_m(market)}:cp"
 
 
 def market_price_triggers(market: str) -> list[str]:

@@ -58,6 +58,11 @@ class OrderCommand(TypedDict):
     triggerSource: NotRequired[TriggerSourceName]  # resolved: never the default ""
     trailingDelta: NotRequired[int]  # a trailing stop's distance (0 for the others)
     trailingUnit: NotRequired[TrailingUnitName]
+    # attached TP/SL of a LIMIT or MARKET parent (0: none; with triggerSource, the children's)
+    # and a position TP/SL (docs/api.md "Attached TP/SL and position TP/SL")
+    takeProfitPrice: NotRequired[int]
+    stopLossPrice: NotRequired[int]
+    closePosition: NotRequired[Literal[True]]
 
 
 @with_config(MESSAGE)

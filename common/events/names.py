@@ -37,11 +37,13 @@ DoneReason = Literal[
     "MARKET_CLOSED",  # refused: the market has expired
     "REDUCE_ONLY",  # refused: it would not reduce a position
     "POST_ONLY_WOULD_CROSS",  # refused: it would have taken liquidity
-    "REPLACED",  # cancelled by its owner's cancel-replace, whose new order follows it
+    "REPLACED",  # cancelled by its owner's cancel-replace, whose new order follows it (or a
+    # position TP/SL by a newer one of its kind)
     "REPLACE_FAILED",  # refused: the order its cancel-replace names was not open to cancel
     "MARKET_CANCEL_ONLY",  # refused: the market takes only cancels
     "MARKET_POST_ONLY",  # refused: the market takes only POST_ONLY limit orders
     "MARKET_REDUCE_ONLY",  # refused: the market takes only reduce-only orders
+    "OCO",  # an attached TP/SL child whose sibling fired
 ]
 """Why an order reached its final status (``null`` for FILLED)."""
 

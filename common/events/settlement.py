@@ -49,6 +49,9 @@ class DoneEvent(TypedDict):
     reason: DoneReason | None  # None for FILLED
     filled: int
     ts: int
+    # a parent with attached TP/SL that ends with nothing filled: the children ids it held
+    # and never used (docs/api.md "Attached TP/SL and position TP/SL")
+    attached: NotRequired[list[str]]
 
 
 @with_config(MESSAGE)

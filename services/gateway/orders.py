@@ -68,6 +68,9 @@ class SignedOrder:
     trigger_source: str = ""  # resolved: MARK, LAST or INDEX (never "")
     trailing_delta: int = 0
     trailing_unit: str = ""
+    take_profit: int = 0  # attached TP/SL of a LIMIT or MARKET parent (0: none)
+    stop_loss: int = 0
+    close_position: bool = False  # a position TP/SL (qty 0, reduce-only)
 
 
 def parse_order(gateway: Gateway, body: dict[str, Any]) -> SignedOrder:
@@ -103,7 +106,7 @@ def signed_order(
         price=message["price"],
         qty=message["qty"],
         tif=TimeInForce(message["timeInForce"]) if is_v2 else TimeInForce.GTC,
-        reduce_only=message["reduceOnly"] if is_v2 else False,
+        reduce_only=bool(message["reduceOnly"] or message.get("closePosition")) if is_v2 else False,
         expires_at=message["expiresAt"] if is_v2 else 0,
         ts=message["ts"],
         replaces=message.get("cancelClientOrderId"),
@@ -113,7 +116,22 @@ def signed_order(
         trigger_source=trigger_source(market, message.get("triggerSource", "")),
         trailing_delta=message.get("trailingDelta", 0),
         trailing_unit=message.get("trailingUnit", ""),
+        take_profit=message.get("takeProfitPrice", 0),
+        stop_loss=message.get("stopLossPrice", 0),
+        close_position=bool(message.get("closePosition")),
     )
+
+
+def attached_children(order: SignedOrder) -> list[str]:
+    """The clientOrderIds of the order's attached TP/SL children (docs/api.md "Attached TP/SL
+    and position TP/SL"): taken at admission with the order's own, so no order may use them."""
+    cid = order.message["clientOrderId"]
+    prices = (order.take_profit, order.stop_loss)
+    return [
+        cid + suffix
+        for suffix, price in zip(shapes.ATTACHED_SUFFIXES, prices, strict=True)
+        if price
+    ]
 
 
 def trigger_source(market: Market, source: str) -> str:
@@ -182,6 +200,9 @@ async def submit_order(
         reserve, script_keys, script_args = await order_admission(
             gateway, order, prices, refusal, backlog_rule, reply_key
         )
+        children = attached_children(order)
+        if children:
+            script_args.append(" ".join(children))  # accept_order.lua's ARGV[19]
         verdict = await admit_on_account(gateway, market.symbol, user, script_keys, script_args)
         if verdict[0] != "RETRY":
             break
@@ -304,6 +325,12 @@ def command_template(
         if order.trailing_unit:
             command["trailingDelta"] = order.trailing_delta
             command["trailingUnit"] = "BPS" if order.trailing_unit == "BPS" else "TICKS"
+    if order.close_position:
+        command["closePosition"] = True
+    if order.take_profit or order.stop_loss:
+        command["takeProfitPrice"] = order.take_profit
+        command["stopLossPrice"] = order.stop_loss
+        command["triggerSource"] = TriggerSource(order.trigger_source).value
     fields: dict[str, Any] = dict(command, **reserve.command)
     del fields["reserved"]
     return dumps(fields)

@@ -549,9 +549,19 @@ SIGNED_FIELD_DOCS.update(
         "triggerSource": ('MARK, LAST, INDEX, or "" (MARK on derivatives, LAST on SPOT)', ""),
         "trailingDelta": ("TRAILING_STOP_MARKET only (else 0): its distance", 0),
         "trailingUnit": ('TRAILING_STOP_MARKET only: TICKS or BPS (else "")', ""),
-        "closePosition": ("not supported yet: false", False),
-        "takeProfitPrice": ("not supported yet: 0", 0),
-        "stopLossPrice": ("not supported yet: 0", 0),
+        "closePosition": (
+            "STOP_MARKET / TAKE_PROFIT_MARKET on PERP or FUTURE, qty 0: a position TP/SL that "
+            "closes the whole position when it fires",
+            False,
+        ),
+        "takeProfitPrice": (
+            "a LIMIT or MARKET order on PERP or FUTURE: the attached take-profit's trigger, else 0",
+            0,
+        ),
+        "stopLossPrice": (
+            "a LIMIT or MARKET order on PERP or FUTURE: the attached stop-loss's trigger, else 0",
+            0,
+        ),
     }
 )
 
@@ -630,9 +640,74 @@ def _trailing(values: Values, markets: MarketSet) -> str | None:
     return "trailingUnit of a TRAILING_STOP_MARKET order must be TICKS or BPS"
 
 
-def _no_attached(values: Values, _: MarketSet) -> str | None:
-    if values["closePosition"] or values["takeProfitPrice"] or values["stopLossPrice"]:
-        return "closePosition, takeProfitPrice and stopLossPrice are not supported yet"
+# -- attached TP/SL and position TP/SL (docs/api.md "Attached TP/SL and position TP/SL") ------
+
+ATTACHED_SUFFIXES = (".tp", ".sl")
+"""The clientOrderId of a parent's take-profit and stop-loss children: <cid>.tp, <cid>.sl."""
+MAX_PARENT_CID = 64 - 3
+"""A parent's clientOrderId is at most this long, so its children's ids are at most 64."""
+_CLOSING_TYPES = ("STOP_MARKET", "TAKE_PROFIT_MARKET")
+_MARGINED = (Product.PERP, Product.FUTURE)
+
+
+def _v4_qty(values: Values, markets: MarketSet) -> str | None:
+    if not values["closePosition"] or values["type"] not in _CLOSING_TYPES:
+        return _qty_on_lot(values, markets)
+    if values["qty"] == 0:
+        return None
+    return f"a closePosition order takes qty 0 (it closes the whole position), got {values['qty']}"
+
+
+def _close_position(values: Values, markets: MarketSet) -> str | None:
+    if not values["closePosition"]:
+        return None
+    product = markets.markets[values["market"]].spec.product
+    if values["type"] not in _CLOSING_TYPES or product not in _MARGINED:
+        return (
+            "closePosition is for a STOP_MARKET or TAKE_PROFIT_MARKET order on a PERP or FUTURE "
+            f"market, not a {values['type']} order on {product}"
+        )
+    if values["takeProfitPrice"] or values["stopLossPrice"]:
+        return "a closePosition order takes no takeProfitPrice or stopLossPrice (0)"
+    return None
+
+
+def _attached_taken(values: Values, markets: MarketSet) -> str | None:
+    if not (values["takeProfitPrice"] or values["stopLossPrice"]):
+        return None
+    product = markets.markets[values["market"]].spec.product
+    if values["type"] not in OrderType.__members__ or product not in _MARGINED:
+        return (
+            "takeProfitPrice and stopLossPrice are for a LIMIT or MARKET order on a PERP or "
+            f"FUTURE market, not a {values['type']} order on {product}"
+        )
+    if len(values["clientOrderId"]) > MAX_PARENT_CID:
+        return (
+            f"the clientOrderId of an order with takeProfitPrice or stopLossPrice is at most "
+            f"{MAX_PARENT_CID} characters (its children are <cid>.tp and <cid>.sl)"
+        )
+    return None
+
+
+def _attached_prices(values: Values, markets: MarketSet) -> str | None:
+    tick = markets.markets[values["market"]].spec.tickSize
+    tp, sl, price = values["takeProfitPrice"], values["stopLossPrice"], values["price"]
+    for name, value in (("takeProfitPrice", tp), ("stopLossPrice", sl)):
+        if value and (value >= 2**53 or value % tick):
+            return f"{name} {value} must be 0 or a positive multiple of tickSize {tick} below 2^53"
+    # a BUY's take-profit sells above, its stop-loss below (a SELL's mirrored), and above or
+    # below the order's own price when it has one
+    sign = 1 if values["side"] == Side.BUY else -1
+    bounds = [("takeProfitPrice", tp, 1), ("stopLossPrice", sl, -1)]
+    for name, value, above in bounds:
+        if value and price and (value - price) * sign * above <= 0:
+            where = "above" if sign * above > 0 else "below"
+            return f"{name} {value} of a {values['side']} order must be {where} its price {price}"
+    if tp and sl and (tp - sl) * sign <= 0:
+        where = "above" if sign > 0 else "below"
+        return (
+            f"takeProfitPrice {tp} of a {values['side']} order must be {where} stopLossPrice {sl}"
+        )
     return None
 
 
@@ -648,6 +723,13 @@ def _v4_check(check: Check) -> Check:
             "price", ErrorCode.INVALID_PRICE,
             "a positive multiple of the market's tickSize, below 2^53 (0 only for a *MARKET type)",
             _v4_price_on_tick,
+        )  # fmt: skip
+    if check.test is _qty_on_lot:
+        return Check(
+            "qty", ErrorCode.INVALID_QTY,
+            "a positive multiple of the market's lotSize, at least its minQty, below 2^53; 0 "
+            "with closePosition",
+            _v4_qty,
         )  # fmt: skip
     if check.test is _market_not_post_only:
         return Check(
@@ -693,8 +775,23 @@ ORDER_V4 = signed_shape(
         Check(
             "closePosition",
             ErrorCode.INVALID_ORDER,
-            "false, takeProfitPrice 0 and stopLossPrice 0 (not supported yet)",
-            _no_attached,
+            "true only for STOP_MARKET / TAKE_PROFIT_MARKET on PERP or FUTURE, without "
+            "takeProfitPrice or stopLossPrice",
+            _close_position,
+        ),
+        Check(
+            "takeProfitPrice",
+            ErrorCode.INVALID_ORDER,
+            "with stopLossPrice: 0, or for a LIMIT or MARKET order on PERP or FUTURE whose "
+            f"clientOrderId is at most {MAX_PARENT_CID} characters",
+            _attached_taken,
+        ),
+        Check(
+            "takeProfitPrice",
+            ErrorCode.INVALID_PRICE,
+            "with stopLossPrice: 0 or multiples of tickSize below 2^53; a BUY's take-profit "
+            "above its price and its stop-loss, its stop-loss below its price (a SELL mirrored)",
+            _attached_prices,
         ),
     ],
     {"type": "STOP_LIMIT", "triggerSource": "LAST"},

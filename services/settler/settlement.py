@@ -82,6 +82,8 @@ def plan(
                 eseq,
                 ["release", asset, cid],
                 ["finished", cid, keys.account_order(user, cid)],
+                # attached TP/SL children never created leave the open-order index too
+                *(["finished", child, keys.account_order(user, child)] for child in unborn(event)),
             )
         elif event["k"] == "fill":
             for account, ops in fill_ops(market, event, terms, finishing).items():
@@ -98,6 +100,12 @@ def plan(
             terms[key] = decremented_terms(terms.get(key, NO_TERMS), event)
             add(event["user"], eseq, decrement_op(market, event, terms[key]))
     return {account: sorted(groups.items()) for account, groups in per_account.items()}
+
+
+def unborn(event: Mapping[str, Any]) -> list[str]:
+    """The attached TP/SL children a parent that ended unfilled held ids for (never created):
+    a done event's ``attached``."""
+    return list(event.get("attached", []))
 
 
 def amended_terms(market: Market, event: AmendEvent) -> OrderTerms:

@@ -355,6 +355,29 @@ def perp_scenario(m: Matcher) -> None:
     m.run(opening(order(C, "p12", "BUY", PRICE - 80, 1), 1))  # MARKET_REDUCE_ONLY
     m.run(amend(A, "p11", "SELL", PRICE + 300, 3, opens=3), reply=True)  # MARKET_REDUCE_ONLY
     m.run(set_status("OPEN"))
+
+    # attached TP/SL: k1 takes p11's offer, its children wait; a trade at PRICE + 500 fires
+    # k1.tp and k1.sl ends CXL OCO; k4 cancelled unfilled (its done event's "attached"); a
+    # position stop k6 replaces k5 (docs/api.md "Attached TP/SL and position TP/SL")
+    def parent(cid: str, price: int, qty: int) -> OrderCommand:
+        attached = {"takeProfitPrice": price + 100, "stopLossPrice": price - 100}
+        return typing.cast(
+            OrderCommand,
+            opening(order(C, cid, "BUY", price, qty), qty) | attached | {"triggerSource": "LAST"},
+        )
+
+    def position_stop(cid: str) -> OrderCommand:
+        fields = {"trigger": "STOP_MARKET", "triggerPrice": PRICE - 5000, "triggerSource": "LAST",
+                  "closePosition": True}  # fmt: skip
+        return typing.cast(
+            OrderCommand, order(C, cid, "SELL", 0, 0, type="MARKET", reduce_only=True) | fields
+        )
+
+    m.run(parent("k1", PRICE + 400, 3), reply=True)
+    m.run(opening(order(B, "k2", "SELL", PRICE + 500, 1), 1))
+    m.run(opening(order(D, "k3", "BUY", PRICE + 500, 1), 1))
+    m.run(parent("k4", PRICE - 2000, 1), cancel(C, "k4"))
+    m.run(position_stop("k5"), position_stop("k6"), reply=True)
     m.run(opening(order(A, "p9", "BUY", PRICE - 70, 1), 1))
     m.run(admin("expire"), reply=True)  # p9 cancelled: the market expired
     m.run(opening(order(A, "p10", "BUY", PRICE, 1), 1))  # closed: rejected

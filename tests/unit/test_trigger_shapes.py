@@ -83,9 +83,10 @@ def test_a_body_with_triggerPrice_is_an_OrderV4_and_parses() -> None:
           "trailingUnit": "BPS"}, ErrorCode.INVALID_ORDER, "between 1 and 5000"),
         ({"type": "TRAILING_STOP_MARKET", "triggerPrice": 0, "trailingDelta": 5},
          ErrorCode.INVALID_ORDER, "TICKS or BPS"),
-        ({"closePosition": True}, ErrorCode.INVALID_ORDER, "not supported yet"),
-        ({"takeProfitPrice": 1}, ErrorCode.INVALID_ORDER, "not supported yet"),
-        ({"stopLossPrice": 1}, ErrorCode.INVALID_ORDER, "not supported yet"),
+        # attached TP/SL and position TP/SL (more in test_attached_shapes.py)
+        ({"closePosition": True}, ErrorCode.INVALID_ORDER, "closePosition is for a STOP_MARKET"),
+        ({"takeProfitPrice": 1}, ErrorCode.INVALID_ORDER, "are for a LIMIT or MARKET order"),
+        ({"stopLossPrice": 1}, ErrorCode.INVALID_ORDER, "are for a LIMIT or MARKET order"),
         ({"triggerPrice": -1}, ErrorCode.INVALID_REQUEST, "triggerPrice"),
         ({"closePosition": 0}, ErrorCode.INVALID_REQUEST, "closePosition"),
     ],

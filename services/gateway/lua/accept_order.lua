@@ -48,6 +48,9 @@
 --          reservation, position value; LIMIT_EXCEEDED)
 -- ARGV[18] DEX_MAX_OPEN_ORDERS: orders the account may have open in this market (one more is
 --          TOO_MANY_ORDERS, after the market's refusal and before LIMIT_EXCEEDED)
+-- ARGV[19] optional: the clientOrderIds of the order's attached TP/SL children, separated by
+--          spaces (docs/api.md "Attached TP/SL and position TP/SL"): a used one is DUPLICATE;
+--          they are taken in KEYS[1] and counted in KEYS[7] with the order
 -- Returns {"OK", command JSON, "SENT" when it is on the stream, else "OUTBOX"}, {"RETRY"} or
 -- {code}.
 

@@ -38,7 +38,8 @@
 -- Order records dex:{m}:o:<user>:<cid>, the prices hash dex:{m}:px (tickerSeq), open sets
 -- dex:{m}:uo:<user>, candles
 -- dex:{m}:candles:<iv> / dex:{m}:cidx:<iv>, the trigger sets dex:{m}:trig:<src>:<U|D> and
--- dex:{m}:trail:<src>:<B|S> (match/triggers.lua) and reply lists dex:{m}:reply:<rid> are derived
+-- dex:{m}:trail:<src>:<B|S> (match/triggers.lua), the position TP/SL hash dex:{m}:cp
+-- (match/tpsl.lua) and reply lists dex:{m}:reply:<rid> are derived
 -- from the prefixes in ARGV and the commands (same hash tag, so the same slot).
 -- ARGV[1]  market symbol
 -- ARGV[2]  order key prefix "dex:{m}:o:"
@@ -93,6 +94,7 @@ local FIRST_ENTRY_ARG = 13
 --#include match/trades.lua
 --#include match/matching.lua
 --#include match/triggers.lua
+--#include match/tpsl.lua
 --#include match/commands.lua
 --#include match/expiry.lua
 --#include match/input.lua

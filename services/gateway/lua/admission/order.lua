@@ -16,7 +16,7 @@
 --
 -- k: the keys by name, as accept_order.lua's KEYS[1..11] say: cids, order, orders, bal, res,
 --    outbox, open_orders, positions, open_qty, shares, stream (nil on the outbox path).
--- a: accept_order.lua's ARGV[1..18], in that order (see there).
+-- a: accept_order.lua's ARGV[1..19], in that order (see there).
 -- ahead: commands this script will add to the stream before this one (0 for one order).
 -- waiting_of: stream_waiting, or a caller's copy that remembers each stream's count (a batch
 --   reads each stream once: nothing else runs on the stream while the script does).
@@ -39,6 +39,15 @@ local function stream_waiting(stream)
   return waiting
 end
 
+-- The clientOrderIds of an order's attached TP/SL children (a[19], space-separated; absent:
+-- none): taken with the order's own, each counted as an open order of the market from now on
+-- (the settler removes one when its done event, or its unfilled parent's, is applied).
+local function attached_children(a)
+  local list = {}
+  for child in string.gmatch(a[19] or '', '%S+') do list[#list + 1] = child end
+  return list
+end
+
 local function judge_order(k, a, ahead, waiting_of)
   local cid, asset, wanted, template = a[1], a[3], a[4], a[6]
   local adjustment, short_code, market_refusal, overloaded =
@@ -47,6 +56,10 @@ local function judge_order(k, a, ahead, waiting_of)
   local position_field, open_field = a[12] or '', a[14] or ''
 
   if redis.call('HEXISTS', k.cids, cid) == 1 then return {'DUPLICATE'} end
+  local children = attached_children(a)
+  for _, child in ipairs(children) do
+    if redis.call('HEXISTS', k.cids, child) == 1 then return {'DUPLICATE'} end
+  end
   local open = false
   if position_field ~= '' then
     local size = redis.call('HGET', k.positions, position_field) or '0'
@@ -69,7 +82,9 @@ local function judge_order(k, a, ahead, waiting_of)
   end
   if market_refusal ~= '' then return {market_refusal} end
 
-  if redis.call('ZCARD', k.open_orders) >= tonumber(a[18]) then return {'TOO_MANY_ORDERS'} end
+  if redis.call('ZCARD', k.open_orders) + #children >= tonumber(a[18]) then
+    return {'TOO_MANY_ORDERS'}
+  end
 
   -- LIMIT_EXCEEDED (API.md §2): the caller's verdict, or a lock that would take the locked
   -- total to 2^53 quanta, where doubles stop being exact (the sum of two values below 2^53
@@ -96,6 +111,10 @@ local function record_order(k, a, verdict)
              'acceptedAt', now, 'cmd', command)
   redis.call('ZADD', k.orders, now, cid)
   redis.call('ZADD', k.open_orders, now, cid)
+  for _, child in ipairs(attached_children(a)) do
+    redis.call('HSET', k.cids, child, market)
+    redis.call('ZADD', k.open_orders, now, child)
+  end
   if open_field ~= '' then
     redis.call('HINCRBY', k.open_qty, open_field, a[16])
     redis.call('HSET', k.shares, cid, a[16] .. '|' .. open_field)
@@ -116,6 +135,10 @@ local function undo_order(k, a, verdict)
   redis.call('DEL', k.order)
   redis.call('ZREM', k.orders, cid)
   redis.call('ZREM', k.open_orders, cid)
+  for _, child in ipairs(attached_children(a)) do
+    redis.call('HDEL', k.cids, child)
+    redis.call('ZREM', k.open_orders, child)
+  end
   if open_field ~= '' then
     restore(k.open_qty, open_field, verdict[5])
     redis.call('HDEL', k.shares, cid)

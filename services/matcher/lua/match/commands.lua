@@ -41,6 +41,7 @@ local function process_order(cmd)
     o.im = tonumber(cmd.im)  -- the account's initial margin bps (nil: the market's)
   end
   if type(cmd.agent) == 'string' then o.agent = cmd.agent end
+  tpsl.parent(cmd, o)  -- attached TP/SL (match/attached.lua)
   remember(o)
   touch(o)
   -- a cancel-replace: placed only if the order it replaces was cancelled (match/replace.lua)

@@ -4,6 +4,7 @@
 --#include records.lua
 --#include events.lua
 --#include publication.lua
+--#include attached.lua
 
 -- Open: resting on the book, or waiting for its trigger (match/triggers.lua).
 local function open_order(o)
@@ -48,7 +49,7 @@ local function finish(o, new_status, reason)
   emit_event(e, '{"eseq":' .. e .. ',"k":"done","user":' .. q(o.userId) .. ',"cid":' ..
     q(o.clientOrderId) .. ',"side":"' .. o.side .. '","status":"' .. new_status ..
     '","reason":' .. (reason and q(reason) or 'null') .. ',"filled":' .. int(o.filled) ..
-    ',"ts":' .. now_text .. '}')
+    ',"ts":' .. now_text .. tpsl.unborn_json(o) .. '}')
   touch(o)
 end
 

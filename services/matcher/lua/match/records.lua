@@ -13,11 +13,13 @@
 --   t = a trigger order's source|triggerPrice|triggered (0/1)|self-trade prevention mode,
 --   tr = a trailing stop's delta|unit|extreme price seen ("" before the first)
 --   (match/triggers.lua; type in d is the signed one, e.g. STOP_LIMIT)
+--   at = an order's attached take-profit|stop-loss|source (prices 0: none), oc = an attached
+--   child's OCO sibling cid ("" none), cp = '1' for a position TP/SL (match/attached.lua)
 -- Records of the flat shape (a field per name, written by versions before the packed one)
 -- are read as well.
 -- In memory an order is a table of those names (price, qty, filled as numbers), its key,
 -- oa: what a derivative order may still open (nil: no bound), agent (g; nil: none), and a
--- trigger order's t and tr (the raw fields; nil: none).
+-- trigger order's t and tr (the raw fields; nil: none), and at, oc, cp (nil: none).
 -- Book member: "<aseq:016d>|<user>|<cid>", so one price level sorts by arrival.
 
 --#include text.lua
@@ -32,7 +34,7 @@ local function load(okey)
   local o = cache[okey]
   if o then return o end
   local raw = redis.call('HMGET', okey, 'd', 'qty', 'filled', 'status', 'reason', 'a', 'u', 'c',
-                        'oa', 'g', 't', 'tr')
+                        'oa', 'g', 't', 'tr', 'at', 'oc', 'cp')
   if raw[1] then
     local side, otype, tif, ro, exp, price, ts = string.match(raw[1], D_PATTERN)
     o = {side = side, type = otype, timeInForce = tif, reduceOnly = ro, expiresAt = exp,
@@ -40,7 +42,8 @@ local function load(okey)
       userId = raw[7], clientOrderId = raw[8], qty = tonumber(raw[2]),
       filled = tonumber(raw[3]), status = raw[4], reason = raw[5] or '',
       oa = tonumber(raw[9] or ''), agent = raw[10] or nil, t = raw[11] or nil,
-      tr = raw[12] or nil, arrival = raw[6]}
+      tr = raw[12] or nil, arrival = raw[6], at = raw[13] or nil, oc = raw[14] or nil,
+      cp = raw[15] or nil}
   else
     raw = redis.call('HMGET', okey, unpack(FLAT_FIELDS))
     if not raw[1] then return nil end
@@ -74,6 +77,9 @@ local function save_new(o, reserved, liquidation)
   if o.agent then fields[#fields + 1] = 'g'; fields[#fields + 1] = o.agent end
   if o.t then fields[#fields + 1] = 't'; fields[#fields + 1] = o.t end
   if o.tr then fields[#fields + 1] = 'tr'; fields[#fields + 1] = o.tr end
+  if o.at then fields[#fields + 1] = 'at'; fields[#fields + 1] = o.at end
+  if o.oc then fields[#fields + 1] = 'oc'; fields[#fields + 1] = o.oc end
+  if o.cp then fields[#fields + 1] = 'cp'; fields[#fields + 1] = o.cp end
   if o.oa ~= nil and (o.status == 'NEW' or o.status == 'PARTIAL' or o.status == 'UNTRIGGERED') then
     -- a resting derivative order keeps what it may still open (read back by load)
     fields[#fields + 1] = 'oa'

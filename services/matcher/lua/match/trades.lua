@@ -5,6 +5,7 @@
 --#include events.lua
 --#include statistics.lua
 --#include publication.lua
+--#include attached.lua
 
 -- A trade of f at the maker's price p between the taker and the maker.
 local function record_trade(p, f, taker, maker, taker_is_buy, liquidation)
@@ -36,6 +37,9 @@ local function record_trade(p, f, taker, maker, taker_is_buy, liquidation)
   if is_deriv then
     positions[buyer] = redis.call('HINCRBY', K_POS, buyer, f)
     positions[seller] = redis.call('HINCRBY', K_POS, seller, -f)
+    -- an attached TP/SL parent's children grow once the command is done (match/attached.lua)
+    if taker.at then tpsl.note(taker, f) end
+    if maker.at then tpsl.note(maker, f) end
   end
   count_trade(p, f, p * f * mult)
 end

@@ -93,6 +93,7 @@ end
 -- A new trigger order (o as process_order built it, cmd its command).
 function trig.arrive(cmd, o)
   o.type = cmd.trigger
+  tpsl.position_order(cmd, o)
   local src, stp = cmd.triggerSource, type(cmd.stp) == 'string' and cmd.stp or ''
   local tp = tonumber(cmd.triggerPrice) or 0
   local dir = trigger_direction(o)
@@ -114,9 +115,11 @@ function trig.arrive(cmd, o)
     finish(o, 'EXP', 'EXPIRES_AT')
     return
   end
+  tpsl.replace_position(o)
   if p and tp > 0 and trig.holds(dir, p, tp) then
     -- its condition holds already: it fires at once
     o.t = src .. '|' .. int(tp) .. '|1|' .. stp
+    tpsl.on_fire(o)
     match_order(cmd, o)
     return
   end
@@ -189,6 +192,7 @@ function trig.fire(o)
   local reserved = tonumber(string.match(o.arrival or '', '^[^|]*|([^|]*)') or '') or 0
   local cmd = {reserved = reserved}
   if stp ~= '' then cmd.stp = stp end
+  tpsl.on_fire(o)
   match_order(cmd, o)
   o.incoming = nil
   save_new(o, reserved, false)
@@ -197,6 +201,7 @@ function trig.fire(o)
     redis.call('HDEL', o.key, 'oa')
   end
   touch(o)
+  tpsl.flush()
   end_unit()
   trig.fired = trig.fired + 1
 end
@@ -236,6 +241,9 @@ end
 -- After each command: LAST when the command's trades moved the last price; every source on
 -- the oracle's "prices" command.
 function trig.after_command(op)
+  -- attached TP/SL children of the command's fills (match/tpsl.lua)
+  tpsl.flush()
+  end_unit()
   if op == 'prices' then
     trig.run('MARK')
     trig.run('INDEX')
@@ -244,6 +252,7 @@ function trig.after_command(op)
     trig.run('LAST')
   end
   trig.seen_tseq = tseq
+  tpsl.settle()
 end
 
 -- Every open untriggered order of the market (the market's expiry cancels them).

@@ -1,0 +1,47 @@
+-- match/attached.lua: attached take-profit / stop-loss (docs/api.md "Attached TP/SL and
+-- position TP/SL"): what a parent order carries and the fills that grow its children.
+--
+-- A LIMIT or MARKET order on a PERP or FUTURE market whose command carries takeProfitPrice
+-- and/or stopLossPrice is a parent: its record keeps at = "<tp>|<sl>|<source>" (0: none).
+-- Each fill of a parent (taker or maker) is noted here while the book is matched; once the
+-- command is done (match/tpsl.lua flush) the parent's children are created or grown by the
+-- filled qty, so nothing is created inside a match. The tpsl table is filled in by
+-- match/tpsl.lua (after match/triggers.lua, whose functions it uses).
+
+--#include text.lua
+
+local tpsl = {
+  grown = {},    -- {parent, qty} of every parent fill not yet given to its children
+  sources = {},  -- trigger sources of children created or grown and not yet judged
+}
+
+-- A new order's attached prices: o becomes a parent (derivatives, not a trigger order).
+function tpsl.parent(cmd, o)
+  local tp, sl = tonumber(cmd.takeProfitPrice) or 0, tonumber(cmd.stopLossPrice) or 0
+  if not is_deriv or (tp <= 0 and sl <= 0) or type(cmd.trigger) == 'string' then return end
+  local src = cmd.triggerSource
+  if src ~= 'MARK' and src ~= 'LAST' and src ~= 'INDEX' then src = 'MARK' end
+  o.at = int(tp) .. '|' .. int(sl) .. '|' .. src
+end
+
+-- A parent filled f (called by record_trade for each side).
+function tpsl.note(o, f)
+  tpsl.grown[#tpsl.grown + 1] = {o, f}
+end
+
+-- The parent's prices and source.
+function tpsl.parts(o)
+  local tp, sl, src = string.match(o.at, '^(%d+)|(%d+)|(.*)$')
+  return tonumber(tp), tonumber(sl), src
+end
+
+-- The done event's "attached" list of a parent that ends with nothing filled: the children
+-- it reserved ids for and never created (the settler drops them from the open-order index).
+function tpsl.unborn_json(o)
+  if not o.at or o.filled > 0 then return '' end
+  local tp, sl = tpsl.parts(o)
+  local list = {}
+  if tp > 0 then list[#list + 1] = q(o.clientOrderId .. '.tp') end
+  if sl > 0 then list[#list + 1] = q(o.clientOrderId .. '.sl') end
+  return ',"attached":[' .. table.concat(list, ',') .. ']'
+end
