@@ -115,7 +115,8 @@ async def authorize(
     if found is None:
         return None
     signer, record = found
-    places = primary_type in ("Order", "OrderV2", "OrderV3", "CancelReplace", "Amend", "Twap")
+    places = primary_type in ("Order", "OrderV2", "OrderV3", "OrderV4", "CancelReplace", "Amend")
+    places = places or primary_type == "Twap"
     places = places or primary_type == "SetLeverage"  # a TRADE agent's, in its markets
     if not places and primary_type not in ("Cancel", "CancelAll", "ScheduleCancel"):
         raise ApiError(

@@ -172,6 +172,34 @@ def test_an_agent_trades_for_the_owner_to_the_unit_and_the_order_names_it(
     assert exchange.balance(owner.address, "USDC") == (5_000_000_000 - NOTIONAL - TAKER_FEE, 0)
 
 
+def test_an_agent_signs_a_trigger_order_for_the_owner(exchange: Exchange) -> None:
+    """An OrderV4 (docs/api.md "Trigger orders") is an order: a TRADE agent signs it for its
+    owner, it waits UNTRIGGERED on the owner's funds, named by the agent; a CANCEL_ONLY agent
+    may not."""
+    owner, agent, watcher = Trader(), Trader(), Trader()
+    exchange.deposit(owner.address, "USDC", 5_000_000_000)
+    assert post(exchange, "/v1/accounts/agents", approval(owner, agent)).status_code == 200
+    stop = {
+        "clientOrderId": "stop", "market": SPOT, "side": "BUY", "type": "STOP_LIMIT",
+        "price": PRICE, "qty": QTY, "product": "SPOT", "timeInForce": "GTC",
+        "reduceOnly": False, "expiresAt": 0, "selfTradePrevention": "",
+        "triggerPrice": PRICE * 2, "triggerSource": "LAST", "trailingDelta": 0,
+        "trailingUnit": "", "closePosition": False, "takeProfitPrice": 0, "stopLossPrice": 0,
+    }  # fmt: skip
+    placed = post(exchange, "/v1/orders?wait=1", signed(agent, "OrderV4", owner, **stop))
+    assert placed.status_code == 200, placed.text
+    shown = exchange.get(f"/v1/orders/{owner.address}/stop")
+    assert (shown["status"], shown["agent"]) == ("UNTRIGGERED", agent.address.lower())
+    assert exchange.balance(owner.address, "USDC") == (5_000_000_000, NOTIONAL + TAKER_FEE)
+    approved = approval(owner, watcher, scope="CANCEL_ONLY")
+    assert post(exchange, "/v1/accounts/agents", approved).status_code == 200
+    refused = signed(watcher, "OrderV4", owner, **(stop | {"clientOrderId": "stop-2"}))
+    assert refusal(post(exchange, "/v1/orders", refused))[:2] == (403, "FORBIDDEN")
+    cancel = signed(agent, "Cancel", owner, market=SPOT, clientOrderId="stop")
+    assert post(exchange, "/v1/orders/cancel", cancel).json()["status"] == "CXL"
+    assert wait_for(lambda: exchange.balance(owner.address, "USDC") == (5_000_000_000, 0), 30)
+
+
 def test_a_cancel_only_agent_cancels_but_never_places_and_keeps_to_its_markets(
     exchange: Exchange,
 ) -> None:
