@@ -225,11 +225,11 @@ def stale_positions(monkeypatch: pytest.MonkeyPatch, times: int) -> list[int]:
     reads: list[int] = []
 
     async def account_state(gateway: Any, user: str, asset: str) -> Any:
-        adjustment, positions, open_quantities = await real(gateway, user, asset)
+        adjustment, positions, *rest = await real(gateway, user, asset)
         reads.append(1)
         if len(reads) <= times:
             positions = {**positions, f"{PERP}:size": str(int(positions[f"{PERP}:size"]) - 1)}
-        return adjustment, positions, open_quantities
+        return (adjustment, positions, *rest)
 
     monkeypatch.setattr(funds, "account_state", account_state)
     return reads
