@@ -45,8 +45,10 @@ DURATION = re.compile(r"\d+[smhd]")
 @pytest.fixture(scope="module")
 def exchange(redis_server: RedisServer) -> Iterator[Exchange]:
     redis_server.flushall()
+    # beat too: its sweep settles what a SIGKILLed matcher's settle trigger left behind, as in
+    # production (the test kills the matcher)
     with Exchange(redis_server.url, DEX_MATCHER_LEASE_MS="2000") as running:
-        running.start("gateway", "matcher", "settler", "broadcaster")
+        running.start("gateway", "matcher", "settler", "beat", "broadcaster")
         yield running
 
 
