@@ -271,6 +271,34 @@ def test_trigger_orders_leverage_twap_and_market_health(exchange: Exchange) -> N
     assert perp.cancel_all(PERP) == 2
     assert wait_for(lambda: perp.balances()["USDC"].locked == 0, 10)
 
+    # Attached TP/SL: the parent fills, its reduce-only children wait; a position stop-loss.
+    trader(exchange, usdc=2_000_000_000).place(PERP, "SELL", QTY, PRICE, wait=True)
+    parent = perp.place(
+        PERP, "BUY", QTY, PRICE, take_profit_price=PRICE + 100_000, stop_loss_price=PRICE - 100_000
+    )
+    assert isinstance(parent, dict)
+    cid = parent["clientOrderId"]
+    assert wait_for(lambda: perp.order(cid).status == "FILLED", 10)
+    assert wait_for(lambda: len(perp.orders(open=True, market=PERP)) == 2, 10)
+    tp, sl = perp.order(f"{cid}.tp"), perp.order(f"{cid}.sl")
+    assert (tp.type, tp.side, tp.qty, tp.reduce_only, tp.status, tp.trigger_price) == (
+        "TAKE_PROFIT_MARKET",
+        "SELL",
+        QTY,
+        True,
+        "UNTRIGGERED",
+        PRICE + 100_000,
+    )
+    assert (sl.type, sl.trigger_price, sl.trigger_source) == (
+        "STOP_MARKET",
+        PRICE - 100_000,
+        "MARK",
+    )
+    closing = perp.place_stop(PERP, "SELL", 0, PRICE - 200_000, close_position=True, wait=True)
+    assert isinstance(closing, Order)
+    assert (closing.qty, closing.reduce_only, closing.status) == (0, True, "UNTRIGGERED")
+    assert perp.cancel_all(PERP) == 3
+
     # A TWAP of 10 slices against a resting maker: every slice fills at the maker's price.
     maker = trader(exchange, btc=500_000_000)
     maker.place(SPOT, "SELL", 10 * QTY, PRICE, wait=True)
