@@ -112,6 +112,32 @@ def test_keys_orders_and_the_operators_commands(env: dict[str, str], tmp_path: P
     assert "FORBIDDEN" in dex(dict(env, DEX_ADMIN_TOKEN="wrong"), "admin", "audit", code=1)
     assert dex(env, "positions") == []
 
+    # A stop, leverage, a TWAP and the operator's health read.
+    stop = dex(
+        other, "order", "stop", SPOT, "BUY", str(QTY), str(PRICE + 50_000), str(PRICE + 60_000)
+    )
+    assert (stop["type"], stop["status"], stop["trigger_price"]) == (
+        "STOP_LIMIT",
+        "UNTRIGGERED",
+        PRICE + 50_000,
+    )
+    assert dex(other, "balances")["USDC"]["locked"] == (PRICE + 60_000) * QTY * 10_005 // 10_000
+    assert dex(other, "order", "cancel", SPOT, stop["client_order_id"])["status"] == "CXL"
+    chosen = dex(env, "leverage", "set", PERP, "2000")
+    assert (chosen["initial_margin_bps"], chosen["leverage"], chosen["chosen"]) == (2000, "5", True)
+    assert [
+        x["initial_margin_bps"] for x in dex(env, "leverage", "show") if x["market"] == PERP
+    ] == [2000]
+    assert "INVALID_REQUEST" in dex(env, "leverage", "set", PERP, "10", code=1)
+    twap = dex(env, "twap", "place", SPOT, "SELL", str(10 * QTY), "60", "--cid", "t-1")
+    assert (twap["status"], twap["slices_total"]) == ("ACTIVE", 120)
+    assert [t["client_order_id"] for t in dex(env, "twap", "show")] == ["t-1"]
+    assert dex(env, "twap", "show", "t-1")["qty"] == 10 * QTY
+    ended = dex(env, "twap", "cancel", SPOT, "t-1")
+    assert (ended["status"], ended["reason"]) == ("CXL", "USER")
+    health = dex(env, "admin", "health")
+    assert {h["market"]: h["status"] for h in health}[SPOT] == "OPEN"
+
 
 def test_watch_shows_the_live_book_and_trades_and_stops_at_its_timeout(
     env: dict[str, str],

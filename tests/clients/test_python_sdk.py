@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from eth_account import Account
 from orderbookdex import BatchAction, Client, MarketStream, OrderEntry, errors
-from orderbookdex.models import Balance, Order
+from orderbookdex.models import Balance, Leverage, Order, Withdrawal
 from support.exchange import ADMIN_TOKEN, Exchange
 from support.redis_server import RedisServer, wait_for
 
@@ -24,12 +24,18 @@ SPOT, PERP = "BTC-USDC", "BTC-PERP"
 PRICE, QTY = 3_000_000, 1_000
 NOTIONAL = PRICE * QTY  # USDC atomic units (API.md §2: scales 2 + 4, USDC 6 decimals)
 TAKER_FEE, MAKER_FEE = 1_500_000, 300_000
+TWAP_INTERVAL_MS = 100  # a TWAP's slices 0.1 s apart (the contract's 30 s is a setting)
 
 
 @pytest.fixture(scope="module")
 def exchange(redis_server: RedisServer) -> Iterator[Exchange]:
     redis_server.flushall()
-    env = {"DEX_RATE_LIMIT_USER": "0", "DEX_RATE_LIMIT_IP": "0", "DEX_MAX_OPEN_ORDERS": "5000"}
+    env = {
+        "DEX_RATE_LIMIT_USER": "0",
+        "DEX_RATE_LIMIT_IP": "0",
+        "DEX_MAX_OPEN_ORDERS": "5000",
+        "DEX_TWAP_INTERVAL_MS": str(TWAP_INTERVAL_MS),
+    }
     with Exchange(redis_server.url, **env) as running:
         running.start("gateway", "matcher", "settler", "broadcaster")
         yield running
@@ -140,8 +146,12 @@ def test_sign_place_cancel_amend_and_read_every_endpoint(exchange: Exchange) -> 
 
     # Withdrawals.
     withdrawal = buyer.withdraw("BTC", 10_000)
-    assert (withdrawal["status"], withdrawal["amount"]) == ("PENDING", 10_000)
-    assert [w["amount"] for w in buyer.withdrawals()] == [10_000]
+    assert (withdrawal.status, withdrawal.amount, withdrawal.tx_hash) == ("PENDING", 10_000, None)
+    assert buyer.withdrawals() == [
+        Withdrawal(
+            withdrawal.withdrawal_id, "", "BTC", 10_000, "PENDING", buyer.withdrawals()[0].ts
+        )
+    ]
 
     # Market reads.
     markets = {m.symbol: m for m in seller.markets()}
@@ -211,6 +221,135 @@ def test_websocket_order_entry_places_amends_and_cancels(exchange: Exchange) -> 
 
     asyncio.run(scenario())
     assert wait_for(lambda: maker.balances()["BTC"].locked == 0, 10)
+
+
+def test_trigger_orders_leverage_twap_and_market_health(exchange: Exchange) -> None:
+    """The newer endpoints through the SDK: a stop waits UNTRIGGERED holding exactly its
+    reservation until cancelled; a chosen leverage changes the next order's reservation to the
+    unit; a TWAP fills slice by slice and one placed over the WebSocket is cancelled; the
+    operator's health read lists every market."""
+    # A spot BUY STOP_LIMIT above the last price: notional + taker fee (5 bps) at its price.
+    buyer = trader(exchange, usdc=40_000_000_000)
+    stop_price = PRICE + 60_000
+    stop = buyer.place_stop(SPOT, "BUY", QTY, PRICE + 50_000, stop_price, wait=True)
+    assert isinstance(stop, Order)
+    assert (stop.type, stop.status, stop.trigger_price, stop.trigger_source, stop.triggered) == (
+        "STOP_LIMIT",
+        "UNTRIGGERED",
+        PRICE + 50_000,
+        "LAST",
+        False,
+    )
+    assert stop.is_open and buyer.order(stop.client_order_id) == stop
+    reserved = stop_price * QTY + stop_price * QTY * 5 // 10_000
+    assert buyer.balances()["USDC"].locked == reserved == 3_061_530_000
+    cancelled = buyer.cancel(SPOT, stop.client_order_id)
+    assert (cancelled.status, cancelled.reason, cancelled.triggered) == ("CXL", "USER", False)
+    assert wait_for(lambda: buyer.balances()["USDC"].locked == 0, 10)
+
+    # Leverage: the same PERP buy below the mark reserves 10 % + fee, then 20 % + fee.
+    admin = Client(exchange.http, admin_token=ADMIN_TOKEN)
+    admin.set_oracle(PERP, PRICE)
+    bid = PRICE - 10_000
+    notional = bid * QTY
+    fee = notional * 5 // 10_000
+    perp = trader(exchange, usdc=2_000_000_000)
+    assert perp.leverage()[PERP] == Leverage(perp.address.lower(), PERP, 1000, "10", False)
+    first = perp.place(PERP, "BUY", QTY, bid, wait=True)
+    assert isinstance(first, Order) and first.status == "NEW"
+    assert perp.balances()["USDC"].locked == notional // 10 + fee == 300_495_000
+    chosen = perp.set_leverage(PERP, 2000)
+    assert chosen == Leverage(perp.address.lower(), PERP, 2000, "5", True)
+    assert perp.leverage()[PERP] == chosen
+    perp.place(PERP, "BUY", QTY, bid, wait=True)
+    assert perp.balances()["USDC"].locked == 300_495_000 + notional // 5 + fee == 899_990_000
+    with pytest.raises(errors.InvalidRequest):
+        perp.set_leverage(PERP, 500)  # below the market's 1000: refused, nothing changed
+    with pytest.raises(errors.InvalidRequest):
+        perp.set_leverage(SPOT, 2000)
+    assert perp.leverage()[PERP] == chosen
+    assert perp.cancel_all(PERP) == 2
+    assert wait_for(lambda: perp.balances()["USDC"].locked == 0, 10)
+
+    # Attached TP/SL: the parent fills, its reduce-only children wait; a position stop-loss.
+    trader(exchange, usdc=2_000_000_000).place(PERP, "SELL", QTY, PRICE, wait=True)
+    parent = perp.place(
+        PERP, "BUY", QTY, PRICE, take_profit_price=PRICE + 100_000, stop_loss_price=PRICE - 100_000
+    )
+    assert isinstance(parent, dict)
+    cid = parent["clientOrderId"]
+    assert wait_for(lambda: perp.order(cid).status == "FILLED", 10)
+    assert wait_for(lambda: len(perp.orders(open=True, market=PERP)) == 2, 10)
+    tp, sl = perp.order(f"{cid}.tp"), perp.order(f"{cid}.sl")
+    assert (tp.type, tp.side, tp.qty, tp.reduce_only, tp.status, tp.trigger_price) == (
+        "TAKE_PROFIT_MARKET",
+        "SELL",
+        QTY,
+        True,
+        "UNTRIGGERED",
+        PRICE + 100_000,
+    )
+    assert (sl.type, sl.trigger_price, sl.trigger_source) == (
+        "STOP_MARKET",
+        PRICE - 100_000,
+        "MARK",
+    )
+    closing = perp.place_stop(PERP, "SELL", 0, PRICE - 200_000, close_position=True, wait=True)
+    assert isinstance(closing, Order)
+    assert (closing.qty, closing.reduce_only, closing.status) == (0, True, "UNTRIGGERED")
+    assert perp.cancel_all(PERP) == 3
+
+    # A TWAP of 10 slices against a resting maker: every slice fills at the maker's price.
+    maker = trader(exchange, btc=500_000_000)
+    maker.place(SPOT, "SELL", 10 * QTY, PRICE, wait=True)
+    placed = buyer.place_twap(SPOT, "BUY", 10 * QTY, 5, slippage_bps=50)
+    assert (placed.status, placed.slices_total, placed.qty, placed.sent) == (
+        "ACTIVE",
+        10,
+        10 * QTY,
+        0,
+    )
+    assert wait_for(lambda: buyer.twap(placed.client_order_id).status != "ACTIVE", 15)
+    done = buyer.twap(placed.client_order_id)
+    assert (done.status, done.sent, done.filled, done.slices_done, done.open) == (
+        "FILLED",
+        10 * QTY,
+        10 * QTY,
+        10,
+        0,
+    )
+    assert buyer.twaps() == []
+    spent = PRICE * 10 * QTY + PRICE * 10 * QTY * 5 // 10_000
+    assert wait_for(
+        lambda: (
+            buyer.balances()["USDC"] == Balance(40_000_000_000 - spent, 40_000_000_000 - spent, 0)
+        ),
+        10,
+    )
+    assert buyer.balances()["BTC"] == Balance(10 * QTY * 10_000, 10 * QTY * 10_000, 0)
+    with pytest.raises(errors.Duplicate):
+        buyer.place_twap(SPOT, "BUY", 10 * QTY, 5, client_order_id=placed.client_order_id)
+
+    # Over the WebSocket: a TWAP (60 min: 120 slices, the book now empty) and the leverage op.
+    async def scenario() -> None:
+        async with OrderEntry(buyer) as entry:
+            answer = await entry.twap(SPOT, "BUY", 10 * QTY, 60, client_order_id="ws-twap")
+            assert (answer["status"], answer["slicesTotal"]) == ("ACTIVE", 120)
+            changed = await entry.set_leverage(PERP, 2500)
+            assert (changed["initialMarginBps"], changed["leverage"]) == (2500, "4")
+
+    asyncio.run(scenario())
+    assert [t.client_order_id for t in buyer.twaps()] == ["ws-twap"]
+    ended = buyer.cancel_twap(SPOT, "ws-twap")
+    assert (ended.status, ended.reason, ended.next_slice_at) == ("CXL", "USER", None)
+    assert buyer.twaps() == []
+
+    health = admin.market_health()
+    assert [h.market for h in health] == [m.symbol for m in admin.markets()]
+    assert all(h.backlog >= 0 and h.settlement_lag_ms >= 0 for h in health)
+    assert {h.market: h.status for h in health}[SPOT] == "OPEN"
+    with pytest.raises(errors.Forbidden):
+        Client(exchange.http, admin_token="wrong").market_health()
 
 
 def test_a_book_stays_equal_to_rest_depth_through_1000_orders_and_a_broadcaster_kill(

@@ -210,3 +210,50 @@ def test_the_feed_reconnects_with_exponential_backoff_and_full_jitter(monkeypatc
 
     asyncio.run(run())
     assert ceilings[:6] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+
+
+def test_trigger_helpers_sign_order_v4_bodies_with_the_fields_they_name() -> None:
+    """place_stop / place_take_profit / place_trailing_stop / place(take_profit_price=...) and
+    closePosition build OrderV4 bodies: the type picked from the price, the trigger fields
+    set, every other field blank; build_twap and build_set_leverage sign their own types."""
+    from orderbookdex import Client
+
+    key = "0x" + "33" * 32
+    client = Client("http://127.0.0.1:9", key=key)
+    client._info = {
+        "domain": data_domain(),
+        "types": BUILTIN_TYPES,
+        "markets": [{"symbol": "BTC-PERP", "product": "PERP"}],
+    }
+    sent: list[dict[str, Any]] = []
+    client.send_order = lambda body, wait=False: sent.append(dict(body)) or body  # type: ignore[method-assign]
+    client.place_stop("BTC-PERP", "SELL", 1000, 2_900_000)
+    client.place_stop("BTC-PERP", "SELL", 1000, 2_900_000, 2_890_000, trigger_source="MARK")
+    client.place_take_profit("BTC-PERP", "SELL", 0, 3_100_000, close_position=True)
+    client.place_trailing_stop("BTC-PERP", "SELL", 1000, 50, "TICKS")
+    client.place("BTC-PERP", "BUY", 1000, 3_000_000, take_profit_price=3_100_000, stop_loss_price=1)
+    client.place("BTC-PERP", "BUY", 1000, 3_000_000)
+    picked = [
+        (b["type"], b.get("triggerPrice"), b.get("triggerSource"), b.get("trailingDelta"))
+        for b in sent
+    ]
+    assert picked == [
+        ("STOP_MARKET", 2_900_000, "", 0),
+        ("STOP_LIMIT", 2_900_000, "MARK", 0),
+        ("TAKE_PROFIT_MARKET", 3_100_000, "", 0),
+        ("TRAILING_STOP_MARKET", 0, "", 50),
+        ("LIMIT", 0, "", 0),
+        ("LIMIT", None, None, None),  # no trigger field: the seed Order, as before
+    ]
+    assert (sent[2]["closePosition"], sent[2]["qty"], sent[3]["trailingUnit"]) == (True, 0, "TICKS")
+    assert (sent[4]["takeProfitPrice"], sent[4]["stopLossPrice"]) == (3_100_000, 1)
+    v4 = client.signer.fields("OrderV4")
+    for body in sent[:5]:
+        assert set(body) == {f["name"] for f in v4} | {"sig"}
+        assert body["sig"] == client.signer.sign("OrderV4", body)
+    twap = client.build_twap("BTC-PERP", "BUY", 600, 10, client_order_id="t-1")
+    assert (twap["slippageBps"], twap["randomize"], twap["reduceOnly"]) == (50, False, False)
+    assert twap["sig"] == client.signer.sign("Twap", twap)
+    leverage = client.build_set_leverage("BTC-PERP", 2000)
+    assert leverage["sig"] == client.signer.sign("SetLeverage", leverage)
+    client.close()

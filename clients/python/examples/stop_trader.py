@@ -44,15 +44,13 @@ def main() -> None:
         sys.exit("the entry did not fill: no position to protect")
 
     stop_side = "SELL" if args.side == "BUY" else "BUY"
-    stop = client.place(
+    stop = client.place_stop(
         args.market,
         stop_side,
         entry.filled,
-        0,
-        type="STOP_MARKET",
+        args.stop,
         reduce_only=True,
-        triggerPrice=args.stop,
-        triggerSource=args.trigger_source,
+        trigger_source=args.trigger_source,
         wait=True,
     )
     status = stop.status if isinstance(stop, Order) else stop["status"]

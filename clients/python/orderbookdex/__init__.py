@@ -18,12 +18,16 @@ from orderbookdex.models import (
     Candle,
     Depth,
     Fill,
+    Leverage,
     Margin,
     Market,
+    MarketHealth,
     Order,
     Position,
     Ticker,
     Trade,
+    Twap,
+    Withdrawal,
 )
 from orderbookdex.signing import BUILTIN_TYPES, Signer
 from orderbookdex.stream import MarketStream, OrderBook
@@ -37,8 +41,10 @@ __all__ = [
     "Depth",
     "DexError",
     "Fill",
+    "Leverage",
     "Margin",
     "Market",
+    "MarketHealth",
     "MarketStream",
     "Order",
     "OrderBook",
@@ -47,6 +53,8 @@ __all__ = [
     "Signer",
     "Ticker",
     "Trade",
+    "Twap",
+    "Withdrawal",
     "new_client_order_id",
     "now_ms",
 ]

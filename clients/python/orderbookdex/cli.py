@@ -36,9 +36,15 @@ app = typer.Typer(help="OrderBookDEX from the command line.", no_args_is_help=Tr
 key_app = typer.Typer(help="Create, import or show the trading key.", no_args_is_help=True)
 order_app = typer.Typer(help="Place, cancel and amend orders.", no_args_is_help=True)
 admin_app = typer.Typer(help="The operator's commands (DEX_ADMIN_TOKEN).", no_args_is_help=True)
+leverage_app = typer.Typer(
+    help="Set or show the leverage of derivative markets.", no_args_is_help=True
+)
+twap_app = typer.Typer(help="Place, show and cancel TWAP orders.", no_args_is_help=True)
 app.add_typer(key_app, name="key")
 app.add_typer(order_app, name="order")
 app.add_typer(admin_app, name="admin")
+app.add_typer(leverage_app, name="leverage")
+app.add_typer(twap_app, name="twap")
 
 console = Console()
 
@@ -348,6 +354,103 @@ def order_amend(
         _show_order(client.amend(market, cid, price, qty, expected_filled))
 
 
+@order_app.command("stop")
+def order_stop(
+    market: str,
+    side: Annotated[str, typer.Argument(help="BUY or SELL")],
+    qty: Annotated[int, typer.Argument(help="0 with --close-position")],
+    trigger_price: Annotated[int, typer.Argument(help="fires when the source price reaches it")],
+    price: Annotated[int, typer.Argument(help="the limit price (0: a *_MARKET order)")] = 0,
+    take_profit: Annotated[
+        bool, typer.Option(help="a take-profit (BUY fires at or below), not a stop")
+    ] = False,
+    source: Annotated[str, typer.Option(help='MARK, LAST or INDEX ("": the market\'s)')] = "",
+    reduce_only: Annotated[bool, typer.Option(help="only reduce a position")] = False,
+    close_position: Annotated[bool, typer.Option(help="close the whole position")] = False,
+    cid: Annotated[str | None, typer.Option(help="the clientOrderId (default: a new one)")] = None,
+) -> None:
+    """Sign and place a stop or take-profit (an OrderV4); it waits UNTRIGGERED."""
+    with _refusals(), _client(signing=True) as client:
+        place = client.place_take_profit if take_profit else client.place_stop
+        _show_order(
+            place(
+                market,
+                side.upper(),
+                qty,
+                trigger_price,
+                price,
+                trigger_source=source.upper(),
+                reduce_only=reduce_only,
+                close_position=close_position,
+                client_order_id=cid,
+                wait=True,
+            )
+        )
+
+
+# -- leverage and TWAP ------------------------------------------------------------------------
+@leverage_app.command("set")
+def leverage_set(
+    market: str,
+    initial_margin_bps: Annotated[int, typer.Argument(help="e.g. 2000 = 5x; 0: the market's")],
+) -> None:
+    """Choose MARKET's initial margin for the account."""
+    with _refusals(), _client(signing=True) as client:
+        _print_json(client.set_leverage(market, initial_margin_bps))
+
+
+@leverage_app.command("show")
+def leverage_show(user: Annotated[str | None, typer.Argument()] = None) -> None:
+    """Every derivative market's initial margin for USER (default: the key's account)."""
+    with _refusals(), _client() as client:
+        _print_json(list(client.leverage(_who(user)).values()))
+
+
+@twap_app.command("place")
+def twap_place(
+    market: str,
+    side: Annotated[str, typer.Argument(help="BUY or SELL")],
+    qty: int,
+    minutes: Annotated[int, typer.Argument(help="5 to 1440; 2 slices a minute")],
+    slippage_bps: Annotated[int, typer.Option(help="1 to 5000 past the best price")] = 50,
+    randomize: Annotated[bool, typer.Option(help="slices of 80-120 % of their share")] = False,
+    reduce_only: Annotated[bool, typer.Option(help="only reduce a position")] = False,
+    cid: Annotated[str | None, typer.Option(help="the TWAP's id (default: a new one)")] = None,
+) -> None:
+    """Sign and place a TWAP order."""
+    with _refusals(), _client(signing=True) as client:
+        _print_json(
+            client.place_twap(
+                market,
+                side.upper(),
+                qty,
+                minutes,
+                slippage_bps=slippage_bps,
+                randomize=randomize,
+                reduce_only=reduce_only,
+                client_order_id=cid,
+            )
+        )
+
+
+@twap_app.command("show")
+def twap_show(
+    cid: Annotated[str | None, typer.Argument(help="one TWAP (default: the active ones)")] = None,
+    user: Annotated[str | None, typer.Option(help="default: the key's account")] = None,
+) -> None:
+    """A TWAP's progress, or the account's active TWAPs."""
+    with _refusals(), _client() as client:
+        who = _who(user)
+        _print_json(client.twap(cid, who) if cid else client.twaps(who))
+
+
+@twap_app.command("cancel")
+def twap_cancel(market: str, cid: str) -> None:
+    """End a TWAP (CXL): no slice is sent after it."""
+    with _refusals(), _client(signing=True) as client:
+        _print_json(client.cancel_twap(market, cid))
+
+
 # -- watch --------------------------------------------------------------------------------------
 def _depth_table(market: str, seq: int, bids: list[Any], asks: list[Any]) -> Table:
     table = Table("bid qty", "bid", "ask", "ask qty", title=f"{market}  seq {seq}")
@@ -436,6 +539,13 @@ def admin_resume(market: str) -> None:
     """Open MARKET again."""
     with _refusals(), _client(admin=True) as client:
         _print_json({"symbol": market, "status": client.resume(market).status})
+
+
+@admin_app.command("health")
+def admin_health() -> None:
+    """Per market: status, matcher backlog, unsettled events, settlement lag."""
+    with _refusals(), _client(admin=True) as client:
+        _print_json(client.market_health())
 
 
 @admin_app.command("audit")

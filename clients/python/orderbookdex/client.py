@@ -26,12 +26,16 @@ from orderbookdex.models import (
     Candle,
     Depth,
     Fill,
+    Leverage,
     Margin,
     Market,
+    MarketHealth,
     Order,
     Position,
     Ticker,
     Trade,
+    Twap,
+    Withdrawal,
 )
 from orderbookdex.signing import BUILTIN_TYPES, DEFAULT_DOMAIN, Signer, blank_value
 
@@ -283,11 +287,23 @@ class Client:
         raw = self._get(f"/v1/accounts/{self._user(user)}/margin")
         return {asset: Margin.from_json(m) for asset, m in raw.items()}
 
-    def withdrawals(
-        self, user: str | None = None, limit: int | None = None
-    ) -> list[dict[str, Any]]:
+    def withdrawals(self, user: str | None = None, limit: int | None = None) -> list[Withdrawal]:
+        """Newest first; ``status`` PENDING, SENT, CONFIRMED or FAILED, ``tx_hash`` once SENT."""
         raw = self._get(f"/v1/accounts/{self._user(user)}/withdrawals", limit=limit)
-        return [{**w, "amount": int(w["amount"])} for w in raw]
+        return [Withdrawal.from_json(w) for w in raw]
+
+    def twap(self, client_order_id: str, user: str | None = None) -> Twap:
+        """One TWAP and its progress (``NOT_FOUND`` if none)."""
+        return Twap.from_json(self._get(f"/v1/twaps/{self._user(user)}/{client_order_id}"))
+
+    def twaps(self, user: str | None = None) -> list[Twap]:
+        """The account's active TWAPs, oldest first."""
+        return [Twap.from_json(t) for t in self._get(f"/v1/twaps/{self._user(user)}")]
+
+    def leverage(self, user: str | None = None) -> dict[str, Leverage]:
+        """Every derivative market's initial margin for the account, by market."""
+        raw = self._get(f"/v1/accounts/{self._user(user)}/leverage")
+        return {row["market"]: Leverage.from_json(row) for row in raw}
 
     def agents(self, user: str | None = None) -> list[dict[str, Any]]:
         return list(self._get(f"/v1/accounts/{self._user(user)}/agents"))
@@ -446,6 +462,80 @@ class Client:
             },
         )
 
+    def build_trigger_order(
+        self,
+        market: str,
+        side: str,
+        qty: int,
+        price: int = 0,
+        *,
+        type: str,
+        trigger_price: int = 0,
+        trigger_source: str = "",
+        trailing_delta: int = 0,
+        trailing_unit: str = "",
+        close_position: bool = False,
+        take_profit_price: int = 0,
+        stop_loss_price: int = 0,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """A signed ``OrderV4`` (docs/api.md "Trigger orders"; ``build_order``'s options)."""
+        return self.build_order(
+            market,
+            side,
+            qty,
+            price,
+            type=type,
+            self_trade_prevention=options.pop("self_trade_prevention", ""),
+            triggerPrice=int(trigger_price),
+            triggerSource=trigger_source,
+            trailingDelta=int(trailing_delta),
+            trailingUnit=trailing_unit,
+            closePosition=close_position,
+            takeProfitPrice=int(take_profit_price),
+            stopLossPrice=int(stop_loss_price),
+            **options,
+        )
+
+    def build_twap(
+        self,
+        market: str,
+        side: str,
+        qty: int,
+        duration_minutes: int,
+        *,
+        slippage_bps: int = 50,
+        randomize: bool = False,
+        reduce_only: bool = False,
+        client_order_id: str | None = None,
+    ) -> dict[str, Any]:
+        return self._sign(
+            "Twap",
+            {
+                "userId": self.address,
+                "market": market,
+                "clientOrderId": client_order_id or new_client_order_id("twap"),
+                "side": side,
+                "qty": int(qty),
+                "durationMinutes": int(duration_minutes),
+                "randomize": randomize,
+                "slippageBps": int(slippage_bps),
+                "reduceOnly": reduce_only,
+                "ts": now_ms(),
+            },
+        )
+
+    def build_set_leverage(self, market: str, initial_margin_bps: int) -> dict[str, Any]:
+        return self._sign(
+            "SetLeverage",
+            {
+                "userId": self.address,
+                "market": market,
+                "initialMarginBps": int(initial_margin_bps),
+                "ts": now_ms(),
+            },
+        )
+
     def build_schedule_cancel(self, deadline: int, market: str = "") -> dict[str, Any]:
         return self._sign(
             "ScheduleCancel",
@@ -464,8 +554,106 @@ class Client:
         **options: Any,
     ) -> Order | dict[str, Any]:
         """Place an order (``build_order``'s options). ``wait=True``: the order once the
-        matcher has processed it (``?wait=1``); else ``{"clientOrderId", "status": "ACCEPTED"}``."""
-        return self.send_order(self.build_order(market, side, qty, price, **options), wait=wait)
+        matcher has processed it (``?wait=1``); else ``{"clientOrderId", "status": "ACCEPTED"}``.
+        ``take_profit_price`` / ``stop_loss_price`` attach reduce-only children ``<cid>.tp`` /
+        ``<cid>.sl`` (an ``OrderV4``; PERP and FUTURE only, docs/api.md "Attached TP/SL")."""
+        tp, sl = options.pop("take_profit_price", 0), options.pop("stop_loss_price", 0)
+        if tp or sl:
+            options.setdefault("type", "LIMIT")
+            body = self.build_trigger_order(
+                market, side, qty, price, take_profit_price=tp, stop_loss_price=sl, **options
+            )
+        else:
+            body = self.build_order(market, side, qty, price, **options)
+        return self.send_order(body, wait=wait)
+
+    def place_stop(
+        self,
+        market: str,
+        side: str,
+        qty: int,
+        trigger_price: int,
+        price: int = 0,
+        *,
+        wait: bool = False,
+        **options: Any,
+    ) -> Order | dict[str, Any]:
+        """A stop: ``STOP_LIMIT`` at ``price``, or ``STOP_MARKET`` when ``price`` is 0 (a price
+        given with ``type="STOP_MARKET"`` is its protection price). It waits ``UNTRIGGERED``
+        until the source price (``trigger_source``: MARK, LAST, INDEX; ``""`` the market's)
+        reaches ``trigger_price``: BUY at or above, SELL at or below. ``close_position=True``
+        with ``qty`` 0 closes the whole position when it fires."""
+        options.setdefault("type", "STOP_LIMIT" if price else "STOP_MARKET")
+        body = self.build_trigger_order(
+            market, side, qty, price, trigger_price=trigger_price, **options
+        )
+        return self.send_order(body, wait=wait)
+
+    def place_take_profit(
+        self,
+        market: str,
+        side: str,
+        qty: int,
+        trigger_price: int,
+        price: int = 0,
+        *,
+        wait: bool = False,
+        **options: Any,
+    ) -> Order | dict[str, Any]:
+        """A take-profit: ``TAKE_PROFIT_LIMIT`` at ``price``, else ``TAKE_PROFIT_MARKET``; it
+        fires when the source price reaches ``trigger_price``: BUY at or below, SELL at or
+        above."""
+        options.setdefault("type", "TAKE_PROFIT_LIMIT" if price else "TAKE_PROFIT_MARKET")
+        body = self.build_trigger_order(
+            market, side, qty, price, trigger_price=trigger_price, **options
+        )
+        return self.send_order(body, wait=wait)
+
+    def place_trailing_stop(
+        self,
+        market: str,
+        side: str,
+        qty: int,
+        trailing_delta: int,
+        trailing_unit: str = "BPS",
+        price: int = 0,
+        *,
+        wait: bool = False,
+        **options: Any,
+    ) -> Order | dict[str, Any]:
+        """A ``TRAILING_STOP_MARKET`` ``trailing_delta`` ``TICKS`` or ``BPS`` behind the extreme
+        price seen since placement (``price``: its protection price)."""
+        body = self.build_trigger_order(
+            market,
+            side,
+            qty,
+            price,
+            type="TRAILING_STOP_MARKET",
+            trailing_delta=trailing_delta,
+            trailing_unit=trailing_unit,
+            **options,
+        )
+        return self.send_order(body, wait=wait)
+
+    def place_twap(
+        self, market: str, side: str, qty: int, duration_minutes: int, **options: Any
+    ) -> Twap:
+        """Work ``qty`` into the market over ``duration_minutes`` (2 IOC slices a minute, each
+        at most ``slippage_bps`` past the best opposite price; docs/api.md "TWAP orders").
+        Cancel it with ``cancel(market, <its id>)``, which answers the TWAP."""
+        body = self.build_twap(market, side, qty, duration_minutes, **options)
+        return Twap.from_json(self._request("POST", "/v1/orders/twap", json=body))
+
+    def cancel_twap(self, market: str, client_order_id: str) -> Twap:
+        """End a TWAP ``CXL`` (a ``Cancel`` naming its id); the TWAP as it ended."""
+        body = self.build_cancel(market, client_order_id)
+        return Twap.from_json(self._request("POST", "/v1/orders/cancel", json=body))
+
+    def set_leverage(self, market: str, initial_margin_bps: int) -> Leverage:
+        """Choose the initial margin of a derivative market (``0``: back to the market's);
+        leverage is ``10000 / initial_margin_bps``. It applies from the next order on."""
+        body = self.build_set_leverage(market, initial_margin_bps)
+        return Leverage.from_json(self._request("POST", "/v1/accounts/leverage", json=body))
 
     def send_order(self, body: Mapping[str, Any], *, wait: bool = False) -> Order | dict[str, Any]:
         """Send an order body already signed (``build_order``)."""
@@ -519,13 +707,12 @@ class Client:
         body = self.build_schedule_cancel(deadline, market)
         return dict(self._request("POST", "/v1/orders/schedule-cancel", json=body))
 
-    def withdraw(self, asset: str, amount: int) -> dict[str, Any]:
+    def withdraw(self, asset: str, amount: int) -> Withdrawal:
         body = self._sign(
             "Withdraw",
             {"userId": self.address, "asset": asset, "amount": int(amount), "ts": now_ms()},
         )
-        answer = dict(self._request("POST", "/v1/withdrawals", json=body))
-        return answer | {"amount": int(answer["amount"])}
+        return Withdrawal.from_json(self._request("POST", "/v1/withdrawals", json=body))
 
     def approve_agent(
         self,
@@ -581,6 +768,11 @@ class Client:
             "POST", f"/v1/admin/markets/{market}/status", json={"status": status}, admin=True
         )
         return Market.from_json(answer)
+
+    def market_health(self) -> list[MarketHealth]:
+        """Per market: status, matcher backlog, unsettled events and settlement lag."""
+        raw = self._request("GET", "/v1/admin/markets/health", admin=True)
+        return [MarketHealth.from_json(m) for m in raw]
 
     def audit(self) -> dict[str, Any]:
         """The auditor's report: per asset ``difference`` must be 0."""

@@ -138,6 +138,18 @@ class OrderEntry:
         body = self.client.build_schedule_cancel(deadline, market)
         return dict(await self.request("schedule_cancel", body))
 
+    async def twap(
+        self, market: str, side: str, qty: int, duration_minutes: int, **options: Any
+    ) -> dict[str, Any]:
+        """Place a TWAP (``Client.build_twap``'s options); a TWAP placed here joins the
+        session's cancel-on-disconnect."""
+        body = self.client.build_twap(market, side, qty, duration_minutes, **options)
+        return dict(await self.request("twap", body))
+
+    async def set_leverage(self, market: str, initial_margin_bps: int) -> dict[str, Any]:
+        body = self.client.build_set_leverage(market, initial_margin_bps)
+        return dict(await self.request("set_leverage", body))
+
     async def cancel_on_disconnect(self, on: bool = True) -> dict[str, Any]:
         """Cancel this connection's accounts' orders when it ends ("Cancel on disconnect")."""
         return dict(await self.request("session", cancelOnDisconnect=on))

@@ -15,12 +15,16 @@ __all__ = [
     "Candle",
     "Depth",
     "Fill",
+    "Leverage",
     "Margin",
     "Market",
+    "MarketHealth",
     "Order",
     "Position",
     "Ticker",
     "Trade",
+    "Twap",
+    "Withdrawal",
     "as_int",
     "opt_int",
 ]
@@ -55,11 +59,17 @@ class Order:
     ts: int
     updated_ts: int
     agent: str | None = None
+    # Trigger orders (docs/api.md "Trigger orders"): present on an OrderV4 stop or take-profit.
+    trigger_price: int | None = None
+    trigger_source: str | None = None
+    triggered: bool | None = None
+    trailing_delta: int | None = None
+    trailing_unit: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def is_open(self) -> bool:
-        return self.status in ("ACCEPTED", "NEW", "PARTIAL")
+        return self.status in ("ACCEPTED", "NEW", "PARTIAL", "UNTRIGGERED")
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Order:
@@ -80,6 +90,147 @@ class Order:
             ts=as_int(d.get("ts", 0)),
             updated_ts=as_int(d.get("updatedTs", 0)),
             agent=d.get("agent"),
+            trigger_price=opt_int(d.get("triggerPrice")),
+            trigger_source=d.get("triggerSource"),
+            triggered=d.get("triggered"),
+            trailing_delta=opt_int(d.get("trailingDelta")),
+            trailing_unit=d.get("trailingUnit"),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class Twap:
+    """A TWAP order and its progress (docs/api.md "TWAP orders")."""
+
+    client_order_id: str
+    user_id: str
+    market: str
+    side: str
+    qty: int
+    duration_minutes: int
+    randomize: bool
+    slippage_bps: int
+    reduce_only: bool
+    sent: int
+    filled: int
+    slices_done: int
+    slices_total: int
+    slices_skipped: int
+    last_skip: str | None
+    open: int
+    status: str
+    reason: str | None
+    next_slice_at: int | None
+    ts: int
+    updated_ts: int
+    agent: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == "ACTIVE"
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Twap:
+        return cls(
+            client_order_id=d["clientOrderId"],
+            user_id=d["userId"],
+            market=d["market"],
+            side=d["side"],
+            qty=as_int(d["qty"]),
+            duration_minutes=as_int(d["durationMinutes"]),
+            randomize=bool(d["randomize"]),
+            slippage_bps=as_int(d["slippageBps"]),
+            reduce_only=bool(d["reduceOnly"]),
+            sent=as_int(d["sent"]),
+            filled=as_int(d["filled"]),
+            slices_done=as_int(d["slicesDone"]),
+            slices_total=as_int(d["slicesTotal"]),
+            slices_skipped=as_int(d.get("slicesSkipped", 0)),
+            last_skip=d.get("lastSkip"),
+            open=as_int(d.get("open", 0)),
+            status=d["status"],
+            reason=d.get("reason"),
+            next_slice_at=opt_int(d.get("nextSliceAt")),
+            ts=as_int(d.get("ts", 0)),
+            updated_ts=as_int(d.get("updatedTs", 0)),
+            agent=d.get("agent"),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class Leverage:
+    """An account's initial margin in one derivative market (docs/api.md "Leverage").
+    ``leverage`` is the server's display string; compute with ``initial_margin_bps``."""
+
+    user_id: str
+    market: str
+    initial_margin_bps: int
+    leverage: str
+    chosen: bool
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Leverage:
+        return cls(
+            d["userId"],
+            d["market"],
+            as_int(d["initialMarginBps"]),
+            str(d["leverage"]),
+            bool(d["chosen"]),
+        )
+
+
+@dataclass(frozen=True)
+class MarketHealth:
+    """One market of ``GET /v1/admin/markets/health`` (docs/api.md "Operator reads")."""
+
+    market: str
+    status: str
+    backlog: int
+    unsettled_events: int
+    settlement_lag_ms: int
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> MarketHealth:
+        return cls(
+            d["market"],
+            d["status"],
+            as_int(d["backlog"]),
+            as_int(d["unsettledEvents"]),
+            as_int(d["settlementLagMs"]),
+        )
+
+
+@dataclass(frozen=True)
+class Withdrawal:
+    """A withdrawal: ``PENDING``, ``SENT``, ``CONFIRMED`` or ``FAILED``; ``tx_hash`` from
+    ``SENT`` on (docs/api.md "Deposits and withdrawals through the vault")."""
+
+    withdrawal_id: str
+    user_id: str
+    asset: str
+    amount: int
+    status: str
+    ts: int
+    tx_hash: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in ("CONFIRMED", "FAILED")
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Withdrawal:
+        return cls(
+            withdrawal_id=str(d.get("withdrawalId", "")),
+            user_id=str(d.get("userId", "")),
+            asset=d["asset"],
+            amount=as_int(d["amount"]),
+            status=d["status"],
+            ts=as_int(d.get("ts", 0)),
+            tx_hash=d.get("txHash"),
             raw=d,
         )
 

@@ -20,6 +20,7 @@ import type {
   Depth,
   Fill,
   Info,
+  Leverage,
   Margin,
   Market,
   MarketHealth,
@@ -32,6 +33,8 @@ import type {
   Ticker,
   TimeInForce,
   Trade,
+  TriggerSource,
+  Twap,
   Withdrawal,
 } from "./types.js";
 
@@ -57,8 +60,31 @@ export interface OrderParams {
   reduceOnly?: boolean;
   expiresAt?: Int;
   /** Makes the order an OrderV3 (docs/api.md "Self-trade prevention"). */
-  selfTradePrevention?: "" | "EXPIRE_MAKER" | "EXPIRE_TAKER" | "EXPIRE_BOTH";
+  selfTradePrevention?: "" | "EXPIRE_MAKER" | "EXPIRE_TAKER" | "EXPIRE_BOTH" | "DECREMENT";
+  /** Any of these makes the order an OrderV4 (docs/api.md "Trigger orders", "Attached TP/SL"). */
+  triggerPrice?: Int;
+  triggerSource?: TriggerSource | "";
+  trailingDelta?: Int;
+  trailingUnit?: "" | "TICKS" | "BPS";
+  closePosition?: boolean;
+  takeProfitPrice?: Int;
+  stopLossPrice?: Int;
 }
+
+export interface TwapParams {
+  market: string;
+  side: Side;
+  qty: Int;
+  /** 5 to 1440; two slices a minute. */
+  durationMinutes: Int;
+  /** 1 to 5000 past the best opposite price (default 50). */
+  slippageBps?: Int;
+  randomize?: boolean;
+  reduceOnly?: boolean;
+  clientOrderId?: string;
+}
+
+const V4_FIELDS = ["triggerPrice", "triggerSource", "trailingDelta", "trailingUnit", "closePosition", "takeProfitPrice", "stopLossPrice"] as const;
 
 export interface BatchAction {
   kind: "PLACE" | "CANCEL" | "AMEND";
@@ -163,7 +189,7 @@ export class DexClient {
     return (await this.getInfo()).markets.find((market) => market.symbol === symbol);
   }
 
-  /** The signed body of an order: Order, OrderV2 (a time in force, reduce-only or expiry) or OrderV3 (a self-trade mode). */
+  /** The signed body of an order: Order, OrderV2 (a time in force, reduce-only or expiry), OrderV3 (a self-trade mode) or OrderV4 (a trigger or attached TP/SL field). */
   async orderBody(params: OrderParams): Promise<Record<string, unknown>> {
     const market = await this.marketOf(params.market);
     const base: Record<string, unknown> = {
@@ -175,7 +201,8 @@ export class DexClient {
       qty: params.qty,
       product: market?.product ?? "SPOT",
     };
-    const v2 = params.timeInForce !== undefined || params.reduceOnly !== undefined || params.expiresAt !== undefined;
+    const v4 = V4_FIELDS.some((field) => params[field] !== undefined);
+    const v2 = v4 || params.timeInForce !== undefined || params.reduceOnly !== undefined || params.expiresAt !== undefined;
     if (params.selfTradePrevention === undefined && !v2) return this.signBody("Order", base);
     const extended = {
       ...base,
@@ -183,8 +210,38 @@ export class DexClient {
       reduceOnly: params.reduceOnly ?? false,
       expiresAt: params.expiresAt ?? 0,
     };
-    if (params.selfTradePrevention === undefined) return this.signBody("OrderV2", extended);
-    return this.signBody("OrderV3", { ...extended, selfTradePrevention: params.selfTradePrevention });
+    if (params.selfTradePrevention === undefined && !v4) return this.signBody("OrderV2", extended);
+    const v3 = { ...extended, selfTradePrevention: params.selfTradePrevention ?? "" };
+    if (!v4) return this.signBody("OrderV3", v3);
+    return this.signBody("OrderV4", {
+      ...v3,
+      triggerPrice: params.triggerPrice ?? 0,
+      triggerSource: params.triggerSource ?? "",
+      trailingDelta: params.trailingDelta ?? 0,
+      trailingUnit: params.trailingUnit ?? "",
+      closePosition: params.closePosition ?? false,
+      takeProfitPrice: params.takeProfitPrice ?? 0,
+      stopLossPrice: params.stopLossPrice ?? 0,
+    });
+  }
+
+  /** The signed body of a TWAP order. */
+  twapBody(params: TwapParams): Promise<Record<string, unknown>> {
+    return this.signBody("Twap", {
+      market: params.market,
+      clientOrderId: params.clientOrderId ?? newClientOrderId("twap"),
+      side: params.side,
+      qty: params.qty,
+      durationMinutes: params.durationMinutes,
+      randomize: params.randomize ?? false,
+      slippageBps: params.slippageBps ?? 50,
+      reduceOnly: params.reduceOnly ?? false,
+    });
+  }
+
+  /** The signed body of a leverage choice (`initialMarginBps` 0: back to the market's). */
+  setLeverageBody(market: string, initialMarginBps: Int): Promise<Record<string, unknown>> {
+    return this.signBody("SetLeverage", { market, initialMarginBps });
   }
 
   // -- public reads -----------------------------------------------------------------------
@@ -251,6 +308,18 @@ export class DexClient {
   scheduledCancels(userId: string): Promise<DeadmanSwitch[]> {
     return this.get(`/v1/orders/schedule-cancel/${encodeURIComponent(userId)}`);
   }
+  /** One TWAP and its progress (404 `NOT_FOUND` if none). */
+  twap(userId: string, clientOrderId: string): Promise<Twap> {
+    return this.get(`/v1/twaps/${encodeURIComponent(userId)}/${encodeURIComponent(clientOrderId)}`);
+  }
+  /** The account's active TWAPs, oldest first. */
+  twaps(userId: string): Promise<Twap[]> {
+    return this.get(`/v1/twaps/${encodeURIComponent(userId)}`);
+  }
+  /** Every derivative market's initial margin for the account, in the markets file's order. */
+  leverage(userId: string): Promise<Leverage[]> {
+    return this.get(`/v1/accounts/${encodeURIComponent(userId)}/leverage`);
+  }
 
   // -- signed writes ---------------------------------------------------------------------------
   /** `POST /v1/orders` of a body signed already (e.g. by {@link orderBody}). */
@@ -265,6 +334,32 @@ export class DexClient {
   async placeOrder(params: OrderParams, wait = false): Promise<Order | Accepted> {
     const body = await this.orderBody(params);
     return wait ? this.postOrder(body, true) : this.postOrder(body, false);
+  }
+  /** A stop (`STOP_LIMIT` at `price`, `STOP_MARKET` at price 0): BUY fires at or above `triggerPrice`, SELL at or below. */
+  async placeStop(params: OrderParams & { triggerPrice: Int }): Promise<Order> {
+    const type = params.type ?? (BigInt(params.price) > 0n ? "STOP_LIMIT" : "STOP_MARKET");
+    return this.postOrder(await this.orderBody({ ...params, type }), true);
+  }
+  /** A take-profit (`TAKE_PROFIT_LIMIT` / `_MARKET`): BUY fires at or below `triggerPrice`, SELL at or above. */
+  async placeTakeProfit(params: OrderParams & { triggerPrice: Int }): Promise<Order> {
+    const type = params.type ?? (BigInt(params.price) > 0n ? "TAKE_PROFIT_LIMIT" : "TAKE_PROFIT_MARKET");
+    return this.postOrder(await this.orderBody({ ...params, type }), true);
+  }
+  /** A `TRAILING_STOP_MARKET` `trailingDelta` `TICKS` or `BPS` behind the extreme price since placement. */
+  async placeTrailingStop(params: OrderParams & { trailingDelta: Int; trailingUnit: "TICKS" | "BPS" }): Promise<Order> {
+    return this.postOrder(await this.orderBody({ ...params, type: "TRAILING_STOP_MARKET" }), true);
+  }
+  /** Work `qty` into the market over `durationMinutes` in IOC slices (docs/api.md "TWAP orders"). */
+  async placeTwap(params: TwapParams): Promise<Twap> {
+    return this.request("POST", "/v1/orders/twap", await this.twapBody(params));
+  }
+  /** End a TWAP `CXL` (a Cancel naming its id); answers the TWAP. */
+  async cancelTwap(market: string, clientOrderId: string): Promise<Twap> {
+    return this.request("POST", "/v1/orders/cancel", await this.signBody("Cancel", { market, clientOrderId }));
+  }
+  /** Choose a derivative market's initial margin (leverage = 10000 / bps); 0: the market's again. */
+  async setLeverage(market: string, initialMarginBps: Int): Promise<Leverage> {
+    return this.request("POST", "/v1/accounts/leverage", await this.setLeverageBody(market, initialMarginBps));
   }
   async cancel(market: string, clientOrderId: string): Promise<Order> {
     return this.request("POST", "/v1/orders/cancel", await this.signBody("Cancel", { market, clientOrderId }));

@@ -4,11 +4,12 @@
  * (which may come out of order) are matched by id and resolve or throw as REST's would.
  */
 import { errorFromAnswer } from "./errors.js";
-import type { DexClient, OrderParams } from "./client.js";
+import type { DexClient, OrderParams, TwapParams } from "./client.js";
 import type { WebSocketFactory, WebSocketLike } from "./stream.js";
-import type { Accepted, Order } from "./types.js";
+import type { Int } from "./signing.js";
+import type { Accepted, Leverage, Order, Twap } from "./types.js";
 
-export type EntryOp = "order" | "cancel" | "cancel_all" | "amend" | "batch" | "cancel_replace" | "schedule_cancel";
+export type EntryOp = "order" | "cancel" | "cancel_all" | "amend" | "batch" | "cancel_replace" | "schedule_cancel" | "twap" | "set_leverage";
 
 interface Pending {
   resolve: (body: unknown) => void;
@@ -65,6 +66,15 @@ export class OrderEntry {
 
   async cancelAll(market = ""): Promise<{ cancelled: number }> {
     return this.send("cancel_all", await this.client.signBody("CancelAll", { market }));
+  }
+
+  /** Place a TWAP; one placed here joins the connection's cancel-on-disconnect. */
+  async placeTwap(params: TwapParams): Promise<Twap> {
+    return this.send("twap", await this.client.twapBody(params));
+  }
+
+  async setLeverage(market: string, initialMarginBps: Int): Promise<Leverage> {
+    return this.send("set_leverage", await this.client.setLeverageBody(market, initialMarginBps));
   }
 
   /** Turn cancel-on-disconnect on or off for the accounts this connection acts for. */

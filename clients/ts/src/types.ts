@@ -5,11 +5,19 @@
 import type { Domain, Types } from "./signing.js";
 
 export type Side = "BUY" | "SELL";
-export type OrderType = "LIMIT" | "MARKET";
+export type OrderType =
+  | "LIMIT"
+  | "MARKET"
+  | "STOP_MARKET"
+  | "STOP_LIMIT"
+  | "TAKE_PROFIT_MARKET"
+  | "TAKE_PROFIT_LIMIT"
+  | "TRAILING_STOP_MARKET";
+export type TriggerSource = "MARK" | "LAST" | "INDEX";
 export type TimeInForce = "GTC" | "IOC" | "FOK" | "POST_ONLY";
 export type Product = "SPOT" | "PERP" | "FUTURE" | "OPTION";
 export type MarketStatus = "OPEN" | "HALTED" | "EXPIRED" | "CANCEL_ONLY" | "POST_ONLY" | "REDUCE_ONLY" | (string & {});
-export type OrderStatus = "ACCEPTED" | "NEW" | "PARTIAL" | "FILLED" | "CXL" | "EXP" | "REJECTED";
+export type OrderStatus = "ACCEPTED" | "UNTRIGGERED" | "NEW" | "PARTIAL" | "FILLED" | "CXL" | "EXP" | "REJECTED";
 
 export interface Market {
   symbol: string;
@@ -106,7 +114,50 @@ export interface Order {
   ts: number;
   updatedTs: number;
   agent?: string;
+  /** A trigger order's (docs/api.md "Trigger orders"); `triggerSource` resolved, never `""`. */
+  triggerPrice?: number;
+  triggerSource?: TriggerSource;
+  triggered?: boolean;
+  trailingDelta?: number;
+  trailingUnit?: "TICKS" | "BPS";
   [field: string]: unknown;
+}
+
+/** A TWAP order and its progress (docs/api.md "TWAP orders"). */
+export interface Twap {
+  clientOrderId: string;
+  userId: string;
+  market: string;
+  type: "TWAP";
+  side: Side;
+  qty: number;
+  durationMinutes: number;
+  randomize: boolean;
+  slippageBps: number;
+  reduceOnly: boolean;
+  sent: number;
+  filled: number;
+  slicesDone: number;
+  slicesTotal: number;
+  slicesSkipped: number;
+  lastSkip: string | null;
+  open: number;
+  status: "ACTIVE" | "FILLED" | "EXP" | "CXL";
+  reason: string | null;
+  nextSliceAt: number | null;
+  ts: number;
+  updatedTs: number;
+  agent?: string;
+}
+
+/** An account's initial margin in one derivative market (docs/api.md "Leverage"). */
+export interface Leverage {
+  userId: string;
+  market: string;
+  initialMarginBps: number;
+  /** For display: `10000 / initialMarginBps` rounded down to hundredths. */
+  leverage: string;
+  chosen: boolean;
 }
 
 export interface Accepted {
@@ -157,8 +208,10 @@ export interface Withdrawal {
   userId?: string;
   asset: string;
   amount: string;
-  status: string;
+  status: "PENDING" | "SENT" | "CONFIRMED" | "FAILED";
   ts?: number;
+  /** From `SENT` on: the last transaction the bridge sent for it. */
+  txHash?: string;
 }
 
 export interface Agent {

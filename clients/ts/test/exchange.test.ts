@@ -25,6 +25,7 @@ import {
   type BatchAction,
   type Depth,
   type Order,
+  type Twap,
 } from "../src/index.js";
 
 function env(name: string): string {
@@ -243,6 +244,63 @@ test("WebSocket order entry places, refuses a replay, cancels, and cancels on di
     return order.status === "CXL" ? order : undefined;
   });
   assert.equal(gone.reason, "DISCONNECT");
+});
+
+test("a stop waits UNTRIGGERED holding its reservation, leverage moves the next reservation, TWAPs and health read", async () => {
+  const { wallet, client } = await trader();
+  const me = wallet.address;
+  const total = 100_000_000_000_000n;
+  // A spot BUY STOP_LIMIT far above any price here: notional + taker fee at its limit price.
+  const price = 3_910_000;
+  const stop = await client.placeStop({ market: SPOT, side: "BUY", price, qty: 1000, triggerPrice: 3_900_000 });
+  assert.deepEqual(
+    [stop.type, stop.status, stop.triggerPrice, stop.triggerSource, stop.triggered],
+    ["STOP_LIMIT", "UNTRIGGERED", 3_900_000, "LAST", false],
+  );
+  const notional = BigInt(price) * 1000n;
+  const reserved = notional + (notional * 5n + 9999n) / 10000n;
+  assert.deepEqual((await client.balances(me))["USDC"], { total: String(total), available: String(total - reserved), locked: String(reserved) });
+  assert.equal((await client.cancel(SPOT, stop.clientOrderId)).status, "CXL");
+  await until("the release", async () => (await client.balances(me))["USDC"]!.locked === "0");
+
+  // Leverage: a PERP bid below the index reserves 10 % + fee, then 20 % + fee once chosen.
+  await admin.pushOracle("BTC-PERP", PRICE);
+  const bid = PRICE - 10_000;
+  const perpNotional = BigInt(bid) * 1000n;
+  const perpFee = (perpNotional * 5n + 9999n) / 10000n;
+  assert.deepEqual((await client.leverage(me)).find((l) => l.market === "BTC-PERP"), {
+    userId: me.toLowerCase(), market: "BTC-PERP", initialMarginBps: 1000, leverage: "10", chosen: false,
+  });
+  await client.placeOrder({ market: "BTC-PERP", side: "BUY", price: bid, qty: 1000 }, true);
+  const first = perpNotional / 10n + perpFee;
+  await until("the first reservation", async () => (await client.balances(me))["USDC"]!.locked === String(first));
+  const chosen = await client.setLeverage("BTC-PERP", 2000);
+  assert.deepEqual([chosen.initialMarginBps, chosen.leverage, chosen.chosen], [2000, "5", true]);
+  await rejectsWith(client.setLeverage("BTC-PERP", 500), BadRequestError, "INVALID_REQUEST");
+  await client.placeOrder({ market: "BTC-PERP", side: "BUY", price: bid, qty: 1000 }, true);
+  assert.equal((await client.balances(me))["USDC"]!.locked, String(first + perpNotional / 5n + perpFee));
+  assert.equal((await client.cancelAll("BTC-PERP")).cancelled, 2);
+
+  // A TWAP of an hour: placed, read, cancelled; and one over the WebSocket with set_leverage.
+  const twap = await client.placeTwap({ market: SPOT, side: "BUY", qty: 10_000, durationMinutes: 60 });
+  assert.deepEqual([twap.type, twap.status, twap.slicesTotal, twap.qty], ["TWAP", "ACTIVE", 120, 10_000]);
+  assert.equal((await client.twap(me, twap.clientOrderId)).clientOrderId, twap.clientOrderId);
+  const entry = new OrderEntry(`${GATEWAY.replace(/^http/, "ws")}/v1/ws`, client);
+  const viaWs: Twap = await entry.placeTwap({ market: SPOT, side: "BUY", qty: 10_000, durationMinutes: 60, clientOrderId: `ws-${twap.clientOrderId}` });
+  assert.equal(viaWs.status, "ACTIVE");
+  assert.equal((await entry.setLeverage("BTC-PERP", 0)).chosen, false);
+  entry.close();
+  assert.deepEqual((await client.twaps(me)).map((t) => t.clientOrderId), [twap.clientOrderId, viaWs.clientOrderId]);
+  for (const id of [twap.clientOrderId, viaWs.clientOrderId]) {
+    const ended = await client.cancelTwap(SPOT, id);
+    assert.deepEqual([ended.status, ended.reason, ended.nextSliceAt], ["CXL", "USER", null]);
+  }
+  assert.deepEqual(await client.twaps(me), []);
+  await rejectsWith(client.twap(me, "no-such-twap"), NotFoundError, "NOT_FOUND");
+
+  const health = await admin.marketHealth();
+  assert.deepEqual(health.map((h) => h.market), (await admin.markets()).map((m) => m.symbol));
+  assert.ok(health.every((h) => Number.isInteger(h.backlog) && h.settlementLagMs >= 0));
 });
 
 test("a synced book follows 1,000 random orders across a broadcaster kill -9 and ends equal to REST depth", async () => {
