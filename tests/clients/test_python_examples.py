@@ -1,6 +1,8 @@
-"""The README's tour and the SDK's examples, run as a reader would run them, against the real
-processes (the admin token the README uses, ``secret``): the tour's Python and ``dex`` blocks,
-the market maker (quotes, a fill, a requote, balances to the unit) and the stop trader."""
+"""The README's tour and the SDKs' examples, run as a reader would run them, against the real
+processes (the admin token the README uses, ``secret``): the tour's ``curl``, Python and ``dex``
+blocks, the market maker (quotes, a fill, a requote, balances to the unit), the stop trader and
+the TypeScript SDK's README example (orders and balances to the unit). The README's deposit
+from a wallet runs in tests/integration/test_bridge.py, against the chain and the bridge."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
+from npm_support import compile_if_stale, require_npm_package
 from orderbookdex import Balance, Client
 from support.exchange import REPO_ROOT, Exchange
 from support.redis_server import RedisServer, wait_for
@@ -48,6 +51,25 @@ def funded(exchange: Exchange, **amounts: int) -> tuple[Client, str]:
 def readme_blocks(language: str) -> list[str]:
     text = (REPO_ROOT / "README.md").read_text()
     return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
+
+
+def readme_shell(exchange: Exchange, block: str) -> str:
+    """A README ``sh`` block as a reader runs it, the exchange's ports for ``make run``'s."""
+    return block.replace("localhost:8000", exchange.http.removeprefix("http://"))
+
+
+def test_the_readme_curl_block_sees_a_healthy_empty_exchange(exchange: Exchange) -> None:
+    """Run first in the module, on the fresh exchange the README's reader has just started."""
+    [block] = [b for b in readme_blocks("sh") if "/v1/health" in b]
+    run = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", readme_shell(exchange, block)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 0, run.stderr
+    claimed = re.findall(r"# (\{.*\})", block)  # each command's answer, as the comment shows it
+    assert run.stdout == "".join(claimed), run.stdout
 
 
 def test_the_readme_tour_runs(exchange: Exchange, tmp_path: Path) -> None:
@@ -162,3 +184,47 @@ def test_the_stop_trader_opens_a_position_with_a_stop(exchange: Exchange) -> Non
     assert wait_for(lambda: [p.size for p in trader.positions()] == [QTY], 30)
     stops = [o for o in trader.orders(market=PERP) if o.type == "STOP_MARKET"]
     assert [(s.side, s.qty, s.reduce_only) for s in stops] == [("SELL", QTY, True)]
+
+
+def test_the_typescript_readme_example_places_cancels_and_rests(
+    exchange: Exchange, tmp_path: Path
+) -> None:
+    """clients/ts/README.md's example as node runs it: the SDK as the package it imports, the
+    exchange's URLs for ``make run``'s, a known key for ``Wallet.createRandom()`` so that its
+    orders and balances can be read here."""
+    package = require_npm_package("ts")
+    compile_if_stale(package)
+    [block] = re.findall(r"```ts\n(.*?)```", (package / "README.md").read_text(), flags=re.S)
+    key = "0x" + bytes(Account.create().key).hex()
+    gateway_ws = exchange.ws.split("://", 1)[0] + "://" + exchange.http.split("://", 1)[1]
+    script = (
+        block.replace("Wallet.createRandom()", f'new Wallet("{key}")')
+        .replace("http://127.0.0.1:8000", exchange.http)
+        .replace("ws://127.0.0.1:8001/ws", exchange.ws)
+        .replace("ws://127.0.0.1:8000", gateway_ws)
+    )
+    assert script.count(key) == 1 and "127.0.0.1:800" not in script
+    modules = tmp_path / "node_modules"
+    (modules / "@orderbookdex").mkdir(parents=True)
+    (modules / "@orderbookdex" / "sdk").symlink_to(package)
+    (modules / "ethers").symlink_to(package / "node_modules" / "ethers")
+    (tmp_path / "readme.mjs").write_text(script)
+    run = subprocess.run(
+        ["node", "--experimental-websocket", "readme.mjs"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert re.findall(r"^[A-Z]+$", run.stdout, flags=re.M) == ["NEW", "CXL", "NEW"]
+    trader = Client(exchange.http, key=key)
+    orders = sorted((o.side, o.price, o.qty, o.filled, o.status) for o in trader.orders())
+    assert orders == [
+        ("BUY", 2_999_000, 1_000, 0, "CXL"),
+        ("SELL", 3_001_000, 1_000, 0, "NEW"),
+    ]
+    assert trader.balances() == {
+        "BTC": Balance(10_000_000, 0, 10_000_000),  # 1000 lots of 0.0001 BTC, all locked
+        "USDC": Balance(5_000_000_000, 5_000_000_000, 0),  # the cancelled bid's lock returned
+    }

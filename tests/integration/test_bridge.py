@@ -10,7 +10,11 @@ chain invariant holds after all of it.
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -348,6 +352,57 @@ def test_after_a_signer_rotation_a_sent_withdrawal_is_paid_once_under_the_new_ke
     time.sleep(0.3)
     assert node.rpc.holdings(address(wallet), token) == before + amount
     assert node.rpc.holdings(vault, token) == 0
+
+
+def test_the_readmes_deposit_from_a_wallet_is_credited_as_it_shows(
+    chain: Chain, tmp_path: Path
+) -> None:
+    """README.md's "A deposit from a wallet" as its reader runs it beside ``make run``:
+    var/chain.json in the working directory, this node's and gateway's URLs for 8545's and
+    8000's, and blocks mined a few a second while it runs (``make run``'s node mines one a
+    second; this one only when asked)."""
+    section = (REPO_ROOT / "README.md").read_text().split("## A deposit from a wallet", 1)[1]
+    found = re.search(r"```sh\n(.*?)```", section, flags=re.S)
+    assert found is not None
+    block = found.group(1)
+    wallet = OTHER_KEY  # hardhat's development account #3, the README's
+    assert f"ME={address(wallet).removeprefix('0x')}\n" in block
+    claimed = json.loads(block.rstrip().rsplit("\n# ", 1)[1])  # the answer its comment shows
+    assert chain.total(wallet, "ETH") == 0  # withdrawn by the first test: the README's start
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "chain.json").write_text(json.dumps({"vault": chain.vault}))
+    script = block.replace("http://127.0.0.1:8545", chain.node.url).replace(
+        "http://127.0.0.1:8000", chain.exchange.http
+    )
+    assert "127.0.0.1:8545" not in script and "127.0.0.1:8000" not in script
+    done = threading.Event()
+
+    def mine() -> None:
+        while not done.wait(0.3):
+            chain.node.mine()
+
+    miner = threading.Thread(target=mine, daemon=True)
+    miner.start()
+    try:
+        run = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        done.set()
+        miner.join()
+    assert run.returncode == 0, run.stdout + run.stderr
+    sent, end = json.JSONDecoder().raw_decode(run.stdout)  # curl -s: the answers on one line
+    assert str(sent["result"]).startswith("0x"), sent  # the transaction's hash
+    assert (
+        {"ETH": json.loads(run.stdout[end:])["ETH"]}
+        == claimed
+        == {"ETH": {"total": str(ETHER), "available": str(ETHER), "locked": "0"}}
+    )
+    assert chain.total(wallet, "ETH") == ETHER
 
 
 def test_the_auditor_chain_invariant_holds_after_all_of_it(chain: Chain) -> None:
