@@ -110,7 +110,9 @@ expire_due()
 -- 4. The commands, in stream order, each applied once.
 local entries, read_ids = input_entries()
 local applied = apply_entries(entries)
--- 5. What the call leaves behind: statistics, level totals, settlement events.
+-- 5. What the call leaves behind: the changed resting orders' records, statistics, level
+-- totals, settlement events.
+save_changed()
 write_statistics()
 write_all_levels()
 write_events()
