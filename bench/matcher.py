@@ -367,6 +367,12 @@ def main() -> None:
             "atLeastThirdOfCeiling": report["ratios"]["matcherToCeiling"] >= 1 / 3,
             "aheadOfPeer": report["ratios"].get("matcherToPeer", 0) > 1,
             "p99AtMost5ms": report["latency"].get("p99ms", 1e9) <= 5,
+            # issue 20's
+            "atLeast40kPerSecond": rate >= 40_000,
+            "atLeast045OfPythonPipelineStep": report["ratios"]["matcherToPythonPipelineStep"]
+            >= 0.45,
+            "atLeast1_5xPeer": report["ratios"].get("matcherToPeer", 0) >= 1.5,
+            "atMost6CommandsPerOrder": report["matcher"]["commandsPerOrder"] <= 6,
         }
         print(json.dumps({"ratios": report["ratios"], "goals": report["goals"]}, indent=2))
     finally:
