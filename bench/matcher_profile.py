@@ -63,6 +63,11 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=500, help="orders per script call")
     parser.add_argument("--no-valgrind", action="store_true")
+    parser.add_argument(
+        "--outbox-entries",
+        action="store_true",
+        help="entries without o=1 (the outbox path's): each order's record is looked up",
+    )
     args = parser.parse_args()
     valgrind = not args.no_valgrind and shutil.which("valgrind") is not None
     workdir = Path(tempfile.mkdtemp(prefix="dex-matcher-profile-"))
@@ -77,7 +82,10 @@ def main() -> None:
         orders = load_stream(args.orders)
         with client.pipeline(transaction=False) as pipe:
             for order in orders:
-                pipe.xadd(keys.market_in(MARKET), {"c": command(*order)})
+                fields = {"c": command(*order)}
+                if not args.outbox_entries:
+                    fields["o"] = "1"  # as the single-Redis admission XADDs it
+                pipe.xadd(keys.market_in(MARKET), fields)
             pipe.execute()
         consumer = MarketConsumer(
             client, MARKET, "profile", lambda _m: None, batch_size=args.batch, lease_ms=600_000

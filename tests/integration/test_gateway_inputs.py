@@ -76,6 +76,7 @@ def test_a_client_order_id_that_looks_like_the_template_is_carried_intact(
     assert command["reserved"] == LOCK and command["price"] == 3_000_000
     stored = r.hget(keys.account_order(TRADER.address.lower(), cid), "cmd")
     assert stored == fields["c"]
+    assert fields["o"] == "1"  # admitted and XADDed in one call: the order's only entry
     assert client.get(f"/v1/accounts/{TRADER.address}/balances").json()["USDC"] == balance(
         100 * LOCK, LOCK
     )

@@ -87,3 +87,42 @@ def test_flat_records_match_and_cancel_beside_packed_ones(client: redis.Redis) -
         ("fill", None), ("done", "old1"), ("done", "old2"), ("done", "new|1")
     ]  # fmt: skip
     assert client.hgetall(keys.levels_asks(M)) == {} and client.hgetall(keys.levels_bids(M)) == {}
+
+
+def test_a_maker_filled_several_times_in_one_call_ends_with_its_last_state(
+    client: redis.Redis,
+) -> None:
+    """A resting order's record is written once per call (records.lua save_changed): after
+    two partial fills, after a partial fill and a cancel, after partials and the last fill."""
+    write_market_cfg(client, load_markets(DEFAULT_MARKETS_FILE).markets[M])
+
+    def order(user: str, cid: str, side: str, qty: int) -> dict[str, Any]:
+        return {
+            "op": "order", "user": user, "cid": cid, "side": side, "type": "LIMIT",
+            "price": 3_000_000, "qty": qty, "tif": "GTC", "reduceOnly": False, "expiresAt": 0,
+            "ts": 9, "reserved": 0, "acceptedAt": 9,
+        }  # fmt: skip
+
+    run(
+        client,
+        order(MAKER, "m1", "SELL", 1_000),
+        order(TAKER, "t1", "BUY", 300),
+        order(TAKER, "t2", "BUY", 300),
+    )
+    m1 = order_view(client.hgetall(keys.market_order(M, MAKER, "m1")))
+    assert (m1["status"], m1["filled"], m1["qty"], m1["reason"]) == ("PARTIAL", 600, 1_000, None)
+    assert client.smembers(keys.market_user_open(M, MAKER)) == {"m1"}
+    run(
+        client,
+        order(TAKER, "t3", "BUY", 100),
+        {"op": "cancel", "user": MAKER, "cid": "m1", "ts": 10},
+        order(MAKER, "m2", "SELL", 500),
+        order(TAKER, "t4", "BUY", 200),
+        order(TAKER, "t5", "BUY", 300),
+    )
+    m1 = order_view(client.hgetall(keys.market_order(M, MAKER, "m1")))
+    assert (m1["status"], m1["filled"], m1["reason"]) == ("CXL", 700, "USER")
+    m2 = order_view(client.hgetall(keys.market_order(M, MAKER, "m2")))
+    assert (m2["status"], m2["filled"], m2["qty"]) == ("FILLED", 500, 500)
+    assert client.smembers(keys.market_user_open(M, MAKER)) == set()
+    assert client.zcard(keys.book_asks(M)) == 0 and client.hgetall(keys.levels_asks(M)) == {}

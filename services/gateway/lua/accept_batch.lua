@@ -105,7 +105,7 @@ end
 
 for i, action in ipairs(actions) do
   if action.k.stream and results[i][1] == 'OK' then
-    redis.call('XADD', action.k.stream, '*', 'c', results[i][2])
+    redis.call('XADD', action.k.stream, '*', 'c', results[i][2], 'o', '1')
   end
 end
 return {'OK', results}

@@ -6,12 +6,13 @@
 -- unrealized contribution at mark − initial margin of positions), then the market's status
 -- and backlog as the caller read them, in the contract's order of codes (409, 422, 503). If
 -- all pass it locks the reservation and records the order. On a single Redis (KEYS[11] given)
--- it also XADDs the command to the market stream, first, so that a stream that refuses the
--- entry (or Redis refusing the first write for memory) leaves nothing applied, and reservation
--- and order exist together or not at all. On a cluster the stream lives in another slot: the
--- order goes into the outbox instead, the caller XADDs it and removes it from the outbox; if
--- the caller dies in between, the outbox sweeper re-sends it (the matcher ignores an order it
--- has).
+-- it also XADDs the command to the market stream (field c, and o = "1": the order's only entry,
+-- so the matcher need not look its record up: match/input.lua), first, so that a stream that
+-- refuses the entry (or Redis refusing the first write for memory) leaves nothing applied, and
+-- reservation and order exist together or not at all. On a cluster the stream lives in
+-- another slot: the order goes into the outbox instead, the caller XADDs it and removes it
+-- from the outbox; if the caller dies in between, the outbox sweeper re-sends it (the matcher
+-- ignores an order it has).
 --
 -- KEYS[1] dex:{u}:cids      hash  cid -> market
 -- KEYS[2] dex:{u}:ord:<cid> hash  the accepted order
@@ -63,6 +64,6 @@ local k = {
 }
 local verdict = judge_order(k, ARGV, 0)
 if verdict[1] ~= 'OK' then return verdict end
-if k.stream then redis.call('XADD', k.stream, '*', 'c', verdict[2]) end
+if k.stream then redis.call('XADD', k.stream, '*', 'c', verdict[2], 'o', '1') end
 record_order(k, ARGV, verdict)
 return {'OK', verdict[2], k.stream and 'SENT' or 'OUTBOX'}

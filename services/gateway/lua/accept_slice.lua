@@ -41,7 +41,7 @@ if reason == '' then
   local verdict = judge_order(k, ARGV, 0)
   if verdict[1] == 'RETRY' then return {'RETRY'} end
   if verdict[1] == 'OK' then
-    if k.stream then redis.call('XADD', k.stream, '*', 'c', verdict[2]) end
+    if k.stream then redis.call('XADD', k.stream, '*', 'c', verdict[2], 'o', '1') end
     record_order(k, ARGV, verdict)
     redis.call('HINCRBY', parent, 'sent', qty)
     redis.call('HSET', parent, 'k', slice + 1, 'updatedTs', now)

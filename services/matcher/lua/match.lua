@@ -5,7 +5,8 @@
 -- at the maker's price. One call first expires resting orders whose expiresAt has passed,
 -- then applies every command it is given, in order, and records the last stream id it
 -- applied, so replaying a batch after a crash changes nothing; an order whose record exists
--- is never applied twice either (the gateway's outbox may re-send it).
+-- is never applied twice either (the gateway's outbox may re-send it; an entry the admission
+-- XADDed itself, field o = "1", is the order's only one and skips that lookup: match/input.lua).
 --
 -- Commands (field "op"): order (LIMIT/MARKET; GTC, IOC, FOK, POST_ONLY; reduceOnly;
 -- expiresAt; self-trade prevention cancels the resting order; a trigger order waits untriggered
@@ -112,7 +113,9 @@ expire_due()
 -- 4. The commands, in stream order, each applied once.
 local entries, read_ids = input_entries()
 local applied = apply_entries(entries)
--- 5. What the call leaves behind: statistics, level totals, settlement events.
+-- 5. What the call leaves behind: the changed resting orders' records, statistics, level
+-- totals, settlement events.
+save_changed()
 write_statistics()
 write_all_levels()
 write_events()

@@ -18,11 +18,12 @@
 
 -- A new order: matched, then its record written whole. Nothing when the order is known (the
 -- gateway's outbox may send it twice): the reply gives its status. Returns the order, or
--- false when it was known.
-local function process_order(cmd)
+-- false when it was known. `once`: its entry is the order's only one (match/input.lua), so
+-- the record cannot exist and is not looked up.
+local function process_order(cmd, once)
   local user, cid = cmd.user, cmd.cid
   local okey = oprefix .. user .. ':' .. cid
-  if known(okey) then
+  if not once and known(okey) then
     reply(cmd, '{"status":"' .. (load(okey).status) .. '"}')
     return false
   end
@@ -114,11 +115,12 @@ local function process_admin(cmd)
   reply(cmd, '{"status":"' .. status .. '"}')
 end
 
--- One command (a decoded JSON object), one unit; unknown ops change nothing.
-local function apply_command(cmd)
+-- One command (a decoded JSON object), one unit; unknown ops change nothing. `once`: see
+-- process_order.
+local function apply_command(cmd, once)
   local op = cmd.op
   if op == 'order' then
-    local o = process_order(cmd)
+    local o = process_order(cmd, once)
     if o and cmd.reply then reply(cmd, '{"status":"' .. o.status .. '"}') end
   elseif op == 'cancel' then
     process_cancel(cmd)
@@ -148,7 +150,7 @@ local function apply_entries(entries)
     if last_ms == nil or id_ms > last_ms or (id_ms == last_ms and id_sq > last_sq) then
       local ok, cmd = pcall(cjson.decode, raw)
       if ok and type(cmd) == 'table' then
-        apply_command(cmd)
+        apply_command(cmd, entry[3])
         applied = applied + 1
       end
       last, last_ms, last_sq = id, id_ms, id_sq

@@ -1,9 +1,17 @@
 -- match/input.lua: the call's entries of the market stream (dex:{m}:in): those passed in
 -- ARGV, then those the script reads itself for its consumer; their acknowledgement.
+--
+-- An entry whose field o is "1" was XADDed by the gateway's admission script in the same
+-- atomic call that refused a clientOrderId seen before (accept_order.lua, accept_batch.lua,
+-- accept_slice.lua on a single Redis): its order is on the stream once, ever, so the matcher
+-- needs no per-order check that it has seen it (a replay of the entry itself is skipped by
+-- its stream position). Every other entry (the outbox path, whose sweeper may send an order
+-- twice; entries passed in ARGV; anything else) keeps the check (match/commands.lua).
 
 --#include state.lua
 
--- {stream id, command JSON} of every entry to apply, in order, and the ids read here.
+-- {stream id, command JSON, sent once (true/nil)} of every entry to apply, in order, and the
+-- ids read here.
 local function input_entries()
   local entries, read_ids = {}, {}
   for i = FIRST_ENTRY_ARG, #ARGV, 2 do entries[#entries + 1] = {ARGV[i], ARGV[i + 1]} end
@@ -12,9 +20,16 @@ local function input_entries()
                            'STREAMS', K_IN, '>')
   if got and got[1] then
     for _, entry in ipairs(got[1][2]) do
-      local fields, raw = entry[2], '{}'
-      for f = 1, #fields, 2 do if fields[f] == 'c' then raw = fields[f + 1] end end
-      entries[#entries + 1] = {entry[1], raw}
+      local fields, raw, once = entry[2], '{}', nil
+      for f = 1, #fields, 2 do
+        local name = fields[f]
+        if name == 'c' then
+          raw = fields[f + 1]
+        elseif name == 'o' then
+          once = fields[f + 1] == '1'
+        end
+      end
+      entries[#entries + 1] = {entry[1], raw, once}
       read_ids[#read_ids + 1] = entry[1]
     end
   end

@@ -12,8 +12,10 @@
 --#include trades.lua
 
 -- Per book, a score up to which it is known to hold no order this call (a maker read found
--- none; a ZADD at or below it lowers it; removals keep it true): a taker whose bound is at or
--- below it cannot cross and skips the read.
+-- none up to its bound, or found the book's best maker: none below its score; a ZADD at or
+-- below it lowers it; removals keep it true): a taker whose bound is at or below it cannot
+-- cross and skips the read. After the first read of a book in a call this is the book's best
+-- score - 1 exactly, so a taker that does not cross reads nothing.
 local empty_upto = {}
 
 -- MARKET, or a trigger type that becomes one (STOP_MARKET, ...: match/triggers.lua)?
@@ -174,13 +176,19 @@ local function take_book(o, book, is_buy, limit, no_limit, qty, budget, liquidat
     local mu, mc = parse_member(member)
     local mo = load(oprefix .. mu .. ':' .. mc)
     local mp = mo.price
+    if wi == 1 then
+      -- the first of a read from -inf is the book's best: nothing rests below its score
+      local below = (is_buy and mp or -mp) - 1
+      local known_empty = empty_upto[book]
+      if not known_empty or below > known_empty then empty_upto[book] = below end
+    end
     if mu == user and stp == 'DECREMENT' then
       -- both lose the smaller remaining qty; the one left with none ends (its qty kept)
       local maker_left = mo.qty - mo.filled
       local cut = math.min(remaining, maker_left)
       if cut == maker_left then
         remove_resting(mo, 'CXL', 'SELF_TRADE')
-        wi = wi + 2
+        wi = wi + 1
       else
         decrement(mo, cut, true)
       end
@@ -190,7 +198,7 @@ local function take_book(o, book, is_buy, limit, no_limit, qty, budget, liquidat
     elseif mu == user then
       if stp ~= 'EXPIRE_TAKER' then remove_resting(mo, 'CXL', 'SELF_TRADE') end
       if stp ~= 'EXPIRE_MAKER' then return remaining, false, true end
-      wi = wi + 2
+      wi = wi + 1
     else
       local f = math.min(remaining, mo.qty - mo.filled)
       local tpos, mpos, maker_short = 0, 0, false
@@ -225,12 +233,12 @@ local function take_book(o, book, is_buy, limit, no_limit, qty, budget, liquidat
       if maker_short then
         -- the maker may open no more: what it could fill has, the rest is cancelled
         remove_resting(mo, 'CXL', 'INSUFFICIENT_MARGIN')
-        wi = wi + 2
+        wi = wi + 1
       elseif mo.filled == mo.qty then
         redis.call('ZREM', book, member)
         if mo.expiresAt ~= '0' then redis.call('ZREM', K_EXP, (is_buy and 'S' or 'B') .. member) end
         finish(mo, 'FILLED', nil)
-        wi = wi + 2
+        wi = wi + 1
       else
         mo.status = 'PARTIAL'
         save_partial(mo)

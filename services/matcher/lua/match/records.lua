@@ -88,17 +88,41 @@ local function save_new(o, reserved, liquidation)
   redis.call('HSET', o.key, unpack(fields))
 end
 
+-- Resting orders whose mutable fields changed this call: written once, at its end
+-- (save_changed), however many fills they took. Within the call every reader of an order
+-- goes through load, whose cache holds the changed table, so nothing reads the stale record.
+local changed_orders, changed_list = {}, {}
+
+local function mark_changed(o)
+  if not changed_orders[o.key] then
+    changed_orders[o.key] = true
+    changed_list[#changed_list + 1] = o
+  end
+end
+
 -- A resting order filled in part.
 local function save_partial(o)
-  local fields = {'filled', int(o.filled), 'status', 'PARTIAL', 'updatedTs', now_text}
-  if o.oa ~= nil then fields[#fields + 1] = 'oa'; fields[#fields + 1] = int(o.oa) end
-  redis.call('HSET', o.key, unpack(fields))
+  mark_changed(o)
 end
 
 -- A resting order reached its final status.
 local function save_final(o)
-  redis.call('HSET', o.key, 'status', o.status, 'reason', o.reason, 'filled', int(o.filled),
-             'qty', int(o.qty), 'updatedTs', now_text)
+  mark_changed(o)
+end
+
+-- The call's end: each changed resting order's mutable fields in one HSET (an open
+-- derivative order's oa too: what it may still open).
+local function save_changed()
+  for i = 1, #changed_list do
+    local o = changed_list[i]
+    local fields = {'status', o.status, 'reason', o.reason or '', 'filled', int(o.filled),
+      'qty', int(o.qty), 'updatedTs', now_text}
+    if o.oa ~= nil and (o.status == 'NEW' or o.status == 'PARTIAL') then
+      fields[#fields + 1] = 'oa'
+      fields[#fields + 1] = int(o.oa)
+    end
+    redis.call('HSET', o.key, unpack(fields))
+  end
 end
 
 local function book_member(o)
