@@ -33,9 +33,11 @@ import json
 import os
 import platform
 import random
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -244,6 +246,7 @@ async def run_at(
         "accept_to_trade_ms": summary(watch.latencies_ms(run, run.trade_seen_at)),
         "accept_to_trade_stages_ms": watch.stages_ms(run, store, names),
         "accept_to_settled_ms": summary(watch.latencies_ms(run, run.settled_at)),
+        "trade_to_settled_stages_ms": watch.settlement_stages_ms(run),
         "backlog_start": backlog0,
         "backlog_end_of_send": backlog_end_of_send,
         "processes": processes,
@@ -254,6 +257,18 @@ async def run_at(
         "redis_commands": meter.redis_commands(len(run.accepted_at)),
         "load_generator_cpu_percent": round(100 * run.load_generator_cpu_s / elapsed, 1),
     }
+
+
+def _build(root: Path) -> str:
+    """The commit of the checkout measured (a ``git archive`` copy: its BUILD file)."""
+    stamp = root / "BUILD"
+    if stamp.exists():
+        return stamp.read_text().strip()
+    head = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain"], capture_output=True)
+    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")
 
 
 def main() -> None:
@@ -278,6 +293,10 @@ def main() -> None:
     parser.add_argument(
         "--gateway", help=f"use a running exchange at this URL instead (admin token {ADMIN_TOKEN})"
     )
+    parser.add_argument(
+        "--root",
+        help="start the exchange of another checkout (a baseline build) instead of this one",
+    )
     parser.add_argument("--ws", default="ws://127.0.0.1:8001/ws")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args()
@@ -287,7 +306,8 @@ def main() -> None:
     if args.gateway:
         system = System(args.gateway, args.ws, args.redis)
     else:
-        system = System.spawn(access_log=args.access_log)
+        root = Path(args.root).resolve() if args.root else REPO_ROOT
+        system = System.spawn(access_log=args.access_log, root=root)
     runs = []
 
     def run_once(rate: float) -> dict[str, Any]:
@@ -318,6 +338,7 @@ def main() -> None:
     report = {
         "benchmark": "e2e",
         "command": " ".join(sys.argv),
+        "build": _build(Path(args.root).resolve() if args.root else REPO_ROOT),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "runs": runs,
