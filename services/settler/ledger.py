@@ -76,7 +76,8 @@ class Ledger:
         triggers meanwhile queue no task that would only meet the lock. Between rounds it
         blocks on the event stream (``XREAD BLOCK`` after the last entry it settled), so a
         round starts as soon as an event is written, but no sooner than ``round_gap_s`` after
-        the previous round started; a wait of ``IDLE_S`` with no event ends the rounds. When
+        the previous round started; a wait of ``IDLE_S`` with no event ends the rounds (the
+        lock is held from the first round to the last, not taken again for each). When
         it stops, it deletes the flag, settles once more what was written before that, and
         goes round again if a request came after it (that request's task may have met the
         lock).
@@ -95,16 +96,20 @@ class Ledger:
             token = uuid.uuid4().hex
             if not self.client.set(lock_key, token, nx=True, px=LOCK_TTL_MS):
                 return settled  # the holder will see the queued flag
-            started = time.monotonic()
             handing_over = False
             try:
-                found = self._drain(market, max_batches, lock_key)
-                settled += found
-                stopping = found == 0 or time.monotonic() > deadline
-                if stopping and found and requeue is not None:
+                # rounds under one lock (a hold lasts far less than LOCK_TTL_MS)
+                while True:
+                    started = time.monotonic()
+                    found = self._drain(market, max_batches, lock_key)
+                    settled += found
+                    if found == 0 or time.monotonic() > deadline:
+                        break
+                    self._await_events(symbol, started + self.round_gap_s)
+                if found and requeue is not None:
                     self.client.set(queued_key, "1", px=QUEUED_TTL_MS)
                     handing_over = True
-                elif stopping:
+                else:
                     self.client.delete(queued_key)
                     settled += self._drain(market, max_batches, lock_key)
             finally:
@@ -117,11 +122,9 @@ class Ledger:
                     self.client.delete(queued_key)  # the matcher's next trigger queues one
                     raise
                 return settled
-            if not stopping:
-                self._await_events(symbol, started + self.round_gap_s)
-            elif not self.client.exists(queued_key):
+            if not self.client.exists(queued_key):
                 return settled
-            elif time.monotonic() > deadline:
+            if time.monotonic() > deadline:
                 # let the matcher's next trigger send a fresh task (the sweep covers a lull)
                 self.client.delete(queued_key)
                 return settled
