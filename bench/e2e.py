@@ -7,8 +7,14 @@ markets, sends them at a fixed rate, and reports:
 
 * orders accepted/s, trades/s, fills settled/s;
 * p50/p99 latency from the HTTP accept of a taker order to its trade on the WebSocket, and to
-  its fill being settled into the balances (sampled);
-* CPU and memory per process, and Redis's own CPU.
+  its fill being settled into the balances (sampled), each split into stages: admission,
+  matching, delivery; and for the settlement, the trade to ``apply_ops.lua``'s write of the
+  fill (its stream id: trigger, task, rounds, apply) and that write to the client seeing it;
+* CPU and memory per process, and Redis's own CPU; ``cpu_us_per_order_by_process``, largest
+  first.
+
+``--root DIR`` starts the exchange of another checkout (e.g. main's, from ``git archive``, with
+this ``.venv`` linked in) for a baseline measured in the same session.
 
 ``--batch 50`` sends the same orders as signed batches of 50 actions (``POST
 /v1/orders/batch``, each batch one trader's, not atomic, its ``ts`` at its planned send time)
@@ -251,6 +257,10 @@ async def run_at(
         "backlog_end_of_send": backlog_end_of_send,
         "processes": processes,
         "cpu_us_per_order": round(exchange_cpu_s / accepted * 1e6, 1),
+        "cpu_us_per_order_by_process": {
+            name: round(p.get("cpu_s", 0.0) / accepted * 1e6, 1)
+            for name, p in sorted(processes.items(), key=lambda item: -item[1].get("cpu_s", 0.0))
+        },
         "cpu_us_per_order_with_load_generator": round(
             (exchange_cpu_s + run.load_generator_cpu_s) / accepted * 1e6, 1
         ),
