@@ -7,8 +7,14 @@ markets, sends them at a fixed rate, and reports:
 
 * orders accepted/s, trades/s, fills settled/s;
 * p50/p99 latency from the HTTP accept of a taker order to its trade on the WebSocket, and to
-  its fill being settled into the balances (sampled);
-* CPU and memory per process, and Redis's own CPU.
+  its fill being settled into the balances (sampled), each split into stages: admission,
+  matching, delivery; and for the settlement, the trade to ``apply_ops.lua``'s write of the
+  fill (its stream id: trigger, task, rounds, apply) and that write to the client seeing it;
+* CPU and memory per process, and Redis's own CPU; ``cpu_us_per_order_by_process``, largest
+  first.
+
+``--root DIR`` starts the exchange of another checkout (e.g. main's, from ``git archive``, with
+this ``.venv`` linked in) for a baseline measured in the same session.
 
 ``--batch 50`` sends the same orders as signed batches of 50 actions (``POST
 /v1/orders/batch``, each batch one trader's, not atomic, its ``ts`` at its planned send time)
@@ -33,9 +39,11 @@ import json
 import os
 import platform
 import random
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -244,16 +252,33 @@ async def run_at(
         "accept_to_trade_ms": summary(watch.latencies_ms(run, run.trade_seen_at)),
         "accept_to_trade_stages_ms": watch.stages_ms(run, store, names),
         "accept_to_settled_ms": summary(watch.latencies_ms(run, run.settled_at)),
+        "trade_to_settled_stages_ms": watch.settlement_stages_ms(run),
         "backlog_start": backlog0,
         "backlog_end_of_send": backlog_end_of_send,
         "processes": processes,
         "cpu_us_per_order": round(exchange_cpu_s / accepted * 1e6, 1),
+        "cpu_us_per_order_by_process": {
+            name: round(p.get("cpu_s", 0.0) / accepted * 1e6, 1)
+            for name, p in sorted(processes.items(), key=lambda item: -item[1].get("cpu_s", 0.0))
+        },
         "cpu_us_per_order_with_load_generator": round(
             (exchange_cpu_s + run.load_generator_cpu_s) / accepted * 1e6, 1
         ),
         "redis_commands": meter.redis_commands(len(run.accepted_at)),
         "load_generator_cpu_percent": round(100 * run.load_generator_cpu_s / elapsed, 1),
     }
+
+
+def _build(root: Path) -> str:
+    """The commit of the checkout measured (a ``git archive`` copy: its BUILD file)."""
+    stamp = root / "BUILD"
+    if stamp.exists():
+        return stamp.read_text().strip()
+    head = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain"], capture_output=True)
+    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")
 
 
 def main() -> None:
@@ -278,6 +303,10 @@ def main() -> None:
     parser.add_argument(
         "--gateway", help=f"use a running exchange at this URL instead (admin token {ADMIN_TOKEN})"
     )
+    parser.add_argument(
+        "--root",
+        help="start the exchange of another checkout (a baseline build) instead of this one",
+    )
     parser.add_argument("--ws", default="ws://127.0.0.1:8001/ws")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args()
@@ -287,7 +316,8 @@ def main() -> None:
     if args.gateway:
         system = System(args.gateway, args.ws, args.redis)
     else:
-        system = System.spawn(access_log=args.access_log)
+        root = Path(args.root).resolve() if args.root else REPO_ROOT
+        system = System.spawn(access_log=args.access_log, root=root)
     runs = []
 
     def run_once(rate: float) -> dict[str, Any]:
@@ -318,6 +348,7 @@ def main() -> None:
     report = {
         "benchmark": "e2e",
         "command": " ".join(sys.argv),
+        "build": _build(Path(args.root).resolve() if args.root else REPO_ROOT),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "runs": runs,

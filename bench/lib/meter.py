@@ -12,6 +12,7 @@ import redis
 # A process belongs to the name whose marker is in its command line (the settler and beat are
 # the Celery ones).
 PROCESS_MARKERS = {
+    "periodic": "periodic@",  # the Procfile's worker of the periodic jobs (before "worker")
     "gateway": "services.gateway",
     "matcher": "services.matcher",
     "settler": "worker",
@@ -45,11 +46,13 @@ class ProcessMeter:
             if "redis-server" in process_name:
                 continue
             for name, marker in PROCESS_MARKERS.items():
-                if marker in cmdline and ("celery" in cmdline) == (name in ("settler", "beat")):
+                celery = name in ("settler", "beat", "periodic")
+                if marker in cmdline and ("celery" in cmdline) == celery:
                     group = self.processes.setdefault(name, [])
                     for member in [process, *process.children(recursive=True)]:
                         if all(member.pid != known.pid for known in group):
                             group.append(member)
+                    break
         self.cpu0 = self._cpu()
         self.redis0 = self._redis_cpu()
         self.commands0 = self._redis_commands()

@@ -35,10 +35,12 @@ class System:
     redis_dir: Path | None = None  # the private Redis's data, removed on stop
 
     @classmethod
-    def spawn(cls, access_log: bool = False) -> System:
-        """Start ``deploy/run.sh``; the system once its gateway answers."""
+    def spawn(cls, access_log: bool = False, root: Path = REPO_ROOT) -> System:
+        """Start ``deploy/run.sh`` of the checkout at ``root`` (another build, e.g. main's
+        from ``git archive`` with this ``.venv`` linked in, for a same-run baseline); the
+        system once its gateway answers."""
         ports = [_low_free_port() for _ in range(3)]
-        redis_dir = REPO_ROOT / "var" / f"bench-redis-{ports[0]}"
+        redis_dir = root / "var" / f"bench-redis-{ports[0]}"
         env = {
             **os.environ,
             "DEX_REDIS_URL": f"redis://127.0.0.1:{ports[0]}/0",
@@ -52,12 +54,13 @@ class System:
             "DEX_LOG_LEVEL": "INFO" if access_log else "WARNING",
             "DEX_REDIS_DIR": str(redis_dir),
             "DEX_LOCAL_CHAIN": "0",  # the load signs under the default domain: no chain
+            "PYTHONPATH": str(root),  # the services of that checkout, whatever .venv installs
         }
         LOG.parent.mkdir(exist_ok=True)
         log = LOG.open("wb")  # closed when the run ends, with this process
         process = subprocess.Popen(
-            [str(REPO_ROOT / "deploy" / "run.sh")],
-            cwd=REPO_ROOT,
+            [str(root / "deploy" / "run.sh")],
+            cwd=root,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

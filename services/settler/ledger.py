@@ -15,6 +15,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,32 +40,52 @@ HOLD_S = 0.5
 """Longest one task keeps settling a market while its rounds find events: then it returns, so
 a worker process is not held by one busy market while others wait (the next request starts a
 new task)."""
-ROUND_PAUSE_S = 0.05
-"""Pause before going round again: a round has a fixed cost (cursor, reads, pipeline, account
-notices) that a few events each would multiply; 50 ms gathers a useful batch at any rate."""
+ROUND_GAP_S = 0.01
+"""Least time from the start of one round to the start of the next: a round has a fixed cost
+(cursor, reads, pipelines) that a few events each would multiply, so rounds are spaced; the
+settled balance waits at most this plus a round (``DEX_SETTLE_ROUND_GAP_MS``)."""
+IDLE_S = 0.05
+"""How long the holder waits for the next event after a round before it stops."""
+QUEUED_TTL_MS = 2000
+"""The settle-queued flag's lifetime, as match.lua sets it (match/events.lua)."""
 
 
 class Ledger:
-    def __init__(self, client: Any, batch: int = BATCH) -> None:
+    def __init__(self, client: Any, batch: int = BATCH, round_gap_s: float = ROUND_GAP_S) -> None:
         self.client = client
         self.batch = batch
+        self.round_gap_s = round_gap_s
         self.cluster = isinstance(client, RedisCluster)
         self.scripts = ScriptSet(client, LUA_DIR)
         self._terms: dict[str, OrderedDict[tuple[str, str], OrderTerms]] = {}
         self._settled_to: dict[str, str] = {}  # market -> where this ledger's last batch ended
 
     def settle_market(
-        self, market: Market, max_batches: int = 100, max_seconds: float = HOLD_S
+        self,
+        market: Market,
+        max_batches: int = 100,
+        max_seconds: float = HOLD_S,
+        requeue: Callable[[], None] | None = None,
     ) -> int:
         """Apply every unsettled event of ``market``; return how many events were settled.
 
         One worker settles a market at a time (a lock). The matcher queues a task only when it
         sets the market's "queued" flag (SET NX), so the flag stands for "a task is on its way
-        or at work". The holder leaves it standing while it goes round (every
-        ``ROUND_PAUSE_S`` while rounds find events, for at most ``max_seconds``): the matcher's
-        triggers meanwhile queue no task that would only meet the lock. When it stops, it
-        deletes the flag, settles once more what was written before that, and goes round
-        again if a request came after it (that request's task may have met the lock).
+        or at work". The holder leaves it standing while it goes round
+        (round after round while events come, for at most ``max_seconds``): the matcher's
+        triggers meanwhile queue no task that would only meet the lock. Between rounds it
+        blocks on the event stream (``XREAD BLOCK`` after the last entry it settled), so a
+        round starts as soon as an event is written, but no sooner than ``round_gap_s`` after
+        the previous round started; a wait of ``IDLE_S`` with no event ends the rounds (the
+        lock is held from the first round to the last, not taken again for each). When
+        it stops, it deletes the flag, settles once more what was written before that, and
+        goes round again if a request came after it (that request's task may have met the
+        lock).
+
+        With ``requeue`` (the settle task's: queue this market's task again), a holder whose
+        time is up while events still come hands over at once: it sets the flag again (the
+        task it queues is on its way) and queues its successor, which waits behind the other
+        markets' tasks rather than for the matcher's next trigger.
         """
         symbol = market.symbol
         queued_key = keys.market_settle_queued(symbol)
@@ -75,24 +96,51 @@ class Ledger:
             token = uuid.uuid4().hex
             if not self.client.set(lock_key, token, nx=True, px=LOCK_TTL_MS):
                 return settled  # the holder will see the queued flag
+            handing_over = False
             try:
-                found = self._drain(market, max_batches, lock_key)
-                settled += found
-                stopping = found == 0 or time.monotonic() > deadline
-                if stopping:
+                # rounds under one lock (a hold lasts far less than LOCK_TTL_MS)
+                while True:
+                    started = time.monotonic()
+                    found = self._drain(market, max_batches, lock_key)
+                    settled += found
+                    if found == 0 or time.monotonic() > deadline:
+                        break
+                    self._await_events(symbol, started + self.round_gap_s)
+                if found and requeue is not None:
+                    self.client.set(queued_key, "1", px=QUEUED_TTL_MS)
+                    handing_over = True
+                else:
                     self.client.delete(queued_key)
                     settled += self._drain(market, max_batches, lock_key)
             finally:
                 if self.client.get(lock_key) == token:
                     self.client.delete(lock_key)
-            if not stopping:
-                time.sleep(ROUND_PAUSE_S)
-            elif not self.client.exists(queued_key):
+            if handing_over and requeue is not None:
+                try:
+                    requeue()
+                except Exception:
+                    self.client.delete(queued_key)  # the matcher's next trigger queues one
+                    raise
                 return settled
-            elif time.monotonic() > deadline:
+            if not self.client.exists(queued_key):
+                return settled
+            if time.monotonic() > deadline:
                 # let the matcher's next trigger send a fresh task (the sweep covers a lull)
                 self.client.delete(queued_key)
                 return settled
+
+    def _await_events(self, symbol: str, not_before: float) -> None:
+        """Return at ``not_before`` if an event came after the last entry this ledger
+        settled, else as soon as one comes, or after ``IDLE_S`` without one."""
+        pause = not_before - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        after = self._settled_to.get(symbol)
+        if after is None:
+            return
+        self.client.xread(
+            {keys.market_events(symbol): after}, count=1, block=max(1, int(IDLE_S * 1000))
+        )
 
     def _drain(self, market: Market, max_batches: int, lock_key: str) -> int:
         """Batches until one comes short (the stream's end), renewing the lock between them."""
@@ -143,6 +191,16 @@ class Ledger:
         after.set(keys.market_settled(symbol), last_id)
         if cursor != "0-0":
             self._trim_events(symbol, cursor, after)
+        notices: list[tuple[str, AccountPublication]] = [
+            (account, {"seq": per_account[account][-1][0], "data": {"markets": [symbol]}})
+            for account in accounts
+            if account not in keys.SYSTEM_ACCOUNTS
+        ]
+        messages = [(keys.channel(keys.account_topic(a)), dumps(n)) for a, n in notices]
+        if not self.cluster:
+            # the account notices go out after the cursor, in the same round trip
+            for channel, payload in messages:
+                after.publish(channel, payload)
         after.execute()
         # Settled: the amends the book took (and the decrements) are the terms of their
         # orders from now on.
@@ -154,15 +212,8 @@ class Ledger:
                 key = (event["user"], event["cid"])
                 cache[key] = settlement.decremented_terms(cache[key], event)
         self._settled_to[symbol] = last_id
-        notices: list[tuple[str, AccountPublication]] = [
-            (account, {"seq": per_account[account][-1][0], "data": {"markets": [symbol]}})
-            for account in accounts
-            if account not in keys.SYSTEM_ACCOUNTS
-        ]
-        publish_all(
-            self.client,
-            [(keys.channel(keys.account_topic(a)), dumps(notice)) for a, notice in notices],
-        )
+        if self.cluster:
+            publish_all(self.client, messages)
         return len(events)
 
     def _trim_events(self, symbol: str, cursor: str, client: Any = None) -> None:

@@ -16,6 +16,8 @@ class SettlerSettings(DexSettings):
     """How long liquidation orders may take in the book before the insurance fund takes over."""
     settle_batch: int = 5000
     """Events settled per batch (one Lua call per account per batch)."""
+    settle_round_gap_ms: int = Field(default=10, ge=0)
+    """Least time between the starts of two settle rounds of one market (the holder's)."""
     beat_lease_s: float = 15.0
     """How long a beat's lease lasts without renewal; a second beat waits until it lapses."""
     oracle_max_move_bps: int = Field(default=DEFAULT_ORACLE_MAX_MOVE_BPS, ge=0)

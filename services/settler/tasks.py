@@ -11,6 +11,7 @@ import time
 from functools import lru_cache
 from typing import Any
 
+from common import keys
 from common.market_reads import read_ticker_sync
 from common.markets import MarketSet, load_markets
 from common.redis_client import connect
@@ -43,7 +44,10 @@ def _client() -> Any:
 
 @lru_cache(maxsize=1)
 def _ledger() -> Ledger:
-    return Ledger(_client(), batch=get_settler_settings().settle_batch)
+    settings = get_settler_settings()
+    return Ledger(
+        _client(), batch=settings.settle_batch, round_gap_s=settings.settle_round_gap_ms / 1000
+    )
 
 
 @lru_cache(maxsize=1)
@@ -62,16 +66,25 @@ def settle(market: str) -> int:
     if spec is None:
         log.error("settle: unknown market %r", market)
         return 0
-    return _ledger().settle_market(spec)
+    return _ledger().settle_market(spec, requeue=lambda: settle.delay(market))
 
 
 @app.task(name=SWEEP_TASK)
 def sweep() -> list[str]:
-    """Queue a settle task for every market whose events run past its cursor."""
+    """Queue a settle task for every market whose events run past its cursor, unless its
+    settle-queued flag stands (a task is on its way or at work; the flag lapses within 2 s
+    of a lost one, and the next sweep then queues it)."""
     behind = _ledger().unsettled_markets(list(_markets().markets.values()))
+    if not behind:
+        return []
+    pipe = _client().pipeline(transaction=False)
     for market in behind:
-        settle.delay(market.symbol)
-    return [market.symbol for market in behind]
+        pipe.exists(keys.market_settle_queued(market.symbol))
+    queued = pipe.execute()
+    swept = [market.symbol for market, standing in zip(behind, queued, strict=True) if not standing]
+    for symbol in swept:
+        settle.delay(symbol)
+    return swept
 
 
 @app.task(name=ORACLE_TASK)

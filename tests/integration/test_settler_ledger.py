@@ -460,3 +460,96 @@ def test_while_the_holder_goes_round_a_trigger_queues_no_task_and_its_events_are
 
 def drive_event_count(client: Any) -> int:
     return sum(len(events_of(f)) for _, f in client.xrange(keys.market_events("BTC-USDC")))
+
+
+def test_the_sweep_queues_no_task_for_a_market_whose_settle_request_stands(
+    client: Any, markets: MarketSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a market's settle-queued flag stands (a task on its way or a holder at work) the
+    sweep queues nothing for it (such a task only met the holder's lock); once the flag is
+    gone, it queues one."""
+    from services.settler import tasks
+
+    market = markets.markets["BTC-USDC"]
+    drive = MarketDriver(client, market)
+    drive.deposit(A, "USDC", 100_000_000)
+    drive.deposit(B, "BTC", 10**8)
+    drive.order(B, "s1", "SELL", 3_000_000, 1)
+    drive.order(A, "b1", "BUY", 3_000_000, 1)
+    drive.fill((A, "b1"), (B, "s1"), 3_000_000, 1, taker="BUY")
+    sent: list[str] = []
+    monkeypatch.setattr(tasks, "_client", lambda: client)
+    monkeypatch.setattr(tasks, "_markets", lambda: markets)
+    monkeypatch.setattr(tasks, "_ledger", lambda: Ledger(client))
+    monkeypatch.setattr(tasks.settle, "delay", sent.append)
+    queued = keys.market_settle_queued(market.symbol)
+
+    client.set(queued, "1", px=2000)
+    assert tasks.sweep() == [] and sent == []
+    client.delete(queued)
+    assert tasks.sweep() == ["BTC-USDC"] and sent == ["BTC-USDC"]
+    assert Ledger(client).settle_market(market) == drive_event_count(client)
+    assert tasks.sweep() == [] and sent == ["BTC-USDC"]
+    assert bal(client, A, "BTC") == (10_000, 0)
+
+
+def test_a_holder_whose_time_is_up_hands_over_to_the_task_it_queues(
+    client: Any, markets: MarketSet
+) -> None:
+    """A holder past its time while events still come leaves the flag standing (its
+    successor is on its way, so the matcher queues nothing) and queues that successor once;
+    the successor settles what came after and, finding nothing more, takes the flag down."""
+    market = markets.markets["BTC-USDC"]
+    queued = keys.market_settle_queued(market.symbol)
+    drive = MarketDriver(client, market)
+    drive.deposit(A, "USDC", 100_000_000)
+    drive.deposit(B, "BTC", 10**8)
+    drive.order(B, "s1", "SELL", 3_000_000, 2)
+    drive.order(A, "b1", "BUY", 3_000_000, 1)
+    drive.fill((A, "b1"), (B, "s1"), 3_000_000, 1, taker="BUY")
+    first = drive_event_count(client)
+    client.set(queued, "1", nx=True, px=2000)  # the trigger of the holder's task
+    requeued: list[bool] = []
+
+    assert (
+        Ledger(client).settle_market(market, max_seconds=0, requeue=lambda: requeued.append(True))
+        == first
+    )
+    assert requeued == [True] and client.exists(queued) == 1
+    assert bal(client, A, "BTC") == (10_000, 0)
+
+    drive.order(A, "b2", "BUY", 3_000_000, 1)
+    drive.fill((A, "b2"), (B, "s1"), 3_000_000, 1, taker="BUY")
+    successor = Ledger(client)
+    assert successor.settle_market(market, requeue=lambda: requeued.append(True)) == (
+        drive_event_count(client) - first
+    )
+    assert requeued == [True] and client.exists(queued) == 0
+    assert successor.is_settled(market.symbol) and bal(client, A, "BTC") == (20_000, 0)
+    assert_audit_ok(client, markets)
+
+
+def test_a_hand_over_that_cannot_be_queued_takes_the_flag_down(
+    client: Any, markets: MarketSet
+) -> None:
+    """When the successor cannot be queued (the broker is away), the flag goes, so the
+    matcher's next trigger queues a task; what was settled stays settled."""
+    market = markets.markets["BTC-USDC"]
+    queued = keys.market_settle_queued(market.symbol)
+    drive = MarketDriver(client, market)
+    drive.deposit(A, "USDC", 100_000_000)
+    drive.deposit(B, "BTC", 10**8)
+    drive.order(B, "s1", "SELL", 3_000_000, 1)
+    drive.order(A, "b1", "BUY", 3_000_000, 1)
+    drive.fill((A, "b1"), (B, "s1"), 3_000_000, 1, taker="BUY")
+    client.set(queued, "1", nx=True, px=2000)
+
+    def broker_away() -> None:
+        raise ConnectionError("broker away")
+
+    holder = Ledger(client)
+    with pytest.raises(ConnectionError):
+        holder.settle_market(market, max_seconds=0, requeue=broker_away)
+    assert client.exists(queued) == 0
+    assert holder.is_settled(market.symbol) and bal(client, A, "BTC") == (10_000, 0)
+    assert_audit_ok(client, markets)
