@@ -66,8 +66,12 @@ $(CHAIN_BUILD): $(CHAIN_STAMP) chain/build.mjs $(wildcard chain/contracts/*.sol)
 run: setup ## start Redis (unless DEX_REDIS_URL answers) and all five processes; Ctrl-C stops them
 	deploy/run.sh
 
-test: setup ## run the whole test suite (extra pytest options: PYTEST_ARGS='-k foo -x')
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+# Two workers, a test file per worker at a time (--dist loadfile keeps each module's fixtures,
+# which start real processes, in one worker): most of the suite waits on processes and
+# sockets, so two files at once use the two cores. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+test: setup ## run the whole test suite (extra pytest options: PYTEST_ARGS='-k foo -x'; TEST_WORKERS=0: one process)
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: setup luacheck ## ruff (lint and format) + mypy + import rules (.importlinter) + luacheck (every Lua script, as assembled)
 	$(BIN)/ruff check .

@@ -328,7 +328,7 @@ def test_an_account_a_lapsed_session_cannot_hold_is_still_answered_and_then_canc
                 ws.receive_json()
             assert closed.value.code == wsentry.SESSION_LAPSED
         everyone = sorted(t.address.lower() for t in (first, second))
-        assert wait_for(lambda: sorted(disconnect_cancels(matcher)) == everyone, 5)
+        assert wait_for(lambda: sorted(disconnect_cancels(matcher)) == everyone, 15)
 
 
 def test_session_scripts_never_lose_a_renewal_nor_revive_a_fired_session(r: Any) -> None:
