@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import redis
-from support.exchange import ADMIN_TOKEN, Exchange
+from support.exchange import Exchange
 from support.redis_server import RedisServer, wait_for
 from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
 from support.trigger_orders import (
@@ -36,6 +36,7 @@ from support.trigger_orders import (
     order,
     placed,
     post,
+    push_index,
     settles_to,
     v4_body,
 )
@@ -46,8 +47,6 @@ from common.eip712 import sign
 from common.markets import Market, load_markets
 
 pytestmark = pytest.mark.integration
-
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +60,6 @@ def exchange(
 def audited(exchange: Exchange) -> Iterator[None]:
     yield
     assert_audit_ok(exchange)
-
-
-def push_index(exchange: Exchange, market: str, index: int) -> None:
-    """The operator's oracle push: index, and mark = median(index, best bid, best ask)."""
-    with exchange.client() as client:
-        response = client.post(
-            "/v1/admin/oracle", json={"market": market, "indexPrice": index}, headers=ADMIN
-        )
-    assert response.status_code == 200, response.text
 
 
 def perp(exchange: Exchange) -> tuple[str, Market]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from support.exchange import ADMIN_TOKEN, Exchange
+from support.exchange import Exchange
 from support.redis_server import RedisServer, wait_for
 from support.trigger_orders import (
     USDC,
@@ -27,6 +27,8 @@ from support.trigger_orders import (
     module_exchange,
     order,
     placed,
+    position,
+    push_index,
     settles_to,
     v4_body,
 )
@@ -38,7 +40,6 @@ from services.settler.oracle import run_oracle
 
 pytestmark = pytest.mark.integration
 
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 HOUR_MS = 3_600_000
 
 
@@ -53,20 +54,6 @@ def exchange(
 def audited(exchange: Exchange) -> Iterator[None]:
     yield
     assert_audit_ok(exchange)
-
-
-def push_index(exchange: Exchange, market: str, index: int) -> None:
-    """The operator's oracle push: index, and mark = median(index, best bid, best ask)."""
-    with exchange.client() as client:
-        response = client.post(
-            "/v1/admin/oracle", json={"market": market, "indexPrice": index}, headers=ADMIN
-        )
-    assert response.status_code == 200, response.text
-
-
-def position(exchange: Exchange, user: str, market: str) -> int:
-    with redis.Redis.from_url(exchange.redis_url, decode_responses=True) as r:
-        return int(r.hget(keys.positions(user.lower()), f"{market}:size") or 0)
 
 
 # (type, side, direction): U fires when the source rises to the trigger, D when it falls

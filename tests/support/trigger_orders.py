@@ -12,8 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 import yaml
 
+from common import keys
 from common.eip712 import sign
 from common.markets import Market, load_markets
 from common.settings import DEFAULT_MARKETS_FILE
@@ -134,3 +136,18 @@ def order(exchange: Exchange, trader: Trader, cid: str) -> dict[str, Any]:
 def settles_to(exchange: Exchange, trader: Trader, asset: str, expected: tuple[int, int]) -> None:
     ok = wait_for(lambda: exchange.balance(trader.address, asset) == expected, 20)
     assert ok, (asset, exchange.balance(trader.address, asset), expected)
+
+
+def push_index(exchange: Exchange, market: str, index: int) -> None:
+    """The operator's oracle push: index, and mark = median(index, best bid, best ask)."""
+    with exchange.client() as client:
+        response = client.post(
+            "/v1/admin/oracle", json={"market": market, "indexPrice": index}, headers=ADMIN
+        )
+    assert response.status_code == 200, response.text
+
+
+def position(exchange: Exchange, user: str, market: str) -> int:
+    """The user's position size in market, as the settler keeps it."""
+    with redis.Redis.from_url(exchange.redis_url, decode_responses=True) as r:
+        return int(r.hget(keys.positions(user.lower()), f"{market}:size") or 0)
