@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import orjson
 import redis
 from starlette.websockets import WebSocket
@@ -484,11 +485,29 @@ class EntryConnection:
             log.warning("removing cancel-on-disconnect session %s failed: %s", session, exc)
 
     async def _fire(self, members: set[str]) -> bool:
-        """Send the cancels of ``members``; False if they could not be sent."""
+        """Send the cancels of ``members``, then end their TWAPs; False if the cancels could
+        not be sent. Shielded: the connection's own task is being cancelled as it closes, and
+        the cancels are the point of the session."""
         if not members:
             return True
+        with anyio.CancelScope(shield=True):
+            try:
+                await sessions.fire_members(self.gateway, sorted(members))
+            except Exception as exc:
+                log.warning("cancel-on-disconnect of %s failed, left to lapse: %s", members, exc)
+                return False
+            try:
+                await twap.end_members(self.gateway, sorted(members))
+            except Exception as exc:
+                # a TWAP left running sends only IOC slices; its own cancel still ends it
+                log.warning("ending the TWAPs of %s failed: %s", members, exc)
+        return True
         try:
             await twap.end_members(self.gateway, sorted(members))
+        except Exception as exc:
+            # never in the way of the cancels: a TWAP left running sends only IOC slices
+            log.warning("ending the TWAPs of %s failed: %s", members, exc)
+        try:
             await sessions.fire_members(self.gateway, sorted(members))
         except Exception as exc:
             log.warning("cancel-on-disconnect of %s failed, left to lapse: %s", members, exc)

@@ -430,7 +430,7 @@ def test_websocket_entry_twap_agent_keys_and_progress_on_the_orders_topic(
     done = ended(audited, owner, "tw-ws")
     assert (done["status"], done["slicesSkipped"]) == ("EXP", 10)
     progress = []
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 15  # the end is published by the firer's next step
     while time.monotonic() < deadline and (not progress or progress[-1]["status"] == "ACTIVE"):
         message = listener.get_message(timeout=0.5)
         if message and message["type"] == "message":
