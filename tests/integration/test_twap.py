@@ -8,8 +8,10 @@ every test."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -347,26 +349,74 @@ def test_forged_replayed_and_malformed_twaps_leave_nothing_and_no_book_skips_eve
 def test_a_slice_is_sent_once_however_often_its_step_is_run(redis_server: RedisServer) -> None:
     """accept_slice.lua's own guard: slice k twice (a second firer, or one restarted after it
     sent k but before it moved the due zset) is STALE the second time and changes nothing; a
-    slice of a cancelled parent is ENDED."""
+    slice of a cancelled parent is ENDED. Each step that moved the TWAP published one message,
+    the end's last; ending it again publishes nothing."""
     store = redis.Redis.from_url(redis_server.url, decode_responses=True)
     accept = store.register_script(read_script(str(LUA_DIR), "accept_slice"))
     end = store.register_script(read_script(str(LUA_DIR), "twap_end"))
     user, cid = "0x" + "ab" * 20, "tw-guard"
+    channel = keys.channel(keys.orders_topic(user))
+    listener = store.pubsub()
+    listener.subscribe(channel)
     parent = keys.twap_parent(user, cid)
-    store.hset(parent, mapping={"status": "ACTIVE", "k": 0, "n": 2, "sent": 0, "skipped": 0})
+    store.hset(parent, mapping=PARENT | {"k": 0, "n": 2})
     account = twap.slice_keys(user, f"{cid}.0", SPOT)
-    args = [*[""] * 18, 0, 100, "NO_BOOK", 1]
-    assert accept(keys=[*account, parent], args=args) == ["SKIPPED", "NO_BOOK"]
+    tail = [user, cid, channel, 0, 0]
+    args = [*[""] * 18, 0, 100, "NO_BOOK", 1, *tail]
+    skipped = accept(keys=[*account, parent], args=args)
+    assert skipped[:2] == ["SKIPPED", "NO_BOOK"]
     assert accept(keys=[*account, parent], args=args) == ["STALE", "1"]
     assert store.hmget(parent, "k", "skipped") == ["1", "1"]
     twaps = keys.account_twaps(user)
-    assert end(keys=[parent, twaps], args=[cid, "FINISH", "EXP", "", 2]) == ["NOT_DONE", "1"]
-    assert end(keys=[parent, twaps], args=[cid, "CXL", "CXL", "USER", 2]) == ["OK", "1"]
-    assert accept(keys=[*account, parent], args=[*args[:18], 1, 100, "NO_BOOK", 3]) == [
+    end_args = [cid, "CXL", "CXL", "USER", 2, user, channel, 0, 0]
+    assert end(keys=[parent, twaps], args=[cid, "FINISH", "EXP", "", *end_args[4:]]) == [
+        "NOT_DONE",
+        "1",
+    ]
+    ending = end(keys=[parent, twaps], args=end_args)
+    assert ending[:2] == ["OK", "1"]
+    assert end(keys=[parent, twaps], args=end_args) == ["CLOSED", "CXL"]
+    assert accept(keys=[*account, parent], args=[*args[:18], 1, 100, "NO_BOOK", 3, *tail]) == [
         "ENDED",
         "CXL",
     ]
     assert store.hget(parent, "k") == "1"
+    published = published_messages(listener, 2)
+    assert published == [skipped[2], ending[2]]
+    first, last = (validate(TwapPublication, m)["data"] for m in published)
+    assert (first["slicesDone"], first["lastSkip"], first["status"], first["nextSliceAt"]) == (
+        1, "NO_BOOK", "ACTIVE", PARENT["start"] + PARENT["interval"],
+    )  # fmt: skip
+    assert (last["status"], last["reason"], last["nextSliceAt"], last["qty"]) == (
+        "CXL", "USER", None, PARENT["qty"],
+    )  # fmt: skip
+    listener.close()
+
+
+PARENT: dict[str, Any] = {
+    "market": SPOT, "side": "BUY", "qty": 2**53 - 1, "durationMinutes": 5, "randomize": "0",
+    "slippageBps": 50, "reduceOnly": "0", "sent": 0, "skipped": 0, "start": 1_800_000_000_000,
+    "interval": INTERVAL_MS, "status": "ACTIVE", "ts": 1_800_000_000_000,
+    "updatedTs": 1_800_000_000_000,
+}  # fmt: skip
+"""A parent as twap_create.lua writes it (a qty of 16 digits: the messages print it whole)."""
+
+
+def published_messages(listener: Any, count: int, timeout: float = 5) -> list[str]:
+    """The messages on ``listener``, waiting ``timeout`` for ``count`` and 0.3 s more for any
+    that should not be there."""
+    found: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(found) < count:
+        message = listener.get_message(timeout=0.2)
+        if message and message["type"] == "message":
+            found.append(message["data"])
+    quiet = time.monotonic() + 0.3
+    while time.monotonic() < quiet:
+        message = listener.get_message(timeout=0.1)
+        if message and message["type"] == "message":
+            found.append(message["data"])
+    return found
 
 
 def test_every_process_killed_between_slices_and_restarted_sends_no_slice_twice(
@@ -429,19 +479,14 @@ def test_websocket_entry_twap_agent_keys_and_progress_on_the_orders_topic(
     assert (answer["body"]["agent"], answer["body"]["userId"]) == (agent.address.lower(), user)
     done = ended(audited, owner, "tw-ws")
     assert (done["status"], done["slicesSkipped"]) == ("EXP", 10)
-    progress = []
-    deadline = time.monotonic() + 15  # the end is published by the firer's next step
-    while time.monotonic() < deadline and (not progress or progress[-1]["status"] == "ACTIVE"):
-        message = listener.get_message(timeout=0.5)
-        if message and message["type"] == "message":
-            progress.append(validate(TwapPublication, message["data"])["data"])
+    # the end was published by the step that ended it: every message is there already
+    progress = [validate(TwapPublication, m)["data"] for m in published_messages(listener, 12)]
     listener.close()
     assert {p["type"] for p in progress} == {"TWAP"}
-    # every slice's message; the end's message is not always seen (a known race between a
-    # read that finds the TWAP final and the firer's end step): when it is, it is the end
-    assert [p["slicesDone"] for p in progress][:11] == [*range(11)]
-    if progress[-1]["status"] != "ACTIVE":
-        assert progress[-1] | {"updatedTs": 0} == done | {"updatedTs": 0}
+    # the creation's message, every slice's, then the end's, once, in the order of the steps
+    assert [p["slicesDone"] for p in progress] == [*range(11), 10]
+    assert [p["status"] for p in progress] == ["ACTIVE"] * 11 + ["EXP"]
+    assert progress[-1] == done
 
 
 def test_reduce_only_slices_never_take_the_position_past_zero(audited: Exchange) -> None:
@@ -505,3 +550,39 @@ def test_the_dead_mans_switch_ends_the_accounts_twaps(audited: Exchange) -> None
     done = ended(audited, seller, "tw-dms", 5)
     assert (done["status"], done["reason"]) == ("CXL", "DEADMAN")
     assert audited.get(f"/v1/twaps/{seller.address}") == []
+
+
+def test_two_gateways_racing_to_end_a_twap_publish_one_end_message(
+    audited: Exchange, redis_server: RedisServer
+) -> None:
+    """A CancelAll through each gateway at once, and a Cancel of the TWAP's id: one ends it,
+    and the end's message is published once, by the step that ended it."""
+    seller = funded(audited, eth=ETH_WEI)
+    second: Exchange = audited.second  # type: ignore[attr-defined]
+    cid = "tw-race"
+    start_twap(audited, seller, cid, market=ETH, side="SELL", durationMinutes=1440)
+    listener = redis.Redis.from_url(redis_server.url, decode_responses=True).pubsub()
+    listener.subscribe(keys.channel(keys.orders_topic(seller.address.lower())))
+    bodies = [
+        (audited, "/v1/orders/cancel-all", signed(seller, "CancelAll", market=ETH)),
+        (second, "/v1/orders/cancel-all", signed(seller, "CancelAll", market="")),
+        (second, "/v1/orders/cancel", signed(seller, "Cancel", market=ETH, clientOrderId=cid)),
+    ]
+    go = threading.Barrier(len(bodies))
+
+    def send(exchange: Exchange, path: str, body: dict[str, Any]) -> int:
+        with exchange.client() as client:
+            go.wait()
+            return client.post(path, json=body).status_code
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        statuses = list(pool.map(lambda b: send(*b), bodies))
+    # the Cancel is 200 when it ended the TWAP, else 409 ORDER_CLOSED; the CancelAlls are 200
+    assert statuses[:2] == [200, 200] and statuses[2] in (200, 409)
+    done = ended(audited, seller, cid, 5)
+    assert (done["status"], done["reason"]) == ("CXL", "USER")
+    messages = [validate(TwapPublication, m)["data"] for m in published_messages(listener, 1)]
+    listener.close()
+    ends = [m for m in messages if m["status"] != "ACTIVE"]
+    assert ends == [done]
+    assert messages[-1] == done
