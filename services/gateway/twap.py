@@ -52,7 +52,7 @@ ORPHAN_MS = 60_000
 once it is this old."""
 ACTIVE = "ACTIVE"
 TwapStatus = Literal["ACTIVE", "FILLED", "EXP", "CXL"]
-TwapReason = Literal["USER", "DEADMAN", "DISCONNECT"] | None
+TwapReason = Literal["USER", "DEADMAN", "DISCONNECT", "AGENT_REVOKED", "AGENT_EXPIRED"] | None
 BPS = 10_000
 
 
@@ -432,6 +432,18 @@ async def end_all(gateway: Gateway, user: str, symbols: list[str], reason: str) 
     return ended
 
 
+async def end_agent(gateway: Gateway, user: str, agent: str, reason: str) -> int:
+    """End every active TWAP of ``user`` that ``agent`` signed (its approval revoked); how many
+    ended. A TWAP this misses (a gateway killed on the way) ends at its next slice, which
+    accept_slice.lua refuses to send for an agent no longer approved."""
+    ended = 0
+    for cid in cast(list[str], await gateway.redis.zrange(keys.account_twaps(user), 0, -1)):
+        parent = await read_parent(gateway, user, cid)
+        if parent is not None and parent.record.get("agent") == agent:
+            ended += await end(gateway, parent, reason)
+    return ended
+
+
 async def end_members(gateway: Gateway, members: list[str]) -> int:
     """End the TWAPs a cancel-on-disconnect session held (members ``"<userId>|<market>"``,
     market "" for every market), reason DISCONNECT; how many ended."""
@@ -487,7 +499,11 @@ async def step(gateway: Gateway, user: str, cid: str, score: int, now: int) -> N
     if parent.due(parent.k) > now:
         await gateway.redis.zadd(keys.twap_due(), {member: parent.due(parent.k)})
         return
-    verdict = await send_slice(gateway, parent, now)
+    verdict, detail = await send_slice(gateway, parent, now)
+    if verdict == "AGENT":
+        log.info("TWAP %s of %s: its agent may no longer trade (%s)", cid, user, detail)
+        await end(gateway, parent, detail)
+        return
     due = now  # RETRY, STALE, ENDED: look at the parent again next round
     if verdict in ("OK", "SKIPPED"):
         log.info("TWAP %s of %s: slice %d %s", cid, user, parent.k, verdict.lower())
@@ -496,9 +512,9 @@ async def step(gateway: Gateway, user: str, cid: str, score: int, now: int) -> N
     await gateway.redis.zadd(keys.twap_due(), {member: max(due, now)})
 
 
-async def send_slice(gateway: Gateway, parent: Parent, now: int) -> str:
+async def send_slice(gateway: Gateway, parent: Parent, now: int) -> tuple[str, str]:
     """Build slice ``parent.k`` and run accept_slice.lua (which publishes the TWAP's progress);
-    its first word."""
+    its first word and, for AGENT, why the TWAP's agent may no longer place it."""
     market, k = parent.market, parent.k
     filled, still_open = await progress(gateway, parent)
     spec = market.spec
@@ -547,21 +563,26 @@ async def send_slice(gateway: Gateway, parent: Parent, now: int) -> str:
             )
         except ApiError as exc:
             reason = str(exc.code)
-    script_keys = [*script_keys, keys.twap_parent(parent.user, parent.cid)]
+    script_keys = [
+        *script_keys,
+        keys.twap_parent(parent.user, parent.cid),
+        keys.account_agents(parent.user),
+    ]
     group = Commands()
     if gateway.via_outbox:
         group.sadd(keys.outbox_accounts(), parent.user)
     else:
         script_keys.append(keys.market_in(market.symbol))
     args = [*script_args, k, qty, reason, now, parent.user, parent.cid,
-            await channel(gateway, parent.user), filled, still_open]  # fmt: skip
+            await channel(gateway, parent.user), filled, still_open,
+            parent.record.get("agent", ""), market.symbol]  # fmt: skip
     group.script(gateway.transport.scripts["accept_slice"], script_keys, args)
     verdict = list((await gateway.transport.execute(group))[-1])
     if verdict[0] == "OK" and verdict[2] != "SENT":
         await orders.enqueue(gateway, market.symbol, parent.user, parent.slice_id(k), verdict[1])
     if verdict[0] in ("OK", "SKIPPED"):
         await announce(gateway, parent, verdict[-1])
-    return str(verdict[0])
+    return str(verdict[0]), str(verdict[1]) if verdict[0] == "AGENT" else ""
 
 
 def slice_keys(user: str, cid: str, symbol: str) -> list[str]:

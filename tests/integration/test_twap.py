@@ -8,6 +8,7 @@ every test."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -360,12 +361,12 @@ def test_a_slice_is_sent_once_however_often_its_step_is_run(redis_server: RedisS
     listener.subscribe(channel)
     parent = keys.twap_parent(user, cid)
     store.hset(parent, mapping=PARENT | {"k": 0, "n": 2})
-    account = twap.slice_keys(user, f"{cid}.0", SPOT)
-    tail = [user, cid, channel, 0, 0]
+    account = [*twap.slice_keys(user, f"{cid}.0", SPOT), parent, keys.account_agents(user)]
+    tail = [user, cid, channel, 0, 0, "", SPOT]
     args = [*[""] * 18, 0, 100, "NO_BOOK", 1, *tail]
-    skipped = accept(keys=[*account, parent], args=args)
+    skipped = accept(keys=account, args=args)
     assert skipped[:2] == ["SKIPPED", "NO_BOOK"]
-    assert accept(keys=[*account, parent], args=args) == ["STALE", "1"]
+    assert accept(keys=account, args=args) == ["STALE", "1"]
     assert store.hmget(parent, "k", "skipped") == ["1", "1"]
     twaps = keys.account_twaps(user)
     end_args = [cid, "CXL", "CXL", "USER", 2, user, channel, 0, 0]
@@ -376,7 +377,7 @@ def test_a_slice_is_sent_once_however_often_its_step_is_run(redis_server: RedisS
     ending = end(keys=[parent, twaps], args=end_args)
     assert ending[:2] == ["OK", "1"]
     assert end(keys=[parent, twaps], args=end_args) == ["CLOSED", "CXL"]
-    assert accept(keys=[*account, parent], args=[*args[:18], 1, 100, "NO_BOOK", 3, *tail]) == [
+    assert accept(keys=account, args=[*args[:18], 1, 100, "NO_BOOK", 3, *tail]) == [
         "ENDED",
         "CXL",
     ]
@@ -586,3 +587,124 @@ def test_two_gateways_racing_to_end_a_twap_publish_one_end_message(
     ends = [m for m in messages if m["status"] != "ACTIVE"]
     assert ends == [done]
     assert messages[-1] == done
+
+
+def test_a_slice_is_never_sent_for_an_agent_no_longer_approved(redis_server: RedisServer) -> None:
+    """accept_slice.lua reads the TWAP's agent in the step that would send its slice: revoked,
+    expired, CANCEL_ONLY or limited to other markets, it answers AGENT and changes nothing; an
+    approval that still covers the TWAP lets the slice through (here skipped: no book)."""
+    store = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    accept = store.register_script(read_script(str(LUA_DIR), "accept_slice"))
+    user, cid, agent = "0x" + "cd" * 20, "tw-agent", "0x" + "ef" * 20
+    parent, agents = keys.twap_parent(user, cid), keys.account_agents(user)
+    store.hset(parent, mapping=PARENT | {"k": 0, "n": 2, "agent": agent})
+    account = [*twap.slice_keys(user, f"{cid}.0", SPOT), parent, agents]
+    now = 1_800_000_000_000
+    args = [*[""] * 18, 0, 100, "NO_BOOK", now, user, cid, "", 0, 0, agent, SPOT]
+
+    def approval(**over: Any) -> str:
+        record = {"name": "bot", "scope": "TRADE", "markets": "", "expiresAt": 0,
+                  "approvedAt": 1} | over  # fmt: skip
+        return json.dumps(record)
+
+    cases = [
+        (None, "AGENT_REVOKED"),
+        (approval(expiresAt=now), "AGENT_EXPIRED"),
+        (approval(scope="CANCEL_ONLY"), "AGENT_REVOKED"),
+        (approval(markets="ETH-USDC,BTC-PERP"), "AGENT_REVOKED"),
+    ]
+    for record, reason in cases:
+        store.delete(agents)
+        if record is not None:
+            store.hset(agents, agent, record)
+        assert accept(keys=account, args=args) == ["AGENT", reason], record
+        assert store.hmget(parent, "k", "skipped", "status") == ["0", "0", "ACTIVE"]
+    store.hset(agents, agent, approval(markets=f"ETH-USDC,{SPOT}", expiresAt=now + 1))
+    assert accept(keys=account, args=args)[:2] == ["SKIPPED", "NO_BOOK"]
+
+
+def test_revoking_an_agent_ends_the_twaps_it_signed_and_no_slice_follows(
+    audited: Exchange, maker: Callable[..., Trader], redis_server: RedisServer
+) -> None:
+    """The owner revokes the agent that signed a running TWAP: the TWAP ends at once (CXL,
+    AGENT_REVOKED, one end message), no slice follows, the owner's own TWAP runs on, and the
+    balances are those of the slices that filled, to the unit, nothing left locked. A TWAP
+    whose agent was revoked by a gateway that died before ending it (its record removed
+    directly here) is ended by the firer at its next slice, which is not sent."""
+    maker(5_000)
+    owner, agent, other = funded(audited), Trader(), Trader()
+    user = owner.address.lower()
+    with audited.client() as client:
+        for who in (agent, other):
+            approve = signed(owner, "ApproveAgent", agent=who.address, name="bot",
+                             scope="TRADE", markets="", expiresAt=0)  # fmt: skip
+            assert client.post("/v1/accounts/agents", json=approve).status_code == 200
+    listener = redis.Redis.from_url(redis_server.url, decode_responses=True).pubsub()
+    listener.subscribe(keys.channel(keys.orders_topic(user)))
+    for cid, signer in (("tw-bot", agent), ("tw-own", owner), ("tw-other", other)):
+        body = twap_body(signer, cid, userId=owner.address, durationMinutes=60, qty=1200)
+        with audited.client() as client:
+            assert client.post("/v1/orders/twap", json=body).status_code == 200
+    assert wait_for(lambda: read_twap(audited, owner, "tw-bot")["slicesDone"] >= 2, 10)
+    with audited.client() as client:
+        revoke = signed(owner, "RevokeAgent", agent=agent.address)
+        response = client.post("/v1/accounts/agents/revoke", json=revoke)
+        assert response.status_code == 200, response.text
+    done = read_twap(audited, owner, "tw-bot")
+    assert (done["status"], done["reason"], done["agent"]) == ("CXL", "AGENT_REVOKED",
+                                                               agent.address.lower())  # fmt: skip
+    # the firer path: the other agent's record goes without its TWAPs being ended
+    store = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    assert store.hdel(keys.account_agents(user), other.address.lower()) == 1
+    gone = ended(audited, owner, "tw-other", 10)
+    assert (gone["status"], gone["reason"]) == ("CXL", "AGENT_REVOKED")
+    time.sleep(4 * INTERVAL_MS / 1000)
+    for cid, final in (("tw-bot", done), ("tw-other", gone)):
+        after = read_twap(audited, owner, cid)
+        assert (after["status"], after["slicesDone"]) == ("CXL", final["slicesDone"])
+        assert order(audited, owner, f"{cid}.{final['slicesDone']}") is None
+    own = read_twap(audited, owner, "tw-own")
+    assert own["status"] == "ACTIVE" and own["slicesDone"] > done["slicesDone"]
+    with audited.client() as client:
+        cancel = signed(owner, "Cancel", market=SPOT, clientOrderId="tw-own")
+        assert client.post("/v1/orders/cancel", json=cancel).status_code == 200
+    raw = published_messages(listener, 1)  # the slices' orders are published there too
+    raw = [m for m in raw if json.loads(m)["data"].get("type") == "TWAP"]
+    twaps = [validate(TwapPublication, m)["data"] for m in raw]
+    listener.close()
+    ends = [m for m in twaps if m["clientOrderId"] == "tw-bot" and m["status"] != "ACTIVE"]
+    assert [(m["status"], m["reason"]) for m in ends] == [("CXL", "AGENT_REVOKED")]
+    # every slice placed filled at P (IOC against the maker): the owner paid for those only
+    placed = [
+        c
+        for cid in ("tw-bot", "tw-own", "tw-other")
+        for c in slices(audited, owner, cid, read_twap(audited, owner, cid)["slicesDone"])
+        if c is not None
+    ]
+    assert wait_for(lambda: all(c["status"] == "FILLED" for c in placed), 10)
+    expected = taker_balances([(P, c["qty"]) for c in placed])
+    assert wait_for(lambda: audited.balance(owner.address, "USDC") == (expected[0], 0), 15)
+    assert audited.balance(owner.address, "BTC") == (expected[1], 0)
+
+
+def test_a_twap_whose_agent_approval_expires_ends_at_its_next_slice(
+    audited: Exchange, maker: Callable[..., Trader]
+) -> None:
+    """An agent key approved until a moment: its TWAP's slices go out until then, and the first
+    slice due after it is not sent; the TWAP ends CXL, AGENT_EXPIRED, nothing left locked."""
+    maker(5_000)
+    owner, agent = funded(audited), Trader()
+    expires_at = now_ms() + 1_500
+    with audited.client() as client:
+        approve = signed(owner, "ApproveAgent", agent=agent.address, name="bot", scope="TRADE",
+                         markets=SPOT, expiresAt=expires_at)  # fmt: skip
+        assert client.post("/v1/accounts/agents", json=approve).status_code == 200
+        body = twap_body(agent, "tw-exp", userId=owner.address, durationMinutes=60, qty=1200)
+        assert client.post("/v1/orders/twap", json=body).status_code == 200
+    done = ended(audited, owner, "tw-exp", 15)
+    assert (done["status"], done["reason"]) == ("CXL", "AGENT_EXPIRED")
+    assert done["updatedTs"] >= expires_at
+    placed = [c for c in slices(audited, owner, "tw-exp", done["slicesDone"]) if c is not None]
+    assert placed and all(c["ts"] < expires_at for c in placed)
+    assert order(audited, owner, f"tw-exp.{done['slicesDone']}") is None
+    assert wait_for(lambda: audited.balance(owner.address, "USDC")[1] == 0, 10)
