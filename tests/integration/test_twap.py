@@ -663,8 +663,11 @@ def test_revoking_an_agent_ends_the_twaps_it_signed_and_no_slice_follows(
         after = read_twap(audited, owner, cid)
         assert (after["status"], after["slicesDone"]) == ("CXL", final["slicesDone"])
         assert order(audited, owner, f"{cid}.{final['slicesDone']}") is None
-    own = read_twap(audited, owner, "tw-own")
-    assert own["status"] == "ACTIVE" and own["slicesDone"] > done["slicesDone"]
+    # the owner's own TWAP runs on past the revoked one
+    assert wait_for(
+        lambda: read_twap(audited, owner, "tw-own")["slicesDone"] > done["slicesDone"], 10
+    )
+    assert read_twap(audited, owner, "tw-own")["status"] == "ACTIVE"
     with audited.client() as client:
         cancel = signed(owner, "Cancel", market=SPOT, clientOrderId="tw-own")
         assert client.post("/v1/orders/cancel", json=cancel).status_code == 200
