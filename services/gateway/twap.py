@@ -398,8 +398,17 @@ async def end_step(
     script_keys = [keys.twap_parent(parent.user, parent.cid), keys.account_twaps(parent.user)]
     verdict = list(await gateway.transport.script("twap_end", script_keys, args))
     if verdict[0] == "OK":
-        await announce(gateway, parent, verdict[2])
+        await announce_end(gateway, parent, verdict[2])
     return verdict
+
+
+async def announce_end(gateway: Gateway, parent: Parent, message: str) -> None:
+    """Sharded pub/sub only: SPUBLISH the end message, then drop the copy twap_end.lua kept in
+    the parent (``endMessage``). A process killed between the two leaves the copy, and the
+    TWAP in the due zset: the next firer step publishes it (at least once, then)."""
+    if await pubsub.sharded_async(gateway.redis):
+        await announce(gateway, parent, message)
+        await gateway.redis.hdel(keys.twap_parent(parent.user, parent.cid), "endMessage")
 
 
 async def cancel(
@@ -490,6 +499,8 @@ async def step(gateway: Gateway, user: str, cid: str, score: int, now: int) -> N
             await gateway.redis.zrem(keys.twap_due(), member)
         return
     if parent.status != ACTIVE:
+        if parent.record.get("endMessage"):
+            await announce_end(gateway, parent, parent.record["endMessage"])
         await gateway.redis.zrem(keys.twap_due(), member)
         return
     if parent.k >= parent.n:

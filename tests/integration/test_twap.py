@@ -20,11 +20,12 @@ import httpx
 import pytest
 import redis
 from support.exchange import ADMIN_TOKEN, Exchange
+from support.gateway import gateway_client
 from support.redis_server import RedisServer, wait_for
 from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
 from support.ws import WsClient
 
-from common import keys, money
+from common import keys, money, pubsub
 from common.eip712 import sign
 from common.events import TwapPublication
 from common.events.schema import validate
@@ -711,3 +712,52 @@ def test_a_twap_whose_agent_approval_expires_ends_at_its_next_slice(
     assert placed and all(c["ts"] < expires_at for c in placed)
     assert order(audited, owner, f"tw-exp.{done['slicesDone']}") is None
     assert wait_for(lambda: audited.balance(owner.address, "USDC")[1] == 0, 10)
+
+
+def test_on_sharded_pub_sub_an_end_message_its_gateway_lost_is_published_by_the_firer(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a Redis Cluster with sharded pub/sub the script cannot reach the market's shard
+    channel: it keeps a copy of the end message in the TWAP's record, and its gateway
+    SPUBLISHes it, then drops the copy. A gateway that fails between the two (here its
+    SPUBLISH of the end raises once) leaves the copy, and the firer's next step publishes it:
+    the end comes once, the copy goes. (The gateway in process, told it runs on sharded
+    pub/sub, on a database of its own: SPUBLISH works on a single Redis too.)"""
+    url = redis_server.url_for_db(5)
+    store = redis.Redis.from_url(url, decode_responses=True)
+    store.flushdb()
+    seller = Trader()
+    user = seller.address.lower()
+    listener = redis.Redis.from_url(url, decode_responses=True).pubsub()
+    listener.ssubscribe(keys.shard_channel(ETH, keys.orders_topic(user)))
+    sent_once = twap.announce
+    failures = [ConnectionError("the gateway lost Redis right after ending the TWAP")]
+
+    async def sharded(_: Any) -> bool:
+        return True
+
+    async def announce(gateway: Any, parent: twap.Parent, message: str) -> None:
+        if failures and '"status":"CXL"' in message:
+            raise failures.pop()
+        await sent_once(gateway, parent, message)
+
+    monkeypatch.setattr(pubsub, "sharded_async", sharded)
+    monkeypatch.setattr(twap, "announce", announce)
+    with gateway_client(url, twap_interval_ms=INTERVAL_MS) as client:
+        deposit = {"userId": seller.address, "asset": "ETH", "amount": str(ETH_WEI)}
+        assert client.post("/v1/admin/deposits", json=deposit, headers=ADMIN).status_code == 200
+        body = twap_body(seller, "tw-shard", market=ETH, side="SELL", durationMinutes=1440)
+        assert client.post("/v1/orders/twap", json=body).status_code == 200
+        cancel = signed(seller, "Cancel", market=ETH, clientOrderId="tw-shard")
+        assert client.post("/v1/orders/cancel", json=cancel).status_code == 503
+        parent = keys.twap_parent(user, "tw-shard")
+        assert store.hget(parent, "status") == "CXL"
+        assert wait_for(lambda: store.hget(parent, "endMessage") is None, 10)
+        assert wait_for(lambda: store.zscore(keys.twap_due(), f"{user}|tw-shard") is None, 10)
+    found = []
+    while (message := listener.get_message(timeout=0.3)) is not None:
+        if message["type"] == "smessage":
+            found.append(validate(TwapPublication, message["data"])["data"])
+    listener.close()
+    assert [m["status"] for m in found if m["status"] != "ACTIVE"] == ["CXL"]
+    assert found[-1]["reason"] == "USER" and not failures
