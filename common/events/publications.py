@@ -129,7 +129,7 @@ class TwapUpdate(TypedDict):
     lastSkip: str | None
     open: int
     status: Literal["ACTIVE", "FILLED", "EXP", "CXL"]
-    reason: Literal["USER", "DEADMAN", "DISCONNECT"] | None
+    reason: Literal["USER", "DEADMAN", "DISCONNECT", "AGENT_REVOKED", "AGENT_EXPIRED"] | None
     nextSliceAt: int | None
     ts: int
     updatedTs: int

@@ -4,7 +4,9 @@
 Only the owner's own signature approves or revokes; an agent's is refused (403 FORBIDDEN). An
 approval is accepted once (its digest is claimed like a Cancel's) and an account holds at most
 ``MAX_AGENTS`` unexpired ones. Every signed request reads the agent's record afresh
-(``signed.authorize``), so a revocation holds from the next request on.
+(``signed.authorize``), so a revocation holds from the next request on; revoking also ends the
+TWAPs the agent signed (reason AGENT_REVOKED), and a TWAP slice is never sent for an agent
+whose approval no longer covers it (twap.py, accept_slice.lua).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from common import keys
 from common.events import loads
-from services.gateway import ratelimit, shapes, signed
+from services.gateway import ratelimit, shapes, signed, twap
 from services.gateway.context import Gateway
 from services.gateway.errors import ApiError, ErrorCode
 from services.gateway.transport import Commands
@@ -83,6 +85,7 @@ async def revoke(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:
     (removed,) = await gateway.transport.execute(Commands().hdel(keys.account_agents(user), agent))
     if not removed:
         raise ApiError(ErrorCode.NOT_FOUND, f"{agent} is not an agent of {user}")
+    await twap.end_agent(gateway, user, agent, "AGENT_REVOKED")
     return {"agent": agent, "revoked": True}
 
 

@@ -13,7 +13,9 @@ send each slice at most once, and a slice is lost only to a refusal, which the p
 After the last slice the firer waits until every slice's order is final and ends the parent:
 FILLED if the slices filled ``qty``, else EXP. A Cancel of the parent's id, a CancelAll, the
 dead-man's switch or a cancel-on-disconnect session ends it at once (CXL) and cancels a slice
-still open.
+still open. Each of those steps (twap_create.lua, accept_slice.lua, twap_end.lua) publishes
+the TWAP's message on ``orders:<u>`` itself (lua/twap/message.lua), so the messages follow
+the steps, and the end's is published once, by whoever ended it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from common import keys, pubsub
-from common.events import COMMAND_FIELD, CancelCommand, TwapPublication, TwapUpdate, dumps
+from common.events import COMMAND_FIELD, CancelCommand, TwapUpdate, dumps
 from common.markets import Market
 from common.types import FINAL_STATUSES, OrderType, Side, TimeInForce
 from services.gateway import funds, orders, ratelimit, shapes, signed
@@ -50,7 +52,7 @@ ORPHAN_MS = 60_000
 once it is this old."""
 ACTIVE = "ACTIVE"
 TwapStatus = Literal["ACTIVE", "FILLED", "EXP", "CXL"]
-TwapReason = Literal["USER", "DEADMAN", "DISCONNECT"] | None
+TwapReason = Literal["USER", "DEADMAN", "DISCONNECT", "AGENT_REVOKED", "AGENT_EXPIRED"] | None
 BPS = 10_000
 
 
@@ -220,18 +222,21 @@ async def view(gateway: Gateway, parent: Parent) -> TwapUpdate:
     return answer
 
 
-async def publish(gateway: Gateway, parent: Parent) -> None:
-    """The TWAP's progress on ``orders:<userId>`` ({"seq": clock ms, "data": the view})."""
-    fresh = await read_parent(gateway, parent.user, parent.cid)
-    if fresh is None:
-        return
-    publication: TwapPublication = {"seq": now_ms(), "data": await view(gateway, fresh)}
-    payload = dumps(publication)
-    topic = keys.orders_topic(parent.user)
+async def channel(gateway: Gateway, user: str) -> str:
+    """The channel the TWAP scripts PUBLISH ``orders:<user>`` on; "" on a Redis Cluster with
+    sharded pub/sub, where the script cannot reach the market's shard channel and
+    :func:`announce` SPUBLISHes what it returned."""
     if await pubsub.sharded_async(gateway.redis):
-        await gateway.redis.spublish(keys.shard_channel(parent.market.symbol, topic), payload)
-    else:
-        await gateway.redis.publish(keys.channel(topic), payload)
+        return ""
+    return keys.channel(keys.orders_topic(user))
+
+
+async def announce(gateway: Gateway, parent: Parent, message: str) -> None:
+    """SPUBLISH a TWAP message a script built (sharded pub/sub only: elsewhere the script
+    published it itself, in the step that made it)."""
+    if await pubsub.sharded_async(gateway.redis):
+        topic = keys.orders_topic(parent.user)
+        await gateway.redis.spublish(keys.shard_channel(parent.market.symbol, topic), message)
 
 
 # -- placing -------------------------------------------------------------------------------------
@@ -283,11 +288,12 @@ async def submit(gateway: Gateway, body: dict[str, Any]) -> tuple[int, TwapUpdat
     else:
         script_keys.append(keys.twap_due())
     fields = [item for pair in record.items() for item in pair]
-    (verdict,) = await gateway.transport.script(
+    verdict, *message = await gateway.transport.script(
         "twap_create",
         script_keys,
-        [cid, market.symbol, MAX_ACTIVE, start, member, refusal[0], *fields],
-    )
+        [cid, market.symbol, MAX_ACTIVE, start, member, refusal[0], user,
+         await channel(gateway, user), *fields],
+    )  # fmt: skip
     if verdict == "DUPLICATE":
         raise ApiError(ErrorCode.DUPLICATE, f"clientOrderId {cid!r} was already used by {user}")
     if verdict == refusal[0]:
@@ -298,7 +304,7 @@ async def submit(gateway: Gateway, body: dict[str, Any]) -> tuple[int, TwapUpdat
         )
     parent = await read_parent(gateway, user, cid)
     assert parent is not None
-    await publish(gateway, parent)
+    await announce(gateway, parent, message[0])
     return 200, await view(gateway, parent)
 
 
@@ -354,13 +360,10 @@ async def active(gateway: Gateway, user: str) -> list[TwapUpdate]:
 
 
 async def end(gateway: Gateway, parent: Parent, reason: str) -> bool:
-    """End an ACTIVE TWAP (CXL, ``reason``) and cancel its last slice if it is still open;
-    False if it had already ended."""
-    verdict = await gateway.transport.script(
-        "twap_end",
-        [keys.twap_parent(parent.user, parent.cid), keys.account_twaps(parent.user)],
-        [parent.cid, "CXL", "CXL", reason, now_ms()],
-    )
+    """End an ACTIVE TWAP (CXL, ``reason``; its end message published by the same step) and
+    cancel its last slice if it is still open; False if it had already ended."""
+    filled, still_open = await progress(gateway, parent)
+    verdict = await end_step(gateway, parent, "CXL", "CXL", reason, filled, still_open, now_ms())
     if verdict[0] != "OK":
         return False
     await gateway.redis.zrem(keys.twap_due(), keys.twap_member(parent.user, parent.cid))
@@ -374,8 +377,38 @@ async def end(gateway: Gateway, parent: Parent, reason: str) -> bool:
             await gateway.redis.xadd(
                 keys.market_in(parent.market.symbol), {COMMAND_FIELD: dumps(command)}
             )
-    await publish(gateway, parent)
     return True
+
+
+async def end_step(
+    gateway: Gateway,
+    parent: Parent,
+    mode: str,
+    status: str,
+    reason: str,
+    filled: int,
+    still_open: int,
+    now: int,
+) -> list[Any]:
+    """Run twap_end.lua (``mode`` CXL or FINISH); its reply. The end message is published by
+    the script (or, on sharded pub/sub, here right after it)."""
+    target = await channel(gateway, parent.user)
+    args: list[Any] = [parent.cid, mode, status, reason, now, parent.user, target, filled,
+                       still_open]  # fmt: skip
+    script_keys = [keys.twap_parent(parent.user, parent.cid), keys.account_twaps(parent.user)]
+    verdict = list(await gateway.transport.script("twap_end", script_keys, args))
+    if verdict[0] == "OK":
+        await announce_end(gateway, parent, verdict[2])
+    return verdict
+
+
+async def announce_end(gateway: Gateway, parent: Parent, message: str) -> None:
+    """Sharded pub/sub only: SPUBLISH the end message, then drop the copy twap_end.lua kept in
+    the parent (``endMessage``). A process killed between the two leaves the copy, and the
+    TWAP in the due zset: the next firer step publishes it (at least once, then)."""
+    if await pubsub.sharded_async(gateway.redis):
+        await announce(gateway, parent, message)
+        await gateway.redis.hdel(keys.twap_parent(parent.user, parent.cid), "endMessage")
 
 
 async def cancel(
@@ -404,6 +437,18 @@ async def end_all(gateway: Gateway, user: str, symbols: list[str], reason: str) 
     for cid in cast(list[str], await gateway.redis.zrange(keys.account_twaps(user), 0, -1)):
         parent = await read_parent(gateway, user, cid)
         if parent is not None and parent.market.symbol in symbols:
+            ended += await end(gateway, parent, reason)
+    return ended
+
+
+async def end_agent(gateway: Gateway, user: str, agent: str, reason: str) -> int:
+    """End every active TWAP of ``user`` that ``agent`` signed (its approval revoked); how many
+    ended. A TWAP this misses (a gateway killed on the way) ends at its next slice, which
+    accept_slice.lua refuses to send for an agent no longer approved."""
+    ended = 0
+    for cid in cast(list[str], await gateway.redis.zrange(keys.account_twaps(user), 0, -1)):
+        parent = await read_parent(gateway, user, cid)
+        if parent is not None and parent.record.get("agent") == agent:
             ended += await end(gateway, parent, reason)
     return ended
 
@@ -454,6 +499,8 @@ async def step(gateway: Gateway, user: str, cid: str, score: int, now: int) -> N
             await gateway.redis.zrem(keys.twap_due(), member)
         return
     if parent.status != ACTIVE:
+        if parent.record.get("endMessage"):
+            await announce_end(gateway, parent, parent.record["endMessage"])
         await gateway.redis.zrem(keys.twap_due(), member)
         return
     if parent.k >= parent.n:
@@ -463,19 +510,24 @@ async def step(gateway: Gateway, user: str, cid: str, score: int, now: int) -> N
     if parent.due(parent.k) > now:
         await gateway.redis.zadd(keys.twap_due(), {member: parent.due(parent.k)})
         return
-    verdict = await send_slice(gateway, parent, now)
+    verdict, detail = await send_slice(gateway, parent, now)
+    if verdict == "AGENT":
+        log.info("TWAP %s of %s: its agent may no longer trade (%s)", cid, user, detail)
+        await end(gateway, parent, detail)
+        return
     due = now  # RETRY, STALE, ENDED: look at the parent again next round
     if verdict in ("OK", "SKIPPED"):
         log.info("TWAP %s of %s: slice %d %s", cid, user, parent.k, verdict.lower())
-        await publish(gateway, parent)
         following = parent.k + 1
         due = parent.due(following) if following < parent.n else now + parent.interval
     await gateway.redis.zadd(keys.twap_due(), {member: max(due, now)})
 
 
-async def send_slice(gateway: Gateway, parent: Parent, now: int) -> str:
-    """Build slice ``parent.k`` and run accept_slice.lua; its first word."""
+async def send_slice(gateway: Gateway, parent: Parent, now: int) -> tuple[str, str]:
+    """Build slice ``parent.k`` and run accept_slice.lua (which publishes the TWAP's progress);
+    its first word and, for AGENT, why the TWAP's agent may no longer place it."""
     market, k = parent.market, parent.k
+    filled, still_open = await progress(gateway, parent)
     spec = market.spec
     percent = draw_pct(parent.user, parent.cid, k) if parent.randomize else None
     qty = slice_qty(parent.qty - parent.sent, k, parent.n, spec.lotSize, spec.minQty, percent)
@@ -522,18 +574,26 @@ async def send_slice(gateway: Gateway, parent: Parent, now: int) -> str:
             )
         except ApiError as exc:
             reason = str(exc.code)
-    script_keys = [*script_keys, keys.twap_parent(parent.user, parent.cid)]
+    script_keys = [
+        *script_keys,
+        keys.twap_parent(parent.user, parent.cid),
+        keys.account_agents(parent.user),
+    ]
     group = Commands()
     if gateway.via_outbox:
         group.sadd(keys.outbox_accounts(), parent.user)
     else:
         script_keys.append(keys.market_in(market.symbol))
-    args = [*script_args, k, qty, reason, now]
+    args = [*script_args, k, qty, reason, now, parent.user, parent.cid,
+            await channel(gateway, parent.user), filled, still_open,
+            parent.record.get("agent", ""), market.symbol]  # fmt: skip
     group.script(gateway.transport.scripts["accept_slice"], script_keys, args)
     verdict = list((await gateway.transport.execute(group))[-1])
     if verdict[0] == "OK" and verdict[2] != "SENT":
         await orders.enqueue(gateway, market.symbol, parent.user, parent.slice_id(k), verdict[1])
-    return str(verdict[0])
+    if verdict[0] in ("OK", "SKIPPED"):
+        await announce(gateway, parent, verdict[-1])
+    return str(verdict[0]), str(verdict[1]) if verdict[0] == "AGENT" else ""
 
 
 def slice_keys(user: str, cid: str, symbol: str) -> list[str]:
@@ -569,16 +629,11 @@ async def finish(gateway: Gateway, parent: Parent, now: int) -> bool:
     if still_open:
         return False
     status = "FILLED" if filled == parent.qty else "EXP"
-    verdict = await gateway.transport.script(
-        "twap_end",
-        [keys.twap_parent(parent.user, parent.cid), keys.account_twaps(parent.user)],
-        [parent.cid, "FINISH", status, "", now],
-    )
+    verdict = await end_step(gateway, parent, "FINISH", status, "", filled, 0, now)
     await gateway.redis.zrem(keys.twap_due(), keys.twap_member(parent.user, parent.cid))
     if verdict[0] == "OK":
         log.info("TWAP %s of %s ended %s (filled %d of %d)", parent.cid, parent.user, status,
                  filled, parent.qty)  # fmt: skip
-        await publish(gateway, parent)
     return True
 
 

@@ -13,28 +13,28 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from support.exchange import Exchange
-from support.redis_server import RedisServer, wait_for
+from support.redis_server import wait_for
 from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
 from support.trigger_orders import (
     BTC,
     USDC,
     P,
     Q,
-    assert_audit_ok,
+    audited_fixture,  # noqa: F401 (the fixture "audited": autouse, the auditor after each test)
+    exchange_fixture,  # noqa: F401 (the fixture "exchange": one exchange for the module)
     fresh_market,
     funded,
     limit,
     market_of,
-    module_exchange,
     order,
     placed,
+    position,
     post,
     push_index,
     settles_to,
@@ -47,19 +47,6 @@ from common.eip712 import sign
 from common.markets import Market, load_markets
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def exchange(
-    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Exchange]:
-    yield from module_exchange(redis_server, tmp_path_factory)
-
-
-@pytest.fixture(autouse=True)
-def audited(exchange: Exchange) -> Iterator[None]:
-    yield
-    assert_audit_ok(exchange)
 
 
 def perp(exchange: Exchange) -> tuple[str, Market]:
@@ -75,11 +62,6 @@ def attached(trader: Trader, market: str, side: str, price: int, qty: int, tp: i
     fields.setdefault("triggerSource", "LAST")
     return v4_body(trader, market, side, "LIMIT", price, qty, 0, takeProfitPrice=tp,
                    stopLossPrice=sl, **fields)  # fmt: skip
-
-
-def position(exchange: Exchange, user: str, market: str) -> int:
-    with redis.Redis.from_url(exchange.redis_url, decode_responses=True) as r:
-        return int(r.hget(keys.positions(user.lower()), f"{market}:size") or 0)
 
 
 def fee(market: Market, price: int, qty: int, maker: bool = False) -> int:

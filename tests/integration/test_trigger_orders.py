@@ -10,25 +10,24 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 from support.exchange import Exchange
-from support.redis_server import RedisServer, wait_for
+from support.redis_server import wait_for
 from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
 from support.trigger_orders import (
     BTC,
     USDC,
     P,
     Q,
-    assert_audit_ok,
+    audited_fixture,  # noqa: F401 (the fixture "audited": autouse, the auditor after each test)
+    exchange_fixture,  # noqa: F401 (the fixture "exchange": one exchange for the module)
     fresh_market,
     funded,
     limit,
     market_of,
-    module_exchange,
     order,
     placed,
     post,
@@ -41,19 +40,6 @@ from common import keys, money
 from common.eip712 import sign
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def exchange(
-    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Exchange]:
-    yield from module_exchange(redis_server, tmp_path_factory)
-
-
-@pytest.fixture(autouse=True)
-def audited(exchange: Exchange) -> Iterator[None]:
-    yield
-    assert_audit_ok(exchange)
 
 
 # direction -> (type, side) of the orders that fire that way: U when LAST rises to the

@@ -8,23 +8,22 @@ states: test_trigger_trailing.py."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 from support.exchange import Exchange
-from support.redis_server import RedisServer, wait_for
+from support.redis_server import wait_for
 from support.trigger_orders import (
     USDC,
     P,
     Q,
-    assert_audit_ok,
+    audited_fixture,  # noqa: F401 (the fixture "audited": autouse, the auditor after each test)
+    exchange_fixture,  # noqa: F401 (the fixture "exchange": one exchange for the module)
     fresh_market,
     funded,
     limit,
     market_of,
-    module_exchange,
     order,
     placed,
     position,
@@ -41,19 +40,6 @@ from services.settler.oracle import run_oracle
 pytestmark = pytest.mark.integration
 
 HOUR_MS = 3_600_000
-
-
-@pytest.fixture(scope="module")
-def exchange(
-    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Exchange]:
-    yield from module_exchange(redis_server, tmp_path_factory)
-
-
-@pytest.fixture(autouse=True)
-def audited(exchange: Exchange) -> Iterator[None]:
-    yield
-    assert_audit_ok(exchange)
 
 
 # (type, side, direction): U fires when the source rises to the trigger, D when it falls

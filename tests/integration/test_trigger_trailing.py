@@ -7,23 +7,22 @@ ends REJECTED with its reservation released; the auditor's invariants hold after
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 from support.exchange import Exchange
-from support.redis_server import RedisServer, wait_for
+from support.redis_server import wait_for
 from support.trigger_orders import (
     ADMIN,
     BTC,
     USDC,
     P,
     Q,
-    assert_audit_ok,
+    audited_fixture,  # noqa: F401 (the fixture "audited": autouse, the auditor after each test)
+    exchange_fixture,  # noqa: F401 (the fixture "exchange": one exchange for the module)
     fresh_market,
     funded,
     limit,
     market_of,
-    module_exchange,
     order,
     placed,
     position,
@@ -35,19 +34,6 @@ from support.trigger_orders import (
 from common import money
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def exchange(
-    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Exchange]:
-    yield from module_exchange(redis_server, tmp_path_factory)
-
-
-@pytest.fixture(autouse=True)
-def audited(exchange: Exchange) -> Iterator[None]:
-    yield
-    assert_audit_ok(exchange)
 
 
 def test_a_trailing_stop_follows_the_last_price_up_and_fires_on_the_pullback(

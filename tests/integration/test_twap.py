@@ -8,8 +8,11 @@ every test."""
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +20,12 @@ import httpx
 import pytest
 import redis
 from support.exchange import ADMIN_TOKEN, Exchange
+from support.gateway import gateway_client
 from support.redis_server import RedisServer, wait_for
 from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
 from support.ws import WsClient
 
-from common import keys, money
+from common import keys, money, pubsub
 from common.eip712 import sign
 from common.events import TwapPublication
 from common.events.schema import validate
@@ -347,26 +351,74 @@ def test_forged_replayed_and_malformed_twaps_leave_nothing_and_no_book_skips_eve
 def test_a_slice_is_sent_once_however_often_its_step_is_run(redis_server: RedisServer) -> None:
     """accept_slice.lua's own guard: slice k twice (a second firer, or one restarted after it
     sent k but before it moved the due zset) is STALE the second time and changes nothing; a
-    slice of a cancelled parent is ENDED."""
+    slice of a cancelled parent is ENDED. Each step that moved the TWAP published one message,
+    the end's last; ending it again publishes nothing."""
     store = redis.Redis.from_url(redis_server.url, decode_responses=True)
     accept = store.register_script(read_script(str(LUA_DIR), "accept_slice"))
     end = store.register_script(read_script(str(LUA_DIR), "twap_end"))
     user, cid = "0x" + "ab" * 20, "tw-guard"
+    channel = keys.channel(keys.orders_topic(user))
+    listener = store.pubsub()
+    listener.subscribe(channel)
     parent = keys.twap_parent(user, cid)
-    store.hset(parent, mapping={"status": "ACTIVE", "k": 0, "n": 2, "sent": 0, "skipped": 0})
-    account = twap.slice_keys(user, f"{cid}.0", SPOT)
-    args = [*[""] * 18, 0, 100, "NO_BOOK", 1]
-    assert accept(keys=[*account, parent], args=args) == ["SKIPPED", "NO_BOOK"]
-    assert accept(keys=[*account, parent], args=args) == ["STALE", "1"]
+    store.hset(parent, mapping=PARENT | {"k": 0, "n": 2})
+    account = [*twap.slice_keys(user, f"{cid}.0", SPOT), parent, keys.account_agents(user)]
+    tail = [user, cid, channel, 0, 0, "", SPOT]
+    args = [*[""] * 18, 0, 100, "NO_BOOK", 1, *tail]
+    skipped = accept(keys=account, args=args)
+    assert skipped[:2] == ["SKIPPED", "NO_BOOK"]
+    assert accept(keys=account, args=args) == ["STALE", "1"]
     assert store.hmget(parent, "k", "skipped") == ["1", "1"]
     twaps = keys.account_twaps(user)
-    assert end(keys=[parent, twaps], args=[cid, "FINISH", "EXP", "", 2]) == ["NOT_DONE", "1"]
-    assert end(keys=[parent, twaps], args=[cid, "CXL", "CXL", "USER", 2]) == ["OK", "1"]
-    assert accept(keys=[*account, parent], args=[*args[:18], 1, 100, "NO_BOOK", 3]) == [
+    end_args = [cid, "CXL", "CXL", "USER", 2, user, channel, 0, 0]
+    assert end(keys=[parent, twaps], args=[cid, "FINISH", "EXP", "", *end_args[4:]]) == [
+        "NOT_DONE",
+        "1",
+    ]
+    ending = end(keys=[parent, twaps], args=end_args)
+    assert ending[:2] == ["OK", "1"]
+    assert end(keys=[parent, twaps], args=end_args) == ["CLOSED", "CXL"]
+    assert accept(keys=account, args=[*args[:18], 1, 100, "NO_BOOK", 3, *tail]) == [
         "ENDED",
         "CXL",
     ]
     assert store.hget(parent, "k") == "1"
+    published = published_messages(listener, 2)
+    assert published == [skipped[2], ending[2]]
+    first, last = (validate(TwapPublication, m)["data"] for m in published)
+    assert (first["slicesDone"], first["lastSkip"], first["status"], first["nextSliceAt"]) == (
+        1, "NO_BOOK", "ACTIVE", PARENT["start"] + PARENT["interval"],
+    )  # fmt: skip
+    assert (last["status"], last["reason"], last["nextSliceAt"], last["qty"]) == (
+        "CXL", "USER", None, PARENT["qty"],
+    )  # fmt: skip
+    listener.close()
+
+
+PARENT: dict[str, Any] = {
+    "market": SPOT, "side": "BUY", "qty": 2**53 - 1, "durationMinutes": 5, "randomize": "0",
+    "slippageBps": 50, "reduceOnly": "0", "sent": 0, "skipped": 0, "start": 1_800_000_000_000,
+    "interval": INTERVAL_MS, "status": "ACTIVE", "ts": 1_800_000_000_000,
+    "updatedTs": 1_800_000_000_000,
+}  # fmt: skip
+"""A parent as twap_create.lua writes it (a qty of 16 digits: the messages print it whole)."""
+
+
+def published_messages(listener: Any, count: int, timeout: float = 5) -> list[str]:
+    """The messages on ``listener``, waiting ``timeout`` for ``count`` and 0.3 s more for any
+    that should not be there."""
+    found: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(found) < count:
+        message = listener.get_message(timeout=0.2)
+        if message and message["type"] == "message":
+            found.append(message["data"])
+    quiet = time.monotonic() + 0.3
+    while time.monotonic() < quiet:
+        message = listener.get_message(timeout=0.1)
+        if message and message["type"] == "message":
+            found.append(message["data"])
+    return found
 
 
 def test_every_process_killed_between_slices_and_restarted_sends_no_slice_twice(
@@ -429,19 +481,14 @@ def test_websocket_entry_twap_agent_keys_and_progress_on_the_orders_topic(
     assert (answer["body"]["agent"], answer["body"]["userId"]) == (agent.address.lower(), user)
     done = ended(audited, owner, "tw-ws")
     assert (done["status"], done["slicesSkipped"]) == ("EXP", 10)
-    progress = []
-    deadline = time.monotonic() + 15  # the end is published by the firer's next step
-    while time.monotonic() < deadline and (not progress or progress[-1]["status"] == "ACTIVE"):
-        message = listener.get_message(timeout=0.5)
-        if message and message["type"] == "message":
-            progress.append(validate(TwapPublication, message["data"])["data"])
+    # the end was published by the step that ended it: every message is there already
+    progress = [validate(TwapPublication, m)["data"] for m in published_messages(listener, 12)]
     listener.close()
     assert {p["type"] for p in progress} == {"TWAP"}
-    # every slice's message; the end's message is not always seen (a known race between a
-    # read that finds the TWAP final and the firer's end step): when it is, it is the end
-    assert [p["slicesDone"] for p in progress][:11] == [*range(11)]
-    if progress[-1]["status"] != "ACTIVE":
-        assert progress[-1] | {"updatedTs": 0} == done | {"updatedTs": 0}
+    # the creation's message, every slice's, then the end's, once, in the order of the steps
+    assert [p["slicesDone"] for p in progress] == [*range(11), 10]
+    assert [p["status"] for p in progress] == ["ACTIVE"] * 11 + ["EXP"]
+    assert progress[-1] == done
 
 
 def test_reduce_only_slices_never_take_the_position_past_zero(audited: Exchange) -> None:
@@ -505,3 +552,212 @@ def test_the_dead_mans_switch_ends_the_accounts_twaps(audited: Exchange) -> None
     done = ended(audited, seller, "tw-dms", 5)
     assert (done["status"], done["reason"]) == ("CXL", "DEADMAN")
     assert audited.get(f"/v1/twaps/{seller.address}") == []
+
+
+def test_two_gateways_racing_to_end_a_twap_publish_one_end_message(
+    audited: Exchange, redis_server: RedisServer
+) -> None:
+    """A CancelAll through each gateway at once, and a Cancel of the TWAP's id: one ends it,
+    and the end's message is published once, by the step that ended it."""
+    seller = funded(audited, eth=ETH_WEI)
+    second: Exchange = audited.second  # type: ignore[attr-defined]
+    cid = "tw-race"
+    start_twap(audited, seller, cid, market=ETH, side="SELL", durationMinutes=1440)
+    listener = redis.Redis.from_url(redis_server.url, decode_responses=True).pubsub()
+    listener.subscribe(keys.channel(keys.orders_topic(seller.address.lower())))
+    bodies = [
+        (audited, "/v1/orders/cancel-all", signed(seller, "CancelAll", market=ETH)),
+        (second, "/v1/orders/cancel-all", signed(seller, "CancelAll", market="")),
+        (second, "/v1/orders/cancel", signed(seller, "Cancel", market=ETH, clientOrderId=cid)),
+    ]
+    go = threading.Barrier(len(bodies))
+
+    def send(exchange: Exchange, path: str, body: dict[str, Any]) -> int:
+        with exchange.client() as client:
+            go.wait()
+            return client.post(path, json=body).status_code
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        statuses = list(pool.map(lambda b: send(*b), bodies))
+    # the Cancel is 200 when it ended the TWAP, else 409 ORDER_CLOSED; the CancelAlls are 200
+    assert statuses[:2] == [200, 200] and statuses[2] in (200, 409)
+    done = ended(audited, seller, cid, 5)
+    assert (done["status"], done["reason"]) == ("CXL", "USER")
+    messages = [validate(TwapPublication, m)["data"] for m in published_messages(listener, 1)]
+    listener.close()
+    ends = [m for m in messages if m["status"] != "ACTIVE"]
+    assert ends == [done]
+    assert messages[-1] == done
+
+
+def test_a_slice_is_never_sent_for_an_agent_no_longer_approved(redis_server: RedisServer) -> None:
+    """accept_slice.lua reads the TWAP's agent in the step that would send its slice: revoked,
+    expired, CANCEL_ONLY or limited to other markets, it answers AGENT and changes nothing; an
+    approval that still covers the TWAP lets the slice through (here skipped: no book)."""
+    store = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    accept = store.register_script(read_script(str(LUA_DIR), "accept_slice"))
+    user, cid, agent = "0x" + "cd" * 20, "tw-agent", "0x" + "ef" * 20
+    parent, agents = keys.twap_parent(user, cid), keys.account_agents(user)
+    store.hset(parent, mapping=PARENT | {"k": 0, "n": 2, "agent": agent})
+    account = [*twap.slice_keys(user, f"{cid}.0", SPOT), parent, agents]
+    now = 1_800_000_000_000
+    args = [*[""] * 18, 0, 100, "NO_BOOK", now, user, cid, "", 0, 0, agent, SPOT]
+
+    def approval(**over: Any) -> str:
+        record = {"name": "bot", "scope": "TRADE", "markets": "", "expiresAt": 0,
+                  "approvedAt": 1} | over  # fmt: skip
+        return json.dumps(record)
+
+    cases = [
+        (None, "AGENT_REVOKED"),
+        (approval(expiresAt=now), "AGENT_EXPIRED"),
+        (approval(scope="CANCEL_ONLY"), "AGENT_REVOKED"),
+        (approval(markets="ETH-USDC,BTC-PERP"), "AGENT_REVOKED"),
+    ]
+    for record, reason in cases:
+        store.delete(agents)
+        if record is not None:
+            store.hset(agents, agent, record)
+        assert accept(keys=account, args=args) == ["AGENT", reason], record
+        assert store.hmget(parent, "k", "skipped", "status") == ["0", "0", "ACTIVE"]
+    store.hset(agents, agent, approval(markets=f"ETH-USDC,{SPOT}", expiresAt=now + 1))
+    assert accept(keys=account, args=args)[:2] == ["SKIPPED", "NO_BOOK"]
+
+
+def test_revoking_an_agent_ends_the_twaps_it_signed_and_no_slice_follows(
+    audited: Exchange, maker: Callable[..., Trader], redis_server: RedisServer
+) -> None:
+    """The owner revokes the agent that signed a running TWAP: the TWAP ends at once (CXL,
+    AGENT_REVOKED, one end message), no slice follows, the owner's own TWAP runs on, and the
+    balances are those of the slices that filled, to the unit, nothing left locked. A TWAP
+    whose agent was revoked by a gateway that died before ending it (its record removed
+    directly here) is ended by the firer at its next slice, which is not sent."""
+    maker(5_000)
+    owner, agent, other = funded(audited), Trader(), Trader()
+    user = owner.address.lower()
+    with audited.client() as client:
+        for who in (agent, other):
+            approve = signed(owner, "ApproveAgent", agent=who.address, name="bot",
+                             scope="TRADE", markets="", expiresAt=0)  # fmt: skip
+            assert client.post("/v1/accounts/agents", json=approve).status_code == 200
+    listener = redis.Redis.from_url(redis_server.url, decode_responses=True).pubsub()
+    listener.subscribe(keys.channel(keys.orders_topic(user)))
+    for cid, signer in (("tw-bot", agent), ("tw-own", owner), ("tw-other", other)):
+        body = twap_body(signer, cid, userId=owner.address, durationMinutes=60, qty=1200)
+        with audited.client() as client:
+            assert client.post("/v1/orders/twap", json=body).status_code == 200
+    assert wait_for(lambda: read_twap(audited, owner, "tw-bot")["slicesDone"] >= 2, 10)
+    with audited.client() as client:
+        revoke = signed(owner, "RevokeAgent", agent=agent.address)
+        response = client.post("/v1/accounts/agents/revoke", json=revoke)
+        assert response.status_code == 200, response.text
+    done = read_twap(audited, owner, "tw-bot")
+    assert (done["status"], done["reason"], done["agent"]) == ("CXL", "AGENT_REVOKED",
+                                                               agent.address.lower())  # fmt: skip
+    # the firer path: the other agent's record goes without its TWAPs being ended
+    store = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    assert store.hdel(keys.account_agents(user), other.address.lower()) == 1
+    gone = ended(audited, owner, "tw-other", 10)
+    assert (gone["status"], gone["reason"]) == ("CXL", "AGENT_REVOKED")
+    time.sleep(4 * INTERVAL_MS / 1000)
+    for cid, final in (("tw-bot", done), ("tw-other", gone)):
+        after = read_twap(audited, owner, cid)
+        assert (after["status"], after["slicesDone"]) == ("CXL", final["slicesDone"])
+        assert order(audited, owner, f"{cid}.{final['slicesDone']}") is None
+    # the owner's own TWAP runs on past the revoked one
+    assert wait_for(
+        lambda: read_twap(audited, owner, "tw-own")["slicesDone"] > done["slicesDone"], 10
+    )
+    assert read_twap(audited, owner, "tw-own")["status"] == "ACTIVE"
+    with audited.client() as client:
+        cancel = signed(owner, "Cancel", market=SPOT, clientOrderId="tw-own")
+        assert client.post("/v1/orders/cancel", json=cancel).status_code == 200
+    raw = published_messages(listener, 1)  # the slices' orders are published there too
+    raw = [m for m in raw if json.loads(m)["data"].get("type") == "TWAP"]
+    twaps = [validate(TwapPublication, m)["data"] for m in raw]
+    listener.close()
+    ends = [m for m in twaps if m["clientOrderId"] == "tw-bot" and m["status"] != "ACTIVE"]
+    assert [(m["status"], m["reason"]) for m in ends] == [("CXL", "AGENT_REVOKED")]
+    # every slice placed filled at P (IOC against the maker): the owner paid for those only
+    placed = [
+        c
+        for cid in ("tw-bot", "tw-own", "tw-other")
+        for c in slices(audited, owner, cid, read_twap(audited, owner, cid)["slicesDone"])
+        if c is not None
+    ]
+    assert wait_for(lambda: all(c["status"] == "FILLED" for c in placed), 10)
+    expected = taker_balances([(P, c["qty"]) for c in placed])
+    assert wait_for(lambda: audited.balance(owner.address, "USDC") == (expected[0], 0), 15)
+    assert audited.balance(owner.address, "BTC") == (expected[1], 0)
+
+
+def test_a_twap_whose_agent_approval_expires_ends_at_its_next_slice(
+    audited: Exchange, maker: Callable[..., Trader]
+) -> None:
+    """An agent key approved until a moment: its TWAP's slices go out until then, and the first
+    slice due after it is not sent; the TWAP ends CXL, AGENT_EXPIRED, nothing left locked."""
+    maker(5_000)
+    owner, agent = funded(audited), Trader()
+    expires_at = now_ms() + 1_500
+    with audited.client() as client:
+        approve = signed(owner, "ApproveAgent", agent=agent.address, name="bot", scope="TRADE",
+                         markets=SPOT, expiresAt=expires_at)  # fmt: skip
+        assert client.post("/v1/accounts/agents", json=approve).status_code == 200
+        body = twap_body(agent, "tw-exp", userId=owner.address, durationMinutes=60, qty=1200)
+        assert client.post("/v1/orders/twap", json=body).status_code == 200
+    done = ended(audited, owner, "tw-exp", 15)
+    assert (done["status"], done["reason"]) == ("CXL", "AGENT_EXPIRED")
+    assert done["updatedTs"] >= expires_at
+    placed = [c for c in slices(audited, owner, "tw-exp", done["slicesDone"]) if c is not None]
+    assert placed and all(c["ts"] < expires_at for c in placed)
+    assert order(audited, owner, f"tw-exp.{done['slicesDone']}") is None
+    assert wait_for(lambda: audited.balance(owner.address, "USDC")[1] == 0, 10)
+
+
+def test_on_sharded_pub_sub_an_end_message_its_gateway_lost_is_published_by_the_firer(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a Redis Cluster with sharded pub/sub the script cannot reach the market's shard
+    channel: it keeps a copy of the end message in the TWAP's record, and its gateway
+    SPUBLISHes it, then drops the copy. A gateway that fails between the two (here its
+    SPUBLISH of the end raises once) leaves the copy, and the firer's next step publishes it:
+    the end comes once, the copy goes. (The gateway in process, told it runs on sharded
+    pub/sub, on a database of its own: SPUBLISH works on a single Redis too.)"""
+    url = redis_server.url_for_db(5)
+    store = redis.Redis.from_url(url, decode_responses=True)
+    store.flushdb()
+    seller = Trader()
+    user = seller.address.lower()
+    listener = redis.Redis.from_url(url, decode_responses=True).pubsub()
+    listener.ssubscribe(keys.shard_channel(ETH, keys.orders_topic(user)))
+    sent_once = twap.announce
+    failures = [ConnectionError("the gateway lost Redis right after ending the TWAP")]
+
+    async def sharded(_: Any) -> bool:
+        return True
+
+    async def announce(gateway: Any, parent: twap.Parent, message: str) -> None:
+        if failures and '"status":"CXL"' in message:
+            raise failures.pop()
+        await sent_once(gateway, parent, message)
+
+    monkeypatch.setattr(pubsub, "sharded_async", sharded)
+    monkeypatch.setattr(twap, "announce", announce)
+    with gateway_client(url, twap_interval_ms=INTERVAL_MS) as client:
+        deposit = {"userId": seller.address, "asset": "ETH", "amount": str(ETH_WEI)}
+        assert client.post("/v1/admin/deposits", json=deposit, headers=ADMIN).status_code == 200
+        body = twap_body(seller, "tw-shard", market=ETH, side="SELL", durationMinutes=1440)
+        assert client.post("/v1/orders/twap", json=body).status_code == 200
+        cancel = signed(seller, "Cancel", market=ETH, clientOrderId="tw-shard")
+        assert client.post("/v1/orders/cancel", json=cancel).status_code == 503
+        parent = keys.twap_parent(user, "tw-shard")
+        assert store.hget(parent, "status") == "CXL"
+        assert wait_for(lambda: store.hget(parent, "endMessage") is None, 10)
+        assert wait_for(lambda: store.zscore(keys.twap_due(), f"{user}|tw-shard") is None, 10)
+    found = []
+    while (message := listener.get_message(timeout=0.3)) is not None:
+        if message["type"] == "smessage":
+            found.append(validate(TwapPublication, message["data"])["data"])
+    listener.close()
+    assert [m["status"] for m in found if m["status"] != "ACTIVE"] == ["CXL"]
+    assert found[-1]["reason"] == "USER" and not failures

@@ -1,6 +1,13 @@
-"""Trigger orders through the real processes (tests/integration/test_trigger_*.py): one exchange
-per test module with spare copies of BTC-USDC (S0-USDC...) and BTC-PERP (F0-PERP...), signed
-OrderV4 bodies, and the reads the tests assert on."""
+"""Trigger orders through the real processes (tests/integration/test_trigger_*.py and
+test_attached_tpsl.py): one exchange per test module with spare copies of BTC-USDC (S0-USDC...)
+and BTC-PERP (F0-PERP...), signed OrderV4 bodies, and the reads the tests assert on.
+
+A test module imports the fixtures ``exchange`` and ``audited`` from here (as
+``exchange_fixture`` and ``audited_fixture``, so a test's ``exchange`` argument shadows no
+import): pytest registers a fixture imported into a module as that module's own, so
+``exchange`` (module scope) is one exchange per importing module, and ``audited`` (autouse)
+checks the auditor's invariants after each of its tests. Under xdist's ``--dist loadfile`` a
+module runs on one worker, beside that worker's own redis-server."""
 
 from __future__ import annotations
 
@@ -51,6 +58,21 @@ def module_exchange(
     with Exchange(redis_server.url, DEX_MARKETS_FILE=str(path)) as running:
         running.start("gateway", "matcher", "settler")
         yield running
+
+
+@pytest.fixture(scope="module", name="exchange")
+def exchange_fixture(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Exchange]:
+    """The importing module's exchange (:func:`module_exchange`)."""
+    yield from module_exchange(redis_server, tmp_path_factory)
+
+
+@pytest.fixture(autouse=True, name="audited")
+def audited_fixture(exchange: Exchange) -> Iterator[None]:
+    """After each test of the importing module: the auditor's invariants hold."""
+    yield
+    assert_audit_ok(exchange)
 
 
 def assert_audit_ok(exchange: Exchange) -> None:

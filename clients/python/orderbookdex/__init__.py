@@ -10,51 +10,24 @@ It imports nothing of the exchange's own code: the contract (API.md, docs/api.md
 interface.
 """
 
+from orderbookdex import models
 from orderbookdex.client import BatchAction, Client, new_client_order_id, now_ms
 from orderbookdex.entry import OrderEntry
 from orderbookdex.errors import DexError
-from orderbookdex.models import (
-    Balance,
-    Candle,
-    Depth,
-    Fill,
-    Leverage,
-    Margin,
-    Market,
-    MarketHealth,
-    Order,
-    Position,
-    Ticker,
-    Trade,
-    Twap,
-    Withdrawal,
-)
+from orderbookdex.models import *  # noqa: F403 (the result types: models.__all__, once)
 from orderbookdex.signing import BUILTIN_TYPES, Signer
 from orderbookdex.stream import MarketStream, OrderBook
 
 __all__ = [
     "BUILTIN_TYPES",
-    "Balance",
     "BatchAction",
-    "Candle",
     "Client",
-    "Depth",
     "DexError",
-    "Fill",
-    "Leverage",
-    "Margin",
-    "Market",
-    "MarketHealth",
     "MarketStream",
-    "Order",
     "OrderBook",
     "OrderEntry",
-    "Position",
     "Signer",
-    "Ticker",
-    "Trade",
-    "Twap",
-    "Withdrawal",
     "new_client_order_id",
     "now_ms",
 ]
+__all__ += models.__all__

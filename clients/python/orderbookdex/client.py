@@ -14,9 +14,9 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -42,6 +42,7 @@ from orderbookdex.signing import BUILTIN_TYPES, DEFAULT_DOMAIN, Signer, blank_va
 __all__ = ["BatchAction", "Client", "new_client_order_id", "now_ms"]
 
 _ids = itertools.count(1)
+T = TypeVar("T")
 
 
 def now_ms() -> int:
@@ -125,6 +126,19 @@ class BatchAction:
         }
 
 
+def _order_or_ack(answer: Any) -> Order | dict[str, Any]:
+    """An order's answer: the order (``?wait=1``), else ``{"clientOrderId", "status"}``."""
+    return Order.from_json(answer) if "userId" in answer else dict(answer)
+
+
+def _cancel_replace_answer(answer: Any) -> dict[str, Order | None]:
+    old = answer.get("cancelled")
+    return {
+        "cancelled": Order.from_json(old) if old else None,
+        "order": Order.from_json(answer["order"]),
+    }
+
+
 class Client:
     """A synchronous client of one gateway (``base_url``, e.g. ``http://127.0.0.1:8000``)."""
 
@@ -180,6 +194,13 @@ class Client:
 
     def _get(self, path: str, **params: Any) -> Any:
         return self._request("GET", path, params=params)
+
+    def _signed_write(
+        self, path: str, body: Mapping[str, Any], read: Callable[[Any], T], **params: Any
+    ) -> T:
+        """POST a signed ``body`` (a ``build_*`` method's) to ``path``; its answer, read by
+        ``read`` (a model's ``from_json``, ``dict``…)."""
+        return read(self._request("POST", path, json=dict(body), params=params))
 
     # -- who signs ------------------------------------------------------------------------------
     @property
@@ -341,6 +362,11 @@ class Client:
     def _sign(self, primary: str, message: dict[str, Any]) -> dict[str, Any]:
         return self.signer.signed(primary, message)
 
+    def _sign_for_account(self, primary: str, **fields: Any) -> dict[str, Any]:
+        """A signed ``primary`` body of ``fields`` for this account: ``userId`` and a ``ts`` of
+        now added."""
+        return self._sign(primary, {"userId": self.address, **fields, "ts": now_ms()})
+
     def build_order(
         self,
         market: str,
@@ -389,33 +415,21 @@ class Client:
         return self._sign(primary, message)
 
     def build_cancel(self, market: str, client_order_id: str) -> dict[str, Any]:
-        return self._sign(
-            "Cancel",
-            {
-                "userId": self.address,
-                "market": market,
-                "clientOrderId": client_order_id,
-                "ts": now_ms(),
-            },
-        )
+        return self._sign_for_account("Cancel", market=market, clientOrderId=client_order_id)
 
     def build_cancel_all(self, market: str = "") -> dict[str, Any]:
-        return self._sign("CancelAll", {"userId": self.address, "market": market, "ts": now_ms()})
+        return self._sign_for_account("CancelAll", market=market)
 
     def build_amend(
         self, market: str, client_order_id: str, price: int, qty: int, expected_filled: int = -1
     ) -> dict[str, Any]:
-        return self._sign(
+        return self._sign_for_account(
             "Amend",
-            {
-                "userId": self.address,
-                "market": market,
-                "clientOrderId": client_order_id,
-                "price": int(price),
-                "qty": int(qty),
-                "expectedFilled": int(expected_filled),
-                "ts": now_ms(),
-            },
+            market=market,
+            clientOrderId=client_order_id,
+            price=int(price),
+            qty=int(qty),
+            expectedFilled=int(expected_filled),
         )
 
     def build_cancel_replace(
@@ -452,14 +466,8 @@ class Client:
         )
 
     def build_batch(self, actions: Sequence[BatchAction], atomic: bool = False) -> dict[str, Any]:
-        return self._sign(
-            "Batch",
-            {
-                "userId": self.address,
-                "atomic": atomic,
-                "actions": [a.to_json() for a in actions],
-                "ts": now_ms(),
-            },
+        return self._sign_for_account(
+            "Batch", atomic=atomic, actions=[a.to_json() for a in actions]
         )
 
     def build_trigger_order(
@@ -509,38 +517,49 @@ class Client:
         reduce_only: bool = False,
         client_order_id: str | None = None,
     ) -> dict[str, Any]:
-        return self._sign(
+        return self._sign_for_account(
             "Twap",
-            {
-                "userId": self.address,
-                "market": market,
-                "clientOrderId": client_order_id or new_client_order_id("twap"),
-                "side": side,
-                "qty": int(qty),
-                "durationMinutes": int(duration_minutes),
-                "randomize": randomize,
-                "slippageBps": int(slippage_bps),
-                "reduceOnly": reduce_only,
-                "ts": now_ms(),
-            },
+            market=market,
+            clientOrderId=client_order_id or new_client_order_id("twap"),
+            side=side,
+            qty=int(qty),
+            durationMinutes=int(duration_minutes),
+            randomize=randomize,
+            slippageBps=int(slippage_bps),
+            reduceOnly=reduce_only,
         )
 
     def build_set_leverage(self, market: str, initial_margin_bps: int) -> dict[str, Any]:
-        return self._sign(
-            "SetLeverage",
-            {
-                "userId": self.address,
-                "market": market,
-                "initialMarginBps": int(initial_margin_bps),
-                "ts": now_ms(),
-            },
+        return self._sign_for_account(
+            "SetLeverage", market=market, initialMarginBps=int(initial_margin_bps)
         )
 
     def build_schedule_cancel(self, deadline: int, market: str = "") -> dict[str, Any]:
-        return self._sign(
-            "ScheduleCancel",
-            {"userId": self.address, "market": market, "deadline": int(deadline), "ts": now_ms()},
+        return self._sign_for_account("ScheduleCancel", market=market, deadline=int(deadline))
+
+    def build_withdraw(self, asset: str, amount: int) -> dict[str, Any]:
+        return self._sign_for_account("Withdraw", asset=asset, amount=int(amount))
+
+    def build_approve_agent(
+        self,
+        agent: str,
+        *,
+        name: str = "",
+        scope: str = "TRADE",
+        markets: Sequence[str] = (),
+        expires_at: int = 0,
+    ) -> dict[str, Any]:
+        return self._sign_for_account(
+            "ApproveAgent",
+            agent=agent,
+            name=name,
+            scope=scope,
+            markets=",".join(markets),
+            expiresAt=int(expires_at),
         )
+
+    def build_revoke_agent(self, agent: str) -> dict[str, Any]:
+        return self._sign_for_account("RevokeAgent", agent=agent)
 
     # -- signed writes ----------------------------------------------------------------------------
     def place(
@@ -642,39 +661,36 @@ class Client:
         at most ``slippage_bps`` past the best opposite price; docs/api.md "TWAP orders").
         Cancel it with ``cancel(market, <its id>)``, which answers the TWAP."""
         body = self.build_twap(market, side, qty, duration_minutes, **options)
-        return Twap.from_json(self._request("POST", "/v1/orders/twap", json=body))
+        return self._signed_write("/v1/orders/twap", body, Twap.from_json)
 
     def cancel_twap(self, market: str, client_order_id: str) -> Twap:
         """End a TWAP ``CXL`` (a ``Cancel`` naming its id); the TWAP as it ended."""
         body = self.build_cancel(market, client_order_id)
-        return Twap.from_json(self._request("POST", "/v1/orders/cancel", json=body))
+        return self._signed_write("/v1/orders/cancel", body, Twap.from_json)
 
     def set_leverage(self, market: str, initial_margin_bps: int) -> Leverage:
         """Choose the initial margin of a derivative market (``0``: back to the market's);
         leverage is ``10000 / initial_margin_bps``. It applies from the next order on."""
         body = self.build_set_leverage(market, initial_margin_bps)
-        return Leverage.from_json(self._request("POST", "/v1/accounts/leverage", json=body))
+        return self._signed_write("/v1/accounts/leverage", body, Leverage.from_json)
 
     def send_order(self, body: Mapping[str, Any], *, wait: bool = False) -> Order | dict[str, Any]:
         """Send an order body already signed (``build_order``)."""
-        answer = self._request(
-            "POST", "/v1/orders", json=dict(body), params={"wait": 1 if wait else None}
-        )
-        return Order.from_json(answer) if "userId" in answer else dict(answer)
+        return self._signed_write("/v1/orders", body, _order_or_ack, wait=1 if wait else None)
 
     def cancel(self, market: str, client_order_id: str) -> Order:
         body = self.build_cancel(market, client_order_id)
-        return Order.from_json(self._request("POST", "/v1/orders/cancel", json=body))
+        return self._signed_write("/v1/orders/cancel", body, Order.from_json)
 
     def cancel_all(self, market: str = "") -> int:
         body = self.build_cancel_all(market)
-        return int(self._request("POST", "/v1/orders/cancel-all", json=body)["cancelled"])
+        return self._signed_write("/v1/orders/cancel-all", body, lambda a: int(a["cancelled"]))
 
     def amend(
         self, market: str, client_order_id: str, price: int, qty: int, expected_filled: int = -1
     ) -> Order:
         body = self.build_amend(market, client_order_id, price, qty, expected_filled)
-        return Order.from_json(self._request("POST", "/v1/orders/amend", json=body))
+        return self._signed_write("/v1/orders/amend", body, Order.from_json)
 
     def cancel_replace(
         self,
@@ -689,58 +705,30 @@ class Client:
         body = self.build_cancel_replace(
             cancel_client_order_id, market, side, qty, price, **options
         )
-        answer = self._request("POST", "/v1/orders/cancel-replace", json=body)
-        old = answer.get("cancelled")
-        return {
-            "cancelled": Order.from_json(old) if old else None,
-            "order": Order.from_json(answer["order"]),
-        }
+        return self._signed_write("/v1/orders/cancel-replace", body, _cancel_replace_answer)
 
     def batch(self, actions: Sequence[BatchAction], atomic: bool = False) -> dict[str, Any]:
         """The batch's answer: ``{"atomic", "results": [{status, order | error}]}``."""
-        return dict(
-            self._request("POST", "/v1/orders/batch", json=self.build_batch(actions, atomic))
-        )
+        return self._signed_write("/v1/orders/batch", self.build_batch(actions, atomic), dict)
 
     def schedule_cancel(self, deadline: int, market: str = "") -> dict[str, Any]:
         """Arm (``deadline`` ms since epoch), renew or disarm (``0``) the dead-man's switch."""
         body = self.build_schedule_cancel(deadline, market)
-        return dict(self._request("POST", "/v1/orders/schedule-cancel", json=body))
+        return self._signed_write("/v1/orders/schedule-cancel", body, dict)
 
     def withdraw(self, asset: str, amount: int) -> Withdrawal:
-        body = self._sign(
-            "Withdraw",
-            {"userId": self.address, "asset": asset, "amount": int(amount), "ts": now_ms()},
-        )
-        return Withdrawal.from_json(self._request("POST", "/v1/withdrawals", json=body))
+        body = self.build_withdraw(asset, amount)
+        return self._signed_write("/v1/withdrawals", body, Withdrawal.from_json)
 
-    def approve_agent(
-        self,
-        agent: str,
-        *,
-        name: str = "",
-        scope: str = "TRADE",
-        markets: Sequence[str] = (),
-        expires_at: int = 0,
-    ) -> dict[str, Any]:
-        """Let ``agent`` sign orders and cancels for this account (docs/api.md "Agent keys")."""
-        body = self._sign(
-            "ApproveAgent",
-            {
-                "userId": self.address,
-                "agent": agent,
-                "name": name,
-                "scope": scope,
-                "markets": ",".join(markets),
-                "expiresAt": int(expires_at),
-                "ts": now_ms(),
-            },
-        )
-        return dict(self._request("POST", "/v1/accounts/agents", json=body))
+    def approve_agent(self, agent: str, **options: Any) -> dict[str, Any]:
+        """Let ``agent`` sign orders and cancels for this account (docs/api.md "Agent keys");
+        ``build_approve_agent``'s options: ``name``, ``scope``, ``markets``, ``expires_at``."""
+        body = self.build_approve_agent(agent, **options)
+        return self._signed_write("/v1/accounts/agents", body, dict)
 
     def revoke_agent(self, agent: str) -> dict[str, Any]:
-        body = self._sign("RevokeAgent", {"userId": self.address, "agent": agent, "ts": now_ms()})
-        return dict(self._request("POST", "/v1/accounts/agents/revoke", json=body))
+        body = self.build_revoke_agent(agent)
+        return self._signed_write("/v1/accounts/agents/revoke", body, dict)
 
     # -- admin (DEX_ADMIN_TOKEN) ------------------------------------------------------------------
     def deposit(self, user: str, asset: str, amount: int, deposit_id: str | None = None) -> Balance:

@@ -3,12 +3,19 @@
 Prices and quantities are integers in the market's units, balances in the asset's atomic
 units (the wire's decimal strings become ints here; no float anywhere). Each class keeps the
 answer it was read from in ``raw``, so fields the server adds later are not lost.
+
+Every class reads its answer one way (:class:`Model`): each field from the camelCase key of
+its name (``time_in_force`` from ``timeInForce``), converted by its annotation (``int`` by
+:func:`as_int`, ``int | None`` by :func:`opt_int`, ``bool``, ``str``); a key the answer lacks
+is the field's default, else its value in the class's ``ABSENT``, else ``None`` for an
+optional field, else an error (``KeyError``). ``raw`` holds the answer itself.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, ClassVar, Self
 
 __all__ = [
     "Balance",
@@ -25,8 +32,6 @@ __all__ = [
     "Trade",
     "Twap",
     "Withdrawal",
-    "as_int",
-    "opt_int",
 ]
 
 
@@ -41,8 +46,53 @@ def opt_int(value: Any) -> int | None:
     return None if value is None else as_int(value)
 
 
+def camel(name: str) -> str:
+    """The JSON key of a field (``time_in_force``: ``timeInForce``; ``open_24h``: ``open24h``)."""
+    first, *rest = name.split("_")
+    return first + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+_CONVERT: dict[str, Callable[[Any], Any]] = {
+    "int": as_int, "int | None": opt_int, "bool": bool, "str": str,
+}  # fmt: skip
+"""How a field of each annotation is read from the answer (other annotations: as they come)."""
+
+
+class Model:
+    """What every result class shares: :meth:`from_json`, as the module's doc says."""
+
+    ABSENT: ClassVar[dict[str, Any]] = {}
+    """The value of a required field whose key the server may leave out."""
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Self:
+        values: dict[str, Any] = {}
+        for f in fields(cls):  # type: ignore[arg-type]
+            if f.name == "raw":
+                values["raw"] = d
+                continue
+            key = camel(f.name)
+            if key in d:
+                convert = _CONVERT.get(str(f.type))
+                values[f.name] = convert(d[key]) if convert else d[key]
+            elif f.default is not MISSING:
+                values[f.name] = f.default
+            elif f.name in cls.ABSENT:
+                values[f.name] = cls.ABSENT[f.name]
+            elif str(f.type).endswith("| None"):
+                values[f.name] = None
+            else:
+                raise KeyError(key)
+        return cls(**values)
+
+
 @dataclass(frozen=True)
-class Order:
+class Order(Model):
+    ABSENT: ClassVar[dict[str, Any]] = {
+        "time_in_force": "GTC", "reduce_only": False, "expires_at": 0, "filled": 0, "ts": 0,
+        "updated_ts": 0,
+    }  # fmt: skip
+
     client_order_id: str
     user_id: str
     market: str
@@ -71,37 +121,12 @@ class Order:
     def is_open(self) -> bool:
         return self.status in ("ACCEPTED", "NEW", "PARTIAL", "UNTRIGGERED")
 
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Order:
-        return cls(
-            client_order_id=d["clientOrderId"],
-            user_id=d["userId"],
-            market=d["market"],
-            side=d["side"],
-            type=d["type"],
-            time_in_force=d.get("timeInForce", "GTC"),
-            reduce_only=bool(d.get("reduceOnly", False)),
-            expires_at=as_int(d.get("expiresAt", 0)),
-            price=as_int(d["price"]),
-            qty=as_int(d["qty"]),
-            filled=as_int(d.get("filled", 0)),
-            status=d["status"],
-            reason=d.get("reason"),
-            ts=as_int(d.get("ts", 0)),
-            updated_ts=as_int(d.get("updatedTs", 0)),
-            agent=d.get("agent"),
-            trigger_price=opt_int(d.get("triggerPrice")),
-            trigger_source=d.get("triggerSource"),
-            triggered=d.get("triggered"),
-            trailing_delta=opt_int(d.get("trailingDelta")),
-            trailing_unit=d.get("trailingUnit"),
-            raw=d,
-        )
-
 
 @dataclass(frozen=True)
-class Twap:
+class Twap(Model):
     """A TWAP order and its progress (docs/api.md "TWAP orders")."""
+
+    ABSENT: ClassVar[dict[str, Any]] = {"slices_skipped": 0, "open": 0, "ts": 0, "updated_ts": 0}
 
     client_order_id: str
     user_id: str
@@ -131,37 +156,9 @@ class Twap:
     def is_active(self) -> bool:
         return self.status == "ACTIVE"
 
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Twap:
-        return cls(
-            client_order_id=d["clientOrderId"],
-            user_id=d["userId"],
-            market=d["market"],
-            side=d["side"],
-            qty=as_int(d["qty"]),
-            duration_minutes=as_int(d["durationMinutes"]),
-            randomize=bool(d["randomize"]),
-            slippage_bps=as_int(d["slippageBps"]),
-            reduce_only=bool(d["reduceOnly"]),
-            sent=as_int(d["sent"]),
-            filled=as_int(d["filled"]),
-            slices_done=as_int(d["slicesDone"]),
-            slices_total=as_int(d["slicesTotal"]),
-            slices_skipped=as_int(d.get("slicesSkipped", 0)),
-            last_skip=d.get("lastSkip"),
-            open=as_int(d.get("open", 0)),
-            status=d["status"],
-            reason=d.get("reason"),
-            next_slice_at=opt_int(d.get("nextSliceAt")),
-            ts=as_int(d.get("ts", 0)),
-            updated_ts=as_int(d.get("updatedTs", 0)),
-            agent=d.get("agent"),
-            raw=d,
-        )
-
 
 @dataclass(frozen=True)
-class Leverage:
+class Leverage(Model):
     """An account's initial margin in one derivative market (docs/api.md "Leverage").
     ``leverage`` is the server's display string; compute with ``initial_margin_bps``."""
 
@@ -171,19 +168,9 @@ class Leverage:
     leverage: str
     chosen: bool
 
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Leverage:
-        return cls(
-            d["userId"],
-            d["market"],
-            as_int(d["initialMarginBps"]),
-            str(d["leverage"]),
-            bool(d["chosen"]),
-        )
-
 
 @dataclass(frozen=True)
-class MarketHealth:
+class MarketHealth(Model):
     """One market of ``GET /v1/admin/markets/health`` (docs/api.md "Operator reads")."""
 
     market: str
@@ -192,21 +179,13 @@ class MarketHealth:
     unsettled_events: int
     settlement_lag_ms: int
 
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> MarketHealth:
-        return cls(
-            d["market"],
-            d["status"],
-            as_int(d["backlog"]),
-            as_int(d["unsettledEvents"]),
-            as_int(d["settlementLagMs"]),
-        )
-
 
 @dataclass(frozen=True)
-class Withdrawal:
+class Withdrawal(Model):
     """A withdrawal: ``PENDING``, ``SENT``, ``CONFIRMED`` or ``FAILED``; ``tx_hash`` from
     ``SENT`` on (docs/api.md "Deposits and withdrawals through the vault")."""
+
+    ABSENT: ClassVar[dict[str, Any]] = {"withdrawal_id": "", "user_id": "", "ts": 0}
 
     withdrawal_id: str
     user_id: str
@@ -221,33 +200,16 @@ class Withdrawal:
     def is_final(self) -> bool:
         return self.status in ("CONFIRMED", "FAILED")
 
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Withdrawal:
-        return cls(
-            withdrawal_id=str(d.get("withdrawalId", "")),
-            user_id=str(d.get("userId", "")),
-            asset=d["asset"],
-            amount=as_int(d["amount"]),
-            status=d["status"],
-            ts=as_int(d.get("ts", 0)),
-            tx_hash=d.get("txHash"),
-            raw=d,
-        )
-
 
 @dataclass(frozen=True)
-class Balance:
+class Balance(Model):
     total: int
     available: int
     locked: int
 
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Balance:
-        return cls(as_int(d["total"]), as_int(d["available"]), as_int(d["locked"]))
-
 
 @dataclass(frozen=True)
-class Position:
+class Position(Model):
     market: str
     size: int
     entry_notional: int
@@ -259,43 +221,18 @@ class Position:
     liquidation_price: int | None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Position:
-        return cls(
-            market=d["market"],
-            size=as_int(d["size"]),
-            entry_notional=as_int(d["entryNotional"]),
-            avg_entry=str(d["avgEntry"]),
-            realized_pnl=as_int(d["realizedPnl"]),
-            unrealized_pnl=as_int(d["unrealizedPnl"]),
-            mark_price=as_int(d["markPrice"]),
-            funding_paid=as_int(d["fundingPaid"]),
-            liquidation_price=opt_int(d.get("liquidationPrice")),
-            raw=d,
-        )
-
 
 @dataclass(frozen=True)
-class Margin:
+class Margin(Model):
     equity: int
     initial_margin: int
     maintenance_margin: int
     free_collateral: int
     unrealized_pnl: int
 
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Margin:
-        return cls(
-            as_int(d["equity"]),
-            as_int(d["initialMargin"]),
-            as_int(d["maintenanceMargin"]),
-            as_int(d["freeCollateral"]),
-            as_int(d["unrealizedPnl"]),
-        )
-
 
 @dataclass(frozen=True)
-class Trade:
+class Trade(Model):
     trade_id: str
     market: str
     price: int
@@ -308,25 +245,9 @@ class Trade:
     ts: int
     seq: int
 
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Trade:
-        return cls(
-            d["tradeId"],
-            d["market"],
-            as_int(d["price"]),
-            as_int(d["qty"]),
-            d["takerSide"],
-            d["buyer"],
-            d["seller"],
-            d["buyOid"],
-            d["sellOid"],
-            as_int(d["ts"]),
-            as_int(d["seq"]),
-        )
-
 
 @dataclass(frozen=True)
-class Fill:
+class Fill(Model):
     trade_id: str
     market: str
     client_order_id: str
@@ -337,26 +258,12 @@ class Fill:
     liquidity: str
     ts: int
 
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Fill:
-        return cls(
-            d["tradeId"],
-            d["market"],
-            d["clientOrderId"],
-            d["side"],
-            as_int(d["price"]),
-            as_int(d["qty"]),
-            as_int(d["fee"]),
-            d["liquidity"],
-            as_int(d["ts"]),
-        )
-
 
 Level = tuple[int, int]
 
 
 @dataclass(frozen=True)
-class Depth:
+class Depth(Model):
     market: str
     seq: int
     bids: list[Level]
@@ -364,16 +271,12 @@ class Depth:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Depth:
-        return cls(
-            d["market"],
-            as_int(d["seq"]),
-            [(as_int(p), as_int(q)) for p, q in d["bids"]],
-            [(as_int(p), as_int(q)) for p, q in d["asks"]],
-        )
+        levels = {side: [(as_int(p), as_int(q)) for p, q in d[side]] for side in ("bids", "asks")}
+        return super().from_json(d | levels)
 
 
 @dataclass(frozen=True)
-class Ticker:
+class Ticker(Model):
     last: int | None
     best_bid: int | None
     best_ask: int | None
@@ -390,30 +293,9 @@ class Ticker:
     status: str | None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Ticker:
-        g = d.get
-        return cls(
-            opt_int(g("last")),
-            opt_int(g("bestBid")),
-            opt_int(g("bestAsk")),
-            opt_int(g("open24h")),
-            opt_int(g("high24h")),
-            opt_int(g("low24h")),
-            opt_int(g("volume24h")),
-            opt_int(g("quoteVolume24h")),
-            opt_int(g("indexPrice")),
-            opt_int(g("markPrice")),
-            opt_int(g("fundingRate")),
-            opt_int(g("nextFundingTs")),
-            opt_int(g("openInterest")),
-            g("status"),
-            raw=d,
-        )
-
 
 @dataclass(frozen=True)
-class Candle:
+class Candle(Model):
     t: int
     o: int
     h: int
@@ -421,13 +303,9 @@ class Candle:
     c: int
     v: int
 
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Candle:
-        return cls(*(as_int(d[k]) for k in ("t", "o", "h", "l", "c", "v")))
-
 
 @dataclass(frozen=True)
-class Market:
+class Market(Model):
     symbol: str
     status: str
     product: str
@@ -441,21 +319,3 @@ class Market:
     maker_fee_bps: int
     taker_fee_bps: int
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Market:
-        return cls(
-            d["symbol"],
-            d["status"],
-            d["product"],
-            d["base"],
-            d["quote"],
-            as_int(d["priceScale"]),
-            as_int(d["qtyScale"]),
-            as_int(d["tickSize"]),
-            as_int(d["lotSize"]),
-            as_int(d["minQty"]),
-            as_int(d["makerFeeBps"]),
-            as_int(d["takerFeeBps"]),
-            raw=d,
-        )
