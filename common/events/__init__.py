@@ -72,7 +72,9 @@ from common.events.settlement import (
     DecrementEvent,
     DoneEvent,
     FillEvent,
+    HoldEvent,
     SettlementEvent,
+    TakeEvent,
 )
 
 __all__ = [
@@ -105,6 +107,7 @@ __all__ = [
     "DoneEvent",
     "FillEvent",
     "FillRecord",
+    "HoldEvent",
     "Level",
     "OrderCommand",
     "OrderPublication",
@@ -115,6 +118,7 @@ __all__ = [
     "Reply",
     "SettlementEvent",
     "StatusTicker",
+    "TakeEvent",
     "Ticker",
     "TickerPublication",
     "Trade",

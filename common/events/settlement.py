@@ -52,6 +52,9 @@ class DoneEvent(TypedDict):
     # a parent with attached TP/SL that ends with nothing filled: the children ids it held
     # and never used (docs/api.md "Attached TP/SL and position TP/SL")
     attached: NotRequired[list[str]]
+    # a SPOT attached TP/SL child that ends unfired with no sibling open: its pair's hold
+    # ("<parent cid>|tpsl"), released with it
+    hold: NotRequired[str]
 
 
 @with_config(MESSAGE)
@@ -94,4 +97,31 @@ class DecrementEvent(TypedDict):
     ts: int
 
 
-SettlementEvent = FillEvent | DoneEvent | AmendEvent | DecrementEvent
+@with_config(MESSAGE)
+class HoldEvent(TypedDict):
+    """A SPOT BUY parent's fill of ``qty`` created or grew its attached TP/SL children (docs/api.md
+    "Attached TP/SL and position TP/SL"): the settler moves the base bought from the buyer's
+    available into the pair's hold. It comes after that fill and before any child's event."""
+
+    k: Literal["hold"]
+    eseq: int
+    user: str
+    cid: str  # the parent's
+    qty: int
+    ts: int
+
+
+@with_config(MESSAGE)
+class TakeEvent(TypedDict):
+    """A SPOT attached TP/SL child fires: its pair's hold becomes its reservation (before its
+    fills, which spend it; its done releases the rest)."""
+
+    k: Literal["take"]
+    eseq: int
+    user: str
+    cid: str  # the child's
+    hold: str  # "<parent cid>|tpsl"
+    ts: int
+
+
+SettlementEvent = FillEvent | DoneEvent | AmendEvent | DecrementEvent | HoldEvent | TakeEvent

@@ -37,9 +37,9 @@ local function record_trade(p, f, taker, maker, taker_is_buy, liquidation)
   if is_deriv then
     positions[buyer] = redis.call('HINCRBY', K_POS, buyer, f)
     positions[seller] = redis.call('HINCRBY', K_POS, seller, -f)
-    -- an attached TP/SL parent's children grow once the command is done (match/attached.lua)
-    if taker.at then tpsl.note(taker, f) end
-    if maker.at then tpsl.note(maker, f) end
   end
+  -- an attached TP/SL parent's children grow once the command is done (match/attached.lua)
+  if taker.at then tpsl.note(taker, f) end
+  if maker.at then tpsl.note(maker, f) end
   count_trade(p, f, p * f * mult)
 end
