@@ -239,6 +239,26 @@ def test_both_children_cancelled_release_the_hold_once(exchange: Exchange) -> No
     assert reservations(exchange, me) == {}
 
 
+def test_a_fired_child_that_sells_part_releases_the_rest(exchange: Exchange) -> None:
+    name, market = spot(exchange)
+    maker, other, me = funded(exchange), funded(exchange), funded(exchange)
+    limit(exchange, maker, name, "SELL", P, Q)
+    body = parent(me, name, P, Q, P + 100, P - 100)
+    cid = body["clientOrderId"]
+    assert placed(exchange, body)["status"] == "FILLED"
+    half = Q // 2
+    limit(exchange, other, name, "BUY", P - 100, half)
+    limit(exchange, other, name, "BUY", P - 150, half)  # all the stop-loss finds
+    limit(exchange, maker, name, "SELL", P - 100, half, "IOC")  # LAST at the stop-loss
+    sl = order(exchange, me, cid + ".sl")
+    assert (sl["filled"], sl["triggered"], sl["status"] in ("CXL", "EXP")) == (half, True, True)
+    settles_to(exchange, me, "BTC", (BTC + base(market, Q - half), 0))
+    settles_to(
+        exchange, me, "USDC", (USDC - cost(market, P, Q) + proceeds(market, P - 150, half), 0)
+    )
+    assert reservations(exchange, me) == {}
+
+
 def test_a_child_fired_in_the_same_call_as_the_parent_fill_spends_the_hold_it_made(
     exchange: Exchange,
 ) -> None:

@@ -41,7 +41,8 @@ function tpsl.grow(parent, kind, price, src, sibling, f)
       side = parent.side == 'BUY' and 'SELL' or 'BUY',
       type = kind == 'tp' and 'TAKE_PROFIT_MARKET' or 'STOP_MARKET', timeInForce = 'GTC',
       reduceOnly = is_deriv and '1' or '0', expiresAt = '0', price = 0, qty = f, filled = 0,
-      status = 'UNTRIGGERED', reason = '', ts = parent.ts, aseq = int(aseq), oa = 0,
+      status = 'UNTRIGGERED', reason = '', ts = parent.ts, aseq = int(aseq),
+      oa = is_deriv and 0 or nil,
       t = src .. '|' .. int(price) .. '|0|', oc = sibling, agent = parent.agent}
     remember(c)
     save_new(c, 0, false)
