@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,8 +41,9 @@ from support.trigger_orders import (
 )
 
 from common import keys, money
+from common.audit import audit
 from common.eip712 import sign
-from common.markets import Market
+from common.markets import Market, load_markets
 from services.settler import settlement
 from services.settler.ledger import Ledger
 
@@ -230,6 +232,14 @@ def test_both_children_cancelled_release_the_hold_once(exchange: Exchange) -> No
     cid = body["clientOrderId"]
     assert placed(exchange, body)["status"] == "FILLED"
     settles_to(exchange, me, "BTC", (BTC + base(market, Q), base(market, Q)))
+    # the auditor knows the rule: a hold must be what its waiting children sell
+    user, hold = me.address.lower(), cid + "|tpsl"
+    with redis.Redis.from_url(exchange.redis_url, decode_responses=True) as r:
+        r.hincrby(keys.reservations(user), hold, 1)
+        problems = audit(r, load_markets(Path(exchange.env["DEX_MARKETS_FILE"])))
+        r.hincrby(keys.reservations(user), hold, -1)
+    found = problems["invariants"]["reservationsMatchOpenOrders"]["problems"]
+    assert any("its waiting children sell" in problem for problem in found), found
     assert cancel(exchange, me, name, cid + ".sl") == 200
     assert cancel(exchange, me, name, cid + ".tp") == 200
     assert [e.get("hold") for e in done_of(exchange, name, cid + ".sl")] == [None]
@@ -237,6 +247,12 @@ def test_both_children_cancelled_release_the_hold_once(exchange: Exchange) -> No
     settles_to(exchange, me, "BTC", (BTC + base(market, Q), 0))
     settles_to(exchange, me, "USDC", (USDC - cost(market, P, Q), 0))
     assert reservations(exchange, me) == {}
+    with redis.Redis.from_url(exchange.redis_url, decode_responses=True) as r:
+        r.hset(keys.reservations(user), hold, 1)  # as if the release had missed it
+        problems = audit(r, load_markets(Path(exchange.env["DEX_MARKETS_FILE"])))
+        r.hdel(keys.reservations(user), hold)
+    found = problems["invariants"]["reservationsMatchOpenOrders"]["problems"]
+    assert any("its children wait with set()" in problem for problem in found), found
 
 
 def test_a_fired_child_that_sells_part_releases_the_rest(exchange: Exchange) -> None:
