@@ -47,11 +47,6 @@ holds the base the parent bought for its children to sell (docs/api.md "Attached
 position TP/SL"); never a clientOrderId, which has no ``|``."""
 
 
-def pair_hold(parent_cid: str) -> str:
-    """The reservation that holds a SPOT parent's attached TP/SL pair's base."""
-    return parent_cid + PAIR_HOLD
-
-
 def reserve_asset(market: Market, side: str) -> str:
     """The asset an order of ``side`` locks on ``market``."""
     if market.product is Product.SPOT and side == Side.SELL:

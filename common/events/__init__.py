@@ -72,7 +72,6 @@ from common.events.settlement import (
     DecrementEvent,
     DoneEvent,
     FillEvent,
-    HoldEvent,
     SettlementEvent,
     TakeEvent,
 )
@@ -107,7 +106,6 @@ __all__ = [
     "DoneEvent",
     "FillEvent",
     "FillRecord",
-    "HoldEvent",
     "Level",
     "OrderCommand",
     "OrderPublication",

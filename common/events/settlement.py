@@ -34,6 +34,9 @@ class FillEvent(TypedDict):
     sellCid: str
     ts: int
     liquidation: NotRequired[Literal[True]]  # the taker is a liquidation order
+    # a SPOT parent's fill: its attached TP/SL pair's hold ("<buyCid>|tpsl") takes the base
+    # bought (docs/api.md "Attached TP/SL and position TP/SL")
+    hold: NotRequired[str]
 
 
 @with_config(MESSAGE)
@@ -98,20 +101,6 @@ class DecrementEvent(TypedDict):
 
 
 @with_config(MESSAGE)
-class HoldEvent(TypedDict):
-    """A SPOT BUY parent's fill of ``qty`` created or grew its attached TP/SL children (docs/api.md
-    "Attached TP/SL and position TP/SL"): the settler moves the base bought from the buyer's
-    available into the pair's hold. It comes after that fill and before any child's event."""
-
-    k: Literal["hold"]
-    eseq: int
-    user: str
-    cid: str  # the parent's
-    qty: int
-    ts: int
-
-
-@with_config(MESSAGE)
 class TakeEvent(TypedDict):
     """A SPOT attached TP/SL child fires: its pair's hold becomes its reservation (before its
     fills, which spend it; its done releases the rest)."""
@@ -124,4 +113,4 @@ class TakeEvent(TypedDict):
     ts: int
 
 
-SettlementEvent = FillEvent | DoneEvent | AmendEvent | DecrementEvent | HoldEvent | TakeEvent
+SettlementEvent = FillEvent | DoneEvent | AmendEvent | DecrementEvent | TakeEvent

@@ -15,10 +15,11 @@ After each leg the order's reservation becomes what its unfilled rest needs (``t
 never less while an amend of the order is pending (docs/api.md "Amend"); an ``amend`` event
 ends its hold and, when the book took it, gives the order its new terms; a ``decrement``
 (self-trade prevention) lowers the order's qty and trims its reservation the same way.
-A SPOT BUY parent's attached TP/SL pair holds the base its fills bought (``hold``: moved from
-available into the pair's reservation ``<cid>|tpsl``); the child that fires takes it as its own
-reservation (``take``) and sells from it; a child that ends unfired with no sibling open
-releases it (its done event's ``hold``). docs/api.md "Attached TP/SL and position TP/SL".
+A SPOT BUY parent's attached TP/SL pair holds the base its fills bought (a fill's ``hold``:
+moved from available into the pair's reservation ``<cid>|tpsl`` with the credit); the child
+that fires takes it as its own reservation (``take``) and sells from it; a child that ends
+unfired with no sibling open releases it (its done event's ``hold``). docs/api.md "Attached
+TP/SL and position TP/SL".
 A fee a side cannot pay in full (per-fill rounding can need a few units more than the
 reservation held) is cut, never taken below zero; the fee account is credited what was paid.
 """
@@ -43,7 +44,6 @@ from common.reservations import (
     NO_TERMS,
     OrderTerms,
     order_terms,
-    pair_hold,
     reserve_asset,
     with_matched_qty,
 )
@@ -93,10 +93,6 @@ def plan(
                 # attached TP/SL children never created leave the open-order index too
                 *(["finished", child, keys.account_order(user, child)] for child in unborn(event)),
             )
-        elif event["k"] == "hold":
-            # a SPOT parent's fill grew its children: their pair holds the bought base
-            amount = str(money.base_units(market, int(event["qty"])))
-            add(event["user"], eseq, ["hold", market.base.symbol, pair_hold(event["cid"]), amount])
         elif event["k"] == "take":
             # a SPOT child fires: its pair's hold becomes its reservation
             add(event["user"], eseq, ["take", event["hold"], event["cid"]])
@@ -217,6 +213,8 @@ def fill_ops(
             ["spend", quote, str(amount + buyer_fee), buy_cid, str(buyer_fee)],
             ["credit", base, str(delivered)],
         ]
+        if "hold" in fill:  # a parent's attached pair holds what it bought (fees are in quote)
+            ops[buyer].append(["hold", base, fill["hold"], str(delivered)])
         ops[seller] += [
             ["spend", base, str(delivered), sell_cid],
             ["credit", quote, str(amount - seller_fee)],

@@ -279,8 +279,8 @@ def test_a_child_fired_in_the_same_call_as_the_parent_fill_spends_the_hold_it_ma
     exchange: Exchange,
 ) -> None:
     """One SELL fills the resting parent and goes on to print below the stop-loss: in that one
-    matcher call the hold event follows the parent's fill and precedes the stop-loss's take
-    and its trade, so the settler holds the base before the sale spends it."""
+    matcher call the parent's fill (naming the hold) precedes the stop-loss's take and its
+    trade, so the settler holds the base before the sale spends it."""
     name, market = spot(exchange)
     maker, other, me = funded(exchange), funded(exchange), funded(exchange)
     body = parent(me, name, P, Q, P + 100, P - 100)
@@ -298,8 +298,8 @@ def test_a_child_fired_in_the_same_call_as_the_parent_fill_spends_the_hold_it_ma
         wanted = {"k": kind, **fields}
         return next(i for i, e in enumerate(call) if all(e.get(k) == v for k, v in wanted.items()))
 
-    assert call[at("hold", cid=cid)]["qty"] == Q
-    assert at("fill", buyCid=cid) < at("hold", cid=cid) < at("take", cid=cid + ".sl")
+    assert call[at("fill", buyCid=cid)]["hold"] == cid + "|tpsl"
+    assert at("fill", buyCid=cid) < at("take", cid=cid + ".sl")
     assert (
         at("take", cid=cid + ".sl") < at("fill", sellCid=cid + ".sl") < at("done", cid=cid + ".sl")
     )

@@ -328,9 +328,9 @@ def spot_scenario(m: Matcher) -> None:
     m.run({"op": "prices", "ts": now_ms()})
     m.run(cancel_all(A), cancel_all(B))
 
-    # attached TP/SL on SPOT: h1's fill holds the base for its children ("hold"); a trade at
-    # PRICE + 100 fires h1.tp ("take"), h1.sl ends CXL OCO; h2's only child cancelled: its done
-    # event releases the pair's hold ("hold")
+    # attached TP/SL on SPOT: h1's fill holds the base for its children (its "hold"); a trade
+    # at PRICE + 100 fires h1.tp ("take"), h1.sl ends CXL OCO; h2's only child cancelled: its
+    # done event releases the pair's hold ("hold")
     def spot_parent(cid: str, tp: int, sl: int) -> OrderCommand:
         fields = {"takeProfitPrice": tp, "stopLossPrice": sl, "triggerSource": "LAST"}
         return typing.cast(OrderCommand, order(B, cid, "BUY", PRICE, 2) | fields)

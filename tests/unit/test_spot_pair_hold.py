@@ -1,15 +1,15 @@
 """The settler's operations for a SPOT attached TP/SL pair's hold (docs/api.md "Attached TP/SL
-and position TP/SL", "On SPOT"): a parent's fill, its hold, a child's take, its fill and its
-done, and a last child ending unfired, as settlement.plan turns them into account steps."""
+and position TP/SL", "On SPOT"): a parent's fill naming the hold, a child's take, its fill and
+its done, and a last child ending unfired, as settlement.plan turns them into account steps."""
 
 from __future__ import annotations
 
 from typing import cast
 
 from common import keys, money
-from common.events import DoneEvent, FillEvent, HoldEvent, SettlementEvent, TakeEvent
+from common.events import DoneEvent, FillEvent, SettlementEvent, TakeEvent
 from common.markets import load_markets
-from common.reservations import PAIR_HOLD, pair_hold
+from common.reservations import PAIR_HOLD
 from common.settings import DEFAULT_MARKETS_FILE
 from services.settler.settlement import plan
 
@@ -30,16 +30,15 @@ def done(eseq: int, cid: str, side: str, status: str, **extra: str) -> DoneEvent
 
 
 def test_the_pair_hold_is_a_reservation_no_client_order_id_can_name() -> None:
-    assert pair_hold("p-1") == "p-1|tpsl" and PAIR_HOLD == "|tpsl"
+    assert PAIR_HOLD == "|tpsl"  # clientOrderIds are A-Z a-z 0-9 . _ : -
 
 
 def test_a_fill_holds_its_base_and_the_fired_child_takes_spends_and_releases_it() -> None:
-    hold: HoldEvent = {"k": "hold", "eseq": 2, "user": "me", "cid": "p", "qty": Q, "ts": 1}
     take: TakeEvent = {"k": "take", "eseq": 4, "user": "me", "cid": "p.tp", "hold": "p|tpsl",
                        "ts": 1}  # fmt: skip
     events: list[SettlementEvent] = [
-        fill(1, "me", "p", "mm", "ask"),
-        hold,
+        fill(1, "me", "p", "mm", "ask") | {"hold": "p|tpsl"},
+        fill(2, "me", "p", "mm", "ask"),  # both children ended: nothing held
         done(3, "p.sl", "SELL", "CXL", reason="OCO"),  # the OCO'd sibling: no "hold"
         take,
         fill(5, "bid", "b", "me", "p.tp"),
@@ -47,8 +46,9 @@ def test_a_fill_holds_its_base_and_the_fired_child_takes_spends_and_releases_it(
     ]
     ops = dict(plan(SPOT, events)["me"])
     base = str(money.base_units(SPOT, Q))
-    assert ["credit", "BTC", base] in ops[1]
-    assert ops[2] == [["hold", "BTC", "p|tpsl", base]]
+    credit = ops[1].index(["credit", "BTC", base])
+    assert ops[1][credit + 1] == ["hold", "BTC", "p|tpsl", base]  # with the credit, once
+    assert not [op for op in ops[2] if op[0] == "hold"]
     assert ops[3] == [
         ["release", "BTC", "p.sl"],
         ["finished", "p.sl", keys.account_order("me", "p.sl")],

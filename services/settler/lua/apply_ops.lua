@@ -79,7 +79,7 @@
 --                                      and position TP/SL"): locked and the hold's reservation
 --                                      (field hold, "<parent cid>|tpsl") grow by it, taken from
 --                                      the available balance as far as it goes (the same
---                                      call's fill credited it)
+--                                      event's credit brought it)
 --   ["take", hold, cid]                the pair's child cid fired: the hold becomes its
 --                                      reservation (locked unchanged); its fills spend it and
 --                                      its release ends it

@@ -38,6 +38,23 @@ function tpsl.parts(o)
   return tonumber(tp), tonumber(sl), src
 end
 
+-- A SPOT parent's fill event's "hold": its pair of children holds the base the fill bought
+-- (the settler moves it from available into "<cid>|tpsl" in the same step as the fill's
+-- credit), unless every child it has ended (a child not yet created will be, with this fill's
+-- qty: match/tpsl.lua grow).
+function tpsl.fill_hold_json(o)
+  local tp, sl = tpsl.parts(o)
+  local prefix = oprefix .. o.userId .. ':' .. o.clientOrderId
+  local function grows(suffix)
+    local c = load(prefix .. suffix)
+    return c == nil or c.status == 'UNTRIGGERED'
+  end
+  if (tp > 0 and grows('.tp')) or (sl > 0 and grows('.sl')) then
+    return ',"hold":' .. q(o.clientOrderId .. '|tpsl')
+  end
+  return ''
+end
+
 -- A SPOT child's pair holds the bought base (docs/api.md "Attached TP/SL and position TP/SL"):
 -- the settler's reservation "<parent cid>|tpsl" of the owner. Its done event names that hold
 -- ("hold") when the hold ends with it unspent: the child never fired and no sibling is open

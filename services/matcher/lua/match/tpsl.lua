@@ -13,12 +13,13 @@
 -- more, whatever the price does next in the call.
 -- SPOT (a BUY parent only): the children sell the bought base and are not reduce-only (a spot
 -- account has no position). The pair holds that base in the settler's reservation
--- "<parent cid>|tpsl": each fill that creates or grows a child emits a "hold" event of its qty
--- (after the fill's own event: the settler moves the base from available into the hold, in
--- the same account call as the fill that credits it); a child that fires emits a "take" event
--- before it trades (the hold becomes its reservation: its fills spend it as any sell's, its
--- done releases the rest); the done event of a child that ends unfired with no sibling open
--- releases the hold (match/attached.lua hold_json). An OCO'd sibling releases nothing.
+-- "<parent cid>|tpsl": the fill event of each parent fill that creates or grows a child names
+-- the hold (match/attached.lua fill_hold_json: the settler moves the base bought from
+-- available into the hold in the same step as it credits it); a child that fires emits a
+-- "take" event before it trades (the hold becomes its reservation: its fills spend it as any
+-- sell's, its done releases the rest); the done event of a child that ends unfired with no
+-- sibling open releases the hold (match/attached.lua hold_json). An OCO'd sibling releases
+-- nothing.
 -- Position TP/SL: a STOP_MARKET / TAKE_PROFIT_MARKET order with closePosition (record cp = 1,
 -- qty 0) takes, when it fires, the size of its owner's position (dex:{m}:pos) as its qty; the
 -- reduce-only rule then ends it REJECTED REDUCE_ONLY when no position is there to close on its
@@ -29,8 +30,7 @@
 --#include attached.lua
 --#include triggers.lua
 
--- A parent's child of kind 'tp' / 'sl': created with qty f, or grown by f while untriggered;
--- true when it was.
+-- A parent's child of kind 'tp' / 'sl': created with qty f, or grown by f while untriggered.
 function tpsl.grow(parent, kind, price, src, sibling, f)
   local cid = parent.clientOrderId .. '.' .. kind
   local key = oprefix .. parent.userId .. ':' .. cid
@@ -52,19 +52,11 @@ function tpsl.grow(parent, kind, price, src, sibling, f)
     c.qty = c.qty + f
     redis.call('HSET', key, 'qty', int(c.qty), 'updatedTs', now_text)
   else
-    return false
+    return
   end
   touch(c)
   tpsl.sources[src] = true
   if src == 'LAST' then trig.any_last = true end
-  return true
-end
-
--- SPOT: the pair of parent's children grew by f: the settler holds f more of the base.
-function tpsl.hold(parent, f)
-  local e = next_eseq()
-  emit_event(e, '{"eseq":' .. e .. ',"k":"hold","user":' .. q(parent.userId) .. ',"cid":' ..
-    q(parent.clientOrderId) .. ',"qty":' .. int(f) .. ',"ts":' .. now_text .. '}')
 end
 
 -- The parents' fills noted so far become their children's qty (the stop-loss first).
@@ -76,10 +68,8 @@ function tpsl.flush()
     local parent, f = g[1], g[2]
     local tp, sl, src = tpsl.parts(parent)
     local tcid, scid = parent.clientOrderId .. '.tp', parent.clientOrderId .. '.sl'
-    local grew = false
-    if sl > 0 then grew = tpsl.grow(parent, 'sl', sl, src, tp > 0 and tcid or '', f) end
-    if tp > 0 then grew = tpsl.grow(parent, 'tp', tp, src, sl > 0 and scid or '', f) or grew end
-    if grew and not is_deriv then tpsl.hold(parent, f) end
+    if sl > 0 then tpsl.grow(parent, 'sl', sl, src, tp > 0 and tcid or '', f) end
+    if tp > 0 then tpsl.grow(parent, 'tp', tp, src, sl > 0 and scid or '', f) end
   end
 end
 
