@@ -240,6 +240,13 @@ def test_both_children_cancelled_release_the_hold_once(exchange: Exchange) -> No
         r.hincrby(keys.reservations(user), hold, -1)
     found = problems["invariants"]["reservationsMatchOpenOrders"]["problems"]
     assert any("its waiting children sell" in problem for problem in found), found
+    # the held base cannot be withdrawn: one unit more than the free BTC is refused
+    message = {"userId": me.address, "asset": "BTC", "amount": str(BTC + 1),
+               "ts": int(time.time() * 1000)}  # fmt: skip
+    message["sig"] = sign(me.key, "Withdraw", message, CHAIN_ID, VERIFYING_CONTRACT)
+    refused = post(exchange, "/v1/withdrawals", message)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (422, "INSUFFICIENT_BALANCE")
+    assert exchange.balance(me.address, "BTC") == (BTC + base(market, Q), base(market, Q))
     assert cancel(exchange, me, name, cid + ".sl") == 200
     assert cancel(exchange, me, name, cid + ".tp") == 200
     assert [e.get("hold") for e in done_of(exchange, name, cid + ".sl")] == [None]
