@@ -304,20 +304,27 @@ def _pair_holds(
     TP/SL and position TP/SL"), summed per (account, base asset): each belongs to a SPOT parent
     whose children still wait, and holds the base their qty sells (both wait with one qty)."""
     locked: dict[tuple[str, str], int] = defaultdict(int)
-    symbols = [client.hget(keys.account_cids(a), hold[: -len(PAIR_HOLD)]) for a, hold, _ in holds]
-    for (account, hold, amount), symbol in zip(holds, symbols, strict=True):
+    pipe = client.pipeline(transaction=False)
+    for account, hold, _ in holds:
+        pipe.hget(keys.account_cids(account), hold[: -len(PAIR_HOLD)])
+    symbols = pipe.execute()
+    pipe = client.pipeline(transaction=False)
+    for (account, hold, _), symbol in zip(holds, symbols, strict=True):
+        for suffix in (".tp", ".sl"):
+            child = hold[: -len(PAIR_HOLD)] + suffix
+            pipe.hmget(keys.market_order(symbol or "?", account, child), "status", "qty", "filled")
+    children = pipe.execute()
+    for i, ((account, hold, amount), symbol) in enumerate(zip(holds, symbols, strict=True)):
         market = markets.market(symbol or "?")
         if market is None or market.product is not Product.SPOT:
             check.fail(f"{account}: hold {amount} for {hold}, no SPOT parent")
             continue
         locked[(account, market.base.symbol)] += int(amount)
-        parent = hold[: -len(PAIR_HOLD)]
-        waiting = set()
-        for suffix in (".tp", ".sl"):
-            key = keys.market_order(symbol or "?", account, parent + suffix)
-            status, qty, filled = client.hmget(key, "status", "qty", "filled")
-            if status == UNTRIGGERED:
-                waiting.add(money.base_units(market, int(qty) - int(filled or 0)))
+        waiting = {
+            money.base_units(market, int(qty) - int(filled or 0))
+            for status, qty, filled in children[2 * i : 2 * i + 2]
+            if status == UNTRIGGERED
+        }
         if len(waiting) != 1:
             check.fail(f"{account}: hold {amount} for {hold}, its children wait with {waiting}")
         elif waiting != {int(amount)}:
