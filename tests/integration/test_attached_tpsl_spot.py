@@ -5,8 +5,9 @@ fires spends the hold, its OCO sibling releases nothing, the last child to end u
 it. Balances and reservations of BTC and USDC to the unit after each step; a child fired in the
 same matcher call as the parent's fill; the settle worker SIGKILLed between the parent's fill and
 the child's fire, with the accounts of the unsettled events applied once before it comes back;
-the refused shapes reserve nothing; the auditor's invariants after every test. One market per
-test (support/trigger_orders.py)."""
+the matcher SIGKILLed with the fill and the fire in its stream; the held base cannot be
+withdrawn; the refused shapes reserve nothing; the auditor's invariants after every test. One
+market per test (support/trigger_orders.py)."""
 
 from __future__ import annotations
 
@@ -368,6 +369,37 @@ def test_a_settle_worker_killed_between_the_fill_and_the_fire_holds_and_spends_o
             app.close()
     settles_to(exchange, me, "BTC", (BTC, 0))
     settles_to(exchange, me, "USDC", (USDC - cost(market, P, Q) + proceeds(market, P + 50, Q), 0))
+    assert reservations(exchange, me) == {}
+
+
+def test_a_fill_and_a_fire_replayed_by_a_sigkilled_matcher_hold_and_spend_once(
+    exchange: Exchange,
+) -> None:
+    """The matcher is SIGKILLed with the parent's fill and the take-profit's trade waiting in
+    its stream; restarted, it holds the base once and fires the take-profit once."""
+    name, market = spot(exchange)
+    maker, other, me = funded(exchange), funded(exchange), funded(exchange)
+    body = parent(me, name, P, Q, P + 100, P - 100)
+    cid = body["clientOrderId"]
+    assert placed(exchange, body)["status"] == "NEW"
+    exchange.kill("matcher")
+    try:
+        for trader, side, price, tif in ((maker, "SELL", P, "GTC"), (other, "BUY", P + 50, "GTC"),
+                                         (maker, "SELL", P + 100, "GTC"),
+                                         (other, "BUY", P + 100, "IOC")):  # fmt: skip
+            sent = trader.order(name, side, price, Q, product="SPOT", timeInForce=tif)
+            assert post(exchange, "/v1/orders", sent).status_code == 202
+    finally:
+        exchange.start("matcher")
+    assert wait_for(lambda: status_of(exchange, me, cid + ".tp") == "FILLED", 20)
+    assert [e["status"] for e in done_of(exchange, name, cid + ".sl")] == ["CXL"]
+    assert [e["status"] for e in done_of(exchange, name, cid + ".tp")] == ["FILLED"]
+    takes = [e for call in events(exchange, name) for e in call if e["k"] == "take"]
+    assert [e["cid"] for e in takes] == [cid + ".tp"]
+    assert trades(exchange, name) == sorted([(P, Q), (P + 100, Q), (P + 50, Q)])
+    settles_to(exchange, me, "BTC", (BTC, 0))
+    paid = cost(market, P, Q, maker=True)
+    settles_to(exchange, me, "USDC", (USDC - paid + proceeds(market, P + 50, Q), 0))
     assert reservations(exchange, me) == {}
 
 
