@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from common import keys
+from common import keys, money
 from common.chain import ChainError, Rpc
 from common.events import events_of, loads
 from common.markets import MarketSet
 from common.order_reads import record_fields, record_hmget_fields
-from common.reservations import NO_TERMS, need, order_terms, with_matched_qty
+from common.reservations import NO_TERMS, PAIR_HOLD, need, order_terms, with_matched_qty
 from common.types import Product
 
 # what the auditor reads of a matcher order record (either shape: common.order_reads)
@@ -235,9 +235,10 @@ def _reservations(
     client: Any, markets: MarketSet, books: dict[str, list[Any]], check: _Check
 ) -> None:
     lookups: list[tuple[str, str, str]] = []
+    holds: list[tuple[str, str, str]] = []
     for account, (_, reservations, _, _) in books.items():
         for cid, amount in reservations.items():
-            lookups.append((account, cid, amount))
+            (holds if cid.endswith(PAIR_HOLD) else lookups).append((account, cid, amount))
     pipe = client.pipeline(transaction=False)
     for account, cid, _ in lookups:
         pipe.hmget(keys.account_order(account, cid), "market", "asset", "reserved", "cmd", "pa")
@@ -249,7 +250,7 @@ def _reservations(
         [record_fields(dict(zip(MATCHED_FIELDS, values, strict=True))).get(f) for f in MATCHED]
         for values in pipe.execute()
     ]
-    locked_by_orders: dict[tuple[str, str], int] = defaultdict(int)
+    locked_by_orders = _pair_holds(client, markets, holds, check)
     for (account, cid, amount), record, state in zip(lookups, records, matched, strict=True):
         symbol, asset, reserved, command, pending = record
         held = int(amount)
@@ -294,6 +295,41 @@ def _reservations(
                     f"{account}: {asset} locked {value} but its open orders reserve "
                     f"{locked_by_orders.get((account, asset), 0)}"
                 )
+
+
+def _pair_holds(
+    client: Any, markets: MarketSet, holds: list[tuple[str, str, str]], check: _Check
+) -> dict[tuple[str, str], int]:
+    """The holds of SPOT attached TP/SL pairs (``<parent cid>|tpsl``, docs/api.md "Attached
+    TP/SL and position TP/SL"), summed per (account, base asset): each belongs to a SPOT parent
+    whose children still wait, and holds the base their qty sells (both wait with one qty)."""
+    locked: dict[tuple[str, str], int] = defaultdict(int)
+    pipe = client.pipeline(transaction=False)
+    for account, hold, _ in holds:
+        pipe.hget(keys.account_cids(account), hold[: -len(PAIR_HOLD)])
+    symbols = pipe.execute()
+    pipe = client.pipeline(transaction=False)
+    for (account, hold, _), symbol in zip(holds, symbols, strict=True):
+        for suffix in (".tp", ".sl"):
+            child = hold[: -len(PAIR_HOLD)] + suffix
+            pipe.hmget(keys.market_order(symbol or "?", account, child), "status", "qty", "filled")
+    children = pipe.execute()
+    for i, ((account, hold, amount), symbol) in enumerate(zip(holds, symbols, strict=True)):
+        market = markets.market(symbol or "?")
+        if market is None or market.product is not Product.SPOT:
+            check.fail(f"{account}: hold {amount} for {hold}, no SPOT parent")
+            continue
+        locked[(account, market.base.symbol)] += int(amount)
+        waiting = {
+            money.base_units(market, int(qty) - int(filled or 0))
+            for status, qty, filled in children[2 * i : 2 * i + 2]
+            if status == UNTRIGGERED
+        }
+        if len(waiting) != 1:
+            check.fail(f"{account}: hold {amount} for {hold}, its children wait with {waiting}")
+        elif waiting != {int(amount)}:
+            check.fail(f"{account}: hold {amount} for {hold}, its waiting children sell {waiting}")
+    return locked
 
 
 def _open_quantities(client: Any, books: dict[str, list[Any]], check: _Check) -> None:

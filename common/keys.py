@@ -56,6 +56,7 @@ account, live in one slot and one Lua script may touch them together)::
       dex:{u}:orders           zset    "<market>|<cid>" by time: the earlier listing, no longer
                                         written or read
       dex:{u}:res              hash    clientOrderId -> reservation still locked for it
+                                        (and "<cid>|tpsl": a SPOT attached TP/SL pair's hold)
       dex:{u}:outbox           zset    cids reserved but not yet confirmed on their market
                                         stream, by time; a sweeper re-sends old ones
       dex:{u}:wm               hash    market -> highest event eseq applied to this account

@@ -41,6 +41,11 @@ class OrderTerms:
 
 NO_TERMS = OrderTerms("none", 0, 0, 0)
 
+PAIR_HOLD = "|tpsl"
+"""The suffix of a SPOT attached TP/SL pair's hold in ``dex:{u}:res``: ``<parent cid>|tpsl``
+holds the base the parent bought for its children to sell (docs/api.md "Attached TP/SL and
+position TP/SL"); never a clientOrderId, which has no ``|``."""
+
 
 def reserve_asset(market: Market, side: str) -> str:
     """The asset an order of ``side`` locks on ``market``."""

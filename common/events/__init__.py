@@ -73,6 +73,7 @@ from common.events.settlement import (
     DoneEvent,
     FillEvent,
     SettlementEvent,
+    TakeEvent,
 )
 
 __all__ = [
@@ -115,6 +116,7 @@ __all__ = [
     "Reply",
     "SettlementEvent",
     "StatusTicker",
+    "TakeEvent",
     "Ticker",
     "TickerPublication",
     "Trade",

@@ -34,6 +34,9 @@ class FillEvent(TypedDict):
     sellCid: str
     ts: int
     liquidation: NotRequired[Literal[True]]  # the taker is a liquidation order
+    # a SPOT parent's fill: its attached TP/SL pair's hold ("<buyCid>|tpsl") takes the base
+    # bought (docs/api.md "Attached TP/SL and position TP/SL")
+    hold: NotRequired[str]
 
 
 @with_config(MESSAGE)
@@ -52,6 +55,9 @@ class DoneEvent(TypedDict):
     # a parent with attached TP/SL that ends with nothing filled: the children ids it held
     # and never used (docs/api.md "Attached TP/SL and position TP/SL")
     attached: NotRequired[list[str]]
+    # a SPOT attached TP/SL child that ends unfired with no sibling open: its pair's hold
+    # ("<parent cid>|tpsl"), released with it
+    hold: NotRequired[str]
 
 
 @with_config(MESSAGE)
@@ -94,4 +100,17 @@ class DecrementEvent(TypedDict):
     ts: int
 
 
-SettlementEvent = FillEvent | DoneEvent | AmendEvent | DecrementEvent
+@with_config(MESSAGE)
+class TakeEvent(TypedDict):
+    """A SPOT attached TP/SL child fires: its pair's hold becomes its reservation (before its
+    fills, which spend it; its done releases the rest)."""
+
+    k: Literal["take"]
+    eseq: int
+    user: str
+    cid: str  # the child's
+    hold: str  # "<parent cid>|tpsl"
+    ts: int
+
+
+SettlementEvent = FillEvent | DoneEvent | AmendEvent | DecrementEvent | TakeEvent

@@ -15,6 +15,11 @@ After each leg the order's reservation becomes what its unfilled rest needs (``t
 never less while an amend of the order is pending (docs/api.md "Amend"); an ``amend`` event
 ends its hold and, when the book took it, gives the order its new terms; a ``decrement``
 (self-trade prevention) lowers the order's qty and trims its reservation the same way.
+A SPOT BUY parent's attached TP/SL pair holds the base its fills bought (a fill's ``hold``:
+moved from available into the pair's reservation ``<cid>|tpsl`` with the credit); the child
+that fires takes it as its own reservation (``take``) and sells from it; a child that ends
+unfired with no sibling open releases it (its done event's ``hold``). docs/api.md "Attached
+TP/SL and position TP/SL".
 A fee a side cannot pay in full (per-fill rounding can need a few units more than the
 reservation held) is cut, never taken below zero; the fee account is credited what was paid.
 """
@@ -77,14 +82,20 @@ def plan(
         if event["k"] == "done":
             asset = reserve_asset(market, event["side"])
             user, cid = event["user"], event["cid"]
+            # a SPOT attached pair's hold ends with its last child, unfired
+            pair = [["release", asset, event["hold"]]] if "hold" in event else []
             add(
                 user,
                 eseq,
                 ["release", asset, cid],
+                *pair,
                 ["finished", cid, keys.account_order(user, cid)],
                 # attached TP/SL children never created leave the open-order index too
                 *(["finished", child, keys.account_order(user, child)] for child in unborn(event)),
             )
+        elif event["k"] == "take":
+            # a SPOT child fires: its pair's hold becomes its reservation
+            add(event["user"], eseq, ["take", event["hold"], event["cid"]])
         elif event["k"] == "fill":
             for account, ops in fill_ops(market, event, terms, finishing).items():
                 add(account, eseq, *ops)
@@ -202,6 +213,8 @@ def fill_ops(
             ["spend", quote, str(amount + buyer_fee), buy_cid, str(buyer_fee)],
             ["credit", base, str(delivered)],
         ]
+        if "hold" in fill:  # a parent's attached pair holds what it bought (fees are in quote)
+            ops[buyer].append(["hold", base, fill["hold"], str(delivered)])
         ops[seller] += [
             ["spend", base, str(delivered), sell_cid],
             ["credit", quote, str(amount - seller_fee)],

@@ -328,6 +328,19 @@ def spot_scenario(m: Matcher) -> None:
     m.run({"op": "prices", "ts": now_ms()})
     m.run(cancel_all(A), cancel_all(B))
 
+    # attached TP/SL on SPOT: h1's fill holds the base for its children (its "hold"); a trade
+    # at PRICE + 100 fires h1.tp ("take"), h1.sl ends CXL OCO; h2's only child cancelled: its
+    # done event releases the pair's hold ("hold")
+    def spot_parent(cid: str, tp: int, sl: int) -> OrderCommand:
+        fields = {"takeProfitPrice": tp, "stopLossPrice": sl, "triggerSource": "LAST"}
+        return typing.cast(OrderCommand, order(B, cid, "BUY", PRICE, 2) | fields)
+
+    m.run(order(A, "h0", "SELL", PRICE, 3))
+    m.run(spot_parent("h1", PRICE + 100, PRICE - 100), spot_parent("h2", PRICE + 1000, 0))
+    m.run(order(C, "h3", "BUY", PRICE + 50, 2), order(A, "h4", "SELL", PRICE + 100, 1))
+    m.run(order(C, "h5", "BUY", PRICE + 100, 1, tif="IOC"), cancel(B, "h2.tp"))
+    m.run(cancel_all(A), cancel_all(B), cancel_all(C))
+
 
 def perp_scenario(m: Matcher) -> None:
     m.run(opening(order(A, "p1", "SELL", PRICE, 10), 10))

@@ -172,8 +172,10 @@ MALFORMED = [
     ({"trailingDelta": 10, "trailingUnit": "PCT"}, "TRAILING_STOP_MARKET", 0, "INVALID_ORDER"),
     ({"trailingDelta": 10, "trailingUnit": "TICKS"}, "STOP_LIMIT", P + 10, "INVALID_ORDER"),
     ({"closePosition": True}, "STOP_LIMIT", P + 10, "INVALID_ORDER"),
-    ({"takeProfitPrice": P}, "LIMIT", 0, "INVALID_ORDER"),
-    ({"stopLossPrice": P}, "LIMIT", 0, "INVALID_ORDER"),
+    # attached TP/SL on a SPOT BUY: judged against its price (a SELL: test_attached_tpsl_spot)
+    ({"takeProfitPrice": P}, "LIMIT", 0, "INVALID_PRICE"),
+    ({"stopLossPrice": P + 30}, "LIMIT", 0, "INVALID_PRICE"),
+    ({"takeProfitPrice": P + 100}, "STOP_LIMIT", P + 10, "INVALID_ORDER"),
     ({"type": "STOP"}, "STOP_LIMIT", P + 10, "INVALID_ORDER"),
     ({"price": 0}, "STOP_MARKET", P + 10, "INVALID_PRICE"),  # a spot BUY needs a protection
 ]

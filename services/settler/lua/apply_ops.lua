@@ -74,6 +74,15 @@
 --                                      by cut, and its reservation becomes what qty − filled
 --                                      needs, as trim sets it (never less while an amend of it
 --                                      is pending)
+--   ["hold", asset, hold, amount]      a SPOT attached TP/SL pair holds amount more of the
+--                                      base its parent bought (docs/api.md "Attached TP/SL
+--                                      and position TP/SL"): locked and the hold's reservation
+--                                      (field hold, "<parent cid>|tpsl") grow by it, taken from
+--                                      the available balance as far as it goes (the same
+--                                      event's credit brought it)
+--   ["take", hold, cid]                the pair's child cid fired: the hold becomes its
+--                                      reservation (locked unchanged); its fills spend it and
+--                                      its release ends it
 --   ["finished", cid, record key]      the order is finished and its done event settled: it
 --                                      leaves the open index (KEYS[8]) and its accepted record
 --                                      dex:{u}:ord:<cid> (same slot; key from common/keys.py)
@@ -234,6 +243,17 @@ for _, batch in ipairs(batches) do
               tonumber(op[14]), tonumber(op[15]), tonumber(op[16])))
           end
         end
+      elseif kind == 'hold' then
+        local asset, hold = op[2], op[3]
+        local amount = math.max(math.min(tonumber(op[4]), free_of(asset)), 0)
+        if amount > 0 then
+          redis.call('HINCRBY', bal_key, asset .. ':l', int(amount))
+          redis.call('HINCRBY', res_key, hold, int(amount))
+        end
+      elseif kind == 'take' then
+        local held = reserved_for(op[2])
+        redis.call('HDEL', res_key, op[2])
+        if held > 0 then redis.call('HINCRBY', res_key, op[3], int(held)) end
       elseif kind == 'finished' then
         redis.call('ZREM', open_key, op[2])
         redis.call('DEL', op[3])

@@ -11,6 +11,15 @@
 -- OCO: when a child fires, its sibling, if still UNTRIGGERED, ends CXL OCO in the same unit,
 -- before the fired child trades; the sibling has then left its trigger set and can fire no
 -- more, whatever the price does next in the call.
+-- SPOT (a BUY parent only): the children sell the bought base and are not reduce-only (a spot
+-- account has no position). The pair holds that base in the settler's reservation
+-- "<parent cid>|tpsl": the fill event of each parent fill that creates or grows a child names
+-- the hold (match/attached.lua fill_hold_json: the settler moves the base bought from
+-- available into the hold in the same step as it credits it); a child that fires emits a
+-- "take" event before it trades (the hold becomes its reservation: its fills spend it as any
+-- sell's, its done releases the rest); the done event of a child that ends unfired with no
+-- sibling open releases the hold (match/attached.lua hold_json). An OCO'd sibling releases
+-- nothing.
 -- Position TP/SL: a STOP_MARKET / TAKE_PROFIT_MARKET order with closePosition (record cp = 1,
 -- qty 0) takes, when it fires, the size of its owner's position (dex:{m}:pos) as its qty; the
 -- reduce-only rule then ends it REJECTED REDUCE_ONLY when no position is there to close on its
@@ -31,8 +40,9 @@ function tpsl.grow(parent, kind, price, src, sibling, f)
     c = {key = key, clientOrderId = cid, userId = parent.userId,
       side = parent.side == 'BUY' and 'SELL' or 'BUY',
       type = kind == 'tp' and 'TAKE_PROFIT_MARKET' or 'STOP_MARKET', timeInForce = 'GTC',
-      reduceOnly = '1', expiresAt = '0', price = 0, qty = f, filled = 0,
-      status = 'UNTRIGGERED', reason = '', ts = parent.ts, aseq = int(aseq), oa = 0,
+      reduceOnly = is_deriv and '1' or '0', expiresAt = '0', price = 0, qty = f, filled = 0,
+      status = 'UNTRIGGERED', reason = '', ts = parent.ts, aseq = int(aseq),
+      oa = is_deriv and 0 or nil,
       t = src .. '|' .. int(price) .. '|0|', oc = sibling, agent = parent.agent}
     remember(c)
     save_new(c, 0, false)
@@ -63,9 +73,15 @@ function tpsl.flush()
   end
 end
 
--- An order fires (match/triggers.lua, before it is matched): a child's sibling ends CXL OCO;
--- a position TP/SL takes its owner's position as its qty.
+-- An order fires (match/triggers.lua, before it is matched): a SPOT child takes its pair's
+-- hold; a child's sibling ends CXL OCO; a position TP/SL takes its owner's position as its qty.
 function tpsl.on_fire(o)
+  if o.oc and not is_deriv then
+    local e = next_eseq()
+    emit_event(e, '{"eseq":' .. e .. ',"k":"take","user":' .. q(o.userId) .. ',"cid":' ..
+      q(o.clientOrderId) .. ',"hold":' .. q(string.sub(o.clientOrderId, 1, -4) .. '|tpsl') ..
+      ',"ts":' .. now_text .. '}')
+  end
   if o.oc and o.oc ~= '' then
     local s = load(oprefix .. o.userId .. ':' .. o.oc)
     if s and s.status == 'UNTRIGGERED' then remove_resting(s, 'CXL', 'OCO') end

@@ -29,17 +29,20 @@ local function record_trade(p, f, taker, maker, taker_is_buy, liquidation)
   redis.call('XADD', K_TRADES, '*', 't', trade)  -- trimmed once per call, at the end
   unit_trades[#unit_trades + 1] = trade
   local e = next_eseq()
+  -- a SPOT parent's fill: its attached pair holds the base bought (match/attached.lua)
+  local buy_order = taker_is_buy and taker or maker
+  local hold = (buy_order.at and not is_deriv) and tpsl.fill_hold_json(buy_order) or ''
   emit_event(e, '{"eseq":' .. e .. ',"k":"fill","tradeId":' .. trade_id_head .. ts_text ..
     '","tseq":' .. ts_text .. ',"price":' .. p_text .. ',"qty":' .. f_text ..
     ',"takerSide":"' .. taker_side .. '","buyer":' .. buyer_json .. ',"seller":' .. seller_json ..
     ',"buyCid":' .. buy_cid_json .. ',"sellCid":' .. sell_cid_json .. ',"ts":' .. now_text ..
-    (liquidation and ',"liquidation":true}' or '}'))
+    hold .. (liquidation and ',"liquidation":true}' or '}'))
   if is_deriv then
     positions[buyer] = redis.call('HINCRBY', K_POS, buyer, f)
     positions[seller] = redis.call('HINCRBY', K_POS, seller, -f)
-    -- an attached TP/SL parent's children grow once the command is done (match/attached.lua)
-    if taker.at then tpsl.note(taker, f) end
-    if maker.at then tpsl.note(maker, f) end
   end
+  -- an attached TP/SL parent's children grow once the command is done (match/attached.lua)
+  if taker.at then tpsl.note(taker, f) end
+  if maker.at then tpsl.note(maker, f) end
   count_trade(p, f, p * f * mult)
 end
