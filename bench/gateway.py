@@ -144,6 +144,7 @@ class Side:
             client.close()
         return {
             "gateway": gateway.user + gateway.system,
+            "gateway_system": gateway.system,
             "redis": store.user + store.system,
             "commands": commands,
         }
@@ -174,6 +175,9 @@ class Side:
             "accepted_per_s": round(accepted / seconds, 1),
             "gateway_cpu_s": round(gateway_cpu, 2),
             "gateway_cpu_per_order_us": round(gateway_cpu / per_order * 1e6, 1),
+            "gateway_system_cpu_per_order_us": round(
+                (self.after["gateway_system"] - self.before["gateway_system"]) / per_order * 1e6, 1
+            ),
             # What the worker's own CPU time allows if it had a core to itself (derived).
             "accepted_per_gateway_cpu_s": round(accepted / max(gateway_cpu, 1e-9), 1),
             "gateway_core_share": round(gateway_cpu / seconds, 2),

@@ -53,6 +53,9 @@ class CoalescingTransport:
             if not self._transport.is_closing():
                 self._transport.write(data)
 
+    def is_closing(self) -> bool:  # asked once per request: not through __getattr__
+        return self._transport.is_closing()
+
     def write_eof(self) -> None:
         self.flush()
         self._transport.write_eof()
