@@ -11,6 +11,7 @@ verification (``Verifier.verify``) in this process. Results go to bench/results/
     .venv/bin/python bench/gateway.py --orders 60000 --access-log --rate-limits
     .venv/bin/python bench/gateway.py --rate 2000 --orders 40000    # open loop, as bench/e2e.py
     .venv/bin/python bench/gateway.py --rate 2000 --root /tmp/gw-main-build   # another build
+    .venv/bin/python bench/gateway.py --rate 1000 --root /tmp/gw-main-build --versus .  # A/B
 
 By default the rate limits are off (one client address would be limited at 1,000/s) and the
 per-request access log is at WARNING; the flags put them back to measure their cost.
@@ -20,7 +21,10 @@ request is answered on its own more often than in a saturated loop. Beside the g
 per accepted order the report gives Redis's (the admission's scripts and commands: no matcher
 runs) and the Redis commands per accepted order from ``INFO commandstats``. ``--root DIR``
 runs the gateway of another checkout (``PYTHONPATH`` pointing there) for a same-session
-baseline; the load, the bodies and the figures are this checkout's.
+baseline; the load, the bodies and the figures are this checkout's. ``--versus DIR`` runs a
+second build's gateway beside the first, each on its own Redis, and sends both the same orders
+at the same moment, each from its own sender processes: on a shared machine CPU per order moves
+with the other load from one minute to the next, so a pair measured together is the fair A/B.
 """
 
 from __future__ import annotations
