@@ -9,9 +9,22 @@ verification (``Verifier.verify``) in this process. Results go to bench/results/
 
     .venv/bin/python bench/gateway.py                    # 20,000 orders, concurrency 64
     .venv/bin/python bench/gateway.py --orders 60000 --access-log --rate-limits
+    .venv/bin/python bench/gateway.py --rate 2000 --orders 40000    # open loop, as bench/e2e.py
+    .venv/bin/python bench/gateway.py --rate 2000 --root /tmp/gw-main-build   # another build
+    .venv/bin/python bench/gateway.py --rate 1000 --root /tmp/gw-main-build --versus .  # A/B
 
 By default the rate limits are off (one client address would be limited at 1,000/s) and the
 per-request access log is at WARNING; the flags put them back to measure their cost.
+``--rate`` releases the orders at that rate (open loop, ``--concurrency`` connections) instead
+of as fast as the gateway answers: the gateway's CPU per order at a rate it holds, where each
+request is answered on its own more often than in a saturated loop. Beside the gateway's CPU
+per accepted order the report gives Redis's (the admission's scripts and commands: no matcher
+runs) and the Redis commands per accepted order from ``INFO commandstats``. ``--root DIR``
+runs the gateway of another checkout (``PYTHONPATH`` pointing there) for a same-session
+baseline; the load, the bodies and the figures are this checkout's. ``--versus DIR`` runs a
+second build's gateway beside the first, each on its own Redis, and sends both the same orders
+at the same moment, each from its own sender processes: on a shared machine CPU per order moves
+with the other load from one minute to the next, so a pair measured together is the fair A/B.
 """
 
 from __future__ import annotations
@@ -22,10 +35,13 @@ import platform
 import random
 import shutil
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 import psutil
+import redis
 from coincurve import PrivateKey
 from lib import cli, httpload
 from lib.traders import Trader, fund, make_traders, sign_fast, verifier
@@ -67,19 +83,14 @@ def plan(users: list[Trader], total: int, rng: random.Random, verifier: Verifier
     return bodies
 
 
-def send_all(url: str, bodies: list[bytes], concurrency: int, senders: int) -> dict[str, Any]:
-    """Send ``bodies`` closed loop from ``senders`` processes; the seconds from the first
-    process's start to the last one's end, and the answers per code."""
-    start_at = time.time() + 1.5
-    shares = [(url, bodies[i::senders], concurrency // senders, start_at) for i in range(senders)]
-    results = httpload.in_processes(httpload.closed_loop, shares)
-    began = min(r[0] for r in results)
-    ended = max(r[1] for r in results)
-    codes: dict[str, int] = {}
-    for _, _, part in results:
-        for code, count in part.items():
-            codes[code] = codes.get(code, 0) + count
-    return {"seconds": ended - began, "codes": codes}
+def command_counts(client: redis.Redis) -> dict[str, int]:
+    """Calls per command so far (``INFO commandstats``), without the INFO calls themselves."""
+    stats = client.info("commandstats")
+    return {
+        name.removeprefix("cmdstat_"): int(value["calls"])
+        for name, value in stats.items()
+        if name != "cmdstat_info"
+    }
 
 
 def time_verification(verifier: Verifier, samples: int = 3_000) -> float:
@@ -107,6 +118,99 @@ def time_verification(verifier: Verifier, samples: int = 3_000) -> float:
     return (time.perf_counter() - started) / samples * 1e6
 
 
+@dataclass
+class Side:
+    """One build's gateway and its own Redis, measured while the other side runs too."""
+
+    build: str
+    settings: dict[str, str]
+    server: RedisServer | None = None
+    exchange: Exchange | None = None
+    before: dict[str, Any] = field(default_factory=dict)
+    after: dict[str, Any] = field(default_factory=dict)
+
+    def start(self, users: list[Trader], appendonly: bool) -> None:
+        self.server = RedisServer(extra_args=("--appendonly", "yes" if appendonly else "no"))
+        self.server.start()
+        self.exchange = Exchange(self.server.url, **self.settings)
+        self.exchange.start("gateway")
+        fund(self.exchange.http, ADMIN_TOKEN, users, {"USDC": 10**15, "BTC": 10**14})
+
+    def read(self) -> dict[str, Any]:
+        """The gateway's and Redis's CPU seconds so far, and Redis's calls per command."""
+        assert self.exchange is not None and self.server is not None
+        gateway = psutil.Process(self.exchange.processes["gateway"].pid).cpu_times()
+        store = psutil.Process(self.server.proc.pid).cpu_times()
+        client = redis.Redis.from_url(self.server.url)
+        try:
+            commands = command_counts(client)
+        finally:
+            client.close()
+        return {
+            "gateway": gateway.user + gateway.system,
+            "gateway_system": gateway.system,
+            "redis": store.user + store.system,
+            "commands": commands,
+        }
+
+    def stop(self) -> None:
+        if self.exchange is not None:
+            self.exchange.stop()
+            shutil.rmtree(self.exchange.workdir, ignore_errors=True)
+        if self.server is not None:
+            self.server.stop()
+
+    def figures(self, codes: dict[str, int], seconds: float) -> dict[str, Any]:
+        accepted = codes.get("ACCEPTED", 0)
+        per_order = max(accepted, 1)
+        gateway_cpu = self.after["gateway"] - self.before["gateway"]
+        redis_cpu = self.after["redis"] - self.before["redis"]
+        calls_before = self.before["commands"]
+        commands = {
+            name: round((calls - calls_before.get(name, 0)) / per_order, 3)
+            for name, calls in sorted(self.after["commands"].items())
+            if calls > calls_before.get(name, 0)
+        }
+        return {
+            "build": self.build,
+            "accepted": accepted,
+            "codes": codes,
+            "seconds": round(seconds, 3),
+            "accepted_per_s": round(accepted / seconds, 1),
+            "gateway_cpu_s": round(gateway_cpu, 2),
+            "gateway_cpu_per_order_us": round(gateway_cpu / per_order * 1e6, 1),
+            "gateway_system_cpu_per_order_us": round(
+                (self.after["gateway_system"] - self.before["gateway_system"]) / per_order * 1e6, 1
+            ),
+            # What the worker's own CPU time allows if it had a core to itself (derived).
+            "accepted_per_gateway_cpu_s": round(accepted / max(gateway_cpu, 1e-9), 1),
+            "gateway_core_share": round(gateway_cpu / seconds, 2),
+            "redis_cpu_per_order_us": round(redis_cpu / per_order * 1e6, 1),
+            "redis_commands_per_order": commands,
+        }
+
+
+class _Tag:
+    """A sender's result queue that tags what it puts with the sender's index."""
+
+    def __init__(self, queue: Any, index: int) -> None:
+        self.queue, self.index = queue, index
+
+    def put(self, value: Any) -> None:
+        self.queue.put((self.index, value))
+
+
+def _tagged(index: int, target: Any, *share_and_queue: Any) -> None:
+    """Run a sender (``httpload.open_loop``/``closed_loop``) whose result is tagged ``index``."""
+    *share, queue = share_and_queue
+    target(*share, _Tag(queue, index))
+
+
+def build_of(root: str) -> str:
+    marker = Path(root) / "BUILD"
+    return marker.read_text().strip() if marker.exists() else root
+
+
 def main() -> None:
     parser = cli.parser(__doc__)
     parser.add_argument("--orders", type=int, default=20_000)
@@ -117,6 +221,11 @@ def main() -> None:
     parser.add_argument("--access-log", action="store_true", help="log every request (INFO)")
     parser.add_argument("--rate-limits", action="store_true", help="keep the default limits")
     parser.add_argument("--appendonly", action="store_true", help="Redis with AOF (everysec)")
+    parser.add_argument("--rate", type=float, default=0, help="orders/s, open loop (0: closed)")
+    parser.add_argument("--root", default="", help="run the gateway of this checkout")
+    parser.add_argument(
+        "--versus", default="", help="also run this checkout's gateway, side by side, same load"
+    )
     args = parser.parse_args()
 
     signer = verifier()
@@ -136,37 +245,70 @@ def main() -> None:
     }
     if not args.rate_limits:
         settings |= {"DEX_RATE_LIMIT_USER": "0", "DEX_RATE_LIMIT_IP": "0"}
-    appendonly = ("--appendonly", "yes" if args.appendonly else "no")
-    with RedisServer(extra_args=appendonly) as server:
-        exchange = Exchange(server.url, **settings)
-        try:
-            exchange.start("gateway")
-            fund(exchange.http, ADMIN_TOKEN, users, {"USDC": 10**15, "BTC": 10**14})
-            send_all(exchange.http, bodies[: args.warmup], args.concurrency, args.senders)
-            process = psutil.Process(exchange.processes["gateway"].pid)
-            cpu_before = process.cpu_times()
-            result = send_all(exchange.http, bodies[args.warmup :], args.concurrency, args.senders)
-            cpu_after = process.cpu_times()
-        finally:
-            exchange.stop()
-            shutil.rmtree(exchange.workdir, ignore_errors=True)
+    sides = [Side("this", settings)]
+    if args.root:
+        root = os.path.abspath(args.root)
+        sides = [Side(build_of(root), settings | {"PYTHONPATH": root})]
+    if args.versus:
+        root = os.path.abspath(args.versus)
+        sides.append(Side(build_of(root), settings | {"PYTHONPATH": root}))
 
-    accepted = result["codes"].get("ACCEPTED", 0)
-    seconds = result["seconds"]
-    gateway_cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
-    figures = {
+    def send(part: list[bytes]) -> list[dict[str, Any]]:
+        """The same orders to every side at once, each from its own sender processes."""
+        start_at = time.time() + 1.5
+        shares: list[tuple[Any, ...]] = []
+        for side in sides:
+            assert side.exchange is not None
+            url = side.exchange.http
+            for k in range(args.senders):
+                mine = part[k :: args.senders]
+                width = max(1, args.concurrency // args.senders)
+                if args.rate:
+                    keyed = [(str(i), body) for i, body in enumerate(mine)]
+                    shares.append((url, keyed, args.rate / args.senders, start_at, width))
+                else:
+                    shares.append((url, mine, width, start_at))
+        target = httpload.open_loop if args.rate else httpload.closed_loop
+        tagged = httpload.in_processes(
+            _tagged, [(i, target, *share) for i, share in enumerate(shares)]
+        )
+        outcomes: list[Any] = [pair[1] for pair in sorted(tagged, key=lambda pair: pair[0])]
+        results = []
+        for index in range(len(sides)):
+            answers = outcomes[index * args.senders : (index + 1) * args.senders]
+            codes: dict[str, int] = {}
+            if args.rate:
+                seconds = len(part) / args.rate
+                for outcome in answers:
+                    codes["ACCEPTED"] = codes.get("ACCEPTED", 0) + len(outcome[0])
+                    for code, count in outcome[1].items():
+                        codes[code] = codes.get(code, 0) + count
+            else:
+                seconds = max(r[1] for r in answers) - min(r[0] for r in answers)
+                for outcome in answers:
+                    for code, count in outcome[2].items():
+                        codes[code] = codes.get(code, 0) + count
+            results.append({"codes": codes, "seconds": seconds})
+        return results
+
+    try:
+        for side in sides:
+            side.start(users, args.appendonly)
+        send(bodies[: args.warmup])
+        for side in sides:
+            side.before = side.read()
+        results = send(bodies[args.warmup :])
+        for side in sides:
+            side.after = side.read()
+    finally:
+        for side in sides:
+            side.stop()
+
+    common = {
+        "rate": args.rate or None,
         "orders": args.orders,
         "concurrency": args.concurrency,
         "senders": args.senders,
-        "accepted": accepted,
-        "codes": result["codes"],
-        "seconds": round(seconds, 3),
-        "accepted_per_s": round(accepted / seconds, 1),
-        "gateway_cpu_s": round(gateway_cpu, 2),
-        "gateway_cpu_per_order_us": round(gateway_cpu / max(accepted, 1) * 1e6, 1),
-        # What the worker's own CPU time allows if it had a core to itself (derived).
-        "accepted_per_gateway_cpu_s": round(accepted / max(gateway_cpu, 1e-9), 1),
-        "gateway_core_share": round(gateway_cpu / seconds, 2),
         "verify_us": round(verify_us, 1),
         "access_log": args.access_log,
         "rate_limits": args.rate_limits,
@@ -175,6 +317,11 @@ def main() -> None:
         "load_avg_1m": os.getloadavg()[0],
         "python": platform.python_version(),
     }
+    measured = [
+        side.figures(result["codes"], result["seconds"])
+        for side, result in zip(sides, results, strict=True)
+    ]
+    figures = measured[0] | common if len(measured) == 1 else {"builds": measured} | common
     print(json.dumps(figures, indent=2))
     cli.write_results("gateway.json", figures)
 

@@ -21,5 +21,7 @@ Its modules form layers; each imports only layers below it (never the module tha
 4. ``outbox.py`` — the sweeper that delivers what an admission reserved but never sent.
 5. HTTP — ``writes`` (the shared path of signed writes), ``middleware``, ``deps``, ``app``
    (routes and lifespan), with ``schemas``, ``metrics`` and ``logs``; ``wsentry`` (the
-   WebSocket order entry, ``GET /v1/ws``: the same writes, each op one line of ``OPS``).
+   WebSocket order entry, ``GET /v1/ws``: the same writes, each op one line of ``OPS``);
+   ``server``, the HTTP protocol ``__main__`` serves them with (uvicorn's, each answer in one
+   write), which imports nothing of the gateway.
 """

@@ -1,4 +1,5 @@
-"""``python -m services.gateway``: serve the REST API with uvicorn (uvloop + httptools)."""
+"""``python -m services.gateway``: serve the REST API with uvicorn (uvloop + httptools, each
+answer in one write: server.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import uvicorn
 
 from common.settings import get_settings
 from services.gateway import logs, wsentry
+from services.gateway.server import GatewayHttpProtocol
 
 
 def main() -> None:
@@ -20,7 +22,7 @@ def main() -> None:
         host=settings.gateway_host,
         port=settings.gateway_port,
         loop="uvloop",
-        http="httptools",
+        http=GatewayHttpProtocol,
         access_log=False,  # the gateway writes its own JSON line per request
         log_config=None,
         log_level=level.lower(),

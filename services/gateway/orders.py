@@ -184,8 +184,9 @@ async def submit_order(
     )
     if agent is not None:
         order = replace(order, agent=agent)
-    # 2. The user's rate limit, now that the signature says who sends it (429).
-    await ratelimit.check_user(gateway, order.user)
+    # 2. The user's rate limit, now that the signature says who sends it (429): its token is
+    #    taken by the account script (step 4) before anything else it judges.
+    bucket = ratelimit.user_bucket(gateway, order.user)
     user = order.user
     cid = order.message["clientOrderId"]
     # 3. What the account script judges besides the account: market status, backlog, memory.
@@ -197,19 +198,31 @@ async def submit_order(
         reply_key = keys.market_reply(market.symbol, uuid.uuid4().hex)
     # 4. The reservation, then the account script; again if the position it was judged on moved.
     for _ in range(ADMIT_ATTEMPTS):
-        reserve, script_keys, script_args = await order_admission(
-            gateway, order, prices, refusal, backlog_rule, reply_key
-        )
+        try:
+            reserve, script_keys, script_args = await order_admission(
+                gateway, order, prices, refusal, backlog_rule, reply_key
+            )
+        except ApiError:
+            if bucket is not None:  # the 429 comes first, and the request spends its token
+                await ratelimit.check_user(gateway, user)
+            raise
         children = attached_children(order)
-        if children:
+        if children or bucket is not None:
             script_args.append(" ".join(children))  # accept_order.lua's ARGV[19]
-        verdict = await admit_on_account(gateway, market.symbol, user, script_keys, script_args)
+        if bucket is not None:
+            script_args.extend(bucket[1])  # ARGV[20..21], the bucket the last key
+        verdict = await admit_on_account(
+            gateway, market.symbol, user, script_keys, script_args, bucket[0] if bucket else None
+        )
+        bucket = None  # taken: an order judged again does not pay twice
         if verdict[0] != "RETRY":
             break
     else:
         raise ApiError(
             ErrorCode.UNAVAILABLE, f"{user}'s position in {market.symbol} kept changing; retry"
         )
+    if verdict[0] == "RATE_LIMITED":
+        raise ratelimit.refused(int(verdict[1]))
     if verdict[0] != "OK":
         quantum = gateway.markets.assets[reserve.asset].quantum
         raise refusal_error(verdict[0], cid, user, reserve, market.symbol, memory_high, quantum)
@@ -398,22 +411,29 @@ async def backlog_argument(gateway: Gateway, symbol: str, memory_high: bool) -> 
 
 
 async def admit_on_account(
-    gateway: Gateway, symbol: str, user: str, script_keys: list[str], script_args: list[Any]
+    gateway: Gateway,
+    symbol: str,
+    user: str,
+    script_keys: list[str],
+    script_args: list[Any],
+    bucket: str | None = None,
 ) -> list[Any]:
     """Run ``accept_order.lua``. Where the market stream shares the account's Redis (a single
     Redis) the script also puts the command on the stream, as its first write: one atomic
     step, no outbox. Where it does not (a cluster; ``DEX_ORDER_OUTBOX=1`` on a single Redis)
     the account first joins the sweeper's registry, and the script records the command in the
-    account's outbox for :func:`enqueue` to deliver.
+    account's outbox for :func:`enqueue` to deliver. ``bucket``: the user's rate-limit bucket,
+    the last key (its rate and burst are the script's ARGV[20..21]).
     """
     script = gateway.transport.scripts["accept_order"]
     group = Commands()
+    tail = [bucket] if bucket is not None else []
     if gateway.via_outbox:
         # The account joins the sweeper's registry before its outbox can hold anything.
         group.sadd(keys.outbox_accounts(), user)
-        group.script(script, script_keys, script_args)
+        group.script(script, [*script_keys, *tail], script_args)
     else:
-        group.script(script, [*script_keys, keys.market_in(symbol)], script_args)
+        group.script(script, [*script_keys, keys.market_in(symbol), *tail], script_args)
     try:
         replies = await gateway.transport.execute(group)
     except redis.ResponseError as exc:

@@ -4,8 +4,9 @@ A bucket refills at ``DEX_RATE_LIMIT_*`` tokens per second and holds twice that;
 a limit off. ``/v1/health`` and admin calls with the right token are never counted; an admin
 call without it draws from the address's bucket (middleware.py). A write draws from the
 address's bucket before its body is read and from its user's only once its signature
-verifies (:func:`check_user`), so forged requests cannot spend another user's budget. A
-refusal is 429 RATE_LIMITED with ``Retry-After`` in whole seconds (rounded up).
+verifies (:func:`check_user`; an order's is taken by its account script, in the same call,
+:func:`user_bucket`), so forged requests cannot spend another user's budget. A refusal is 429
+RATE_LIMITED with ``Retry-After`` in whole seconds (rounded up).
 """
 
 from __future__ import annotations
@@ -59,9 +60,22 @@ async def check(gateway: Gateway, ip: str | None, user: str | None = None, cost:
     results = await gateway.transport.execute(group)
     wait_ms = max(int(r) for r in results)
     if wait_ms > 0:
-        error = ApiError(ErrorCode.RATE_LIMITED, f"too many requests; retry in {wait_ms} ms")
-        error.headers["Retry-After"] = str(max(1, math.ceil(wait_ms / 1000)))
-        raise error
+        raise refused(wait_ms)
+
+
+def refused(wait_ms: int) -> ApiError:
+    """429 RATE_LIMITED, with ``Retry-After`` in whole seconds (rounded up)."""
+    error = ApiError(ErrorCode.RATE_LIMITED, f"too many requests; retry in {wait_ms} ms")
+    error.headers["Retry-After"] = str(max(1, math.ceil(wait_ms / 1000)))
+    return error
+
+
+def user_bucket(gateway: Gateway, user: str) -> tuple[str, list[int]] | None:
+    """The user's bucket and its (rate, burst), for a script that takes the token itself
+    (accept_order.lua: an order's token is taken in the account script, first), or None when
+    the limit is off."""
+    rate = gateway.settings.rate_limit_user
+    return (keys.rate_limit_user(user), [rate, 2 * rate]) if rate > 0 else None
 
 
 async def check_user(gateway: Gateway, user: str, cost: int = 1) -> None:

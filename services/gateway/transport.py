@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -165,13 +166,18 @@ Wire: TypeAlias = Callable[[list[Commands]], Awaitable[list[Reply]]]
 
 
 class Batcher:
-    """Micro-batches the groups of concurrent callers into pipelines sent over ``wire``."""
+    """Micro-batches the groups of concurrent callers into pipelines sent over ``wire``
+    (``convert``: apply :data:`REPLY_CONVERSIONS`, for a wire that answers RESP as it comes).
+    A pipeline's answer is handed out in its future's callback: no task per pipeline."""
 
-    def __init__(self, wire: Wire) -> None:
+    def __init__(self, wire: Wire, convert: bool = False) -> None:
         self._wire = wire
+        self._convert = convert
         self._queue: list[tuple[Commands, asyncio.Future[list[Reply]]]] = []
         self._in_flight = 0
         self._scheduled = False
+        self._answers: set[asyncio.Future[list[Reply]]] = set()
+        """The pipelines in flight (a task running a coroutine wire is kept referenced)."""
 
     async def submit(self, group: Commands) -> list[Reply]:
         """The replies of ``group``, error replies in place as exceptions."""
@@ -198,27 +204,51 @@ class Batcher:
             return
         batch, self._queue = self._queue, []
         self._in_flight += 1
-        task = asyncio.get_running_loop().create_task(self._flush(batch))
-        task.add_done_callback(self._flushed)
-
-    def _flushed(self, _: object) -> None:
-        self._in_flight -= 1
-        self._schedule()
-
-    async def _flush(self, batch: list[tuple[Commands, asyncio.Future[list[Reply]]]]) -> None:
         try:
-            replies = await self._wire([group for group, _ in batch])
+            answer = asyncio.ensure_future(self._wire([group for group, _ in batch]))  # noqa: RUF006 - kept in _answers
+            self._answers.add(answer)
         except Exception as exc:
+            self._in_flight -= 1
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
+            self._schedule()
             return
-        position = 0
-        for group, future in batch:
-            mine = replies[position : position + len(group)]
-            position += len(group)
-            if not future.done():
-                future.set_result(mine)
+        answer.add_done_callback(functools.partial(self._flushed, batch))
+
+    def _flushed(
+        self,
+        batch: list[tuple[Commands, asyncio.Future[list[Reply]]]],
+        answer: asyncio.Future[list[Reply]],
+    ) -> None:
+        self._in_flight -= 1
+        self._answers.discard(answer)
+        if answer.cancelled():
+            for _, future in batch:
+                future.cancel()
+        elif (error := answer.exception()) is not None:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+        else:
+            replies = answer.result()
+            position = 0
+            for group, future in batch:
+                mine = replies[position : position + len(group)]
+                position += len(group)
+                if self._convert:
+                    _convert(group, mine)
+                if not future.done():
+                    future.set_result(mine)
+        self._schedule()
+
+
+def _convert(group: Commands, replies: list[Reply]) -> None:
+    """Make of each reply what redis-py would (:data:`REPLY_CONVERSIONS`), in place."""
+    for index, command in enumerate(group):
+        convert = REPLY_CONVERSIONS.get(str(command[0]))
+        if convert is not None and not isinstance(replies[index], Exception):
+            replies[index] = convert(replies[index])
 
 
 def _log_failure(future: asyncio.Future[list[Reply]]) -> None:
@@ -232,14 +262,10 @@ def _log_failure(future: asyncio.Future[list[Reply]]) -> None:
 
 
 def lane_wire(lane: RespLane) -> Wire:
-    async def send(groups: list[Commands]) -> list[Reply]:
-        commands = groups[0] if len(groups) == 1 else [c for group in groups for c in group]
-        replies = await lane.execute(commands)
-        for index, command in enumerate(commands):
-            convert = REPLY_CONVERSIONS.get(str(command[0]))
-            if convert is not None and not isinstance(replies[index], Exception):
-                replies[index] = convert(replies[index])
-        return replies
+    """The lane's own future: the Batcher converts its replies (``convert=True``)."""
+
+    def send(groups: list[Commands]) -> asyncio.Future[list[Reply]]:
+        return lane.send(groups[0] if len(groups) == 1 else [c for g in groups for c in g])
 
     return send
 
@@ -272,7 +298,11 @@ class Transport:
         self._blocking = blocking
         self._cluster = cluster
         self._lane = lane
-        self._batcher = Batcher(lane_wire(lane) if lane is not None else client_wire(client))
+        self._batcher = (
+            Batcher(lane_wire(lane), convert=True)
+            if lane is not None
+            else Batcher(client_wire(client))
+        )
         self.scripts = scripts if scripts is not None else load_scripts()
         self._by_sha = {script.sha: script for script in self.scripts.values()}
 

@@ -80,3 +80,41 @@ def test_a_broken_connection_fails_in_flight_batches_and_the_next_one_reconnects
     assert before == ["PONG"]
     assert isinstance(during, redis.ConnectionError)
     assert after == ["PONG"]
+
+
+def test_a_redis_that_never_answers_fails_the_batches_in_flight_with_a_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The watchdog fails every batch waiting once the oldest has waited REPLY_TIMEOUT_S; the
+    next batch gets a new connection."""
+    from services.gateway import lane as lane_module
+
+    monkeypatch.setattr(lane_module, "REPLY_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(lane_module, "WATCHDOG_S", 0.05)
+
+    async def scenario() -> tuple[list[object], int]:
+        accepted: list[asyncio.StreamWriter] = []
+
+        async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.append(writer)  # reads nothing, answers nothing
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        lane = lane_for(f"redis://127.0.0.1:{port}/0", cluster=False)
+        assert lane is not None
+        try:
+            outcomes = await asyncio.gather(
+                lane.execute([("PING",)]), lane.execute([("PING",)]), return_exceptions=True
+            )
+            with pytest.raises(redis.TimeoutError):
+                await lane.execute([("PING",)])
+            return list(outcomes), len(accepted)
+        finally:
+            await lane.close()
+            for writer in accepted:
+                writer.close()
+            server.close()
+
+    outcomes, connections = asyncio.run(scenario())
+    assert all(isinstance(outcome, redis.TimeoutError) for outcome in outcomes)
+    assert connections == 2  # the failed connection is closed; the third batch opened another

@@ -108,3 +108,39 @@ def test_the_address_limit_still_counts_forged_requests(redis_url: str) -> None:
         codes = [error_of(client.post("/v1/orders", json=forged(alice, mallory))) for _ in range(8)]
         assert codes[:4] == [(401, "INVALID_SIGNATURE")] * 4
         assert (429, "RATE_LIMITED") in codes[4:]
+
+
+def test_an_orders_token_is_taken_first_by_its_account_script(
+    redis_url: str, r: redis.Redis
+) -> None:
+    """An order's token is taken in its account script (one call with the admission): a
+    refused order spends it, a user past the limit is 429 before any other verdict, and a 429
+    records nothing; a trigger order refused for a missing protection price is 429 first too."""
+    from support.trigger_orders import v4_body
+
+    alice = Trader()
+    user = alice.address.lower()
+    bucket = keys.rate_limit_user(user)
+
+    def empty_bucket() -> None:
+        """No token, and a clock ahead of Redis's: it refills none while a request runs."""
+        r.hset(bucket, mapping={"tokens": 0, "ts": int(time.time() * 1000) + 600_000})
+
+    with gateway_client(redis_url, rate_limit_user=1) as client:  # a burst of 2, 1 a second
+        started = time.monotonic()
+        unfunded = client.post("/v1/orders", json=alice.order(SPOT, "BUY", 3_000_000, 10))
+        assert error_of(unfunded) == (422, "INSUFFICIENT_BALANCE")
+        unprotected = v4_body(alice, SPOT, "BUY", "STOP_MARKET", 0, 10, trigger=3_100_000)
+        assert error_of(client.post("/v1/orders", json=unprotected)) == (400, "INVALID_PRICE")
+        # Two tokens taken of the two: what is left is what refilled meanwhile (1 per ms).
+        elapsed_ms = (time.monotonic() - started) * 1000
+        assert int(r.hget(bucket, "tokens") or 0) <= elapsed_ms + 1
+        empty_bucket()
+        limited = client.post("/v1/orders", json=alice.order(SPOT, "BUY", 3_000_000, 10))
+        assert error_of(limited) == (429, "RATE_LIMITED")
+        assert int(limited.headers["retry-after"]) >= 1
+        empty_bucket()
+        again = v4_body(alice, SPOT, "BUY", "STOP_MARKET", 0, 10, trigger=3_100_000)
+        assert error_of(client.post("/v1/orders", json=again)) == (429, "RATE_LIMITED")
+        assert r.hget(bucket, "tokens") == "0"
+        assert not r.exists(keys.account_cids(user)) and not r.exists(keys.reservations(user))

@@ -52,15 +52,28 @@
 -- ARGV[19] optional: the clientOrderIds of the order's attached TP/SL children, separated by
 --          spaces (docs/api.md "Attached TP/SL and position TP/SL"): a used one is DUPLICATE;
 --          they are taken in KEYS[1] and counted in KEYS[7] with the order
--- Returns {"OK", command JSON, "SENT" when it is on the stream, else "OUTBOX"}, {"RETRY"} or
--- {code}.
+-- ARGV[20], ARGV[21] optional: the user's rate limit (tokens per second, burst), its bucket
+--   dex:{u}:rl the last key (after KEYS[11] where that is given): the script takes a token
+--   first (admission/bucket.lua, as rate_limit.lua would), so a user over the limit is
+--   {"RATE_LIMITED", wait ms} before any other verdict, and a request the script then refuses
+--   has spent its token as it would have in a call of its own. ARGV[19] is given ("" for no
+--   children) whenever these are. A caller judging the order again after {"RETRY"} leaves them
+--   out: the request took its token once.
+-- Returns {"OK", command JSON, "SENT" when it is on the stream, else "OUTBOX"}, {"RETRY"},
+-- {"RATE_LIMITED", wait ms} or {code}.
 
+--#include admission/bucket.lua
 --#include admission/order.lua
 
+local limited = (ARGV[20] or '') ~= ''
+if limited then
+  local wait = take_tokens(KEYS[#KEYS], tonumber(ARGV[20]), tonumber(ARGV[21]), 1)
+  if wait > 0 then return {'RATE_LIMITED', wait} end
+end
 local k = {
   cids = KEYS[1], order = KEYS[2], orders = KEYS[3], bal = KEYS[4], res = KEYS[5],
   outbox = KEYS[6], open_orders = KEYS[7], positions = KEYS[8], open_qty = KEYS[9],
-  shares = KEYS[10], stream = KEYS[11],
+  shares = KEYS[10], stream = #KEYS - (limited and 1 or 0) >= 11 and KEYS[11] or nil,
 }
 local verdict = judge_order(k, ARGV, 0)
 if verdict[1] ~= 'OK' then return verdict end

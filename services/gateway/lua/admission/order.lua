@@ -24,9 +24,12 @@
 -- The unmatched entries of a market stream: lag + pending of the matcher's group (common/keys.py
 -- MATCHER_GROUP), or false for a stream that does not exist yet (no bound applies to it).
 local function stream_waiting(stream)
-  if redis.call('EXISTS', stream) == 0 then return false end
+  -- One call, not EXISTS and XINFO: XINFO's error for a missing stream says the same.
+  -- (Anything else XINFO refuses, a key of another type, the XADD refuses as well.)
+  local groups = redis.pcall('XINFO', 'GROUPS', stream)
+  if groups.err then return false end
   local waiting = nil
-  for _, group in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+  for _, group in ipairs(groups) do
     local info = {}
     for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
     if info['name'] == 'matcher' then
@@ -42,9 +45,11 @@ end
 -- The clientOrderIds of an order's attached TP/SL children (a[19], space-separated; absent:
 -- none): taken with the order's own, each counted as an open order of the market from now on
 -- (the settler removes one when its done event, or its unfilled parent's, is applied).
+local NO_CHILDREN = {}
 local function attached_children(a)
+  if not a[19] or a[19] == '' then return NO_CHILDREN end
   local list = {}
-  for child in string.gmatch(a[19] or '', '%S+') do list[#list + 1] = child end
+  for child in string.gmatch(a[19], '%S+') do list[#list + 1] = child end
   return list
 end
 

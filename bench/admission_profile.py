@@ -1,0 +1,172 @@
+"""Instructions and Redis commands per accepted order in the admission's scripts, independent of
+the machine's load.
+
+Starts ``redis-server`` under callgrind (collecting only inside ``evalShaCommand``, as
+bench/matcher_profile.py does for match.lua), creates the matcher's group on each market
+stream (so ``accept_order.lua`` counts the backlog as it does in service), funds the traders,
+then admits ``--orders`` pre-signed orders (bench/gateway.py's: limit orders on BTC-USDC and
+BTC-PERP, Order and OrderV2 alternately) one after another through the gateway's own
+admission path (``writes.place_order``, in this process, over the gateway's own Redis lane), and
+reads the instructions retired in the script calls (callgrind_annotate) and the commands run
+(INFO commandstats, each script's inner commands included), per accepted order.
+``--rate-limits`` keeps the default limits, so the address's and the user's token buckets
+(``rate_limit.lua``) are counted too (bench/e2e.py and bench/gateway.py run without them).
+
+    .venv/bin/python bench/admission_profile.py                 # 2,000 orders, about a minute
+    .venv/bin/python bench/admission_profile.py --no-valgrind   # commands per order only, fast
+    .venv/bin/python bench/admission_profile.py --root /tmp/gw-main-build   # another checkout
+
+Results go to bench/results/admission_profile.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+from lib import cli
+from lib.traders import make_traders, verifier
+from support.redis_server import free_port
+
+MARKETS = ("BTC-USDC", "BTC-PERP")
+
+
+def main() -> None:
+    parser = cli.parser(__doc__)
+    parser.add_argument("--orders", type=int, default=2000)
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--no-valgrind", action="store_true")
+    parser.add_argument("--rate-limits", action="store_true", help="keep the default limits")
+    parser.add_argument("--root", default="", help="admit with the gateway of this checkout")
+    args = parser.parse_args()
+    if args.root:
+        # The admission code of that checkout; the bodies and the figures are this one's.
+        sys.path.insert(0, os.path.abspath(args.root))
+        for name in [m for m in sys.modules if m.split(".")[0] in ("common", "services")]:
+            del sys.modules[name]
+    # Imported only now, from the checkout measured.
+    from gateway import plan  # bench/gateway.py
+
+    from common import keys
+    from common.settings import DexSettings
+    from services.gateway import admin, writes
+    from services.gateway.context import Gateway
+
+    valgrind = not args.no_valgrind and shutil.which("valgrind") is not None
+    workdir = Path(tempfile.mkdtemp(prefix="dex-admission-profile-"))
+    port = free_port()
+    server = start_redis(port, workdir, valgrind)
+    client = redis.Redis(port=port, decode_responses=True)
+    limits = {} if args.rate_limits else {"rate_limit_ip": 0, "rate_limit_user": 0}
+    settings = DexSettings(
+        redis_url=f"redis://127.0.0.1:{port}/0",
+        signature_max_age_ms=3_600_000,
+        max_backlog=10**9,
+        max_open_orders=10**9,
+        **limits,  # type: ignore[arg-type]
+    )
+    signer = verifier()
+    rng = random.Random(42)
+    users = make_traders(args.users, rng)
+    bodies = plan(users, args.orders, rng, signer)
+    for market in MARKETS:
+        client.xgroup_create(keys.market_in(market), keys.MATCHER_GROUP, id="$", mkstream=True)
+
+    async def admit_all() -> tuple[dict[str, int], dict[str, int], int]:
+        gateway = Gateway.build(settings)
+        try:
+            for trader in users:
+                user = trader.address.lower()
+                for asset, amount in {"USDC": 10**15, "BTC": 10**14}.items():
+                    await admin.deposit(gateway, user, asset, amount)
+            before = command_counts(client)
+            accepted = 0
+            for body in bodies:
+                status, _ = await writes.place_order(gateway, body, "127.0.0.1", None)
+                accepted += status == 202
+            # Lua garbage the calls left is collected in a later call: collect it now, inside
+            # an EVALSHA too, so the instructions count it whatever the script's GC policy.
+            client.evalsha(client.script_load("collectgarbage('collect') return 0"), 0)
+            return before, command_counts(client), accepted
+        finally:
+            await gateway.close()
+
+    try:
+        before, after, accepted = asyncio.run(admit_all())
+    finally:
+        with contextlib.suppress(redis.ConnectionError):
+            client.shutdown(nosave=True)
+        server.wait(timeout=300)
+    ran = {
+        name: after[name] - before.get(name, 0)
+        for name in after
+        if after[name] - before.get(name, 0) > 0 and name not in ("info", "script|load")
+    }
+    per_order = max(accepted, 1)
+    result: dict[str, Any] = {
+        "build": args.root or "this",
+        "orders": args.orders,
+        "accepted": accepted,
+        "rateLimits": args.rate_limits,
+        "scriptCallsPerOrder": round(ran.get("evalsha", 0) / per_order, 3),
+        "commandsPerOrder": round(sum(ran.values()) / per_order, 2),
+        "commands": {
+            k: round(v / per_order, 3) for k, v in sorted(ran.items(), key=lambda i: -i[1])
+        },
+    }
+    if valgrind:
+        out = subprocess.run(
+            ["callgrind_annotate", "--inclusive=yes", str(workdir / "callgrind.out")],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        total = re.search(r"^([\d,]+).*PROGRAM TOTALS", out, re.M)
+        if total is None:
+            raise SystemExit("callgrind_annotate printed no total")
+        instructions = int(total.group(1).replace(",", ""))
+        result["instructions"] = instructions
+        result["instructionsPerOrder"] = round(instructions / per_order)
+        result["callgrindOut"] = str(workdir / "callgrind.out")
+    cli.write_results("admission_profile.json", result)
+    print(json.dumps(result, indent=2))
+
+
+def start_redis(port: int, workdir: Path, valgrind: bool) -> subprocess.Popen[bytes]:
+    """A private server on 127.0.0.1 (the gateway's lean lane speaks TCP only)."""
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+           "--appendonly", "no", "--dir", str(workdir)]  # fmt: skip
+    if valgrind:
+        cmd = ["valgrind", "--tool=callgrind", "--toggle-collect=evalShaCommand",
+               f"--callgrind-out-file={workdir / 'callgrind.out'}", *cmd]  # fmt: skip
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            client.ping()
+            client.close()
+            return process
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise SystemExit("redis-server did not start") from None
+            time.sleep(0.2)
+
+
+def command_counts(client: redis.Redis) -> dict[str, int]:
+    stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+if __name__ == "__main__":
+    main()
