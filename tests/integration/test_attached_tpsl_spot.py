@@ -577,6 +577,10 @@ def test_a_sell_parent_without_the_buy_back_quote_is_refused_with_nothing_reserv
         exchange.deposit(trader.address, "USDC", quote)
     refused = post(exchange, "/v1/orders", sell_parent(short, name, P, Q, tp, sl))
     assert (refused.status_code, refused.json()["error"]["code"]) == (422, "INSUFFICIENT_BALANCE")
+    # a stop-loss far above: a hold past 2^53 quanta, not there either
+    huge = post(exchange, "/v1/orders", sell_parent(enough, name, P, Q, tp, 2**52))
+    assert (huge.status_code, huge.json()["error"]["code"]) == (422, "INSUFFICIENT_BALANCE")
+    assert exchange.balance(enough.address, "USDC") == (held, 0)
     assert exchange.balance(short.address, "BTC") == (BTC, 0)
     assert exchange.balance(short.address, "USDC") == (held - 1, 0)
     assert reservations(exchange, short) == {}
@@ -593,6 +597,35 @@ def test_a_sell_parent_without_the_buy_back_quote_is_refused_with_nothing_reserv
     settles_to(exchange, enough, "BTC", (BTC, 0))
     assert reservations(exchange, enough) == {}
     assert status_of(exchange, enough, cid + ".sl") is None
+
+
+def test_a_child_fired_while_its_parent_rests_takes_its_budget_and_releases_the_rest(
+    exchange: Exchange,
+) -> None:
+    """The take-profit fires while the parent still rests: it takes what buying back its qty
+    may spend and the rest of the hold is released (no child grows again); its buy meets the
+    parent's own ask first (self-trade prevention ends the parent, whose done names no hold)."""
+    name, market = spot(exchange)
+    maker, other, me = funded(exchange), funded(exchange), funded(exchange)
+    limit(exchange, other, name, "BUY", P, Q)
+    sl = P + 100
+    body = sell_parent(me, name, P, 3 * Q, P - 100, sl)
+    cid = body["clientOrderId"]
+    assert placed(exchange, body)["status"] == "PARTIAL"
+    limit(exchange, maker, name, "SELL", P + 50, Q)  # behind the parent's ask
+    limit(exchange, other, name, "BUY", P - 100, Q)
+    limit(exchange, maker, name, "SELL", P - 100, Q, "IOC")  # LAST at the take-profit
+    tp, sl_order = order(exchange, me, cid + ".tp"), order(exchange, me, cid + ".sl")
+    assert (tp["status"], tp["filled"]) == ("FILLED", Q)
+    assert (sl_order["status"], sl_order["reason"]) == ("CXL", "OCO")
+    assert (order(exchange, me, cid)["status"], order(exchange, me, cid)["filled"]) == ("CXL", Q)
+    takes = [e for call in events(exchange, name) for e in call if e["k"] == "take"]
+    assert [(e["cid"], e["keep"]) for e in takes] == [(cid + ".tp", buy_back(market, sl, Q))]
+    assert [("hold" in e, "keep" in e) for e in done_of(exchange, name, cid)] == [(False, False)]
+    assert trades(exchange, name) == sorted([(P, Q), (P - 100, Q), (P + 50, Q)])
+    settles_to(exchange, me, "BTC", (BTC, 0))
+    settles_to(exchange, me, "USDC", (USDC + proceeds(market, P, Q) - cost(market, P + 50, Q), 0))
+    assert reservations(exchange, me) == {}
 
 
 def test_a_buy_back_replayed_by_a_sigkilled_matcher_holds_and_spends_once(
