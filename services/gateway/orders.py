@@ -227,6 +227,15 @@ async def submit_order(
         )
     if verdict[0] != "OK":
         quantum = gateway.markets.assets[reserve.asset].quantum
+        hold = pair_hold_of(order)
+        if hold and verdict[0] == "INSUFFICIENT_BALANCE":
+            quote = market.quote.symbol
+            raise ApiError(
+                ErrorCode.INSUFFICIENT_BALANCE,
+                f"the order needs {int(reserve.amount) * quantum} {reserve.asset} and "
+                f"{hold * gateway.markets.assets[quote].quantum} {quote} (what its attached "
+                f"TP/SL may spend buying back) of balance, which {user} lacks",
+            )
         raise refusal_error(verdict[0], cid, user, reserve, market.symbol, memory_high, quantum)
     # 5. Where the stream is in another slot, the command leaves the outbox for the stream.
     if verdict[2] != "SENT":

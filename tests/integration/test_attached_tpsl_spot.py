@@ -577,6 +577,7 @@ def test_a_sell_parent_without_the_buy_back_quote_is_refused_with_nothing_reserv
         exchange.deposit(trader.address, "USDC", quote)
     refused = post(exchange, "/v1/orders", sell_parent(short, name, P, Q, tp, sl))
     assert (refused.status_code, refused.json()["error"]["code"]) == (422, "INSUFFICIENT_BALANCE")
+    assert f"{held} USDC (what its attached TP/SL may spend" in refused.json()["error"]["message"]
     # a stop-loss far above: a hold past 2^53 quanta, not there either
     huge = post(exchange, "/v1/orders", sell_parent(enough, name, P, Q, tp, 2**52))
     assert (huge.status_code, huge.json()["error"]["code"]) == (422, "INSUFFICIENT_BALANCE")
