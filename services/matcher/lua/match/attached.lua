@@ -63,7 +63,7 @@ function tpsl.buy_back(parent, qty)
   return math.min(hold, spot_buy_need(sl > 0 and sl or tp, qty, mult, taker_bps))
 end
 
--- A SPOT parent's fill event's "hold": its pair of children holds the base the fill bought
+-- A SPOT BUY parent's fill event's "hold": its pair of children holds the base the fill bought
 -- (the settler moves it from available into "<cid>|tpsl" in the same step as the fill's
 -- credit), unless every child it has ended (a child not yet created will be, with this fill's
 -- qty: match/tpsl.lua grow).
