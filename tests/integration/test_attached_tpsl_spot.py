@@ -522,7 +522,8 @@ def test_a_stop_loss_gapping_above_the_bound_buys_what_the_hold_affords(
     maker, other, me = funded(exchange), funded(exchange), funded(exchange)
     limit(exchange, other, name, "BUY", P, Q)
     sl = P + 100
-    body = sell_parent(me, name, P, Q, P - 100, sl)
+    # a MARKET parent (price 0): its children are bounded by the stop-loss all the same
+    body = v4_body(me, name, "SELL", "MARKET", 0, Q, 0, takeProfitPrice=P - 100, stopLossPrice=sl)
     cid = body["clientOrderId"]
     assert placed(exchange, body)["status"] == "FILLED"
     held = buy_back(market, sl, Q)
