@@ -216,8 +216,8 @@ async def submit_order(
         if children:
             script_args.append(" ".join(children))  # accept_order.lua's ARGV[19]
             hold = pair_hold_of(order)
-            if hold:  # ARGV[20..21]: a SPOT SELL parent's pair hold, locked with it
-                script_args += [order.market.quote.symbol, hold]
+            if hold:  # ARGV[22..23]: a SPOT SELL parent's pair hold, locked with it
+                script_args += ["", "", order.market.quote.symbol, hold]
         verdict = await admit_on_account(gateway, market.symbol, user, script_keys, script_args)
         if verdict[0] != "RETRY":
             break

@@ -52,10 +52,11 @@
 -- ARGV[19] optional: the clientOrderIds of the order's attached TP/SL children, separated by
 --          spaces (docs/api.md "Attached TP/SL and position TP/SL"): a used one is DUPLICATE;
 --          they are taken in KEYS[1] and counted in KEYS[7] with the order
--- ARGV[20] optional (with ARGV[19]): a SPOT SELL parent's pair hold asset (the quote),
--- ARGV[21] its amount: locked besides the order's own reservation, as reservation
---          "<cid>|tpsl" (docs/api.md "Attached TP/SL and position TP/SL", "On SPOT"); not there
---          is the same 422 as the order's own amount
+-- ARGV[20], ARGV[21] "" when ARGV[22] is given (not read here)
+-- ARGV[22] optional: a SPOT SELL parent's pair hold asset (the quote), ARGV[23] its amount:
+--          locked besides the order's own reservation, as reservation "<cid>|tpsl" (docs/api.md
+--          "Attached TP/SL and position TP/SL", "On SPOT"); not there is the same 422 as the
+--          order's own amount
 -- Returns {"OK", command JSON, "SENT" when it is on the stream, else "OUTBOX"}, {"RETRY"} or
 -- {code}.
 

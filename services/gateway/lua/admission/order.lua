@@ -17,7 +17,7 @@
 --
 -- k: the keys by name, as accept_order.lua's KEYS[1..11] say: cids, order, orders, bal, res,
 --    outbox, open_orders, positions, open_qty, shares, stream (nil on the outbox path).
--- a: accept_order.lua's ARGV[1..21], in that order (see there).
+-- a: accept_order.lua's ARGV[1..23], in that order (see there).
 -- ahead: commands this script will add to the stream before this one (0 for one order).
 -- waiting_of: stream_waiting, or a caller's copy that remembers each stream's count (a batch
 --   reads each stream once: nothing else runs on the stream while the script does).
@@ -49,12 +49,12 @@ local function attached_children(a)
   return list
 end
 
--- A SPOT SELL parent's pair hold (a[20] asset, a[21] amount; docs/api.md "Attached TP/SL and
+-- A SPOT SELL parent's pair hold (a[22] asset, a[23] amount; docs/api.md "Attached TP/SL and
 -- position TP/SL"): its reservation field, asset and amount, or nil.
 local function pair_hold(a)
-  local amount = tonumber(a[21] or '0')
+  local amount = tonumber(a[23] or '0')
   if amount <= 0 then return nil end
-  return a[1] .. '|tpsl', a[20], amount
+  return a[1] .. '|tpsl', a[22], amount
 end
 
 local function judge_order(k, a, ahead, waiting_of)
