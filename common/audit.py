@@ -16,9 +16,16 @@ from typing import Any
 from common import keys, money
 from common.chain import ChainError, Rpc
 from common.events import events_of, loads
-from common.markets import MarketSet
+from common.markets import Market, MarketSet
 from common.order_reads import record_fields, record_hmget_fields
-from common.reservations import NO_TERMS, PAIR_HOLD, need, order_terms, with_matched_qty
+from common.reservations import (
+    NO_TERMS,
+    PAIR_HOLD,
+    need,
+    order_terms,
+    pair_hold,
+    with_matched_qty,
+)
 from common.types import Product
 
 # what the auditor reads of a matcher order record (either shape: common.order_reads)
@@ -27,6 +34,9 @@ MATCHED_FIELDS = record_hmget_fields(*MATCHED)
 # oc: an attached TP/SL child's OCO sibling (docs/api.md "Attached TP/SL and position TP/SL")
 BOOK = ("status", "aseq", "side", "userId", "clientOrderId", "type", "t", "oc")
 BOOK_FIELDS = record_hmget_fields(*BOOK)
+# a SPOT attached TP/SL pair: its children's state, its parent's (at: "<tp>|<sl>|<src>[|<hold>]")
+CHILD = ("status", "qty", "filled")
+PARENT_FIELDS = record_hmget_fields("status", "side", "at")
 
 FINAL_STATUSES = {"FILLED", "CXL", "EXP", "REJECTED"}
 RESTING_STATUSES = {"NEW", "PARTIAL"}
@@ -301,8 +311,11 @@ def _pair_holds(
     client: Any, markets: MarketSet, holds: list[tuple[str, str, str]], check: _Check
 ) -> dict[tuple[str, str], int]:
     """The holds of SPOT attached TP/SL pairs (``<parent cid>|tpsl``, docs/api.md "Attached
-    TP/SL and position TP/SL"), summed per (account, base asset): each belongs to a SPOT parent
-    whose children still wait, and holds the base their qty sells (both wait with one qty)."""
+    TP/SL and position TP/SL"), summed per (account, asset): each belongs to a SPOT parent
+    whose children still wait (both with one qty). A BUY parent's holds the base their qty
+    sells; a SELL parent's holds quote: while the parent is open, what it locked at admission
+    (``pairHold``: children not created count as waiting), once it has ended what buying back
+    their qty at the bound may spend (:func:`common.reservations.pair_hold`), at most that."""
     locked: dict[tuple[str, str], int] = defaultdict(int)
     pipe = client.pipeline(transaction=False)
     for account, hold, _ in holds:
@@ -310,26 +323,56 @@ def _pair_holds(
     symbols = pipe.execute()
     pipe = client.pipeline(transaction=False)
     for (account, hold, _), symbol in zip(holds, symbols, strict=True):
+        cid = hold[: -len(PAIR_HOLD)]
         for suffix in (".tp", ".sl"):
-            child = hold[: -len(PAIR_HOLD)] + suffix
-            pipe.hmget(keys.market_order(symbol or "?", account, child), "status", "qty", "filled")
-    children = pipe.execute()
+            pipe.hmget(keys.market_order(symbol or "?", account, cid + suffix), *CHILD)
+        pipe.hmget(keys.market_order(symbol or "?", account, cid), PARENT_FIELDS)
+        pipe.hget(keys.account_order(account, cid), "cmd")
+    replies = pipe.execute()
     for i, ((account, hold, amount), symbol) in enumerate(zip(holds, symbols, strict=True)):
         market = markets.market(symbol or "?")
         if market is None or market.product is not Product.SPOT:
             check.fail(f"{account}: hold {amount} for {hold}, no SPOT parent")
             continue
-        locked[(account, market.base.symbol)] += int(amount)
-        waiting = {
-            money.base_units(market, int(qty) - int(filled or 0))
-            for status, qty, filled in children[2 * i : 2 * i + 2]
-            if status == UNTRIGGERED
-        }
+        children = replies[4 * i : 4 * i + 2]
+        raw_parent, command = replies[4 * i + 2], replies[4 * i + 3]
+        parent = record_fields(dict(zip(PARENT_FIELDS, raw_parent, strict=True)))
+        side = parent.get("side") or (loads(command)["side"] if command else None)
+        if side != "SELL":
+            locked[(account, market.base.symbol)] += int(amount)
+            waiting = {
+                money.base_units(market, int(qty) - int(filled or 0))
+                for status, qty, filled in children
+                if status == UNTRIGGERED
+            }
+        else:
+            locked[(account, market.quote.symbol)] += int(amount)
+            waiting = _buy_back_holds(market, parent, children, loads(command or "{}"))
         if len(waiting) != 1:
             check.fail(f"{account}: hold {amount} for {hold}, its children wait with {waiting}")
         elif waiting != {int(amount)}:
             check.fail(f"{account}: hold {amount} for {hold}, its waiting children sell {waiting}")
     return locked
+
+
+def _buy_back_holds(
+    market: Market, parent: dict[str, Any], children: list[list[Any]], command: dict[str, Any]
+) -> set[int]:
+    """What a SPOT SELL parent's pair hold must be, as one value per way its children wait (an
+    empty set: the pair has ended and holds nothing)."""
+    status = parent.get("status")
+    if status is None:  # not matched yet: what its command says was locked
+        return {int(command.get("pairHold", 0))}
+    tp, sl, _, locked = (parent.get("at") or "0|0||0").split("|")
+    if status not in FINAL_STATUSES:
+        states = [c[0] for c, price in zip(children, (tp, sl), strict=True) if int(price)]
+        open_pair = any(state in (None, UNTRIGGERED) for state in states)
+        return {int(locked)} if open_pair else set()
+    return {
+        min(int(locked), pair_hold(market, int(tp), int(sl), int(qty) - int(filled or 0)))
+        for state, qty, filled in children
+        if state == UNTRIGGERED
+    }
 
 
 def _open_quantities(client: Any, books: dict[str, list[Any]], check: _Check) -> None:

@@ -43,8 +43,22 @@ NO_TERMS = OrderTerms("none", 0, 0, 0)
 
 PAIR_HOLD = "|tpsl"
 """The suffix of a SPOT attached TP/SL pair's hold in ``dex:{u}:res``: ``<parent cid>|tpsl``
-holds the base the parent bought for its children to sell (docs/api.md "Attached TP/SL and
-position TP/SL"); never a clientOrderId, which has no ``|``."""
+holds the base a BUY parent bought for its children to sell, or the quote a SELL parent's
+children may spend buying the base back (docs/api.md "Attached TP/SL and position TP/SL");
+never a clientOrderId, which has no ``|``."""
+
+
+def pair_bound(take_profit: int, stop_loss: int) -> int:
+    """The highest price a SPOT SELL parent's children fire at: the stop-loss (above the
+    take-profit), else the take-profit."""
+    return stop_loss or take_profit
+
+
+def pair_hold(market: Market, take_profit: int, stop_loss: int, qty: int) -> int:
+    """What a SPOT SELL parent's pair may spend buying back ``qty``: what a LIMIT BUY of
+    ``qty`` at the bound reserves (notional + taker fee). The gateway locks it for the whole
+    qty at admission; match/attached.lua ``buy_back`` is the same rule (capped by that lock)."""
+    return money.spot_buy_reservation(market, pair_bound(take_profit, stop_loss), qty)
 
 
 def reserve_asset(market: Market, side: str) -> str:

@@ -63,6 +63,9 @@ class OrderCommand(TypedDict):
     takeProfitPrice: NotRequired[int]
     stopLossPrice: NotRequired[int]
     closePosition: NotRequired[Literal[True]]
+    # a SPOT SELL parent: the quote locked at admission for its pair ("<cid>|tpsl"), besides
+    # ``reserved`` (docs/api.md "Attached TP/SL and position TP/SL", "On SPOT")
+    pairHold: NotRequired[int]
 
 
 @with_config(MESSAGE)

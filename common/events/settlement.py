@@ -56,8 +56,11 @@ class DoneEvent(TypedDict):
     # and never used (docs/api.md "Attached TP/SL and position TP/SL")
     attached: NotRequired[list[str]]
     # a SPOT attached TP/SL child that ends unfired with no sibling open: its pair's hold
-    # ("<parent cid>|tpsl"), released with it
+    # ("<parent cid>|tpsl"), released with it; a SPOT SELL parent whose pair is open: its
+    # pair's quote hold, which keeps ``keep`` (what buying back the filled qty may spend; 0:
+    # released whole)
     hold: NotRequired[str]
+    keep: NotRequired[int]
 
 
 @with_config(MESSAGE)
@@ -110,6 +113,9 @@ class TakeEvent(TypedDict):
     user: str
     cid: str  # the child's
     hold: str  # "<parent cid>|tpsl"
+    # a SPOT SELL parent's child (it buys back): the hold comes down to this, its budget, the
+    # rest released, before it becomes the child's reservation
+    keep: NotRequired[int]
     ts: int
 
 

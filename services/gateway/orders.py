@@ -24,6 +24,7 @@ from common import keys, money
 from common.events import COMMAND_FIELD, OrderCommand, dumps
 from common.markets import Market
 from common.order_reads import accepted_view, order_view
+from common.reservations import pair_hold
 from common.risk import MarketPrices, parse_prices
 from common.types import (
     MarketStatus,
@@ -134,6 +135,17 @@ def attached_children(order: SignedOrder) -> list[str]:
     ]
 
 
+def pair_hold_of(order: SignedOrder) -> int:
+    """The quote a SPOT SELL parent locks for its attached TP/SL pair besides its own
+    reservation (docs/api.md "Attached TP/SL and position TP/SL", "On SPOT"): what buying back
+    its whole qty at the bound may spend; 0 for any other order."""
+    if order.market.product is not Product.SPOT or order.side is not Side.SELL:
+        return 0
+    if not (order.take_profit or order.stop_loss):
+        return 0
+    return pair_hold(order.market, order.take_profit, order.stop_loss, order.qty)
+
+
 def trigger_source(market: Market, source: str) -> str:
     """An OrderV4's trigger source: as signed, or for "" the market's default (MARK on a
     derivative, LAST on SPOT; docs/api.md "Trigger orders")."""
@@ -207,10 +219,15 @@ async def submit_order(
                 await ratelimit.check_user(gateway, user)
             raise
         children = attached_children(order)
-        if children or bucket is not None:
+        hold = pair_hold_of(order)
+        if children or bucket is not None or hold:
             script_args.append(" ".join(children))  # accept_order.lua's ARGV[19]
         if bucket is not None:
             script_args.extend(bucket[1])  # ARGV[20..21], the bucket the last key
+        elif hold:
+            script_args += ["", ""]
+        if hold:  # ARGV[22..23]: a SPOT SELL parent's pair hold, locked with it
+            script_args += [order.market.quote.symbol, hold]
         verdict = await admit_on_account(
             gateway, market.symbol, user, script_keys, script_args, bucket[0] if bucket else None
         )
@@ -225,6 +242,15 @@ async def submit_order(
         raise ratelimit.refused(int(verdict[1]))
     if verdict[0] != "OK":
         quantum = gateway.markets.assets[reserve.asset].quantum
+        hold = pair_hold_of(order)
+        if hold and verdict[0] == "INSUFFICIENT_BALANCE":
+            quote = market.quote.symbol
+            raise ApiError(
+                ErrorCode.INSUFFICIENT_BALANCE,
+                f"the order needs {int(reserve.amount) * quantum} {reserve.asset} and "
+                f"{hold * gateway.markets.assets[quote].quantum} {quote} (what its attached "
+                f"TP/SL may spend buying back) of balance, which {user} lacks",
+            )
         raise refusal_error(verdict[0], cid, user, reserve, market.symbol, memory_high, quantum)
     # 5. Where the stream is in another slot, the command leaves the outbox for the stream.
     if verdict[2] != "SENT":
@@ -344,6 +370,8 @@ def command_template(
         command["takeProfitPrice"] = order.take_profit
         command["stopLossPrice"] = order.stop_loss
         command["triggerSource"] = TriggerSource(order.trigger_source).value
+        if hold := pair_hold_of(order):
+            command["pairHold"] = hold
     fields: dict[str, Any] = dict(command, **reserve.command)
     del fields["reserved"]
     return dumps(fields)
@@ -376,6 +404,8 @@ async def exceeds_limit(gateway: Gateway, order: SignedOrder, reserve: funds.Res
     if not money.within_limit(money.notional(market, order.price, order.qty)):
         return True
     if reserve.amount != funds.ALL_AVAILABLE and not money.within_limit(int(reserve.amount)):
+        return True
+    if not money.within_limit(pair_hold_of(order)):
         return True
     if not market.product.is_derivative:
         return False

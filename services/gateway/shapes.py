@@ -555,13 +555,13 @@ SIGNED_FIELD_DOCS.update(
             False,
         ),
         "takeProfitPrice": (
-            "a LIMIT or MARKET order on PERP or FUTURE, or a BUY one on SPOT: the attached "
-            "take-profit's trigger, else 0",
+            "a LIMIT or MARKET order on PERP, FUTURE or SPOT: the attached take-profit's "
+            "trigger, else 0",
             0,
         ),
         "stopLossPrice": (
-            "a LIMIT or MARKET order on PERP or FUTURE, or a BUY one on SPOT: the attached "
-            "stop-loss's trigger, else 0",
+            "a LIMIT or MARKET order on PERP, FUTURE or SPOT: the attached stop-loss's "
+            "trigger, else 0",
             0,
         ),
     }
@@ -683,12 +683,6 @@ def _attached_taken(values: Values, markets: MarketSet) -> str | None:
             "takeProfitPrice and stopLossPrice are for a LIMIT or MARKET order on a PERP, "
             f"FUTURE or SPOT market, not a {values['type']} order on {product}"
         )
-    if product is Product.SPOT and values["side"] != Side.BUY:
-        # a SELL's children would buy back with quote no reservation bounds at price 0
-        return (
-            "takeProfitPrice and stopLossPrice on SPOT are for a BUY order (its children sell "
-            "the base it bought), not a SELL"
-        )
     if len(values["clientOrderId"]) > MAX_PARENT_CID:
         return (
             f"the clientOrderId of an order with takeProfitPrice or stopLossPrice is at most "
@@ -790,8 +784,8 @@ ORDER_V4 = signed_shape(
         Check(
             "takeProfitPrice",
             ErrorCode.INVALID_ORDER,
-            "with stopLossPrice: 0, or for a LIMIT or MARKET order on PERP or FUTURE, or a BUY "
-            f"one on SPOT, whose clientOrderId is at most {MAX_PARENT_CID} characters",
+            "with stopLossPrice: 0, or for a LIMIT or MARKET order on PERP, FUTURE or SPOT, "
+            f"whose clientOrderId is at most {MAX_PARENT_CID} characters",
             _attached_taken,
         ),
         Check(

@@ -20,6 +20,9 @@ moved from available into the pair's reservation ``<cid>|tpsl`` with the credit)
 that fires takes it as its own reservation (``take``) and sells from it; a child that ends
 unfired with no sibling open releases it (its done event's ``hold``). docs/api.md "Attached
 TP/SL and position TP/SL".
+A SPOT SELL parent's pair holds quote instead, locked whole at admission (the children buy the
+base back): its done event's ``keep`` and a child's ``take`` with ``keep`` bring the hold down
+to that amount (``keep``: the rest is released) before the take moves it to the child.
 A fee a side cannot pay in full (per-fill rounding can need a few units more than the
 reservation held) is cut, never taken below zero; the fee account is credited what was paid.
 """
@@ -54,6 +57,7 @@ __all__ = [
     "Operation",
     "amended_terms",
     "decremented_terms",
+    "keep_op",
     "order_terms",
     "plan",
     "reserve_asset",
@@ -82,8 +86,11 @@ def plan(
         if event["k"] == "done":
             asset = reserve_asset(market, event["side"])
             user, cid = event["user"], event["cid"]
-            # a SPOT attached pair's hold ends with its last child, unfired
+            # a SPOT attached pair's hold ends with its last child, unfired; a SELL parent's
+            # quote hold keeps what buying back its filled qty may spend
             pair = [["release", asset, event["hold"]]] if "hold" in event else []
+            if "keep" in event:
+                pair = [keep_op(market, event["hold"], int(event["keep"]))]
             add(
                 user,
                 eseq,
@@ -94,8 +101,10 @@ def plan(
                 *(["finished", child, keys.account_order(user, child)] for child in unborn(event)),
             )
         elif event["k"] == "take":
-            # a SPOT child fires: its pair's hold becomes its reservation
-            add(event["user"], eseq, ["take", event["hold"], event["cid"]])
+            # a SPOT child fires: its pair's hold becomes its reservation (a buy-back child's:
+            # what its budget is, the rest released first)
+            kept = [keep_op(market, event["hold"], int(event["keep"]))] if "keep" in event else []
+            add(event["user"], eseq, *kept, ["take", event["hold"], event["cid"]])
         elif event["k"] == "fill":
             for account, ops in fill_ops(market, event, terms, finishing).items():
                 add(account, eseq, *ops)
@@ -111,6 +120,12 @@ def plan(
             terms[key] = decremented_terms(terms.get(key, NO_TERMS), event)
             add(event["user"], eseq, decrement_op(market, event, terms[key]))
     return {account: sorted(groups.items()) for account, groups in per_account.items()}
+
+
+def keep_op(market: Market, hold: str, amount: int) -> Operation:
+    """A SPOT SELL parent's pair hold (quote) comes down to ``amount``: the rest is
+    released (0: all of it, the hold ends)."""
+    return ["keep", market.quote.symbol, hold, str(amount)]
 
 
 def unborn(event: Mapping[str, Any]) -> list[str]:

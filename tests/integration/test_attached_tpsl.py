@@ -318,7 +318,7 @@ MALFORMED: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("F", {"takeProfitPrice": P + 10, "cid": "x" * 62}, "INVALID_ORDER"),
     ("F", {"type": "STOP_MARKET", "trigger": P + 10, "takeProfitPrice": P + 20}, "INVALID_ORDER"),
-    ("S", {"side": "SELL", "takeProfitPrice": P - 10}, "INVALID_ORDER"),  # a SELL on spot
+    ("S", {"side": "SELL", "takeProfitPrice": P + 10}, "INVALID_PRICE"),  # a SPOT SELL's too
     ("F", {"type": "STOP_MARKET", "trigger": P - 10, "side": "SELL", **CLOSE}, "INVALID_QTY"),
     (
         "S",

@@ -7,7 +7,13 @@ same matcher call as the parent's fill; the settle worker SIGKILLed between the 
 the child's fire, with the accounts of the unsettled events applied once before it comes back;
 the matcher SIGKILLed with the fill and the fire in its stream; the held base cannot be
 withdrawn; the refused shapes reserve nothing; the auditor's invariants after every test. One
-market per test (support/trigger_orders.py)."""
+market per test (support/trigger_orders.py).
+
+A SELL parent's children buy the base back: the pair holds quote, locked whole at admission (its
+qty at the bound, as a LIMIT BUY reserves it; 422 with nothing reserved when it is not there);
+the parent's end keeps what buying back its filled qty may spend; the child that fires takes that
+as its budget, buys what it affords (at most its qty) and releases the rest; one move through
+both prices fires one; the matcher SIGKILLed with the fill and the fire in its stream."""
 
 from __future__ import annotations
 
@@ -403,10 +409,12 @@ def test_a_fill_and_a_fire_replayed_by_a_sigkilled_matcher_hold_and_spend_once(
     assert reservations(exchange, me) == {}
 
 
+# a SELL's take-profit must be below its stop-loss
+SELL_TP_ABOVE_SL = {"takeProfitPrice": P - 100, "stopLossPrice": P - 200}
 REFUSED: list[tuple[dict[str, Any], str]] = [
     # a BUY LIMIT at P of Q on a SPOT market unless the fields say otherwise
-    ({"side": "SELL", "takeProfitPrice": P - 100, "stopLossPrice": P + 100}, "INVALID_ORDER"),
-    ({"side": "SELL", "type": "MARKET", "price": 0, "stopLossPrice": P + 100}, "INVALID_ORDER"),
+    ({"side": "SELL", "takeProfitPrice": P + 100, "stopLossPrice": P + 200}, "INVALID_PRICE"),
+    ({"side": "SELL", "type": "MARKET", "price": 0, **SELL_TP_ABOVE_SL}, "INVALID_PRICE"),
     ({"takeProfitPrice": P - 10}, "INVALID_PRICE"),  # a BUY's take-profit below its price
     ({"stopLossPrice": P + 10}, "INVALID_PRICE"),
     ({"type": "STOP_LIMIT", "trigger": P + 10, "takeProfitPrice": P + 20}, "INVALID_ORDER"),
@@ -427,4 +435,228 @@ def test_refused_spot_shapes_reserve_nothing(exchange: Exchange) -> None:
             fields, response.text)  # fmt: skip
     assert exchange.balance(me.address, "USDC") == (USDC, 0)
     assert exchange.balance(me.address, "BTC") == (BTC, 0)
+    assert reservations(exchange, me) == {}
+
+
+# -- a SELL parent: its children buy the base back with the quote its pair holds ----------------
+
+
+def sell_parent(trader: Trader, market: str, price: int, qty: int, tp: int, sl: int,
+                **fields: Any) -> dict[str, Any]:  # fmt: skip
+    """A LIMIT SELL parent: take-profit below its price, stop-loss above, on LAST."""
+    return v4_body(trader, market, "SELL", "LIMIT", price, qty, 0, takeProfitPrice=tp,
+                   stopLossPrice=sl, **fields)  # fmt: skip
+
+
+def buy_back(market: Market, bound: int, qty: int) -> int:
+    """What a SELL parent's pair may spend buying back qty: a LIMIT BUY's reservation."""
+    return money.spot_buy_reservation(market, bound, qty)
+
+
+def test_a_sell_parent_holds_quote_its_cancel_releases_the_unfilled_share_and_the_sl_buys_back(
+    exchange: Exchange,
+) -> None:
+    name, market = spot(exchange)
+    maker, other, me = funded(exchange), funded(exchange), funded(exchange)
+    limit(exchange, other, name, "BUY", P, Q)
+    tp, sl = P - 100, P + 100
+    body = sell_parent(me, name, P, 3 * Q, tp, sl)
+    cid = body["clientOrderId"]
+    held = buy_back(market, sl, 3 * Q)  # locked at admission, with the SELL's own base
+    assert placed(exchange, body)["status"] == "PARTIAL"
+    for kind, trigger, kind_type in (("tp", tp, "TAKE_PROFIT_MARKET"), ("sl", sl, "STOP_MARKET")):
+        child = order(exchange, me, f"{cid}.{kind}")
+        assert (child["status"], child["side"], child["type"], child["qty"], child["price"]) == (
+            "UNTRIGGERED", "BUY", kind_type, Q, 0)  # fmt: skip
+        assert (child["reduceOnly"], child["triggerPrice"]) == (False, trigger)
+    got = proceeds(market, P, Q)
+    settles_to(exchange, me, "BTC", (BTC - base(market, Q), base(market, 2 * Q)))
+    settles_to(exchange, me, "USDC", (USDC + got, held))
+    assert reservations(exchange, me) == {cid: str(base(market, 2 * Q)), cid + "|tpsl": str(held)}
+    limit(exchange, other, name, "BUY", P, Q)  # the parent fills Q more, as the maker
+    assert (
+        order(exchange, me, cid + ".tp")["qty"] == order(exchange, me, cid + ".sl")["qty"] == 2 * Q
+    )
+    got += proceeds(market, P, Q, maker=True)
+    settles_to(exchange, me, "BTC", (BTC - base(market, 2 * Q), base(market, Q)))
+    settles_to(exchange, me, "USDC", (USDC + got, held))  # still the whole qty's
+    assert_audit_ok(exchange)  # the open parent's hold: what it locked at admission
+    # cancelled part-filled: the hold keeps the filled qty's buy-back, the rest released
+    assert cancel(exchange, me, name, cid) == 200
+    kept = buy_back(market, sl, 2 * Q)
+    assert [(e["hold"], e["keep"]) for e in done_of(exchange, name, cid)] == [(cid + "|tpsl", kept)]
+    settles_to(exchange, me, "BTC", (BTC - base(market, 2 * Q), 0))
+    settles_to(exchange, me, "USDC", (USDC + got, kept))
+    assert reservations(exchange, me) == {cid + "|tpsl": str(kept)}
+    assert_audit_ok(exchange)  # the ended parent's hold: its waiting children's buy-back
+    user, hold = me.address.lower(), cid + "|tpsl"
+    with redis.Redis.from_url(exchange.redis_url, decode_responses=True) as r:
+        r.hincrby(keys.reservations(user), hold, -1)
+        problems = audit(r, load_markets(Path(exchange.env["DEX_MARKETS_FILE"])))
+        r.hincrby(keys.reservations(user), hold, 1)
+    found = problems["invariants"]["reservationsMatchOpenOrders"]["problems"]
+    assert any(f"hold {kept - 1} for {hold}" in problem for problem in found), found
+    # LAST rises to the stop-loss: it buys 2Q back at it, spending the hold to the unit
+    limit(exchange, maker, name, "SELL", sl, 3 * Q)
+    limit(exchange, other, name, "BUY", sl, Q, "IOC")
+    sl_order, tp_order = order(exchange, me, cid + ".sl"), order(exchange, me, cid + ".tp")
+    assert (sl_order["status"], sl_order["filled"], sl_order["triggered"]) == (
+        "FILLED",
+        2 * Q,
+        True,
+    )
+    assert (tp_order["status"], tp_order["reason"], tp_order["filled"]) == ("CXL", "OCO", 0)
+    takes = [e for call in events(exchange, name) for e in call if e["k"] == "take"]
+    assert [(e["cid"], e["keep"]) for e in takes] == [(cid + ".sl", kept)]
+    assert [e.get("hold") for e in done_of(exchange, name, cid + ".tp")] == [None]
+    assert cost(market, sl, 2 * Q) == kept
+    settles_to(exchange, me, "BTC", (BTC, 0))
+    settles_to(exchange, me, "USDC", (USDC + got - kept, 0))
+    assert reservations(exchange, me) == {}
+
+
+def test_a_stop_loss_gapping_above_the_bound_buys_what_the_hold_affords(
+    exchange: Exchange,
+) -> None:
+    name, market = spot(exchange)
+    maker, other, me = funded(exchange), funded(exchange), funded(exchange)
+    limit(exchange, other, name, "BUY", P, Q)
+    sl = P + 100
+    # a MARKET parent (price 0): its children are bounded by the stop-loss all the same
+    body = v4_body(me, name, "SELL", "MARKET", 0, Q, 0, takeProfitPrice=P - 100, stopLossPrice=sl)
+    cid = body["clientOrderId"]
+    assert placed(exchange, body)["status"] == "FILLED"
+    held = buy_back(market, sl, Q)
+    got = proceeds(market, P, Q)
+    settles_to(exchange, me, "USDC", (USDC + got, held))
+    limit(exchange, maker, name, "SELL", sl, Q)
+    limit(exchange, maker, name, "SELL", sl + 300, Q)  # all the stop-loss finds: above its bound
+    limit(exchange, other, name, "BUY", sl, Q, "IOC")  # LAST at the stop-loss
+    bought = max(x for x in range(Q + 1) if cost(market, sl + 300, x) <= held)
+    assert 0 < bought < Q
+    child = order(exchange, me, cid + ".sl")
+    assert (child["filled"], child["triggered"], child["status"] in ("CXL", "EXP")) == (
+        bought, True, True)  # fmt: skip
+    settles_to(exchange, me, "BTC", (BTC - base(market, Q - bought), 0))
+    settles_to(exchange, me, "USDC", (USDC + got - cost(market, sl + 300, bought), 0))
+    assert reservations(exchange, me) == {}
+
+
+def test_one_move_through_both_buy_back_prices_fires_exactly_one(exchange: Exchange) -> None:
+    """A SELL sweeps the bids from above the stop-loss to below the take-profit and rests the
+    rest: the take-profit fires and buys it back, the stop-loss ends CXL OCO."""
+    name, market = spot(exchange)
+    maker, other, me = funded(exchange), funded(exchange), funded(exchange)
+    limit(exchange, other, name, "BUY", P, Q)
+    body = sell_parent(me, name, P, Q, P - 100, P + 100)
+    cid = body["clientOrderId"]
+    assert placed(exchange, body)["status"] == "FILLED"
+    limit(exchange, other, name, "BUY", P + 110, Q)
+    limit(exchange, other, name, "BUY", P - 110, Q)
+    limit(exchange, maker, name, "SELL", P - 110, 3 * Q)  # P + 110, P - 110, Q rests at P - 110
+    tp, sl = order(exchange, me, cid + ".tp"), order(exchange, me, cid + ".sl")
+    assert (tp["status"], tp["filled"]) == ("FILLED", Q)
+    assert (sl["status"], sl["reason"], sl["filled"]) == ("CXL", "OCO", 0)
+    assert (
+        len(done_of(exchange, name, cid + ".tp")) == len(done_of(exchange, name, cid + ".sl")) == 1
+    )
+    assert trades(exchange, name) == sorted([(P, Q), (P + 110, Q), (P - 110, Q), (P - 110, Q)])
+    settles_to(exchange, me, "BTC", (BTC, 0))
+    settles_to(exchange, me, "USDC", (USDC + proceeds(market, P, Q) - cost(market, P - 110, Q), 0))
+    assert reservations(exchange, me) == {}
+
+
+def test_a_sell_parent_without_the_buy_back_quote_is_refused_with_nothing_reserved(
+    exchange: Exchange,
+) -> None:
+    name, market = spot(exchange)
+    tp, sl = P - 100, P + 100
+    held = buy_back(market, sl, Q)
+    short, enough = Trader(), Trader()
+    for trader, quote in ((short, held - 1), (enough, held)):
+        exchange.deposit(trader.address, "BTC", BTC)
+        exchange.deposit(trader.address, "USDC", quote)
+    refused = post(exchange, "/v1/orders", sell_parent(short, name, P, Q, tp, sl))
+    assert (refused.status_code, refused.json()["error"]["code"]) == (422, "INSUFFICIENT_BALANCE")
+    assert f"{held} USDC (what its attached TP/SL may spend" in refused.json()["error"]["message"]
+    # a stop-loss far above: a hold past 2^53 quanta, not there either
+    huge = post(exchange, "/v1/orders", sell_parent(enough, name, P, Q, tp, 2**52))
+    assert (huge.status_code, huge.json()["error"]["code"]) == (422, "INSUFFICIENT_BALANCE")
+    assert exchange.balance(enough.address, "USDC") == (held, 0)
+    assert exchange.balance(short.address, "BTC") == (BTC, 0)
+    assert exchange.balance(short.address, "USDC") == (held - 1, 0)
+    assert reservations(exchange, short) == {}
+    # exactly enough is admitted; cancelled with nothing filled, all of it is released
+    body = sell_parent(enough, name, P, Q, tp, sl)
+    assert placed(exchange, body)["status"] == "NEW"
+    cid = body["clientOrderId"]
+    assert exchange.balance(enough.address, "USDC") == (held, held)
+    assert reservations(exchange, enough) == {cid: str(base(market, Q)), cid + "|tpsl": str(held)}
+    assert cancel(exchange, enough, name, cid) == 200
+    (done,) = done_of(exchange, name, cid)
+    assert (done["keep"], done["attached"]) == (0, [cid + ".tp", cid + ".sl"])
+    settles_to(exchange, enough, "USDC", (held, 0))
+    settles_to(exchange, enough, "BTC", (BTC, 0))
+    assert reservations(exchange, enough) == {}
+    assert status_of(exchange, enough, cid + ".sl") is None
+
+
+def test_a_child_fired_while_its_parent_rests_takes_its_budget_and_releases_the_rest(
+    exchange: Exchange,
+) -> None:
+    """The take-profit fires while the parent still rests: it takes what buying back its qty
+    may spend and the rest of the hold is released (no child grows again); its buy meets the
+    parent's own ask first (self-trade prevention ends the parent, whose done names no hold)."""
+    name, market = spot(exchange)
+    maker, other, me = funded(exchange), funded(exchange), funded(exchange)
+    limit(exchange, other, name, "BUY", P, Q)
+    sl = P + 100
+    body = sell_parent(me, name, P, 3 * Q, P - 100, sl)
+    cid = body["clientOrderId"]
+    assert placed(exchange, body)["status"] == "PARTIAL"
+    limit(exchange, maker, name, "SELL", P + 50, Q)  # behind the parent's ask
+    limit(exchange, other, name, "BUY", P - 100, Q)
+    limit(exchange, maker, name, "SELL", P - 100, Q, "IOC")  # LAST at the take-profit
+    tp, sl_order = order(exchange, me, cid + ".tp"), order(exchange, me, cid + ".sl")
+    assert (tp["status"], tp["filled"]) == ("FILLED", Q)
+    assert (sl_order["status"], sl_order["reason"]) == ("CXL", "OCO")
+    assert (order(exchange, me, cid)["status"], order(exchange, me, cid)["filled"]) == ("CXL", Q)
+    takes = [e for call in events(exchange, name) for e in call if e["k"] == "take"]
+    assert [(e["cid"], e["keep"]) for e in takes] == [(cid + ".tp", buy_back(market, sl, Q))]
+    assert [("hold" in e, "keep" in e) for e in done_of(exchange, name, cid)] == [(False, False)]
+    assert trades(exchange, name) == sorted([(P, Q), (P - 100, Q), (P + 50, Q)])
+    settles_to(exchange, me, "BTC", (BTC, 0))
+    settles_to(exchange, me, "USDC", (USDC + proceeds(market, P, Q) - cost(market, P + 50, Q), 0))
+    assert reservations(exchange, me) == {}
+
+
+def test_a_buy_back_replayed_by_a_sigkilled_matcher_holds_and_spends_once(
+    exchange: Exchange,
+) -> None:
+    """The matcher is SIGKILLed with the SELL parent's fill and the stop-loss's trigger waiting
+    in its stream; restarted, the stop-loss fires and buys back once."""
+    name, market = spot(exchange)
+    maker, other, me = funded(exchange), funded(exchange), funded(exchange)
+    sl = P + 100
+    body = sell_parent(me, name, P, Q, P - 100, sl)
+    cid = body["clientOrderId"]
+    assert placed(exchange, body)["status"] == "NEW"
+    exchange.kill("matcher")
+    try:
+        for trader, side, price, qty, tif in ((other, "BUY", P, Q, "GTC"),
+                                              (maker, "SELL", sl, 2 * Q, "GTC"),
+                                              (other, "BUY", sl, Q, "IOC")):  # fmt: skip
+            sent = trader.order(name, side, price, qty, product="SPOT", timeInForce=tif)
+            assert post(exchange, "/v1/orders", sent).status_code == 202
+    finally:
+        exchange.start("matcher")
+    assert wait_for(lambda: status_of(exchange, me, cid + ".sl") == "FILLED", 20)
+    assert [e["status"] for e in done_of(exchange, name, cid + ".tp")] == ["CXL"]
+    assert [e["status"] for e in done_of(exchange, name, cid + ".sl")] == ["FILLED"]
+    takes = [e for call in events(exchange, name) for e in call if e["k"] == "take"]
+    assert [(e["cid"], e["keep"]) for e in takes] == [(cid + ".sl", buy_back(market, sl, Q))]
+    assert trades(exchange, name) == sorted([(P, Q), (sl, Q), (sl, Q)])
+    settles_to(exchange, me, "BTC", (BTC, 0))
+    paid = cost(market, sl, Q)
+    settles_to(exchange, me, "USDC", (USDC + proceeds(market, P, Q, maker=True) - paid, 0))
     assert reservations(exchange, me) == {}

@@ -340,6 +340,16 @@ def spot_scenario(m: Matcher) -> None:
     m.run(order(C, "h3", "BUY", PRICE + 50, 2), order(A, "h4", "SELL", PRICE + 100, 1))
     m.run(order(C, "h5", "BUY", PRICE + 100, 1, tif="IOC"), cancel(B, "h2.tp"))
     m.run(cancel_all(A), cancel_all(B), cancel_all(C))
+    # a SELL parent s1 (its command's pairHold: the quote its children buy back with) fills 1
+    # of 2 and is cancelled (its done event's "hold" and "keep"); a trade at PRICE + 100 fires
+    # s1.sl ("take" with "keep"), s1.tp ends CXL OCO
+    sell = order(B, "s1", "SELL", PRICE, 2) | {
+        "takeProfitPrice": PRICE - 100, "stopLossPrice": PRICE + 100, "triggerSource": "LAST",
+        "pairHold": 10**9,
+    }  # fmt: skip
+    m.run(order(C, "s0", "BUY", PRICE, 1), typing.cast(OrderCommand, sell), cancel(B, "s1"))
+    m.run(order(A, "s2", "SELL", PRICE + 100, 2), order(C, "s3", "BUY", PRICE + 100, 1, tif="IOC"))
+    m.run(cancel_all(A), cancel_all(B), cancel_all(C))
 
 
 def perp_scenario(m: Matcher) -> None:

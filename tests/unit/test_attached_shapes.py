@@ -49,6 +49,13 @@ def test_parents_and_position_orders_parse() -> None:
         {"type": "MARKET", "price": 0, "stopLossPrice": 0},  # no price to judge against
         {"clientOrderId": "x" * 61},
         {"market": "BTC-USDC", "product": "SPOT"},  # a SPOT BUY parent
+        {
+            "market": "BTC-USDC",
+            "product": "SPOT",
+            "side": "SELL",
+            "takeProfitPrice": P - 100,
+            "stopLossPrice": P + 100,
+        },  # a SPOT SELL parent (its children buy back)
         CLOSE,
         CLOSE | {"type": "TAKE_PROFIT_MARKET", "market": "BTC-FUT-20270326", "product": "FUTURE"},
     ):
@@ -69,8 +76,8 @@ def test_parents_and_position_orders_parse() -> None:
         ({"clientOrderId": "x" * 62}, ErrorCode.INVALID_ORDER, "at most 61"),
         ({"type": "STOP_MARKET", "triggerPrice": P + 10}, ErrorCode.INVALID_ORDER,
          "are for a LIMIT or MARKET order"),
-        ({"market": "BTC-USDC", "product": "SPOT", "side": "SELL", "takeProfitPrice": P - 100,
-          "stopLossPrice": P + 100}, ErrorCode.INVALID_ORDER, "on SPOT are for a BUY"),
+        ({"market": "BTC-USDC", "product": "SPOT", "side": "SELL", "takeProfitPrice": P + 100,
+          "stopLossPrice": P + 200}, ErrorCode.INVALID_PRICE, "must be below its price"),
         ({"market": "BTC-C-40000-20270326", "product": "OPTION"}, ErrorCode.INVALID_ORDER,
          "on OPTION"),
         (CLOSE | {"qty": 1000}, ErrorCode.INVALID_QTY, "takes qty 0"),
@@ -96,12 +103,16 @@ def test_the_checks_come_in_their_documented_order() -> None:
     code, message = refusal(CLOSE | {"takeProfitPrice": 1})
     assert code is ErrorCode.INVALID_ORDER and "closePosition" in message
     code, message = refusal(
-        {"market": "BTC-USDC", "product": "SPOT", "side": "SELL", "takeProfitPrice": 1}
+        {"market": "BTC-C-40000-20270326", "product": "OPTION", "takeProfitPrice": 1}
     )
-    assert code is ErrorCode.INVALID_ORDER and "on SPOT" in message
-    # a SPOT BUY parent is judged on its prices like a derivative one
+    assert code is ErrorCode.INVALID_ORDER and "on OPTION" in message
+    # a SPOT parent, BUY or SELL, is judged on its prices like a derivative one
     code, message = refusal({"market": "BTC-USDC", "product": "SPOT", "takeProfitPrice": 1})
     assert code is ErrorCode.INVALID_PRICE and "must be above its price" in message
+    code, message = refusal(
+        {"market": "BTC-USDC", "product": "SPOT", "side": "SELL", "takeProfitPrice": 1}
+    )
+    assert code is ErrorCode.INVALID_PRICE and "stopLossPrice 2999900 of a SELL" in message
 
 
 def test_the_children_ids_are_the_parent_cid_with_a_suffix() -> None:

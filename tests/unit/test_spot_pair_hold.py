@@ -66,3 +66,25 @@ def test_the_last_child_ending_unfired_releases_the_hold() -> None:
         ["release", "BTC", "p|tpsl"],
         ["finished", "p.tp", keys.account_order("me", "p.tp")],
     ]
+
+
+def test_a_sell_parent_keeps_its_filled_share_and_its_child_takes_its_budget() -> None:
+    """A SELL parent's pair holds quote: its done event's keep brings the hold down to what
+    buying back its filled qty may spend (0: released whole); a buy-back child's take keeps
+    its budget, then moves it."""
+    take: TakeEvent = {"k": "take", "eseq": 2, "user": "me", "cid": "s.sl", "hold": "s|tpsl",
+                       "keep": 1200, "ts": 1}  # fmt: skip
+    events: list[SettlementEvent] = [
+        done(1, "s", "SELL", "CXL", hold="s|tpsl") | {"keep": 1234, "filled": Q},
+        take,
+        done(3, "u", "SELL", "CXL", hold="u|tpsl") | {"keep": 0, "attached": ["u.tp"]},
+    ]
+    ops = dict(plan(SPOT, events)["me"])
+    assert ops[1] == [
+        ["release", "BTC", "s"],
+        ["keep", "USDC", "s|tpsl", "1234"],
+        ["finished", "s", keys.account_order("me", "s")],
+    ]
+    assert ops[2] == [["keep", "USDC", "s|tpsl", "1200"], ["take", "s|tpsl", "s.sl"]]
+    assert ops[3][1] == ["keep", "USDC", "u|tpsl", "0"]
+    assert ["finished", "u.tp", keys.account_order("me", "u.tp")] in ops[3]

@@ -574,8 +574,9 @@ class Client:
     ) -> Order | dict[str, Any]:
         """Place an order (``build_order``'s options). ``wait=True``: the order once the
         matcher has processed it (``?wait=1``); else ``{"clientOrderId", "status": "ACCEPTED"}``.
-        ``take_profit_price`` / ``stop_loss_price`` attach reduce-only children ``<cid>.tp`` /
-        ``<cid>.sl`` (an ``OrderV4``; PERP and FUTURE only, docs/api.md "Attached TP/SL")."""
+        ``take_profit_price`` / ``stop_loss_price`` attach children ``<cid>.tp`` / ``<cid>.sl``
+        (an ``OrderV4``; PERP, FUTURE and SPOT: reduce-only on a derivative, on SPOT they sell
+        the base a BUY bought or buy back what a SELL sold; docs/api.md "Attached TP/SL")."""
         tp, sl = options.pop("take_profit_price", 0), options.pop("stop_loss_price", 0)
         if tp or sl:
             options.setdefault("type", "LIMIT")

@@ -59,6 +59,10 @@
 --   has spent its token as it would have in a call of its own. ARGV[19] is given ("" for no
 --   children) whenever these are. A caller judging the order again after {"RETRY"} leaves them
 --   out: the request took its token once.
+-- ARGV[22] optional: a SPOT SELL parent's pair hold asset (the quote), ARGV[23] its amount:
+--          locked besides the order's own reservation, as reservation "<cid>|tpsl" (docs/api.md
+--          "Attached TP/SL and position TP/SL", "On SPOT"); not there is the same 422 as the
+--          order's own amount. ARGV[20..21] are "" when these are given without a rate limit.
 -- Returns {"OK", command JSON, "SENT" when it is on the stream, else "OUTBOX"}, {"RETRY"},
 -- {"RATE_LIMITED", wait ms} or {code}.
 

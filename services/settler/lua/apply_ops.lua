@@ -80,6 +80,9 @@
 --                                      (field hold, "<parent cid>|tpsl") grow by it, taken from
 --                                      the available balance as far as it goes (the same
 --                                      event's credit brought it)
+--   ["keep", asset, hold, amount]      a SPOT SELL parent's pair hold (quote) comes down to
+--                                      amount: locked and the hold fall by the rest (none
+--                                      when it holds no more); 0 ends the hold
 --   ["take", hold, cid]                the pair's child cid fired: the hold becomes its
 --                                      reservation (locked unchanged); its fills spend it and
 --                                      its release ends it
@@ -249,6 +252,16 @@ for _, batch in ipairs(batches) do
         if amount > 0 then
           redis.call('HINCRBY', bal_key, asset .. ':l', int(amount))
           redis.call('HINCRBY', res_key, hold, int(amount))
+        end
+      elseif kind == 'keep' then
+        local asset, hold = op[2], op[3]
+        local held = reserved_for(hold)
+        local keep = math.min(tonumber(op[4]), held)
+        if held > keep then redis.call('HINCRBY', bal_key, asset .. ':l', int(keep - held)) end
+        if keep > 0 then
+          redis.call('HSET', res_key, hold, int(keep))
+        else
+          redis.call('HDEL', res_key, hold)
         end
       elseif kind == 'take' then
         local held = reserved_for(op[2])

@@ -7,16 +7,17 @@
 -- caller's adjustment = unrealized contribution at mark − initial margin of positions), then
 -- the market's status and backlog as the caller read them, in the contract's order of codes
 -- (409, 422, 503). It writes nothing. It answers {code}, {"RETRY"} when the position or open
--- quantity the caller judged on moved, or {"OK", command, amount, locked, open}: the command
--- with ,"reserved":<amount> appended, the amount to lock, and the raw values it read of the
--- locked total and the side's open quantity (for undo_order).
+-- quantity the caller judged on moved, or {"OK", command, amount, locked, open, hold locked}:
+-- the command with ,"reserved":<amount> appended, the amount to lock, and the raw values it
+-- read of the locked total, the side's open quantity and the pair hold asset's locked total
+-- (for undo_order).
 -- record_order(k, a, verdict) locks the reservation, records the order and, without a
 -- stream key, puts it in the outbox (no XADD: the caller does that, first where it can).
 -- undo_order(k, a, verdict) restores exactly what record_order wrote, to the raw values read.
 --
 -- k: the keys by name, as accept_order.lua's KEYS[1..11] say: cids, order, orders, bal, res,
 --    outbox, open_orders, positions, open_qty, shares, stream (nil on the outbox path).
--- a: accept_order.lua's ARGV[1..19], in that order (see there).
+-- a: accept_order.lua's ARGV[1..23], in that order (see there).
 -- ahead: commands this script will add to the stream before this one (0 for one order).
 -- waiting_of: stream_waiting, or a caller's copy that remembers each stream's count (a batch
 --   reads each stream once: nothing else runs on the stream while the script does).
@@ -53,6 +54,14 @@ local function attached_children(a)
   return list
 end
 
+-- A SPOT SELL parent's pair hold (a[22] asset, a[23] amount; docs/api.md "Attached TP/SL and
+-- position TP/SL"): its reservation field, asset and amount, or nil.
+local function pair_hold(a)
+  local amount = tonumber(a[23] or '0')
+  if amount <= 0 then return nil end
+  return a[1] .. '|tpsl', a[22], amount
+end
+
 local function judge_order(k, a, ahead, waiting_of)
   local cid, asset, wanted, template = a[1], a[3], a[4], a[6]
   local adjustment, short_code, market_refusal, overloaded =
@@ -85,6 +94,15 @@ local function judge_order(k, a, ahead, waiting_of)
     amount = tonumber(wanted)
     if amount + headroom > free then return {short_code} end
   end
+  local hold_field, hold_asset, hold_amount = pair_hold(a)
+  local hold_locked = false
+  if hold_field then
+    local h = redis.call('HMGET', k.bal, hold_asset .. ':t', hold_asset .. ':l')
+    hold_locked = h[2] or false
+    local hold_free = tonumber(h[1] or '0') - tonumber(h[2] or '0')
+    if hold_asset == asset then hold_free = hold_free - amount end
+    if hold_amount > hold_free then return {short_code} end
+  end
   if market_refusal ~= '' then return {market_refusal} end
 
   if redis.call('ZCARD', k.open_orders) + #children >= tonumber(a[18]) then
@@ -95,6 +113,9 @@ local function judge_order(k, a, ahead, waiting_of)
   -- total to 2^53 quanta, where doubles stop being exact (the sum of two values below 2^53
   -- is at least 2^53 in doubles exactly when it is in integers).
   if a[17] == '1' or locked + amount >= 9007199254740992 then return {'LIMIT_EXCEEDED'} end
+  if hold_field and tonumber(hold_locked or '0') + hold_amount >= 9007199254740992 then
+    return {'LIMIT_EXCEEDED'}
+  end
 
   if overloaded == 'FULL' then return {'OVERLOADED'} end
   local waiting = k.stream and (waiting_of or stream_waiting)(k.stream)
@@ -102,7 +123,7 @@ local function judge_order(k, a, ahead, waiting_of)
 
   local amount_text = string.format('%d', amount)
   local command = string.sub(template, 1, -2) .. ',"reserved":' .. amount_text .. '}'
-  return {'OK', command, amount_text, held[2] or false, open}
+  return {'OK', command, amount_text, held[2] or false, open, hold_locked}
 end
 
 local function record_order(k, a, verdict)
@@ -112,6 +133,11 @@ local function record_order(k, a, verdict)
   redis.call('HSET', k.cids, cid, market)
   if tonumber(amount_text) > 0 then redis.call('HINCRBY', k.bal, asset .. ':l', amount_text) end
   redis.call('HSET', k.res, cid, amount_text)
+  local hold_field, hold_asset, hold_amount = pair_hold(a)
+  if hold_field then
+    redis.call('HINCRBY', k.bal, hold_asset .. ':l', string.format('%d', hold_amount))
+    redis.call('HSET', k.res, hold_field, string.format('%d', hold_amount))
+  end
   redis.call('HSET', k.order, 'market', market, 'asset', asset, 'reserved', amount_text,
              'acceptedAt', now, 'cmd', command)
   redis.call('ZADD', k.orders, now, cid)
@@ -135,6 +161,11 @@ local function undo_order(k, a, verdict)
   local cid, asset = a[1], a[3]
   local open_field = a[14] or ''
   redis.call('HDEL', k.cids, cid)
+  local hold_field, hold_asset = pair_hold(a)
+  if hold_field then
+    restore(k.bal, hold_asset .. ':l', verdict[6])
+    redis.call('HDEL', k.res, hold_field)
+  end
   restore(k.bal, asset .. ':l', verdict[4])
   redis.call('HDEL', k.res, cid)
   redis.call('DEL', k.order)

@@ -11,8 +11,8 @@
 -- OCO: when a child fires, its sibling, if still UNTRIGGERED, ends CXL OCO in the same unit,
 -- before the fired child trades; the sibling has then left its trigger set and can fire no
 -- more, whatever the price does next in the call.
--- SPOT (a BUY parent only): the children sell the bought base and are not reduce-only (a spot
--- account has no position). The pair holds that base in the settler's reservation
+-- SPOT: the children are not reduce-only (a spot account has no position). A BUY parent's
+-- children sell the bought base; the pair holds that base in the settler's reservation
 -- "<parent cid>|tpsl": the fill event of each parent fill that creates or grows a child names
 -- the hold (match/attached.lua fill_hold_json: the settler moves the base bought from
 -- available into the hold in the same step as it credits it); a child that fires emits a
@@ -20,6 +20,12 @@
 -- sell's, its done releases the rest); the done event of a child that ends unfired with no
 -- sibling open releases the hold (match/attached.lua hold_json). An OCO'd sibling releases
 -- nothing.
+-- A SELL parent's children buy the base back, price 0: the pair holds quote, locked whole at
+-- admission for the parent's qty at the bound (pairHold: match/attached.lua buy_back). The
+-- parent's done event has the hold keep what buying back its filled qty may spend (the rest
+-- is released: match/attached.lua keep_json); a child that fires takes what buying back its
+-- qty may spend ("take" with "keep": the rest of the hold is released) as its MARKET budget
+-- and its reservation, so it buys what that affords, at most its qty; the rest is as above.
 -- Position TP/SL: a STOP_MARKET / TAKE_PROFIT_MARKET order with closePosition (record cp = 1,
 -- qty 0) takes, when it fires, the size of its owner's position (dex:{m}:pos) as its qty; the
 -- reduce-only rule then ends it REJECTED REDUCE_ONLY when no position is there to close on its
@@ -73,14 +79,22 @@ function tpsl.flush()
   end
 end
 
--- An order fires (match/triggers.lua, before it is matched): a SPOT child takes its pair's
--- hold; a child's sibling ends CXL OCO; a position TP/SL takes its owner's position as its qty.
-function tpsl.on_fire(o)
+-- An order fires (match/triggers.lua, before it is matched; cmd: the command it is matched
+-- by): a SPOT child takes its pair's hold (a BUY one what buying back its qty may spend, its
+-- budget: cmd.reserved); a child's sibling ends CXL OCO; a position TP/SL takes its owner's
+-- position as its qty.
+function tpsl.on_fire(o, cmd)
   if o.oc and not is_deriv then
+    local keep = ''
+    if o.side == 'BUY' then
+      local parent = load(oprefix .. o.userId .. ':' .. string.sub(o.clientOrderId, 1, -4))
+      cmd.reserved = parent and tpsl.buy_back(parent, o.qty) or 0
+      keep = ',"keep":' .. int(cmd.reserved)
+    end
     local e = next_eseq()
     emit_event(e, '{"eseq":' .. e .. ',"k":"take","user":' .. q(o.userId) .. ',"cid":' ..
       q(o.clientOrderId) .. ',"hold":' .. q(string.sub(o.clientOrderId, 1, -4) .. '|tpsl') ..
-      ',"ts":' .. now_text .. '}')
+      keep .. ',"ts":' .. now_text .. '}')
   end
   if o.oc and o.oc ~= '' then
     local s = load(oprefix .. o.userId .. ':' .. o.oc)

@@ -119,7 +119,7 @@ function trig.arrive(cmd, o)
   if p and tp > 0 and trig.holds(dir, p, tp) then
     -- its condition holds already: it fires at once
     o.t = src .. '|' .. int(tp) .. '|1|' .. stp
-    tpsl.on_fire(o)
+    tpsl.on_fire(o, cmd)
     match_order(cmd, o)
     return
   end
@@ -192,10 +192,10 @@ function trig.fire(o)
   local reserved = tonumber(string.match(o.arrival or '', '^[^|]*|([^|]*)') or '') or 0
   local cmd = {reserved = reserved}
   if stp ~= '' then cmd.stp = stp end
-  tpsl.on_fire(o)
+  tpsl.on_fire(o, cmd)  -- a SPOT child that buys back: its budget becomes cmd.reserved
   match_order(cmd, o)
   o.incoming = nil
-  save_new(o, reserved, false)
+  save_new(o, cmd.reserved, false)
   if not open_order(o) then
     redis.call('SREM', uprefix .. o.userId, o.clientOrderId)
     redis.call('HDEL', o.key, 'oa')
