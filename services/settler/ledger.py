@@ -101,7 +101,7 @@ class Ledger:
                 # rounds under one lock (a hold lasts far less than LOCK_TTL_MS)
                 while True:
                     started = time.monotonic()
-                    found = self._drain(market, max_batches, lock_key)
+                    found = self.drain(market, max_batches, lock_key)
                     settled += found
                     if found == 0 or time.monotonic() > deadline:
                         break
@@ -111,7 +111,7 @@ class Ledger:
                     handing_over = True
                 else:
                     self.client.delete(queued_key)
-                    settled += self._drain(market, max_batches, lock_key)
+                    settled += self.drain(market, max_batches, lock_key)
             finally:
                 if self.client.get(lock_key) == token:
                     self.client.delete(lock_key)
@@ -129,6 +129,10 @@ class Ledger:
                 self.client.delete(queued_key)
                 return settled
 
+    def settled_to(self, symbol: str) -> str | None:
+        """The entry id this ledger's last batch of ``symbol`` ended at (None: none yet)."""
+        return self._settled_to.get(symbol)
+
     def _await_events(self, symbol: str, not_before: float) -> None:
         """Return at ``not_before`` if an event came after the last entry this ledger
         settled, else as soon as one comes, or after ``IDLE_S`` without one."""
@@ -142,7 +146,7 @@ class Ledger:
             {keys.market_events(symbol): after}, count=1, block=max(1, int(IDLE_S * 1000))
         )
 
-    def _drain(self, market: Market, max_batches: int, lock_key: str) -> int:
+    def drain(self, market: Market, max_batches: int, lock_key: str) -> int:
         """Batches until one comes short (the stream's end), renewing the lock between them."""
         settled = 0
         for _ in range(max_batches):

@@ -18,6 +18,9 @@ class SettlerSettings(DexSettings):
     """Events settled per batch (one Lua call per account per batch)."""
     settle_round_gap_ms: int = Field(default=10, ge=0)
     """Least time between the starts of two settle rounds of one market (the holder's)."""
+    settle_loop: bool = True
+    """Whether each process of a worker that takes the ``settle`` queue runs a settle loop
+    (services/settler/loop.py; a single Redis only); off, settle tasks do all settlement."""
     beat_lease_s: float = 15.0
     """How long a beat's lease lasts without renewal; a second beat waits until it lapses."""
     oracle_max_move_bps: int = Field(default=DEFAULT_ORACLE_MAX_MOVE_BPS, ge=0)
