@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from redis.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
 from common import keys, pubsub
 from common.events import AccountPublication, SettlementEvent, dumps, events_of, loads
@@ -159,8 +160,25 @@ class Ledger:
 
     def _settle_batch(self, market: Market) -> int:
         symbol = market.symbol
-        cursor = self.client.get(keys.market_settled(symbol)) or "0-0"
-        events, last_id = self._read_events(symbol, cursor)
+        known = self._settled_to.get(symbol)
+        first: list[Any] | None = None
+        if known is None:
+            cursor = self.client.get(keys.market_settled(symbol)) or "0-0"
+        else:
+            # Most often the cursor is where this ledger's last batch ended: read it and the
+            # entries after that in one round trip, and use them if it is.
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(keys.market_settled(symbol))
+            pipe.xrange(
+                keys.market_events(symbol),
+                min=f"({known}",
+                count=min(self.batch, FIRST_READ_ENTRIES),
+            )
+            stored, entries = pipe.execute()
+            cursor = stored or "0-0"
+            if cursor == known:
+                first = entries
+        events, last_id = self._read_events(symbol, cursor, first)
         if not events or last_id is None:
             if last_id is not None:  # only empty entries: step over them
                 self.client.set(keys.market_settled(symbol), last_id)
@@ -227,12 +245,15 @@ class Ledger:
         cursor stay, and so does the last entry (the auditor and the sweep read it)."""
         (client or self.client).xtrim(keys.market_events(symbol), minid=cursor, approximate=True)
 
-    def _read_events(self, symbol: str, cursor: str) -> tuple[list[SettlementEvent], str | None]:
+    def _read_events(
+        self, symbol: str, cursor: str, first: list[Any] | None = None
+    ) -> tuple[list[SettlementEvent], str | None]:
         """Whole entries after ``cursor`` until about ``self.batch`` events (or the stream's
         end): the events and the last entry's id. An entry holds every event of one matcher
         call (common.events.events_of), so the batch limit counts events, not entries, and
         the cursor only ever stops between entries. Reads a few entries first to learn their
-        size, so a stream of large entries is never read far past the batch."""
+        size, so a stream of large entries is never read far past the batch; ``first``: those
+        first entries, when the caller read them already."""
         stream = keys.market_events(symbol)
         events: list[SettlementEvent] = []
         last_id: str | None = None
@@ -244,8 +265,11 @@ class Ledger:
                 count = min(wanted // per_entry + 1, READ_ENTRIES)
             else:
                 count = min(wanted, FIRST_READ_ENTRIES)
-            start = f"({last_id or cursor}"
-            entries = self.client.xrange(stream, min=start, count=count)
+            if first is not None and not entries_read:
+                entries = first  # the first FIRST_READ_ENTRIES after the cursor, read already
+            else:
+                start = f"({last_id or cursor}"
+                entries = self.client.xrange(stream, min=start, count=count)
             for entry_id, fields in entries:
                 events.extend(events_of(fields))
                 last_id = entry_id
@@ -263,10 +287,22 @@ class Ledger:
         account slot on a cluster (redis-py's cluster pipeline refuses EVALSHA)."""
         if self.cluster:
             return [self.apply(account, symbol, groups) for account, groups in accounts]
-        pipe = self.client.pipeline(transaction=False)
-        for account, groups in accounts:
-            self.apply(account, symbol, groups, pipe)
-        return list(pipe.execute())
+        script = self.scripts["apply_ops"]
+        calls = [_apply_call(account, symbol, groups) for account, groups in accounts]
+        for attempt in (1, 2):
+            # EVALSHA itself, not the script object: redis-py's pipeline would first ask
+            # SCRIPT EXISTS, a round trip per pipeline. Re-running the whole pipeline after a
+            # NOSCRIPT (a Redis restarted or flushed) is harmless: each call applies once.
+            pipe = self.client.pipeline(transaction=False)
+            for call_keys, args in calls:
+                pipe.evalsha(script.sha, len(call_keys), *call_keys, *args)
+            try:
+                return list(pipe.execute())
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                script.sha = self.client.script_load(script.script)
+        raise AssertionError("unreachable")
 
     def apply(
         self,
@@ -276,21 +312,9 @@ class Ledger:
         client: Any = None,
     ) -> Any:
         """Run apply_ops.lua for one account (on ``client``, e.g. a pipeline)."""
+        call_keys, args = _apply_call(account, market, groups)
         return self.scripts["apply_ops"](
-            keys=[
-                keys.balances(account),
-                keys.watermarks(account),
-                keys.reservations(account),
-                keys.account_fills(account),
-                keys.positions(account),
-                keys.reservation_fills(account),
-                keys.fee_waivers(account),
-                keys.account_open_orders(account, market),
-                keys.open_quantities(account),
-                keys.open_quantity_shares(account),
-            ],
-            args=[market, dumps([[eseq, ops] for eseq, ops in groups])],
-            client=client if client is not None else self.client,
+            keys=call_keys, args=args, client=client if client is not None else self.client
         )
 
     def _order_terms(
@@ -362,6 +386,25 @@ class Ledger:
             return True
         cursor = self.client.get(keys.market_settled(symbol)) or "0-0"
         return _id_key(cursor) >= _id_key(last[0][0])
+
+
+def _apply_call(
+    account: str, market: str, groups: list[tuple[int, list[settlement.Operation]]]
+) -> tuple[list[str], list[str]]:
+    """apply_ops.lua's keys and arguments for one account's operations in ``market``."""
+    call_keys = [
+        keys.balances(account),
+        keys.watermarks(account),
+        keys.reservations(account),
+        keys.account_fills(account),
+        keys.positions(account),
+        keys.reservation_fills(account),
+        keys.fee_waivers(account),
+        keys.account_open_orders(account, market),
+        keys.open_quantities(account),
+        keys.open_quantity_shares(account),
+    ]
+    return call_keys, [market, dumps([[eseq, ops] for eseq, ops in groups])]
 
 
 def less_cuts(

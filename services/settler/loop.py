@@ -1,15 +1,16 @@
-"""The settle loop: one long-lived thread per settle worker process that holds markets and
+"""The settle loop: a long-lived thread in each settle worker process that holds markets and
 settles each as soon as its events are written, without a Celery task per round.
 
 A loop holds a market under the market's settle lock (the one ``Ledger.settle_market``
 takes, ``<settle-queued>:lock``) with a lease of ``LEASE_MS`` that it renews every
 ``RENEW_S`` (settle_lease.lua), and keeps the market's settle-queued flag standing while it
 does: the matcher then queues no settle task for it (match.lua sets the flag with ``NX``),
-the sweep skips it, and a task that comes anyway meets the lock and returns. Between rounds
-the loop blocks on every held market's event stream at once (one ``XREAD BLOCK`` after the
-last entry settled in each), and settles the markets that have new entries (``Ledger.drain``,
-the holder's rounds of ``settle_market``), no sooner than ``round_gap_s`` after its
-previous round started. Exactly-once is the ledger's: every write goes through apply_ops.lua's
+the sweep skips it, and a task that comes anyway meets the lock and returns. Each held
+market's rounds run in a thread of their own (``MarketRounds``): it blocks on the market's
+event stream after the last entry settled (``XREAD BLOCK``) and settles as soon as an event
+is written (``Ledger.drain``, the rounds of ``settle_market``), no sooner than
+``round_gap_s`` after its previous round started; so a market's round never waits for
+another market's. Exactly-once is the ledger's: every write goes through apply_ops.lua's
 eseq watermark, and the cursor after it.
 
 Loops share the markets: each registers under ``dex:lease:settle-loops`` (a zset of loop id
@@ -22,8 +23,8 @@ its next renewal. A loop that stops (the worker's warm shutdown) lets go of its 
 it drops the flag, settles what came before, and drops the lock, so the matcher's next
 events queue a task.
 
-On a Redis Cluster the markets' streams live in different slots, which one ``XREAD`` cannot
-read: there the loop does not run and settlement stays with the settle tasks.
+The loop runs on a single Redis; on a Redis Cluster settlement stays with the settle tasks
+(``runs_on``), whose per-slot calls the cluster tests cover.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class SettleLoop:
         self.round_gap_s = round_gap_s
         self.id = uuid.uuid4().hex
         self.scripts = ScriptSet(client, LUA_DIR)
-        self.held: dict[str, str] = {}  # market -> the entry id settled to (XREAD's start)
+        self.held: dict[str, MarketRounds] = {}
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
         # This loop's order of preference among the markets (the same for every renewal).
@@ -88,44 +89,14 @@ class SettleLoop:
         self.client.zrem(REGISTRY, self.id)
 
     def run(self) -> None:
+        """Renew the holds every ``RENEW_S``; each held market's rounds run in its thread."""
         log.info("settle loop %s: started over %d markets", self.id[:8], len(self.markets))
-        next_renewal = 0.0
         while not self.stopping.is_set():
             try:
-                if time.monotonic() >= next_renewal:
-                    next_renewal = time.monotonic() + RENEW_S
-                    self.renew()
-                    ready = set(self.held)  # a round for each: the safety net of the XREAD
-                else:
-                    ready = self.wait(next_renewal)
-                started = time.monotonic()
-                for symbol in sorted(ready):
-                    self.settle(symbol)
-                pause = started + self.round_gap_s - time.monotonic()
-                if pause > 0:
-                    self.stopping.wait(pause)
+                self.renew()
             except Exception:
-                log.exception("settle loop %s: round failed; again in %.1f s", self.id[:8], 1.0)
-                self.stopping.wait(1.0)
-
-    def wait(self, until: float) -> set[str]:
-        """The held markets with an event after the last entry settled: as soon as one is
-        written, or none at ``until``."""
-        block_ms = int((until - time.monotonic()) * 1000)
-        if not self.held:
-            if block_ms > 0:
-                self.stopping.wait(block_ms / 1000)
-            return set()
-        streams = {keys.market_events(symbol): after for symbol, after in self.held.items()}
-        reply = self.client.xread(streams, count=1, block=max(1, block_ms))
-        by_stream = {keys.market_events(symbol): symbol for symbol in self.held}
-        return {by_stream[stream] for stream, _ in reply or [] if stream in by_stream}
-
-    def settle(self, symbol: str) -> int:
-        """A round of one held market: every event after its cursor."""
-        settled = self.ledger.drain(self.markets[symbol], MAX_BATCHES, _lock(symbol))
-        self.held[symbol] = self.ledger.settled_to(symbol) or self.held[symbol]
-        return settled
+                log.exception("settle loop %s: renewal failed", self.id[:8])
+            self.stopping.wait(RENEW_S)
 
     def renew(self) -> None:
         """Renew the holds, keep the flags standing, take free markets up to this loop's
@@ -140,36 +111,35 @@ class SettleLoop:
         for symbol in list(self.held):
             if not self._hold(symbol):
                 log.warning("settle loop %s: lost %s", self.id[:8], symbol)
-                del self.held[symbol]
+                self.held.pop(symbol).stop(timeout=0)  # ends after its current round
         for symbol in self._order:
-            if len(self.held) >= share:
+            if len(self.held) >= share or self.stopping.is_set():
                 break
             if symbol not in self.held and self._hold(symbol):
-                self._take(symbol)
+                log.info("settle loop %s: holds %s", self.id[:8], symbol)
+                rounds = MarketRounds(self, self.markets[symbol])
+                self.held[symbol] = rounds
+                rounds.start()
         for symbol in [s for s in reversed(self._order) if s in self.held]:
             if len(self.held) <= share:
                 break
             self._let_go(symbol)
 
     def _hold(self, symbol: str) -> bool:
-        lock = _lock(symbol)
-        flag = keys.market_settle_queued(symbol)
         held = self.scripts["settle_lease"](
-            keys=[lock, flag], args=[self.id, LEASE_MS, QUEUED_TTL_MS]
+            keys=[_lock(symbol), keys.market_settle_queued(symbol)],
+            args=[self.id, LEASE_MS, QUEUED_TTL_MS],
         )
         return bool(held)
 
-    def _take(self, symbol: str) -> None:
-        log.info("settle loop %s: holds %s", self.id[:8], symbol)
-        self.held[symbol] = self.client.get(keys.market_settled(symbol)) or "0-0"
-        self.settle(symbol)  # what was written before the hold
-
     def _let_go(self, symbol: str) -> None:
-        """Drop the flag, settle what was written before that (a later event's call sets the
-        flag again and queues a task), then drop the lock; if such a task came meanwhile
-        (it met the lock), settle once more, as its holder would have."""
+        """Stop the market's rounds, drop the flag, settle what was written before that (a
+        later event's call sets the flag again and queues a task), then drop the lock; if such
+        a task came meanwhile (it met the lock), settle once more, as its holder would have."""
         log.info("settle loop %s: lets go of %s", self.id[:8], symbol)
-        self.held.pop(symbol, None)
+        rounds = self.held.pop(symbol, None)
+        if rounds is not None:
+            rounds.stop()
         market, flag = self.markets[symbol], keys.market_settle_queued(symbol)
         self.client.delete(flag)
         try:
@@ -178,6 +148,51 @@ class SettleLoop:
             self.scripts["settle_lease"](keys=[_lock(symbol), flag], args=[self.id, 0, 0])
         if self.client.exists(flag):
             self.ledger.settle_market(market, max_seconds=0)
+
+
+class MarketRounds:
+    """The rounds of one held market, in a thread of their own: a market's round never waits
+    for another's, and its Redis round trips overlap theirs."""
+
+    def __init__(self, loop: SettleLoop, market: Market) -> None:
+        self.loop = loop
+        self.market = market
+        self.stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self.run, name=f"settle-{market.symbol}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.stopping.set()
+        if timeout and self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def run(self) -> None:
+        """Settle what was written before the hold, then round after round: block on the
+        market's stream after the last entry settled (``XREAD BLOCK``) and settle as soon as
+        an event is written, no sooner than ``round_gap_s`` after the previous round started;
+        every ``RENEW_S`` without one, a round anyway (the safety net of the read)."""
+        symbol = self.market.symbol
+        stream, lock = keys.market_events(symbol), _lock(symbol)
+        ledger, client = self.loop.ledger, self.loop.client
+        after: str | None = None
+        while not self.stopping.is_set() and not self.loop.stopping.is_set():
+            try:
+                started = time.monotonic()
+                ledger.drain(self.market, MAX_BATCHES, lock)
+                after = ledger.settled_to(symbol) or after
+                if after is None:
+                    after = client.get(keys.market_settled(symbol)) or "0-0"
+                pause = started + self.loop.round_gap_s - time.monotonic()
+                if pause > 0 and self.stopping.wait(pause):
+                    break
+                client.xread({stream: after}, count=1, block=int(RENEW_S * 1000))
+            except Exception:
+                log.exception("settle loop: %s: round failed; again in 1 s", symbol)
+                self.stopping.wait(1.0)
 
 
 def loops_live(client: Any) -> bool:
