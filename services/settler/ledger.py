@@ -147,15 +147,18 @@ class Ledger:
             {keys.market_events(symbol): after}, count=1, block=max(1, int(IDLE_S * 1000))
         )
 
-    def drain(self, market: Market, max_batches: int, lock_key: str) -> int:
-        """Batches until one comes short (the stream's end), renewing the lock between them."""
+    def drain(
+        self, market: Market, max_batches: int, lock_key: str, lock_ms: int = LOCK_TTL_MS
+    ) -> int:
+        """Batches until one comes short (the stream's end), renewing the lock (to
+        ``lock_ms``) between them."""
         settled = 0
         for _ in range(max_batches):
             done = self._settle_batch(market)
             settled += done
             if done < self.batch:
                 break
-            self.client.pexpire(lock_key, LOCK_TTL_MS)
+            self.client.pexpire(lock_key, lock_ms)
         return settled
 
     def _settle_batch(self, market: Market) -> int:

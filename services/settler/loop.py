@@ -143,7 +143,7 @@ class SettleLoop:
         market, flag = self.markets[symbol], keys.market_settle_queued(symbol)
         self.client.delete(flag)
         try:
-            self.ledger.drain(market, MAX_BATCHES, _lock(symbol))
+            self.ledger.drain(market, MAX_BATCHES, _lock(symbol), LEASE_MS)
         finally:
             self.scripts["settle_lease"](keys=[_lock(symbol), flag], args=[self.id, 0, 0])
         if self.client.exists(flag):
@@ -182,7 +182,7 @@ class MarketRounds:
         while not self.stopping.is_set() and not self.loop.stopping.is_set():
             try:
                 started = time.monotonic()
-                ledger.drain(self.market, MAX_BATCHES, lock)
+                ledger.drain(self.market, MAX_BATCHES, lock, LEASE_MS)
                 after = ledger.settled_to(symbol) or after
                 if after is None:
                     after = client.get(keys.market_settled(symbol)) or "0-0"

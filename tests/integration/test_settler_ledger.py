@@ -553,3 +553,27 @@ def test_a_hand_over_that_cannot_be_queued_takes_the_flag_down(
     assert client.exists(queued) == 0
     assert holder.is_settled(market.symbol) and bal(client, A, "BTC") == (10_000, 0)
     assert_audit_ok(client, markets)
+
+
+def test_a_script_flushed_between_rounds_is_loaded_again_and_each_fill_applies_once(
+    client: Any, markets: MarketSet
+) -> None:
+    """The apply pipeline sends EVALSHA itself: after a SCRIPT FLUSH (a Redis restarted from
+    its AOF, say) the NOSCRIPT reply makes it load the script and send the pipeline again."""
+    market = markets.markets["BTC-USDC"]
+    drive, ledger = MarketDriver(client, market), Ledger(client)
+    drive.deposit(A, "USDC", 100_000_000)
+    drive.deposit(B, "BTC", 10**8)
+    drive.order(B, "s1", "SELL", 3_000_000, 2)
+    drive.order(A, "b1", "BUY", 3_000_000, 1)
+    drive.fill((A, "b1"), (B, "s1"), 3_000_000, 1, taker="BUY")
+    assert ledger.settle_market(market) == drive_event_count(client)
+    client.script_flush()
+    drive.order(A, "b2", "BUY", 3_000_000, 1)
+    drive.fill((A, "b2"), (B, "s1"), 3_000_000, 1, taker="BUY")
+    ledger.settle_market(market)
+    assert ledger.is_settled(market.symbol)
+    assert bal(client, A, "BTC") == (20_000, 0)
+    # 3,000,000 × 1 lot each, taker fee 5 bp rounded up: 1,500 per fill.
+    assert bal(client, A) == (100_000_000 - 2 * (3_000_000 + 1_500), 0)
+    assert_audit_ok(client, markets)
