@@ -148,53 +148,73 @@ class Ledger:
         )
 
     def drain(
-        self, market: Market, max_batches: int, lock_key: str, lock_ms: int = LOCK_TTL_MS
+        self,
+        market: Market,
+        max_batches: int,
+        lock_key: str,
+        lock_ms: int = LOCK_TTL_MS,
+        prefetched: list[Any] | None = None,
     ) -> int:
         """Batches until one comes short (the stream's end), renewing the lock (to
-        ``lock_ms``) between them."""
+        ``lock_ms``) between them; ``prefetched``: the first entries after where this ledger's
+        last batch ended, read already (the holder's XREAD)."""
         settled = 0
         for _ in range(max_batches):
-            done = self._settle_batch(market)
+            done = self._settle_batch(market, prefetched)
+            prefetched = None
             settled += done
             if done < self.batch:
                 break
             self.client.pexpire(lock_key, lock_ms)
         return settled
 
-    def _settle_batch(self, market: Market) -> int:
+    def _settle_batch(self, market: Market, prefetched: list[Any] | None = None) -> int:
         symbol = market.symbol
         known = self._settled_to.get(symbol)
-        first: list[Any] | None = None
-        if known is None:
-            cursor = self.client.get(keys.market_settled(symbol)) or "0-0"
-        else:
-            # Most often the cursor is where this ledger's last batch ended: read it and the
-            # entries after that in one round trip, and use them if it is.
-            pipe = self.client.pipeline(transaction=False)
-            pipe.get(keys.market_settled(symbol))
-            pipe.xrange(
-                keys.market_events(symbol),
-                min=f"({known}",
-                count=min(self.batch, FIRST_READ_ENTRIES),
-            )
-            stored, entries = pipe.execute()
+        events: list[SettlementEvent] = []
+        last_id: str | None = None
+        terms: dict[tuple[str, str], OrderTerms] = {}
+        if prefetched and known is not None:
+            # The entries after where this ledger's last batch ended, read by the holder's
+            # wait: the cursor is checked in the round trip that looks up the order terms.
+            events, last_id = self._read_events(symbol, known, prefetched)
+            terms, stored = self._order_terms(market, events, read_cursor=True)
             cursor = stored or "0-0"
-            if cursor == known:
-                first = entries
-        events, last_id = self._read_events(symbol, cursor, first)
-        if not events or last_id is None:
-            if last_id is not None:  # only empty entries: step over them
-                self.client.set(keys.market_settled(symbol), last_id)
-                if self._settled_to.get(symbol) == cursor:
-                    self._settled_to[symbol] = last_id
-            elif cursor != "0-0":
-                self._trim_events(symbol, cursor)
-            return 0
-        if self._settled_to.get(symbol) != cursor:
-            # Another worker settled events in between: an amend among them may have changed
-            # an order's terms, so this market's cached terms are read afresh.
-            self._terms.pop(symbol, None)
-        terms = self._order_terms(market, events)
+            if cursor != known:
+                events = []  # another worker moved the cursor: read afresh below
+        if not events:
+            first: list[Any] | None = None
+            if known is None:
+                cursor = self.client.get(keys.market_settled(symbol)) or "0-0"
+            else:
+                # Most often the cursor is where this ledger's last batch ended: read it and
+                # the entries after that in one round trip, and use them if it is.
+                pipe = self.client.pipeline(transaction=False)
+                pipe.get(keys.market_settled(symbol))
+                pipe.xrange(
+                    keys.market_events(symbol),
+                    min=f"({known}",
+                    count=min(self.batch, FIRST_READ_ENTRIES),
+                )
+                stored, entries = pipe.execute()
+                cursor = stored or "0-0"
+                if cursor == known:
+                    first = entries
+            events, last_id = self._read_events(symbol, cursor, first)
+            if not events or last_id is None:
+                if last_id is not None:  # only empty entries: step over them
+                    self.client.set(keys.market_settled(symbol), last_id)
+                    if self._settled_to.get(symbol) == cursor:
+                        self._settled_to[symbol] = last_id
+                elif cursor != "0-0":
+                    self._trim_events(symbol, cursor)
+                return 0
+            if self._settled_to.get(symbol) != cursor:
+                # Another worker settled events in between: an amend among them may have
+                # changed an order's terms, so this market's cached terms are read afresh.
+                self._terms.pop(symbol, None)
+            terms, _ = self._order_terms(market, events)
+        assert last_id is not None
         per_account = settlement.plan(market, events, terms)
         fee_groups = per_account.get(keys.FEES_ACCOUNT)
         traders = [(a, g) for a, g in per_account.items() if a != keys.FEES_ACCOUNT]
@@ -321,12 +341,13 @@ class Ledger:
         )
 
     def _order_terms(
-        self, market: Market, events: list[SettlementEvent]
-    ) -> dict[tuple[str, str], OrderTerms]:
+        self, market: Market, events: list[SettlementEvent], read_cursor: bool = False
+    ) -> tuple[dict[tuple[str, str], OrderTerms], str | None]:
         """The reservation terms of every order filled, amended or decremented in ``events``,
         as they stand at the batch's start (cached per market: only an amend or a decrement
         changes them, and those this ledger settles update the cache; see _settle_batch for
-        those it did not)."""
+        those it did not); with ``read_cursor``, also the market's settlement cursor, read in
+        the same round trip."""
         cache = self._terms.setdefault(market.symbol, OrderedDict())
         wanted: dict[tuple[str, str], str] = {}
         needed: set[tuple[str, str]] = set()
@@ -347,12 +368,17 @@ class Ledger:
                 needed.add((user, cid))
                 if (user, cid) not in cache:
                     wanted[(user, cid)] = side
-        if wanted:
+        cursor: str | None = None
+        if wanted or read_cursor:
             pipe = self.client.pipeline(transaction=False)
             for user, cid in wanted:
                 pipe.hmget(keys.account_order(user, cid), "reserved", "cmd")
                 pipe.hget(keys.market_order(market.symbol, user, cid), "qty")
+            if read_cursor:
+                pipe.get(keys.market_settled(market.symbol))
             replies = pipe.execute()
+            if read_cursor:
+                cursor = replies.pop()
             for i, (user, cid) in enumerate(wanted):
                 (reserved, command), matched_qty = replies[2 * i], replies[2 * i + 1]
                 if reserved is None or command is None:
@@ -368,7 +394,7 @@ class Ledger:
         result = {pair: cache[pair] for pair in needed}
         while len(cache) > TERMS_CACHE:
             cache.popitem(last=False)
-        return result
+        return result, cursor
 
     def unsettled_markets(self, markets: list[Market]) -> list[Market]:
         """Markets whose event stream runs past their settlement cursor."""

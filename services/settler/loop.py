@@ -42,7 +42,7 @@ from redis.cluster import RedisCluster
 from common import keys
 from common.lua import ScriptSet
 from common.markets import Market
-from services.settler.ledger import LUA_DIR, QUEUED_TTL_MS, Ledger
+from services.settler.ledger import FIRST_READ_ENTRIES, LUA_DIR, QUEUED_TTL_MS, Ledger
 
 log = logging.getLogger(__name__)
 
@@ -179,18 +179,25 @@ class MarketRounds:
         stream, lock = keys.market_events(symbol), _lock(symbol)
         ledger, client = self.loop.ledger, self.loop.client
         after: str | None = None
+        entries: list[Any] | None = None
+        count = min(ledger.batch, FIRST_READ_ENTRIES)
         while not self.stopping.is_set() and not self.loop.stopping.is_set():
             try:
                 started = time.monotonic()
-                ledger.drain(self.market, MAX_BATCHES, lock, LEASE_MS)
+                # the entries the wait read are the round's first (the ledger checks the cursor)
+                prefetched = entries if after == ledger.settled_to(symbol) else None
+                entries = None
+                ledger.drain(self.market, MAX_BATCHES, lock, LEASE_MS, prefetched)
                 after = ledger.settled_to(symbol) or after
                 if after is None:
                     after = client.get(keys.market_settled(symbol)) or "0-0"
                 pause = started + self.loop.round_gap_s - time.monotonic()
                 if pause > 0 and self.stopping.wait(pause):
                     break
-                client.xread({stream: after}, count=1, block=int(RENEW_S * 1000))
+                reply = client.xread({stream: after}, count=count, block=int(RENEW_S * 1000))
+                entries = reply[0][1] if reply else None
             except Exception:
+                entries = None
                 log.exception("settle loop: %s: round failed; again in 1 s", symbol)
                 self.stopping.wait(1.0)
 
