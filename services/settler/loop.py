@@ -58,6 +58,9 @@ MAX_BATCHES = 100
 
 
 class SettleLoop:
+    """One settle worker process's loop: its holds, renewed from a thread of its own, and a
+    ``MarketRounds`` thread for each market held."""
+
     def __init__(
         self, client: Any, ledger: Ledger, markets: list[Market], round_gap_s: float
     ) -> None:

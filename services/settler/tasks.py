@@ -1,7 +1,9 @@
 """Celery tasks: thin wrappers that call the ledger and the periodic jobs.
 
 Each is idempotent by business id (event eseq, funding period, market expiry, liquidation
-number), never by task id, so a redelivered task is harmless.
+number), never by task id, so a redelivered task is harmless. Each process of a worker that
+takes the ``settle`` queue also starts a settle loop here (``worker_process_init``;
+services/settler/loop.py), which holds markets so that no settle task is needed for them.
 """
 
 from __future__ import annotations
