@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 LEASE_MS = 5000
 """How long a loop's hold on a market lasts without renewal: a dead loop's markets wait at
-most this long for another holder."""
+most this long for another holder (``DEX_SETTLE_LEASE_MS``)."""
 RENEW_S = 0.5
 """How often a loop renews its holds, keeps the flags standing and takes or lets go of
 markets (below the flag's 2 s lifetime, with room for a slow renewal)."""
@@ -62,12 +62,18 @@ class SettleLoop:
     ``MarketRounds`` thread for each market held."""
 
     def __init__(
-        self, client: Any, ledger: Ledger, markets: list[Market], round_gap_s: float
+        self,
+        client: Any,
+        ledger: Ledger,
+        markets: list[Market],
+        round_gap_s: float,
+        lease_ms: int = LEASE_MS,
     ) -> None:
         self.client = client
         self.ledger = ledger
         self.markets = {market.symbol: market for market in markets}
         self.round_gap_s = round_gap_s
+        self.lease_ms = lease_ms
         self.id = uuid.uuid4().hex
         self.scripts = ScriptSet(client, LUA_DIR)
         self.held: dict[str, MarketRounds] = {}
@@ -106,7 +112,7 @@ class SettleLoop:
         share and let go of those above it."""
         now_ms = int(time.time() * 1000)
         pipe = self.client.pipeline(transaction=False)
-        pipe.zadd(REGISTRY, {self.id: now_ms + LEASE_MS})
+        pipe.zadd(REGISTRY, {self.id: now_ms + self.lease_ms})
         pipe.zremrangebyscore(REGISTRY, "-inf", now_ms)
         pipe.zcard(REGISTRY)
         live = max(1, int(pipe.execute()[-1]))
@@ -131,7 +137,7 @@ class SettleLoop:
     def _hold(self, symbol: str) -> bool:
         held = self.scripts["settle_lease"](
             keys=[_lock(symbol), keys.market_settle_queued(symbol)],
-            args=[self.id, LEASE_MS, QUEUED_TTL_MS],
+            args=[self.id, self.lease_ms, QUEUED_TTL_MS],
         )
         return bool(held)
 
@@ -146,7 +152,7 @@ class SettleLoop:
         market, flag = self.markets[symbol], keys.market_settle_queued(symbol)
         self.client.delete(flag)
         try:
-            self.ledger.drain(market, MAX_BATCHES, _lock(symbol), LEASE_MS)
+            self.ledger.drain(market, MAX_BATCHES, _lock(symbol), self.lease_ms)
         finally:
             self.scripts["settle_lease"](keys=[_lock(symbol), flag], args=[self.id, 0, 0])
         if self.client.exists(flag):
@@ -190,7 +196,7 @@ class MarketRounds:
                 # the entries the wait read are the round's first (the ledger checks the cursor)
                 prefetched = entries if after == ledger.settled_to(symbol) else None
                 entries = None
-                ledger.drain(self.market, MAX_BATCHES, lock, LEASE_MS, prefetched)
+                ledger.drain(self.market, MAX_BATCHES, lock, self.loop.lease_ms, prefetched)
                 after = ledger.settled_to(symbol) or after
                 if after is None:
                     after = client.get(keys.market_settled(symbol)) or "0-0"

@@ -21,6 +21,9 @@ class SettlerSettings(DexSettings):
     settle_loop: bool = True
     """Whether each process of a worker that takes the ``settle`` queue runs a settle loop
     (services/settler/loop.py; a single Redis only); off, settle tasks do all settlement."""
+    settle_lease_ms: int = Field(default=5000, ge=2000)
+    """How long a settle loop's hold on a market lasts without renewal (renewed every 0.5 s):
+    how long a killed worker's markets wait for another loop."""
     beat_lease_s: float = 15.0
     """How long a beat's lease lasts without renewal; a second beat waits until it lapses."""
     oracle_max_move_bps: int = Field(default=DEFAULT_ORACLE_MAX_MOVE_BPS, ge=0)

@@ -94,7 +94,11 @@ def start_settle_loop(**_: Any) -> None:
         return
     ledger = Ledger(_client(), batch=settings.settle_batch)
     _loop = settle_loop.SettleLoop(
-        _client(), ledger, list(_markets().markets.values()), settings.settle_round_gap_ms / 1000
+        _client(),
+        ledger,
+        list(_markets().markets.values()),
+        settings.settle_round_gap_ms / 1000,
+        settings.settle_lease_ms,
     )
     _loop.start()
 
