@@ -229,10 +229,12 @@ async def run_at(
             await asyncio.sleep(1)
 
     sampler = asyncio.create_task(sample_memory())
+    load_before = os.getloadavg()[0]
     elapsed = await asyncio.to_thread(
         send_orders, system, orders, rate, run, concurrency, senders, batches
     )
     backlog_end_of_send = watch.backlog(store, names)
+    load_after = os.getloadavg()[0]
     await asyncio.sleep(2)  # let the tail of trades and settlements arrive
     stop.set()
     await asyncio.gather(watcher, sampler, return_exceptions=True)
@@ -244,6 +246,9 @@ async def run_at(
         "batch": batch or None,
         "target_rate": rate,
         "seconds": round(elapsed, 2),
+        # the machine's 1-minute load average when the sending started and ended: on a shared
+        # machine, what the latencies of the run were measured under
+        "load_average": [round(load_before, 2), round(load_after, 2)],
         "orders_sent": len(orders),
         "orders_accepted_per_s": round(len(run.accepted_at) / elapsed, 1),
         "rejected": run.rejected,

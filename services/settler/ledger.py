@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from redis.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
 from common import keys, pubsub
 from common.events import AccountPublication, SettlementEvent, dumps, events_of, loads
@@ -101,7 +102,7 @@ class Ledger:
                 # rounds under one lock (a hold lasts far less than LOCK_TTL_MS)
                 while True:
                     started = time.monotonic()
-                    found = self._drain(market, max_batches, lock_key)
+                    found = self.drain(market, max_batches, lock_key)
                     settled += found
                     if found == 0 or time.monotonic() > deadline:
                         break
@@ -111,7 +112,7 @@ class Ledger:
                     handing_over = True
                 else:
                     self.client.delete(queued_key)
-                    settled += self._drain(market, max_batches, lock_key)
+                    settled += self.drain(market, max_batches, lock_key)
             finally:
                 if self.client.get(lock_key) == token:
                     self.client.delete(lock_key)
@@ -129,6 +130,10 @@ class Ledger:
                 self.client.delete(queued_key)
                 return settled
 
+    def settled_to(self, symbol: str) -> str | None:
+        """The entry id this ledger's last batch of ``symbol`` ended at (None: none yet)."""
+        return self._settled_to.get(symbol)
+
     def _await_events(self, symbol: str, not_before: float) -> None:
         """Return at ``not_before`` if an event came after the last entry this ledger
         settled, else as soon as one comes, or after ``IDLE_S`` without one."""
@@ -142,34 +147,74 @@ class Ledger:
             {keys.market_events(symbol): after}, count=1, block=max(1, int(IDLE_S * 1000))
         )
 
-    def _drain(self, market: Market, max_batches: int, lock_key: str) -> int:
-        """Batches until one comes short (the stream's end), renewing the lock between them."""
+    def drain(
+        self,
+        market: Market,
+        max_batches: int,
+        lock_key: str,
+        lock_ms: int = LOCK_TTL_MS,
+        prefetched: list[Any] | None = None,
+    ) -> int:
+        """Batches until one comes short (the stream's end), renewing the lock (to
+        ``lock_ms``) between them; ``prefetched``: the first entries after where this ledger's
+        last batch ended, read already (the holder's XREAD)."""
         settled = 0
         for _ in range(max_batches):
-            done = self._settle_batch(market)
+            done = self._settle_batch(market, prefetched)
+            prefetched = None
             settled += done
             if done < self.batch:
                 break
-            self.client.pexpire(lock_key, LOCK_TTL_MS)
+            self.client.pexpire(lock_key, lock_ms)
         return settled
 
-    def _settle_batch(self, market: Market) -> int:
+    def _settle_batch(self, market: Market, prefetched: list[Any] | None = None) -> int:
         symbol = market.symbol
-        cursor = self.client.get(keys.market_settled(symbol)) or "0-0"
-        events, last_id = self._read_events(symbol, cursor)
-        if not events or last_id is None:
-            if last_id is not None:  # only empty entries: step over them
-                self.client.set(keys.market_settled(symbol), last_id)
-                if self._settled_to.get(symbol) == cursor:
-                    self._settled_to[symbol] = last_id
-            elif cursor != "0-0":
-                self._trim_events(symbol, cursor)
-            return 0
-        if self._settled_to.get(symbol) != cursor:
-            # Another worker settled events in between: an amend among them may have changed
-            # an order's terms, so this market's cached terms are read afresh.
-            self._terms.pop(symbol, None)
-        terms = self._order_terms(market, events)
+        known = self._settled_to.get(symbol)
+        events: list[SettlementEvent] = []
+        last_id: str | None = None
+        terms: dict[tuple[str, str], OrderTerms] = {}
+        if prefetched and known is not None:
+            # The entries after where this ledger's last batch ended, read by the holder's
+            # wait: the cursor is checked in the round trip that looks up the order terms.
+            events, last_id = self._read_events(symbol, known, prefetched)
+            terms, stored = self._order_terms(market, events, read_cursor=True)
+            cursor = stored or "0-0"
+            if cursor != known:
+                events = []  # another worker moved the cursor: read afresh below
+        if not events:
+            first: list[Any] | None = None
+            if known is None:
+                cursor = self.client.get(keys.market_settled(symbol)) or "0-0"
+            else:
+                # Most often the cursor is where this ledger's last batch ended: read it and
+                # the entries after that in one round trip, and use them if it is.
+                pipe = self.client.pipeline(transaction=False)
+                pipe.get(keys.market_settled(symbol))
+                pipe.xrange(
+                    keys.market_events(symbol),
+                    min=f"({known}",
+                    count=min(self.batch, FIRST_READ_ENTRIES),
+                )
+                stored, entries = pipe.execute()
+                cursor = stored or "0-0"
+                if cursor == known:
+                    first = entries
+            events, last_id = self._read_events(symbol, cursor, first)
+            if not events or last_id is None:
+                if last_id is not None:  # only empty entries: step over them
+                    self.client.set(keys.market_settled(symbol), last_id)
+                    if self._settled_to.get(symbol) == cursor:
+                        self._settled_to[symbol] = last_id
+                elif cursor != "0-0":
+                    self._trim_events(symbol, cursor)
+                return 0
+            if self._settled_to.get(symbol) != cursor:
+                # Another worker settled events in between: an amend among them may have
+                # changed an order's terms, so this market's cached terms are read afresh.
+                self._terms.pop(symbol, None)
+            terms, _ = self._order_terms(market, events)
+        assert last_id is not None
         per_account = settlement.plan(market, events, terms)
         fee_groups = per_account.get(keys.FEES_ACCOUNT)
         traders = [(a, g) for a, g in per_account.items() if a != keys.FEES_ACCOUNT]
@@ -223,12 +268,15 @@ class Ledger:
         cursor stay, and so does the last entry (the auditor and the sweep read it)."""
         (client or self.client).xtrim(keys.market_events(symbol), minid=cursor, approximate=True)
 
-    def _read_events(self, symbol: str, cursor: str) -> tuple[list[SettlementEvent], str | None]:
+    def _read_events(
+        self, symbol: str, cursor: str, first: list[Any] | None = None
+    ) -> tuple[list[SettlementEvent], str | None]:
         """Whole entries after ``cursor`` until about ``self.batch`` events (or the stream's
         end): the events and the last entry's id. An entry holds every event of one matcher
         call (common.events.events_of), so the batch limit counts events, not entries, and
         the cursor only ever stops between entries. Reads a few entries first to learn their
-        size, so a stream of large entries is never read far past the batch."""
+        size, so a stream of large entries is never read far past the batch; ``first``: those
+        first entries, when the caller read them already."""
         stream = keys.market_events(symbol)
         events: list[SettlementEvent] = []
         last_id: str | None = None
@@ -240,8 +288,11 @@ class Ledger:
                 count = min(wanted // per_entry + 1, READ_ENTRIES)
             else:
                 count = min(wanted, FIRST_READ_ENTRIES)
-            start = f"({last_id or cursor}"
-            entries = self.client.xrange(stream, min=start, count=count)
+            if first is not None and not entries_read:
+                entries = first  # the first FIRST_READ_ENTRIES after the cursor, read already
+            else:
+                start = f"({last_id or cursor}"
+                entries = self.client.xrange(stream, min=start, count=count)
             for entry_id, fields in entries:
                 events.extend(events_of(fields))
                 last_id = entry_id
@@ -259,10 +310,22 @@ class Ledger:
         account slot on a cluster (redis-py's cluster pipeline refuses EVALSHA)."""
         if self.cluster:
             return [self.apply(account, symbol, groups) for account, groups in accounts]
-        pipe = self.client.pipeline(transaction=False)
-        for account, groups in accounts:
-            self.apply(account, symbol, groups, pipe)
-        return list(pipe.execute())
+        script = self.scripts["apply_ops"]
+        calls = [_apply_call(account, symbol, groups) for account, groups in accounts]
+        for attempt in (1, 2):
+            # EVALSHA itself, not the script object: redis-py's pipeline would first ask
+            # SCRIPT EXISTS, a round trip per pipeline. Re-running the whole pipeline after a
+            # NOSCRIPT (a Redis restarted or flushed) is harmless: each call applies once.
+            pipe = self.client.pipeline(transaction=False)
+            for call_keys, args in calls:
+                pipe.evalsha(script.sha, len(call_keys), *call_keys, *args)
+            try:
+                return list(pipe.execute())
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                script.sha = self.client.script_load(script.script)
+        raise AssertionError("unreachable")
 
     def apply(
         self,
@@ -272,30 +335,19 @@ class Ledger:
         client: Any = None,
     ) -> Any:
         """Run apply_ops.lua for one account (on ``client``, e.g. a pipeline)."""
+        call_keys, args = _apply_call(account, market, groups)
         return self.scripts["apply_ops"](
-            keys=[
-                keys.balances(account),
-                keys.watermarks(account),
-                keys.reservations(account),
-                keys.account_fills(account),
-                keys.positions(account),
-                keys.reservation_fills(account),
-                keys.fee_waivers(account),
-                keys.account_open_orders(account, market),
-                keys.open_quantities(account),
-                keys.open_quantity_shares(account),
-            ],
-            args=[market, dumps([[eseq, ops] for eseq, ops in groups])],
-            client=client if client is not None else self.client,
+            keys=call_keys, args=args, client=client if client is not None else self.client
         )
 
     def _order_terms(
-        self, market: Market, events: list[SettlementEvent]
-    ) -> dict[tuple[str, str], OrderTerms]:
+        self, market: Market, events: list[SettlementEvent], read_cursor: bool = False
+    ) -> tuple[dict[tuple[str, str], OrderTerms], str | None]:
         """The reservation terms of every order filled, amended or decremented in ``events``,
         as they stand at the batch's start (cached per market: only an amend or a decrement
         changes them, and those this ledger settles update the cache; see _settle_batch for
-        those it did not)."""
+        those it did not); with ``read_cursor``, also the market's settlement cursor, read in
+        the same round trip."""
         cache = self._terms.setdefault(market.symbol, OrderedDict())
         wanted: dict[tuple[str, str], str] = {}
         needed: set[tuple[str, str]] = set()
@@ -316,12 +368,17 @@ class Ledger:
                 needed.add((user, cid))
                 if (user, cid) not in cache:
                     wanted[(user, cid)] = side
-        if wanted:
+        cursor: str | None = None
+        if wanted or read_cursor:
             pipe = self.client.pipeline(transaction=False)
             for user, cid in wanted:
                 pipe.hmget(keys.account_order(user, cid), "reserved", "cmd")
                 pipe.hget(keys.market_order(market.symbol, user, cid), "qty")
+            if read_cursor:
+                pipe.get(keys.market_settled(market.symbol))
             replies = pipe.execute()
+            if read_cursor:
+                cursor = replies.pop()
             for i, (user, cid) in enumerate(wanted):
                 (reserved, command), matched_qty = replies[2 * i], replies[2 * i + 1]
                 if reserved is None or command is None:
@@ -337,7 +394,7 @@ class Ledger:
         result = {pair: cache[pair] for pair in needed}
         while len(cache) > TERMS_CACHE:
             cache.popitem(last=False)
-        return result
+        return result, cursor
 
     def unsettled_markets(self, markets: list[Market]) -> list[Market]:
         """Markets whose event stream runs past their settlement cursor."""
@@ -358,6 +415,25 @@ class Ledger:
             return True
         cursor = self.client.get(keys.market_settled(symbol)) or "0-0"
         return _id_key(cursor) >= _id_key(last[0][0])
+
+
+def _apply_call(
+    account: str, market: str, groups: list[tuple[int, list[settlement.Operation]]]
+) -> tuple[list[str], list[str]]:
+    """apply_ops.lua's keys and arguments for one account's operations in ``market``."""
+    call_keys = [
+        keys.balances(account),
+        keys.watermarks(account),
+        keys.reservations(account),
+        keys.account_fills(account),
+        keys.positions(account),
+        keys.reservation_fills(account),
+        keys.fee_waivers(account),
+        keys.account_open_orders(account, market),
+        keys.open_quantities(account),
+        keys.open_quantity_shares(account),
+    ]
+    return call_keys, [market, dumps([[eseq, ops] for eseq, ops in groups])]
 
 
 def less_cuts(

@@ -1,7 +1,9 @@
 """Celery tasks: thin wrappers that call the ledger and the periodic jobs.
 
 Each is idempotent by business id (event eseq, funding period, market expiry, liquidation
-number), never by task id, so a redelivered task is harmless.
+number), never by task id, so a redelivered task is harmless. Each process of a worker that
+takes the ``settle`` queue also starts a settle loop here (``worker_process_init``;
+services/settler/loop.py), which holds markets so that no settle task is needed for them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import logging
 import time
 from functools import lru_cache
 from typing import Any
+
+from celery.signals import worker_process_init, worker_process_shutdown
 
 from common import keys
 from common.market_reads import read_ticker_sync
@@ -20,10 +24,12 @@ from common.tasks import (
     FUNDING_TASK,
     LIQUIDATION_TASK,
     ORACLE_TASK,
+    SETTLE_QUEUE,
     SETTLE_TASK,
     SWEEP_TASK,
 )
 from services.settler import expiry, funding, liquidation, oracle
+from services.settler import loop as settle_loop
 from services.settler.accounts import AccountSteps
 from services.settler.celery_app import app
 from services.settler.ledger import Ledger
@@ -66,7 +72,42 @@ def settle(market: str) -> int:
     if spec is None:
         log.error("settle: unknown market %r", market)
         return 0
+    if _loop is not None or (settle_loop.runs_on(_client()) and settle_loop.loops_live(_client())):
+        # A settle loop takes the market at its next renewal: one round, no hand-over that
+        # would keep the market's lock in tasks' hands.
+        return _ledger().settle_market(spec, max_seconds=0)
     return _ledger().settle_market(spec, requeue=lambda: settle.delay(market))
+
+
+_loop: settle_loop.SettleLoop | None = None
+
+
+@worker_process_init.connect
+def start_settle_loop(**_: Any) -> None:
+    """In each process of a worker that takes the ``settle`` queue: start its settle loop
+    (services/settler/loop.py), unless ``DEX_SETTLE_LOOP=0`` or on a Redis Cluster."""
+    global _loop
+    settings = get_settler_settings()
+    if not settings.settle_loop or SETTLE_QUEUE not in app.amqp.queues.consume_from:
+        return
+    if not settle_loop.runs_on(_client()):
+        return
+    ledger = Ledger(_client(), batch=settings.settle_batch)
+    _loop = settle_loop.SettleLoop(
+        _client(),
+        ledger,
+        list(_markets().markets.values()),
+        settings.settle_round_gap_ms / 1000,
+        settings.settle_lease_ms,
+    )
+    _loop.start()
+
+
+@worker_process_shutdown.connect
+def stop_settle_loop(**_: Any) -> None:
+    """Let go of the markets the loop holds, so a task or another loop settles them at once."""
+    if _loop is not None:
+        _loop.stop()
 
 
 @app.task(name=SWEEP_TASK)

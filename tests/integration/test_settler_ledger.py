@@ -400,8 +400,8 @@ def settle_while_a_second_fill_arrives(
     real_batch = Ledger._settle_batch
     arrived = []
 
-    def batch_then_more_arrive(self: Ledger, spec: Any) -> int:
-        done = real_batch(self, spec)
+    def batch_then_more_arrive(self: Ledger, spec: Any, prefetched: Any = None) -> int:
+        done = real_batch(self, spec, prefetched)
         if self is holder and not arrived:
             arrived.append(True)
             drive.order(A, "b2", "BUY", 3_000_000, 1)
@@ -552,4 +552,79 @@ def test_a_hand_over_that_cannot_be_queued_takes_the_flag_down(
         holder.settle_market(market, max_seconds=0, requeue=broker_away)
     assert client.exists(queued) == 0
     assert holder.is_settled(market.symbol) and bal(client, A, "BTC") == (10_000, 0)
+    assert_audit_ok(client, markets)
+
+
+def test_a_script_flushed_between_rounds_is_loaded_again_and_each_fill_applies_once(
+    client: Any, markets: MarketSet
+) -> None:
+    """The apply pipeline sends EVALSHA itself: after a SCRIPT FLUSH (a Redis restarted from
+    its AOF, say) the NOSCRIPT reply makes it load the script and send the pipeline again."""
+    market = markets.markets["BTC-USDC"]
+    drive, ledger = MarketDriver(client, market), Ledger(client)
+    drive.deposit(A, "USDC", 100_000_000)
+    drive.deposit(B, "BTC", 10**8)
+    drive.order(B, "s1", "SELL", 3_000_000, 2)
+    drive.order(A, "b1", "BUY", 3_000_000, 1)
+    drive.fill((A, "b1"), (B, "s1"), 3_000_000, 1, taker="BUY")
+    assert ledger.settle_market(market) == drive_event_count(client)
+    client.script_flush()
+    drive.order(A, "b2", "BUY", 3_000_000, 1)
+    drive.fill((A, "b2"), (B, "s1"), 3_000_000, 1, taker="BUY")
+    ledger.settle_market(market)
+    assert ledger.is_settled(market.symbol)
+    assert bal(client, A, "BTC") == (20_000, 0)
+    # 3,000,000 × 1 lot each, taker fee 5 bp rounded up: 1,500 per fill.
+    assert bal(client, A) == (100_000_000 - 2 * (3_000_000 + 1_500), 0)
+    assert_audit_ok(client, markets)
+
+
+def test_entries_read_ahead_by_a_holder_whose_cursor_another_moved_are_read_afresh(
+    client: Any, markets: MarketSet
+) -> None:
+    """A settle loop hands its round the entries its XREAD read after where its last batch
+    ended; when another worker moved the cursor since, the round checks it (in the terms'
+    round trip), drops them and reads from the cursor: nothing applies twice."""
+    market = markets.markets["BTC-USDC"]
+    drive, ledger, other = MarketDriver(client, market), Ledger(client), Ledger(client)
+    drive.deposit(A, "USDC", 100_000_000)
+    drive.deposit(B, "BTC", 10**8)
+    drive.order(B, "s1", "SELL", 3_000_000, 3)
+    drive.order(A, "b1", "BUY", 3_000_000, 1)
+    drive.fill((A, "b1"), (B, "s1"), 3_000_000, 1, taker="BUY")
+    assert ledger.settle_market(market) == drive_event_count(client)
+    ended = ledger.settled_to(market.symbol)
+    drive.order(A, "b2", "BUY", 3_000_000, 1)
+    drive.fill((A, "b2"), (B, "s1"), 3_000_000, 1, taker="BUY")
+    read_ahead = client.xrange(keys.market_events(market.symbol), min=f"({ended}")
+    other.settle_market(market)  # another worker settles b2 and moves the cursor
+    drive.order(A, "b3", "BUY", 3_000_000, 1)
+    drive.fill((A, "b3"), (B, "s1"), 3_000_000, 1, taker="BUY")
+    assert ledger.drain(market, 10, "unused-lock", prefetched=read_ahead) == 3  # b3's events
+    assert ledger.is_settled(market.symbol)
+    assert bal(client, A, "BTC") == (30_000, 0)
+    assert bal(client, A) == (100_000_000 - 3 * (3_000_000 + 1_500), 0)
+    assert_audit_ok(client, markets)
+
+
+def test_entries_read_ahead_by_a_holder_are_its_round_s_first(
+    client: Any, markets: MarketSet
+) -> None:
+    market = markets.markets["BTC-USDC"]
+    drive, ledger = MarketDriver(client, market), Ledger(client)
+    drive.deposit(A, "USDC", 100_000_000)
+    drive.deposit(B, "BTC", 10**8)
+    drive.order(B, "s1", "SELL", 3_000_000, 2)
+    drive.order(A, "b1", "BUY", 3_000_000, 1)
+    drive.fill((A, "b1"), (B, "s1"), 3_000_000, 1, taker="BUY")
+    ledger.settle_market(market)
+    ended = ledger.settled_to(market.symbol)
+    drive.order(A, "b2", "BUY", 3_000_000, 1)
+    drive.fill((A, "b2"), (B, "s1"), 3_000_000, 1, taker="BUY")
+    read_ahead = client.xrange(keys.market_events(market.symbol), min=f"({ended}")
+    assert ledger.drain(market, 10, "unused-lock", prefetched=read_ahead) == len(
+        [e for _, fields in read_ahead for e in events_of(fields)]
+    )
+    assert ledger.is_settled(market.symbol)
+    assert bal(client, A, "BTC") == (20_000, 0)
     assert_audit_ok(client, markets)
