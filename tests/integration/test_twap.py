@@ -196,6 +196,12 @@ def test_even_and_randomized_slices_fill_to_the_unit(
     assert wait_for(lambda: audited.balance(taker.address, "USDC") == (expected[0], 0), 10)
     assert audited.balance(taker.address, "BTC") == (expected[1], 0)
     assert audited.get(f"/v1/twaps/{taker.address}") == []
+    # a slice takes its own clientOrderId and nothing else: no id "k" beside it, and once every
+    # slice is settled nothing is left counted open (each stray id was an open order for ever)
+    with redis.Redis.from_url(audited.redis_url, decode_responses=True) as r:
+        user = taker.address.lower()
+        assert not {str(k) for k in range(10)} & set(r.hkeys(keys.account_cids(user)))
+        assert wait_for(lambda: r.zcard(keys.account_open_orders(user, "BTC-USDC")) == 0, 10)
     # randomized: each slice 80..120 % of its even share, drawn from (parent, k); sum = qty
     done = ended(audited, rand, "tw-rand")
     assert (done["status"], done["filled"], done["sent"]) == ("FILLED", 997, 997)

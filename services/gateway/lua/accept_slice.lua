@@ -68,11 +68,15 @@ local revoked = agent_refusal()
 if revoked then return {'AGENT', revoked} end
 
 if reason == '' then
-  local verdict = judge_order(k, ARGV, 0)
+  -- The slice's order is ARGV[1..18] alone: admission/order.lua reads an order's attached
+  -- children and pair hold from positions 19, 22 and 23, which are this script's own (k, now,
+  -- userId): passed whole, slice k would take the clientOrderId "k" as a child of its own.
+  local order_args = {unpack(ARGV, 1, 18)}
+  local verdict = judge_order(k, order_args, 0)
   if verdict[1] == 'RETRY' then return {'RETRY'} end
   if verdict[1] == 'OK' then
     if k.stream then redis.call('XADD', k.stream, '*', 'c', verdict[2], 'o', '1') end
-    record_order(k, ARGV, verdict)
+    record_order(k, order_args, verdict)
     redis.call('HINCRBY', parent, 'sent', qty)
     redis.call('HSET', parent, 'k', slice + 1, 'updatedTs', now)
     local now_open = string.format('%d', tonumber(open) + 1)  -- this slice, just sent
