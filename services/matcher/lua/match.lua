@@ -115,9 +115,10 @@ expire_due()
 -- 4. The commands, in stream order, each applied once.
 local entries, read_ids = input_entries()
 local applied = apply_entries(entries)
--- 5. What the call leaves behind: the changed resting orders' records, statistics, level
--- totals, settlement events.
+-- 5. What the call leaves behind: the changed resting orders' records, the open sets of the
+-- orders placed in it that rest, statistics, level totals, settlement events.
 save_changed()
+write_open_sets()
 write_statistics()
 write_all_levels()
 write_events()

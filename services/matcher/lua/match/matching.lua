@@ -259,7 +259,7 @@ local function rest(o, is_buy, remaining, expires_at)
   if expires_at > 0 then
     redis.call('ZADD', K_EXP, expires_at, (is_buy and 'B' or 'S') .. member)
   end
-  redis.call('SADD', uprefix .. o.userId, o.clientOrderId)
+  open_set_add(o)
   level_add(is_buy, o.price, remaining)
   o.status = o.filled > 0 and 'PARTIAL' or 'NEW'
 end
