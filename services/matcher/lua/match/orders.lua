@@ -17,7 +17,8 @@ end
 -- added at the call's end (write_open_sets) instead of at once, so one that also ends in the
 -- call (a maker a later taker of the batch consumes, a cancel) never enters its set: no SADD,
 -- no SREM. match/input.lua decides (defer_open); every other order is added and removed at
--- once, as before.
+-- once, as before. A module that reads a set within a call, or takes an order out of it other
+-- than through open_set_remove, must turn the deferral off for its commands (may_defer_open).
 local defer_open = false
 local fresh_open, fresh_list = {}, {}
 
