@@ -239,6 +239,20 @@ def test_a_lost_node_connection_resets_clients_and_the_hub_resubscribes_per_slot
                     await ws.seen(
                         lambda m, mk=market: m.get("type") == "update" and m["data"]["market"] == mk
                     )
+                # ...and every market's order changes, split to the user (its own shard channel)
+                for seq, market in enumerate(markets, start=1):
+                    order = {"clientOrderId": f"x{seq}", "userId": user, "market": market}
+                    client.spublish(
+                        keys.shard_publish_channel(keys.order_changes_topic(market)),
+                        orjson.dumps({"seq": seq, "data": [order]}),
+                    )
+                for market in markets:
+                    await ws.seen(
+                        lambda m, mk=market: (
+                            m.get("type") == "update" and m["data"]["clientOrderId"].startswith("x")
+                            and m["data"]["market"] == mk
+                        )
+                    )  # fmt: skip
 
         # Each node's connection reconnects (and resets the clients) on its own next read.
         for attempt in range(5):
