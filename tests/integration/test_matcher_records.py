@@ -133,8 +133,9 @@ def test_open_sets_are_written_once_per_call_and_never_for_an_order_that_lived_w
 ) -> None:
     """An order placed in a call that rests enters its user's open set at the call's end; one
     that also ends in the call (filled by a later taker, cancelled) never enters it: no SADD,
-    no SREM. A cancel_all or an amend in the call turns that off, so the cancel_all finds the
-    orders placed before it in the same call (match/orders.lua open_set_add)."""
+    no SREM, and its record is written once, final. A cancel_all or an amend in the call turns
+    that off, so the cancel_all finds the orders placed before it in the same call
+    (match/orders.lua open_set_add, match/records.lua save_new)."""
     write_market_cfg(client, load_markets(DEFAULT_MARKETS_FILE).markets[M])
     open_set = keys.market_user_open(M, MAKER)
 
@@ -168,6 +169,26 @@ def test_open_sets_are_written_once_per_call_and_never_for_an_order_that_lived_w
     )  # fmt: skip
     assert client.smembers(open_set) == {"m2"}
     assert set_writes() == (1, 0)  # m2's SADD, at the call's end; nothing for m1 and m3
+    # the records of orders placed and ended in the call, written once, whole and final
+    for cid, price, state, reason in (
+        ("m1", 3_000_000, "FILLED", None),
+        ("m3", 3_000_200, "CXL", "USER"),
+    ):
+        record = client.hgetall(keys.market_order(M, MAKER, cid))
+        assert set(record) == {"d", "a", "u", "c", "qty", "filled", "status", "reason", "updatedTs"}
+        view = order_view(record)
+        assert (view["price"], view["qty"], view["status"], view["reason"]) == (
+            price,
+            500,
+            state,
+            reason,
+        )
+        assert (view["userId"], view["clientOrderId"], view["side"], view["ts"]) == (
+            MAKER,
+            cid,
+            "SELL",
+            9,
+        )
     # the next call: m2 was in its set before, so its end removes it at once
     run(client, order(TAKER, "t2", "BUY", 500, 3_000_100))
     assert status(MAKER, "m2") == ("FILLED", 500) and client.smembers(open_set) == set()

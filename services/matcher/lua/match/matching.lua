@@ -92,7 +92,7 @@ local function decrement(o, cut, resting)
   o.qty = o.qty - cut
   if resting then
     level_add(o.side == 'BUY', o.price, -cut)
-    redis.call('HSET', o.key, 'qty', int(o.qty), 'updatedTs', now_text)
+    mark_changed(o)  -- its record at the call's end (a maker new in the call: its first write)
   end
   local e = next_eseq()
   emit_event(e, '{"eseq":' .. e .. ',"k":"decrement","user":' .. q(o.userId) .. ',"cid":' ..
