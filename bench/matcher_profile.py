@@ -75,7 +75,9 @@ def main() -> None:
     markets_file.write_text(MARKETS_YAML)
     sock = workdir / "redis.sock"
     server = start_redis(sock, workdir, valgrind)
-    client = redis.Redis(unix_socket_path=str(sock), decode_responses=True)
+    # No socket timeout: under callgrind a call of 500 orders takes seconds, more than
+    # redis-py's default 5 s on a loaded machine, and its retry of the EVALSHA then meets BUSY.
+    client = redis.Redis(unix_socket_path=str(sock), decode_responses=True, socket_timeout=None)
     try:
         market = load_markets(markets_file).markets[MARKET]
         write_market_cfg(client, market)

@@ -115,13 +115,18 @@ account, live in one slot and one Lua script may touch them together)::
 
     Channels (PUBLISH; payload {"seq": N, "data": ...})
       dex:ch:<topic>           e.g. dex:ch:depth:BTC-USDC, dex:ch:orders:0xabc…
+      dex:ch:orderchanges:<m>  the matcher's order changes of one call, every user's
+                                ({"seq": ms, "data": [order, ...]}); the broadcaster splits
+                                them into the orders:<u> feeds (the TWAP progress stays on
+                                dex:ch:orders:<u>)
 
     Shard channels (SPUBLISH / SSUBSCRIBE; only with DEX_REDIS_CLUSTER=1 on Redis >= 7.0)
       dex:ch:{<tag>}:<topic>   the same topics and payloads, each channel tagged with the
                                 slot it is published from, so a Lua script may SPUBLISH it:
         dex:ch:{m}:depth:<m>, dex:ch:{m}:trade:<m>, dex:ch:{m}:ticker:<m>
-        dex:ch:{m}:orders:<u>  the matcher publishes a user's orders from each market's
-                                slot: one shard channel per market for one orders topic
+        dex:ch:{m}:orderchanges:<m>  the matcher's order changes
+        dex:ch:{m}:orders:<u>  a user's TWAP progress, from each market's slot: one shard
+                                channel per market for one orders topic
         dex:ch:{u}:acct:<u>    the settler's account notices, from the account's slot
 """
 
@@ -354,6 +359,13 @@ def ticker_topic(market: str) -> str:
 
 def orders_topic(user: str) -> str:
     return f"orders:{user}"
+
+
+def order_changes_topic(market: str) -> str:
+    """``orderchanges:<m>``: every order change of a matcher call on ``market``, in order
+    (``{"seq": ms, "data": [order, ...]}``). Internal: the broadcaster splits it into the
+    users' :func:`orders_topic` feeds; no client topic names it."""
+    return f"orderchanges:{market}"
 
 
 def pnl_topic(user: str) -> str:

@@ -81,7 +81,8 @@ async def sharded_async(client: Any) -> bool:
 
 def publish(client: Any, topic: str, payload: str | bytes) -> None:
     """Publish ``payload`` on ``topic``: SPUBLISH on its shard channel when sharded, else
-    PUBLISH on ``dex:ch:<topic>``. Not for ``orders:`` (the matcher publishes those)."""
+    PUBLISH on ``dex:ch:<topic>``. Not for ``orders:<u>`` (one shard channel per market:
+    the gateway's TWAP progress picks its market's, services/gateway/twap.py)."""
     if sharded(client):
         spublish(client, keys.shard_publish_channel(topic), payload)
     else:

@@ -1,14 +1,16 @@
 """Publications on ``dex:ch:<topic>`` (or its shard channel): ``{"seq": N, "data": ...}``.
 
-=================  =========================  ==================================================
-topic              publisher                  declaration
-=================  =========================  ==================================================
-``depth:<m>``      matcher, once per call     :data:`DepthPublication` (an update or a batch)
-``trade:<m>``      matcher, once per call     :class:`TradePublication`
-``orders:<u>``     matcher, per changed order :class:`OrderPublication`
-``ticker:<m>``     settler's oracle, matcher  :class:`TickerPublication`
-``acct:<u>``       settler, per account moved :class:`AccountPublication`
-=================  =========================  ==================================================
+======================  ===========================  =========================================
+topic                   publisher                    declaration
+======================  ===========================  =========================================
+``depth:<m>``           matcher, once per call       :data:`DepthPublication` (or a batch)
+``trade:<m>``           matcher, once per call       :class:`TradePublication`
+``orderchanges:<m>``    matcher, once per call       :class:`OrderChangesPublication`
+``orders:<u>``          broadcaster (its split of    :class:`OrderPublication`; the gateway's
+                        ``orderchanges:``), gateway  :class:`TwapPublication`
+``ticker:<m>``          settler's oracle, matcher    :class:`TickerPublication`
+``acct:<u>``            settler, per account moved   :class:`AccountPublication`
+======================  ===========================  =========================================
 
 :data:`TOPIC_MESSAGES` maps a topic's kind (what precedes the first ``:``) to its declaration.
 """
@@ -103,6 +105,17 @@ class OrderUpdate(TypedDict):
 class OrderPublication(TypedDict):
     seq: int  # the matcher's clock (ms); orders only move forward, see the broadcaster
     data: OrderUpdate
+
+
+@with_config(MESSAGE)
+class OrderChangesPublication(TypedDict):
+    """Every order change of one matcher call on one market, in order (a call's changes go
+    in chunks of about 7 KB, each its own publication). Not a client topic: the broadcaster
+    hands each order to its user's ``orders:`` feed as an :class:`OrderPublication` with the
+    same ``seq``."""
+
+    seq: int  # the matcher's clock (ms)
+    data: list[OrderUpdate]
 
 
 @with_config(MESSAGE)
@@ -204,6 +217,7 @@ Publication = (
     | DepthBatch
     | TradePublication
     | OrderPublication
+    | OrderChangesPublication
     | TickerPublication
     | AccountPublication
 )
@@ -212,6 +226,7 @@ TOPIC_MESSAGES: dict[str, Any] = {
     "depth": DepthPublication,
     "trade": TradePublication,
     "orders": OrderPublication,
+    "orderchanges": OrderChangesPublication,
     "ticker": TickerPublication,
     "acct": AccountPublication,
 }

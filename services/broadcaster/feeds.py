@@ -8,6 +8,10 @@ and only then does the subscription go live. What arrives in between is held per
   ``seq`` is above the last one the client has (the snapshot's at first).
 * :class:`EventFeed` (``orders:``) forwards every order change, numbering the subscription's
   messages; held changes the snapshot already shows (same or newer order state) are dropped.
+  The matcher publishes the order changes of a call for all users at once, on its market's
+  ``orderchanges:`` channel; one :class:`OrderChanges` per process splits them by ``userId``
+  among the ``orders:`` feeds (each feed also listens to its user's own channel, where the
+  gateway publishes TWAP progress).
 * :class:`StateFeed` (``ticker:``, ``pnl:``) re-reads the whole state in one worker when a
   publication says it changed, and sends the new state to every subscriber; snapshots are taken
   by the same worker, so a subscriber never receives a state older than one it has.
@@ -22,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from common import keys
 from common.events import depth_updates
 from services.broadcaster.connection import Connection, Flusher, Subscription
 from services.broadcaster.hub import Hub
@@ -168,11 +173,24 @@ class SeqFeed(Feed):
 
 
 class EventFeed(Feed):
-    """``orders:``: every published order change, numbered per subscription."""
+    """``orders:``: every published order change, numbered per subscription.
 
-    def __init__(self, topic: Topic, hub: Hub, reader: Reader) -> None:
+    Its changes come from its user's channel (TWAP progress) and from ``changes``, which hands
+    it its user's part of every market's ``orderchanges:`` publications.
+    """
+
+    def __init__(self, topic: Topic, hub: Hub, reader: Reader, changes: OrderChanges) -> None:
         super().__init__(topic, hub, [topic.canonical])
         self.reader = reader
+        self.changes = changes
+
+    async def join(self, subscription: Subscription) -> None:
+        await super().join(subscription)
+        await self.changes.join(self)
+
+    def close(self) -> None:
+        super().close()
+        self.changes.leave(self)
 
     async def subscribe(self, subscription: Subscription) -> None:
         await self.join(subscription)
@@ -195,6 +213,43 @@ class EventFeed(Feed):
                 member.send("update", member.seq + 1, data_json)
             else:
                 member.hold(payload)
+
+
+class OrderChanges:
+    """The matcher's ``orderchanges:<market>`` publications, split among the ``orders:`` feeds.
+
+    One per process. While any ``orders:`` feed is open it is the hub's sink of every market's
+    channel; each publication ``{"seq", "data": [order, ...]}`` is walked once, in order, and
+    each order handed to the feed of its ``userId`` as that user's own ``{"seq", "data":
+    order}`` publication, so the feed numbers and forwards it exactly as one sent on the user's
+    channel. An order whose user has no feed here is dropped; no feed ever sees another user's.
+    """
+
+    def __init__(self, hub: Hub, markets: list[str]) -> None:
+        self.hub = hub
+        self.topics = [keys.order_changes_topic(market) for market in markets]
+        self.feeds: dict[str, EventFeed] = {}  # user (as the matcher names it) -> feed
+
+    async def join(self, feed: EventFeed) -> None:
+        """Route ``feed``'s user to it; return once every market's channel is live."""
+        self.feeds[feed.topic.name] = feed
+        for topic in self.topics:
+            await self.hub.add(topic, self)
+
+    def leave(self, feed: EventFeed) -> None:
+        if self.feeds.get(feed.topic.name) is feed:
+            del self.feeds[feed.topic.name]
+        if not self.feeds:
+            for topic in self.topics:
+                self.hub.remove(topic, self)
+
+    def on_publication(self, topic: str, payload: Any) -> None:
+        feeds = self.feeds
+        seq = payload["seq"]
+        for order in payload["data"]:
+            feed = feeds.get(order["userId"])
+            if feed is not None:
+                feed.on_publication(feed.topic.canonical, {"seq": seq, "data": order})
 
 
 def _order_version(order: dict[str, Any]) -> tuple[int, int, bool]:

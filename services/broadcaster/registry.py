@@ -22,6 +22,7 @@ from services.broadcaster.connection import Flusher, Subscription
 from services.broadcaster.feeds import (
     EventFeed,
     Feed,
+    OrderChanges,
     PnlFeed,
     Reader,
     SeqFeed,
@@ -49,6 +50,7 @@ class Registry:
         self.flusher = flusher
         self.feeds: dict[Topic, Feed] = {}
         self.derivatives = [s for s, m in markets.markets.items() if m.product.is_derivative]
+        self.order_changes = OrderChanges(hub, list(markets.markets))
 
     async def subscribe(self, subscription: Subscription) -> None:
         """Join the topic's feed; returns once the snapshot is queued for the client."""
@@ -94,7 +96,10 @@ class Registry:
             )
         if topic.kind is Kind.ORDERS:
             return EventFeed(
-                topic, self.hub, lambda: snapshots.orders_snapshot(client, markets, name)
+                topic,
+                self.hub,
+                lambda: snapshots.orders_snapshot(client, markets, name),
+                self.order_changes,
             )
         if topic.kind is Kind.TICKER:
             # The oracle publishes the ticker; a trade changes it too (last, 24 h figures).

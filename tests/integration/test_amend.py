@@ -18,6 +18,7 @@ import pytest
 import redis
 from support.exchange import ADMIN_TOKEN, Exchange
 from support.gateway import ADMIN, ReplyingMatcher, gateway_client
+from support.order_changes import order_changes_channel, orders_of
 from support.redis_server import wait_for
 from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
 
@@ -144,13 +145,13 @@ def test_amend_down_keeps_priority_and_releases_the_surplus(exchange: Exchange) 
     place(exchange, a, "SELL", P, 10, "a1")
     place(exchange, b, "SELL", P, 10, "b1")
     listener = redis.Redis.from_url(exchange.redis_url, decode_responses=True).pubsub()
-    listener.subscribe(keys.channel(keys.orders_topic(a.address.lower())))
+    listener.subscribe(order_changes_channel(SPOT))
     after = amend(exchange, amend_body(a, "a1", P, 5))
     assert (after["qty"], after["filled"], after["status"]) == (5, 0, "NEW")
     published = [
-        orjson.loads(m["data"])["data"]
+        u
         for m in iter(lambda: listener.get_message(timeout=1.0), None)
-        if m["type"] == "message"
+        for u in orders_of(a.address, m)
     ]
     assert [(u["clientOrderId"], u["qty"], u.get("amended")) for u in published] == [
         ("a1", 5, True)

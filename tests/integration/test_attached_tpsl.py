@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import redis
 from support.exchange import Exchange
+from support.order_changes import order_changes_channel, orders_of
 from support.redis_server import wait_for
 from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
 from support.trigger_orders import (
@@ -106,13 +107,13 @@ class Publications:
     def __init__(self, exchange: Exchange, trader: Trader) -> None:
         self.client = redis.Redis.from_url(exchange.redis_url, decode_responses=True)
         self.pubsub = self.client.pubsub()
-        self.pubsub.subscribe(keys.channel(keys.orders_topic(trader.address.lower())))
+        self.pubsub.psubscribe(order_changes_channel("*"))  # every market's
+        self.user = trader.address
         self.seen: list[dict[str, Any]] = []
 
     def of(self, cid: str) -> list[dict[str, Any]]:
         while (message := self.pubsub.get_message(timeout=0.2)) is not None:
-            if message["type"] == "message":
-                self.seen.append(json.loads(message["data"])["data"])
+            self.seen.extend(orders_of(self.user, message))
         return [o for o in self.seen if o["clientOrderId"] == cid]
 
     def close(self) -> None:

@@ -141,6 +141,10 @@ def test_the_real_exchange_publishes_on_shard_channels_and_clients_get_every_top
                         assert _shard_subscribers(client, channel) == 1, channel
                     assert _classic_subscribers(cluster, keys.channel(topic)) == 0, topic
                 assert len(keys.shard_channels(f"orders:{b}", markets)) == len(markets)
+                # ...and every market's order changes, which it splits by user
+                for market in markets:
+                    channel = keys.shard_publish_channel(keys.order_changes_topic(market))
+                    assert _shard_subscribers(client, channel) == 1, channel
                 # Raw shard subscribers prove who publishes the settler's and oracle's notices.
                 for topic in (f"acct:{b}", f"ticker:{MARKET}"):
                     channel = keys.shard_publish_channel(topic)
@@ -164,6 +168,8 @@ def test_the_real_exchange_publishes_on_shard_channels_and_clients_get_every_top
                         and m["data"]["status"] == "FILLED"
                     )
                 )
+                # bob's topic carries his orders only, never alice's SELL of the same call
+                assert {m["data"]["userId"] for m in ws.of(f"orders:{b}", "update")} == {b}
                 await ws.seen(_update_of(f"ticker:{MARKET}"))
                 # The settler's account notice re-reads pnl: bob paid the notional and fee.
                 await ws.seen(
@@ -233,6 +239,20 @@ def test_a_lost_node_connection_resets_clients_and_the_hub_resubscribes_per_slot
                     await ws.seen(
                         lambda m, mk=market: m.get("type") == "update" and m["data"]["market"] == mk
                     )
+                # ...and every market's order changes, split to the user (its own shard channel)
+                for seq, market in enumerate(markets, start=1):
+                    order = {"clientOrderId": f"x{seq}", "userId": user, "market": market}
+                    client.spublish(
+                        keys.shard_publish_channel(keys.order_changes_topic(market)),
+                        orjson.dumps({"seq": seq, "data": [order]}),
+                    )
+                for market in markets:
+                    await ws.seen(
+                        lambda m, mk=market: (
+                            m.get("type") == "update" and m["data"]["clientOrderId"].startswith("x")
+                            and m["data"]["market"] == mk
+                        )
+                    )  # fmt: skip
 
         # Each node's connection reconnects (and resets the clients) on its own next read.
         for attempt in range(5):

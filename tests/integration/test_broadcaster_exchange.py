@@ -197,3 +197,88 @@ def test_taker_orders_topic_follows_its_fill(exchange: Exchange) -> None:
         rest = client.get(f"/v1/orders/{taker.address}/{buy['clientOrderId']}").json()
     assert final == rest
     assert wait_for(lambda: True, 0)
+
+
+def test_one_call_filling_many_makers_reaches_each_user_and_no_one_else(
+    exchange: Exchange,
+) -> None:
+    """A taker fills four makers (four other users) in one command, so one matcher call changes
+    five users' orders, published together on the market's orderchanges: channel. Each user's
+    orders: subscription gets exactly its own changes, numbered 2, 3, ... per subscription
+    (a second subscription to a maker's topic, spelled otherwise, is numbered on its own), each
+    equal to the REST order; Bob, subscribed to his own topic while they trade, gets nothing."""
+    makers, taker, bob = [Trader() for _ in range(4)], Trader(), Trader()
+    for maker in makers:
+        exchange.deposit(maker.address, "BTC", 10**10)
+    exchange.deposit(taker.address, "USDC", 10**13)
+    sells = [maker.order(MARKET, "SELL", MID, 25) for maker in makers]
+    buy = taker.order(MARKET, "BUY", MID, 100)
+    topics = {t.address: f"orders:{t.address.lower()}" for t in [*makers, taker, bob]}
+    again = f"orders:{makers[0].address}"  # checksummed: a subscription of its own
+    raw = redis.Redis.from_url(exchange.redis_url, decode_responses=True).pubsub()
+    raw.subscribe(keys.channel(keys.order_changes_topic(MARKET)))
+
+    async def scenario() -> tuple[list[Message], list[Message]]:
+        async with (
+            await WsClient.connect(exchange.ws) as ws,
+            await WsClient.connect(exchange.ws) as other,
+        ):
+            for topic in topics.values():
+                assert (await ws.subscribe(topic))["data"] == []
+            assert (await other.subscribe(again))["data"] == []
+            with exchange.client() as client:
+                for body in sells:
+                    assert client.post("/v1/orders", json=body).status_code == 202
+                for maker in makers:
+                    await ws.seen(
+                        lambda m, t=topics[maker.address]: (
+                            m.get("topic") == t and m.get("type") == "update"
+                        )
+                    )
+                assert client.post("/v1/orders", json=buy).status_code == 202
+            for trader in [*makers, taker]:
+                await ws.seen(
+                    lambda m, t=topics[trader.address]: (
+                        m.get("topic") == t and m.get("type") == "update"
+                        and m["data"]["status"] == "FILLED"
+                    )
+                )  # fmt: skip
+            await other.seen(lambda m: m.get("type") == "update" and m["seq"] == 3)
+            await ws.drain(0.5)
+            return ws.inbox, other.inbox
+
+    inbox, others = asyncio.run(scenario())
+    updates = {
+        address: [m for m in inbox if m.get("topic") == topic and m["type"] == "update"]
+        for address, topic in topics.items()
+    }
+    with exchange.client() as client:
+
+        def rest(trader: Trader, body: dict[str, Any]) -> Any:
+            return client.get(f"/v1/orders/{trader.address}/{body['clientOrderId']}").json()
+
+        for maker, sell in zip(makers, sells, strict=True):
+            mine = updates[maker.address]
+            assert [(m["seq"], m["data"]["status"], m["data"]["filled"]) for m in mine] == [
+                (2, "NEW", 0),
+                (3, "FILLED", 25),
+            ]
+            assert mine[-1]["data"] == rest(maker, sell)
+        assert [(m["seq"], m["data"]["status"]) for m in updates[taker.address]] == [(2, "FILLED")]
+        assert updates[taker.address][-1]["data"] == rest(taker, buy)
+    assert updates[bob.address] == []
+    assert [(m["seq"], m["data"]["status"]) for m in others if m.get("type") == "update"] == [
+        (2, "NEW"),
+        (3, "FILLED"),
+    ]
+    # the taker's call: the five users' changes in one publication, taker first
+    publications = []
+    while (message := raw.get_message(timeout=0.5)) is not None:
+        if message["type"] == "message":
+            publications.append(orjson.loads(message["data"])["data"])
+    raw.close()
+    wanted = [taker.address.lower(), *(m.address.lower() for m in makers)]
+    filled = [p for p in publications if any(o["status"] == "FILLED" for o in p)]
+    assert [[(o["userId"], o["status"]) for o in p] for p in filled] == [
+        [(user, "FILLED") for user in wanted]
+    ]

@@ -310,6 +310,7 @@ BAD_INPUTS: list[tuple[str | bytes, str]] = [
     ('{"op": "subscribe", "topic": ["depth:BTC-USDC"]}', "BAD_MESSAGE"),
     (b'{"op": "ping"}', "BAD_MESSAGE"),  # a binary frame
     ('{"op": "subscribe", "topic": "orders:0x' + "ab" * 20 + '\\n"}', "UNKNOWN_TOPIC"),
+    ('{"op": "subscribe", "topic": "orderchanges:BTC-USDC"}', "UNKNOWN_TOPIC"),  # internal
     ('{"op": "subscribe", "topic": "tic\\u212aer:BTC-USDC"}', "UNKNOWN_TOPIC"),
     ('{"op": "subscribe", "topic": "pnl:__RESERVED__"}', "UNKNOWN_TOPIC"),
     ('{"op": "subscribe", "topic": "depth:BTC-USDC\\"}, {\\"x"}', "UNKNOWN_TOPIC"),

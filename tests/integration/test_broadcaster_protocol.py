@@ -332,6 +332,53 @@ def test_orders_snapshot_lists_open_orders_then_numbered_changes(
     ]
 
 
+def test_a_calls_order_changes_are_split_by_user_and_numbered_as_their_own(
+    broadcaster: Exchange, r: redis.Redis
+) -> None:
+    """The matcher publishes a call's order changes of every user at once, per market
+    (``orderchanges:<m>``): each user's ``orders:`` subscription gets its own orders of it, in
+    order, numbered on with what its own channel carries (TWAP progress); another user's
+    subscription sees none of them, and no client may subscribe to the market's channel."""
+    alice, bob = address(), address()
+    change = keys.order_changes_topic
+
+    async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+        async with (
+            await WsClient.connect(broadcaster.ws) as mine,
+            await WsClient.connect(broadcaster.ws) as theirs,
+        ):
+            assert (await mine.subscribe(f"orders:{alice}"))["data"] == []
+            assert (await theirs.subscribe(f"orders:{bob}"))["data"] == []
+            refused = await theirs.subscribe(change(MARKET))
+            publish(r, change(MARKET), 2000, [
+                _order(alice, "a-1", "NEW", 0, 2000), _order(bob, "b-1", "NEW", 0, 2000),
+                _order(alice, "a-1", "FILLED", 100, 2000), _order(address(), "x", "NEW", 0, 2000),
+            ])  # fmt: skip
+            publish(r, f"orders:{alice}", 2001, {"clientOrderId": "tw", "type": "TWAP"})
+            publish(r, change(PERP), 2002, [_order(alice, "a-2", "CXL", 0, 2002)])
+            publish(r, change(MARKET), 2003, [_order(bob, "b-1", "CXL", 0, 2003)])
+            await mine.next(lambda m: m.get("seq") == 5)
+            await theirs.next(lambda m: m.get("seq") == 3)
+            await mine.drain(0.3)
+            return mine.of(f"orders:{alice}", "update"), theirs.inbox, refused
+
+    alices, bobs, refused = run(scenario())
+    assert [(m["seq"], m["data"]["clientOrderId"], m["data"].get("status")) for m in alices] == [
+        (2, "a-1", "NEW"),
+        (3, "a-1", "FILLED"),
+        (4, "tw", None),
+        (5, "a-2", "CXL"),
+    ]
+    assert alices[0]["data"] == _order(alice, "a-1", "NEW", 0, 2000)
+    assert refused["type"] == "error" and refused["code"] == "UNKNOWN_TOPIC"
+    updates = [m for m in bobs if m.get("type") == "update"]
+    assert [(m["topic"], m["seq"], m["data"]["status"]) for m in updates] == [
+        (f"orders:{bob}", 2, "NEW"),
+        (f"orders:{bob}", 3, "CXL"),
+    ]
+    assert all(m["data"]["userId"] == bob for m in updates)
+
+
 def _markets() -> Any:
     return load_markets(DEFAULT_MARKETS_FILE)
 

@@ -17,12 +17,12 @@ import redis
 from fastapi.testclient import TestClient
 from support.exchange import Exchange
 from support.gateway import ADMIN, error_of, gateway_client
+from support.order_changes import order_changes_channel, orders_of
 from support.redis_server import wait_for
 from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
 
-from common import keys
 from common.eip712 import sign
-from common.events import OrderPublication
+from common.events import OrderChangesPublication
 from common.events.schema import validate
 
 pytestmark = pytest.mark.integration
@@ -123,15 +123,17 @@ def test_an_agent_trades_for_the_owner_to_the_unit_and_the_order_names_it(
     ]
     # An agent's resting order reserves the owner's funds, to the unit.
     listener = r.pubsub(ignore_subscribe_messages=True)
-    listener.subscribe(keys.channel(keys.orders_topic(owner.address.lower())))
+    listener.subscribe(order_changes_channel(SPOT))
     resting = order(agent, owner, cid="rest")
     assert post(exchange, "/v1/orders?wait=1", resting).json()["status"] == "NEW"
     deadline, published = time.monotonic() + 10, None
     while published is None and time.monotonic() < deadline:
-        published = listener.get_message(timeout=1)  # None too for the subscribe's answer
+        message = listener.get_message(timeout=1)  # None too for the subscribe's answer
+        published = message if orders_of(owner.address, message) else None
     listener.close()
     assert published is not None
-    update = validate(OrderPublication, published["data"])["data"]
+    change = validate(OrderChangesPublication, published["data"])
+    update = next(u for u in change["data"] if u["userId"] == owner.address.lower())
     assert (update["clientOrderId"], update["agent"]) == ("rest", agent.address.lower())
     assert exchange.balance(owner.address, "USDC") == (5_000_000_000, NOTIONAL + TAKER_FEE)
     assert exchange.get(f"/v1/accounts/{agent.address}/balances") == {}

@@ -11,6 +11,7 @@ import orjson
 import pytest
 import redis
 from support.exchange import Exchange
+from support.order_changes import order_changes_channel, orders_of
 from support.redis_server import wait_for
 
 from common import keys
@@ -53,7 +54,7 @@ def send(client: redis.Redis, command: dict[str, Any], rid: str | None = None) -
 def test_expiry_replies_and_market_status(matcher: redis.Redis) -> None:
     client = matcher
     pubsub = client.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(keys.channel(f"orders:{A}"), keys.channel(f"depth:{M}"))
+    pubsub.subscribe(order_changes_channel(M), keys.channel(f"depth:{M}"))
     expires = int(time.time() * 1000) + 1500
     assert send(client, order(A, "e1", "BUY", 2_900_000, 5, expiresAt=expires), "1") == {
         "status": "NEW"
@@ -104,12 +105,13 @@ def test_expiry_replies_and_market_status(matcher: redis.Redis) -> None:
 
     # A's orders topic saw every change of its orders; depth seqs are contiguous
     seen: list[dict[str, Any]] = []
+    orders_seen: list[dict[str, Any]] = []
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         message = pubsub.get_message(timeout=0.2)
         if message is not None:
             seen.append({"channel": message["channel"], **orjson.loads(message["data"])})
-    orders_seen = [m["data"] for m in seen if m["channel"].endswith(f"orders:{A}")]
+            orders_seen.extend(orders_of(A, message))
     assert [(o["clientOrderId"], o["status"]) for o in orders_seen][:2] == [
         ("e1", "NEW"),
         ("e1", "EXP"),

@@ -126,3 +126,92 @@ def test_a_maker_filled_several_times_in_one_call_ends_with_its_last_state(
     assert (m2["status"], m2["filled"], m2["qty"]) == ("FILLED", 500, 500)
     assert client.smembers(keys.market_user_open(M, MAKER)) == set()
     assert client.zcard(keys.book_asks(M)) == 0 and client.hgetall(keys.levels_asks(M)) == {}
+
+
+def test_open_sets_are_written_once_per_call_and_never_for_an_order_that_lived_within_it(
+    client: redis.Redis,
+) -> None:
+    """An order placed in a call that rests enters its user's open set at the call's end; one
+    that also ends in the call (filled by a later taker, cancelled) never enters it: no SADD,
+    no SREM, and its record is written once, final. A cancel_all or an amend in the call turns
+    that off, so the cancel_all finds the orders placed before it in the same call
+    (match/orders.lua open_set_add, match/records.lua save_new)."""
+    write_market_cfg(client, load_markets(DEFAULT_MARKETS_FILE).markets[M])
+    open_set = keys.market_user_open(M, MAKER)
+
+    def order(user: str, cid: str, side: str, qty: int, price: int = 3_000_000) -> dict[str, Any]:
+        return {
+            "op": "order", "user": user, "cid": cid, "side": side, "type": "LIMIT",
+            "price": price, "qty": qty, "tif": "GTC", "reduceOnly": False, "expiresAt": 0,
+            "ts": 9, "reserved": 0, "acceptedAt": 9,
+        }  # fmt: skip
+
+    def set_writes() -> tuple[int, int]:
+        stats = client.info("commandstats")
+        sadd, srem = (int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("sadd", "srem"))
+        return sadd, srem
+
+    def status(user: str, cid: str) -> tuple[str, int]:
+        record = order_view(client.hgetall(keys.market_order(M, user, cid)))
+        return record["status"], record["filled"]
+
+    client.config_resetstat()
+    run(
+        client,
+        order(MAKER, "m1", "SELL", 500),
+        order(MAKER, "m2", "SELL", 500, 3_000_100),
+        order(MAKER, "m3", "SELL", 500, 3_000_200),
+        order(TAKER, "t1", "BUY", 500),  # fills m1
+        {"op": "cancel", "user": MAKER, "cid": "m3", "ts": 10},
+    )
+    assert (status(MAKER, "m1"), status(MAKER, "m2"), status(MAKER, "m3")) == (
+        ("FILLED", 500), ("NEW", 0), ("CXL", 0)
+    )  # fmt: skip
+    assert client.smembers(open_set) == {"m2"}
+    assert set_writes() == (1, 0)  # m2's SADD, at the call's end; nothing for m1 and m3
+    # the records of orders placed and ended in the call, written once, whole and final
+    for cid, price, state, reason in (
+        ("m1", 3_000_000, "FILLED", None),
+        ("m3", 3_000_200, "CXL", "USER"),
+    ):
+        record = client.hgetall(keys.market_order(M, MAKER, cid))
+        assert set(record) == {"d", "a", "u", "c", "qty", "filled", "status", "reason", "updatedTs"}
+        view = order_view(record)
+        assert (view["price"], view["qty"], view["status"], view["reason"]) == (
+            price,
+            500,
+            state,
+            reason,
+        )
+        assert (view["userId"], view["clientOrderId"], view["side"], view["ts"]) == (
+            MAKER,
+            cid,
+            "SELL",
+            9,
+        )
+    # the next call: m2 was in its set before, so its end removes it at once
+    run(client, order(TAKER, "t2", "BUY", 500, 3_000_100))
+    assert status(MAKER, "m2") == ("FILLED", 500) and client.smembers(open_set) == set()
+    assert set_writes() == (1, 1)
+    # a cancel_all after a placement in the same call finds it
+    run(
+        client,
+        order(MAKER, "m4", "SELL", 500),
+        {"op": "cancel_all", "user": MAKER, "ts": 11},
+        order(MAKER, "m5", "SELL", 500),
+    )
+    assert status(MAKER, "m4") == ("CXL", 0) and status(MAKER, "m5") == ("NEW", 0)
+    assert client.smembers(open_set) == {"m5"}
+    # an amend in the call: the order amended and a later one rest, both in the set
+    run(
+        client,
+        order(MAKER, "m6", "SELL", 500),
+        {"op": "amend", "user": MAKER, "cid": "m6", "side": "SELL", "price": 3_000_000,
+         "qty": 300, "expectedFilled": -1, "reserved": 0, "aid": "a1", "ts": 12},
+        order(MAKER, "m7", "SELL", 500),
+        order(TAKER, "t3", "BUY", 300),  # fills m5 (the oldest at the price) in part
+    )  # fmt: skip
+    assert client.smembers(open_set) == {"m5", "m6", "m7"}
+    assert order_view(client.hgetall(keys.market_order(M, MAKER, "m6")))["qty"] == 300
+    resting = audit(client, load_markets(DEFAULT_MARKETS_FILE))["invariants"]
+    assert resting["ordersFinalOrResting"]["ok"], resting["ordersFinalOrResting"]

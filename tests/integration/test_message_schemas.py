@@ -40,6 +40,7 @@ from common.events import (
     Command,
     DepthPublication,
     FillRecord,
+    OrderChangesPublication,
     OrderCommand,
     OrderPublication,
     PriceTicker,
@@ -70,7 +71,7 @@ A, B, C, D = ("0x" + ch * 40 for ch in "abcd")
 PRICE = 3_000_000
 BUDGET = 10**15  # a MARKET buy's budget: far more than it spends
 
-MATCHER_TOPICS = ("depth", "trade", "orders")
+MATCHER_TOPICS = ("depth", "trade", "orderchanges")
 SETTLER_TOPICS = ("ticker", "acct")
 
 
@@ -141,9 +142,11 @@ def check_publications(seen: Seen, messages: list[tuple[str, str]], kinds: tuple
         topic = channel[len(prefix) :]
         assert topic.partition(":")[0] in kinds, f"unexpected publication on {channel}: {payload}"
         publication = seen.check(topic_message(topic), payload)
-        if topic.startswith("orders:"):
-            seen.note("OrderUpdate", "status", publication["data"]["status"])
-            seen.note("OrderUpdate", "reason", publication["data"]["reason"])
+        if topic.startswith("orderchanges:"):
+            for order in publication["data"]:  # each as the broadcaster hands it to orders:<u>
+                seen.check(OrderPublication, dumps({"seq": publication["seq"], "data": order}))
+                seen.note("OrderUpdate", "status", order["status"])
+                seen.note("OrderUpdate", "reason", order["reason"])
         if topic.startswith("ticker:"):
             seen.check(Ticker | PriceTicker | StatusTicker, dumps(publication["data"]))
 
@@ -447,6 +450,7 @@ def test_everything_match_lua_emits_matches_its_declaration(
         Reply,
         StatusTicker,
         *(TOPIC_MESSAGES[k] for k in MATCHER_TOPICS),
+        OrderPublication,
     )
     assert ("FillEvent", "liquidation") in seen.values, "no liquidation fill was emitted"
     seen.assert_values_seen("DoneEvent", "status", FinalStatusName)
@@ -456,7 +460,7 @@ def test_everything_match_lua_emits_matches_its_declaration(
     seen.assert_values_seen("Reply", "status", MarketStatusName)
     seen.assert_values_seen("Reply", "amend", AmendResult)
     seen.assert_values_seen("AmendEvent", "result", AmendResult)
-    assert {DepthPublication, TradePublication, OrderPublication} == {
+    assert {DepthPublication, TradePublication, OrderChangesPublication} == {
         TOPIC_MESSAGES[k] for k in MATCHER_TOPICS
     }
 
@@ -508,4 +512,5 @@ def test_everything_the_settler_emits_matches_its_declaration(
 
 
 def test_every_topic_kind_is_emitted_by_the_matcher_or_the_settler() -> None:
-    assert set(TOPIC_MESSAGES) == set(MATCHER_TOPICS) | set(SETTLER_TOPICS)
+    # orders:<u> is the broadcaster's split of orderchanges: (and the gateway's TWAP progress)
+    assert set(TOPIC_MESSAGES) == set(MATCHER_TOPICS) | set(SETTLER_TOPICS) | {"orders"}

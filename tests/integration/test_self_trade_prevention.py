@@ -22,6 +22,7 @@ import pytest
 import redis
 import yaml
 from support.exchange import ADMIN_TOKEN, Exchange
+from support.order_changes import order_changes_channel, orders_of
 from support.redis_server import RedisServer, wait_for
 from support.reference_book import ReferenceBook
 from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
@@ -353,10 +354,10 @@ class Published:
     def __init__(self, exchange: Exchange, market: str, trader: Trader) -> None:
         self.pubsub = redis.Redis.from_url(exchange.redis_url, decode_responses=True).pubsub()
         self.depth_channel = keys.channel(keys.depth_topic(market))
-        self.pubsub.subscribe(
-            self.depth_channel, keys.channel(keys.orders_topic(trader.address.lower()))
-        )
+        self.pubsub.subscribe(self.depth_channel, order_changes_channel(market))
+        self.trader = trader
         self.seen: list[tuple[str, Any]] = []
+        self.messages: list[dict[str, Any]] = []
 
     def drain(self, want: Any) -> list[tuple[str, Any]]:
         """Messages until ``want(seen)`` holds (10 s at most), then close."""
@@ -365,6 +366,7 @@ class Published:
             message = self.pubsub.get_message(timeout=0.2)
             if message and message["type"] == "message":
                 self.seen.append((message["channel"], orjson.loads(message["data"])))
+                self.messages.append(message)
         self.pubsub.close()
         return self.seen
 
@@ -372,7 +374,7 @@ class Published:
         return [m for channel, m in self.seen if channel == self.depth_channel]
 
     def orders(self) -> list[Any]:
-        return [m["data"] for channel, m in self.seen if channel != self.depth_channel]
+        return [u for m in self.messages for u in orders_of(self.trader.address, m)]
 
 
 def test_decrement_a_taker_larger_than_its_own_maker_goes_on_and_rests(dec: Decrement) -> None:

@@ -19,7 +19,9 @@
 -- removed), level totals, market
 -- statistics and candles, PUBLISH on depth: (per call, in chunks of about 7 KB: a single
 -- seq's message, or with several seqs {"seq": last, "batch": [{"seq", "data"} per seq, in
--- order]}), orders: (one per changed order), ticker: (a status change, its seq from
+-- order]}), orderchanges:<m> (every order change of the call, in order, in chunks of about
+-- 7 KB: {"seq": now, "data": [order, ...]}; the broadcaster splits it into the users'
+-- orders:<userId> feeds), ticker: (a status change, its seq from
 -- dex:{m}:px tickerSeq) and trade: (every trade of the call, in order, in
 -- chunks of about 7 KB, seq = the last one's of each), replies.
 --
@@ -113,13 +115,15 @@ expire_due()
 -- 4. The commands, in stream order, each applied once.
 local entries, read_ids = input_entries()
 local applied = apply_entries(entries)
--- 5. What the call leaves behind: the changed resting orders' records, statistics, level
--- totals, settlement events.
+-- 5. What the call leaves behind: the changed resting orders' records, the open sets of the
+-- orders placed in it that rest, statistics, level totals, settlement events.
 save_changed()
+write_open_sets()
 write_statistics()
 write_all_levels()
 write_events()
--- 6. Its publications: depth and trades (the orders' went out unit by unit).
+-- 6. Its publications: the order changes, depth and trades.
+publish_orders()
 publish_depth()
 publish_trades()
 -- 7. The state, the acknowledgement of the entries read here, the settle request.

@@ -12,7 +12,7 @@
 
 -- {stream id, command JSON, sent once (true/nil)} of every entry to apply, in order, and the
 -- ids read here.
-local function input_entries()
+local function read_entries()
   local entries, read_ids = {}, {}
   for i = FIRST_ENTRY_ARG, #ARGV, 2 do entries[#entries + 1] = {ARGV[i], ARGV[i + 1]} end
   if read_count <= 0 then return entries, read_ids end
@@ -33,6 +33,28 @@ local function input_entries()
       read_ids[#read_ids + 1] = entry[1]
     end
   end
+  return entries, read_ids
+end
+
+-- Whether the open-order sets of the orders placed in this call may be written at its end
+-- (match/orders.lua open_set_add): not when an entry could be a cancel_all or an amend. A
+-- plain search of each entry's text: an order whose id happens to hold one of the words only
+-- costs its call the deferral.
+local function may_defer_open(entries)
+  for i = 1, #entries do
+    local raw = entries[i][2]
+    if string.find(raw, 'cancel_all', 1, true) or string.find(raw, 'amend', 1, true) then
+      return false
+    end
+  end
+  return true
+end
+
+-- {stream id, command JSON, sent once (true/nil)} of every entry to apply, in order, and the
+-- ids read here; decides defer_open for them.
+local function input_entries()
+  local entries, read_ids = read_entries()
+  defer_open = may_defer_open(entries)
   return entries, read_ids
 end
 

@@ -92,7 +92,7 @@ local function decrement(o, cut, resting)
   o.qty = o.qty - cut
   if resting then
     level_add(o.side == 'BUY', o.price, -cut)
-    redis.call('HSET', o.key, 'qty', int(o.qty), 'updatedTs', now_text)
+    mark_changed(o)  -- its record at the call's end (a maker new in the call: its first write)
   end
   local e = next_eseq()
   emit_event(e, '{"eseq":' .. e .. ',"k":"decrement","user":' .. q(o.userId) .. ',"cid":' ..
@@ -259,7 +259,7 @@ local function rest(o, is_buy, remaining, expires_at)
   if expires_at > 0 then
     redis.call('ZADD', K_EXP, expires_at, (is_buy and 'B' or 'S') .. member)
   end
-  redis.call('SADD', uprefix .. o.userId, o.clientOrderId)
+  open_set_add(o)
   level_add(is_buy, o.price, remaining)
   o.status = o.filled > 0 and 'PARTIAL' or 'NEW'
 end

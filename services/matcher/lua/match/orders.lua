@@ -11,6 +11,45 @@ local function open_order(o)
   return o and (o.status == 'NEW' or o.status == 'PARTIAL' or o.status == 'UNTRIGGERED')
 end
 
+-- The open-order sets (dex:{m}:uo:<user>, read by cancel_all and the liquidation engine): in
+-- a call whose entries hold no cancel_all (which reads the set within the call) and no amend
+-- (which takes a closed order out of it directly), an order placed in the call that rests is
+-- added at the call's end (write_open_sets) instead of at once, so one that also ends in the
+-- call (a maker a later taker of the batch consumes, a cancel) never enters its set: no SADD,
+-- no SREM. match/input.lua decides (defer_open); every other order is added and removed at
+-- once, as before. A module that reads a set within a call, or takes an order out of it other
+-- than through open_set_remove, must turn the deferral off for its commands (may_defer_open).
+local fresh_open, fresh_list = {}, {}
+
+-- An order rests: into its user's open set (a new order of a deferring call: at the end).
+local function open_set_add(o)
+  if defer_open and o.t == nil then
+    fresh_open[o.key] = true
+    fresh_list[#fresh_list + 1] = o
+  else
+    redis.call('SADD', uprefix .. o.userId, o.clientOrderId)
+  end
+end
+
+-- A resting order ends: out of its user's open set (unless it never went in).
+local function open_set_remove(o)
+  if fresh_open[o.key] then
+    fresh_open[o.key] = nil
+  else
+    redis.call('SREM', uprefix .. o.userId, o.clientOrderId)
+  end
+end
+
+-- The call's end: the orders placed in it that rest still.
+local function write_open_sets()
+  for i = 1, #fresh_list do
+    local o = fresh_list[i]
+    if fresh_open[o.key] and open_order(o) then
+      redis.call('SADD', uprefix .. o.userId, o.clientOrderId)
+    end
+  end
+end
+
 -- The keys an untriggered order waits in: its trigger set (by source and direction) and, for
 -- a trailing stop, its trailing set (common/keys.py market_triggers, market_trailing).
 -- A stop BUY fires at source >= trigger (U), a SELL at <= (D); a take-profit is mirrored.
@@ -43,7 +82,7 @@ local function finish(o, new_status, reason)
   o.status, o.reason = new_status, reason or ''
   if not o.incoming then
     save_final(o)
-    redis.call('SREM', uprefix .. o.userId, o.clientOrderId)
+    open_set_remove(o)
   end
   local e = next_eseq()
   emit_event(e, '{"eseq":' .. e .. ',"k":"done","user":' .. q(o.userId) .. ',"cid":' ..

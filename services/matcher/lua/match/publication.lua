@@ -1,10 +1,12 @@
--- match/publication.lua: what the call publishes: orders: (one message per changed order, at
--- the end of each unit), depth: and trade: (all of the call's, at its end, in chunks).
+-- match/publication.lua: what the call publishes, all at its end, in chunks: orderchanges:
+-- (every order change of the call, as of the end of its unit, in order; the broadcaster
+-- splits them into the users' orders: feeds), depth: and trade:.
 
 --#include depth.lua
 
 local touched, touched_list = {}, {}  -- the orders changed in this unit
 local unit_trades = {}  -- every trade of this call: its trade: publications at the end
+local order_texts = {}  -- every order change of this call: its orderchanges: publications
 -- Runs of texts joined into one publication stay below CHUNK_BYTES: a join up to the Lua
 -- buffer's size (8 KB) makes one string; a longer one makes a tower of intermediate strings,
 -- each of whose bytes this Lua hashes again.
@@ -30,33 +32,35 @@ local function trigger_json(o)
   return text
 end
 
--- The orders: publication of an order, built in one concatenation (see match/events.lua).
+-- An order change as the orderchanges: publication lists it (the data of the user's orders:
+-- update), built in one concatenation (see match/events.lua).
 local function order_publication(o)
   local reason = (o.reason and o.reason ~= '') and q(o.reason) or 'null'
-  return '{"seq":' .. now_text .. ',"data":{"clientOrderId":' .. q(o.clientOrderId) ..
+  return '{"clientOrderId":' .. q(o.clientOrderId) ..
     ',"userId":' .. q(o.userId) .. ',"market":' .. market_json .. ',"side":"' .. o.side ..
     '","type":"' .. o.type .. '","timeInForce":"' .. o.timeInForce .. '","reduceOnly":' ..
     (o.reduceOnly == '1' and 'true' or 'false') .. ',"expiresAt":' .. o.expiresAt ..
     ',"price":' .. int(o.price) .. ',"qty":' .. int(o.qty) .. ',"filled":' .. int(o.filled) ..
     ',"status":"' .. o.status .. '","reason":' .. reason .. ',"ts":' .. o.ts ..
     ',"updatedTs":' .. now_text .. (o.agent and (',"agent":' .. q(o.agent)) or '') ..
-    (o.amended and ',"amended":true' or '') .. (o.t and trigger_json(o) or '') .. '}}'
+    (o.amended and ',"amended":true' or '') .. (o.t and trigger_json(o) or '') .. '}'
 end
 
--- End of one unit: its depth seq and message (if the book changed), its order publications.
+-- End of one unit: its depth seq and message (if the book changed), the text of each order
+-- it changed (the order as it stands now; published at the call's end).
 local function end_unit()
   end_depth_unit()
   local n = #touched_list
   if n > 0 then
+    local m = #order_texts
     for i = 1, n do
-      local o = touched_list[i]
-      redis.call(publish, chprefix .. 'orders:' .. o.userId, order_publication(o))
+      order_texts[m + i] = order_publication(touched_list[i])
     end
     touched, touched_list = {}, {}
   end
 end
 
--- Runs of texts[i..j] of at most CHUNK_BYTES joined, in order: send(j, joined, i == j).
+-- Runs of texts[i..j] of at most CHUNK_BYTES, in order: send(i, j) for each.
 local function in_chunks(texts, send)
   local i, n = 1, #texts
   while i <= n do
@@ -65,9 +69,21 @@ local function in_chunks(texts, send)
       j = j + 1
       size = size + #texts[j] + 1
     end
-    send(j, i == j and texts[i] or table.concat(texts, ',', i, j), i == j)
+    send(i, j)
     i = j + 1
   end
+end
+
+-- head, texts[i..j] separated by commas, tail: one string made in one copy (joining the
+-- texts and then wrapping the join would copy, and hash, every byte twice).
+local function wrapped(head, texts, i, j, tail)
+  local parts, n = {head, texts[i]}, 2
+  for k = i + 1, j do
+    parts[n + 1], parts[n + 2] = ',', texts[k]
+    n = n + 2
+  end
+  parts[n + 1] = tail
+  return table.concat(parts)
 end
 
 -- depth: the call's seqs, as few publications as the chunks allow; a publication with
@@ -75,12 +91,12 @@ end
 -- (common.events.depth_updates); a lone seq goes out as its own message.
 local function publish_depth()
   local first_seq = seq - #depth_texts + 1
-  in_chunks(depth_texts, function(j, joined, single)
-    if single then
-      redis.call(publish, chprefix .. 'depth:' .. market, joined)
+  in_chunks(depth_texts, function(i, j)
+    if i == j then
+      redis.call(publish, chprefix .. 'depth:' .. market, depth_texts[i])
     else
-      redis.call(publish, chprefix .. 'depth:' .. market,
-        '{"seq":' .. int(first_seq + j - 1) .. ',"batch":[' .. joined .. ']}')
+      redis.call(publish, chprefix .. 'depth:' .. market, wrapped(
+        '{"seq":' .. int(first_seq + j - 1) .. ',"batch":[', depth_texts, i, j, ']}'))
     end
   end)
 end
@@ -91,8 +107,20 @@ local function publish_trades()
   if #unit_trades == 0 then return end
   redis.call('XTRIM', K_TRADES, 'MAXLEN', '~', trades_maxlen)
   local first_tseq = tseq - #unit_trades + 1
-  in_chunks(unit_trades, function(j, joined)
-    redis.call(publish, chprefix .. 'trade:' .. market,
-      '{"seq":' .. int(first_tseq + j - 1) .. ',"data":[' .. joined .. ']}')
+  in_chunks(unit_trades, function(i, j)
+    redis.call(publish, chprefix .. 'trade:' .. market, wrapped(
+      '{"seq":' .. int(first_tseq + j - 1) .. ',"data":[', unit_trades, i, j, ']}'))
+  end)
+end
+
+-- orderchanges:<market>: every order change of the call, in order, {"seq": now, "data":
+-- [order, ...]} per chunk. The broadcaster hands each order to the orders:<userId> feed of
+-- its user (services/broadcaster/feeds.py OrderChanges), which numbers it as before; no
+-- client subscribes to this channel (it is not a topic of API.md section 7).
+local function publish_orders()
+  if #order_texts == 0 then return end
+  local channel, head = chprefix .. 'orderchanges:' .. market, '{"seq":' .. now_text .. ',"data":['
+  in_chunks(order_texts, function(i, j)
+    redis.call(publish, channel, wrapped(head, order_texts, i, j, ']}'))
   end)
 end

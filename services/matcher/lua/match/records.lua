@@ -66,7 +66,17 @@ local function remember(o)
   cache[o.key] = o
 end
 
--- The whole record of an order new in this call, written once its command is done.
+-- A call whose entries hold no cancel_all and no amend (match/input.lua may_defer_open) writes
+-- the open-order sets (match/orders.lua open_set_add) and the records of the orders placed in
+-- it at its end, so an order placed and then filled or cancelled in the same call costs one
+-- record write, not two, and no open-set write at all. Within the call every reader of a
+-- record goes through load, whose cache holds the order (the one direct read of a record
+-- field, amend.lua's, never runs in such a call).
+local defer_open = false
+local new_records, new_list = {}, {}  -- key -> the HSET arguments of a new order's record
+
+-- The whole record of an order new in this call, written once its command is done (in a
+-- deferring call, at the call's end: save_changed), a trigger order's always at once.
 local function save_new(o, reserved, liquidation)
   local fields = {'d', o.side .. '|' .. o.type .. '|' .. o.timeInForce .. '|' ..
     o.reduceOnly .. '|' .. o.expiresAt .. '|' .. int(o.price) .. '|' .. o.ts,
@@ -84,6 +94,11 @@ local function save_new(o, reserved, liquidation)
     -- a resting derivative order keeps what it may still open (read back by load)
     fields[#fields + 1] = 'oa'
     fields[#fields + 1] = int(o.oa)
+  end
+  if defer_open and o.t == nil then
+    new_records[o.key] = fields
+    new_list[#new_list + 1] = o
+    return
   end
   redis.call('HSET', o.key, unpack(fields))
 end
@@ -110,18 +125,43 @@ local function save_final(o)
   mark_changed(o)
 end
 
+-- The mutable fields of a new record (save_new's arguments) as they stand now: qty, filled,
+-- status, reason, updatedTs in their places, and an open derivative order's oa.
+local function renew_record(fields, o)
+  fields[10], fields[12], fields[14], fields[16], fields[18] =
+    int(o.qty), int(o.filled), o.status, o.reason or '', now_text
+  if o.oa ~= nil and (o.status == 'NEW' or o.status == 'PARTIAL') then
+    local n = #fields
+    if fields[n - 1] == 'oa' then
+      fields[n] = int(o.oa)
+    else
+      fields[n + 1], fields[n + 2] = 'oa', int(o.oa)
+    end
+  end
+end
+
 -- The call's end: each changed resting order's mutable fields in one HSET (an open
--- derivative order's oa too: what it may still open).
+-- derivative order's oa too: what it may still open); a record new in this call is written
+-- once, as it stands now.
 local function save_changed()
   for i = 1, #changed_list do
     local o = changed_list[i]
-    local fields = {'status', o.status, 'reason', o.reason or '', 'filled', int(o.filled),
-      'qty', int(o.qty), 'updatedTs', now_text}
-    if o.oa ~= nil and (o.status == 'NEW' or o.status == 'PARTIAL') then
-      fields[#fields + 1] = 'oa'
-      fields[#fields + 1] = int(o.oa)
+    local new = new_records[o.key]
+    if new then
+      renew_record(new, o)
+    else
+      local fields = {'status', o.status, 'reason', o.reason or '', 'filled', int(o.filled),
+        'qty', int(o.qty), 'updatedTs', now_text}
+      if o.oa ~= nil and (o.status == 'NEW' or o.status == 'PARTIAL') then
+        fields[#fields + 1] = 'oa'
+        fields[#fields + 1] = int(o.oa)
+      end
+      redis.call('HSET', o.key, unpack(fields))
     end
-    redis.call('HSET', o.key, unpack(fields))
+  end
+  for i = 1, #new_list do
+    local key = new_list[i].key
+    redis.call('HSET', key, unpack(new_records[key]))
   end
 end
 
