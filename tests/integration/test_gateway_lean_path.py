@@ -12,10 +12,12 @@ byte, as are the access log lines (but their milliseconds) and the request metri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -114,9 +116,10 @@ def same_but_date(answer: bytes) -> bytes:
     return NEW_ID.sub(b"\r\nx-request-id: new\r\n", answer)
 
 
-@pytest.fixture(scope="module")
-def sides(redis_server: RedisServer) -> Iterator[tuple[Side, Side]]:
-    urls = [redis_server.url_for_db(db) for db in (1, 2)]
+@contextlib.contextmanager
+def serving(redis_server: RedisServer, dbs: tuple[int, int]) -> Iterator[tuple[Side, Side]]:
+    """The two sides served from one thread, on empty Redis databases ``dbs``."""
+    urls = [redis_server.url_for_db(db) for db in dbs]
     for url in urls:
         redis.Redis.from_url(url).flushdb()
     lean, plain = Side(urls[0], GatewayHttpProtocol), Side(urls[1], UvicornPath)
@@ -129,12 +132,17 @@ def sides(redis_server: RedisServer) -> Iterator[tuple[Side, Side]]:
     thread.start()
     try:
         assert wait_for(lambda: lean.server.started and plain.server.started, timeout=30)
-        with lean.matcher, plain.matcher:
-            yield lean, plain
+        yield lean, plain
     finally:
         lean.server.should_exit = plain.server.should_exit = True
         thread.join(timeout=30)
         loop.close()
+
+
+@pytest.fixture(scope="module")
+def sides(redis_server: RedisServer) -> Iterator[tuple[Side, Side]]:
+    with serving(redis_server, (1, 2)) as (lean, plain), lean.matcher, plain.matcher:
+        yield lean, plain
 
 
 def no_uvicorn_access_log(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -331,3 +339,37 @@ def test_keep_alive_answers_in_turn_on_one_connection(
     assert len(leans) == 3  # the lean side's three, on one connection
     assert answers[0] == answers[1]
     assert [a.count(f"x-request-id: k{n}".encode()) for n, a in enumerate(answers[0])] == [1] * 3
+
+
+def test_a_shutdown_drains_the_order_in_flight(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What SIGTERM does (uvicorn's ``should_exit``) while an order waits for its matcher
+    (none runs: ``?wait=1`` gives up after its wait): the answer is written whole, with
+    ``connection: close``, before the server stops; then nothing listens."""
+    no_uvicorn_access_log(monkeypatch)
+    leans: list[Any] = []
+    monkeypatch.setattr(LeanCycle, "__init__", spy(LeanCycle.__init__, leans))
+    trader = Trader()
+    with serving(redis_server, (3, 4)) as pair:
+        fund(pair, trader)
+        raw = request(
+            orjson.dumps(trader.order(SPOT, "BUY", 3_000_000, 10)), target="/v1/orders?wait=1"
+        )
+        socks = [socket.create_connection(("127.0.0.1", side.port), timeout=30) for side in pair]
+        for sock in socks:
+            sock.sendall(raw)
+        time.sleep(0.5)  # both admitted and waiting (the wait is seconds long)
+        for side in pair:
+            side.server.should_exit = True
+        answers = [same_but_date(read_answers(sock, 2)) for sock in socks]
+        for sock in socks:
+            sock.close()
+        ports = [side.port for side in pair]
+    assert len(leans) == 1
+    assert answers[0] == answers[1]
+    assert re.findall(rb"HTTP/1.1 (\d+)", answers[0]) == [b"202"]
+    assert b"\r\nconnection: close\r\n" in answers[0]
+    for port in ports:
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
