@@ -78,13 +78,6 @@ class GatewayMiddleware:
         self.app = app
         self.gateway = gateway
         self.fast_only = fast_only
-        self.fast_paths = frozenset(
-            (method.encode("ascii"), path.encode("ascii")) for method, path in FAST_ROUTES
-        )
-        """The (method, path) pairs answered here before any framework, for the server's lean
-        path (server.py), which calls this middleware for them with a body already whole
-        and no larger than ``fast_body_limit``."""
-        self.fast_body_limit = MAX_BODY_BYTES
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or (
