@@ -25,6 +25,9 @@ baseline; the load, the bodies and the figures are this checkout's. ``--versus D
 second build's gateway beside the first, each on its own Redis, and sends both the same orders
 at the same moment, each from its own sender processes: on a shared machine CPU per order moves
 with the other load from one minute to the next, so a pair measured together is the fair A/B.
+Even so, the same build run twice side by side read up to 10 % apart, the second (``--versus``)
+lower more often than not (docs/performance.md, the lean protocol path): measure several pairs
+in both orders, and take a difference smaller than that for none.
 """
 
 from __future__ import annotations
