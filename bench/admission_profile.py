@@ -26,17 +26,14 @@ import contextlib
 import json
 import os
 import random
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import redis
-from lib import cli
+from lib import callgrind, cli
 from lib.traders import make_traders, verifier
 from support.redis_server import free_port
 
@@ -67,8 +64,11 @@ def main() -> None:
     valgrind = not args.no_valgrind and shutil.which("valgrind") is not None
     workdir = Path(tempfile.mkdtemp(prefix="dex-admission-profile-"))
     port = free_port()
-    server = start_redis(port, workdir, valgrind)
     client = redis.Redis(port=port, decode_responses=True)
+    # on 127.0.0.1: the gateway's lean lane speaks TCP only
+    server = callgrind.start_redis(
+        ["--port", str(port), "--bind", "127.0.0.1"], client, workdir, valgrind
+    )
     limits = {} if args.rate_limits else {"rate_limit_ip": 0, "rate_limit_user": 0}
     settings = DexSettings(
         redis_url=f"redis://127.0.0.1:{port}/0",
@@ -91,7 +91,7 @@ def main() -> None:
                 user = trader.address.lower()
                 for asset, amount in {"USDC": 10**15, "BTC": 10**14}.items():
                     await admin.deposit(gateway, user, asset, amount)
-            before = command_counts(client)
+            before = callgrind.command_counts(client)
             accepted = 0
             for body in bodies:
                 status, _ = await writes.place_order(gateway, body, "127.0.0.1", None)
@@ -99,7 +99,7 @@ def main() -> None:
             # Lua garbage the calls left is collected in a later call: collect it now, inside
             # an EVALSHA too, so the instructions count it whatever the script's GC policy.
             client.evalsha(client.script_load("collectgarbage('collect') return 0"), 0)
-            return before, command_counts(client), accepted
+            return before, callgrind.command_counts(client), accepted
         finally:
             await gateway.close()
 
@@ -127,45 +127,12 @@ def main() -> None:
         },
     }
     if valgrind:
-        out = subprocess.run(
-            ["callgrind_annotate", "--inclusive=yes", str(workdir / "callgrind.out")],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
-        total = re.search(r"^([\d,]+).*PROGRAM TOTALS", out, re.M)
-        if total is None:
-            raise SystemExit("callgrind_annotate printed no total")
-        instructions = int(total.group(1).replace(",", ""))
+        instructions = callgrind.instructions(workdir)
         result["instructions"] = instructions
         result["instructionsPerOrder"] = round(instructions / per_order)
         result["callgrindOut"] = str(workdir / "callgrind.out")
     cli.write_results("admission_profile.json", result)
     print(json.dumps(result, indent=2))
-
-
-def start_redis(port: int, workdir: Path, valgrind: bool) -> subprocess.Popen[bytes]:
-    """A private server on 127.0.0.1 (the gateway's lean lane speaks TCP only)."""
-    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-           "--appendonly", "no", "--dir", str(workdir)]  # fmt: skip
-    if valgrind:
-        cmd = ["valgrind", "--tool=callgrind", "--toggle-collect=evalShaCommand",
-               f"--callgrind-out-file={workdir / 'callgrind.out'}", *cmd]  # fmt: skip
-    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            client.ping()
-            client.close()
-            return process
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise SystemExit("redis-server did not start") from None
-            time.sleep(0.2)
-
-
-def command_counts(client: redis.Redis) -> dict[str, int]:
-    stats = client.info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
 
 
 if __name__ == "__main__":

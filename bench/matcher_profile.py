@@ -17,45 +17,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import shutil
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import redis
-from lib import cli
+from lib import callgrind, cli
 from lib.stream import MARKET, MARKETS_YAML, command, load_stream
 
 from common import keys
 from common.markets import load_markets
 from services.matcher.consumer import MarketConsumer, write_market_cfg
-
-
-def start_redis(socket: Path, workdir: Path, valgrind: bool) -> subprocess.Popen:
-    """A private server on a unix socket (no TCP port another process could hold)."""
-    cmd = ["redis-server", "--port", "0", "--unixsocket", str(socket), "--save", "",
-           "--appendonly", "no", "--dir", str(workdir)]  # fmt: skip
-    if valgrind:
-        cmd = ["valgrind", "--tool=callgrind", "--toggle-collect=evalShaCommand",
-               f"--callgrind-out-file={workdir / 'callgrind.out'}", *cmd]  # fmt: skip
-    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(unix_socket_path=str(socket), decode_responses=True)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            client.ping()
-            return process
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise SystemExit("redis-server did not start") from None
-            time.sleep(0.2)
-
-
-def command_counts(client: redis.Redis) -> dict[str, int]:
-    stats = client.info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
 
 
 def main() -> None:
@@ -74,10 +46,11 @@ def main() -> None:
     markets_file = workdir / "markets.yaml"
     markets_file.write_text(MARKETS_YAML)
     sock = workdir / "redis.sock"
-    server = start_redis(sock, workdir, valgrind)
     # No socket timeout: under callgrind a call of 500 orders takes seconds, more than
     # redis-py's default 5 s on a loaded machine, and its retry of the EVALSHA then meets BUSY.
     client = redis.Redis(unix_socket_path=str(sock), decode_responses=True, socket_timeout=None)
+    listen = ["--port", "0", "--unixsocket", str(sock)]  # no TCP port another process could hold
+    server = callgrind.start_redis(listen, client, workdir, valgrind)
     try:
         market = load_markets(markets_file).markets[MARKET]
         write_market_cfg(client, market)
@@ -95,14 +68,14 @@ def main() -> None:
         consumer.ensure_group()
         if not consumer.acquire():
             raise SystemExit("could not take the market lease")
-        before = command_counts(client)
+        before = callgrind.command_counts(client)
         handled = 0
         while handled < len(orders):
             handled += consumer.poll(block_ms=10)
         # Lua garbage the calls left behind is collected in a later call: collect it now,
         # inside an EVALSHA too, so the instructions count it whatever the script's GC policy.
         client.evalsha(client.script_load("collectgarbage('collect') return 0"), 0)
-        after = command_counts(client)
+        after = callgrind.command_counts(client)
         consumer.release()
     finally:
         with contextlib.suppress(redis.ConnectionError):
@@ -126,14 +99,7 @@ def main() -> None:
         "commands": {k: round(v / n, 3) for k, v in sorted(inside.items(), key=lambda i: -i[1])},
     }
     if valgrind:
-        out = subprocess.run(
-            ["callgrind_annotate", "--inclusive=yes", str(workdir / "callgrind.out")],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
-        total = re.search(r"^([\d,]+).*PROGRAM TOTALS", out, re.M)
-        if total is None:
-            raise SystemExit("callgrind_annotate printed no total")
-        instructions = int(total.group(1).replace(",", ""))
+        instructions = callgrind.instructions(workdir)
         result["instructions"] = instructions
         result["instructionsPerOrder"] = round(instructions / n)
         result["callgrindOut"] = str(workdir / "callgrind.out")
