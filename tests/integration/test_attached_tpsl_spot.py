@@ -115,6 +115,16 @@ def done_of(exchange: Exchange, market: str, cid: str) -> list[dict[str, Any]]:
             if e["k"] == "done" and e["cid"] == cid]  # fmt: skip
 
 
+def assert_one_fired(exchange: Exchange, me: Trader, market: str, cid: str, fired: str) -> None:
+    """Of the pair, ``fired`` (tp or sl) filled Q and its sibling ended CXL OCO, one done each."""
+    other = {"tp": "sl", "sl": "tp"}[fired]
+    won, lost = order(exchange, me, f"{cid}.{fired}"), order(exchange, me, f"{cid}.{other}")
+    assert (won["status"], won["filled"]) == ("FILLED", Q)
+    assert (lost["status"], lost["reason"], lost["filled"]) == ("CXL", "OCO", 0)
+    assert len(done_of(exchange, market, f"{cid}.tp")) == 1
+    assert len(done_of(exchange, market, f"{cid}.sl")) == 1
+
+
 def trades(exchange: Exchange, market: str) -> list[tuple[int, int]]:
     listed = exchange.get(f"/v1/markets/{market}/trades")
     return sorted((int(t["price"]), int(t["qty"])) for t in listed)
@@ -188,12 +198,7 @@ def test_one_move_through_both_prices_fires_exactly_one(exchange: Exchange) -> N
     limit(exchange, other, name, "BUY", P + 110, Q)
     limit(exchange, other, name, "BUY", P - 110, 2 * Q)  # Q for the sweep, Q for the stop-loss
     limit(exchange, maker, name, "SELL", P - 110, 2 * Q, "IOC")  # P + 110, then P - 110
-    sl, tp = order(exchange, me, cid + ".sl"), order(exchange, me, cid + ".tp")
-    assert (sl["status"], sl["filled"]) == ("FILLED", Q)
-    assert (tp["status"], tp["reason"], tp["filled"]) == ("CXL", "OCO", 0)
-    assert (
-        len(done_of(exchange, name, cid + ".tp")) == len(done_of(exchange, name, cid + ".sl")) == 1
-    )
+    assert_one_fired(exchange, me, name, cid, fired="sl")
     assert trades(exchange, name) == sorted([(P, Q), (P + 110, Q), (P - 110, Q), (P - 110, Q)])
     settles_to(exchange, me, "BTC", (BTC, 0))
     settles_to(exchange, me, "USDC", (USDC - cost(market, P, Q) + proceeds(market, P - 110, Q), 0))
@@ -553,12 +558,7 @@ def test_one_move_through_both_buy_back_prices_fires_exactly_one(exchange: Excha
     limit(exchange, other, name, "BUY", P + 110, Q)
     limit(exchange, other, name, "BUY", P - 110, Q)
     limit(exchange, maker, name, "SELL", P - 110, 3 * Q)  # P + 110, P - 110, Q rests at P - 110
-    tp, sl = order(exchange, me, cid + ".tp"), order(exchange, me, cid + ".sl")
-    assert (tp["status"], tp["filled"]) == ("FILLED", Q)
-    assert (sl["status"], sl["reason"], sl["filled"]) == ("CXL", "OCO", 0)
-    assert (
-        len(done_of(exchange, name, cid + ".tp")) == len(done_of(exchange, name, cid + ".sl")) == 1
-    )
+    assert_one_fired(exchange, me, name, cid, fired="tp")
     assert trades(exchange, name) == sorted([(P, Q), (P + 110, Q), (P - 110, Q), (P - 110, Q)])
     settles_to(exchange, me, "BTC", (BTC, 0))
     settles_to(exchange, me, "USDC", (USDC + proceeds(market, P, Q) - cost(market, P - 110, Q), 0))
