@@ -36,8 +36,6 @@ from services.gateway.transport import Commands
 
 log = logging.getLogger("services.gateway")
 
-ADMIT_ATTEMPTS = 3  # a derivative amend judged on a position that moved meanwhile: again
-
 
 @dataclass(frozen=True, slots=True)
 class VerifiedAmend:
@@ -334,7 +332,7 @@ async def reserve(
     the amend command's JSON."""
     user, market = amend.user, amend.market
     cid = amend.message["clientOrderId"]
-    for _ in range(ADMIT_ATTEMPTS):
+    for _ in range(orders.ADMIT_ATTEMPTS):
         terms = await amend_terms(gateway, amend, aid, reply_key)
         script_keys = [
             keys.account_order(user, cid),
