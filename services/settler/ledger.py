@@ -51,6 +51,9 @@ ACCOUNTS_PER_CALL = 64
 """Most accounts one apply_ops.lua call applies (on a single Redis): one call instead of one
 per account saves Redis a script call's fixed cost and the settler a command's packing per
 account, and this bound keeps any call from holding Redis long."""
+ACCOUNT_MARK = "<account>"
+"""Where the account goes in the key templates an apply_ops.lua call for many accounts takes
+on a single Redis (apply_ops.lua's ACCOUNT_MARK)."""
 QUEUED_TTL_MS = 2000
 """The settle-queued flag's lifetime, as match.lua sets it (match/events.lua)."""
 
@@ -317,14 +320,13 @@ class Ledger:
         if self.cluster:
             return [self.apply(account, symbol, groups) for account, groups in accounts]
         script = self.scripts["apply_ops"]
-        calls = []
+        calls: list[tuple[list[str], list[str]]] = []
+        templates = _account_keys(ACCOUNT_MARK, symbol)
         for start in range(0, len(accounts), ACCOUNTS_PER_CALL):
-            call_keys: list[str] = []
-            args = [symbol]
+            args = [symbol, *templates]
             for account, groups in accounts[start : start + ACCOUNTS_PER_CALL]:
-                call_keys += _account_keys(account, symbol)
-                args.append(_operations(groups))
-            calls.append((call_keys, args))
+                args += (account, _operations(groups))
+            calls.append(([], args))
         for attempt in (1, 2):
             # EVALSHA itself, not the script object: redis-py's pipeline would first ask
             # SCRIPT EXISTS, a round trip per pipeline. Re-running the whole pipeline after a

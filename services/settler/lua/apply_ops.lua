@@ -320,17 +320,42 @@ local function apply_account(batches)
   return result
 end
 
-local accounts = #ARGV - 1
-if accounts < 1 or #KEYS ~= KEYS_PER_ACCOUNT * accounts then
-  return redis.error_reply('apply_ops: ' .. KEYS_PER_ACCOUNT .. ' keys per account argument')
-end
 local replies = {}
-for i = 1, accounts do
-  local k = KEYS_PER_ACCOUNT * (i - 1)
-  bal_key, wm_key, res_key, fills_key, pos_key = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3],
-    KEYS[k + 4], KEYS[k + 5]
-  resf_key, waived_key, open_key, open_qty_key, shares_key = KEYS[k + 6], KEYS[k + 7],
-    KEYS[k + 8], KEYS[k + 9], KEYS[k + 10]
-  replies[i] = apply_account(cjson.decode(ARGV[i + 1]))
+if #KEYS > 0 then
+  local accounts = #ARGV - 1
+  if accounts < 1 or #KEYS ~= KEYS_PER_ACCOUNT * accounts then
+    return redis.error_reply('apply_ops: ' .. KEYS_PER_ACCOUNT .. ' keys per account argument')
+  end
+  for i = 1, accounts do
+    local k = KEYS_PER_ACCOUNT * (i - 1)
+    bal_key, wm_key, res_key, fills_key, pos_key = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3],
+      KEYS[k + 4], KEYS[k + 5]
+    resf_key, waived_key, open_key, open_qty_key, shares_key = KEYS[k + 6], KEYS[k + 7],
+      KEYS[k + 8], KEYS[k + 9], KEYS[k + 10]
+    replies[i] = apply_account(cjson.decode(ARGV[i + 1]))
+  end
+  return replies
+end
+-- Single Redis only (no KEYS): ARGV[2..11] the ten keys above with ACCOUNT_MARK where the
+-- account goes, then the accounts and their operations in pairs.
+local ACCOUNT_MARK = '<account>'
+local templates = {}
+for t = 1, KEYS_PER_ACCOUNT do
+  local template = ARGV[t + 1]
+  local at = string.find(template, ACCOUNT_MARK, 1, true)
+  templates[t] = {string.sub(template, 1, at - 1), string.sub(template, at + #ACCOUNT_MARK)}
+end
+local function key(t, account) return templates[t][1] .. account .. templates[t][2] end
+local first = KEYS_PER_ACCOUNT + 2
+if #ARGV < first + 1 or (#ARGV - first) % 2 ~= 1 then
+  return redis.error_reply('apply_ops: an account and its operations per pair')
+end
+for i = first, #ARGV, 2 do
+  local account = ARGV[i]
+  bal_key, wm_key, res_key, fills_key, pos_key = key(1, account), key(2, account),
+    key(3, account), key(4, account), key(5, account)
+  resf_key, waived_key, open_key, open_qty_key, shares_key = key(6, account), key(7, account),
+    key(8, account), key(9, account), key(10, account)
+  replies[#replies + 1] = apply_account(cjson.decode(ARGV[i + 1]))
 end
 return replies
