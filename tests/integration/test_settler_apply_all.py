@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+import redis
 from support.market_driver import MarketDriver
 
 from common import keys
@@ -154,3 +155,20 @@ def test_a_worker_killed_between_the_call_and_the_cursor_applies_nothing_twice(
     assert_settled_once(client, markets, buyers, sellers)
     fills = [orjson.loads(f["f"]) for _, f in client.xrange(keys.account_fills(buyers[0]))]
     assert [fill["fee"] for fill in fills] == [str(TAKER_FEE)]
+
+
+def test_a_malformed_call_is_refused_and_changes_nothing(client: Any, markets: MarketSet) -> None:
+    market = markets.markets["BTC-USDC"]
+    buyers, _ = trade_pairs(client, market, 1)
+    ledger = Ledger(client)
+    script = ledger.scripts["apply_ops"]
+    templates = ledger_module._account_keys(ledger_module.ACCOUNT_MARK, "BTC-USDC")
+    ops = ledger_module._operations([(1, [["credit", "USDC", "5"]])])
+    before = balances(client, buyers[0])
+    with pytest.raises(redis.ResponseError, match="an account and its operations per pair"):
+        script(keys=[], args=["BTC-USDC", *templates, buyers[0], ops, buyers[0]])
+    with pytest.raises(redis.ResponseError, match="10 keys per account argument"):
+        account_keys = ledger_module._account_keys(buyers[0], "BTC-USDC")
+        script(keys=account_keys[:9], args=["BTC-USDC", ops])
+    assert balances(client, buyers[0]) == before
+    assert client.hget(keys.watermarks(buyers[0]), "BTC-USDC") is None
