@@ -47,6 +47,13 @@ ROUND_GAP_S = 0.01
 settled balance waits at most this plus a round (``DEX_SETTLE_ROUND_GAP_MS``)."""
 IDLE_S = 0.05
 """How long the holder waits for the next event after a round before it stops."""
+ACCOUNTS_PER_CALL = 64
+"""Most accounts one apply_ops.lua call applies (on a single Redis): one call instead of one
+per account saves Redis a script call's fixed cost and the settler a command's packing per
+account, and this bound keeps any call from holding Redis long."""
+ACCOUNT_MARK = "<account>"
+"""Where the account goes in the key templates an apply_ops.lua call for many accounts takes
+on a single Redis (apply_ops.lua's ACCOUNT_MARK)."""
 QUEUED_TTL_MS = 2000
 """The settle-queued flag's lifetime, as match.lua sets it (match/events.lua)."""
 
@@ -306,21 +313,29 @@ class Ledger:
     def _apply_all(
         self, symbol: str, accounts: list[tuple[str, list[tuple[int, list[settlement.Operation]]]]]
     ) -> list[Any]:
-        """Apply each account's operations: one pipeline on a single Redis, one call per
-        account slot on a cluster (redis-py's cluster pipeline refuses EVALSHA)."""
+        """Apply each account's operations; each account's reply, in order. On a single Redis
+        the accounts go ``ACCOUNTS_PER_CALL`` to an apply_ops.lua call, the calls in one
+        pipeline; on a cluster, whose accounts live in different slots, one call per account
+        (redis-py's cluster pipeline refuses EVALSHA)."""
         if self.cluster:
             return [self.apply(account, symbol, groups) for account, groups in accounts]
         script = self.scripts["apply_ops"]
-        calls = [_apply_call(account, symbol, groups) for account, groups in accounts]
+        calls: list[tuple[list[str], list[str]]] = []
+        templates = _account_keys(ACCOUNT_MARK, symbol)
+        for start in range(0, len(accounts), ACCOUNTS_PER_CALL):
+            args = [symbol, *templates]
+            for account, groups in accounts[start : start + ACCOUNTS_PER_CALL]:
+                args += (account, _operations(groups))
+            calls.append(([], args))
         for attempt in (1, 2):
             # EVALSHA itself, not the script object: redis-py's pipeline would first ask
             # SCRIPT EXISTS, a round trip per pipeline. Re-running the whole pipeline after a
-            # NOSCRIPT (a Redis restarted or flushed) is harmless: each call applies once.
+            # NOSCRIPT (a Redis restarted or flushed) is harmless: each account applies once.
             pipe = self.client.pipeline(transaction=False)
             for call_keys, args in calls:
                 pipe.evalsha(script.sha, len(call_keys), *call_keys, *args)
             try:
-                return list(pipe.execute())
+                return [reply for replies in pipe.execute() for reply in replies]
             except NoScriptError:
                 if attempt == 2:
                     raise
@@ -332,13 +347,12 @@ class Ledger:
         account: str,
         market: str,
         groups: list[tuple[int, list[settlement.Operation]]],
-        client: Any = None,
     ) -> Any:
-        """Run apply_ops.lua for one account (on ``client``, e.g. a pipeline)."""
-        call_keys, args = _apply_call(account, market, groups)
-        return self.scripts["apply_ops"](
-            keys=call_keys, args=args, client=client if client is not None else self.client
+        """Run apply_ops.lua for one account; its reply."""
+        replies = self.scripts["apply_ops"](
+            keys=_account_keys(account, market), args=[market, _operations(groups)]
         )
+        return replies[0]
 
     def _order_terms(
         self, market: Market, events: list[SettlementEvent], read_cursor: bool = False
@@ -417,11 +431,9 @@ class Ledger:
         return _id_key(cursor) >= _id_key(last[0][0])
 
 
-def _apply_call(
-    account: str, market: str, groups: list[tuple[int, list[settlement.Operation]]]
-) -> tuple[list[str], list[str]]:
-    """apply_ops.lua's keys and arguments for one account's operations in ``market``."""
-    call_keys = [
+def _account_keys(account: str, market: str) -> list[str]:
+    """apply_ops.lua's keys of one account (its KEYS[1..10]) for its operations in ``market``."""
+    return [
         keys.balances(account),
         keys.watermarks(account),
         keys.reservations(account),
@@ -433,7 +445,11 @@ def _apply_call(
         keys.open_quantities(account),
         keys.open_quantity_shares(account),
     ]
-    return call_keys, [market, dumps([[eseq, ops] for eseq, ops in groups])]
+
+
+def _operations(groups: list[tuple[int, list[settlement.Operation]]]) -> str:
+    """apply_ops.lua's argument of one account: its operations, per event."""
+    return dumps([[eseq, ops] for eseq, ops in groups])
 
 
 def less_cuts(
