@@ -10,8 +10,8 @@
 -- are numbered as the first account's.
 -- On a single Redis the settler sends a round's accounts in a second form, with no KEYS: the
 -- ten keys as templates from common/keys.py, then each account's name (see the end of this
--- file). Its keys are not declared, which only a single Redis allows (as with `finished`
--- below): on a cluster every call names its account's keys in KEYS.
+-- file). Its keys are not declared and span many accounts' slots, which only a single Redis
+-- allows: on a cluster every call names its account's keys in KEYS.
 -- KEYS[1] dex:{u}:bal    hash  "<asset>:t" total, "<asset>:l" locked
 -- KEYS[2] dex:{u}:wm     hash  market -> highest eseq applied
 -- KEYS[3] dex:{u}:res    hash  cid -> reservation still locked
