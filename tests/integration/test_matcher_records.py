@@ -40,6 +40,15 @@ def flat_resting_order(client: redis.Redis, cid: str, price: int, qty: int, aseq
     client.hset(keys.market_state(M), mapping={"aseq": aseq, "status": "OPEN"})
 
 
+def order(user: str, cid: str, side: str, qty: int, price: int = 3_000_000) -> dict[str, Any]:
+    """A GTC LIMIT order command as the gateway's admission writes it."""
+    return {
+        "op": "order", "user": user, "cid": cid, "side": side, "type": "LIMIT",
+        "price": price, "qty": qty, "tif": "GTC", "reduceOnly": False, "expiresAt": 0,
+        "ts": 9, "reserved": 0, "acceptedAt": 9,
+    }  # fmt: skip
+
+
 def run(client: redis.Redis, *commands: dict[str, Any]) -> None:
     for command in commands:
         client.xadd(keys.market_in(M), {"c": orjson.dumps(command).decode()})
@@ -57,11 +66,7 @@ def test_flat_records_match_and_cancel_beside_packed_ones(client: redis.Redis) -
     write_market_cfg(client, markets.markets[M])
     flat_resting_order(client, "old1", 3_000_000, 1_000, 1)
     flat_resting_order(client, "old2", 3_000_100, 1_000, 2)
-    taker = {
-        "op": "order", "user": TAKER, "cid": "new|1", "side": "BUY", "type": "LIMIT",
-        "price": 3_000_000, "qty": 1_500, "tif": "GTC", "reduceOnly": False, "expiresAt": 0,
-        "ts": 9, "reserved": 0, "acceptedAt": 9,
-    }  # fmt: skip
+    taker = order(TAKER, "new|1", "BUY", 1_500)
     run(client, taker, {"op": "cancel", "user": MAKER, "cid": "old2", "ts": 10})
     old1 = order_view(client.hgetall(keys.market_order(M, MAKER, "old1")))
     old2 = order_view(client.hgetall(keys.market_order(M, MAKER, "old2")))
@@ -95,13 +100,6 @@ def test_a_maker_filled_several_times_in_one_call_ends_with_its_last_state(
     """A resting order's record is written once per call (records.lua save_changed): after
     two partial fills, after a partial fill and a cancel, after partials and the last fill."""
     write_market_cfg(client, load_markets(DEFAULT_MARKETS_FILE).markets[M])
-
-    def order(user: str, cid: str, side: str, qty: int) -> dict[str, Any]:
-        return {
-            "op": "order", "user": user, "cid": cid, "side": side, "type": "LIMIT",
-            "price": 3_000_000, "qty": qty, "tif": "GTC", "reduceOnly": False, "expiresAt": 0,
-            "ts": 9, "reserved": 0, "acceptedAt": 9,
-        }  # fmt: skip
 
     run(
         client,
@@ -138,13 +136,6 @@ def test_open_sets_are_written_once_per_call_and_never_for_an_order_that_lived_w
     (match/orders.lua open_set_add, match/records.lua save_new)."""
     write_market_cfg(client, load_markets(DEFAULT_MARKETS_FILE).markets[M])
     open_set = keys.market_user_open(M, MAKER)
-
-    def order(user: str, cid: str, side: str, qty: int, price: int = 3_000_000) -> dict[str, Any]:
-        return {
-            "op": "order", "user": user, "cid": cid, "side": side, "type": "LIMIT",
-            "price": price, "qty": qty, "tif": "GTC", "reduceOnly": False, "expiresAt": 0,
-            "ts": 9, "reserved": 0, "acceptedAt": 9,
-        }  # fmt: skip
 
     def set_writes() -> tuple[int, int]:
         stats = client.info("commandstats")
