@@ -376,6 +376,19 @@ def test_fees_rounded_up_per_fill_are_cut_rather_than_take_the_balance_below_zer
     assert_audit_ok(client, markets)
 
 
+def open_seller(drive: MarketDriver, lots: int) -> None:
+    """A funded with 100 USDC, B with 1 BTC resting "s1", a SELL of ``lots`` at 30,000.00."""
+    drive.deposit(A, "USDC", 100_000_000)
+    drive.deposit(B, "BTC", 10**8)
+    drive.order(B, "s1", "SELL", 3_000_000, lots)
+
+
+def buy_lot(drive: MarketDriver, cid: str) -> None:
+    """A buys one lot of B's "s1" as the taker, with order ``cid``."""
+    drive.order(A, cid, "BUY", 3_000_000, 1)
+    drive.fill((A, cid), (B, "s1"), 3_000_000, 1, taker="BUY")
+
+
 def drive_last_eseq(client: Any) -> int:
     """The eseq of the last fill event of BTC-USDC (the one whose fee was cut)."""
     for _, fields in reversed(client.xrange(keys.market_events("BTC-USDC"))):
@@ -392,11 +405,8 @@ def settle_while_a_second_fill_arrives(
     and ``meanwhile`` runs (what the matcher and the other worker do then). The holder and
     the number of events it settled."""
     drive, holder = MarketDriver(client, market), Ledger(client)
-    drive.deposit(A, "USDC", 100_000_000)
-    drive.deposit(B, "BTC", 10**8)
-    drive.order(B, "s1", "SELL", 3_000_000, 2)
-    drive.order(A, "b1", "BUY", 3_000_000, 1)
-    drive.fill((A, "b1"), (B, "s1"), 3_000_000, 1, taker="BUY")
+    open_seller(drive, 2)
+    buy_lot(drive, "b1")
     real_batch = Ledger._settle_batch
     arrived = []
 
@@ -404,8 +414,7 @@ def settle_while_a_second_fill_arrives(
         done = real_batch(self, spec, prefetched)
         if self is holder and not arrived:
             arrived.append(True)
-            drive.order(A, "b2", "BUY", 3_000_000, 1)
-            drive.fill((A, "b2"), (B, "s1"), 3_000_000, 1, taker="BUY")
+            buy_lot(drive, "b2")
             meanwhile()
         return done
 
@@ -472,11 +481,8 @@ def test_the_sweep_queues_no_task_for_a_market_whose_settle_request_stands(
 
     market = markets.markets["BTC-USDC"]
     drive = MarketDriver(client, market)
-    drive.deposit(A, "USDC", 100_000_000)
-    drive.deposit(B, "BTC", 10**8)
-    drive.order(B, "s1", "SELL", 3_000_000, 1)
-    drive.order(A, "b1", "BUY", 3_000_000, 1)
-    drive.fill((A, "b1"), (B, "s1"), 3_000_000, 1, taker="BUY")
+    open_seller(drive, 1)
+    buy_lot(drive, "b1")
     sent: list[str] = []
     monkeypatch.setattr(tasks, "_client", lambda: client)
     monkeypatch.setattr(tasks, "_markets", lambda: markets)
@@ -502,11 +508,8 @@ def test_a_holder_whose_time_is_up_hands_over_to_the_task_it_queues(
     market = markets.markets["BTC-USDC"]
     queued = keys.market_settle_queued(market.symbol)
     drive = MarketDriver(client, market)
-    drive.deposit(A, "USDC", 100_000_000)
-    drive.deposit(B, "BTC", 10**8)
-    drive.order(B, "s1", "SELL", 3_000_000, 2)
-    drive.order(A, "b1", "BUY", 3_000_000, 1)
-    drive.fill((A, "b1"), (B, "s1"), 3_000_000, 1, taker="BUY")
+    open_seller(drive, 2)
+    buy_lot(drive, "b1")
     first = drive_event_count(client)
     client.set(queued, "1", nx=True, px=2000)  # the trigger of the holder's task
     requeued: list[bool] = []
@@ -518,8 +521,7 @@ def test_a_holder_whose_time_is_up_hands_over_to_the_task_it_queues(
     assert requeued == [True] and client.exists(queued) == 1
     assert bal(client, A, "BTC") == (10_000, 0)
 
-    drive.order(A, "b2", "BUY", 3_000_000, 1)
-    drive.fill((A, "b2"), (B, "s1"), 3_000_000, 1, taker="BUY")
+    buy_lot(drive, "b2")
     successor = Ledger(client)
     assert successor.settle_market(market, requeue=lambda: requeued.append(True)) == (
         drive_event_count(client) - first
@@ -537,11 +539,8 @@ def test_a_hand_over_that_cannot_be_queued_takes_the_flag_down(
     market = markets.markets["BTC-USDC"]
     queued = keys.market_settle_queued(market.symbol)
     drive = MarketDriver(client, market)
-    drive.deposit(A, "USDC", 100_000_000)
-    drive.deposit(B, "BTC", 10**8)
-    drive.order(B, "s1", "SELL", 3_000_000, 1)
-    drive.order(A, "b1", "BUY", 3_000_000, 1)
-    drive.fill((A, "b1"), (B, "s1"), 3_000_000, 1, taker="BUY")
+    open_seller(drive, 1)
+    buy_lot(drive, "b1")
     client.set(queued, "1", nx=True, px=2000)
 
     def broker_away() -> None:
@@ -562,15 +561,11 @@ def test_a_script_flushed_between_rounds_is_loaded_again_and_each_fill_applies_o
     its AOF, say) the NOSCRIPT reply makes it load the script and send the pipeline again."""
     market = markets.markets["BTC-USDC"]
     drive, ledger = MarketDriver(client, market), Ledger(client)
-    drive.deposit(A, "USDC", 100_000_000)
-    drive.deposit(B, "BTC", 10**8)
-    drive.order(B, "s1", "SELL", 3_000_000, 2)
-    drive.order(A, "b1", "BUY", 3_000_000, 1)
-    drive.fill((A, "b1"), (B, "s1"), 3_000_000, 1, taker="BUY")
+    open_seller(drive, 2)
+    buy_lot(drive, "b1")
     assert ledger.settle_market(market) == drive_event_count(client)
     client.script_flush()
-    drive.order(A, "b2", "BUY", 3_000_000, 1)
-    drive.fill((A, "b2"), (B, "s1"), 3_000_000, 1, taker="BUY")
+    buy_lot(drive, "b2")
     ledger.settle_market(market)
     assert ledger.is_settled(market.symbol)
     assert bal(client, A, "BTC") == (20_000, 0)
@@ -587,19 +582,14 @@ def test_entries_read_ahead_by_a_holder_whose_cursor_another_moved_are_read_afre
     round trip), drops them and reads from the cursor: nothing applies twice."""
     market = markets.markets["BTC-USDC"]
     drive, ledger, other = MarketDriver(client, market), Ledger(client), Ledger(client)
-    drive.deposit(A, "USDC", 100_000_000)
-    drive.deposit(B, "BTC", 10**8)
-    drive.order(B, "s1", "SELL", 3_000_000, 3)
-    drive.order(A, "b1", "BUY", 3_000_000, 1)
-    drive.fill((A, "b1"), (B, "s1"), 3_000_000, 1, taker="BUY")
+    open_seller(drive, 3)
+    buy_lot(drive, "b1")
     assert ledger.settle_market(market) == drive_event_count(client)
     ended = ledger.settled_to(market.symbol)
-    drive.order(A, "b2", "BUY", 3_000_000, 1)
-    drive.fill((A, "b2"), (B, "s1"), 3_000_000, 1, taker="BUY")
+    buy_lot(drive, "b2")
     read_ahead = client.xrange(keys.market_events(market.symbol), min=f"({ended}")
     other.settle_market(market)  # another worker settles b2 and moves the cursor
-    drive.order(A, "b3", "BUY", 3_000_000, 1)
-    drive.fill((A, "b3"), (B, "s1"), 3_000_000, 1, taker="BUY")
+    buy_lot(drive, "b3")
     assert ledger.drain(market, 10, "unused-lock", prefetched=read_ahead) == 3  # b3's events
     assert ledger.is_settled(market.symbol)
     assert bal(client, A, "BTC") == (30_000, 0)
@@ -612,15 +602,11 @@ def test_entries_read_ahead_by_a_holder_are_its_round_s_first(
 ) -> None:
     market = markets.markets["BTC-USDC"]
     drive, ledger = MarketDriver(client, market), Ledger(client)
-    drive.deposit(A, "USDC", 100_000_000)
-    drive.deposit(B, "BTC", 10**8)
-    drive.order(B, "s1", "SELL", 3_000_000, 2)
-    drive.order(A, "b1", "BUY", 3_000_000, 1)
-    drive.fill((A, "b1"), (B, "s1"), 3_000_000, 1, taker="BUY")
+    open_seller(drive, 2)
+    buy_lot(drive, "b1")
     ledger.settle_market(market)
     ended = ledger.settled_to(market.symbol)
-    drive.order(A, "b2", "BUY", 3_000_000, 1)
-    drive.fill((A, "b2"), (B, "s1"), 3_000_000, 1, taker="BUY")
+    buy_lot(drive, "b2")
     read_ahead = client.xrange(keys.market_events(market.symbol), min=f"({ended}")
     assert ledger.drain(market, 10, "unused-lock", prefetched=read_ahead) == len(
         [e for _, fields in read_ahead for e in events_of(fields)]
