@@ -121,16 +121,8 @@ def main() -> None:
         "accepted": accepted,
         "rateLimits": args.rate_limits,
         "scriptCallsPerOrder": round(ran.get("evalsha", 0) / per_order, 3),
-        "commandsPerOrder": round(sum(ran.values()) / per_order, 2),
-        "commands": {
-            k: round(v / per_order, 3) for k, v in sorted(ran.items(), key=lambda i: -i[1])
-        },
+        **callgrind.per_order(ran, per_order, workdir, valgrind),
     }
-    if valgrind:
-        instructions = callgrind.instructions(workdir)
-        result["instructions"] = instructions
-        result["instructionsPerOrder"] = round(instructions / per_order)
-        result["callgrindOut"] = str(workdir / "callgrind.out")
     cli.write_results("admission_profile.json", result)
     print(json.dumps(result, indent=2))
 

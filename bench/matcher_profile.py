@@ -95,14 +95,8 @@ def main() -> None:
         "orders": n,
         "batch": args.batch,
         "scriptCalls": evalsha,
-        "commandsPerOrder": round(sum(inside.values()) / n, 2),
-        "commands": {k: round(v / n, 3) for k, v in sorted(inside.items(), key=lambda i: -i[1])},
+        **callgrind.per_order(inside, n, workdir, valgrind),
     }
-    if valgrind:
-        instructions = callgrind.instructions(workdir)
-        result["instructions"] = instructions
-        result["instructionsPerOrder"] = round(instructions / n)
-        result["callgrindOut"] = str(workdir / "callgrind.out")
     cli.write_results("matcher_profile.json", result)
     print(json.dumps(result, indent=2))
 

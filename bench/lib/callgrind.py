@@ -52,3 +52,20 @@ def instructions(workdir: Path) -> int:
     if total is None:
         raise SystemExit("callgrind_annotate printed no total")
     return int(total.group(1).replace(",", ""))
+
+
+def per_order(commands: dict[str, int], orders: int, workdir: Path, valgrind: bool) -> dict:
+    """The profiles' common figures per order: the commands run, by name, and (under
+    callgrind) the instructions retired in the script calls."""
+    figures: dict = {
+        "commandsPerOrder": round(sum(commands.values()) / orders, 2),
+        "commands": {
+            k: round(v / orders, 3) for k, v in sorted(commands.items(), key=lambda i: -i[1])
+        },
+    }
+    if valgrind:
+        total = instructions(workdir)
+        figures["instructions"] = total
+        figures["instructionsPerOrder"] = round(total / orders)
+        figures["callgrindOut"] = str(workdir / "callgrind.out")
+    return figures
