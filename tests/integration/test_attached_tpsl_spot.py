@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import pytest
 import redis
 from celery import Celery
 from support.exchange import Exchange
-from support.redis_server import RedisServer, wait_for
+from support.redis_server import wait_for
 from support.signing import CHAIN_ID, VERIFYING_CONTRACT, Trader
 from support.trigger_orders import (
     BTC,
@@ -35,11 +34,12 @@ from support.trigger_orders import (
     P,
     Q,
     assert_audit_ok,
+    audited_fixture,  # noqa: F401 (the fixture "audited": autouse, the auditor after each test)
+    exchange_fixture,  # noqa: F401 (the fixture "exchange": one exchange for the module)
     fresh_market,
     funded,
     limit,
     market_of,
-    module_exchange,
     order,
     placed,
     post,
@@ -55,19 +55,6 @@ from services.settler import settlement
 from services.settler.ledger import Ledger
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def exchange(
-    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Exchange]:
-    yield from module_exchange(redis_server, tmp_path_factory)
-
-
-@pytest.fixture(autouse=True)
-def audited(exchange: Exchange) -> Iterator[None]:
-    yield
-    assert_audit_ok(exchange)
 
 
 def spot(exchange: Exchange) -> tuple[str, Market]:
