@@ -88,9 +88,11 @@ def plan(
             user, cid = event["user"], event["cid"]
             # a SPOT attached pair's hold ends with its last child, unfired; a SELL parent's
             # quote hold keeps what buying back its filled qty may spend
-            pair = [["release", asset, event["hold"]]] if "hold" in event else []
+            pair: list[Operation] = []
             if "keep" in event:
                 pair = [keep_op(market, event["hold"], int(event["keep"]))]
+            elif "hold" in event:
+                pair = [["release", asset, event["hold"]]]
             add(
                 user,
                 eseq,
