@@ -157,7 +157,6 @@ def send_orders(
 ) -> float:
     """Split the orders (or their ``batches``) over ``senders`` processes that send in step;
     return the elapsed time."""
-    start_at = time.time() + 1.0
     if batches is not None:
         per_batch = len(orders) / max(len(batches), 1)
         batch_shares = [
@@ -165,24 +164,22 @@ def send_orders(
                 system.gateway,
                 batches[index::senders],
                 rate / per_batch / senders,
-                start_at,
                 concurrency // senders,
             )
             for index in range(senders)
         ]
-        outcomes = httpload.in_processes(httpload.open_loop_batches, batch_shares)
+        outcomes, start_at = httpload.in_processes(httpload.open_loop_batches, batch_shares)
     else:
         shares = [
             (
                 system.gateway,
                 [(o.cid, orjson.dumps(o.body)) for o in orders[index::senders]],
                 rate / senders,
-                start_at,
                 concurrency // senders,
             )
             for index in range(senders)
         ]
-        outcomes = httpload.in_processes(httpload.open_loop, shares)
+        outcomes, start_at = httpload.in_processes(httpload.open_loop, shares)
     for accepted, rejected, cpu_seconds in outcomes:
         run.load_generator_cpu_s += cpu_seconds
         run.accepted_at.update(accepted)

@@ -203,10 +203,10 @@ class _Tag:
         self.queue.put((self.index, value))
 
 
-def _tagged(index: int, target: Any, *share_and_queue: Any) -> None:
+def _tagged(index: int, target: Any, *share_gate_queue: Any) -> None:
     """Run a sender (``httpload.open_loop``/``closed_loop``) whose result is tagged ``index``."""
-    *share, queue = share_and_queue
-    target(*share, _Tag(queue, index))
+    *share, gate, queue = share_gate_queue
+    target(*share, gate, _Tag(queue, index))
 
 
 def build_of(root: str) -> str:
@@ -258,7 +258,6 @@ def main() -> None:
 
     def send(part: list[bytes]) -> list[dict[str, Any]]:
         """The same orders to every side at once, each from its own sender processes."""
-        start_at = time.time() + 1.5
         shares: list[tuple[Any, ...]] = []
         for side in sides:
             assert side.exchange is not None
@@ -268,11 +267,11 @@ def main() -> None:
                 width = max(1, args.concurrency // args.senders)
                 if args.rate:
                     keyed = [(str(i), body) for i, body in enumerate(mine)]
-                    shares.append((url, keyed, args.rate / args.senders, start_at, width))
+                    shares.append((url, keyed, args.rate / args.senders, width))
                 else:
-                    shares.append((url, mine, width, start_at))
+                    shares.append((url, mine, width))
         target = httpload.open_loop if args.rate else httpload.closed_loop
-        tagged = httpload.in_processes(
+        tagged, _ = httpload.in_processes(
             _tagged, [(i, target, *share) for i, share in enumerate(shares)]
         )
         outcomes: list[Any] = [pair[1] for pair in sorted(tagged, key=lambda pair: pair[0])]

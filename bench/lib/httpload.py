@@ -5,7 +5,8 @@ microsecond it spends is taken from the system under test. One connection sends 
 pre-encoded ``POST /v1/orders`` and reads the answer on plain asyncio streams: no per-request
 task, session, header object or cookie jar (what a general client like aiohttp spends).
 
-Senders run in their own processes (``in_processes``), each on its own uvloop: ``open_loop``
+Senders run in their own processes (``in_processes``), each on its own uvloop, and start
+together through a :class:`StartGate` once every one of them has its connections open: ``open_loop``
 releases each order at its scheduled time (an order rate), ``open_loop_batches`` does the same
 with signed batches (``POST /v1/orders/batch``), ``closed_loop`` sends the next order when a
 connection's last one is answered (as fast as the gateway answers).
@@ -60,29 +61,64 @@ def error_code(payload: bytes, default: str) -> str:
     return str(orjson.loads(payload).get("error", {}).get("code", default))
 
 
-def in_processes(target: Callable[..., None], shares: Sequence[tuple[Any, ...]]) -> list[Any]:
-    """Run ``target(*share, queue)`` in one spawned process per share; what each put on
-    ``queue``, in the order they arrived."""
+class StartGate:
+    """The senders' common start, shared by their processes.
+
+    A spawned sender takes a second or more to import, receive its orders and open its
+    connections, and not every sender the same. A start time fixed before spawning them
+    would find a late sender with its first orders already overdue: it would release them at
+    once, and the burst, and the latency its backlog adds, would be the load generator's, not
+    the exchange's. So each sender calls :meth:`wait` when ready to send; the last to arrive
+    sets the start, ``LEAD_S`` ahead, for all.
+    """
+
+    LEAD_S = 0.2
+
+    def __init__(self, context: Any, parties: int) -> None:
+        self._arrived = context.Barrier(parties)
+        self._started = context.Barrier(parties)
+        self._at = context.Value("d", 0.0)
+
+    def wait(self) -> float:
+        """Block until every sender is ready; the wall-clock time they all start at."""
+        if self._arrived.wait() == 0:
+            self._at.value = time.time() + self.LEAD_S
+        self._started.wait()
+        return float(self._at.value)
+
+    @property
+    def start_at(self) -> float:
+        """The start the senders were given (0 before they all arrived)."""
+        return float(self._at.value)
+
+
+def in_processes(
+    target: Callable[..., None], shares: Sequence[tuple[Any, ...]]
+) -> tuple[list[Any], float]:
+    """Run ``target(*share, gate, queue)`` in one spawned process per share, all started by
+    one :class:`StartGate`; what each put on ``queue``, in the order they arrived, and the
+    time they started at."""
     context = multiprocessing.get_context("spawn")
     queue: Any = context.Queue()
-    processes = [context.Process(target=target, args=(*share, queue)) for share in shares]
+    gate = StartGate(context, len(shares))
+    processes = [context.Process(target=target, args=(*share, gate, queue)) for share in shares]
     for process in processes:
         process.start()
     results = [queue.get() for _ in processes]
     for process in processes:
         process.join()
-    return results
+    return results, gate.start_at
 
 
 def open_loop(
     gateway: str,
     bodies: list[tuple[str, bytes]],
     rate: float,
-    start_at: float,
     concurrency: int,
+    gate: StartGate,
     results: Any,
 ) -> None:
-    """Send ``bodies`` (cid, body) at ``rate`` from ``start_at`` (wall clock) over
+    """Send ``bodies`` (cid, body) at ``rate`` from the ``gate``'s start over
     ``concurrency`` keep-alive connections; put (accepted cid -> scheduled time, refusals per
     code, this process's CPU seconds) on ``results``.
 
@@ -100,7 +136,7 @@ def open_loop(
             code = error_code(payload, "HTTP")
             rejected[code] = rejected.get(code, 0) + 1
 
-    _open_loop(gateway, "/v1/orders", bodies, rate, start_at, concurrency, answered)
+    _open_loop(gateway, "/v1/orders", bodies, rate, concurrency, gate, answered)
     results.put((accepted, rejected, time.process_time()))
 
 
@@ -108,8 +144,8 @@ def open_loop_batches(
     gateway: str,
     batches: list[tuple[list[str], bytes]],
     rate: float,
-    start_at: float,
     concurrency: int,
+    gate: StartGate,
     results: Any,
 ) -> None:
     """:func:`open_loop` for signed batches: ``batches`` are (cids of its actions, body),
@@ -130,7 +166,7 @@ def open_loop_batches(
                 code = str(result.get("error", {}).get("code", result["status"]))
                 rejected[code] = rejected.get(code, 0) + 1
 
-    _open_loop(gateway, "/v1/orders/batch", batches, rate, start_at, concurrency, answered)
+    _open_loop(gateway, "/v1/orders/batch", batches, rate, concurrency, gate, answered)
     results.put((accepted, rejected, time.process_time()))
 
 
@@ -139,19 +175,20 @@ def _open_loop(
     path: str,
     items: Sequence[tuple[Any, bytes]],
     rate: float,
-    start_at: float,
     concurrency: int,
+    gate: StartGate,
     answered: Callable[[Any, int, bytes, float], None],
 ) -> None:
-    """Release each (key, body) of ``items`` at its time; ``answered(key, status, payload,
-    scheduled)`` for each answer."""
+    """Open the connections, wait at the ``gate``, then release each (key, body) of ``items``
+    at its time; ``answered(key, status, payload, scheduled)`` for each answer."""
     import uvloop
 
     async def main() -> None:
         ready: asyncio.Queue[tuple[Any, bytes, float] | None] = asyncio.Queue()
+        connections = [await OrderConnection(gateway, path).open() for _ in range(concurrency)]
+        start_at = gate.wait()  # blocks the loop, which has nothing else to do yet
 
-        async def connection_worker() -> None:
-            connection = await OrderConnection(gateway, path).open()
+        async def connection_worker(connection: OrderConnection) -> None:
             try:
                 while (item := await ready.get()) is not None:
                     key, body, scheduled = item
@@ -168,7 +205,7 @@ def _open_loop(
             finally:
                 connection.close()
 
-        workers = [asyncio.create_task(connection_worker()) for _ in range(concurrency)]
+        workers = [asyncio.create_task(connection_worker(c)) for c in connections]
         for index, (key, body) in enumerate(items):
             scheduled = start_at + index / rate
             delay = scheduled - time.time()
@@ -183,9 +220,9 @@ def _open_loop(
 
 
 def closed_loop(
-    url: str, bodies: list[bytes], concurrency: int, start_at: float, results: Any
+    url: str, bodies: list[bytes], concurrency: int, gate: StartGate, results: Any
 ) -> None:
-    """From ``start_at`` (wall clock), ``concurrency`` keep-alive connections each send their
+    """From the ``gate``'s start, ``concurrency`` keep-alive connections each send their
     next pre-encoded body when the last one is answered; put (began, ended, answers per code,
     ``ACCEPTED`` for a 202) on ``results``."""
     import uvloop
@@ -195,8 +232,7 @@ def closed_loop(
     async def main() -> tuple[float, float]:
         queue = list(reversed(bodies))
 
-        async def worker() -> None:
-            connection = await OrderConnection(url).open()
+        async def worker(connection: OrderConnection) -> None:
             try:
                 while queue:
                     status, payload = await connection.post(queue.pop())
@@ -205,11 +241,12 @@ def closed_loop(
             finally:
                 connection.close()
 
-        delay = start_at - time.time()
+        connections = [await OrderConnection(url).open() for _ in range(concurrency)]
+        delay = gate.wait() - time.time()
         if delay > 0:
             await asyncio.sleep(delay)
         began = time.time()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(c) for c in connections))
         return began, time.time()
 
     began, ended = uvloop.run(main())
