@@ -21,6 +21,7 @@ from typing import Any
 import redis
 
 from common import keys, pubsub
+from common.direct import direct_connection
 from common.lua import ScriptSet
 from common.markets import Market
 
@@ -130,6 +131,9 @@ class MarketConsumer:
         self.token = token or f"{consumer}:{uuid.uuid4().hex}"
         self.scripts = ScriptSet(client, LUA_DIR)
         self.sharded = pubsub.sharded(client)
+        # the batch loop's two commands (the wait and the script) on a held connection
+        self.direct = direct_connection(client)
+        self._keys = match_keys(market)
         self._pending_drained = False
         self.holding = False
         self._renewed_at = 0.0
@@ -182,6 +186,8 @@ class MarketConsumer:
         if self.holding:
             self._lease("release")
             self.holding = False
+        if self.direct is not None:
+            self.direct.close()
 
     def claim_pending(self) -> int:
         """XAUTOCLAIM every entry other consumers of the group read but never acknowledged.
@@ -243,7 +249,13 @@ class MarketConsumer:
             # last applied id returns at once if one came meanwhile) instead of calling the
             # script again for nothing; a timeout brings the next call, which also ticks.
             self._caught_up = False
-            self.client.xread({keys.market_in(self.market): self._last_id}, count=1, block=block_ms)
+            stream = keys.market_in(self.market)
+            if self.direct is None:
+                self.client.xread({stream: self._last_id}, count=1, block=block_ms)
+            else:
+                self.direct.call(
+                    "XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", stream, self._last_id
+                )
             return 0
         read, last = self._run([], read_count=self.batch_size)
         self._ticked_at = time.monotonic()  # every call also expires orders and ages stats
@@ -294,10 +306,13 @@ class MarketConsumer:
         )
         for entry_id, fields in entries:
             args.extend((entry_id, fields.get("c", "{}")))
+        script = self.scripts["match"]
         try:
-            _applied, _events, read, last, queue = self.scripts["match"](
-                keys=match_keys(self.market), args=args
-            )
+            if self.direct is None:
+                reply = script(keys=self._keys, args=args)
+            else:
+                reply = self.direct.evalsha(script, self._keys, args)
+            _applied, _events, read, last, queue = reply
         except redis.ResponseError as exc:
             if "LEASE_LOST" in str(exc):
                 self.holding = False

@@ -1,0 +1,71 @@
+"""One Redis connection held by a hot loop, without redis-py's per-command client machinery.
+
+redis-py's client spends, for every command, a pool checkout (with a ``poll()`` system call
+to check the connection), retry and event wrappers, and an encoder that type-checks each
+argument one by one: ~25 µs of CPU on our machines for a PING, ~50 µs for match.lua's
+EVALSHA of 25 arguments, where Redis itself spends a few. The matcher and the settle loops
+wake about once per order at 2,000 orders/s and send a few commands each time, so that
+machinery was most of their CPU. Their hot loops hold one connection of the client's pool
+instead and send each command packed by hiredis (C), reading the reply with the connection's
+own parser: decoded as the client's replies are, error replies raised as the same exceptions
+(``NoScriptError``, ``ResponseError``, ``ConnectionError``). Replies are Redis's own shape: no
+redis-py response callback runs.
+
+Single Redis only: on a Redis Cluster the client routes every command to its slot's node, so
+:func:`direct_connection` gives None and the caller keeps using the client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import hiredis
+import redis
+from redis.exceptions import NoScriptError
+
+
+class DirectConnection:
+    """One connection taken from ``client``'s pool for one thread's loop (not thread-safe)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._pool = client.connection_pool
+        self._connection: Any = None
+
+    def call(self, *args: Any) -> Any:
+        """Send one command (str, bytes or int arguments); its reply. A broken connection is
+        dropped and the command sent once more on a new one: every caller's command is safe
+        to repeat (a read, or a script that applies each entry once)."""
+        packed = hiredis.pack_command(args)
+        for attempt in (1, 2):
+            connection = self._connection
+            if connection is None:
+                connection = self._connection = self._pool.get_connection()
+            try:
+                connection.send_packed_command([packed])
+                return connection.read_response()
+            except (redis.ConnectionError, redis.TimeoutError):
+                connection.disconnect()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def evalsha(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Run a registered ``script`` (redis-py's ``Script``: its ``sha`` and text), loading
+        it first if Redis does not know it (restarted or flushed)."""
+        try:
+            return self.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            script.sha = self.call("SCRIPT", "LOAD", script.script)
+            return self.call("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    def close(self) -> None:
+        """Give the connection back to the pool."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            self._pool.release(connection)
+
+
+def direct_connection(client: Any) -> DirectConnection | None:
+    """A :class:`DirectConnection` on ``client``'s pool, or None for a cluster client."""
+    return DirectConnection(client) if isinstance(client, redis.Redis) else None
