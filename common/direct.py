@@ -22,7 +22,7 @@ from typing import Any
 
 import hiredis
 import redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 
 class DirectConnection:
@@ -33,21 +33,37 @@ class DirectConnection:
         self._connection: Any = None
 
     def call(self, *args: Any) -> Any:
-        """Send one command (str, bytes or int arguments); its reply. A broken connection is
-        dropped and the command sent once more on a new one: every caller's command is safe
-        to repeat (a read, or a script that applies each entry once)."""
-        packed = hiredis.pack_command(args)
+        """Send one command (str, bytes or int arguments); its reply (see :meth:`pipeline`)."""
+        return self.pipeline((args,))[0]
+
+    def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Send ``commands`` in one write; their replies in order. Every reply is read before
+        an error reply is raised (the first), so the connection stays in step. A broken
+        connection is dropped and the commands sent once more on a new one: every caller's
+        commands are safe to repeat (reads, a script that applies each event once, a cursor
+        written again)."""
+        packed = b"".join([hiredis.pack_command(tuple(command)) for command in commands])
         for attempt in (1, 2):
             connection = self._connection
             if connection is None:
                 connection = self._connection = self._pool.get_connection()
             try:
                 connection.send_packed_command([packed])
-                return connection.read_response()
+                replies: list[Any] = []
+                for _ in commands:
+                    try:
+                        replies.append(connection.read_response())
+                    except ResponseError as error:
+                        replies.append(error)
             except (redis.ConnectionError, redis.TimeoutError):
                 connection.disconnect()
                 if attempt == 2:
                     raise
+                continue
+            refused = next((r for r in replies if isinstance(r, ResponseError)), None)
+            if refused is not None:
+                raise refused
+            return replies
         raise AssertionError("unreachable")
 
     def evalsha(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
@@ -69,3 +85,16 @@ class DirectConnection:
 def direct_connection(client: Any) -> DirectConnection | None:
     """A :class:`DirectConnection` on ``client``'s pool, or None for a cluster client."""
     return DirectConnection(client) if isinstance(client, redis.Redis) else None
+
+
+def round_trip(
+    direct: DirectConnection | None, client: Any, commands: Sequence[Sequence[Any]]
+) -> list[Any]:
+    """``commands`` in one round trip, on ``direct`` when there is one (a single Redis), else
+    in a pipeline of ``client`` (which routes them on a cluster); their replies in order."""
+    if direct is not None:
+        return direct.pipeline(commands)
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return list(pipe.execute())

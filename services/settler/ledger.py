@@ -12,6 +12,7 @@ cursor write: the stream holds what is not yet settled and about one batch more.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -23,6 +24,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from common import keys, pubsub
+from common.direct import DirectConnection, direct_connection, round_trip
 from common.events import AccountPublication, SettlementEvent, dumps, events_of, loads
 from common.lua import ScriptSet
 from common.markets import Market
@@ -67,6 +69,23 @@ class Ledger:
         self.scripts = ScriptSet(client, LUA_DIR)
         self._terms: dict[str, OrderedDict[tuple[str, str], OrderTerms]] = {}
         self._settled_to: dict[str, str] = {}  # market -> where this ledger's last batch ended
+        self._local = threading.local()  # each thread's held connection (common/direct.py)
+
+    @property
+    def direct(self) -> DirectConnection | None:
+        """The calling thread's held connection for a round's commands (None on a cluster):
+        one per settle-loop thread or task process, for as long as it runs."""
+        direct = getattr(self._local, "direct", None)
+        if direct is None and not self.cluster:
+            direct = self._local.direct = direct_connection(self.client)
+        return direct
+
+    def release_direct(self) -> None:
+        """Give the calling thread's held connection back (a settle-loop thread ending)."""
+        direct = getattr(self._local, "direct", None)
+        if direct is not None:
+            direct.close()
+            self._local.direct = None
 
     def settle_market(
         self,
@@ -233,16 +252,15 @@ class Ledger:
                 for eseq, amount in zip(waived[::2], waived[1::2], strict=True):
                     cuts[int(eseq)] = cuts.get(int(eseq), 0) + int(amount)
             self._apply_all(symbol, [(keys.FEES_ACCOUNT, less_cuts(fee_groups, cuts))])
-        after = self.client.pipeline(transaction=False)
         accounts = sorted(per_account)
-        after.sadd(keys.known_accounts(), *accounts)
+        after: list[tuple[str, ...]] = [("SADD", keys.known_accounts(), *accounts)]
         if market.product.is_derivative:
             holders = [a for a, groups in per_account.items() if _moves_position(groups)]
             if holders:
-                after.sadd(keys.market_holders(symbol), *holders)
-        after.set(keys.market_settled(symbol), last_id)
+                after.append(("SADD", keys.market_holders(symbol), *holders))
+        after.append(("SET", keys.market_settled(symbol), last_id))
         if cursor != "0-0":
-            self._trim_events(symbol, cursor, after)
+            after.append(_trim_command(symbol, cursor))
         notices: list[tuple[str, AccountPublication]] = [
             (account, {"seq": per_account[account][-1][0], "data": {"markets": [symbol]}})
             for account in accounts
@@ -251,9 +269,8 @@ class Ledger:
         messages = [(keys.channel(keys.account_topic(a)), dumps(n)) for a, n in notices]
         if not self.cluster:
             # the account notices go out after the cursor, in the same round trip
-            for channel, payload in messages:
-                after.publish(channel, payload)
-        after.execute()
+            after += [("PUBLISH", channel, payload) for channel, payload in messages]
+        round_trip(self.direct, self.client, after)
         # Settled: the amends the book took (and the decrements) are the terms of their
         # orders from now on.
         cache = self._terms.setdefault(symbol, OrderedDict())
@@ -268,12 +285,8 @@ class Ledger:
             publish_all(self.client, messages)
         return len(events)
 
-    def _trim_events(self, symbol: str, cursor: str, client: Any = None) -> None:
-        """Drop the market's events before ``cursor``, a cursor already stored (read at the
-        start of this batch), so nothing not yet applied is ever trimmed, whatever fails
-        after. Whole stream nodes only (``~``): the entries since the node that holds the
-        cursor stay, and so does the last entry (the auditor and the sweep read it)."""
-        (client or self.client).xtrim(keys.market_events(symbol), minid=cursor, approximate=True)
+    def _trim_events(self, symbol: str, cursor: str) -> None:
+        self.client.execute_command(*_trim_command(symbol, cursor))
 
     def _read_events(
         self, symbol: str, cursor: str, first: list[Any] | None = None
@@ -331,11 +344,13 @@ class Ledger:
             # EVALSHA itself, not the script object: redis-py's pipeline would first ask
             # SCRIPT EXISTS, a round trip per pipeline. Re-running the whole pipeline after a
             # NOSCRIPT (a Redis restarted or flushed) is harmless: each account applies once.
-            pipe = self.client.pipeline(transaction=False)
-            for call_keys, args in calls:
-                pipe.evalsha(script.sha, len(call_keys), *call_keys, *args)
+            evals = [("EVALSHA", script.sha, len(ks), *ks, *args) for ks, args in calls]
             try:
-                return [reply for replies in pipe.execute() for reply in replies]
+                return [
+                    reply
+                    for replies in round_trip(self.direct, self.client, evals)
+                    for reply in replies
+                ]
             except NoScriptError:
                 if attempt == 2:
                     raise
@@ -384,13 +399,13 @@ class Ledger:
                     wanted[(user, cid)] = side
         cursor: str | None = None
         if wanted or read_cursor:
-            pipe = self.client.pipeline(transaction=False)
+            reads: list[tuple[str, ...]] = []
             for user, cid in wanted:
-                pipe.hmget(keys.account_order(user, cid), "reserved", "cmd")
-                pipe.hget(keys.market_order(market.symbol, user, cid), "qty")
+                reads.append(("HMGET", keys.account_order(user, cid), "reserved", "cmd"))
+                reads.append(("HGET", keys.market_order(market.symbol, user, cid), "qty"))
             if read_cursor:
-                pipe.get(keys.market_settled(market.symbol))
-            replies = pipe.execute()
+                reads.append(("GET", keys.market_settled(market.symbol)))
+            replies = round_trip(self.direct, self.client, reads)
             if read_cursor:
                 cursor = replies.pop()
             for i, (user, cid) in enumerate(wanted):
@@ -465,6 +480,14 @@ def less_cuts(
             ops = [[op[0], op[1], str(int(op[2]) - cut)] if op[0] == "credit" else op for op in ops]
         adjusted.append((eseq, ops))
     return adjusted
+
+
+def _trim_command(symbol: str, cursor: str) -> tuple[str, ...]:
+    """Drop the market's events before ``cursor``, a cursor already stored (read at the
+    start of this batch), so nothing not yet applied is ever trimmed, whatever fails after.
+    Whole stream nodes only (``~``): the entries since the node that holds the cursor stay,
+    and so does the last entry (the auditor and the sweep read it)."""
+    return ("XTRIM", keys.market_events(symbol), "MINID", "~", cursor)
 
 
 def _moves_position(groups: list[tuple[int, list[settlement.Operation]]]) -> bool:
