@@ -25,7 +25,9 @@
 -- dex:{m}:px tickerSeq) and trade: (every trade of the call, in order, in
 -- chunks of about 7 KB, seq = the last one's of each), replies.
 --
--- KEYS[1]  dex:{m}:state    hash   status, seq, tseq, eseq, aseq, last
+-- KEYS[1]  dex:{m}:state    hash   status, seq, tseq, eseq, aseq, last, and what the next
+--                                  call need not look up (nexp, nage, ltrig, untrimmed:
+--                                  match/state.lua)
 -- KEYS[2]  dex:{m}:bids     zset
 -- KEYS[3]  dex:{m}:asks     zset
 -- KEYS[4]  dex:{m}:lvl:bids hash   price -> qty
@@ -34,7 +36,8 @@
 -- KEYS[7]  dex:{m}:events   stream  one entry per call (per 1000 events): eseq -> event JSON
 -- KEYS[8]  dex:{m}:cfg      hash   product, mult, takerFeeBps, initialMarginBps, lotSize
 -- KEYS[9]  dex:{m}:pos      hash   user -> signed position (derivatives)
--- KEYS[10] dex:{m}:stats    hash   last, lastTs, open, high, low, vol, qvol, evicted
+-- KEYS[10] dex:{m}:stats    hash   last, lastTs, open, high, low, vol, qvol, evicted, and
+--                                  each interval's newest candle c:<iv> (match/statistics.lua)
 -- KEYS[11] dex:{m}:exp      zset   expiresAt -> "<B|S><book member>"
 -- KEYS[12] dex:{m}:lease    string the token of the matcher that owns the market
 -- KEYS[13] dex:{m}:in       stream the market's commands
@@ -126,7 +129,7 @@ write_events()
 publish_orders()
 publish_depth()
 publish_trades()
--- 7. The state, the acknowledgement of the entries read here, the settle request.
-save_state()
+-- 7. The acknowledgement of the entries read here, the state, the settle request.
 acknowledge(read_ids)
+save_state()
 return {applied, events_written, #read_ids, last or '', request_settlement()}
