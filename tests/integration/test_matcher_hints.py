@@ -203,3 +203,16 @@ def test_the_trades_stream_is_trimmed_every_hundred_trades(client: redis.Redis) 
     # a trim in the calls that passed trade 100 and 200; "~" drops whole nodes only
     assert m.calls("xtrim") == 2
     assert 10 <= client.xlen(keys.market_trades(M)) <= 10 + TRIM_EVERY + 100
+
+
+def test_24h_volumes_past_2_to_the_53_are_added_by_redis_exactly(client: redis.Redis) -> None:
+    m = Driver(client)
+    m.trade(T0, 100, 1)
+    client.hset(keys.market_stats(M), mapping={"vol": 2**53 - 1, "qvol": 2**60})
+    m.trade(T0 + 1, 100, 2)
+    stats = client.hgetall(keys.market_stats(M))
+    assert (stats["vol"], stats["qvol"]) == (str(2**53 + 1), str(2**60 + 200))
+    client.hset(keys.market_stats(M), mapping={"vol": 7, "qvol": 700})
+    m.trade(T0 + 2, 100, 1)  # below 2^53 again: summed in the script
+    stats = client.hgetall(keys.market_stats(M))
+    assert (stats["vol"], stats["qvol"]) == ("8", "800")

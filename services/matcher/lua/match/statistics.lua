@@ -6,6 +6,7 @@
 -- HMGET instead of one HGET per interval; a bucket newer than the one kept there is a new
 -- candle, one older (a clock that went back) is read from its hash as before.
 
+--#include money.lua
 --#include text.lua
 --#include state.lua
 
@@ -31,7 +32,8 @@ local function candle_json(c)
 end
 
 -- The call's trades into each interval's current candle and into the 24 h figures. (vol and
--- qvol are summed here, as the candles' volumes are: below 2^53, STYLE.md.)
+-- qvol are summed here while the sums stay below 2^53, where a Lua number is exact; beyond,
+-- Redis adds them, HINCRBY.)
 local function write_candles()
   local s = redis.call('HMGET', K_STATS, 'high', 'low', 'open', 'vol', 'qvol', 'c:1m', 'c:5m',
     'c:15m', 'c:1h', 'c:4h', 'c:1d')
@@ -73,9 +75,16 @@ local function write_candles()
   local n = #out
   out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5], out[n + 6] =
     'high', int(high), 'low', int(low), 'open', open
-  out[n + 7], out[n + 8] = 'vol', int((tonumber(s[4] or '') or 0) + agg.v)
-  out[n + 9], out[n + 10] = 'qvol', int((tonumber(s[5] or '') or 0) + agg.qv)
+  local vol, qvol = (tonumber(s[4] or '') or 0) + agg.v, (tonumber(s[5] or '') or 0) + agg.qv
+  local exact = vol < EXACT and qvol < EXACT
+  if exact then
+    out[n + 7], out[n + 8], out[n + 9], out[n + 10] = 'vol', int(vol), 'qvol', int(qvol)
+  end
   redis.call('HSET', K_STATS, unpack(out))
+  if not exact then
+    redis.call('HINCRBY', K_STATS, 'vol', agg.v)
+    redis.call('HINCRBY', K_STATS, 'qvol', agg.qv)
+  end
 end
 
 -- Evict minute buckets that left the 24 h window (a bucket counts while it overlaps it), once
