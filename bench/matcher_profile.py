@@ -9,6 +9,11 @@ commands the scripts ran (INFO commandstats), and divides both by the orders.
 
     .venv/bin/python bench/matcher_profile.py                 # 2,000 orders, about a minute
     .venv/bin/python bench/matcher_profile.py --no-valgrind   # commands per order only, fast
+    .venv/bin/python bench/matcher_profile.py --batch 4       # orders per call at 2,000 orders/s
+    .venv/bin/python bench/matcher_profile.py --empty-calls 300   # a call's fixed cost
+
+With ``--empty-calls N`` no order is fed: the consumer makes N calls with no command (its tick),
+and the figures are per call.
 
 Results go to bench/results/matcher_profile.json.
 """
@@ -36,6 +41,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500, help="orders per script call")
     parser.add_argument("--no-valgrind", action="store_true")
     parser.add_argument(
+        "--empty-calls",
+        type=int,
+        default=0,
+        help="no orders: this many calls with no command; figures per call",
+    )
+    parser.add_argument(
         "--outbox-entries",
         action="store_true",
         help="entries without o=1 (the outbox path's): each order's record is looked up",
@@ -54,7 +65,7 @@ def main() -> None:
     try:
         market = load_markets(markets_file).markets[MARKET]
         write_market_cfg(client, market)
-        orders = load_stream(args.orders)
+        orders = [] if args.empty_calls else load_stream(args.orders)
         with client.pipeline(transaction=False) as pipe:
             for order in orders:
                 fields = {"c": command(*order)}
@@ -72,6 +83,8 @@ def main() -> None:
         handled = 0
         while handled < len(orders):
             handled += consumer.poll(block_ms=10)
+        for _ in range(args.empty_calls):
+            consumer.tick()
         # Lua garbage the calls left behind is collected in a later call: collect it now,
         # inside an EVALSHA too, so the instructions count it whatever the script's GC policy.
         client.evalsha(client.script_load("collectgarbage('collect') return 0"), 0)
@@ -90,11 +103,13 @@ def main() -> None:
     # the consumer's own commands outside the script: lease renewals, reads when idle
     for name in ("eval", "evalsha", "xread", "xinfo|consumers", "info", "script|load"):
         inside.pop(name, None)
-    n = len(orders)
+    n = args.empty_calls or len(orders)
     result: dict = {
-        "orders": n,
+        "orders": len(orders),
         "batch": args.batch,
         "scriptCalls": evalsha,
+        # with --empty-calls, the ...PerOrder figures are per call
+        "perCall": bool(args.empty_calls),
         **callgrind.per_order(inside, n, workdir, valgrind),
     }
     cli.write_results("matcher_profile.json", result)

@@ -25,7 +25,9 @@
 -- dex:{m}:px tickerSeq) and trade: (every trade of the call, in order, in
 -- chunks of about 7 KB, seq = the last one's of each), replies.
 --
--- KEYS[1]  dex:{m}:state    hash   status, seq, tseq, eseq, aseq, last
+-- KEYS[1]  dex:{m}:state    hash   status, seq, tseq, eseq, aseq, last, and what the next
+--                                  call need not look up (nexp, nage, ltrig, untrimmed:
+--                                  match/state.lua)
 -- KEYS[2]  dex:{m}:bids     zset
 -- KEYS[3]  dex:{m}:asks     zset
 -- KEYS[4]  dex:{m}:lvl:bids hash   price -> qty
@@ -34,7 +36,8 @@
 -- KEYS[7]  dex:{m}:events   stream  one entry per call (per 1000 events): eseq -> event JSON
 -- KEYS[8]  dex:{m}:cfg      hash   product, mult, takerFeeBps, initialMarginBps, lotSize
 -- KEYS[9]  dex:{m}:pos      hash   user -> signed position (derivatives)
--- KEYS[10] dex:{m}:stats    hash   last, lastTs, open, high, low, vol, qvol, evicted
+-- KEYS[10] dex:{m}:stats    hash   last, lastTs, open, high, low, vol, qvol, evicted, and
+--                                  each interval's newest candle c:<iv> (match/statistics.lua)
 -- KEYS[11] dex:{m}:exp      zset   expiresAt -> "<B|S><book member>"
 -- KEYS[12] dex:{m}:lease    string the token of the matcher that owns the market
 -- KEYS[13] dex:{m}:in       stream the market's commands
@@ -85,8 +88,17 @@ local FIRST_ENTRY_ARG = 13
 
 --#include money.lua
 --#include match/text.lua
---#include match/market.lua
 --#include match/state.lua
+
+-- The rest is one function, called once per call. Every call creates a closure for each
+-- function of the modules below, and Lua 5.1 links each local a closure uses by walking the
+-- list of the chunk's captured locals (~190 in one flat chunk: most of the call's fixed cost
+-- at a few orders per call); the values above are this function's upvalues instead, which
+-- its closures take by reference. A Lua function has at most 60 upvalues: what the modules
+-- below use of the part above stays under that (docs/performance.md "The fixed cost of a
+-- call at small batches").
+local function apply_call()
+--#include match/market.lua
 --#include match/margin.lua
 --#include match/records.lua
 --#include match/depth.lua
@@ -102,31 +114,34 @@ local FIRST_ENTRY_ARG = 13
 --#include match/expiry.lua
 --#include match/input.lua
 
--- 1. Refuse the call, changing nothing, when another matcher holds the market's lease.
-if lease_token ~= '' and redis.call('GET', K_LEASE) ~= lease_token then
-  return redis.error_reply('LEASE_LOST this matcher no longer holds the market lease')
+  -- 1. Refuse the call, changing nothing, when another matcher holds the market's lease.
+  if lease_token ~= '' and redis.call('GET', K_LEASE) ~= lease_token then
+    return redis.error_reply('LEASE_LOST this matcher no longer holds the market lease')
+  end
+  -- 2. The market's constants and state, read once.
+  load_market()
+  load_state()
+  trig.start()
+  -- 3. Resting orders whose time has passed leave the book.
+  expire_due()
+  -- 4. The commands, in stream order, each applied once.
+  local entries, read_ids = input_entries()
+  local applied = apply_entries(entries)
+  -- 5. What the call leaves behind: the changed resting orders' records, the open sets of the
+  -- orders placed in it that rest, statistics, level totals, settlement events.
+  save_changed()
+  write_open_sets()
+  write_statistics()
+  write_all_levels()
+  write_events()
+  -- 6. Its publications: the order changes, depth and trades.
+  publish_orders()
+  publish_depth()
+  publish_trades()
+  -- 7. The acknowledgement of the entries read here, the state, the settle request.
+  acknowledge(read_ids)
+  save_state()
+  return {applied, events_written, #read_ids, last or '', request_settlement()}
 end
--- 2. The market's constants and state, read once.
-load_market()
-load_state()
-trig.start()
--- 3. Resting orders whose time has passed leave the book.
-expire_due()
--- 4. The commands, in stream order, each applied once.
-local entries, read_ids = input_entries()
-local applied = apply_entries(entries)
--- 5. What the call leaves behind: the changed resting orders' records, the open sets of the
--- orders placed in it that rest, statistics, level totals, settlement events.
-save_changed()
-write_open_sets()
-write_statistics()
-write_all_levels()
-write_events()
--- 6. Its publications: the order changes, depth and trades.
-publish_orders()
-publish_depth()
-publish_trades()
--- 7. The state, the acknowledgement of the entries read here, the settle request.
-save_state()
-acknowledge(read_ids)
-return {applied, events_written, #read_ids, last or '', request_settlement()}
+
+return apply_call()

@@ -61,9 +61,14 @@ end
 -- Acknowledge the entries read here. Everything up to the last applied id is applied (a
 -- replay skips it) and, on this path, acknowledged too (own and predecessors' pending entries
 -- are applied and acknowledged before the script reads new ones): drop it, whole stream nodes
--- only, so the input stays short.
+-- only, so the input stays short; once TRIM_EVERY have been acknowledged since the last trim
+-- (match/state.lua untrimmed).
 local function acknowledge(read_ids)
   if #read_ids == 0 then return end
   redis.call('XACK', K_IN, group, unpack(read_ids))
-  redis.call('XTRIM', K_IN, 'MINID', '~', last)
+  hints.untrimmed = hints.untrimmed + #read_ids
+  if hints.untrimmed >= TRIM_EVERY then
+    redis.call('XTRIM', K_IN, 'MINID', '~', last)
+    hints.untrimmed = 0
+  end
 end

@@ -9,10 +9,14 @@ local market_json    -- the market's symbol as a JSON string
 local trade_id_head  -- '"<market>:': a trade's id is this, its tseq and '"'
 local px = nil       -- {index, mark}, read when first needed
 
+-- The constants the script uses (dex:{m}:cfg holds more, for other readers).
+local CFG_FIELDS = {'product', 'mult', 'takerFeeBps', 'initialMarginBps', 'lotSize',
+  'priceBandBps', 'selfTradePrevention', 'tickSize', 'indexPrice', 'strike', 'optionType'}
+
 -- Read the market's constants, once per call.
 local function load_market()
-  local raw = redis.call('HGETALL', K_CFG)
-  for i = 1, #raw, 2 do cfg[raw[i]] = raw[i + 1] end
+  local raw = redis.call('HMGET', K_CFG, unpack(CFG_FIELDS))
+  for i = 1, #CFG_FIELDS do cfg[CFG_FIELDS[i]] = raw[i] or nil end
   product = cfg.product or 'SPOT'
   is_deriv = product == 'PERP' or product == 'FUTURE' or product == 'OPTION'
   local margined = product == 'PERP' or product == 'FUTURE'

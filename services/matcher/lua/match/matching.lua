@@ -6,6 +6,7 @@
 -- rests, or ends by its time in force.
 
 --#include money.lua
+--#include state.lua
 --#include margin.lua
 --#include records.lua
 --#include orders.lua
@@ -258,6 +259,7 @@ local function rest(o, is_buy, remaining, expires_at)
   if known_empty and score <= known_empty then empty_upto[rest_book] = score - 1 end
   if expires_at > 0 then
     redis.call('ZADD', K_EXP, expires_at, (is_buy and 'B' or 'S') .. member)
+    hints.sooner('expiry', expires_at)
   end
   open_set_add(o)
   level_add(is_buy, o.price, remaining)

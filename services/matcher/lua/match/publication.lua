@@ -102,10 +102,13 @@ local function publish_depth()
 end
 
 -- trade: every trade of the call, in order; seq = the last trade's of each publication. (The
--- trades stream, written trade by trade, is trimmed here, once per call.)
+-- trades stream, written trade by trade, is trimmed here, in a call whose trades passed a
+-- multiple of TRIM_EVERY: match/state.lua.)
 local function publish_trades()
   if #unit_trades == 0 then return end
-  redis.call('XTRIM', K_TRADES, 'MAXLEN', '~', trades_maxlen)
+  if math.floor(tseq / TRIM_EVERY) ~= math.floor(tseq_at_start / TRIM_EVERY) then
+    redis.call('XTRIM', K_TRADES, 'MAXLEN', '~', trades_maxlen)
+  end
   local first_tseq = tseq - #unit_trades + 1
   in_chunks(unit_trades, function(i, j)
     redis.call(publish, chprefix .. 'trade:' .. market, wrapped(

@@ -62,7 +62,7 @@ function tpsl.grow(parent, kind, price, src, sibling, f)
   end
   touch(c)
   tpsl.sources[src] = true
-  if src == 'LAST' then trig.any_last = true end
+  if src == 'LAST' then hints.last_triggers = true end
 end
 
 -- The parents' fills noted so far become their children's qty (the stop-loss first).
@@ -133,7 +133,7 @@ function tpsl.settle()
       trig.run(src)
     elseif tseq ~= trig.seen_tseq then
       trig.seen_tseq = tseq
-      if trig.any_last then trig.run('LAST') end
+      if hints.last_triggers then trig.run('LAST') end
     else
       return
     end

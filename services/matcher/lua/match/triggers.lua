@@ -35,8 +35,9 @@ local trig = {
   fired = 0,          -- orders fired this call
   continued = false,  -- this call appended a "prices" command for what it could not fire
   seen_tseq = 0,      -- the trade seq LAST was last judged at
-  any_last = false,   -- the market has LAST trigger orders (else a trade judges nothing)
 }
+-- Whether the market has LAST trigger orders (else a trade judges nothing): match/state.lua
+-- hints.last_triggers.
 
 function trig.key(src, dir) return mprefix .. 'trig:' .. src .. ':' .. dir end
 
@@ -45,10 +46,12 @@ function trig.trail_key(src, side)
 end
 
 -- At the start of a call: LAST was judged at the trades so far; are there LAST orders at all
--- (one EXISTS per call, so a market without any pays nothing more per trade)?
+-- (one EXISTS, so a market without any pays nothing more per trade; none at all when the
+-- state says the market had none after its last call)?
 function trig.start()
   trig.seen_tseq = tseq
-  trig.any_last = redis.call('EXISTS', trig.key('LAST', 'U'), trig.key('LAST', 'D'),
+  if hints.last_triggers == false then return end
+  hints.last_triggers = redis.call('EXISTS', trig.key('LAST', 'U'), trig.key('LAST', 'D'),
     trig.trail_key('LAST', 'B'), trig.trail_key('LAST', 'S')) > 0
 end
 
@@ -104,7 +107,7 @@ function trig.arrive(cmd, o)
     o.tr = int(delta) .. '|' .. unit .. '|' .. (p and int(p) or '')
   end
   o.t = src .. '|' .. int(tp) .. '|0|' .. stp
-  if src == 'LAST' then trig.any_last = true end
+  if src == 'LAST' then hints.last_triggers = true end
   local refusal = status_refusal(cmd, o)
   if refusal then
     finish(o, 'REJECTED', refusal)
@@ -132,6 +135,7 @@ function trig.arrive(cmd, o)
   end
   if expires_at > 0 then
     redis.call('ZADD', K_EXP, expires_at, (o.side == 'BUY' and 'B' or 'S') .. member)
+    hints.sooner('expiry', expires_at)
   end
   redis.call('SADD', uprefix .. o.userId, o.clientOrderId)
 end
@@ -248,7 +252,7 @@ function trig.after_command(op)
     trig.run('MARK')
     trig.run('INDEX')
     trig.run('LAST')
-  elseif tseq ~= trig.seen_tseq and trig.any_last then
+  elseif tseq ~= trig.seen_tseq and hints.last_triggers then
     trig.run('LAST')
   end
   trig.seen_tseq = tseq
