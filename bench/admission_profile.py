@@ -13,9 +13,9 @@ reads the instructions retired in the script calls (callgrind_annotate) and the 
 (``rate_limit.lua``) are counted too (bench/e2e.py and bench/gateway.py run without them).
 
 ``--cpu`` measures the gateway's side instead: Redis runs plain (no callgrind), the orders are
-admitted ``--in-flight`` at a time (as a loaded gateway has many requests waiting), and the
-report gives this process's CPU time (``time.process_time``: user + system, the load of other
-processes does not count) per accepted order, the median of ``--rounds`` rounds of
+admitted ``--in-flight`` at a time on uvloop (as a loaded gateway has many requests waiting),
+and the report gives this process's CPU time (``time.process_time``: user + system, the load
+of other processes does not count) per accepted order, the median of ``--rounds`` rounds of
 ``--orders`` each (a fresh Redis and fresh traders' orders for each). ``--cprofile`` adds the
 functions of one more round under cProfile, by their own time.
 
@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+import uvloop
 from lib import callgrind, cli
 from lib.traders import make_traders, verifier
 from support.redis_server import free_port
@@ -202,7 +203,7 @@ def run_round(
 
     gateway: Any = None
     try:
-        return asyncio.run(run())
+        return uvloop.run(run())  # the gateway's own loop (services/gateway/__main__.py)
     finally:
         with contextlib.suppress(redis.ConnectionError):
             client.shutdown(nosave=True)
