@@ -410,11 +410,9 @@ async def exceeds_limit(gateway: Gateway, order: SignedOrder, reserve: funds.Res
     own a lock that would take the account's locked total there.
     """
     market = order.market
-    if not money.within_limit(money.notional(market, order.price, order.qty)):
-        return True
-    if reserve.amount != funds.ALL_AVAILABLE and not money.within_limit(int(reserve.amount)):
-        return True
-    if not money.within_limit(pair_hold_of(order)):
+    locked = 0 if reserve.amount == funds.ALL_AVAILABLE else int(reserve.amount)
+    notional = money.notional(market, order.price, order.qty)
+    if not money.within_limit(notional, locked, pair_hold_of(order)):  # one call, not three
         return True
     if not market.product.is_derivative:
         return False
