@@ -77,7 +77,9 @@ class Gateway:
 
         if fresh:
             self._status.forget(symbol)
-        status = await self._status.get(symbol, load)
+        status = self._status.peek(symbol)
+        if status is None:
+            status = await self._status.get(symbol, load)
         expiry = market.spec.expiryTs
         if status != MarketStatus.HALTED and expiry is not None and expiry <= time.time() * 1000:
             return MarketStatus.EXPIRED.value
@@ -123,7 +125,8 @@ class Gateway:
 
         if percent <= 0:
             return False
-        return await self._memory.get("memory", load)
+        high = self._memory.peek("memory")
+        return high if high is not None else await self._memory.get("memory", load)
 
     async def prices(self, symbol: str) -> dict[str, str]:
         """A market's ``dex:{m}:px`` hash (index, mark, …), cached briefly."""
@@ -131,7 +134,8 @@ class Gateway:
         async def load() -> dict[str, str]:
             return cast(dict[str, str], await self.redis.hgetall(keys.market_prices(symbol)))
 
-        return await self._prices.get(symbol, load)
+        prices = self._prices.peek(symbol)
+        return prices if prices is not None else await self._prices.get(symbol, load)
 
 
 def memory_over(info: dict[str, Any], percent: int) -> bool:
@@ -150,6 +154,14 @@ class TtlCache(Generic[T]):
 
     def forget(self, key: str) -> None:
         self._values.pop(key, None)
+
+    def peek(self, key: str) -> T | None:
+        """The value while it is fresh, else None (no value cached here is None): read without
+        the coroutine of :meth:`get`, which every order would pay for a hit."""
+        cached = self._values.get(key)
+        if cached is not None and time.monotonic() - cached[0] < self.ttl_s:
+            return cached[1]
+        return None
 
     async def get(self, key: str, load: Callable[[], Awaitable[T]]) -> T:
         cached = self._values.get(key)

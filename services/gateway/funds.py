@@ -49,10 +49,11 @@ from services.gateway.transport import Commands
 ALL_AVAILABLE = "ALL"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Guard:
     """What a derivative order was judged on, for the account script to compare and keep:
-    the position's size and the side's unfilled open quantity (``dex:{u}:oq``)."""
+    the position's size and the side's unfilled open quantity (``dex:{u}:oq``). Not
+    ``frozen``, as :class:`Reservation`."""
 
     position_field: str
     position_size: int
@@ -61,8 +62,12 @@ class Guard:
     qty: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reservation:
+    """What an order locks and how the account script judges it, built once per admission.
+    Not ``frozen`` (its ``__init__`` would set each field through ``object.__setattr__``, a
+    cost paid on every order); nothing changes one after it is built."""
+
     asset: str
     amount: str  # a decimal integer, or ALL_AVAILABLE for a budget
     adjustment: int

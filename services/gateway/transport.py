@@ -148,7 +148,8 @@ class Commands(list[tuple[Arg, ...]]):
 
 
 def pairs_to_dict(reply: list[Any]) -> dict[Any, Any]:
-    return dict(zip(reply[::2], reply[1::2], strict=True))
+    pairs = iter(reply)  # one iterator read twice per pair: no copy of either half
+    return dict(zip(pairs, pairs, strict=True))
 
 
 REPLY_CONVERSIONS: dict[str, Convert] = {"HGETALL": pairs_to_dict}

@@ -31,12 +31,22 @@ local function stream_waiting(stream)
   if groups.err then return false end
   local waiting = nil
   for _, group in ipairs(groups) do
-    local info = {}
-    for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
-    if info['name'] == 'matcher' then
+    -- The three fields read straight from the flat reply (no table of each group's fields).
+    local name, lag, pending
+    for i = 1, #group, 2 do
+      local field = group[i]
+      if field == 'name' then
+        name = group[i + 1]
+      elseif field == 'lag' then
+        lag = group[i + 1]
+      elseif field == 'pending' then
+        pending = group[i + 1]
+      end
+    end
+    if name == 'matcher' then
       -- lag is nil when Redis cannot count it (entries deleted inside the range): XLEN,
       -- which counts matched entries not yet trimmed too, errs on the side of refusing.
-      waiting = type(info['lag']) == 'number' and info['lag'] + info['pending'] or nil
+      waiting = type(lag) == 'number' and lag + pending or nil
     end
   end
   if waiting == nil then waiting = redis.call('XLEN', stream) end
@@ -57,7 +67,8 @@ end
 -- A SPOT SELL parent's pair hold (a[22] asset, a[23] amount; docs/api.md "Attached TP/SL and
 -- position TP/SL"): its reservation field, asset and amount, or nil.
 local function pair_hold(a)
-  local amount = tonumber(a[23] or '0')
+  if not a[23] then return nil end  -- most orders: no tonumber (a strtod) for them
+  local amount = tonumber(a[23])
   if amount <= 0 then return nil end
   return a[1] .. '|tpsl', a[22], amount
 end
