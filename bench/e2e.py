@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import platform
 import random
@@ -287,7 +288,12 @@ def main() -> None:
     parser = cli.parser(__doc__, full=True)
     parser.add_argument("--rate", type=float, default=2000, help="orders per second")
     parser.add_argument("--seconds", type=float, default=30)
-    parser.add_argument("--users", type=int, default=64)
+    parser.add_argument(
+        "--users",
+        type=int,
+        help="traders (default 64 per 20 s of run: about a fifth of the orders rest, and 64 "
+        "traders reach DEX_MAX_OPEN_ORDERS, 200 per market, after ~25 s at 2,000/s)",
+    )
     parser.add_argument("--concurrency", type=int, default=128)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--senders", type=int, default=2, help="client processes sending orders")
@@ -329,7 +335,7 @@ def main() -> None:
                 markets,
                 rate,
                 args.seconds,
-                args.users,
+                args.users or 64 * max(1, math.ceil(args.seconds / 20)),
                 args.seed,
                 args.concurrency,
                 args.senders,
