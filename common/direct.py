@@ -66,6 +66,18 @@ class DirectConnection:
             return replies
         raise AssertionError("unreachable")
 
+    def xread(
+        self, stream: str, after: str, count: int, block_ms: int
+    ) -> list[tuple[str, dict[str, str]]] | None:
+        """``XREAD COUNT count BLOCK block_ms`` on one stream after ``after``: its entries as
+        redis-py's client gives them ((id, fields) pairs), or None when none came in time."""
+        reply = self.call("XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", stream, after)
+        if not reply:
+            return None
+        # {stream: entries} under RESP3, [[stream, entries]] under RESP2; fields come flat
+        entries = reply[stream] if isinstance(reply, dict) else reply[0][1]
+        return [(entry_id, pairs_to_dict(flat)) for entry_id, flat in entries]
+
     def evalsha(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run a registered ``script`` (redis-py's ``Script``: its ``sha`` and text), loading
         it first if Redis does not know it (restarted or flushed)."""
@@ -80,6 +92,13 @@ class DirectConnection:
         connection, self._connection = self._connection, None
         if connection is not None:
             self._pool.release(connection)
+
+
+def pairs_to_dict(reply: list[Any]) -> dict[Any, Any]:
+    """A flat field, value, field, value ... reply (HGETALL, a stream entry's fields) as the
+    dict redis-py's client makes of it."""
+    pairs = iter(reply)  # one iterator read twice per pair: no copy of either half
+    return dict(zip(pairs, pairs, strict=True))
 
 
 def direct_connection(client: Any) -> DirectConnection | None:

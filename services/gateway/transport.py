@@ -37,6 +37,7 @@ from typing import Any, TypeAlias
 
 from redis.exceptions import NoScriptError
 
+from common.direct import pairs_to_dict
 from common.lua import read_script
 from common.redis_client import AsyncRedis, connect_async
 from common.settings import DexSettings
@@ -145,11 +146,6 @@ class Commands(list[tuple[Arg, ...]]):
     def hdel(self, key: str, *fields: str) -> Commands:
         self.append(("HDEL", key, *fields))
         return self
-
-
-def pairs_to_dict(reply: list[Any]) -> dict[Any, Any]:
-    pairs = iter(reply)  # one iterator read twice per pair: no copy of either half
-    return dict(zip(pairs, pairs, strict=True))
 
 
 REPLY_CONVERSIONS: dict[str, Convert] = {"HGETALL": pairs_to_dict}

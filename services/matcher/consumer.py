@@ -262,9 +262,7 @@ class MarketConsumer:
             if self.direct is None:
                 woken = self.client.xread({stream: self._last_id}, count=1, block=block_ms)
             else:
-                woken = self.direct.call(
-                    "XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", stream, self._last_id
-                )
+                woken = self.direct.xread(stream, self._last_id, 1, block_ms)
             if woken and time.monotonic() - self._ticked_at < BUSY_S:
                 time.sleep(GATHER_S)
             return 0

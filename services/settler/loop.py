@@ -212,19 +212,14 @@ class MarketRounds:
 
 
 def wait_for_events(ledger: Ledger, stream: str, after: str, count: int) -> list[Any] | None:
-    """``XREAD BLOCK`` on ``stream`` after ``after``, up to ``RENEW_S``: the entries as
-    redis-py gives them ((id, fields) pairs), or None when none came."""
+    """``XREAD BLOCK`` on ``stream`` after ``after``, up to ``RENEW_S``: the entries ((id,
+    fields) pairs), or None when none came."""
     block_ms = int(RENEW_S * 1000)
     direct = ledger.direct
-    if direct is None:
-        reply = ledger.client.xread({stream: after}, count=count, block=block_ms)
-        return reply[0][1] if reply else None
-    reply = direct.call("XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", stream, after)
-    if not reply:
-        return None
-    # Redis's own shape: {stream: entries} (RESP3) or [[stream, entries]], fields flat
-    read = reply[stream] if isinstance(reply, dict) else reply[0][1]
-    return [(entry_id, dict(zip(flat[::2], flat[1::2], strict=True))) for entry_id, flat in read]
+    if direct is not None:
+        return direct.xread(stream, after, count, block_ms)
+    reply = ledger.client.xread({stream: after}, count=count, block=block_ms)
+    return reply[0][1] if reply else None
 
 
 def loops_live(client: Any) -> bool:

@@ -28,6 +28,10 @@ def test_replies_are_decoded_and_raw(r: redis.Redis, direct: DirectConnection) -
     read = direct.call("XREAD", "COUNT", 1, "STREAMS", "s", "0")
     assert read in ({"s": entries}, [["s", entries]])
     assert direct.call("XREAD", "COUNT", 1, "BLOCK", 10, "STREAMS", "s", "1-0") is None
+    # xread answers in redis-py's client's shape: (id, fields) pairs
+    assert direct.xread("s", "0", 1, 10) == r.xread({"s": "0"}, count=1)[0][1]
+    assert direct.xread("s", "0", 1, 10) == [("1-0", {"c": "é"})]
+    assert direct.xread("s", "1-0", 1, 10) is None
 
 
 def test_error_reply_raises_what_the_client_raises(direct: DirectConnection) -> None:

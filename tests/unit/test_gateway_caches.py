@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from common.direct import pairs_to_dict
 from services.gateway.context import TtlCache
-from services.gateway.transport import pairs_to_dict
 
 
 def test_peek_answers_a_value_only_while_it_is_fresh() -> None:
