@@ -1,6 +1,7 @@
 """Instructions and Redis commands per order inside match.lua, independent of the machine's load.
 
-Starts ``redis-server`` under callgrind (collecting only inside ``evalShaCommand``), feeds the
+Starts ``redis-server`` under callgrind (collecting only inside ``evalShaCommand`` and
+``fcallCommand``: match.lua runs as a function library, common/lua.py), feeds the
 first ``--orders`` orders of ``../shared/data/bench/stream-200k.csv`` (the bench's market and
 commands, bench/lib/stream.py) through the real consumer (services/matcher/consumer.py, batches of
 500) and collects the Lua garbage they left (in one more EVALSHA, so it counts), then reads
@@ -33,6 +34,10 @@ from lib.stream import MARKET, MARKETS_YAML, command, load_stream
 from common import keys
 from common.markets import load_markets
 from services.matcher.consumer import MarketConsumer, write_market_cfg
+
+GC_LIBRARY = """#!lua name=dex_bench_collect
+redis.register_function('dex_bench_collect', function() collectgarbage('collect') return 0 end)
+"""
 
 
 def main() -> None:
@@ -86,28 +91,40 @@ def main() -> None:
         for _ in range(args.empty_calls):
             consumer.tick()
         # Lua garbage the calls left behind is collected in a later call: collect it now,
-        # inside an EVALSHA too, so the instructions count it whatever the script's GC policy.
+        # inside a call too, so the instructions count it whatever the script's GC policy
+        # (in the functions' Lua state, where match.lua's library runs, and the scripts').
         client.evalsha(client.script_load("collectgarbage('collect') return 0"), 0)
+        client.function_load(GC_LIBRARY, replace=True)
+        client.fcall("dex_bench_collect", 0)
         after = callgrind.command_counts(client)
         consumer.release()
     finally:
         with contextlib.suppress(redis.ConnectionError):
             client.shutdown(nosave=True)
         server.wait(timeout=300)
-    evalsha = after.get("evalsha", 0) - before.get("evalsha", 0)
+    script_calls = sum(after.get(n, 0) - before.get(n, 0) for n in ("evalsha", "fcall"))
     inside = {
         name: after[name] - before.get(name, 0)
         for name in after
-        if after[name] - before.get(name, 0) > 0 and name not in ("evalsha", "script|load")
+        if after[name] - before.get(name, 0) > 0
     }
     # the consumer's own commands outside the script: lease renewals, reads when idle
-    for name in ("eval", "evalsha", "xread", "xinfo|consumers", "info", "script|load"):
+    for name in (
+        "eval",
+        "evalsha",
+        "fcall",
+        "function|load",
+        "xread",
+        "xinfo|consumers",
+        "info",
+        "script|load",
+    ):
         inside.pop(name, None)
     n = args.empty_calls or len(orders)
     result: dict = {
         "orders": len(orders),
         "batch": args.batch,
-        "scriptCalls": evalsha,
+        "scriptCalls": script_calls,
         # with --empty-calls, the ...PerOrder figures are per call
         "perCall": bool(args.empty_calls),
         **callgrind.per_order(inside, n, workdir, valgrind),

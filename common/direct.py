@@ -22,7 +22,9 @@ from typing import Any
 
 import hiredis
 import redis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
+
+from common.lua import Library, evalsha
 
 
 class DirectConnection:
@@ -78,14 +80,12 @@ class DirectConnection:
         entries = reply[stream] if isinstance(reply, dict) else reply[0][1]
         return [(entry_id, pairs_to_dict(flat)) for entry_id, flat in entries]
 
-    def evalsha(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        """Run a registered ``script`` (redis-py's ``Script``: its ``sha`` and text), loading
-        it first if Redis does not know it (restarted or flushed)."""
-        try:
-            return self.call("EVALSHA", script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            script.sha = self.call("SCRIPT", "LOAD", script.script)
-            return self.call("EVALSHA", script.sha, len(keys), *keys, *args)
+    def run_script(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Run a script of ``common.lua.ScriptSet`` (a function library by FCALL, else
+        redis-py's ``Script`` by EVALSHA), loading it first if Redis does not know it."""
+        if isinstance(script, Library):
+            return script.run(self.call, keys, args)
+        return evalsha(script, self.call, keys, args)
 
     def close(self) -> None:
         """Give the connection back to the pool."""

@@ -1,7 +1,8 @@
 """A private redis-server under callgrind, and what the profiles read from it.
 
 Both profiles (bench/matcher_profile.py, bench/admission_profile.py) count the instructions
-Redis retires inside ``evalShaCommand`` (the script calls and everything they run) and the
+Redis retires inside ``evalShaCommand`` and ``fcallCommand`` (the script and function calls and
+everything they run) and the
 commands run (INFO commandstats), so their figures do not depend on the machine's load.
 """
 
@@ -23,6 +24,7 @@ def start_redis(
     cmd = ["redis-server", *listen, "--save", "", "--appendonly", "no", "--dir", str(workdir)]
     if valgrind:
         cmd = ["valgrind", "--tool=callgrind", "--toggle-collect=evalShaCommand",
+               "--toggle-collect=fcallCommand",
                f"--callgrind-out-file={workdir / 'callgrind.out'}", *cmd]  # fmt: skip
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120

@@ -320,7 +320,7 @@ class MarketConsumer:
             if self.direct is None:
                 reply = script(keys=self._keys, args=args)
             else:
-                reply = self.direct.evalsha(script, self._keys, args)
+                reply = self.direct.run_script(script, self._keys, args)
             _applied, _events, read, last, queue = reply
         except redis.ResponseError as exc:
             if "LEASE_LOST" in str(exc):

@@ -43,9 +43,9 @@ def test_error_reply_raises_what_the_client_raises(direct: DirectConnection) -> 
 
 def test_a_script_redis_forgot_is_loaded_again(r: redis.Redis, direct: DirectConnection) -> None:
     script = r.register_script("redis.call('INCR', KEYS[1]) return ARGV[1]")
-    assert direct.evalsha(script, ["n"], ["once"]) == "once"
+    assert direct.run_script(script, ["n"], ["once"]) == "once"
     r.script_flush()
-    assert direct.evalsha(script, ["n"], ["twice"]) == "twice"
+    assert direct.run_script(script, ["n"], ["twice"]) == "twice"
     assert r.get("n") == "2"  # the refused EVALSHA ran nothing
 
 

@@ -33,25 +33,25 @@ def test_a_drained_stream_costs_a_blocking_read_not_a_script_call(r: redis.Redis
     consumer.ensure_group()
     assert consumer.acquire()
     assert consumer.poll(block_ms=10) == 0  # own pending entries: none
-    consumer.tick()  # the script is loaded (NOSCRIPT, then EVALSHA again) before counting
+    consumer.tick()  # the library is loaded (Function not found, then FCALL again) before counting
     for i in range(5):
         add_order(r, i)
     r.config_resetstat()
     assert consumer.poll(block_ms=10) == 5  # one call reads and applies all five
-    assert calls(r, "evalsha") == 1
+    assert calls(r, "fcall") == 1
 
     # drained: the next poll waits on the stream (and times out) without calling the script
     assert consumer.poll(block_ms=50) == 0
-    assert (calls(r, "evalsha"), calls(r, "xread")) == (1, 1)
+    assert (calls(r, "fcall"), calls(r, "xread")) == (1, 1)
     # after the wait, the next poll calls the script: it ticks (expiry, statistics)
     assert consumer.poll(block_ms=10) == 0
-    assert calls(r, "evalsha") == 2
+    assert calls(r, "fcall") == 2
 
     # entries that arrive while the matcher is between calls end the wait at once
     add_order(r, 5)
     add_order(r, 6)
     assert consumer.poll(block_ms=10_000) == 0
     assert consumer.poll(block_ms=10) == 2
-    assert (calls(r, "evalsha"), calls(r, "xread")) == (3, 2)
+    assert (calls(r, "fcall"), calls(r, "xread")) == (3, 2)
     assert int(r.hget(keys.market_state(M), "aseq")) == 7
     consumer.release()

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from support.reference_book import ReferenceBook
 
 from common import keys
-from common.lua import ScriptSet
+from common.lua import Library, ScriptSet, read_script
 from services.matcher.consumer import LUA_DIR, match_args, match_keys
 
 pytestmark = pytest.mark.integration
@@ -227,6 +227,80 @@ def test_perp_matches_the_reference_book(client: redis.Redis, batches: Any, stp:
 @given(batches=scenarios(), stp=st.sampled_from(STP_MODES))
 def test_spot_matches_the_reference_book(client: redis.Redis, batches: Any, stp: str) -> None:
     run_and_compare(client, "SPOT", batches, stp)
+
+
+SECOND = "PROP-SPOT"
+
+
+def _everything(client: redis.Redis) -> dict[str, Any]:
+    """Every key of the client's database and its content (stream entries without their ids,
+    which XADD * takes from the clock)."""
+    read = {
+        "hash": client.hgetall,
+        "zset": lambda key: client.zrange(key, 0, -1, withscores=True),
+        "set": lambda key: sorted(client.smembers(key)),
+        "list": lambda key: client.lrange(key, 0, -1),
+        "stream": lambda key: [fields for _, fields in client.xrange(key)],
+        "string": client.get,
+    }
+    return {key: read[client.type(key)](key) for key in sorted(client.scan_iter())}
+
+
+def _run_two_markets(
+    client: redis.Redis, run: Any, batches: list[Any], stp: str
+) -> tuple[list[Any], list[Any], dict[str, Any]]:
+    """The scenario on a PERP market and (renamed) on a SPOT one, their calls alternating:
+    the replies, the publications and the database after."""
+    client.flushdb()
+    for market, product, fee in ((MARKET, "PERP", "5"), (SECOND, "SPOT", "7")):
+        client.hset(
+            keys.market_cfg(market),
+            mapping={"product": product, "mult": "1", "takerFeeBps": fee,
+                     "initialMarginBps": "1000", "lotSize": "1", "indexPrice": "100",
+                     "priceBandBps": "150", "selfTradePrevention": stp},
+        )  # fmt: skip
+    listener = client.pubsub(ignore_subscribe_messages=True)
+    listener.psubscribe(keys.channel("*"))
+    replies, stream_seq = [], 0
+    for now, commands in batches:
+        for market in (MARKET, SECOND):
+            args = match_args(market, now, "")
+            for command in commands:
+                stream_seq += 1
+                text = orjson.dumps(command).decode().replace(MARKET, market)
+                args.extend((f"1-{stream_seq}", text))
+            replies.append(run(keys=match_keys(market), args=args))
+    client.publish(keys.channel("end"), "end")
+    published = []
+    while (message := listener.get_message(timeout=10)) and message["data"] != "end":
+        published.append((message["channel"], message["data"]))
+    listener.close()
+    return replies, published, _everything(client)
+
+
+@settings(
+    max_examples=EXAMPLES // 4,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(batches=scenarios(), stp=st.sampled_from(STP_MODES))
+def test_the_library_leaves_what_the_plain_script_leaves(
+    client: redis.Redis, batches: Any, stp: str
+) -> None:
+    """match.lua as a function library keeps its modules between calls and starts each call
+    from the state per_call sets up; run as a plain script, every call builds everything
+    afresh. Two markets of different products, their calls alternating: the replies, every
+    publication and every key are the same either way (what one call leaves in the library
+    never reaches the next)."""
+    library = ScriptSet(client, LUA_DIR)["match"]
+    assert isinstance(library, Library)
+    plain = client.register_script(read_script(str(LUA_DIR), "match"))
+    client.config_resetstat()
+    as_library = _run_two_markets(client, library, batches, stp)
+    ran = client.info("commandstats")
+    assert library.functions and "cmdstat_evalsha" not in ran  # by FCALL alone
+    assert ran["cmdstat_fcall"]["calls"] >= 2 * len(batches)
+    assert _run_two_markets(client, plain, batches, stp) == as_library
 
 
 def test_replaying_a_batch_changes_nothing(client: redis.Redis) -> None:

@@ -71,33 +71,57 @@
 -- the money rules shared with the settler (common/lua/money.lua), joined into this one atomic
 -- chunk; below them, the flow of one call.
 
-local K_STATE, K_BIDS, K_ASKS, K_LB, K_LA = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local K_TRADES, K_EVENTS, K_CFG, K_POS, K_STATS, K_EXP =
-  KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
-local K_LEASE, K_IN = KEYS[12], KEYS[13]
-local market, oprefix, uprefix, chprefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local now = tonumber(ARGV[5])
-local now_text = string.format('%d', now)
-local trades_maxlen = ARGV[6]
-local mprefix = ARGV[7]
-local lease_token = ARGV[8]
-local read_count = tonumber(ARGV[9]) or 0
-local group, consumer = ARGV[10], ARGV[11]
-local publish = ARGV[12]
+-- The script runs as a Redis function library where the server has them (common/lua.py
+-- Library): its top level then runs once, when the library is loaded, and every call runs
+-- main() on functions made at load; where it runs as a plain script, the chunk runs whole on
+-- every call, as before. Either way a call starts from the same state: what a module keeps
+-- for one call is declared without a value and set by the function it hands to per_call,
+-- and main() runs those, in the order they were handed in, before anything else (the first
+-- binds the call's keys and arguments).
+local starts = {}
+local function per_call(start) starts[#starts + 1] = start end
+
+local K_STATE, K_BIDS, K_ASKS, K_LB, K_LA
+local K_TRADES, K_EVENTS, K_CFG, K_POS, K_STATS, K_EXP
+local K_LEASE, K_IN
+local market, oprefix, uprefix, chprefix
+local now, now_text
+local trades_maxlen
+local mprefix
+local lease_token
+local read_count
+local group, consumer
+local publish
+local argv  -- the call's ARGV
 local FIRST_ENTRY_ARG = 13
+per_call(function(keys, args)
+  K_STATE, K_BIDS, K_ASKS, K_LB, K_LA = keys[1], keys[2], keys[3], keys[4], keys[5]
+  K_TRADES, K_EVENTS, K_CFG, K_POS, K_STATS, K_EXP =
+    keys[6], keys[7], keys[8], keys[9], keys[10], keys[11]
+  K_LEASE, K_IN = keys[12], keys[13]
+  market, oprefix, uprefix, chprefix = args[1], args[2], args[3], args[4]
+  now = tonumber(args[5])
+  now_text = string.format('%d', now)
+  trades_maxlen = args[6]
+  mprefix = args[7]
+  lease_token = args[8]
+  read_count = tonumber(args[9]) or 0
+  group, consumer = args[10], args[11]
+  publish = args[12]
+  argv = args
+end)
 
 --#include money.lua
 --#include match/text.lua
 --#include match/state.lua
 
--- The rest is one function, called once per call. Every call creates a closure for each
--- function of the modules below, and Lua 5.1 links each local a closure uses by walking the
--- list of the chunk's captured locals (~190 in one flat chunk: most of the call's fixed cost
--- at a few orders per call); the values above are this function's upvalues instead, which
--- its closures take by reference. A Lua function has at most 60 upvalues: what the modules
--- below use of the part above stays under that (docs/performance.md "The fixed cost of a
--- call at small batches").
-local function apply_call()
+-- The rest is made by one function, once per library load (or per call as a plain script).
+-- Lua 5.1 links each local a closure uses by walking the list of the chunk's captured locals
+-- (~190 in one flat chunk), so the modules' functions live in this function's scope; the
+-- values above are its upvalues, which its closures take by reference. A Lua function has at
+-- most 60 upvalues: what the modules below use of the part above stays under that
+-- (docs/performance.md "The fixed cost of a call at small batches").
+local function build()
 --#include match/market.lua
 --#include match/margin.lua
 --#include match/records.lua
@@ -114,34 +138,40 @@ local function apply_call()
 --#include match/expiry.lua
 --#include match/input.lua
 
-  -- 1. Refuse the call, changing nothing, when another matcher holds the market's lease.
-  if lease_token ~= '' and redis.call('GET', K_LEASE) ~= lease_token then
-    return redis.error_reply('LEASE_LOST this matcher no longer holds the market lease')
+  -- One call, on the state per_call set up.
+  local function main(keys, args)
+    for i = 1, #starts do starts[i](keys, args) end
+    -- 1. Refuse the call, changing nothing, when another matcher holds the market's lease.
+    if lease_token ~= '' and redis.call('GET', K_LEASE) ~= lease_token then
+      return redis.error_reply('LEASE_LOST this matcher no longer holds the market lease')
+    end
+    -- 2. The market's constants and state, read once.
+    load_market()
+    load_state()
+    trig.start()
+    -- 3. Resting orders whose time has passed leave the book.
+    expire_due()
+    -- 4. The commands, in stream order, each applied once.
+    local entries, read_ids = input_entries()
+    local applied = apply_entries(entries)
+    -- 5. What the call leaves behind: the changed resting orders' records, the open sets of the
+    -- orders placed in it that rest, statistics, level totals, settlement events.
+    save_changed()
+    write_open_sets()
+    write_statistics()
+    write_all_levels()
+    write_events()
+    -- 6. Its publications: the order changes, depth and trades.
+    publish_orders()
+    publish_depth()
+    publish_trades()
+    -- 7. The acknowledgement of the entries read here, the state, the settle request.
+    acknowledge(read_ids)
+    save_state()
+    return {applied, events_written, #read_ids, last or '', request_settlement()}
   end
-  -- 2. The market's constants and state, read once.
-  load_market()
-  load_state()
-  trig.start()
-  -- 3. Resting orders whose time has passed leave the book.
-  expire_due()
-  -- 4. The commands, in stream order, each applied once.
-  local entries, read_ids = input_entries()
-  local applied = apply_entries(entries)
-  -- 5. What the call leaves behind: the changed resting orders' records, the open sets of the
-  -- orders placed in it that rest, statistics, level totals, settlement events.
-  save_changed()
-  write_open_sets()
-  write_statistics()
-  write_all_levels()
-  write_events()
-  -- 6. Its publications: the order changes, depth and trades.
-  publish_orders()
-  publish_depth()
-  publish_trades()
-  -- 7. The acknowledgement of the entries read here, the state, the settle request.
-  acknowledge(read_ids)
-  save_state()
-  return {applied, events_written, #read_ids, last or '', request_settlement()}
+  return main
 end
 
-return apply_call()
+local main = build()
+return main(KEYS, ARGV)

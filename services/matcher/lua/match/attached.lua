@@ -13,10 +13,11 @@
 
 --#include text.lua
 
-local tpsl = {
-  grown = {},    -- {parent, qty} of every parent fill not yet given to its children
-  sources = {},  -- trigger sources of children created or grown and not yet judged
-}
+local tpsl = {}
+per_call(function()
+  tpsl.grown = {}    -- {parent, qty} of every parent fill not yet given to its children
+  tpsl.sources = {}  -- trigger sources of children created or grown and not yet judged
+end)
 
 -- A new order's attached prices: o becomes a parent (derivatives, SPOT; not a trigger order).
 function tpsl.parent(cmd, o)

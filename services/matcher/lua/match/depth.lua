@@ -6,12 +6,17 @@
 
 --#include state.lua
 
-local bid_changes, ask_changes, changed = {}, {}, false
+local bid_changes, ask_changes, changed
 -- Level totals are read once per price per call, kept here, and written back once per
 -- changed level at the end of the call (write_levels), not once per unit.
-local level_totals = {[K_LB] = {}, [K_LA] = {}}
-local level_dirty = {[K_LB] = {}, [K_LA] = {}}
-local depth_texts = {}  -- the call's depth messages, one per seq, published at the end
+local level_totals, level_dirty
+local depth_texts  -- the call's depth messages, one per seq, published at the end
+per_call(function()
+  bid_changes, ask_changes, changed = {}, {}, false
+  level_totals = {[K_LB] = {}, [K_LA] = {}}
+  level_dirty = {[K_LB] = {}, [K_LA] = {}}
+  depth_texts = {}
+end)
 
 -- The book's level at price moved by delta (in this unit).
 local function level_add(is_bid, price, delta)

@@ -7,8 +7,8 @@
 -- event text is built in one concatenation and never joined with the others: this Lua hashes
 -- every byte of every string it creates, so a joined copy would cost as much again.
 local EVENTS_PER_ENTRY = 1000
-local event_args = {}
-local events_written = 0
+local event_args, events_written
+per_call(function() event_args, events_written = {}, 0 end)
 
 local function next_eseq()
   eseq = eseq + 1

@@ -14,7 +14,7 @@
 -- ids read here.
 local function read_entries()
   local entries, read_ids = {}, {}
-  for i = FIRST_ENTRY_ARG, #ARGV, 2 do entries[#entries + 1] = {ARGV[i], ARGV[i + 1]} end
+  for i = FIRST_ENTRY_ARG, #argv, 2 do entries[#entries + 1] = {argv[i], argv[i + 1]} end
   if read_count <= 0 then return entries, read_ids end
   local got = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', read_count,
                            'STREAMS', K_IN, '>')

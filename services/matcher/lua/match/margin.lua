@@ -5,7 +5,8 @@
 
 -- Positions as the matcher keeps them (dex:{m}:pos), read once per user per call and kept
 -- current by record_trade.
-local positions = {}
+local positions
+per_call(function() positions = {} end)
 
 local function position(user)
   local size = positions[user]

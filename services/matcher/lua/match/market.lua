@@ -2,12 +2,17 @@
 
 --#include text.lua
 
-local cfg = {}
+local cfg
 local product, is_deriv, mult, taker_bps, im_bps, lot, band_bps
 local stp_default  -- the market's self-trade prevention mode (docs/api.md)
 local market_json    -- the market's symbol as a JSON string
 local trade_id_head  -- '"<market>:': a trade's id is this, its tseq and '"'
-local px = nil       -- {index, mark}, read when first needed
+local px             -- {index, mark}, read when first needed
+per_call(function()
+  cfg = {}
+  product, is_deriv, mult, taker_bps, im_bps, lot, band_bps = nil, nil, nil, nil, nil, nil, nil
+  stp_default, market_json, trade_id_head, px = nil, nil, nil, nil
+end)
 
 -- The constants the script uses (dex:{m}:cfg holds more, for other readers).
 local CFG_FIELDS = {'product', 'mult', 'takerFeeBps', 'initialMarginBps', 'lotSize',

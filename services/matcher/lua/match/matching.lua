@@ -17,7 +17,8 @@
 -- below it lowers it; removals keep it true): a taker whose bound is at or below it cannot
 -- cross and skips the read. After the first read of a book in a call this is the book's best
 -- score - 1 exactly, so a taker that does not cross reads nothing.
-local empty_upto = {}
+local empty_upto
+per_call(function() empty_upto = {} end)
 
 -- MARKET, or a trigger type that becomes one (STOP_MARKET, ...: match/triggers.lua)?
 local function market_type(t)

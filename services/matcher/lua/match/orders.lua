@@ -19,7 +19,8 @@ end
 -- no SREM. match/input.lua decides (defer_open); every other order is added and removed at
 -- once, as before. A module that reads a set within a call, or takes an order out of it other
 -- than through open_set_remove, must turn the deferral off for its commands (may_defer_open).
-local fresh_open, fresh_list = {}, {}
+local fresh_open, fresh_list
+per_call(function() fresh_open, fresh_list = {}, {} end)
 
 -- An order rests: into its user's open set (a new order of a deferring call: at the end).
 local function open_set_add(o)

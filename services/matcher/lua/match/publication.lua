@@ -4,9 +4,10 @@
 
 --#include depth.lua
 
-local touched, touched_list = {}, {}  -- the orders changed in this unit
-local unit_trades = {}  -- every trade of this call: its trade: publications at the end
-local order_texts = {}  -- every order change of this call: its orderchanges: publications
+local touched, touched_list  -- the orders changed in this unit
+local unit_trades  -- every trade of this call: its trade: publications at the end
+local order_texts  -- every order change of this call: its orderchanges: publications
+per_call(function() touched, touched_list, unit_trades, order_texts = {}, {}, {}, {} end)
 -- Runs of texts joined into one publication stay below CHUNK_BYTES: a join up to the Lua
 -- buffer's size (8 KB) makes one string; a longer one makes a tower of intermediate strings,
 -- each of whose bytes this Lua hashes again.

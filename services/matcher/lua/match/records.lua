@@ -24,10 +24,11 @@
 
 --#include text.lua
 
-local D_PATTERN = '^' .. string.rep('([^|]*)|', 6) .. '(.*)$'
+local D_PATTERN = '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$'
 local FLAT_FIELDS = {'userId', 'clientOrderId', 'side', 'type', 'timeInForce', 'reduceOnly',
   'expiresAt', 'price', 'qty', 'filled', 'status', 'reason', 'ts', 'aseq'}
-local cache = {}  -- key -> order: every order this call read or created
+local cache  -- key -> order: every order this call read or created
+per_call(function() cache = {} end)
 
 -- The order at okey (nil if there is none), read once per call.
 local function load(okey)
@@ -72,8 +73,9 @@ end
 -- record write, not two, and no open-set write at all. Within the call every reader of a
 -- record goes through load, whose cache holds the order (the one direct read of a record
 -- field, amend.lua's, never runs in such a call).
-local defer_open = false
-local new_records, new_list = {}, {}  -- key -> the HSET arguments of a new order's record
+local defer_open
+local new_records, new_list  -- key -> the HSET arguments of a new order's record
+per_call(function() defer_open, new_records, new_list = false, {}, {} end)
 
 -- The whole record of an order new in this call, written once its command is done (in a
 -- deferring call, at the call's end: save_changed), a trigger order's always at once.
@@ -106,7 +108,8 @@ end
 -- Resting orders whose mutable fields changed this call: written once, at its end
 -- (save_changed), however many fills they took. Within the call every reader of an order
 -- goes through load, whose cache holds the changed table, so nothing reads the stale record.
-local changed_orders, changed_list = {}, {}
+local changed_orders, changed_list
+per_call(function() changed_orders, changed_list = {}, {} end)
 
 local function mark_changed(o)
   if not changed_orders[o.key] then

@@ -15,14 +15,20 @@
 
 local status, seq, tseq, eseq, aseq, last
 local was_stored        -- the hash held a status before this call
-local status_changed = false
+local status_changed
 local tseq_at_start     -- the trade seq when the call began
 -- Stream ids "ms-seq" are compared numerically with the last applied one (parsed once; the
 -- apply loop passes the parts of an id it moves `last` to).
-local last_ms, last_sq = nil, nil
+local last_ms, last_sq
 -- The hints: expiry and ageing a time (ms), false ('-': nothing there) or nil (unknown);
 -- last_triggers a boolean (nil: unknown); untrimmed a count; stored: each field's text as read.
-local hints = {untrimmed = 0, stored = {}, FIELDS = {'nexp', 'nage', 'ltrig', 'untrimmed'}}
+local hints = {FIELDS = {'nexp', 'nage', 'ltrig', 'untrimmed'}}
+per_call(function()
+  status, seq, tseq, eseq, aseq, last = nil, nil, nil, nil, nil, nil
+  was_stored, status_changed, tseq_at_start, last_ms, last_sq = nil, false, nil, nil, nil
+  hints.untrimmed, hints.stored = 0, {}
+  hints.expiry, hints.ageing, hints.last_triggers = nil, nil, nil
+end)
 -- Stream entries (trades written, input entries acknowledged) between two trims: a trim
 -- with "~" drops whole stream nodes only, so trimming more often keeps a stream no shorter.
 local TRIM_EVERY = 100

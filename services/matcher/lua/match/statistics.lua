@@ -13,7 +13,8 @@
 local INTERVALS = {{'1m', 60000}, {'5m', 300000}, {'15m', 900000}, {'1h', 3600000},
   {'4h', 14400000}, {'1d', 86400000}}
 local DAY = 86400000
-local agg = nil  -- the call's trades: open, high, low, close, volume, quote volume
+local agg  -- the call's trades: open, high, low, close, volume, quote volume
+per_call(function() agg = nil end)
 
 -- A trade of qty f at p, quote volume qv.
 local function count_trade(p, f, qv)

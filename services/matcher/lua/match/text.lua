@@ -1,8 +1,9 @@
 -- match/text.lua: integers and strings as JSON text, memoized per call.
 
-local fmt = string.format
-local ints = {}    -- integer -> its decimal text
-local quoted = {}  -- string -> its JSON string
+local fmt     -- string.format (a library's load sees no globals but redis: set per call)
+local ints    -- integer -> its decimal text
+local quoted  -- string -> its JSON string
+per_call(function() fmt, ints, quoted = string.format, {}, {} end)
 
 -- Integers as decimal text, memoized per call: prices, quantities and the clock repeat from
 -- order to order, and string.format is a large share of the script's own time.

@@ -32,10 +32,12 @@
 local trig = {
   FIRES_PER_CALL = 100,
   SOURCES = {'MARK', 'INDEX', 'LAST'},
-  fired = 0,          -- orders fired this call
-  continued = false,  -- this call appended a "prices" command for what it could not fire
-  seen_tseq = 0,      -- the trade seq LAST was last judged at
 }
+per_call(function()
+  trig.fired = 0          -- orders fired this call
+  trig.continued = false  -- this call appended a "prices" command for what it could not fire
+  trig.seen_tseq = 0      -- the trade seq LAST was last judged at
+end)
 -- Whether the market has LAST trigger orders (else a trade judges nothing): match/state.lua
 -- hints.last_triggers.
 
