@@ -109,3 +109,18 @@ def test_without_the_right_to_use_functions_the_plain_script_runs(
 def test_only_a_script_that_ends_with_the_call_line_is_a_library(fresh: redis.Redis) -> None:
     with pytest.raises(ValueError, match="does not end with"):
         Library(fresh, "plain", "return 1\n")
+
+
+def test_at_the_memory_limit_a_call_is_refused_whole(fresh: redis.Redis) -> None:
+    """A function without flags may write, so Redis refuses it before it runs once memory is
+    past maxmemory (noeviction): nothing applied, the caller retries later."""
+    library = Library(fresh, "toy", toy("v1"))
+    assert library(keys=["n"], args=["a"])[0] == "a"
+    fresh.config_set("maxmemory", 1)
+    try:
+        with pytest.raises(redis.ResponseError, match="maxmemory"):
+            library(keys=["n"], args=["b"])
+    finally:
+        fresh.config_set("maxmemory", 0)
+    assert fresh.get("n") == "1"
+    assert library(keys=["n"], args=["c"])[0] == "c"
