@@ -12,6 +12,11 @@ commands the scripts ran (INFO commandstats), and divides both by the orders.
     .venv/bin/python bench/matcher_profile.py --no-valgrind   # commands per order only, fast
     .venv/bin/python bench/matcher_profile.py --batch 4       # orders per call at 2,000 orders/s
     .venv/bin/python bench/matcher_profile.py --empty-calls 300   # a call's fixed cost
+    .venv/bin/python bench/matcher_profile.py --no-valgrind --batch 4 --orders 20000   # and µs
+
+Without valgrind it also reports the microseconds Redis spent in the script calls
+(``INFO commandstats``) and its CPU, per order: wall-clock figures, so they move with the
+machine's load; compare builds in alternation.
 
 With ``--empty-calls N`` no order is fed: the consumer makes N calls with no command (its tick),
 and the figures are per call.
@@ -38,6 +43,20 @@ from services.matcher.consumer import MarketConsumer, write_market_cfg
 GC_LIBRARY = """#!lua name=dex_bench_collect
 redis.register_function('dex_bench_collect', function() collectgarbage('collect') return 0 end)
 """
+
+
+def script_usec(client: redis.Redis) -> int:
+    """Microseconds Redis has spent in script and function calls (their commands included)."""
+    stats = client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{name}", {}).get("usec", 0)) for name in SCRIPT_CALLS)
+
+
+def redis_cpu(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+SCRIPT_CALLS = ("evalsha", "fcall")
 
 
 def main() -> None:
@@ -85,11 +104,13 @@ def main() -> None:
         if not consumer.acquire():
             raise SystemExit("could not take the market lease")
         before = callgrind.command_counts(client)
+        usec_before, cpu_before = script_usec(client), redis_cpu(client)
         handled = 0
         while handled < len(orders):
             handled += consumer.poll(block_ms=10)
         for _ in range(args.empty_calls):
             consumer.tick()
+        usec, cpu = script_usec(client) - usec_before, redis_cpu(client) - cpu_before
         # Lua garbage the calls left behind is collected in a later call: collect it now,
         # inside a call too, so the instructions count it whatever the script's GC policy
         # (in the functions' Lua state, where match.lua's library runs, and the scripts').
@@ -102,7 +123,7 @@ def main() -> None:
         with contextlib.suppress(redis.ConnectionError):
             client.shutdown(nosave=True)
         server.wait(timeout=300)
-    script_calls = sum(after.get(n, 0) - before.get(n, 0) for n in ("evalsha", "fcall"))
+    script_calls = sum(after.get(n, 0) - before.get(n, 0) for n in SCRIPT_CALLS)
     inside = {
         name: after[name] - before.get(name, 0)
         for name in after
@@ -129,6 +150,9 @@ def main() -> None:
         "perCall": bool(args.empty_calls),
         **callgrind.per_order(inside, n, workdir, valgrind),
     }
+    if not valgrind:
+        result["scriptUsecPerOrder"] = round(usec / n, 2)
+        result["redisCpuUsecPerOrder"] = round(cpu * 1e6 / n, 2)
     cli.write_results("matcher_profile.json", result)
     print(json.dumps(result, indent=2))
 
