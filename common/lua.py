@@ -108,7 +108,9 @@ class Library:
     that have it already keep the same). A Redis without functions (older than 7.0, or a user
     without the right) runs the plain script by EVALSHA instead.
 
-    Called like redis-py's ``Script``: ``library(keys=[...], args=[...])``.
+    Called like redis-py's ``Script``, ``library(keys=[...], args=[...])``, but not inside a
+    pipeline (its reload needs the reply). Libraries of older texts stay until deleted
+    (docs/operations.md "Redis persistence").
     """
 
     def __init__(self, client: Any, name: str, text: str) -> None:
