@@ -2,7 +2,8 @@
 broadcaster's): a burst read in bulk arrives whole and in order (a publication larger than one
 read included); a connection lost in the middle of a burst resets everyone once, loses nothing
 it had delivered, delivers nothing twice, settles an add in flight, and its replacement holds
-exactly the hub's channels again; a password-protected Redis is logged in to."""
+exactly the hub's channels again; a connection that stops answering is PINGed, dropped and
+made again; a password-protected Redis is logged in to."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import uvloop
 from support.redis_server import RedisServer, RedisServerUnavailable
 
 from common import keys
+from services.broadcaster.backends import base
 from services.broadcaster.backends.classic import ClassicBackend
 from services.broadcaster.hub import Hub
 
@@ -168,3 +170,34 @@ def test_a_password_protected_redis_is_logged_in_to(locked_redis: RedisServer) -
     assert uvloop.run(scenario()) == [{"seq": 1, "data": 1}]
     with redis.Redis.from_url(url) as plain:
         assert plain.ping()
+
+
+def test_a_silent_connection_is_pinged_then_dropped_and_made_again(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(base, "HEALTH_CHECK_S", 0.2)
+
+    async def scenario() -> tuple[int, list[Any]]:
+        client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        resets: list[float] = []
+        hub, sink = Hub(), Sink()
+        hub.on_reset = lambda: resets.append(time.monotonic())
+        await hub.start(ClassicBackend(client))
+        await hub.add("trade:SILENT", sink)
+        await asyncio.sleep(1.0)  # quiet but answering its PINGs: kept
+        assert not resets
+        await client.execute_command("CLIENT", "PAUSE", "1500", "ALL")  # Redis answers nothing
+        await until(lambda: bool(resets))  # dropped after 0.4 s, made again, clients reset
+        await asyncio.sleep(1.5)  # the pause is over: a connection is up and answering again
+        await client.ping()
+        hub.remove("trade:SILENT", sink)
+        await hub.add("trade:SILENT", sink)
+        await client.publish(keys.channel("trade:SILENT"), orjson.dumps({"seq": 1, "data": 1}))
+        await until(lambda: bool(sink.received))
+        await hub.stop()
+        await client.aclose()
+        return len(resets), sink.received
+
+    resets, received = asyncio.run(asyncio.wait_for(scenario(), 30))
+    # Once per connection made again: the pause outlasted a few of them.
+    assert resets >= 1 and received == [{"seq": 1, "data": 1}]
