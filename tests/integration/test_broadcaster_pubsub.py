@@ -3,7 +3,7 @@ broadcaster's): a burst read in bulk arrives whole and in order (a publication l
 read included); a connection lost in the middle of a burst resets everyone once, loses nothing
 it had delivered, delivers nothing twice, settles an add in flight, and its replacement holds
 exactly the hub's channels again; a connection that stops answering is PINGed, dropped and
-made again; a password-protected Redis is logged in to."""
+made again; a password-protected Redis is logged in to, one on a Unix socket reached there."""
 
 from __future__ import annotations
 
@@ -201,3 +201,28 @@ def test_a_silent_connection_is_pinged_then_dropped_and_made_again(
     resets, received = asyncio.run(asyncio.wait_for(scenario(), 30))
     # Once per connection made again: the pause outlasted a few of them.
     assert resets >= 1 and received == [{"seq": 1, "data": 1}]
+
+
+def test_a_redis_on_a_unix_socket_is_reached_there(tmp_path: Any) -> None:
+    path = tmp_path / "redis.sock"
+    server = RedisServer(extra_args=("--unixsocket", str(path), "--unixsocketperm", "700"))
+    try:
+        server.start()
+    except RedisServerUnavailable as exc:
+        pytest.skip(str(exc))
+
+    async def scenario() -> list[Any]:
+        client = aioredis.Redis.from_url(f"unix://{path}", decode_responses=True)
+        hub, sink = Hub(), Sink()
+        await hub.start(ClassicBackend(client))
+        await hub.add("trade:UNIX", sink)
+        await client.publish(keys.channel("trade:UNIX"), orjson.dumps({"seq": 1, "data": 1}))
+        await until(lambda: bool(sink.received))
+        await hub.stop()
+        await client.aclose()
+        return sink.received
+
+    try:
+        assert uvloop.run(scenario()) == [{"seq": 1, "data": 1}]
+    finally:
+        server.stop()
