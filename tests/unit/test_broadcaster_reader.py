@@ -123,6 +123,15 @@ def test_a_pong_confirms_only_its_own_ping_and_a_lost_connection_settles_the_res
             reader.data_received(reply(b"pong", b"hub-health"))  # a health check's reply
             reader.data_received(reply(b"pong", tokens[1]))
             assert second.done() and not first.done()
+            reader.data_received(b"+OK\r\n")  # AUTH's
+            assert not first.done()
+            third = reader.confirmation()
+            parser = hiredis.Reader()
+            parser.feed(transport.written[-1])
+            token = parser.gets()[1]
+            # Out of pub/sub mode (every channel left) Redis echoes a PING's token bare.
+            reader.data_received(b"$%d\r\n%s\r\n" % (len(token), token))
+            assert third.done() and not first.done()
             reader.connection_lost(None)
             assert first.done()  # its reply will not come: settled (the listener hears later)
             assert reader.confirmation().done()  # no connection now: nothing to wait for

@@ -334,15 +334,23 @@ class Reader(asyncio.Protocol):
         if isinstance(reply, hiredis.ReplyError):
             log.error("broadcaster: Redis refused a pub/sub command on %s: %s", self.name, reply)
             return
+        if type(reply) is bytes:
+            # +OK of AUTH, or a PING's token echoed by a connection out of pub/sub mode (a
+            # subscribe before it was refused, or every channel was left): it confirms too.
+            self._confirmed(reply)
+            return
         if not isinstance(reply, list) or len(reply) < 2:
-            return  # +OK of AUTH
+            return
         kind = reply[0]
         if kind == b"pong":
-            future = self._confirming.pop(reply[1], None)
-            if future is not None and not future.done():
-                future.set_result(None)
+            self._confirmed(reply[1])
         elif kind == self._unsubscribed and self.on_unsubscribed and type(reply[1]) is bytes:
             self.on_unsubscribed(reply[1].decode())
+
+    def _confirmed(self, token: Any) -> None:
+        future = self._confirming.pop(token, None)
+        if future is not None and not future.done():
+            future.set_result(None)
 
     def _settle(self) -> None:
         """Settle every confirmation outstanding: its PING's reply will not come."""
