@@ -56,6 +56,7 @@ class Flusher:
         self.interval_s = interval_s
         self.dirty: set[Connection] = set()
         self._handle: asyncio.Handle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def mark(self, connection: Connection) -> None:
         self.dirty.add(connection)
@@ -63,7 +64,9 @@ class Flusher:
 
     def schedule(self) -> None:
         if self._handle is None:
-            loop = asyncio.get_running_loop()
+            loop = self._loop
+            if loop is None or loop.is_closed():
+                loop = self._loop = asyncio.get_running_loop()
             delay = self.interval_s
             if delay is None:
                 delay = min(len(self.dirty) * FLUSH_DELAY_PER_CONNECTION_S, FLUSH_DELAY_MAX_S)
@@ -79,7 +82,7 @@ class Flusher:
         for connection in dirty:
             written += connection.flush()
         if written:
-            self.metrics.messages_sent.inc(written)
+            self.metrics.count_sent(written)
 
 
 class MessageWindow:

@@ -81,9 +81,11 @@ class Hub:
         self._commands = _Commands()
         self._backend: Backend | None = None
         self._writer_task: asyncio.Task[None] | None = None
+        self._topic: Callable[[str], str] = _unstarted
 
     async def start(self, backend: Backend) -> None:
         self._backend = backend
+        self._topic = backend.topic
         await backend.connect(self)
         self._writer_task = asyncio.create_task(self._writer(backend), name="hub-writer")
 
@@ -154,7 +156,7 @@ class Hub:
     # -- what the backend reports (services.broadcaster.backends.base.Listener) ----------
 
     def on_published(self, channel: str, data: Any) -> None:
-        topic = self._started().topic(channel)
+        topic = self._topic(channel)
         if self.on_message is not None:
             self.on_message(topic)
         sinks = self.sinks.get(topic)
@@ -180,6 +182,10 @@ class Hub:
         _settle(list(self._ready.values()))
         if self.on_reset is not None:
             self.on_reset()
+
+
+def _unstarted(channel: str) -> str:
+    raise RuntimeError("the hub has no backend yet: call start(backend) first")
 
 
 def _settle(readies: list[asyncio.Future[None]], _confirmed: object = None) -> None:

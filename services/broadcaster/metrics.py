@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from services.broadcaster.topics import Kind
@@ -60,7 +58,10 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
-        self._publication_kinds: dict[str, Any] = {}
+        # Counted in plain dicts and ints on the hot path (a prometheus_client counter takes a
+        # lock per increment), folded into the counters when they are rendered.
+        self._publications_by_topic: dict[str, int] = {}
+        self._sent = 0
         self.pubsub_resets = Counter(
             "dex_broadcaster_pubsub_resets",
             "Times the Redis pub/sub connection was lost and every client was asked to resync",
@@ -68,11 +69,25 @@ class Metrics:
         )
 
     def count_publication(self, topic: str) -> None:
-        kind = topic.partition(":")[0]
-        child = self._publication_kinds.get(kind)
-        if child is None:
-            child = self._publication_kinds[kind] = self._publications.labels(kind)
-        child.inc()
+        counts = self._publications_by_topic
+        counts[topic] = counts.get(topic, 0) + 1
+
+    def count_sent(self, messages: int) -> None:
+        """``messages`` written to clients (``messages_sent``, as of the next render)."""
+        self._sent += messages
 
     def render(self) -> bytes:
+        self._fold()
         return generate_latest(self.registry)
+
+    def _fold(self) -> None:
+        counts, self._publications_by_topic = self._publications_by_topic, {}
+        kinds: dict[str, int] = {}
+        for topic, count in counts.items():
+            kind = topic.partition(":")[0]
+            kinds[kind] = kinds.get(kind, 0) + count
+        for kind, count in kinds.items():
+            self._publications.labels(kind).inc(count)
+        sent, self._sent = self._sent, 0
+        if sent:
+            self.messages_sent.inc(sent)

@@ -18,7 +18,6 @@ from urllib.parse import quote
 
 import pytest
 import redis
-import redis.asyncio as aioredis
 from support.redis_server import free_port, redis_command, wait_for
 
 from common.redis_client import connect, connect_async
@@ -142,7 +141,7 @@ def test_every_client_authenticates_on_a_single_redis(servers: dict[str, Any], w
 
 
 def test_every_client_authenticates_on_a_redis_cluster(servers: dict[str, Any]) -> None:
-    from services.broadcaster.backends.sharded import _NODE_OPTIONS
+    from services.broadcaster.backends.base import SHARDED, Address, Reader
 
     settings = DexSettings(redis_url=servers["cluster"], redis_cluster=True)
     client = connect(settings)
@@ -159,14 +158,28 @@ def test_every_client_authenticates_on_a_redis_cluster(servers: dict[str, Any]) 
         cluster = connect_async(settings)
         try:
             values = [await cluster.get(f"dex:{{password-check-{n}}}") for n in range(30)]
-            # The broadcaster opens its shard pub/sub clients from the node's connection options.
+            # The broadcaster opens its pub/sub connection to a node from the node's options.
             node = cluster.get_node_from_key("dex:{password-check-1}")
-            options = {k: v for k, v in node.connection_kwargs.items() if k in _NODE_OPTIONS}
-            per_node = aioredis.Redis(host=node.host, port=node.port, **options)
+            heard: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+            class Heard:
+                def on_published(self, channel: str, data: Any) -> None:
+                    if not heard.done():
+                        heard.set_result(data)
+
+                def on_lost(self) -> None:
+                    pass
+
+            per_node = Reader(Address.of_node(node), node.name, SHARDED, Heard())
             try:
-                return [values == [str(n) for n in range(30)], await per_node.ping()]
+                await per_node.connected()
+                per_node.subscribe(["dex:ch:{password-check-1}:x"])
+                await asyncio.wait_for(per_node.confirmation(), 10)
+                await cluster.spublish("dex:ch:{password-check-1}:x", "relayed")
+                relayed = await asyncio.wait_for(heard, 10)
+                return [values == [str(n) for n in range(30)], relayed == b"relayed"]
             finally:
-                await per_node.aclose()
+                await per_node.stop()
         finally:
             await cluster.aclose()
 

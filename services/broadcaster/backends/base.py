@@ -11,6 +11,7 @@ the hub's, written once for both backends:
 - :mod:`~services.broadcaster.backends.sharded`: SPUBLISH / SSUBSCRIBE on hash-tagged shard
   channels, one connection per node (a Redis Cluster >= 7).
 
+Each connection is a :class:`Reader`: the one place that speaks pub/sub to Redis, for both.
 common/pubsub.py decides which one a process uses.
 """
 
@@ -20,18 +21,24 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import socket
+import ssl
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol, cast
 
-from redis.asyncio.client import PubSub
-from redis.asyncio.connection import AbstractConnection
+import hiredis
 
 log = logging.getLogger(__name__)
 
 # A standing subscription on this topic keeps a connection open before any client arrives.
 KEEPALIVE_TOPIC = "_"
-RETRY_READ_S = 0.5
+RETRY_CONNECT_S = 0.5
+# A connection that has heard nothing for this long is sent a PING; one still silent after as
+# long again is dropped (and made again), as redis-py's health check does.
+HEALTH_CHECK_S = 30.0
+CONNECT_TIMEOUT_S = 5.0
 
 
 class Listener(Protocol):
@@ -73,114 +80,275 @@ class Backend(ABC):
         """Send the unsubscription of ``channels``."""
 
 
-class Replies(NamedTuple):
-    """The ``type`` of a publication and of an unsubscribe confirmation in one flavour."""
+class Flavour(NamedTuple):
+    """One kind of pub/sub: its publication's reply type and its two commands (whose replies
+    are typed by the command's name in lower case)."""
 
-    message: str
+    message: bytes
+    subscribe: str
     unsubscribe: str
 
 
-CLASSIC = Replies("message", "unsubscribe")
-SHARDED = Replies("smessage", "sunsubscribe")
+CLASSIC = Flavour(b"message", "SUBSCRIBE", "UNSUBSCRIBE")
+SHARDED = Flavour(b"smessage", "SSUBSCRIBE", "SUNSUBSCRIBE")
 
 
-class Reader:
-    """Reads one pub/sub connection until stopped and reports what it reads.
+@dataclass(frozen=True)
+class Address:
+    """Where one pub/sub connection goes, and how it logs in."""
 
-    redis-py reconnects (and re-subscribes) by itself, possibly inside a read that then
-    succeeds: a connect callback on the connection is the one sure sign that publications may
-    be lost. Where there is no connection to watch, a read that succeeds after failing is.
-    ``on_unsubscribed`` gets each unsubscribe confirmation (none: they are ignored).
+    host: str = "127.0.0.1"
+    port: int = 6379
+    path: str | None = None  # a Unix socket instead of host:port
+    username: str | None = None
+    password: str | None = None
+    tls: ssl.SSLContext | None = None
+
+    @classmethod
+    def of(cls, host: str, port: int, options: dict[str, Any], connection_class: type) -> Address:
+        """Where redis-py connects with ``connection_class`` to ``host:port`` given ``options``
+        (its connection keyword arguments)."""
+        context = None
+        if "SSL" in connection_class.__name__:
+            context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+            if options.get("ssl_certfile"):
+                context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
+            if options.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+        return cls(
+            host=host,
+            port=int(port),
+            path=options.get("path"),
+            username=options.get("username"),
+            password=options.get("password"),
+            tls=context,
+        )
+
+    @classmethod
+    def of_pool(cls, pool: Any) -> Address:
+        """Where the connections of a redis-py (asyncio) connection pool go."""
+        options = pool.connection_kwargs
+        host, port = options.get("host", "127.0.0.1"), options.get("port", 6379)
+        return cls.of(host, port, options, pool.connection_class)
+
+    @classmethod
+    def of_node(cls, node: Any) -> Address:
+        """Where a redis-py (asyncio) cluster node's connections go."""
+        options = node.connection_kwargs or {}
+        return cls.of(node.host, node.port, options, node.connection_class)
+
+
+class Reader(asyncio.Protocol):
+    """One pub/sub connection: keeps its channels subscribed and reports what it reads.
+
+    Reading costs what the hub's work on the publications costs and little more: each read
+    from the socket is fed to a hiredis parser and every complete reply in it handled at
+    once, in the transport's callback: no task wakes up per publication, no reply is
+    reshaped into a dict. A reply cut at the end of a read waits in the parser for the rest.
+
+    The reader keeps the set of channels it was asked to hold. When the connection is lost it
+    makes a new one (every ``RETRY_CONNECT_S`` until one is made), subscribes that set again
+    (grouped by ``regroup``: the sharded backend needs one command per slot) and tells the
+    listener ``on_lost``: what was published meanwhile is gone. ``on_unsubscribed`` gets each
+    unsubscribe confirmation (none: they are ignored).
 
     A subscribe is confirmed by :meth:`confirmation`: a PING with a token of its own, sent
     after the subscribe on the same connection. Its reply proves Redis has taken every command
-    sent before it on that connection. Subscribe replies cannot: redis-py's re-subscription
-    after a reconnect sends some nobody asked for, and a command it re-sends after a failed
-    write answers on the new connection too, so counting them would confirm a later subscribe
-    that Redis has not taken yet (an unsubscribe may still lie between). A token is never
-    reused; the ones outstanding when the connection is replaced are settled, as their replies
-    are lost (and the listener hears ``on_lost``).
+    sent before it on that connection. A token is never reused; the ones outstanding when the
+    connection is lost are settled, as their replies are lost (and the listener hears
+    ``on_lost`` once a new connection has subscribed again).
     """
 
     def __init__(
         self,
-        pubsub: PubSub,
+        address: Address,
         name: str,
-        replies: Replies,
+        flavour: Flavour,
         listener: Listener,
         on_unsubscribed: Callable[[str], None] | None = None,
+        regroup: Callable[[Iterable[str]], list[list[str]]] | None = None,
     ) -> None:
-        self.pubsub = pubsub
+        self.address = address
         self.name = name
-        self.replies = replies
+        self.flavour = flavour
         self.listener = listener
         self.on_unsubscribed = on_unsubscribed
+        self.regroup = regroup or (lambda channels: [sorted(channels)])
+        self.channels: set[str] = set()  # what the connection is to hold
+        self._unsubscribed = flavour.unsubscribe.lower().encode()  # its confirmations' type
         self._tokens = itertools.count(1)
-        self._confirming: dict[str, asyncio.Future[None]] = {}  # PING token -> its waiter
-        connection: AbstractConnection | None = pubsub.connection
-        self._watching = connection is not None
-        if connection is not None:
-            # redis-py keeps a weak reference to this method: the reader lives as long as
-            # the backend that holds it.
-            connection.register_connect_callback(self._reconnected)
-        self.task = asyncio.create_task(self._read(), name=f"hub-pump-{name}")
+        self._confirming: dict[bytes, asyncio.Future[None]] = {}  # PING token -> its waiter
+        self._transport: asyncio.Transport | None = None
+        self._parser = hiredis.Reader()
+        self._lost: asyncio.Future[None] | None = None
+        self._heard = False
+        self._connected = asyncio.Event()
+        self.task = asyncio.create_task(self._run(), name=f"hub-pump-{name}")
+
+    async def connected(self) -> None:
+        """Wait for the first connection; ConnectionError when none is made in time."""
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                await self._connected.wait()
+        except TimeoutError:
+            raise ConnectionError(f"no pub/sub connection to {self.name}") from None
 
     async def stop(self) -> None:
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
+        if self._transport is not None:
+            self._transport.close()
         self._settle()
 
-    async def confirmation(self) -> asyncio.Future[None]:
+    # -- commands ------------------------------------------------------------------------
+    def subscribe(self, channels: list[str]) -> None:
+        """Hold ``channels``: subscribe them now, and again on every new connection."""
+        self.channels.update(channels)
+        self._send([self.flavour.subscribe, *channels])
+
+    def unsubscribe(self, channels: list[str]) -> None:
+        self.channels.difference_update(channels)
+        self._send([self.flavour.unsubscribe, *channels])
+
+    def confirmation(self) -> asyncio.Future[None]:
         """Send a PING after what was sent so far; the future is done when it comes back (or
-        when the connection is replaced before)."""
-        token = f"hub-confirm-{next(self._tokens)}"
+        when the connection is lost before)."""
+        token = b"hub-confirm-%d" % next(self._tokens)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._transport is None:
+            future.set_result(None)  # no connection: the next one resets everyone anyway
+            return future
         self._confirming[token] = future
-        try:
-            await self.pubsub.ping(token)
-        except BaseException:
-            self._confirming.pop(token, None)
-            raise
+        self._send(["PING", token])
         return future
 
-    async def _read(self) -> None:
-        pubsub, listener, replies = self.pubsub, self.listener, self.replies
-        failed = False
+    def _send(self, command: list[Any]) -> None:
+        """Write ``command`` if connected; a lost command is made good by the next connection
+        (it subscribes ``channels`` again)."""
+        if self._transport is not None and len(command) > 1:
+            self._transport.write(hiredis.pack_command(tuple(command)))
+
+    # -- the connection ------------------------------------------------------------------
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        address, failed = self.address, False
         while True:
+            lost = self._lost = loop.create_future()
             try:
-                message = await pubsub.get_message(timeout=1.0)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    if address.path is not None:
+                        await loop.create_unix_connection(lambda: self, address.path)
+                    else:
+                        await loop.create_connection(
+                            lambda: self, address.host, address.port, ssl=address.tls
+                        )
+            except (OSError, TimeoutError) as exc:
                 if not failed:
-                    log.exception("broadcaster: pub/sub read on %s failed; reconnecting", self.name)
+                    log.warning("broadcaster: pub/sub connection to %s failed: %s", self.name, exc)
                 failed = True
-                await asyncio.sleep(RETRY_READ_S)
+                await asyncio.sleep(RETRY_CONNECT_S)
                 continue
             if failed:
-                failed = False
-                if not self._watching:
-                    self._settle()
-                    listener.on_lost()
-            if message is None:
-                continue
-            kind = message.get("type")
-            if kind == "pong":
-                self._confirmed(message.get("data"))
-                continue
-            channel = message.get("channel")
-            if not isinstance(channel, str):
-                continue
-            if kind == replies.message:
-                listener.on_published(channel, message["data"])
-            elif kind == replies.unsubscribe and self.on_unsubscribed is not None:
-                self.on_unsubscribed(channel)
+                log.warning("broadcaster: pub/sub connection to %s made again", self.name)
+            failed = False
+            await self._watch(lost)
+
+    def _log_in(self) -> None:
+        address = self.address
+        if address.password is not None:
+            credentials = [address.password]
+            if address.username:
+                credentials.insert(0, address.username)
+            self._send(["AUTH", *credentials])
+
+    async def _watch(self, lost: asyncio.Future[None]) -> None:
+        """Until the connection is lost: PING it when it has been silent for a while, and drop
+        it when that PING stays unanswered as long."""
+        pinged = False
+        while True:
+            self._heard = False
+            done, _ = await asyncio.wait([lost], timeout=HEALTH_CHECK_S)
+            if done:
+                return
+            if self._heard:
+                pinged = False
+            elif pinged:
+                log.warning("broadcaster: pub/sub connection to %s is silent; dropping", self.name)
+                if self._transport is not None:
+                    self._transport.abort()
+            else:
+                self._send(["PING", b"hub-health"])
+                pinged = True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Log in and subscribe every channel held; after a loss, tell the listener."""
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        self._parser = hiredis.Reader()
+        self._transport = transport
+        self._log_in()
+        for group in self.regroup(self.channels):
+            self._send([self.flavour.subscribe, *group])
+        if self._connected.is_set():
+            # Publications may have been lost while no connection was subscribed.
+            self._settle()
+            asyncio.get_running_loop().call_soon(self.listener.on_lost)
+        self._connected.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._settle()
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        parser.feed(data)
+        self._heard = True
+        message = self.flavour.message
+        published = self.listener.on_published
+        while True:
+            try:
+                reply = parser.gets()
+                if reply is False:
+                    return
+                if type(reply) is list and reply[0] == message:
+                    published(reply[1].decode(), reply[2])
+                else:
+                    self._other(reply)
+            except hiredis.ProtocolError:
+                log.exception("broadcaster: unreadable reply on %s; reconnecting", self.name)
+                if self._transport is not None:
+                    self._transport.abort()
+                return
+            except Exception:
+                # A bug in handling one reply: the next ones are still handled.
+                log.exception("broadcaster: handling a reply on %s failed", self.name)
+
+    def _other(self, reply: Any) -> None:
+        """A reply that is not a publication: a PING's, an (un)subscribe's, a log-in's."""
+        if isinstance(reply, hiredis.ReplyError):
+            log.error("broadcaster: Redis refused a pub/sub command on %s: %s", self.name, reply)
+            return
+        if type(reply) is bytes:
+            # +OK of AUTH, or a PING's token echoed by a connection out of pub/sub mode (a
+            # subscribe before it was refused, or every channel was left): it confirms too.
+            self._confirmed(reply)
+            return
+        if not isinstance(reply, list) or len(reply) < 2:
+            return
+        kind = reply[0]
+        if kind == b"pong":
+            self._confirmed(reply[1])
+        elif kind == self._unsubscribed and self.on_unsubscribed and type(reply[1]) is bytes:
+            self.on_unsubscribed(reply[1].decode())
 
     def _confirmed(self, token: Any) -> None:
-        if isinstance(token, bytes):
-            token = token.decode(errors="replace")
-        future = self._confirming.pop(token, None) if isinstance(token, str) else None
+        future = self._confirming.pop(token, None)
         if future is not None and not future.done():
             future.set_result(None)
 
@@ -190,7 +358,3 @@ class Reader:
         for future in confirming.values():
             if not future.done():
                 future.set_result(None)
-
-    def _reconnected(self, _connection: Any) -> None:
-        self._settle()
-        asyncio.get_running_loop().call_soon(self.listener.on_lost)

@@ -2,12 +2,11 @@
 
 The backend of a single Redis, and of a Redis Cluster whose servers have no sharded pub/sub
 (before 7.0), where a classic publication reaches every node, so the one connection (on
-whichever node the client picks) hears every channel.
+the cluster client's default node) hears every channel.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable
 from typing import Any
 
@@ -15,6 +14,7 @@ from common import keys
 from services.broadcaster.backends.base import (
     CLASSIC,
     KEEPALIVE_TOPIC,
+    Address,
     Backend,
     Listener,
     Reader,
@@ -23,8 +23,7 @@ from services.broadcaster.backends.base import (
 
 class ClassicBackend(Backend):
     def __init__(self, client: Any) -> None:
-        self.client = client  # an asyncio Redis (or RedisCluster) client
-        self.pubsub = client.pubsub()
+        self.client = client  # an asyncio Redis (or RedisCluster) client: where to connect
         self._prefix = keys.channel("")
         self._prefix_length = len(self._prefix)
         self._reader: Reader | None = None
@@ -36,20 +35,30 @@ class ClassicBackend(Backend):
         return channel[self._prefix_length :]
 
     async def connect(self, listener: Listener) -> None:
-        await self.pubsub.subscribe(keys.channel(KEEPALIVE_TOPIC))
-        self._reader = Reader(self.pubsub, "redis", CLASSIC, listener)
+        self._reader = Reader(await self._address(), "redis", CLASSIC, listener)
+        await self._reader.connected()
+        self._reader.subscribe([keys.channel(KEEPALIVE_TOPIC)])
+
+    async def _address(self) -> Address:
+        pool = getattr(self.client, "connection_pool", None)
+        if pool is not None:
+            return Address.of_pool(pool)
+        await self.client.initialize()  # a cluster: its default node
+        return Address.of_node(self.client.get_default_node())
 
     async def disconnect(self) -> None:
         if self._reader is not None:
             await self._reader.stop()
-        with contextlib.suppress(Exception):
-            await self.pubsub.aclose()
 
     async def subscribe(self, channels: list[str]) -> Awaitable[object]:
-        await self.pubsub.subscribe(*channels)
-        if self._reader is None:
-            raise RuntimeError("the classic pub/sub backend subscribes only once connected")
-        return await self._reader.confirmation()
+        reader = self._started()
+        reader.subscribe(channels)
+        return reader.confirmation()
 
     async def unsubscribe(self, channels: list[str]) -> None:
-        await self.pubsub.unsubscribe(*channels)
+        self._started().unsubscribe(channels)
+
+    def _started(self) -> Reader:
+        if self._reader is None:
+            raise RuntimeError("the classic pub/sub backend subscribes only once connected")
+        return self._reader
