@@ -31,12 +31,14 @@ LUA_DIR = Path(__file__).parent / "lua"
 TRADES_MAXLEN = 100_000
 DEFAULT_LEASE_MS = 5_000
 TICK_S = 0.5  # expiry of resting orders and the 24 h statistics window, at least this often
-GATHER_S = 0.001
+GATHER_S = 0.002
 """On a busy market, how long a call waits after the first new entry for those that follow.
 A call has a fixed cost (this process's round trips, the script's per-call work, and a
 publication of depth, trades, order changes and settlement events each, which the
 broadcaster and the settler each wake for): at 1,000 orders/s a market would otherwise make
-a call per order."""
+a call per order. 2 ms rather than 1: ~4.5 orders per call instead of ~3.2 at
+``bench/e2e.py --rate 2000``, 3-5 % less CPU per order over the exchange, for ~1 ms more
+from accept to trade (docs/performance.md, issue 20's fourth round)."""
 BUSY_S = 0.005
 """A market whose previous call ended less than this before its next entry came is busy; an
 entry that comes after a quiet spell is matched at once."""
