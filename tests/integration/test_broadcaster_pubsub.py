@@ -137,6 +137,20 @@ def test_a_connection_lost_mid_burst_resets_once_and_the_new_one_holds_every_cha
     assert numsub == [{channel: 1, late: 1}]  # one subscription each: nothing stale, none lost
 
 
+async def relayed_once(url: str, topic: str) -> list[Any]:
+    """One publication on ``topic`` through a hub on the Redis at ``url``: what its client
+    received."""
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    hub, sink = Hub(), Sink()
+    await hub.start(ClassicBackend(client))
+    await hub.add(topic, sink)
+    await client.publish(keys.channel(topic), orjson.dumps({"seq": 1, "data": 1}))
+    await until(lambda: bool(sink.received))
+    await hub.stop()
+    await client.aclose()
+    return sink.received
+
+
 @pytest.fixture(scope="module")
 def locked_redis() -> Iterator[RedisServer]:
     server = RedisServer()
@@ -156,18 +170,7 @@ def locked_redis() -> Iterator[RedisServer]:
 def test_a_password_protected_redis_is_logged_in_to(locked_redis: RedisServer) -> None:
     url = f"redis://relay:s3cret@127.0.0.1:{locked_redis.port}/0"  # a user and its password
 
-    async def scenario() -> list[Any]:
-        client = aioredis.Redis.from_url(url, decode_responses=True)
-        hub, sink = Hub(), Sink()
-        await hub.start(ClassicBackend(client))
-        await hub.add("trade:AUTH", sink)
-        await client.publish(keys.channel("trade:AUTH"), orjson.dumps({"seq": 1, "data": 1}))
-        await until(lambda: bool(sink.received))
-        await hub.stop()
-        await client.aclose()
-        return sink.received
-
-    assert uvloop.run(scenario()) == [{"seq": 1, "data": 1}]
+    assert uvloop.run(relayed_once(url, "trade:AUTH")) == [{"seq": 1, "data": 1}]
     with redis.Redis.from_url(url) as plain:
         assert plain.ping()
 
@@ -211,18 +214,8 @@ def test_a_redis_on_a_unix_socket_is_reached_there(tmp_path: Any) -> None:
     except RedisServerUnavailable as exc:
         pytest.skip(str(exc))
 
-    async def scenario() -> list[Any]:
-        client = aioredis.Redis.from_url(f"unix://{path}", decode_responses=True)
-        hub, sink = Hub(), Sink()
-        await hub.start(ClassicBackend(client))
-        await hub.add("trade:UNIX", sink)
-        await client.publish(keys.channel("trade:UNIX"), orjson.dumps({"seq": 1, "data": 1}))
-        await until(lambda: bool(sink.received))
-        await hub.stop()
-        await client.aclose()
-        return sink.received
-
     try:
-        assert uvloop.run(scenario()) == [{"seq": 1, "data": 1}]
+        relayed = uvloop.run(relayed_once(f"unix://{path}", "trade:UNIX"))
+        assert relayed == [{"seq": 1, "data": 1}]
     finally:
         server.stop()
