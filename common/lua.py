@@ -143,9 +143,11 @@ class Library:
             except NoPermissionError:
                 self.functions = False
             except ResponseError as error:
-                if "Function not found" not in str(error):
+                if _unknown_command(error):
+                    self.functions = False
+                elif "Function not found" not in str(error):
                     raise
-                if self._load(execute):
+                elif self._load(execute):
                     return execute(*command)
         return evalsha(self.script, execute, keys, args)
 
@@ -155,10 +157,15 @@ class Library:
         except NoPermissionError:
             self.functions = False
         except ResponseError as error:
-            if "unknown command" not in str(error).lower():
+            if not _unknown_command(error):
                 raise
             self.functions = False
         return self.functions
+
+
+def _unknown_command(error: ResponseError) -> bool:
+    """Redis has no such command (older than 7.0, or the command renamed away)."""
+    return "unknown command" in str(error).lower()
 
 
 class ScriptSet:

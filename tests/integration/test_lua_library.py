@@ -1,7 +1,7 @@
 """common/lua.py Library against a real redis-server: a script kept as a function library is
 run by FCALL, its top level once; loaded again when Redis lost it (through redis-py and through
 a held connection); two versions of a script live side by side; a user who may not use
-functions gets the plain script."""
+functions, or a Redis without them, gets the plain script."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from support.redis_server import RedisServer, RedisServerUnavailable
 
 from common.direct import direct_connection
 from common.lua import CALL_LINE, Library
@@ -124,3 +125,26 @@ def test_at_the_memory_limit_a_call_is_refused_whole(fresh: redis.Redis) -> None
         fresh.config_set("maxmemory", 0)
     assert fresh.get("n") == "1"
     assert library(keys=["n"], args=["c"])[0] == "c"
+
+
+def test_a_redis_without_functions_runs_the_plain_script() -> None:
+    """As a Redis older than 7.0 answers: FCALL and FUNCTION are unknown commands."""
+    server = RedisServer(
+        extra_args=("--rename-command", "FCALL", "", "--rename-command", "FUNCTION", "")
+    )
+    try:
+        server.start()
+    except RedisServerUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        with redis.Redis.from_url(server.url, decode_responses=True) as client:
+            library = Library(client, "toy", toy("v1"))
+            assert library(keys=["n"], args=["a"]) == ["a", 1, 1, "v1"]
+            assert library.functions is False
+            direct = direct_connection(client)
+            assert direct is not None
+            assert direct.run_script(library, ["n"], ["b"])[0] == "b"
+            direct.close()
+            assert client.get("n") == "2"
+    finally:
+        server.stop()
