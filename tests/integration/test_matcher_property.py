@@ -232,6 +232,37 @@ def test_spot_matches_the_reference_book(client: redis.Redis, batches: Any, stp:
 SECOND = "PROP-SPOT"
 
 
+@st.composite
+def with_triggers(draw: Any) -> list[tuple[int, list[dict[str, Any]]]]:
+    """A scenario with trigger orders, attached TP/SL and the oracle's price commands mixed in:
+    the parts of match.lua whose state the plain scenario does not reach."""
+    batches = draw(scenarios())
+    for n, (now, commands) in enumerate(batches):
+        for _ in range(draw(st.integers(0, 3))):
+            kind = draw(st.sampled_from(["trigger", "attached", "prices"]))
+            user, side = draw(st.sampled_from(USERS)), draw(st.sampled_from(["BUY", "SELL"]))
+            cid = f"x{n}-{len(commands)}"
+            reply = keys.market_reply(MARKET, cid)
+            base = {"op": "order", "user": user, "cid": cid, "side": side, "qty": 1,
+                    "tif": "GTC", "reduceOnly": False, "expiresAt": 0, "ts": now,
+                    "reserved": 0, "acceptedAt": now, "reply": reply}  # fmt: skip
+            if kind == "trigger":
+                trigger = draw(st.sampled_from(["STOP_MARKET", "TAKE_PROFIT_MARKET"]))
+                source = draw(st.sampled_from(["LAST", "MARK", "INDEX"]))
+                command = base | {"type": "MARKET", "price": 0, "trigger": trigger,
+                                  "triggerPrice": draw(st.integers(97, 103)),
+                                  "triggerSource": source}  # fmt: skip
+            elif kind == "attached":
+                price = draw(st.integers(98, 102))
+                tp, sl = (price + 2, price - 2) if side == "BUY" else (price - 2, price + 2)
+                command = base | {"type": "LIMIT", "price": price, "takeProfitPrice": tp,
+                                  "stopLossPrice": sl, "triggerSource": "LAST"}  # fmt: skip
+            else:
+                command = {"op": "prices", "ts": now, "reply": reply}
+            commands.insert(draw(st.integers(0, len(commands))), command)
+    return batches
+
+
 def _everything(client: redis.Redis) -> dict[str, Any]:
     """Every key of the client's database and its content (stream entries without their ids,
     which XADD * takes from the clock)."""
@@ -252,13 +283,15 @@ def _run_two_markets(
     """The scenario on a PERP market and (renamed) on a SPOT one, their calls alternating:
     the replies, the publications and the database after."""
     client.flushdb()
-    for market, product, fee in ((MARKET, "PERP", "5"), (SECOND, "SPOT", "7")):
+    markets = ((MARKET, "PERP", "5", "99", "101"), (SECOND, "SPOT", "7", "101", "99"))
+    for market, product, fee, index, mark in markets:
         client.hset(
             keys.market_cfg(market),
             mapping={"product": product, "mult": "1", "takerFeeBps": fee,
                      "initialMarginBps": "1000", "lotSize": "1", "indexPrice": "100",
                      "priceBandBps": "150", "selfTradePrevention": stp},
         )  # fmt: skip
+        client.hset(keys.market_prices(market), mapping={"index": index, "mark": mark})
     listener = client.pubsub(ignore_subscribe_messages=True)
     listener.psubscribe(keys.channel("*"))
     replies, stream_seq = [], 0
@@ -283,7 +316,7 @@ def _run_two_markets(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(batches=scenarios(), stp=st.sampled_from(STP_MODES))
+@given(batches=with_triggers(), stp=st.sampled_from(STP_MODES))
 def test_the_library_leaves_what_the_plain_script_leaves(
     client: redis.Redis, batches: Any, stp: str
 ) -> None:
@@ -291,7 +324,7 @@ def test_the_library_leaves_what_the_plain_script_leaves(
     from the state per_call sets up; run as a plain script, every call builds everything
     afresh. Two markets of different products, their calls alternating: the replies, every
     publication and every key are the same either way (what one call leaves in the library
-    never reaches the next)."""
+    never reaches the next), trigger orders, attached TP/SL and price commands included."""
     library = ScriptSet(client, LUA_DIR)["match"]
     assert isinstance(library, Library)
     plain = client.register_script(read_script(str(LUA_DIR), "match"))
