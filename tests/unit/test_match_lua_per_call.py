@@ -31,11 +31,24 @@ def _per_call_assigned(text: str) -> set[str]:
     return assigned
 
 
+def _constructor(lines: list[str], first: int) -> str:
+    """The table constructor that starts on ``lines[first]``, through its closing brace."""
+    depth, parts = 0, []
+    for line in lines[first:]:
+        code = line.split("--", 1)[0]
+        parts.append(code)
+        depth += code.count("{") - code.count("}")
+        if depth <= 0:
+            break
+    return "\n".join(parts).split("=", 1)[1]
+
+
 def violations(path: Path) -> list[str]:
     text = path.read_text()
     assigned = _per_call_assigned(text)
     found = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    lines = text.splitlines()
+    for number, line in enumerate(lines, start=1):
         match = LOCAL.match(line)
         if not match:
             continue
@@ -46,7 +59,7 @@ def violations(path: Path) -> list[str]:
             if name in MADE_AT_LOAD:
                 continue
             if value.startswith("{"):
-                fields = re.findall(r"(\w+)\s*=", value)
+                fields = re.findall(r"(\w+)\s*=[^=]", _constructor(lines, number - 1))
                 if name not in assigned and not fields:
                     continue  # a namespace of functions
                 if all(field.isupper() for field in fields):
@@ -76,10 +89,13 @@ def test_the_check_finds_state_set_at_load(tmp_path: Path) -> None:
         "local seen\n"
         "local kept\n"
         "local ns = {SIZE = 1, fired = 0}\n"
-        "per_call(function()\n  seen = {}\nend)\n"
+        "local spread = {\n  LIMIT = 3,  -- a constant\n  used = false,\n}\n"
+        "local fine = {\n  LIMIT = 3,\n  NAMES = {'a', 'b'},\n}\n"
+        "per_call(function()\n  seen = {}\n  fine.count = 0\nend)\n"
     )
     assert violations(module) == [
         "m.lua:2: count gets a value at load",
         "m.lua:4: kept is not set in a per_call block",
         "m.lua:5: ns: lowercase field at load",
+        "m.lua:6: spread: lowercase field at load",
     ]
