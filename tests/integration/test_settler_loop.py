@@ -87,13 +87,15 @@ def test_two_loops_share_the_markets_settle_without_tasks_and_let_go_on_shutdown
 def test_a_killed_worker_s_markets_are_taken_over_and_every_fill_settled_once(
     redis_url: str, client: Any
 ) -> None:
-    fills = 1_000
+    fills = 2_000
     written = {
         s: bulk_fills(client, MARKETS.markets[s], USERS, fills, PRICE, QTY)
         for s in ("BTC-USDC", "BTC-PERP")
     }
-    # the shortest lease, so the takeover waits 2 s rather than 5
-    with Exchange(redis_url, DEX_SETTLE_BATCH="100", DEX_SETTLE_LEASE_MS="2000") as exchange:
+    # the shortest lease, so the takeover waits 2 s rather than 5; small rounds and many fills,
+    # so the kill comes well before the end even when this test process is slow to see the
+    # first one (a loaded CI run once saw it only after the last)
+    with Exchange(redis_url, DEX_SETTLE_BATCH="25", DEX_SETTLE_LEASE_MS="2000") as exchange:
         exchange.start("settler")
         assert wait_for(lambda: any(settled_events(client, s) for s in written), 60, 0.01)
         exchange.kill("settler")  # SIGKILL, the whole process group
