@@ -108,6 +108,11 @@ class Library:
     that have it already keep the same). A Redis without functions (older than 7.0, or a user
     without the right) runs the plain script by EVALSHA instead.
 
+    The function is flagged ``allow-oom``: past ``maxmemory`` it runs as the plain script did
+    (Redis lets a script's reads and its first ``XREADGROUP`` through at the limit, and a
+    script that has written may go on), so what the gateway accepted before its high-water
+    mark is still matched, and cancels still apply.
+
     Called like redis-py's ``Script``, ``library(keys=[...], args=[...])``, but not inside a
     pipeline (its reload needs the reply). Libraries of older texts stay until deleted
     (docs/operations.md "Redis persistence").
@@ -120,7 +125,8 @@ class Library:
         self.function = f"dex_{name}_{hashlib.sha1(text.encode()).hexdigest()[:16]}"
         self.code = (
             f"#!lua name={self.function}\n{text.removesuffix(CALL_LINE)}"
-            f"redis.register_function('{self.function}', main)\n"
+            f"redis.register_function{{function_name = '{self.function}', callback = main,"
+            " flags = {'allow-oom'}}\n"
         )
         self.script = client.register_script(text)
         self.functions = True
