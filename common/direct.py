@@ -106,6 +106,25 @@ def direct_connection(client: Any) -> DirectConnection | None:
     return DirectConnection(client) if isinstance(client, redis.Redis) else None
 
 
+def read_stream(
+    direct: DirectConnection | None,
+    client: Any,
+    stream: str,
+    after: str,
+    count: int,
+    block_ms: int,
+) -> list[tuple[str, dict[str, str]]] | None:
+    """``XREAD COUNT count BLOCK block_ms`` on ``stream`` after ``after``, on ``direct`` when
+    there is one, else through ``client``: the entries ((id, fields) pairs), or None when none
+    came in time."""
+    if direct is not None:
+        return direct.xread(stream, after, count, block_ms)
+    reply = client.xread({stream: after}, count=count, block=block_ms)
+    if not reply:
+        return None
+    return reply[stream] if isinstance(reply, dict) else reply[0][1]
+
+
 def round_trip(
     direct: DirectConnection | None, client: Any, commands: Sequence[Sequence[Any]]
 ) -> list[Any]:

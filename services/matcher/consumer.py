@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from common import keys, pubsub
-from common.direct import direct_connection
+from common.direct import direct_connection, read_stream
 from common.lua import ScriptSet
 from common.markets import Market
 
@@ -261,10 +261,7 @@ class MarketConsumer:
             # script again for nothing; a timeout brings the next call, which also ticks.
             self._caught_up = False
             stream = keys.market_in(self.market)
-            if self.direct is None:
-                woken = self.client.xread({stream: self._last_id}, count=1, block=block_ms)
-            else:
-                woken = self.direct.xread(stream, self._last_id, 1, block_ms)
+            woken = read_stream(self.direct, self.client, stream, self._last_id, 1, block_ms)
             if woken and time.monotonic() - self._ticked_at < BUSY_S:
                 time.sleep(GATHER_S)
             return 0

@@ -40,6 +40,7 @@ from typing import Any
 from redis.cluster import RedisCluster
 
 from common import keys
+from common.direct import read_stream
 from common.lua import ScriptSet
 from common.markets import Market
 from services.settler.ledger import FIRST_READ_ENTRIES, LUA_DIR, QUEUED_TTL_MS, Ledger
@@ -203,23 +204,14 @@ class MarketRounds:
                 pause = started + self.loop.round_gap_s - time.monotonic()
                 if pause > 0 and self.stopping.wait(pause):
                     break
-                entries = wait_for_events(ledger, stream, after, count)
+                entries = read_stream(
+                    ledger.direct, client, stream, after, count, int(RENEW_S * 1000)
+                )
             except Exception:
                 entries = None
                 log.exception("settle loop: %s: round failed; again in 1 s", symbol)
                 self.stopping.wait(1.0)
         ledger.release_direct()
-
-
-def wait_for_events(ledger: Ledger, stream: str, after: str, count: int) -> list[Any] | None:
-    """``XREAD BLOCK`` on ``stream`` after ``after``, up to ``RENEW_S``: the entries ((id,
-    fields) pairs), or None when none came."""
-    block_ms = int(RENEW_S * 1000)
-    direct = ledger.direct
-    if direct is not None:
-        return direct.xread(stream, after, count, block_ms)
-    reply = ledger.client.xread({stream: after}, count=count, block=block_ms)
-    return reply[0][1] if reply else None
 
 
 def loops_live(client: Any) -> bool:

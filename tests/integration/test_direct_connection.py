@@ -8,7 +8,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from common.direct import DirectConnection, direct_connection
+from common.direct import DirectConnection, direct_connection, read_stream
 
 
 @pytest.fixture
@@ -69,3 +69,16 @@ def test_close_returns_the_connection_to_the_pool(r: redis.Redis) -> None:
 def test_a_cluster_client_gets_none() -> None:
     cluster = RedisCluster.__new__(RedisCluster)  # never connects: only its type is looked at
     assert direct_connection(cluster) is None
+
+
+def test_read_stream_answers_alike_held_or_through_the_client(
+    r: redis.Redis, direct: DirectConnection
+) -> None:
+    r.xadd("s", {"c": "1"}, id="1-0")
+    r.xadd("s", {"c": "2"}, id="2-0")
+    held = read_stream(direct, r, "s", "0", 5, 10)
+    assert (
+        held == read_stream(None, r, "s", "0", 5, 10) == [("1-0", {"c": "1"}), ("2-0", {"c": "2"})]
+    )
+    assert read_stream(direct, r, "s", "2-0", 5, 10) is None
+    assert read_stream(None, r, "s", "2-0", 5, 10) is None
