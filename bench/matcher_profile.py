@@ -15,8 +15,10 @@ commands the scripts ran (INFO commandstats), and divides both by the orders.
     .venv/bin/python bench/matcher_profile.py --no-valgrind --batch 4 --orders 20000   # and µs
 
 Without valgrind it also reports the microseconds Redis spent in the script calls
-(``INFO commandstats``) and its CPU, per order: wall-clock figures, so they move with the
-machine's load; compare builds in alternation.
+(``INFO commandstats``), in the commands they ran (the rest of a call's time is Lua's: the
+script's logic, cjson, and each ``redis.call``'s conversion of arguments and reply) and its
+CPU, per order: wall-clock figures, so they move with the machine's load; compare builds in
+alternation.
 
 With ``--empty-calls N`` no order is fed: the consumer makes N calls with no command (its tick),
 and the figures are per call.
@@ -49,6 +51,12 @@ def script_usec(client: redis.Redis) -> int:
     """Microseconds Redis has spent in script and function calls (their commands included)."""
     stats = client.info("commandstats")
     return sum(int(stats.get(f"cmdstat_{name}", {}).get("usec", 0)) for name in SCRIPT_CALLS)
+
+
+def command_usec(client: redis.Redis) -> dict[str, int]:
+    """Microseconds Redis has spent in each command, those a script calls included."""
+    stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["usec"]) for name, v in stats.items()}
 
 
 def redis_cpu(client: redis.Redis) -> float:
@@ -105,12 +113,14 @@ def main() -> None:
             raise SystemExit("could not take the market lease")
         before = callgrind.command_counts(client)
         usec_before, cpu_before = script_usec(client), redis_cpu(client)
+        inner_before = command_usec(client)
         handled = 0
         while handled < len(orders):
             handled += consumer.poll(block_ms=10)
         for _ in range(args.empty_calls):
             consumer.tick()
         usec, cpu = script_usec(client) - usec_before, redis_cpu(client) - cpu_before
+        inner_after = command_usec(client)
         # Lua garbage the calls left behind is collected in a later call: collect it now,
         # inside a call too, so the instructions count it whatever the script's GC policy
         # (in the functions' Lua state, where match.lua's library runs, and the scripts').
@@ -153,6 +163,10 @@ def main() -> None:
     if not valgrind:
         result["scriptUsecPerOrder"] = round(usec / n, 2)
         result["redisCpuUsecPerOrder"] = round(cpu * 1e6 / n, 2)
+        # The commands' own execution; the rest of the script time is Lua's: the script's
+        # logic, cjson, and each redis.call's conversion of arguments and reply.
+        inner_usec = sum(inner_after[name] - inner_before.get(name, 0) for name in inside)
+        result["commandsUsecPerOrder"] = round(inner_usec / n, 2)
     cli.write_results("matcher_profile.json", result)
     print(json.dumps(result, indent=2))
 
