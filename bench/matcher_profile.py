@@ -13,12 +13,18 @@ commands the scripts ran (INFO commandstats), and divides both by the orders.
     .venv/bin/python bench/matcher_profile.py --batch 4       # orders per call at 2,000 orders/s
     .venv/bin/python bench/matcher_profile.py --empty-calls 300   # a call's fixed cost
     .venv/bin/python bench/matcher_profile.py --no-valgrind --batch 4 --orders 20000   # and µs
+    .venv/bin/python bench/matcher_profile.py --no-valgrind --orders 20000 --batch 100 --floor
 
 Without valgrind it also reports the microseconds Redis spent in the script calls
 (``INFO commandstats``), in the commands they ran (the rest of a call's time is Lua's: the
 script's logic, cjson, and each ``redis.call``'s conversion of arguments and reply) and its
 CPU, per order: wall-clock figures, so they move with the machine's load; compare builds in
 alternation.
+
+With ``--floor`` the same entries go through bench/matcher_floor.lua instead of the matcher:
+a function that decodes each command and runs a command mix like match.lua's with no matching
+logic, the floor of any Lua that keeps the book in sorted sets and writes what match.lua
+writes.
 
 With ``--empty-calls N`` no order is fed: the consumer makes N calls with no command (its tick),
 and the figures are per call.
@@ -42,6 +48,7 @@ from common import keys
 from common.markets import load_markets
 from services.matcher.consumer import MarketConsumer, write_market_cfg
 
+FLOOR_LIBRARY = Path(__file__).with_name("matcher_floor.lua")
 GC_LIBRARY = """#!lua name=dex_bench_collect
 redis.register_function('dex_bench_collect', function() collectgarbage('collect') return 0 end)
 """
@@ -83,6 +90,11 @@ def main() -> None:
         action="store_true",
         help="entries without o=1 (the outbox path's): each order's record is looked up",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="bench/matcher_floor.lua instead of the matcher: the command mix, no logic",
+    )
     args = parser.parse_args()
     valgrind = not args.no_valgrind and shutil.which("valgrind") is not None
     workdir = Path(tempfile.mkdtemp(prefix="dex-matcher-profile-"))
@@ -115,6 +127,13 @@ def main() -> None:
         usec_before, cpu_before = script_usec(client), redis_cpu(client)
         inner_before = command_usec(client)
         handled = 0
+        if args.floor:
+            client.function_load(FLOOR_LIBRARY.read_text(), replace=True)
+            stream = keys.market_in(MARKET)
+            while handled < len(orders):
+                handled += client.fcall(
+                    "dex_bench_floor", 1, stream, keys.MATCHER_GROUP, "floor", args.batch
+                )
         while handled < len(orders):
             handled += consumer.poll(block_ms=10)
         for _ in range(args.empty_calls):
@@ -155,6 +174,7 @@ def main() -> None:
     result: dict = {
         "orders": len(orders),
         "batch": args.batch,
+        "floor": args.floor,
         "scriptCalls": script_calls,
         # with --empty-calls, the ...PerOrder figures are per call
         "perCall": bool(args.empty_calls),
