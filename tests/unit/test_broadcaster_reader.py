@@ -11,7 +11,7 @@ from typing import Any
 import hiredis
 from support.redis_server import free_port
 
-from services.broadcaster.backends.base import CLASSIC, Address, Reader
+from services.broadcaster.backends.base import CLASSIC, SHARDED, Address, Reader
 
 
 class Recorder:
@@ -153,6 +153,38 @@ def test_a_bug_in_one_publication_spares_the_next_and_garbage_drops_the_connecti
             assert not transport.aborted
             reader.data_received(b"?not RESP\r\n")
             assert transport.aborted
+        finally:
+            await reader.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_unsubscribe_replies_are_expected_only_on_the_connection_they_were_written_on() -> None:
+    async def scenario() -> None:
+        dropped: list[str] = []
+        reader = Reader(nowhere(), "test", SHARDED, Recorder(), dropped.append)
+        first = Transport()
+        reader.connection_made(first)  # type: ignore[arg-type]
+        try:
+            reader.subscribe(["a", "b", "c"])
+            reader.unsubscribe(["a"])
+            assert first.written[-1] == hiredis.pack_command(("SUNSUBSCRIBE", "a"))
+            reader.connection_lost(None)  # before the reply to it came
+            reader.unsubscribe(["b"])  # no connection: nothing written, nothing due
+            assert len(first.written) == 2
+            second = Transport()
+            reader.connection_made(second)  # type: ignore[arg-type]
+            assert second.written == [hiredis.pack_command(("SSUBSCRIBE", "c"))]
+            reader.unsubscribe(["c"])
+            reader.data_received(reply(b"sunsubscribe", b"c", 0))  # asked for on this connection
+            assert dropped == []
+            reader.subscribe(["a", "b", "c"])
+            # Later the server drops each by itself (their slot moved): none is taken for the
+            # reply of an unsubscribe written before, on a connection since lost.
+            for channel in (b"a", b"b", b"c"):
+                reader.data_received(reply(b"sunsubscribe", channel, 0))
+            assert dropped == ["a", "b", "c"]
+            assert reader.channels == set()  # dropped channels are held no more
         finally:
             await reader.stop()
 

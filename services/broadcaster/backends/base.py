@@ -24,6 +24,7 @@ import logging
 import socket
 import ssl
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, cast
@@ -150,8 +151,14 @@ class Reader(asyncio.Protocol):
     The reader keeps the set of channels it was asked to hold. When the connection is lost it
     makes a new one (every ``RETRY_CONNECT_S`` until one is made), subscribes that set again
     (grouped by ``regroup``: the sharded backend needs one command per slot) and tells the
-    listener ``on_lost``: what was published meanwhile is gone. ``on_unsubscribed`` gets each
-    unsubscribe confirmation (none: they are ignored).
+    listener ``on_lost``: what was published meanwhile is gone.
+
+    An unsubscribe written on a connection is answered on that connection, one reply per
+    channel: the reader counts the replies due on the connection it wrote to, and forgets
+    them when that connection is lost (their replies will never come, and the next connection
+    subscribes only the channels still held). A reply it counted is expected; any other is
+    the server dropping the channel by itself (a shard channel whose slot moved to another
+    node): the channel is no longer held, and ``on_unsubscribed`` hears it.
 
     A subscribe is confirmed by :meth:`confirmation`: a PING with a token of its own, sent
     after the subscribe on the same connection. Its reply proves Redis has taken every command
@@ -177,6 +184,7 @@ class Reader(asyncio.Protocol):
         self.regroup = regroup or (lambda channels: [sorted(channels)])
         self.channels: set[str] = set()  # what the connection is to hold
         self._unsubscribed = flavour.unsubscribe.lower().encode()  # its confirmations' type
+        self._leaving: Counter[bytes] = Counter()  # channel -> its unsubscribe replies due
         self._tokens = itertools.count(1)
         self._confirming: dict[bytes, asyncio.Future[None]] = {}  # PING token -> its waiter
         self._transport: asyncio.Transport | None = None
@@ -209,8 +217,10 @@ class Reader(asyncio.Protocol):
         self._send([self.flavour.subscribe, *channels])
 
     def unsubscribe(self, channels: list[str]) -> None:
+        """Stop holding ``channels``; if connected, unsubscribe them and expect the replies."""
         self.channels.difference_update(channels)
-        self._send([self.flavour.unsubscribe, *channels])
+        if self._send([self.flavour.unsubscribe, *channels]):
+            self._leaving.update(channel.encode() for channel in channels)
 
     def confirmation(self) -> asyncio.Future[None]:
         """Send a PING after what was sent so far; the future is done when it comes back (or
@@ -224,11 +234,13 @@ class Reader(asyncio.Protocol):
         self._send(["PING", token])
         return future
 
-    def _send(self, command: list[Any]) -> None:
-        """Write ``command`` if connected; a lost command is made good by the next connection
-        (it subscribes ``channels`` again)."""
-        if self._transport is not None and len(command) > 1:
-            self._transport.write(hiredis.pack_command(tuple(command)))
+    def _send(self, command: list[Any]) -> bool:
+        """Write ``command`` if connected, and say whether it was; a lost command is made good
+        by the next connection (it subscribes ``channels`` again)."""
+        if self._transport is None or len(command) < 2:
+            return False
+        self._transport.write(hiredis.pack_command(tuple(command)))
+        return True
 
     # -- the connection ------------------------------------------------------------------
     async def _run(self) -> None:
@@ -300,7 +312,9 @@ class Reader(asyncio.Protocol):
         self._connected.set()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """Forget what was due on the connection: its replies will not come."""
         self._transport = None
+        self._leaving.clear()
         self._settle()
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
@@ -344,8 +358,21 @@ class Reader(asyncio.Protocol):
         kind = reply[0]
         if kind == b"pong":
             self._confirmed(reply[1])
-        elif kind == self._unsubscribed and self.on_unsubscribed and type(reply[1]) is bytes:
-            self.on_unsubscribed(reply[1].decode())
+        elif kind == self._unsubscribed and type(reply[1]) is bytes:
+            self._left(reply[1])
+
+    def _left(self, channel: bytes) -> None:
+        """An unsubscribe reply: one the reader asked for, or the server dropping ``channel``."""
+        due = self._leaving[channel]
+        if due > 1:
+            self._leaving[channel] = due - 1
+        elif due == 1:
+            del self._leaving[channel]
+        else:
+            name = channel.decode()
+            self.channels.discard(name)
+            if self.on_unsubscribed is not None:
+                self.on_unsubscribed(name)
 
     def _confirmed(self, token: Any) -> None:
         future = self._confirming.pop(token, None)

@@ -8,8 +8,11 @@ SSUBSCRIBEs each channel on its owner, one command per slot (Redis refuses an SS
 across slots, so a new connection subscribes again slot by slot too), then a PING on each
 connection it used: their replies confirm the subscribe (base.Reader).
 
-A ``sunsubscribe`` nobody asked for means the slot moved to another node: publications may
-be lost, so the listener hears ``on_lost`` (as on a reconnect of any node's connection).
+A ``sunsubscribe`` nobody asked for means the slot moved to another node (the reader tells
+it from the replies to its own SUNSUBSCRIBEs, counted per connection, base.Reader):
+publications may be lost, so the listener hears ``on_lost`` (as on a reconnect of any node's
+connection), and the next subscribe first reads the cluster's slot map again, so the
+channels go to their new owner.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -49,7 +51,7 @@ class ShardedBackend(Backend):
         self.client = client  # the asyncio RedisCluster client (slot map)
         self.markets = markets
         self._listener: Listener | None = None
-        self._leaving: Counter[str] = Counter()  # channel -> SUNSUBSCRIBE replies expected
+        self._moved = False  # a slot moved since the slot map was read
         self._owner: dict[str, Reader] = {}  # subscribed channel -> the node's connection
         self._readers: dict[str, Reader] = {}  # node name -> its connection
 
@@ -72,6 +74,9 @@ class ShardedBackend(Backend):
     async def subscribe(self, channels: list[str]) -> Awaitable[object]:
         """SSUBSCRIBE ``channels``, each on the node that owns its slot, then confirm them
         with a PING on each node's connection."""
+        if self._moved:
+            await self.client.nodes_manager.initialize()  # where the moved slots are now
+            self._moved = False
         readers: list[Reader] = []
         for reader, group in self._by_slot(channels, self._reader_for):
             reader.subscribe(group)
@@ -87,7 +92,6 @@ class ShardedBackend(Backend):
         """SUNSUBSCRIBE ``channels``, each on the node that carried it when subscribed."""
         for reader, group in self._by_slot(channels, self._owner.get):
             for channel in group:
-                self._leaving[channel] += 1
                 self._owner.pop(channel, None)
             reader.unsubscribe(group)
 
@@ -125,12 +129,9 @@ class ShardedBackend(Backend):
         return self._listener
 
     def _unsubscribed(self, channel: str) -> None:
-        if self._leaving[channel] > 0:
-            self._leaving[channel] -= 1
-            if not self._leaving[channel]:
-                del self._leaving[channel]
-            return
-        # Redis drops the shard channels of a slot that moved to another node.
+        """The server dropped ``channel`` by itself: Redis drops the shard channels of a slot
+        that moved to another node."""
         log.warning("broadcaster: %s was unsubscribed by the server (slot moved)", channel)
         self._owner.pop(channel, None)
+        self._moved = True
         self._started().on_lost()
