@@ -395,3 +395,62 @@ def test_an_unsubscribe_whose_reply_died_with_its_connection_hides_no_later_slot
             await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_subscribe_refused_by_a_node_that_lost_the_slot_is_a_loss_then_lands_on_the_owner(
+    cluster: RedisCluster,
+) -> None:
+    channel = "dex:ch:{moved-unheard}:x"
+
+    async def scenario() -> None:
+        client = redis.asyncio.cluster.RedisCluster.from_url(cluster.url)
+        backend = ShardedBackend(client, [MARKET])
+        heard = Heard()
+        try:
+            await backend.connect(heard)  # the slot map is read here...
+            target = _move_slot(cluster, channel)  # ...and the slot moves unseen (no channel)
+            # The old owner refuses the SSUBSCRIBE (MOVED): the channel is subscribed nowhere,
+            # so the PING's reply that confirms it comes with a loss.
+            await asyncio.wait_for(await backend.subscribe([channel]), 10)
+            assert await _until(lambda: heard.lost == 1), heard.lost
+            await backend.unsubscribe([channel])
+            await asyncio.wait_for(await backend.subscribe([channel]), 10)
+            with redis.Redis(host="127.0.0.1", port=target) as owner:
+                assert owner.spublish(channel, "relayed") == 1
+            assert await _until(lambda: heard.published == [(channel, b"relayed")])
+            assert heard.lost == 1
+        finally:
+            await backend.disconnect()
+            await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_slot_that_moves_while_its_connection_is_down_is_found_after_the_reconnect(
+    cluster: RedisCluster,
+) -> None:
+    channel = "dex:ch:{moved-while-down}:x"
+
+    async def scenario() -> None:
+        client = redis.asyncio.cluster.RedisCluster.from_url(cluster.url)
+        backend = ShardedBackend(client, [MARKET])
+        heard = Heard()
+        try:
+            await backend.connect(heard)
+            await asyncio.wait_for(await backend.subscribe([channel]), 10)
+            reader = backend._owner[channel]
+            assert reader._transport is not None
+            reader._transport.abort()  # the old owner's sunsubscribe goes to a closed socket
+            target = _move_slot(cluster, channel)
+            # The reconnect is a loss; its SSUBSCRIBE of the channel is refused (MOVED).
+            assert await _until(lambda: heard.lost >= 1 and channel not in reader.channels)
+            await backend.unsubscribe([channel])
+            await asyncio.wait_for(await backend.subscribe([channel]), 10)
+            with redis.Redis(host="127.0.0.1", port=target) as owner:
+                assert owner.spublish(channel, "relayed") == 1
+            assert await _until(lambda: heard.published == [(channel, b"relayed")])
+        finally:
+            await backend.disconnect()
+            await client.aclose()
+
+    asyncio.run(scenario())

@@ -189,3 +189,27 @@ def test_unsubscribe_replies_are_expected_only_on_the_connection_they_were_writt
             await reader.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_a_refused_command_is_reported_and_its_channels_dropped_expect_no_reply() -> None:
+    async def scenario() -> None:
+        dropped: list[str] = []
+        refused: list[str] = []
+        reader = Reader(
+            nowhere(), "test", SHARDED, Recorder(), dropped.append, on_refused=refused.append
+        )
+        reader.connection_made(Transport())  # type: ignore[arg-type]
+        try:
+            reader.subscribe(["a", "b", "c"])
+            reader.unsubscribe(["a"])
+            reader.data_received(b"-MOVED 42 127.0.0.1:7001\r\n")  # the SUNSUBSCRIBE's answer
+            assert refused == ["MOVED 42 127.0.0.1:7001"]
+            assert reader.drop(lambda channel: channel in ("a", "b")) == ["b"]
+            assert reader.channels == {"c"}
+            # No reply for "a" is due any more: one now is the server's own.
+            reader.data_received(reply(b"sunsubscribe", b"a", 0))
+            assert dropped == ["a"]
+        finally:
+            await reader.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))

@@ -158,7 +158,8 @@ class Reader(asyncio.Protocol):
     them when that connection is lost (their replies will never come, and the next connection
     subscribes only the channels still held). A reply it counted is expected; any other is
     the server dropping the channel by itself (a shard channel whose slot moved to another
-    node): the channel is no longer held, and ``on_unsubscribed`` hears it.
+    node): the channel is no longer held, and ``on_unsubscribed`` hears it. ``on_refused``
+    hears the text of each error reply (a command Redis refused, e.g. ``MOVED <slot> ...``).
 
     A subscribe is confirmed by :meth:`confirmation`: a PING with a token of its own, sent
     after the subscribe on the same connection. Its reply proves Redis has taken every command
@@ -175,16 +176,18 @@ class Reader(asyncio.Protocol):
         listener: Listener,
         on_unsubscribed: Callable[[str], None] | None = None,
         regroup: Callable[[Iterable[str]], list[list[str]]] | None = None,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self.address = address
         self.name = name
         self.flavour = flavour
         self.listener = listener
         self.on_unsubscribed = on_unsubscribed
+        self.on_refused = on_refused
         self.regroup = regroup or (lambda channels: [sorted(channels)])
         self.channels: set[str] = set()  # what the connection is to hold
         self._unsubscribed = flavour.unsubscribe.lower().encode()  # its confirmations' type
-        self._leaving: Counter[bytes] = Counter()  # channel -> its unsubscribe replies due
+        self._leaving: Counter[str] = Counter()  # channel -> its unsubscribe replies due
         self._tokens = itertools.count(1)
         self._confirming: dict[bytes, asyncio.Future[None]] = {}  # PING token -> its waiter
         self._transport: asyncio.Transport | None = None
@@ -220,7 +223,17 @@ class Reader(asyncio.Protocol):
         """Stop holding ``channels``; if connected, unsubscribe them and expect the replies."""
         self.channels.difference_update(channels)
         if self._send([self.flavour.unsubscribe, *channels]):
-            self._leaving.update(channel.encode() for channel in channels)
+            self._leaving.update(channels)
+
+    def drop(self, matches: Callable[[str], bool]) -> list[str]:
+        """Hold no more, and expect no unsubscribe reply for, the channels ``matches`` picks:
+        Redis refused a command of theirs (their slot is served elsewhere), so it answers
+        none of them. Return those that were held."""
+        held = [channel for channel in self.channels if matches(channel)]
+        self.channels.difference_update(held)
+        for channel in [channel for channel in self._leaving if matches(channel)]:
+            del self._leaving[channel]
+        return held
 
     def confirmation(self) -> asyncio.Future[None]:
         """Send a PING after what was sent so far; the future is done when it comes back (or
@@ -347,6 +360,8 @@ class Reader(asyncio.Protocol):
         """A reply that is not a publication: a PING's, an (un)subscribe's, a log-in's."""
         if isinstance(reply, hiredis.ReplyError):
             log.error("broadcaster: Redis refused a pub/sub command on %s: %s", self.name, reply)
+            if self.on_refused is not None:
+                self.on_refused(str(reply))
             return
         if type(reply) is bytes:
             # +OK of AUTH, or a PING's token echoed by a connection out of pub/sub mode (a
@@ -359,9 +374,9 @@ class Reader(asyncio.Protocol):
         if kind == b"pong":
             self._confirmed(reply[1])
         elif kind == self._unsubscribed and type(reply[1]) is bytes:
-            self._left(reply[1])
+            self._left(reply[1].decode())
 
-    def _left(self, channel: bytes) -> None:
+    def _left(self, channel: str) -> None:
         """An unsubscribe reply: one the reader asked for, or the server dropping ``channel``."""
         due = self._leaving[channel]
         if due > 1:
@@ -369,10 +384,9 @@ class Reader(asyncio.Protocol):
         elif due == 1:
             del self._leaving[channel]
         else:
-            name = channel.decode()
-            self.channels.discard(name)
+            self.channels.discard(channel)
             if self.on_unsubscribed is not None:
-                self.on_unsubscribed(name)
+                self.on_unsubscribed(channel)
 
     def _confirmed(self, token: Any) -> None:
         future = self._confirming.pop(token, None)

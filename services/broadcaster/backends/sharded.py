@@ -8,17 +8,21 @@ SSUBSCRIBEs each channel on its owner, one command per slot (Redis refuses an SS
 across slots, so a new connection subscribes again slot by slot too), then a PING on each
 connection it used: their replies confirm the subscribe (base.Reader).
 
-A ``sunsubscribe`` nobody asked for means the slot moved to another node (the reader tells
-it from the replies to its own SUNSUBSCRIBEs, counted per connection, base.Reader):
-publications may be lost, so the listener hears ``on_lost`` (as on a reconnect of any node's
-connection), and the next subscribe first reads the cluster's slot map again, so the
-channels go to their new owner.
+A slot can move to another node. Its old owner then drops its shard channels, with a
+``sunsubscribe`` nobody asked for (the reader tells it from the replies to its own
+SUNSUBSCRIBEs, counted per connection, base.Reader), and refuses a later SSUBSCRIBE of the
+slot with ``MOVED`` (the slot map was older than the move, or the connection that would have
+heard the ``sunsubscribe`` was lost). Either way, as on a reconnect of any node's connection,
+publications may be lost: the listener hears ``on_lost``, the channels are no longer held
+there, and the next subscribe first reads the cluster's slot map again, so the channels go to
+their new owner.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -46,12 +50,21 @@ def per_slot(channels: Iterable[str]) -> list[list[str]]:
     return list(groups.values())
 
 
+class _Relay:
+    """What each node's reader reports to: publications straight to the listener, losses
+    through the backend (its slot map may be out of date)."""
+
+    def __init__(self, listener: Listener, on_lost: Callable[[], None]) -> None:
+        self.on_published = listener.on_published
+        self.on_lost = on_lost
+
+
 class ShardedBackend(Backend):
     def __init__(self, client: Any, markets: list[str]) -> None:
         self.client = client  # the asyncio RedisCluster client (slot map)
         self.markets = markets
         self._listener: Listener | None = None
-        self._moved = False  # a slot moved since the slot map was read
+        self._stale = False  # publications were lost since the slot map was read
         self._owner: dict[str, Reader] = {}  # subscribed channel -> the node's connection
         self._readers: dict[str, Reader] = {}  # node name -> its connection
 
@@ -74,9 +87,9 @@ class ShardedBackend(Backend):
     async def subscribe(self, channels: list[str]) -> Awaitable[object]:
         """SSUBSCRIBE ``channels``, each on the node that owns its slot, then confirm them
         with a PING on each node's connection."""
-        if self._moved:
-            await self.client.nodes_manager.initialize()  # where the moved slots are now
-            self._moved = False
+        if self._stale:
+            await self.client.nodes_manager.initialize()  # where moved slots are now
+            self._stale = False
         readers: list[Reader] = []
         for reader, group in self._by_slot(channels, self._reader_for):
             reader.subscribe(group)
@@ -111,15 +124,17 @@ class ShardedBackend(Backend):
 
     def _reader_for(self, channel: str) -> Reader:
         node = self.client.get_node_from_key(channel)
-        reader = self._readers.get(node.name)
+        name = node.name
+        reader = self._readers.get(name)
         if reader is None:
-            reader = self._readers[node.name] = Reader(
+            reader = self._readers[name] = Reader(
                 Address.of_node(node),
-                node.name,
+                name,
                 SHARDED,
-                self._started(),
-                on_unsubscribed=self._unsubscribed,
+                _Relay(self._started(), self._lost),
+                on_unsubscribed=functools.partial(self._unsubscribed, name),
                 regroup=per_slot,
+                on_refused=functools.partial(self._refused, name),
             )
         return reader
 
@@ -128,10 +143,35 @@ class ShardedBackend(Backend):
             raise RuntimeError("the sharded pub/sub backend subscribes only once connected")
         return self._listener
 
-    def _unsubscribed(self, channel: str) -> None:
-        """The server dropped ``channel`` by itself: Redis drops the shard channels of a slot
-        that moved to another node."""
-        log.warning("broadcaster: %s was unsubscribed by the server (slot moved)", channel)
-        self._owner.pop(channel, None)
-        self._moved = True
+    def _lost(self) -> None:
+        """Publications may be lost (a reconnect, a slot that moved): read the slot map again
+        before the next subscribe, and tell the listener."""
+        self._stale = True
         self._started().on_lost()
+
+    def _unsubscribed(self, name: str, channel: str) -> None:
+        """Node ``name`` dropped ``channel`` by itself: Redis drops the shard channels of a
+        slot that moved to another node."""
+        log.warning("broadcaster: %s unsubscribed %s by itself (slot moved)", name, channel)
+        self._drop(name, [channel])
+        self._lost()
+
+    def _refused(self, name: str, error: str) -> None:
+        """Node ``name`` refused a command: on ``MOVED <slot> ...`` (or ``ASK``) the slot is
+        served elsewhere, so the slot's channels it was to hold are subscribed nowhere, and
+        none of them will be confirmed unsubscribed there."""
+        words = error.split()
+        if len(words) < 2 or words[0] not in ("MOVED", "ASK") or not words[1].isdigit():
+            return
+        slot = int(words[1])
+        channels = self._readers[name].drop(lambda channel: key_slot(channel.encode()) == slot)
+        log.warning("broadcaster: %s no longer serves slot %d (%s)", name, slot, channels)
+        self._drop(name, channels)
+        self._lost()
+
+    def _drop(self, name: str, channels: list[str]) -> None:
+        """Forget that node ``name`` carries ``channels``."""
+        reader = self._readers.get(name)
+        for channel in channels:
+            if self._owner.get(channel) is reader:
+                del self._owner[channel]
