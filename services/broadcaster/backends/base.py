@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, cast
 
 import hiredis
+from redis.asyncio.connection import SSLConnection
 
 log = logging.getLogger(__name__)
 
@@ -107,16 +108,19 @@ class Address:
 
     @classmethod
     def of(cls, host: str, port: int, options: dict[str, Any], connection_class: type) -> Address:
-        """Where redis-py connects with ``connection_class`` to ``host:port`` given ``options``
-        (its connection keyword arguments)."""
+        """Where redis-py (asyncio) connects with ``connection_class`` to ``host:port`` given
+        ``options`` (its connection keyword arguments).
+
+        Over TLS (``rediss://``) the SSL context is the one redis-py's own connection builds
+        from the same options, so the reader checks the server as every other client of the
+        process does: certificate and host name checked by default (the system's CAs, or
+        ``ssl_ca_certs`` / ``ssl_ca_path`` / ``ssl_ca_data``); ``ssl_cert_reqs=none`` checks
+        neither, ``ssl_check_hostname=false`` not the name; ``ssl_certfile`` / ``ssl_keyfile``
+        (``ssl_password``) are the client's certificate; ``ssl_min_version``, ``ssl_ciphers``.
+        """
         context = None
-        if "SSL" in connection_class.__name__:
-            context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
-            if options.get("ssl_certfile"):
-                context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
-            if options.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
+        if issubclass(connection_class, SSLConnection):
+            context = connection_class(**options).ssl_context.get()  # connects nothing
         return cls(
             host=host,
             port=int(port),
