@@ -157,11 +157,12 @@ class ShardedBackend(Backend):
         self._lost()
 
     def _refused(self, name: str, error: str) -> None:
-        """Node ``name`` refused a command: on ``MOVED <slot> ...`` (or ``ASK``) the slot is
-        served elsewhere, so the slot's channels it was to hold are subscribed nowhere, and
-        none of them will be confirmed unsubscribed there."""
+        """Node ``name`` refused a command: on ``MOVED <slot> ...`` the slot is served
+        elsewhere, so the slot's channels it was to hold are subscribed nowhere, and none of
+        them will be confirmed unsubscribed there. (A slot being migrated answers no ASK for
+        shard channels: its old owner serves them until the move is done.)"""
         words = error.split()
-        if len(words) < 2 or words[0] not in ("MOVED", "ASK") or not words[1].isdigit():
+        if len(words) < 2 or words[0] != "MOVED" or not words[1].isdigit():
             return
         slot = int(words[1])
         channels = self._readers[name].drop(lambda channel: key_slot(channel.encode()) == slot)
