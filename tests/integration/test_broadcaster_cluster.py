@@ -454,3 +454,47 @@ def test_a_slot_that_moves_while_its_connection_is_down_is_found_after_the_recon
             await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_the_channels_of_a_node_that_died_follow_its_slot_to_the_next_owner() -> None:
+    try:
+        own = RedisCluster().start()  # one of its nodes dies: not the module's cluster
+    except RedisServerUnavailable as exc:
+        pytest.skip(str(exc))
+    channel = "dex:ch:{node-dies}:x"
+
+    async def scenario() -> None:
+        client = redis.asyncio.cluster.RedisCluster.from_url(own.url)
+        backend = ShardedBackend(client, [MARKET])
+        heard = Heard()
+        try:
+            await backend.connect(heard)
+            await asyncio.wait_for(await backend.subscribe([channel]), 10)
+            dead = backend._owner[channel].address.port
+            process = own.processes[own.ports.index(dead)]
+            process.kill()
+            process.wait(10)
+            # The survivors give the slot to one of them, as a failover would.
+            survivors = [port for port in own.ports if port != dead]
+            slot = key_slot(channel.encode())
+            successor = redis.Redis(host="127.0.0.1", port=survivors[0])
+            successor_id = successor.execute_command("CLUSTER", "MYID").decode()
+            for port in survivors:
+                with redis.Redis(host="127.0.0.1", port=port) as node:
+                    node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", successor_id)
+            # A failed reconnect looks at the slot map: the channel is held there no more.
+            assert await _until(lambda: heard.lost == 1), heard.lost
+            await backend.unsubscribe([channel])
+            await asyncio.wait_for(await backend.subscribe([channel]), 10)
+            assert successor.spublish(channel, "relayed") == 1
+            successor.close()
+            assert await _until(lambda: heard.published == [(channel, b"relayed")])
+            assert heard.lost == 1
+        finally:
+            await backend.disconnect()
+            await client.aclose()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        own.stop()

@@ -163,7 +163,8 @@ class Reader(asyncio.Protocol):
     subscribes only the channels still held). A reply it counted is expected; any other is
     the server dropping the channel by itself (a shard channel whose slot moved to another
     node): the channel is no longer held, and ``on_unsubscribed`` hears it. ``on_refused``
-    hears the text of each error reply (a command Redis refused, e.g. ``MOVED <slot> ...``).
+    hears the text of each error reply (a command Redis refused, e.g. ``MOVED <slot> ...``),
+    ``on_unreachable`` each attempt to connect that failed.
 
     A subscribe is confirmed by :meth:`confirmation`: a PING with a token of its own, sent
     after the subscribe on the same connection. Its reply proves Redis has taken every command
@@ -181,6 +182,7 @@ class Reader(asyncio.Protocol):
         on_unsubscribed: Callable[[str], None] | None = None,
         regroup: Callable[[Iterable[str]], list[list[str]]] | None = None,
         on_refused: Callable[[str], None] | None = None,
+        on_unreachable: Callable[[], None] | None = None,
     ) -> None:
         self.address = address
         self.name = name
@@ -188,6 +190,7 @@ class Reader(asyncio.Protocol):
         self.listener = listener
         self.on_unsubscribed = on_unsubscribed
         self.on_refused = on_refused
+        self.on_unreachable = on_unreachable
         self.regroup = regroup or (lambda channels: [sorted(channels)])
         self.channels: set[str] = set()  # what the connection is to hold
         self._unsubscribed = flavour.unsubscribe.lower().encode()  # its confirmations' type
@@ -277,6 +280,8 @@ class Reader(asyncio.Protocol):
                 if not failed:
                     log.warning("broadcaster: pub/sub connection to %s failed: %s", self.name, exc)
                 failed = True
+                if self.on_unreachable is not None:
+                    self.on_unreachable()
                 await asyncio.sleep(RETRY_CONNECT_S)
                 continue
             if failed:

@@ -15,7 +15,9 @@ slot with ``MOVED`` (the slot map was older than the move, or the connection tha
 heard the ``sunsubscribe`` was lost). Either way, as on a reconnect of any node's connection,
 publications may be lost: the listener hears ``on_lost``, the channels are no longer held
 there, and the next subscribe first reads the cluster's slot map again, so the channels go to
-their new owner.
+their new owner. A node that cannot be reached is asked about in the slot map at each failed
+attempt to connect to it: once its channels' slots are served by other nodes (a failover, or
+slots given away), it holds them no more and that is a loss too.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from redis.crc import key_slot
+from redis.exceptions import RedisClusterException, RedisError, SlotNotCoveredError
 
 from common import keys
 from services.broadcaster.backends.base import (
@@ -67,6 +70,7 @@ class ShardedBackend(Backend):
         self._stale = False  # publications were lost since the slot map was read
         self._owner: dict[str, Reader] = {}  # subscribed channel -> the node's connection
         self._readers: dict[str, Reader] = {}  # node name -> its connection
+        self._rehoming: asyncio.Task[None] | None = None  # reading the slot map for a lost node
 
     def channels(self, topic: str) -> list[str]:
         return keys.shard_channels(topic, self.markets)
@@ -80,6 +84,8 @@ class ShardedBackend(Backend):
         await self.subscribe([keys.shard_publish_channel(KEEPALIVE_TOPIC)])
 
     async def disconnect(self) -> None:
+        if self._rehoming is not None:
+            self._rehoming.cancel()
         for reader in self._readers.values():
             with contextlib.suppress(Exception):
                 await reader.stop()
@@ -135,6 +141,7 @@ class ShardedBackend(Backend):
                 on_unsubscribed=functools.partial(self._unsubscribed, name),
                 regroup=per_slot,
                 on_refused=functools.partial(self._refused, name),
+                on_unreachable=functools.partial(self._unreachable, name),
             )
         return reader
 
@@ -169,6 +176,34 @@ class ShardedBackend(Backend):
         log.warning("broadcaster: %s no longer serves slot %d (%s)", name, slot, channels)
         self._drop(name, channels)
         self._lost()
+
+    def _unreachable(self, name: str) -> None:
+        """An attempt to connect to node ``name`` failed: if it holds channels, see (one look
+        at a time) whether the cluster serves them elsewhere now."""
+        if self._readers[name].channels and (self._rehoming is None or self._rehoming.done()):
+            self._rehoming = asyncio.create_task(self._rehome(name), name=f"hub-rehome-{name}")
+
+    async def _rehome(self, name: str) -> None:
+        """Read the slot map again; the channels of node ``name`` whose slots other nodes
+        serve now are held there no more: a loss (the next subscribe goes to the new owner)."""
+        try:
+            await self.client.nodes_manager.initialize()
+        except (RedisClusterException, RedisError, OSError) as exc:
+            # No node answered: the next failed attempt asks again (the reader has warned).
+            log.debug("broadcaster: reading the slot map for %s failed: %s", name, exc)
+            return
+        gone = self._readers[name].drop(lambda channel: not self._serves(name, channel))
+        if gone:
+            log.warning("broadcaster: %s is unreachable; its slots of %s moved", name, gone)
+            self._drop(name, gone)
+            self._lost()
+
+    def _serves(self, name: str, channel: str) -> bool:
+        """Whether the slot map says node ``name`` serves ``channel`` (or says no one does)."""
+        try:
+            return bool(self.client.get_node_from_key(channel).name == name)
+        except SlotNotCoveredError:  # nowhere better to go
+            return True
 
     def _drop(self, name: str, channels: list[str]) -> None:
         """Forget that node ``name`` carries ``channels``."""
