@@ -498,3 +498,36 @@ def test_the_channels_of_a_node_that_died_follow_its_slot_to_the_next_owner() ->
         asyncio.run(scenario())
     finally:
         own.stop()
+
+
+def test_an_unsubscribe_that_crosses_its_slot_move_is_no_loss_and_leaves_nothing_due(
+    cluster: RedisCluster,
+) -> None:
+    channel = "dex:ch:{crossing}:x"
+
+    async def scenario() -> None:
+        client = redis.asyncio.cluster.RedisCluster.from_url(cluster.url)
+        backend = ShardedBackend(client, [MARKET])
+        heard = Heard()
+        try:
+            await backend.connect(heard)
+            await asyncio.wait_for(await backend.subscribe([channel]), 10)
+            # Before the reader reads again: the slot moves (the old owner drops the channel)
+            # and then the SUNSUBSCRIBE reaches it (refused: MOVED). The channel was being left
+            # anyway: nothing the hub holds is lost.
+            target = _move_slot(cluster, channel)
+            await backend.unsubscribe([channel])
+            assert await _until(lambda: backend._stale)
+            assert heard.lost == 0
+            await asyncio.wait_for(await backend.subscribe([channel]), 10)
+            with redis.Redis(host="127.0.0.1", port=target) as owner:
+                assert owner.spublish(channel, "relayed") == 1
+            assert await _until(lambda: heard.published == [(channel, b"relayed")])
+            # The next move of the slot is heard: no reply was left due on either connection.
+            _move_slot(cluster, channel)
+            assert await _until(lambda: heard.lost == 1), heard.lost
+        finally:
+            await backend.disconnect()
+            await client.aclose()
+
+    asyncio.run(scenario())

@@ -173,6 +173,9 @@ class ShardedBackend(Backend):
             return
         slot = int(words[1])
         channels = self._readers[name].drop(lambda channel: key_slot(channel.encode()) == slot)
+        if not channels:  # an unsubscribe refused: nothing held is lost, the slot map is old
+            self._stale = True
+            return
         log.warning("broadcaster: %s no longer serves slot %d (%s)", name, slot, channels)
         self._drop(name, channels)
         self._lost()
