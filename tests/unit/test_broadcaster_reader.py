@@ -1,14 +1,20 @@
 """The pub/sub reader's parsing, fed by hand (no server): every complete reply of a read is
 handled at once, a reply cut anywhere by the end of a read is handled once whole with the next
 read, a PING's reply confirms its own subscribe only, a bug in one publication's handling
-spares the next, and an unreadable reply drops the connection."""
+spares the next, and an unreadable reply drops the connection; unsubscribe replies are
+expected only on the connection the unsubscribe was written on; and a ``rediss://`` URL gives
+the reader the TLS checks redis-py makes of it."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import Any
 
 import hiredis
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from support.redis_server import free_port
 
 from services.broadcaster.backends.base import CLASSIC, SHARDED, Address, Reader
@@ -213,3 +219,33 @@ def test_a_refused_command_is_reported_and_its_channels_dropped_expect_no_reply(
             await reader.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+@pytest.mark.parametrize(
+    ("query", "verify", "hostname"),
+    [
+        ("", ssl.CERT_REQUIRED, True),  # checked by default
+        ("?ssl_cert_reqs=optional", ssl.CERT_OPTIONAL, True),
+        ("?ssl_check_hostname=false", ssl.CERT_REQUIRED, False),
+        ("?ssl_cert_reqs=none", ssl.CERT_NONE, False),
+    ],
+)
+def test_a_rediss_url_gives_the_reader_the_tls_checks_redis_py_makes_of_it(
+    query: str, verify: ssl.VerifyMode, hostname: bool
+) -> None:
+    url = f"rediss://who:secret@127.0.0.1:7000/0{query}"
+    cluster = RedisCluster.from_url(url)
+    node = next(iter(cluster.nodes_manager.startup_nodes.values()))
+    for address in (
+        Address.of_pool(aioredis.Redis.from_url(url).connection_pool),
+        Address.of_node(node),
+    ):
+        assert (address.host, address.port) == ("127.0.0.1", 7000)
+        assert (address.username, address.password) == ("who", "secret")
+        assert address.tls is not None
+        assert address.tls.verify_mode == verify
+        assert address.tls.check_hostname is hostname
+    assert (
+        Address.of_pool(aioredis.Redis.from_url("redis://127.0.0.1:7000").connection_pool).tls
+        is None
+    )
