@@ -46,6 +46,7 @@ class TlsRedis:
     port: int
     ca: Path  # signed the server's certificate (for "localhost")
     stranger: Path  # a CA that signed nothing of this server's
+    client_cert: Path  # a client certificate (with its key) the server's CA signed
     log: Path  # the server's log
 
     def refused_handshakes(self) -> int:
@@ -69,6 +70,9 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
     stranger.cert_pem.write_to_path(str(folder / "stranger.pem"))
     served.private_key_pem.write_to_path(str(folder / "key.pem"))
     served.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
+    ca.issue_cert("dex-broadcaster").private_key_and_cert_chain_pem.write_to_path(
+        str(folder / "client.pem")
+    )
     port = free_port()
     server = RedisServer(
         extra_args=(
@@ -86,7 +90,9 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
     try:
         # ...which then closes: TLS only from here on.
         assert redis_command(server.host, server.port, "CONFIG", "SET", "port", "0") == b"+OK"
-        yield TlsRedis(port, folder / "ca.pem", folder / "stranger.pem", server.log_path)
+        yield TlsRedis(
+            port, folder / "ca.pem", folder / "stranger.pem", folder / "client.pem", server.log_path
+        )
     finally:
         server.stop()
 
@@ -224,6 +230,52 @@ def test_a_reader_accepts_what_the_url_says_not_to_check(
             await until(lambda: heard.published == [(CHANNEL, b"relayed")])
         finally:
             await reader.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_server_that_closes_each_connection_unanswered_is_retried_at_a_pace_and_told_once(
+    tls: TlsRedis,
+) -> None:
+    """A server that wants a client certificate the reader has not got: each connection is
+    closed before Redis answers anything. The reader does not spin, and does not tell of a
+    loss at each attempt (which would reset every client), only once a connection answers;
+    a reader with the client certificate is served meanwhile."""
+
+    async def scenario() -> None:
+        heard, certified = Heard(), Heard()
+        reader = Reader(address_of(tls.url(ssl_ca_certs=tls.ca)), "tls", CLASSIC, heard)
+        with_cert = tls.url(ssl_ca_certs=tls.ca, ssl_certfile=tls.client_cert)
+        other = Reader(address_of(with_cert), "tls-client-cert", CLASSIC, certified)
+        with tls.client() as server:  # a connection made before the certificates are asked for
+            try:
+                await reader.connected()
+                reader.subscribe([CHANNEL])
+                await asyncio.wait_for(reader.confirmation(), 10)
+                server.config_set("tls-auth-clients", "yes")
+                before = tls.refused_handshakes()
+                assert server.client_kill_filter(_type="pubsub") == 1
+                started = time.monotonic()
+                await until(lambda: tls.refused_handshakes() >= before + 3)
+                # Three attempts, two waits of RETRY_CONNECT_S (0.5 s) between them at least.
+                assert time.monotonic() - started >= 0.9
+                assert heard.lost == 0
+                await other.connected()
+                other.subscribe([CHANNEL])
+                await asyncio.wait_for(other.confirmation(), 10)
+                assert server.publish(CHANNEL, b"certified") == 1
+                await until(lambda: certified.published == [(CHANNEL, b"certified")])
+            finally:
+                server.config_set("tls-auth-clients", "no")
+            try:
+                await until(lambda: heard.lost == 1)  # a connection answered: told once
+                await asyncio.wait_for(reader.confirmation(), 10)
+                assert server.publish(CHANNEL, b"back") == 2
+                await until(lambda: heard.published == [(CHANNEL, b"back")])
+                assert heard.lost == 1 and certified.lost == 0
+            finally:
+                await reader.stop()
+                await other.stop()
 
     asyncio.run(scenario())
 

@@ -154,8 +154,11 @@ class Reader(asyncio.Protocol):
 
     The reader keeps the set of channels it was asked to hold. When the connection is lost it
     makes a new one (every ``RETRY_CONNECT_S`` until one is made), subscribes that set again
-    (grouped by ``regroup``: the sharded backend needs one command per slot) and tells the
-    listener ``on_lost``: what was published meanwhile is gone.
+    (grouped by ``regroup``: the sharded backend needs one command per slot), then PINGs, and
+    once Redis has answered tells the listener ``on_lost``: what was published meanwhile is
+    gone. A connection closed before Redis answered anything (a client certificate refused, too
+    many clients) counts as an attempt that failed: the next one waits ``RETRY_CONNECT_S`` too,
+    and the listener hears of the loss once, when a connection has answered.
 
     An unsubscribe written on a connection is answered on that connection, one reply per
     channel: the reader counts the replies due on the connection it wrote to, and forgets
@@ -201,6 +204,9 @@ class Reader(asyncio.Protocol):
         self._parser = hiredis.Reader()
         self._lost: asyncio.Future[None] | None = None
         self._heard = False
+        self._answered = False  # Redis has answered on this connection (not with an error)
+        self._untold = False  # a connection was lost and the listener not told yet
+        self._failing = False  # connecting has failed since the last connection that answered
         self._connected = asyncio.Event()
         self.task = asyncio.create_task(self._run(), name=f"hub-pump-{name}")
 
@@ -265,7 +271,7 @@ class Reader(asyncio.Protocol):
     # -- the connection ------------------------------------------------------------------
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        address, failed = self.address, False
+        address = self.address
         while True:
             lost = self._lost = loop.create_future()
             try:
@@ -277,17 +283,21 @@ class Reader(asyncio.Protocol):
                             lambda: self, address.host, address.port, ssl=address.tls
                         )
             except (OSError, TimeoutError) as exc:
-                if not failed:
-                    log.warning("broadcaster: pub/sub connection to %s failed: %s", self.name, exc)
-                failed = True
+                self._failed(f"failed: {exc}")
                 if self.on_unreachable is not None:
                     self.on_unreachable()
                 await asyncio.sleep(RETRY_CONNECT_S)
                 continue
-            if failed:
-                log.warning("broadcaster: pub/sub connection to %s made again", self.name)
-            failed = False
             await self._watch(lost)
+            if not self._answered:
+                self._failed("was closed before Redis answered")
+                await asyncio.sleep(RETRY_CONNECT_S)
+
+    def _failed(self, what: str) -> None:
+        """Warn of an attempt to connect that failed, the first one since Redis answered."""
+        if not self._failing:
+            log.warning("broadcaster: pub/sub connection to %s %s", self.name, what)
+        self._failing = True
 
     def _log_in(self) -> None:
         address = self.address
@@ -317,25 +327,25 @@ class Reader(asyncio.Protocol):
                 pinged = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Log in and subscribe every channel held; after a loss, tell the listener."""
+        """Log in, subscribe every channel held and PING: its answer proves the connection."""
         transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self._parser = hiredis.Reader()
         self._transport = transport
+        self._answered = False
         self._log_in()
         for group in self.regroup(self.channels):
             self._send([self.flavour.subscribe, *group])
-        if self._connected.is_set():
-            # Publications may have been lost while no connection was subscribed.
-            self._settle()
-            asyncio.get_running_loop().call_soon(self.listener.on_lost)
+        self._send(["PING", b"hub-connected"])
         self._connected.set()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Forget what was due on the connection: its replies will not come."""
+        """Forget what was due on the connection: its replies will not come. Publications
+        may be lost until a new connection has subscribed again: the listener will hear it."""
         self._transport = None
+        self._untold = True
         self._leaving.clear()
         self._settle()
         if self._lost is not None and not self._lost.done():
@@ -372,6 +382,8 @@ class Reader(asyncio.Protocol):
             if self.on_refused is not None:
                 self.on_refused(str(reply))
             return
+        if not self._answered:
+            self._answer()
         if type(reply) is bytes:
             # +OK of AUTH, or a PING's token echoed by a connection out of pub/sub mode (a
             # subscribe before it was refused, or every channel was left): it confirms too.
@@ -396,6 +408,16 @@ class Reader(asyncio.Protocol):
             self.channels.discard(channel)
             if self.on_unsubscribed is not None:
                 self.on_unsubscribed(channel)
+
+    def _answer(self) -> None:
+        """Redis's first answer on this connection: it works; tell of a loss before it."""
+        self._answered = True
+        if self._failing:
+            log.warning("broadcaster: pub/sub connection to %s made again", self.name)
+            self._failing = False
+        if self._untold:
+            self._untold = False
+            asyncio.get_running_loop().call_soon(self.listener.on_lost)
 
     def _confirmed(self, token: Any) -> None:
         future = self._confirming.pop(token, None)
