@@ -240,8 +240,8 @@ class Reader(asyncio.Protocol):
 
     def drop(self, matches: Callable[[str], bool]) -> list[str]:
         """Hold no more, and expect no unsubscribe reply for, the channels ``matches`` picks:
-        Redis refused a command of theirs (their slot is served elsewhere), so it answers
-        none of them. Return those that were held."""
+        their slot is served elsewhere now (this node refused a command of theirs with MOVED,
+        or cannot be reached and the slot map gives them to another). Return those held."""
         held = [channel for channel in self.channels if matches(channel)]
         self.channels.difference_update(held)
         for channel in [channel for channel in self._leaving if matches(channel)]:
