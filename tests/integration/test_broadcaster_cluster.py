@@ -2,20 +2,26 @@
 sharded pub/sub. Snapshots read from the market's slot; updates SPUBLISHed on the hash-tagged
 shard channels reach the broadcaster's SSUBSCRIBE on the owning node; two broadcasters side by
 side each relay everything their own clients asked for; and the real matcher, settler and
-oracle publish depth, trade, orders, account and ticker notices on shard channels only."""
+oracle publish depth, trade, orders, account and ticker notices on shard channels only. The
+sharded backend itself: a slot that moves to another node is a loss (``on_lost``) and the
+next subscribe finds the new owner, even after an unsubscribe whose reply a lost connection
+took with it."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
 import pytest
 import redis
+import redis.asyncio.cluster
 import redis.client
 import redis.cluster
 import websockets
+from redis.crc import key_slot
 from support.exchange import Exchange
 from support.redis_cluster import RedisCluster
 from support.redis_server import RedisServerUnavailable, wait_for
@@ -25,6 +31,7 @@ from support.ws import WsClient
 from common import keys
 from common.markets import load_markets
 from common.settings import DEFAULT_MARKETS_FILE
+from services.broadcaster.backends.sharded import ShardedBackend
 
 pytestmark = pytest.mark.integration
 
@@ -266,3 +273,261 @@ def test_a_lost_node_connection_resets_clients_and_the_hub_resubscribes_per_slot
     finally:
         exchange.stop()
         client.close()
+
+
+class Heard:
+    """A listener that records what the backend reports."""
+
+    def __init__(self) -> None:
+        self.lost = 0
+        self.published: list[tuple[str, bytes]] = []
+
+    def on_published(self, channel: str, data: Any) -> None:
+        self.published.append((channel, data))
+
+    def on_lost(self) -> None:
+        self.lost += 1
+
+
+async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+def _move_slot(cluster: RedisCluster, channel: str) -> int:
+    """Give ``channel``'s slot (which holds no key) to another primary, telling every primary;
+    return the port of its new owner."""
+    slot = key_slot(channel.encode())
+    nodes = {port: redis.Redis(host="127.0.0.1", port=port) for port in cluster.ports}
+    try:
+        ids = {
+            port: node.execute_command("CLUSTER", "MYID").decode() for port, node in nodes.items()
+        }
+        owner = next(
+            int(served[2][1])
+            for served in nodes[cluster.ports[0]].execute_command("CLUSTER", "SLOTS")
+            if served[0] <= slot <= served[1]
+        )
+        assert nodes[owner].execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
+        target = next(port for port in cluster.ports if port != owner)
+        others = [port for port in cluster.ports if port not in (target, owner)]
+        for port in [target, owner, *others]:
+            nodes[port].execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+        return target
+    finally:
+        for node in nodes.values():
+            node.close()
+
+
+def test_a_slot_that_moves_is_a_loss_and_the_next_subscribe_finds_its_new_owner(
+    cluster: RedisCluster,
+) -> None:
+    channel, other = "dex:ch:{slot-moves}:x", "dex:ch:{slot-stays}:x"
+    assert key_slot(channel.encode()) != key_slot(other.encode())
+
+    async def scenario() -> None:
+        client = redis.asyncio.cluster.RedisCluster.from_url(cluster.url)
+        backend = ShardedBackend(client, [MARKET])
+        heard = Heard()
+        try:
+            await backend.connect(heard)
+            await asyncio.wait_for(await backend.subscribe([channel, other]), 10)
+            target = _move_slot(cluster, channel)
+            # The old owner drops the channel by itself: a loss, heard once.
+            assert await _until(lambda: heard.lost == 1), heard.lost
+            # The hub's reset unsubscribes (nothing to send: the channel has no owner now) and
+            # subscribes again: on the new owner, which relays its publications.
+            await backend.unsubscribe([channel])
+            await asyncio.wait_for(await backend.subscribe([channel]), 10)
+            with redis.Redis(host="127.0.0.1", port=target) as owner:
+                assert owner.execute_command("PUBSUB", "SHARDNUMSUB", channel)[1] == 1
+                assert owner.spublish(channel, "after the move") == 1
+            await client.spublish(other, "unmoved")
+            assert await _until(lambda: len(heard.published) == 2), heard.published
+            assert sorted(heard.published) == [
+                (channel, b"after the move"),
+                (other, b"unmoved"),
+            ]
+            assert heard.lost == 1
+        finally:
+            await backend.disconnect()
+            await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_an_unsubscribe_whose_reply_died_with_its_connection_hides_no_later_slot_move(
+    cluster: RedisCluster,
+) -> None:
+    channel = "dex:ch:{reply-lost}:x"
+
+    async def scenario() -> None:
+        client = redis.asyncio.cluster.RedisCluster.from_url(cluster.url)
+        backend = ShardedBackend(client, [MARKET])
+        heard = Heard()
+        try:
+            await backend.connect(heard)
+            await asyncio.wait_for(await backend.subscribe([channel]), 10)
+            reader = backend._owner[channel]
+            # The SUNSUBSCRIBE is written, and its connection dropped in the same loop turn:
+            # its reply is never read.
+            await backend.unsubscribe([channel])
+            assert reader._transport is not None
+            reader._transport.abort()
+            assert await _until(lambda: heard.lost == 1), "the reconnect is a loss"
+            # ...and one sent as the connection goes down never reaches Redis at all.
+            await asyncio.wait_for(await backend.subscribe([channel]), 10)
+            assert reader._transport is not None
+            reader._transport.abort()
+            await backend.unsubscribe([channel])
+            assert await _until(lambda: heard.lost == 2), "the second reconnect is a loss"
+            # Subscribed again and confirmed, the channel's slot then moves: a loss.
+            await asyncio.wait_for(await backend.subscribe([channel]), 10)
+            _move_slot(cluster, channel)
+            assert await _until(lambda: heard.lost == 3), heard.lost
+        finally:
+            await backend.disconnect()
+            await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_subscribe_refused_by_a_node_that_lost_the_slot_is_a_loss_then_lands_on_the_owner(
+    cluster: RedisCluster,
+) -> None:
+    channel = "dex:ch:{moved-unheard}:x"
+
+    async def scenario() -> None:
+        client = redis.asyncio.cluster.RedisCluster.from_url(cluster.url)
+        backend = ShardedBackend(client, [MARKET])
+        heard = Heard()
+        try:
+            await backend.connect(heard)  # the slot map is read here...
+            target = _move_slot(cluster, channel)  # ...and the slot moves unseen (no channel)
+            # The old owner refuses the SSUBSCRIBE (MOVED): the channel is subscribed nowhere,
+            # so the PING's reply that confirms it comes with a loss.
+            await asyncio.wait_for(await backend.subscribe([channel]), 10)
+            assert await _until(lambda: heard.lost == 1), heard.lost
+            await backend.unsubscribe([channel])
+            await asyncio.wait_for(await backend.subscribe([channel]), 10)
+            with redis.Redis(host="127.0.0.1", port=target) as owner:
+                assert owner.spublish(channel, "relayed") == 1
+            assert await _until(lambda: heard.published == [(channel, b"relayed")])
+            assert heard.lost == 1
+        finally:
+            await backend.disconnect()
+            await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_slot_that_moves_while_its_connection_is_down_is_found_after_the_reconnect(
+    cluster: RedisCluster,
+) -> None:
+    channel = "dex:ch:{moved-while-down}:x"
+
+    async def scenario() -> None:
+        client = redis.asyncio.cluster.RedisCluster.from_url(cluster.url)
+        backend = ShardedBackend(client, [MARKET])
+        heard = Heard()
+        try:
+            await backend.connect(heard)
+            await asyncio.wait_for(await backend.subscribe([channel]), 10)
+            reader = backend._owner[channel]
+            assert reader._transport is not None
+            reader._transport.abort()  # the old owner's sunsubscribe goes to a closed socket
+            target = _move_slot(cluster, channel)
+            # The reconnect is a loss; its SSUBSCRIBE of the channel is refused (MOVED).
+            assert await _until(lambda: heard.lost >= 1 and channel not in reader.channels)
+            await backend.unsubscribe([channel])
+            await asyncio.wait_for(await backend.subscribe([channel]), 10)
+            with redis.Redis(host="127.0.0.1", port=target) as owner:
+                assert owner.spublish(channel, "relayed") == 1
+            assert await _until(lambda: heard.published == [(channel, b"relayed")])
+        finally:
+            await backend.disconnect()
+            await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_the_channels_of_a_node_that_died_follow_its_slot_to_the_next_owner() -> None:
+    try:
+        own = RedisCluster().start()  # one of its nodes dies: not the module's cluster
+    except RedisServerUnavailable as exc:
+        pytest.skip(str(exc))
+    channel = "dex:ch:{node-dies}:x"
+
+    async def scenario() -> None:
+        client = redis.asyncio.cluster.RedisCluster.from_url(own.url)
+        backend = ShardedBackend(client, [MARKET])
+        heard = Heard()
+        try:
+            await backend.connect(heard)
+            await asyncio.wait_for(await backend.subscribe([channel]), 10)
+            dead = backend._owner[channel].address.port
+            process = own.processes[own.ports.index(dead)]
+            process.kill()
+            process.wait(10)
+            # The survivors give the slot to one of them, as a failover would.
+            survivors = [port for port in own.ports if port != dead]
+            slot = key_slot(channel.encode())
+            successor = redis.Redis(host="127.0.0.1", port=survivors[0])
+            successor_id = successor.execute_command("CLUSTER", "MYID").decode()
+            for port in survivors:
+                with redis.Redis(host="127.0.0.1", port=port) as node:
+                    node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", successor_id)
+            # A failed reconnect looks at the slot map: the channel is held there no more.
+            assert await _until(lambda: heard.lost == 1), heard.lost
+            await backend.unsubscribe([channel])
+            await asyncio.wait_for(await backend.subscribe([channel]), 10)
+            assert successor.spublish(channel, "relayed") == 1
+            successor.close()
+            assert await _until(lambda: heard.published == [(channel, b"relayed")])
+            assert heard.lost == 1
+        finally:
+            await backend.disconnect()
+            await client.aclose()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        own.stop()
+
+
+def test_an_unsubscribe_that_crosses_its_slot_move_is_no_loss_and_leaves_nothing_due(
+    cluster: RedisCluster,
+) -> None:
+    channel = "dex:ch:{crossing}:x"
+
+    async def scenario() -> None:
+        client = redis.asyncio.cluster.RedisCluster.from_url(cluster.url)
+        backend = ShardedBackend(client, [MARKET])
+        heard = Heard()
+        try:
+            await backend.connect(heard)
+            await asyncio.wait_for(await backend.subscribe([channel]), 10)
+            # Before the reader reads again: the slot moves (the old owner drops the channel)
+            # and then the SUNSUBSCRIBE reaches it (refused: MOVED). The channel was being left
+            # anyway: nothing the hub holds is lost.
+            target = _move_slot(cluster, channel)
+            await backend.unsubscribe([channel])
+            assert await _until(lambda: backend._stale)
+            assert heard.lost == 0
+            await asyncio.wait_for(await backend.subscribe([channel]), 10)
+            with redis.Redis(host="127.0.0.1", port=target) as owner:
+                assert owner.spublish(channel, "relayed") == 1
+            assert await _until(lambda: heard.published == [(channel, b"relayed")])
+            # The next move of the slot is heard: no reply was left due on either connection.
+            _move_slot(cluster, channel)
+            assert await _until(lambda: heard.lost == 1), heard.lost
+        finally:
+            await backend.disconnect()
+            await client.aclose()
+
+    asyncio.run(scenario())

@@ -1,17 +1,23 @@
 """The pub/sub reader's parsing, fed by hand (no server): every complete reply of a read is
 handled at once, a reply cut anywhere by the end of a read is handled once whole with the next
 read, a PING's reply confirms its own subscribe only, a bug in one publication's handling
-spares the next, and an unreadable reply drops the connection."""
+spares the next, and an unreadable reply drops the connection; unsubscribe replies are
+expected only on the connection the unsubscribe was written on; and a ``rediss://`` URL gives
+the reader the TLS checks redis-py makes of it."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import Any
 
 import hiredis
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from support.redis_server import free_port
 
-from services.broadcaster.backends.base import CLASSIC, Address, Reader
+from services.broadcaster.backends.base import CLASSIC, SHARDED, Address, Reader
 
 
 class Recorder:
@@ -115,7 +121,7 @@ def test_a_pong_confirms_only_its_own_ping_and_a_lost_connection_settles_the_res
         try:
             first, second = reader.confirmation(), reader.confirmation()
             tokens = []
-            for written in transport.written:
+            for written in transport.written[1:]:  # after the connection's own PING
                 parser = hiredis.Reader()
                 parser.feed(written)
                 tokens.append(parser.gets()[1])
@@ -157,3 +163,92 @@ def test_a_bug_in_one_publication_spares_the_next_and_garbage_drops_the_connecti
             await reader.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_unsubscribe_replies_are_expected_only_on_the_connection_they_were_written_on() -> None:
+    async def scenario() -> None:
+        dropped: list[str] = []
+        reader = Reader(nowhere(), "test", SHARDED, Recorder(), dropped.append)
+        first = Transport()
+        reader.connection_made(first)  # type: ignore[arg-type]
+        try:
+            reader.subscribe(["a", "b", "c"])
+            reader.unsubscribe(["a"])
+            assert first.written[-1] == hiredis.pack_command(("SUNSUBSCRIBE", "a"))
+            reader.connection_lost(None)  # before the reply to it came
+            reader.unsubscribe(["b"])  # no connection: nothing written, nothing due
+            assert len(first.written) == 3  # PING, SSUBSCRIBE, SUNSUBSCRIBE
+            second = Transport()
+            reader.connection_made(second)  # type: ignore[arg-type]
+            assert second.written == [
+                hiredis.pack_command(("SSUBSCRIBE", "c")),
+                hiredis.pack_command(("PING", "hub-connected")),
+            ]
+            reader.unsubscribe(["c"])
+            reader.data_received(reply(b"sunsubscribe", b"c", 0))  # asked for on this connection
+            assert dropped == []
+            reader.subscribe(["a", "b", "c"])
+            # Later the server drops each by itself (their slot moved): none is taken for the
+            # reply of an unsubscribe written before, on a connection since lost.
+            for channel in (b"a", b"b", b"c"):
+                reader.data_received(reply(b"sunsubscribe", channel, 0))
+            assert dropped == ["a", "b", "c"]
+            assert reader.channels == set()  # dropped channels are held no more
+        finally:
+            await reader.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_a_refused_command_is_reported_and_its_channels_dropped_expect_no_reply() -> None:
+    async def scenario() -> None:
+        dropped: list[str] = []
+        refused: list[str] = []
+        reader = Reader(
+            nowhere(), "test", SHARDED, Recorder(), dropped.append, on_refused=refused.append
+        )
+        reader.connection_made(Transport())  # type: ignore[arg-type]
+        try:
+            reader.subscribe(["a", "b", "c"])
+            reader.unsubscribe(["a"])
+            reader.data_received(b"-MOVED 42 127.0.0.1:7001\r\n")  # the SUNSUBSCRIBE's answer
+            assert refused == ["MOVED 42 127.0.0.1:7001"]
+            assert reader.drop(lambda channel: channel in ("a", "b")) == ["b"]
+            assert reader.channels == {"c"}
+            # No reply for "a" is due any more: one now is the server's own.
+            reader.data_received(reply(b"sunsubscribe", b"a", 0))
+            assert dropped == ["a"]
+        finally:
+            await reader.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+@pytest.mark.parametrize(
+    ("query", "verify", "hostname"),
+    [
+        ("", ssl.CERT_REQUIRED, True),  # checked by default
+        ("?ssl_cert_reqs=optional", ssl.CERT_OPTIONAL, True),
+        ("?ssl_check_hostname=false", ssl.CERT_REQUIRED, False),
+        ("?ssl_cert_reqs=none", ssl.CERT_NONE, False),
+    ],
+)
+def test_a_rediss_url_gives_the_reader_the_tls_checks_redis_py_makes_of_it(
+    query: str, verify: ssl.VerifyMode, hostname: bool
+) -> None:
+    url = f"rediss://who:secret@127.0.0.1:7000/0{query}"
+    cluster = RedisCluster.from_url(url)
+    node = next(iter(cluster.nodes_manager.startup_nodes.values()))
+    for address in (
+        Address.of_pool(aioredis.Redis.from_url(url).connection_pool),
+        Address.of_node(node),
+    ):
+        assert (address.host, address.port) == ("127.0.0.1", 7000)
+        assert (address.username, address.password) == ("who", "secret")
+        assert address.tls is not None
+        assert address.tls.verify_mode == verify
+        assert address.tls.check_hostname is hostname
+    assert (
+        Address.of_pool(aioredis.Redis.from_url("redis://127.0.0.1:7000").connection_pool).tls
+        is None
+    )

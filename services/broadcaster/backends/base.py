@@ -24,11 +24,13 @@ import logging
 import socket
 import ssl
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, cast
 
 import hiredis
+from redis.asyncio.connection import SSLConnection
 
 log = logging.getLogger(__name__)
 
@@ -106,16 +108,19 @@ class Address:
 
     @classmethod
     def of(cls, host: str, port: int, options: dict[str, Any], connection_class: type) -> Address:
-        """Where redis-py connects with ``connection_class`` to ``host:port`` given ``options``
-        (its connection keyword arguments)."""
+        """Where redis-py (asyncio) connects with ``connection_class`` to ``host:port`` given
+        ``options`` (its connection keyword arguments).
+
+        Over TLS (``rediss://``) the SSL context is the one redis-py's own connection builds
+        from the same options, so the reader checks the server as every other client of the
+        process does: certificate and host name checked by default (the system's CAs, or
+        ``ssl_ca_certs`` / ``ssl_ca_path`` / ``ssl_ca_data``); ``ssl_cert_reqs=none`` checks
+        neither, ``ssl_check_hostname=false`` not the name; ``ssl_certfile`` / ``ssl_keyfile``
+        (``ssl_password``) are the client's certificate; ``ssl_min_version``, ``ssl_ciphers``.
+        """
         context = None
-        if "SSL" in connection_class.__name__:
-            context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
-            if options.get("ssl_certfile"):
-                context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
-            if options.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
+        if issubclass(connection_class, SSLConnection):
+            context = connection_class(**options).ssl_context.get()  # connects nothing
         return cls(
             host=host,
             port=int(port),
@@ -149,9 +154,20 @@ class Reader(asyncio.Protocol):
 
     The reader keeps the set of channels it was asked to hold. When the connection is lost it
     makes a new one (every ``RETRY_CONNECT_S`` until one is made), subscribes that set again
-    (grouped by ``regroup``: the sharded backend needs one command per slot) and tells the
-    listener ``on_lost``: what was published meanwhile is gone. ``on_unsubscribed`` gets each
-    unsubscribe confirmation (none: they are ignored).
+    (grouped by ``regroup``: the sharded backend needs one command per slot), then PINGs, and
+    once Redis has answered tells the listener ``on_lost``: what was published meanwhile is
+    gone. A connection closed before Redis answered anything (a client certificate refused, too
+    many clients) counts as an attempt that failed: the next one waits ``RETRY_CONNECT_S`` too,
+    and the listener hears of the loss once, when a connection has answered.
+
+    An unsubscribe written on a connection is answered on that connection, one reply per
+    channel: the reader counts the replies due on the connection it wrote to, and forgets
+    them when that connection is lost (their replies will never come, and the next connection
+    subscribes only the channels still held). A reply it counted is expected; any other is
+    the server dropping the channel by itself (a shard channel whose slot moved to another
+    node): the channel is no longer held, and ``on_unsubscribed`` hears it. ``on_refused``
+    hears the text of each error reply (a command Redis refused, e.g. ``MOVED <slot> ...``),
+    ``on_unreachable`` each attempt to connect that failed.
 
     A subscribe is confirmed by :meth:`confirmation`: a PING with a token of its own, sent
     after the subscribe on the same connection. Its reply proves Redis has taken every command
@@ -168,21 +184,29 @@ class Reader(asyncio.Protocol):
         listener: Listener,
         on_unsubscribed: Callable[[str], None] | None = None,
         regroup: Callable[[Iterable[str]], list[list[str]]] | None = None,
+        on_refused: Callable[[str], None] | None = None,
+        on_unreachable: Callable[[], None] | None = None,
     ) -> None:
         self.address = address
         self.name = name
         self.flavour = flavour
         self.listener = listener
         self.on_unsubscribed = on_unsubscribed
+        self.on_refused = on_refused
+        self.on_unreachable = on_unreachable
         self.regroup = regroup or (lambda channels: [sorted(channels)])
         self.channels: set[str] = set()  # what the connection is to hold
         self._unsubscribed = flavour.unsubscribe.lower().encode()  # its confirmations' type
+        self._leaving: Counter[str] = Counter()  # channel -> its unsubscribe replies due
         self._tokens = itertools.count(1)
         self._confirming: dict[bytes, asyncio.Future[None]] = {}  # PING token -> its waiter
         self._transport: asyncio.Transport | None = None
         self._parser = hiredis.Reader()
         self._lost: asyncio.Future[None] | None = None
         self._heard = False
+        self._answered = False  # Redis has answered on this connection (not with an error)
+        self._untold = False  # a connection was lost and the listener not told yet
+        self._failing = False  # connecting has failed since the last connection that answered
         self._connected = asyncio.Event()
         self.task = asyncio.create_task(self._run(), name=f"hub-pump-{name}")
 
@@ -209,8 +233,20 @@ class Reader(asyncio.Protocol):
         self._send([self.flavour.subscribe, *channels])
 
     def unsubscribe(self, channels: list[str]) -> None:
+        """Stop holding ``channels``; if connected, unsubscribe them and expect the replies."""
         self.channels.difference_update(channels)
-        self._send([self.flavour.unsubscribe, *channels])
+        if self._send([self.flavour.unsubscribe, *channels]):
+            self._leaving.update(channels)
+
+    def drop(self, matches: Callable[[str], bool]) -> list[str]:
+        """Hold no more, and expect no unsubscribe reply for, the channels ``matches`` picks:
+        their slot is served elsewhere now (this node refused a command of theirs with MOVED,
+        or cannot be reached and the slot map gives them to another). Return those held."""
+        held = [channel for channel in self.channels if matches(channel)]
+        self.channels.difference_update(held)
+        for channel in [channel for channel in self._leaving if matches(channel)]:
+            del self._leaving[channel]
+        return held
 
     def confirmation(self) -> asyncio.Future[None]:
         """Send a PING after what was sent so far; the future is done when it comes back (or
@@ -224,16 +260,18 @@ class Reader(asyncio.Protocol):
         self._send(["PING", token])
         return future
 
-    def _send(self, command: list[Any]) -> None:
-        """Write ``command`` if connected; a lost command is made good by the next connection
-        (it subscribes ``channels`` again)."""
-        if self._transport is not None and len(command) > 1:
-            self._transport.write(hiredis.pack_command(tuple(command)))
+    def _send(self, command: list[Any]) -> bool:
+        """Write ``command`` if connected, and say whether it was; a lost command is made good
+        by the next connection (it subscribes ``channels`` again)."""
+        if self._transport is None or len(command) < 2:
+            return False
+        self._transport.write(hiredis.pack_command(tuple(command)))
+        return True
 
     # -- the connection ------------------------------------------------------------------
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        address, failed = self.address, False
+        address = self.address
         while True:
             lost = self._lost = loop.create_future()
             try:
@@ -245,15 +283,21 @@ class Reader(asyncio.Protocol):
                             lambda: self, address.host, address.port, ssl=address.tls
                         )
             except (OSError, TimeoutError) as exc:
-                if not failed:
-                    log.warning("broadcaster: pub/sub connection to %s failed: %s", self.name, exc)
-                failed = True
+                self._failed(f"failed: {exc}")
+                if self.on_unreachable is not None:
+                    self.on_unreachable()
                 await asyncio.sleep(RETRY_CONNECT_S)
                 continue
-            if failed:
-                log.warning("broadcaster: pub/sub connection to %s made again", self.name)
-            failed = False
             await self._watch(lost)
+            if not self._answered:
+                self._failed("was closed before Redis answered")
+                await asyncio.sleep(RETRY_CONNECT_S)
+
+    def _failed(self, what: str) -> None:
+        """Warn of an attempt to connect that failed, the first one since Redis answered."""
+        if not self._failing:
+            log.warning("broadcaster: pub/sub connection to %s %s", self.name, what)
+        self._failing = True
 
     def _log_in(self) -> None:
         address = self.address
@@ -283,24 +327,26 @@ class Reader(asyncio.Protocol):
                 pinged = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Log in and subscribe every channel held; after a loss, tell the listener."""
+        """Log in, subscribe every channel held and PING: its answer proves the connection."""
         transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self._parser = hiredis.Reader()
         self._transport = transport
+        self._answered = False
         self._log_in()
         for group in self.regroup(self.channels):
             self._send([self.flavour.subscribe, *group])
-        if self._connected.is_set():
-            # Publications may have been lost while no connection was subscribed.
-            self._settle()
-            asyncio.get_running_loop().call_soon(self.listener.on_lost)
+        self._send(["PING", b"hub-connected"])
         self._connected.set()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """Forget what was due on the connection: its replies will not come. Publications
+        may be lost until a new connection has subscribed again: the listener will hear it."""
         self._transport = None
+        self._untold = True
+        self._leaving.clear()
         self._settle()
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
@@ -333,7 +379,11 @@ class Reader(asyncio.Protocol):
         """A reply that is not a publication: a PING's, an (un)subscribe's, a log-in's."""
         if isinstance(reply, hiredis.ReplyError):
             log.error("broadcaster: Redis refused a pub/sub command on %s: %s", self.name, reply)
+            if self.on_refused is not None:
+                self.on_refused(str(reply))
             return
+        if not self._answered:
+            self._answer()
         if type(reply) is bytes:
             # +OK of AUTH, or a PING's token echoed by a connection out of pub/sub mode (a
             # subscribe before it was refused, or every channel was left): it confirms too.
@@ -344,8 +394,30 @@ class Reader(asyncio.Protocol):
         kind = reply[0]
         if kind == b"pong":
             self._confirmed(reply[1])
-        elif kind == self._unsubscribed and self.on_unsubscribed and type(reply[1]) is bytes:
-            self.on_unsubscribed(reply[1].decode())
+        elif kind == self._unsubscribed and type(reply[1]) is bytes:
+            self._left(reply[1].decode())
+
+    def _left(self, channel: str) -> None:
+        """An unsubscribe reply: one the reader asked for, or the server dropping ``channel``."""
+        due = self._leaving[channel]
+        if due > 1:
+            self._leaving[channel] = due - 1
+        elif due == 1:
+            del self._leaving[channel]
+        else:
+            self.channels.discard(channel)
+            if self.on_unsubscribed is not None:
+                self.on_unsubscribed(channel)
+
+    def _answer(self) -> None:
+        """Redis's first answer on this connection: it works; tell of a loss before it."""
+        self._answered = True
+        if self._failing:
+            log.warning("broadcaster: pub/sub connection to %s made again", self.name)
+            self._failing = False
+        if self._untold:
+            self._untold = False
+            asyncio.get_running_loop().call_soon(self.listener.on_lost)
 
     def _confirmed(self, token: Any) -> None:
         future = self._confirming.pop(token, None)

@@ -8,20 +8,29 @@ SSUBSCRIBEs each channel on its owner, one command per slot (Redis refuses an SS
 across slots, so a new connection subscribes again slot by slot too), then a PING on each
 connection it used: their replies confirm the subscribe (base.Reader).
 
-A ``sunsubscribe`` nobody asked for means the slot moved to another node: publications may
-be lost, so the listener hears ``on_lost`` (as on a reconnect of any node's connection).
+A slot can move to another node. Its old owner then drops its shard channels, with a
+``sunsubscribe`` nobody asked for (the reader tells it from the replies to its own
+SUNSUBSCRIBEs, counted per connection, base.Reader), and refuses a later SSUBSCRIBE of the
+slot with ``MOVED`` (the slot map was older than the move, or the connection that would have
+heard the ``sunsubscribe`` was lost). Either way, as on a reconnect of any node's connection,
+publications may be lost: the listener hears ``on_lost``, the channels are no longer held
+there, and the next subscribe first reads the cluster's slot map again, so the channels go to
+their new owner. A node that cannot be reached is asked about in the slot map at each failed
+attempt to connect to it: once its channels' slots are served by other nodes (a failover, or
+slots given away), it holds them no more and that is a loss too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from redis.crc import key_slot
+from redis.exceptions import RedisClusterException, RedisError, SlotNotCoveredError
 
 from common import keys
 from services.broadcaster.backends.base import (
@@ -44,14 +53,24 @@ def per_slot(channels: Iterable[str]) -> list[list[str]]:
     return list(groups.values())
 
 
+class _Relay:
+    """What each node's reader reports to: publications straight to the listener, losses
+    through the backend (its slot map may be out of date)."""
+
+    def __init__(self, listener: Listener, on_lost: Callable[[], None]) -> None:
+        self.on_published = listener.on_published
+        self.on_lost = on_lost
+
+
 class ShardedBackend(Backend):
     def __init__(self, client: Any, markets: list[str]) -> None:
         self.client = client  # the asyncio RedisCluster client (slot map)
         self.markets = markets
         self._listener: Listener | None = None
-        self._leaving: Counter[str] = Counter()  # channel -> SUNSUBSCRIBE replies expected
+        self._stale = False  # publications were lost since the slot map was read
         self._owner: dict[str, Reader] = {}  # subscribed channel -> the node's connection
         self._readers: dict[str, Reader] = {}  # node name -> its connection
+        self._rehoming: asyncio.Task[None] | None = None  # reading the slot map for a lost node
 
     def channels(self, topic: str) -> list[str]:
         return keys.shard_channels(topic, self.markets)
@@ -65,6 +84,8 @@ class ShardedBackend(Backend):
         await self.subscribe([keys.shard_publish_channel(KEEPALIVE_TOPIC)])
 
     async def disconnect(self) -> None:
+        if self._rehoming is not None:
+            self._rehoming.cancel()
         for reader in self._readers.values():
             with contextlib.suppress(Exception):
                 await reader.stop()
@@ -72,6 +93,9 @@ class ShardedBackend(Backend):
     async def subscribe(self, channels: list[str]) -> Awaitable[object]:
         """SSUBSCRIBE ``channels``, each on the node that owns its slot, then confirm them
         with a PING on each node's connection."""
+        if self._stale:
+            await self.client.nodes_manager.initialize()  # where moved slots are now
+            self._stale = False
         readers: list[Reader] = []
         for reader, group in self._by_slot(channels, self._reader_for):
             reader.subscribe(group)
@@ -87,7 +111,6 @@ class ShardedBackend(Backend):
         """SUNSUBSCRIBE ``channels``, each on the node that carried it when subscribed."""
         for reader, group in self._by_slot(channels, self._owner.get):
             for channel in group:
-                self._leaving[channel] += 1
                 self._owner.pop(channel, None)
             reader.unsubscribe(group)
 
@@ -107,15 +130,18 @@ class ShardedBackend(Backend):
 
     def _reader_for(self, channel: str) -> Reader:
         node = self.client.get_node_from_key(channel)
-        reader = self._readers.get(node.name)
+        name = node.name
+        reader = self._readers.get(name)
         if reader is None:
-            reader = self._readers[node.name] = Reader(
+            reader = self._readers[name] = Reader(
                 Address.of_node(node),
-                node.name,
+                name,
                 SHARDED,
-                self._started(),
-                on_unsubscribed=self._unsubscribed,
+                _Relay(self._started(), self._lost),
+                on_unsubscribed=functools.partial(self._unsubscribed, name),
                 regroup=per_slot,
+                on_refused=functools.partial(self._refused, name),
+                on_unreachable=functools.partial(self._unreachable, name),
             )
         return reader
 
@@ -124,13 +150,67 @@ class ShardedBackend(Backend):
             raise RuntimeError("the sharded pub/sub backend subscribes only once connected")
         return self._listener
 
-    def _unsubscribed(self, channel: str) -> None:
-        if self._leaving[channel] > 0:
-            self._leaving[channel] -= 1
-            if not self._leaving[channel]:
-                del self._leaving[channel]
-            return
-        # Redis drops the shard channels of a slot that moved to another node.
-        log.warning("broadcaster: %s was unsubscribed by the server (slot moved)", channel)
-        self._owner.pop(channel, None)
+    def _lost(self) -> None:
+        """Publications may be lost (a reconnect, a slot that moved): read the slot map again
+        before the next subscribe, and tell the listener."""
+        self._stale = True
         self._started().on_lost()
+
+    def _unsubscribed(self, name: str, channel: str) -> None:
+        """Node ``name`` dropped ``channel`` by itself: Redis drops the shard channels of a
+        slot that moved to another node."""
+        log.warning("broadcaster: %s unsubscribed %s by itself (slot moved)", name, channel)
+        self._drop(name, [channel])
+        self._lost()
+
+    def _refused(self, name: str, error: str) -> None:
+        """Node ``name`` refused a command: on ``MOVED <slot> ...`` the slot is served
+        elsewhere, so the slot's channels it was to hold are subscribed nowhere, and none of
+        them will be confirmed unsubscribed there. (A slot being migrated answers no ASK for
+        shard channels: its old owner serves them until the move is done.)"""
+        words = error.split()
+        if len(words) < 2 or words[0] != "MOVED" or not words[1].isdigit():
+            return
+        slot = int(words[1])
+        channels = self._readers[name].drop(lambda channel: key_slot(channel.encode()) == slot)
+        if not channels:  # an unsubscribe refused: nothing held is lost, the slot map is old
+            self._stale = True
+            return
+        log.warning("broadcaster: %s no longer serves slot %d (%s)", name, slot, channels)
+        self._drop(name, channels)
+        self._lost()
+
+    def _unreachable(self, name: str) -> None:
+        """An attempt to connect to node ``name`` failed: if it holds channels, see (one look
+        at a time) whether the cluster serves them elsewhere now."""
+        if self._readers[name].channels and (self._rehoming is None or self._rehoming.done()):
+            self._rehoming = asyncio.create_task(self._rehome(name), name=f"hub-rehome-{name}")
+
+    async def _rehome(self, name: str) -> None:
+        """Read the slot map again; the channels of node ``name`` whose slots other nodes
+        serve now are held there no more: a loss (the next subscribe goes to the new owner)."""
+        try:
+            await self.client.nodes_manager.initialize()
+        except (RedisClusterException, RedisError, OSError) as exc:
+            # No node answered: the next failed attempt asks again (the reader has warned).
+            log.debug("broadcaster: reading the slot map for %s failed: %s", name, exc)
+            return
+        gone = self._readers[name].drop(lambda channel: not self._serves(name, channel))
+        if gone:
+            log.warning("broadcaster: %s is unreachable; its slots of %s moved", name, gone)
+            self._drop(name, gone)
+            self._lost()
+
+    def _serves(self, name: str, channel: str) -> bool:
+        """Whether the slot map says node ``name`` serves ``channel`` (or says no one does)."""
+        try:
+            return bool(self.client.get_node_from_key(channel).name == name)
+        except SlotNotCoveredError:  # nowhere better to go
+            return True
+
+    def _drop(self, name: str, channels: list[str]) -> None:
+        """Forget that node ``name`` carries ``channels``."""
+        reader = self._readers.get(name)
+        for channel in channels:
+            if self._owner.get(channel) is reader:
+                del self._owner[channel]
