@@ -31,14 +31,15 @@ LUA_DIR = Path(__file__).parent / "lua"
 TRADES_MAXLEN = 100_000
 DEFAULT_LEASE_MS = 5_000
 TICK_S = 0.5  # expiry of resting orders and the 24 h statistics window, at least this often
-GATHER_S = 0.002
+GATHER_S = 0.001
 """On a busy market, how long a call waits after the first new entry for those that follow.
 A call has a fixed cost (this process's round trips, the script's per-call work, and a
 publication of depth, trades, order changes and settlement events each, which the
 broadcaster and the settler each wake for): at 1,000 orders/s a market would otherwise make
-a call per order. 2 ms rather than 1: ~4.5 orders per call instead of ~3.2 at
-``bench/e2e.py --rate 2000``, 3-5 % less CPU per order over the exchange, for ~1 ms more
-from accept to trade (docs/performance.md, issue 20's fourth round)."""
+a call per order. 1 ms, not 2: 2 ms saved 3-5 % of the exchange's CPU per order, but on a
+slower day of a 2-core machine it put the XADD → trade p99 at 2,000 orders/s past the 5 ms
+the matcher is held to (4.8-5.8 ms against 3.5-3.9 with 1 ms; docs/performance.md, issue
+20's fifth round)."""
 BUSY_S = 0.005
 """A market whose previous call ended less than this before its next entry came is busy; an
 entry that comes after a quiet spell is matched at once."""
