@@ -143,14 +143,21 @@ def end_state(client: redis.Redis) -> dict[str, int]:
             elif event["status"] == "FILLED":
                 filled_done.add(event["cid"])
         cursor = "(" + chunk[-1][0]
-    bids = {int(p): int(q) for p, q in client.hgetall(keys.levels_bids(MARKET)).items()}
-    asks = {int(p): int(q) for p, q in client.hgetall(keys.levels_asks(MARKET)).items()}
-    best_bid, best_ask = max(bids, default=0), min(asks, default=0)
     return {
         "tradedQty": traded,
         "crossingOrders": len(takers),
         "makerFills": fills,
         "makersConsumed": len(makers_filled & filled_done),
+        **book_figures(client, keys.levels_bids(MARKET), keys.levels_asks(MARKET)),
+    }
+
+
+def book_figures(client: redis.Redis, bid_levels: str, ask_levels: str) -> dict[str, int]:
+    """The README's book figures from the level totals (hashes price -> resting qty)."""
+    bids = {int(p): int(q) for p, q in client.hgetall(bid_levels).items()}
+    asks = {int(p): int(q) for p, q in client.hgetall(ask_levels).items()}
+    best_bid, best_ask = max(bids, default=0), min(asks, default=0)
+    return {
         "bestBid": best_bid,
         "bestBidQty": bids.get(best_bid, 0),
         "bestAsk": best_ask,

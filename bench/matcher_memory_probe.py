@@ -42,7 +42,7 @@ import orjson
 import redis
 from lib import cli
 from lib.stream import command, load_stream
-from matcher import EXPECTED
+from matcher import EXPECTED, book_figures
 from support.redis_server import RedisServer
 
 LIBRARY = Path(__file__).with_name("matcher_memory_probe.lua")
@@ -329,22 +329,6 @@ def run(client: redis.Redis, orders: list[Any], batch: int) -> dict[str, Any]:
     }
 
 
-def end_state(client: redis.Redis, counts: dict[str, int]) -> dict[str, int]:
-    """The README's figures: the counts from the probe, the book from Redis's level totals."""
-    bids = {int(p): int(q) for p, q in client.hgetall(LEVELS["B"]).items()}
-    asks = {int(p): int(q) for p, q in client.hgetall(LEVELS["S"]).items()}
-    best_bid, best_ask = max(bids, default=0), min(asks, default=0)
-    return {
-        **counts,
-        "bestBid": best_bid,
-        "bestBidQty": bids.get(best_bid, 0),
-        "bestAsk": best_ask,
-        "bestAskQty": asks.get(best_ask, 0),
-        "restingBidQty": sum(bids.values()),
-        "restingAskQty": sum(asks.values()),
-    }
-
-
 def main() -> None:
     parser = cli.parser(__doc__)
     parser.add_argument("--orders", type=int, default=200_000)
@@ -362,7 +346,7 @@ def main() -> None:
                 pipe.execute()
         client.xgroup_create(IN, GROUP, id="0")
         result = run(client, orders, args.batch)
-        state = end_state(client, result.pop("counts"))
+        state = {**result.pop("counts"), **book_figures(client, LEVELS["B"], LEVELS["S"])}
         result["endState"] = state
         result["tradesInRedis"] = client.xlen(TRADES)
         if len(orders) == 200_000:

@@ -10,8 +10,9 @@ took with it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import orjson
@@ -289,6 +290,22 @@ class Heard:
         self.lost += 1
 
 
+@contextlib.asynccontextmanager
+async def _sharded(
+    url: str,
+) -> AsyncIterator[tuple[ShardedBackend, Heard]]:
+    """A sharded backend connected to the cluster at ``url``, and what it reports."""
+    client = redis.asyncio.cluster.RedisCluster.from_url(url)
+    backend = ShardedBackend(client, [MARKET])
+    heard = Heard()
+    try:
+        await backend.connect(heard)
+        yield backend, heard
+    finally:
+        await backend.disconnect()
+        await client.aclose()
+
+
 async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
     """Poll ``predicate`` until it holds or ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout
@@ -331,11 +348,7 @@ def test_a_slot_that_moves_is_a_loss_and_the_next_subscribe_finds_its_new_owner(
     assert key_slot(channel.encode()) != key_slot(other.encode())
 
     async def scenario() -> None:
-        client = redis.asyncio.cluster.RedisCluster.from_url(cluster.url)
-        backend = ShardedBackend(client, [MARKET])
-        heard = Heard()
-        try:
-            await backend.connect(heard)
+        async with _sharded(cluster.url) as (backend, heard):
             await asyncio.wait_for(await backend.subscribe([channel, other]), 10)
             target = _move_slot(cluster, channel)
             # The old owner drops the channel by itself: a loss, heard once.
@@ -347,16 +360,13 @@ def test_a_slot_that_moves_is_a_loss_and_the_next_subscribe_finds_its_new_owner(
             with redis.Redis(host="127.0.0.1", port=target) as owner:
                 assert owner.execute_command("PUBSUB", "SHARDNUMSUB", channel)[1] == 1
                 assert owner.spublish(channel, "after the move") == 1
-            await client.spublish(other, "unmoved")
+            await backend.client.spublish(other, "unmoved")
             assert await _until(lambda: len(heard.published) == 2), heard.published
             assert sorted(heard.published) == [
                 (channel, b"after the move"),
                 (other, b"unmoved"),
             ]
             assert heard.lost == 1
-        finally:
-            await backend.disconnect()
-            await client.aclose()
 
     asyncio.run(scenario())
 
@@ -367,11 +377,7 @@ def test_an_unsubscribe_whose_reply_died_with_its_connection_hides_no_later_slot
     channel = "dex:ch:{reply-lost}:x"
 
     async def scenario() -> None:
-        client = redis.asyncio.cluster.RedisCluster.from_url(cluster.url)
-        backend = ShardedBackend(client, [MARKET])
-        heard = Heard()
-        try:
-            await backend.connect(heard)
+        async with _sharded(cluster.url) as (backend, heard):
             await asyncio.wait_for(await backend.subscribe([channel]), 10)
             reader = backend._owner[channel]
             # The SUNSUBSCRIBE is written, and its connection dropped in the same loop turn:
@@ -390,9 +396,6 @@ def test_an_unsubscribe_whose_reply_died_with_its_connection_hides_no_later_slot
             await asyncio.wait_for(await backend.subscribe([channel]), 10)
             _move_slot(cluster, channel)
             assert await _until(lambda: heard.lost == 3), heard.lost
-        finally:
-            await backend.disconnect()
-            await client.aclose()
 
     asyncio.run(scenario())
 
@@ -403,11 +406,8 @@ def test_a_subscribe_refused_by_a_node_that_lost_the_slot_is_a_loss_then_lands_o
     channel = "dex:ch:{moved-unheard}:x"
 
     async def scenario() -> None:
-        client = redis.asyncio.cluster.RedisCluster.from_url(cluster.url)
-        backend = ShardedBackend(client, [MARKET])
-        heard = Heard()
-        try:
-            await backend.connect(heard)  # the slot map is read here...
+        # The slot map is read as the backend connects...
+        async with _sharded(cluster.url) as (backend, heard):
             target = _move_slot(cluster, channel)  # ...and the slot moves unseen (no channel)
             # The old owner refuses the SSUBSCRIBE (MOVED): the channel is subscribed nowhere,
             # so the PING's reply that confirms it comes with a loss.
@@ -419,9 +419,6 @@ def test_a_subscribe_refused_by_a_node_that_lost_the_slot_is_a_loss_then_lands_o
                 assert owner.spublish(channel, "relayed") == 1
             assert await _until(lambda: heard.published == [(channel, b"relayed")])
             assert heard.lost == 1
-        finally:
-            await backend.disconnect()
-            await client.aclose()
 
     asyncio.run(scenario())
 
@@ -432,11 +429,7 @@ def test_a_slot_that_moves_while_its_connection_is_down_is_found_after_the_recon
     channel = "dex:ch:{moved-while-down}:x"
 
     async def scenario() -> None:
-        client = redis.asyncio.cluster.RedisCluster.from_url(cluster.url)
-        backend = ShardedBackend(client, [MARKET])
-        heard = Heard()
-        try:
-            await backend.connect(heard)
+        async with _sharded(cluster.url) as (backend, heard):
             await asyncio.wait_for(await backend.subscribe([channel]), 10)
             reader = backend._owner[channel]
             assert reader._transport is not None
@@ -449,9 +442,6 @@ def test_a_slot_that_moves_while_its_connection_is_down_is_found_after_the_recon
             with redis.Redis(host="127.0.0.1", port=target) as owner:
                 assert owner.spublish(channel, "relayed") == 1
             assert await _until(lambda: heard.published == [(channel, b"relayed")])
-        finally:
-            await backend.disconnect()
-            await client.aclose()
 
     asyncio.run(scenario())
 
@@ -464,11 +454,7 @@ def test_the_channels_of_a_node_that_died_follow_its_slot_to_the_next_owner() ->
     channel = "dex:ch:{node-dies}:x"
 
     async def scenario() -> None:
-        client = redis.asyncio.cluster.RedisCluster.from_url(own.url)
-        backend = ShardedBackend(client, [MARKET])
-        heard = Heard()
-        try:
-            await backend.connect(heard)
+        async with _sharded(own.url) as (backend, heard):
             await asyncio.wait_for(await backend.subscribe([channel]), 10)
             dead = backend._owner[channel].address.port
             process = own.processes[own.ports.index(dead)]
@@ -490,9 +476,6 @@ def test_the_channels_of_a_node_that_died_follow_its_slot_to_the_next_owner() ->
             successor.close()
             assert await _until(lambda: heard.published == [(channel, b"relayed")])
             assert heard.lost == 1
-        finally:
-            await backend.disconnect()
-            await client.aclose()
 
     try:
         asyncio.run(scenario())
@@ -506,11 +489,7 @@ def test_an_unsubscribe_that_crosses_its_slot_move_is_no_loss_and_leaves_nothing
     channel = "dex:ch:{crossing}:x"
 
     async def scenario() -> None:
-        client = redis.asyncio.cluster.RedisCluster.from_url(cluster.url)
-        backend = ShardedBackend(client, [MARKET])
-        heard = Heard()
-        try:
-            await backend.connect(heard)
+        async with _sharded(cluster.url) as (backend, heard):
             await asyncio.wait_for(await backend.subscribe([channel]), 10)
             # Before the reader reads again: the slot moves (the old owner drops the channel)
             # and then the SUNSUBSCRIBE reaches it (refused: MOVED). The channel was being left
@@ -526,8 +505,5 @@ def test_an_unsubscribe_that_crosses_its_slot_move_is_no_loss_and_leaves_nothing
             # The next move of the slot is heard: no reply was left due on either connection.
             _move_slot(cluster, channel)
             assert await _until(lambda: heard.lost == 1), heard.lost
-        finally:
-            await backend.disconnect()
-            await client.aclose()
 
     asyncio.run(scenario())
