@@ -24,6 +24,7 @@ import redis.cluster
 import websockets
 from redis.crc import key_slot
 from support.exchange import Exchange
+from support.pubsub import Heard
 from support.redis_cluster import RedisCluster
 from support.redis_server import RedisServerUnavailable, wait_for
 from support.signing import Trader
@@ -274,20 +275,6 @@ def test_a_lost_node_connection_resets_clients_and_the_hub_resubscribes_per_slot
     finally:
         exchange.stop()
         client.close()
-
-
-class Heard:
-    """A listener that records what the backend reports."""
-
-    def __init__(self) -> None:
-        self.lost = 0
-        self.published: list[tuple[str, bytes]] = []
-
-    def on_published(self, channel: str, data: Any) -> None:
-        self.published.append((channel, data))
-
-    def on_lost(self) -> None:
-        self.lost += 1
 
 
 @contextlib.asynccontextmanager

@@ -18,6 +18,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 import uvloop
+from support.pubsub import until
 from support.redis_server import RedisServer, RedisServerUnavailable
 
 from common import keys
@@ -42,14 +43,6 @@ class Sink:
 
     def on_publication(self, topic: str, payload: Any) -> None:
         self.received.append(payload)
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("the condition did not come true in time")
-        await asyncio.sleep(0.01)
 
 
 def test_a_burst_is_read_whole_and_in_order_a_large_publication_included(

@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 import trustme
 import uvloop
 from support.exchange import Exchange
+from support.pubsub import Heard, until
 from support.redis_server import RedisServer, RedisServerUnavailable, free_port, redis_command
 from support.ws import WsClient
 
@@ -95,28 +96,6 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
         )
     finally:
         server.stop()
-
-
-class Heard:
-    """A listener that records what the reader reports."""
-
-    def __init__(self) -> None:
-        self.lost = 0
-        self.published: list[tuple[str, bytes]] = []
-
-    def on_published(self, channel: str, data: Any) -> None:
-        self.published.append((channel, data))
-
-    def on_lost(self) -> None:
-        self.lost += 1
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("the condition did not come true in time")
-        await asyncio.sleep(0.01)
 
 
 def address_of(url: str) -> Address:
