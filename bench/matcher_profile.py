@@ -185,7 +185,7 @@ def main() -> None:
         result["redisCpuUsecPerOrder"] = round(cpu * 1e6 / n, 2)
         # The commands' own execution; the rest of the script time is Lua's: the script's
         # logic, cjson, and each redis.call's conversion of arguments and reply.
-        inner_usec = sum(inner_after[name] - inner_before.get(name, 0) for name in inside)
+        inner_usec = sum(inner_after.get(name, 0) - inner_before.get(name, 0) for name in inside)
         result["commandsUsecPerOrder"] = round(inner_usec / n, 2)
     cli.write_results("matcher_profile.json", result)
     print(json.dumps(result, indent=2))
