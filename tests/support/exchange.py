@@ -35,6 +35,7 @@ COMMANDS: dict[str, list[str]] = {
     "broadcaster": [sys.executable, "-m", "services.broadcaster"],
 }
 FIVE = tuple(COMMANDS)
+PORT_ATTEMPTS = 3  # a server whose free port another test's process took first starts again
 """What ``start()`` starts by default: the bridge (below) runs only with a chain."""
 COMMANDS["bridge"] = [sys.executable, "-m", "services.bridge"]
 
@@ -55,6 +56,7 @@ class Exchange:
             ),
             "DEX_REDIS_URL": redis_url,
             "DEX_ADMIN_TOKEN": ADMIN_TOKEN,
+            "DEX_LOG_LEVEL": "INFO",  # the servers' "running on" line tells their readiness
             "DEX_GATEWAY_PORT": str(self.gateway_port),
             "DEX_BROADCASTER_PORT": str(self.broadcaster_port),
             **env,
@@ -73,32 +75,75 @@ class Exchange:
         """Start ``names`` (all five when none) and wait until they are ready; ``args`` are
         added to each one's command (``--concurrency 2`` for a worker, say)."""
         for name in names or FIVE:
-            command = [*COMMANDS[name], *args]
-            log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-            # In the temp dir, as an operator's own directory: beat keeps its schedule file there.
-            self.processes[name] = subprocess.Popen(
-                command,
-                cwd=self.workdir,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.wait_ready(*(names or FIVE))
+            self._launch(name, args)
+        self.wait_ready(*(names or FIVE), args=args)
         return self
 
-    def wait_ready(self, *names: str, timeout: float = 30.0) -> None:
+    def _launch(self, name: str, args: Sequence[str] = ()) -> None:
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        # In the temp dir, as an operator's own directory: beat keeps its schedule file there.
+        self.processes[name] = subprocess.Popen(
+            [*COMMANDS[name], *args],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, *names: str, timeout: float = 30.0, args: Sequence[str] = ()) -> None:
+        """Wait until each of ``names`` is ready. A server is ready once its own log says it
+        listens on its port and the port answers: the port alone can be answered by another
+        test's process that was given the same free port a moment earlier (the tests run in
+        parallel). A server that lost its port to such a process is started again on a new
+        one."""
         checks: dict[str, Callable[[], bool]] = {
-            "gateway": lambda: _http_ok(f"{self.http}/v1/health"),
-            "broadcaster": lambda: _port_open(self.broadcaster_port),
+            "gateway": lambda: (
+                self._listening("gateway", self.gateway_port) and _http_ok(f"{self.http}/v1/health")
+            ),
+            "broadcaster": lambda: (
+                self._listening("broadcaster", self.broadcaster_port)
+                and _port_open(self.broadcaster_port)
+            ),
             "settler": self._worker_connected,
         }
         for name in names:
             check = checks.get(name)
             if check is None:
                 continue
-            if not wait_for(lambda c=check, n=name: self._alive(n) and c(), timeout):
-                raise RuntimeError(f"{name} did not become ready:\n{self.log(name)[-3000:]}")
+            for attempt in range(PORT_ATTEMPTS):
+                try:
+                    ready = wait_for(lambda c=check, n=name: self._alive(n) and c(), timeout)
+                except RuntimeError:
+                    if attempt + 1 == PORT_ATTEMPTS or not self._lost_its_port(name):
+                        raise
+                    self._launch(name, args)
+                    continue
+                if not ready:
+                    raise RuntimeError(f"{name} did not become ready:\n{self.log(name)[-3000:]}")
+                break
+
+    def _listening(self, name: str, port: int) -> bool:
+        """``name``'s log says it has bound ``port`` (uvicorn's "running on" line, at INFO)."""
+        if self.env.get("DEX_LOG_LEVEL", "INFO").upper() not in ("INFO", "DEBUG"):
+            return True  # the line is not written: the port's answer has to do
+        return f"http://127.0.0.1:{port} " in self.log(name)
+
+    def _lost_its_port(self, name: str) -> bool:
+        """``name`` exited as its port was taken: give it a new one (gateway, broadcaster)."""
+        if name not in ("gateway", "broadcaster"):
+            return False
+        if "address already in use" not in self.log(name).lower():
+            return False
+        port = free_port()
+        if name == "gateway":
+            self.gateway_port = port
+            self.env["DEX_GATEWAY_PORT"] = str(port)
+        else:
+            self.broadcaster_port = port
+            self.env["DEX_BROADCASTER_PORT"] = str(port)
+        self.processes.pop(name)
+        return True
 
     def _worker_connected(self) -> bool:
         """The worker has reached its broker (it binds its control mailbox there): at the
