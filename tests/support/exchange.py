@@ -35,9 +35,9 @@ COMMANDS: dict[str, list[str]] = {
     "broadcaster": [sys.executable, "-m", "services.broadcaster"],
 }
 FIVE = tuple(COMMANDS)
-PORT_ATTEMPTS = 3  # a server whose free port another test's process took first starts again
 """What ``start()`` starts by default: the bridge (below) runs only with a chain."""
 COMMANDS["bridge"] = [sys.executable, "-m", "services.bridge"]
+PORT_ATTEMPTS = 3  # a server whose free port another test's process took first starts again
 
 
 class Exchange:
