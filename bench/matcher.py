@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 import redis
-from lib import REPO_ROOT, cli, launch
+from lib import REPO_ROOT, callgrind, cli, launch
 from lib.stream import LATENCY_MARKET, MARKET, MARKETS_YAML, STREAM, command, load_stream
 from support.redis_server import RedisServer
 
@@ -79,11 +79,6 @@ def feed(client: redis.Redis, market: str, orders: list[tuple[str, str, int, int
     return last
 
 
-def command_counts(client: redis.Redis) -> dict[str, int]:
-    stats = client.info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
-
-
 def throughput(client: redis.Redis, url: str, markets_file: Path, orders: list[Any]) -> dict:
     last = feed(client, MARKET, orders)
     client.config_resetstat()
@@ -105,7 +100,7 @@ def throughput(client: redis.Redis, url: str, markets_file: Path, orders: list[A
     # Commands the scripts ran, per order of the whole stream (INFO commandstats counts the
     # commands a script calls). Left in, so the figure errs high: the bench's own HGET polls
     # (every 5 ms) and the lease script's commands (every lease_ms / 3).
-    inside = command_counts(client)
+    inside = callgrind.command_counts(client)
     for name in ("eval", "evalsha", "xread", "xinfo|consumers", "info", "script|load", "xrange",
                  "config|resetstat", "xautoclaim", "xgroup|create", "ping", "client|setinfo",
                  "hello", "select"):  # fmt: skip

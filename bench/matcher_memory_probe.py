@@ -40,7 +40,7 @@ from typing import Any
 import hiredis
 import orjson
 import redis
-from lib import cli
+from lib import callgrind, cli
 from lib.stream import command, load_stream
 from matcher import EXPECTED, book_figures
 from support.redis_server import RedisServer
@@ -267,10 +267,6 @@ class Probe:
         )
 
 
-def usec(client: redis.Redis, name: str) -> int:
-    return int(client.info("commandstats").get(f"cmdstat_{name}", {}).get("usec", 0))
-
-
 def applied_by(reply: Any) -> int:
     if isinstance(reply, redis.ResponseError):
         raise reply
@@ -280,10 +276,8 @@ def applied_by(reply: Any) -> int:
 def run(client: redis.Redis, orders: list[Any], batch: int) -> dict[str, Any]:
     probe = Probe()
     connection = client.connection_pool.get_connection()
-    read = bytes(
-        hiredis.pack_command(
-            ("XREADGROUP", "GROUP", GROUP, "probe", "COUNT", batch, "STREAMS", IN, ">")
-        )
+    read = hiredis.pack_command(
+        ("XREADGROUP", "GROUP", GROUP, "probe", "COUNT", batch, "STREAMS", IN, ">")
     )
     client.config_resetstat()
     cpu, started = time.process_time(), time.perf_counter()
@@ -311,6 +305,7 @@ def run(client: redis.Redis, orders: list[Any], batch: int) -> dict[str, Any]:
     cpu = time.process_time() - cpu
     client.connection_pool.release(connection)
     n = len(orders)
+    usec = callgrind.command_usec(client)
     return {
         "orders": n,
         "applied": applied,
@@ -318,8 +313,8 @@ def run(client: redis.Redis, orders: list[Any], batch: int) -> dict[str, Any]:
         "seconds": round(seconds, 3),
         "ordersPerSecond": round(n / seconds),
         "probeCpuUsecPerOrder": round(cpu * 1e6 / n, 2),
-        "redisFcallUsecPerOrder": round(usec(client, "fcall") / n, 2),
-        "redisReadUsecPerOrder": round(usec(client, "xreadgroup") / n, 2),
+        "redisFcallUsecPerOrder": round(usec.get("fcall", 0) / n, 2),
+        "redisReadUsecPerOrder": round(usec.get("xreadgroup", 0) / n, 2),
         "counts": {
             "tradedQty": probe.traded,
             "crossingOrders": len(probe.takers),

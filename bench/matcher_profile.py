@@ -38,6 +38,7 @@ import contextlib
 import json
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import redis
@@ -54,16 +55,9 @@ redis.register_function('dex_bench_collect', function() collectgarbage('collect'
 """
 
 
-def script_usec(client: redis.Redis) -> int:
-    """Microseconds Redis has spent in script and function calls (their commands included)."""
-    stats = client.info("commandstats")
-    return sum(int(stats.get(f"cmdstat_{name}", {}).get("usec", 0)) for name in SCRIPT_CALLS)
-
-
-def command_usec(client: redis.Redis) -> dict[str, int]:
-    """Microseconds Redis has spent in each command, those a script calls included."""
-    stats = client.info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(v["usec"]) for name, v in stats.items()}
+def usec_between(before: dict[str, int], after: dict[str, int], names: Iterable[str]) -> int:
+    """Microseconds Redis spent in the commands ``names`` between two ``command_usec`` reads."""
+    return sum(after.get(name, 0) - before.get(name, 0) for name in names)
 
 
 def redis_cpu(client: redis.Redis) -> float:
@@ -124,8 +118,7 @@ def main() -> None:
         if not consumer.acquire():
             raise SystemExit("could not take the market lease")
         before = callgrind.command_counts(client)
-        usec_before, cpu_before = script_usec(client), redis_cpu(client)
-        inner_before = command_usec(client)
+        usec_before, cpu_before = callgrind.command_usec(client), redis_cpu(client)
         handled = 0
         if args.floor:
             client.function_load(FLOOR_LIBRARY.read_text(), replace=True)
@@ -138,8 +131,7 @@ def main() -> None:
             handled += consumer.poll(block_ms=10)
         for _ in range(args.empty_calls):
             consumer.tick()
-        usec, cpu = script_usec(client) - usec_before, redis_cpu(client) - cpu_before
-        inner_after = command_usec(client)
+        usec_after, cpu = callgrind.command_usec(client), redis_cpu(client) - cpu_before
         # Lua garbage the calls left behind is collected in a later call: collect it now,
         # inside a call too, so the instructions count it whatever the script's GC policy
         # (in the functions' Lua state, where match.lua's library runs, and the scripts').
@@ -181,12 +173,14 @@ def main() -> None:
         **callgrind.per_order(inside, n, workdir, valgrind),
     }
     if not valgrind:
-        result["scriptUsecPerOrder"] = round(usec / n, 2)
+        # the script calls, their commands included
+        scripts = usec_between(usec_before, usec_after, SCRIPT_CALLS)
+        result["scriptUsecPerOrder"] = round(scripts / n, 2)
         result["redisCpuUsecPerOrder"] = round(cpu * 1e6 / n, 2)
         # The commands' own execution; the rest of the script time is Lua's: the script's
         # logic, cjson, and each redis.call's conversion of arguments and reply.
-        inner_usec = sum(inner_after.get(name, 0) - inner_before.get(name, 0) for name in inside)
-        result["commandsUsecPerOrder"] = round(inner_usec / n, 2)
+        commands = usec_between(usec_before, usec_after, inside)
+        result["commandsUsecPerOrder"] = round(commands / n, 2)
     cli.write_results("matcher_profile.json", result)
     print(json.dumps(result, indent=2))
 

@@ -43,6 +43,12 @@ def command_counts(client: redis.Redis) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
 
 
+def command_usec(client: redis.Redis) -> dict[str, int]:
+    """Microseconds Redis has spent in each command, those a script calls included."""
+    stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["usec"]) for name, v in stats.items()}
+
+
 def instructions(workdir: Path) -> int:
     """The instructions retired inside the script calls, from the server's callgrind output
     (read once the server has exited)."""
