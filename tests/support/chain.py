@@ -80,9 +80,13 @@ class HardhatNode:
         return self
 
     def _answers(self) -> bool:
+        """The node answers on its port, and its own log says it listens there: the port
+        alone can be answered by another test's node given the same free port first."""
         assert self.process is not None
         if self.process.poll() is not None:
             raise RuntimeError(f"hardhat node exited:\n{self.log()[-3000:]}")
+        if f"{self.url}/" not in self.log():
+            return False
         try:
             self.rpc.chain_id()
         except Exception:
